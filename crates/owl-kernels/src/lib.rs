@@ -1,0 +1,18 @@
+//! owl-kernels: the numeric core of owl — no files, no models.
+//!
+//! - [`quant::BlockFormat`]: every GGUF block format (F32, F16, BF16, Q4_0 … Q8_K, IQ4_NL,
+//!   IQ4_XS), with its layout, dequantize, quantize and dot product against the companion
+//!   activation format (`quant::<format>` modules; SIMD versions beside each scalar reference).
+//! - [`ops::matmul`]: y = W·x for a quantized weight matrix and a batch of f32 activations,
+//!   split over the [`pool::ThreadPool`].
+//! - [`ops`]: norms, RoPE, softmax, activations, attention primitives.
+//! - [`pool::ThreadPool`]: persistent workers for per-token work.
+
+pub mod error;
+pub mod ops;
+pub mod pool;
+pub mod quant;
+
+pub use error::KernelError;
+pub use pool::ThreadPool;
+pub use quant::BlockFormat;

@@ -1,0 +1,153 @@
+//! Test support for owl's crates (dev-dependency only).
+//!
+//! - [`fixtures_dir`] / [`fixture`]: the shared conformance fixtures at `../shared/fixtures`
+//!   beside the workspace (override with `OWL_FIXTURES`).
+//! - [`demo_model`]: the path of a demo GGUF model, fetched on first use through the
+//!   project's own `scripts/fetch-demo-models.sh` into a cache that survives between runs.
+//!   A failure to fetch panics: tests never skip silently.
+//! - [`read_f32_file`], [`load_safetensors_f32`]: fixture data as `Vec<f32>`.
+//! - [`assert_close`]: max-abs-difference assertion with a stated tolerance.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The workspace root (the folder holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("owl-test lives at crates/owl-test")
+        .to_path_buf()
+}
+
+/// `../shared/fixtures` beside the workspace, or `$OWL_FIXTURES`.
+pub fn fixtures_dir() -> PathBuf {
+    let dir = match std::env::var_os("OWL_FIXTURES") {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join("../shared/fixtures"),
+    };
+    assert!(
+        dir.join("README.md").is_file(),
+        "shared fixtures not found at {} (set OWL_FIXTURES)",
+        dir.display()
+    );
+    dir
+}
+
+/// A path inside the shared fixtures; panics if it does not exist.
+pub fn fixture(rel: &str) -> PathBuf {
+    let p = fixtures_dir().join(rel);
+    assert!(p.exists(), "missing fixture {}", p.display());
+    p
+}
+
+/// Reads a JSON fixture.
+pub fn fixture_json(rel: &str) -> serde_json::Value {
+    let p = fixture(rel);
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The demo models, by the names the fetch script knows.
+pub const DEMO_MODELS: [&str; 3] = ["smollm2", "gemma3", "qwen2.5-coder"];
+
+static FETCH_LOCK: Mutex<()> = Mutex::new(());
+
+/// Path of a demo model (`smollm2`, `gemma3`, `qwen2.5-coder`), fetched and verified on
+/// first use by `scripts/fetch-demo-models.sh`. Panics with the script's error if it cannot
+/// be had: a test that needs a real model fails rather than skips.
+pub fn demo_model(name: &str) -> PathBuf {
+    let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let script = workspace_root().join("scripts/fetch-demo-models.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(name)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "fetching demo model {name} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    assert!(path.is_file(), "fetch script printed {} for {name}, not a file", path.display());
+    path
+}
+
+/// Little-endian f32 values of a raw `.f32` file.
+pub fn read_f32_file(path: &Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(bytes.len() % 4, 0, "{} is not a whole number of f32", path.display());
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// A tensor read from a safetensors file, converted to f32 (F32, F64, I64 and I32 accepted).
+#[derive(Debug, Clone)]
+pub struct FixtureTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    /// The same values as i64 where the stored dtype is an integer type.
+    pub ints: Option<Vec<i64>>,
+}
+
+/// Every tensor of a safetensors fixture file, by name.
+pub fn load_safetensors_f32(path: &Path) -> HashMap<String, FixtureTensor> {
+    use safetensors::{Dtype, SafeTensors};
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let raw = view.data();
+        let (data, ints): (Vec<f32>, Option<Vec<i64>>) = match view.dtype() {
+            Dtype::F32 => (
+                raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                None,
+            ),
+            Dtype::F64 => (
+                raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+                None,
+            ),
+            Dtype::I64 => {
+                let v: Vec<i64> =
+                    raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+                (v.iter().map(|&x| x as f32).collect(), Some(v))
+            }
+            Dtype::I32 => {
+                let v: Vec<i64> =
+                    raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect();
+                (v.iter().map(|&x| x as f32).collect(), Some(v))
+            }
+            other => panic!("{}: tensor {name} has dtype {other:?}, not supported by the fixture loader", path.display()),
+        };
+        out.insert(name.to_string(), FixtureTensor { shape: view.shape().to_vec(), data, ints });
+    }
+    out
+}
+
+/// Asserts `max |a - b| <= tol`, naming the worst index and both values on failure.
+/// Returns the max abs difference so tests can report it.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs reference {}", got.len(), want.len());
+    let mut worst = 0.0f32;
+    let mut at = 0;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        if d > worst || d.is_nan() {
+            worst = if d.is_nan() { f32::INFINITY } else { d };
+            at = i;
+        }
+    }
+    assert!(
+        worst <= tol,
+        "{what}: max abs diff {worst:e} > tolerance {tol:e} at index {at} (got {}, reference {})",
+        got[at],
+        want[at]
+    );
+    worst
+}
