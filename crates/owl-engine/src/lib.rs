@@ -1,1 +1,45 @@
-//! owl-engine
+//! owl-engine: turning a model's logits into generated text.
+//!
+//! - [`Session`]: one model with its KV cache; [`Session::generate`] prefills a prompt
+//!   (reusing the cached common prefix from the previous turn), then samples, detokenizes
+//!   and streams [`Event`]s ([`TokenEvent`] per token, final text pieces) until an EOG
+//!   token, a stop string, the token limit, the context limit or cancellation
+//!   ([`StopReason`]); [`Generation`] holds the result and its [`Timings`].
+//! - [`Sampler`] / [`SamplingParams`]: llama.cpp's sampler chain (logit bias → penalties →
+//!   top-k → top-p → min-p → temperature → seeded draw; temperature 0 = argmax), with
+//!   no allocation per token. Randomness from [`rng`] (xoshiro256**, splitmix64 seeding).
+//! - [`StopMatcher`], [`EogSet`]: stop strings across token boundaries, end-of-generation ids.
+//! - [`LogSoftmax`], [`TopLogprobs`]: log-probabilities and top-K alternatives.
+//! - [`perplexity()`]: llama-perplexity's windowed scheme; [`run_bench`]: llama-bench's pp/tg.
+//! - [`LanguageModel`], [`TextDecoder`]: what the engine needs from a model and a
+//!   detokenizer; [`ModelRunner`] (an owl-models `Model` + one-sequence `KvCache`) and
+//!   [`TokenizerDecoder`] (owl-tokenizer's `StreamDecoder`) implement them.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod bench;
+mod detokenizer;
+mod error;
+pub mod fastmath;
+pub mod logprobs;
+pub mod model;
+pub mod perplexity;
+pub mod rng;
+mod runner;
+pub mod sampler;
+mod select;
+pub mod session;
+pub mod stop;
+
+pub use bench::{run_bench, BenchParams, BenchResult, BenchTest};
+pub use detokenizer::TokenizerDecoder;
+pub use error::{EngineError, ModelError};
+pub use logprobs::{LogSoftmax, TokenLogprob, TopLogprobs};
+pub use model::{ByteTableDecoder, LanguageModel, TextDecoder};
+pub use perplexity::{perplexity, Perplexity, PerplexityParams, PerplexityProgress};
+pub use runner::ModelRunner;
+pub use sampler::{Sampler, SamplingParams};
+pub use session::{
+    ContextOverflow, Event, GenerateParams, Generation, Session, SessionConfig, Timings, TokenEvent,
+};
+pub use stop::{EogSet, StopMatcher, StopReason};

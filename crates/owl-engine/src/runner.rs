@@ -1,0 +1,111 @@
+//! [`ModelRunner`]: an owl-models [`Model`] with a one-sequence [`KvCache`], as a
+//! [`LanguageModel`] the engine can drive.
+//!
+//! Batches longer than the model's `max_batch_tokens` are split into several forward calls
+//! (the model sized its scratch for that many tokens). A cut of the cache that the model
+//! refuses (a sliding-window ring that no longer holds the positions the cut would need)
+//! clears the sequence instead; the session then runs the prompt again from the start.
+
+use std::borrow::BorrowMut;
+
+use owl_models::{Batch, KvCache, KvDtype, Model, ModelError as OwlModelError};
+
+use crate::error::ModelError;
+use crate::model::LanguageModel;
+
+/// The model (owned, or borrowed as `&mut Model`) and its cache for one sequence.
+pub struct ModelRunner<M: BorrowMut<Model> = Model> {
+    model: M,
+    kv: KvCache,
+    batch: Batch,
+}
+
+/// The sequence slot this runner uses in its cache.
+const SEQ: usize = 0;
+
+impl<M: BorrowMut<Model>> ModelRunner<M> {
+    /// A runner with a cache of `n_ctx` positions stored as `dtype`.
+    // owl-models' error type is large; it is returned once, at setup.
+    #[allow(clippy::result_large_err)]
+    pub fn new(model: M, n_ctx: usize, dtype: KvDtype) -> Result<Self, OwlModelError> {
+        let kv = model.borrow().new_kv_cache(1, n_ctx, dtype)?;
+        let batch = Batch::with_capacity(model.borrow().max_batch_tokens());
+        Ok(ModelRunner { model, kv, batch })
+    }
+
+    pub fn model(&self) -> &Model {
+        self.model.borrow()
+    }
+
+    pub fn model_mut(&mut self) -> &mut Model {
+        self.model.borrow_mut()
+    }
+
+    pub fn kv_cache(&self) -> &KvCache {
+        &self.kv
+    }
+
+    pub fn into_model(self) -> M {
+        self.model
+    }
+}
+
+impl<M: BorrowMut<Model>> LanguageModel for ModelRunner<M> {
+    fn vocab_size(&self) -> usize {
+        self.model.borrow().vocab_size()
+    }
+
+    fn context_size(&self) -> usize {
+        self.kv.n_ctx()
+    }
+
+    fn kv_len(&self) -> usize {
+        self.kv.seq_len(SEQ)
+    }
+
+    fn kv_truncate(&mut self, n: usize) -> usize {
+        let len = self.kv.seq_len(SEQ);
+        if n >= len {
+            return len;
+        }
+        if n > 0 && self.kv.truncate_seq(SEQ, n).is_ok() {
+            return n;
+        }
+        self.kv.clear();
+        0
+    }
+
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        first_output: usize,
+        logits: &mut [f32],
+    ) -> Result<(), ModelError> {
+        let model = self.model.borrow_mut();
+        let vocab = model.vocab_size();
+        let max = model.max_batch_tokens().max(1);
+        let total = logits.len();
+        let mut row = 0;
+        for (c, chunk) in tokens.chunks(max).enumerate() {
+            let offset = c * max;
+            let start = self.kv.seq_len(SEQ);
+            self.batch.clear();
+            for (i, &t) in chunk.iter().enumerate() {
+                self.batch
+                    .push(t, SEQ, start + i, offset + i >= first_output);
+            }
+            let rows = self.batch.n_logits();
+            let out = logits
+                .get_mut(row * vocab..(row + rows) * vocab)
+                .ok_or_else(|| {
+                    format!(
+                        "logits buffer of {total} floats is too short for {} rows of {vocab}",
+                        row + rows
+                    )
+                })?;
+            model.forward(&self.batch, &mut self.kv, out)?;
+            row += rows;
+        }
+        Ok(())
+    }
+}
