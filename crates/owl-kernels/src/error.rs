@@ -9,4 +9,7 @@ pub enum KernelError {
     Length { what: &'static str, expected: usize, got: usize, unit: &'static str },
     #[error("{format:?}: {op} is not implemented for this format")]
     Unsupported { format: BlockFormat, op: &'static str },
+    /// The kernel set forced with `OWL_KERNELS` is unknown or not supported by this CPU.
+    #[error(transparent)]
+    Dispatch(#[from] crate::dispatch::DispatchError),
 }

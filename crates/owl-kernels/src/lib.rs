@@ -3,11 +3,14 @@
 //! - [`quant::BlockFormat`]: every GGUF block format (F32, F16, BF16, Q4_0 … Q8_K, IQ4_NL,
 //!   IQ4_XS), with its layout, dequantize, quantize and dot product against the companion
 //!   activation format (`quant::<format>` modules; SIMD versions beside each scalar reference).
-//! - [`ops::matmul`]: y = W·x for a quantized weight matrix and a batch of f32 activations,
+//! - [`fn@ops::matmul`]: y = W·x for a quantized weight matrix and a batch of f32 activations,
 //!   split over the [`pool::ThreadPool`].
 //! - [`ops`]: norms, RoPE, softmax, activations, attention primitives.
-//! - [`pool::ThreadPool`]: persistent workers for per-token work.
+//! - [`pool::ThreadPool`]: persistent spin-then-park workers for per-token work.
+//! - [`dispatch`]: the CPU's instruction set detected once (`OWL_KERNELS=scalar|avx2` forces
+//!   one) and the per-format table of activation quantizers and dot products.
 
+pub mod dispatch;
 pub mod error;
 pub mod ops;
 pub mod pool;

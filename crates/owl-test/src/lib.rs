@@ -53,13 +53,18 @@ pub fn fixture_json(rel: &str) -> serde_json::Value {
 /// The demo models, by the names the fetch script knows.
 pub const DEMO_MODELS: [&str; 3] = ["smollm2", "gemma3", "qwen2.5-coder"];
 
-static FETCH_LOCK: Mutex<()> = Mutex::new(());
+/// Paths already fetched and verified in this process: the script re-hashes the whole file
+/// (up to 491 MB) on every call, so each test binary asks it once per model.
+static FETCHED: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
 
 /// Path of a demo model (`smollm2`, `gemma3`, `qwen2.5-coder`), fetched and verified on
 /// first use by `scripts/fetch-demo-models.sh`. Panics with the script's error if it cannot
 /// be had: a test that needs a real model fails rather than skips.
 pub fn demo_model(name: &str) -> PathBuf {
-    let _guard = FETCH_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut fetched = FETCHED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = fetched.get_or_insert_with(HashMap::new).get(name) {
+        return path.clone();
+    }
     let script = workspace_root().join("scripts/fetch-demo-models.sh");
     let out = Command::new("bash")
         .arg(&script)
@@ -73,6 +78,7 @@ pub fn demo_model(name: &str) -> PathBuf {
     );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
     assert!(path.is_file(), "fetch script printed {} for {name}, not a file", path.display());
+    fetched.get_or_insert_with(HashMap::new).insert(name.to_string(), path.clone());
     path
 }
 

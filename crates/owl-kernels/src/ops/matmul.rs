@@ -1,8 +1,31 @@
 //! y = W·x for a weight matrix in any block format and a batch of f32 activations.
 //!
-//! PLACEHOLDER: F32 only, scalar. The kernels work replaces the body with quantized
-//! activations, SIMD dot products and tiling; the signature stays.
+//! One call: shapes are validated once; the activations are quantized once into the weight
+//! format's companion format (Q8_0, Q8_1 or Q8_K; float weights take f32 activations as
+//! they are) in the pool's reusable scratch buffer (no allocation once it has grown);
+//! output rows are split into chunks that the pool's threads claim from an atomic counter,
+//! so a thread slowed down by another process simply takes fewer chunks. Matrices under
+//! `INLINE_MACS` multiply-adds run on the calling thread alone.
+//!
+//! - One token (decode, memory-bound): each thread streams its rows once, one dot product
+//!   per row.
+//! - Many tokens (prefill, compute-bound), fastest applicable path first:
+//!   1. 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) on AVX2: each chunk of
+//!      rows is unpacked once into an int8 panel and swept by 2-row × 4-token register tiles
+//!      (`ops::prefill_int8`);
+//!   2. float weights on AVX2: 3-row × 4-token register tiles;
+//!   3. otherwise (K-quants, scalar): one weight row against 4 tokens per kernel call, whose
+//!      columns equal the one-token kernel bit for bit.
+//!
+//!   Rows and tokens are tiled so that a chunk of weight rows and a tile of activation rows
+//!   stay in L2 while every pair is computed.
+//!
+//! No persistent repacking: unpacking a chunk into the panel costs ~4 ns per 32-element
+//! block against ~70 ns of tile work per block at 64 tokens (docs/PERFORMANCE.md), so a
+//! load-time repacked copy would save at most a few percent of prefill and double the
+//! weights' memory.
 
+use crate::dispatch::{self, FormatKernels, KernelTable};
 use crate::pool::ThreadPool;
 use crate::quant::BlockFormat;
 use crate::KernelError;
@@ -17,7 +40,11 @@ pub struct Matrix<'a> {
     pub data: &'a [u8],
 }
 
-/// `y[t * w.rows + r] = Σ_c W[r, c] · x[t * w.cols + c]` for `t < n_tokens`.
+/// `y[t * w.rows + r] = Σ_c W[r, c] · x[t * w.cols + c]` for `t < n_tokens`, with the
+/// kernels of the active instruction set ([`dispatch::active`]).
+///
+/// Errors: a shape that does not match (`x`, `y`, `w.data` lengths; `cols` not a whole
+/// number of blocks), a weight format with no matmul kernel, or an unusable `OWL_KERNELS`.
 pub fn matmul(
     pool: &ThreadPool,
     w: &Matrix<'_>,
@@ -25,30 +52,553 @@ pub fn matmul(
     n_tokens: usize,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    let _ = pool;
-    if x.len() != n_tokens * w.cols {
-        return Err(KernelError::Length { what: "matmul x", expected: n_tokens * w.cols, got: x.len(), unit: "f32" });
+    matmul_with(dispatch::active()?, pool, w, x, n_tokens, y)
+}
+
+/// [`matmul`] with the kernels of a given table (tests compare every table in one process).
+pub fn matmul_with(
+    table: &KernelTable,
+    pool: &ThreadPool,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_impl(table, pool, w, x, n_tokens, y, true)
+}
+
+/// [`matmul_with`], with the int8 panel path allowed or not (A/B measurements).
+fn matmul_impl(
+    table: &KernelTable,
+    pool: &ThreadPool,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    y: &mut [f32],
+    allow_panel: bool,
+) -> Result<(), KernelError> {
+    let shape = Shape::validate(table, w, x, n_tokens, y)?;
+    if w.rows == 0 || n_tokens == 0 {
+        return Ok(());
     }
-    if y.len() != n_tokens * w.rows {
-        return Err(KernelError::Length { what: "matmul y", expected: n_tokens * w.rows, got: y.len(), unit: "f32" });
+    if w.cols == 0 {
+        y.fill(0.0);
+        return Ok(());
     }
-    if w.format != BlockFormat::F32 {
-        return Err(KernelError::Unsupported { format: w.format, op: "matmul (placeholder)" });
-    }
-    let row_bytes = w.cols * 4;
-    if w.data.len() != w.rows * row_bytes {
-        return Err(KernelError::Length { what: "matmul W", expected: w.rows * row_bytes, got: w.data.len(), unit: "bytes" });
-    }
-    for t in 0..n_tokens {
-        let xt = &x[t * w.cols..(t + 1) * w.cols];
-        for r in 0..w.rows {
-            let row = &w.data[r * row_bytes..(r + 1) * row_bytes];
-            let mut acc = 0.0f32;
-            for (c, xv) in row.chunks_exact(4).zip(xt) {
-                acc += f32::from_le_bytes([c[0], c[1], c[2], c[3]]) * xv;
+    let lease = pool.lease();
+    let n_threads = if w.rows.saturating_mul(w.cols).saturating_mul(n_tokens) < INLINE_MACS { 1 } else { lease.n_threads() };
+    let panel = allow_panel && n_tokens >= PANEL_MIN_TOKENS && shape.kernels.has_prefill_panel();
+    let nb = w.cols / w.format.block_elems();
+    let layout = ScratchLayout::new(&shape, n_tokens, nb, if panel { n_threads } else { 0 });
+    let mut scratch = lease.take_scratch();
+    let buf = scratch.bytes_mut(layout.total);
+    let (act_buf, rest) = buf.split_at_mut(layout.act);
+    let (scales_buf, panels_buf) = rest.split_at_mut(layout.scales);
+    let act: &[u8] = match shape.kernels.raw_quantize_act() {
+        Some(quantize) => {
+            quantize_activations(&lease, quantize, x, w.cols, n_tokens, act_buf, shape.act_stride, shape.act_row_bytes);
+            act_buf
+        }
+        None if shape.act_in_scratch => {
+            for (t, xt) in x.chunks_exact(w.cols).enumerate() {
+                act_buf[t * shape.act_stride..t * shape.act_stride + shape.act_row_bytes]
+                    .copy_from_slice(bytemuck::cast_slice(xt));
             }
-            y[t * w.rows + r] = acc;
+            act_buf
+        }
+        None => bytemuck::cast_slice(x),
+    };
+    let out = SharedOut { ptr: y.as_mut_ptr(), len: y.len() };
+    let work = Work { w, shape: &shape, act, n_tokens, out: &out };
+    if n_tokens == 1 {
+        let chunk = matvec_chunk_rows(w.rows, shape.row_bytes, n_threads);
+        if n_threads == 1 {
+            work.matvec_rows(0..w.rows);
+        } else {
+            lease.parallel_for(w.rows, chunk, &|_, rows| work.matvec_rows(rows));
+        }
+    } else if panel {
+        #[cfg(target_arch = "x86_64")]
+        panel_prefill(&lease, &work, n_threads, nb, scales_buf, panels_buf, layout.panel);
+    } else {
+        let chunk = prefill_chunk_rows(w.rows, shape.row_bytes, n_threads);
+        if n_threads == 1 {
+            work.prefill_rows(0..w.rows);
+        } else {
+            lease.parallel_for(w.rows, chunk, &|_, rows| work.prefill_rows(rows));
         }
     }
+    lease.put_scratch(scratch);
     Ok(())
+}
+
+/// Fewest tokens for which the int8 panels beat the one-row × four-token kernels.
+const PANEL_MIN_TOKENS: usize = 4;
+
+/// Byte sizes of the scratch regions of one call, each a multiple of 64.
+struct ScratchLayout {
+    /// Quantized activations.
+    act: usize,
+    /// Panel path: per-token block scales and offset coefficients (two f32 arrays).
+    scales: usize,
+    /// Panel path: one panel per thread.
+    panel: usize,
+    total: usize,
+}
+
+impl ScratchLayout {
+    fn new(shape: &Shape<'_>, n_tokens: usize, nb: usize, panels: usize) -> Self {
+        let act = if shape.act_in_scratch { n_tokens * shape.act_stride } else { 0 };
+        let (scales, panel) = if panels > 0 {
+            #[cfg(target_arch = "x86_64")]
+            let panel = super::prefill_int8::panel_bytes(super::prefill_int8::PANEL_ROWS, nb);
+            #[cfg(not(target_arch = "x86_64"))]
+            let panel = 0;
+            ((2 * n_tokens * nb * 4).next_multiple_of(64), panel)
+        } else {
+            (0, 0)
+        };
+        ScratchLayout { act, scales, panel, total: act + scales + panels * panel }
+    }
+}
+
+/// Prefill through int8 panels: activations' block scales once, then chunks of
+/// [`PANEL_ROWS`](super::prefill_int8::PANEL_ROWS) rows, each unpacked by the thread that
+/// claims it into its own panel and swept by 2-row × 4-token tiles.
+#[cfg(target_arch = "x86_64")]
+fn panel_prefill(
+    lease: &crate::pool::Lease<'_>,
+    work: &Work<'_, '_>,
+    n_threads: usize,
+    nb: usize,
+    scales_buf: &mut [u8],
+    panels_buf: &mut [u8],
+    panel_bytes: usize,
+) {
+    use super::prefill_int8::{self as p8, ActScales, PanelKind, PANEL_ROWS};
+    let Some(kind) = p8::panel_kind(work.w.format) else { return };
+    let n = work.n_tokens * nb;
+    let (da, c) = bytemuck::cast_slice_mut::<u8, f32>(&mut scales_buf[..2 * n * 4]).split_at_mut(n);
+    p8::prepare_act(kind, work.act, work.shape.act_stride, work.n_tokens, nb, ActScales { da, c });
+    let (da, c): (&[f32], &[f32]) = (da, c);
+    let panels = SharedOut { ptr: panels_buf.as_mut_ptr(), len: panels_buf.len() };
+    let signed = kind == PanelKind::Signed;
+    let with_offsets = !signed;
+    let act_block = work.shape.kernels.act_format().block_bytes();
+    let run = |thread: usize, rows: std::ops::Range<usize>| {
+        // SAFETY: each thread index owns its panel region; one chunk at a time per thread.
+        let buf = unsafe { panels.slice(thread * panel_bytes, panel_bytes) };
+        let mut panel = p8::Panel::from_bytes(buf, rows.len(), nb);
+        let w_rows = &work.w.data[rows.start * work.shape.row_bytes..rows.end * work.shape.row_bytes];
+        // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
+        unsafe { p8::unpack_rows(work.w.format, w_rows, rows.len(), nb, &mut panel) };
+        work.panel_tiles(&panel, rows, nb, da, c, act_block, signed, with_offsets);
+    };
+    if n_threads == 1 {
+        let mut r = 0;
+        while r < work.w.rows {
+            let end = (r + PANEL_ROWS).min(work.w.rows);
+            run(0, r..end);
+            r = end;
+        }
+    } else {
+        lease.parallel_for(work.w.rows, PANEL_ROWS, &run);
+    }
+}
+
+/// Below this many multiply-adds a matmul runs on the calling thread alone: waking the
+/// workers costs more than it saves (a 64×64 matvec takes ~0.2 µs).
+const INLINE_MACS: usize = 32 * 1024;
+
+/// Activation rows start on cache lines in the scratch buffer (and Q8_K needs 4 bytes).
+const ACT_ALIGN: usize = 64;
+
+/// A weight-chunk budget for prefill: a chunk of rows stays in L2 while the token tiles pass.
+const PREFILL_CHUNK_BYTES: usize = 192 * 1024;
+
+/// An activation-tile budget for prefill: a tile of quantized tokens stays in L2 while a
+/// chunk of rows passes over it.
+const PREFILL_TILE_BYTES: usize = 256 * 1024;
+
+/// Chunks per thread in a matvec: enough for threads slowed by other processes to hand
+/// work over, few enough that the atomic counter is not contended.
+const MATVEC_CHUNKS_PER_THREAD: usize = 8;
+
+/// Smallest matvec chunk in weight bytes (an atomic claim costs ~100 ns).
+const MATVEC_MIN_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Rows per chunk for one token, a multiple of 4 (the tile kernels' row count).
+fn matvec_chunk_rows(rows: usize, row_bytes: usize, n_threads: usize) -> usize {
+    let balance = rows.div_ceil(n_threads * MATVEC_CHUNKS_PER_THREAD);
+    let min = MATVEC_MIN_CHUNK_BYTES.div_ceil(row_bytes.max(1));
+    balance.max(min).next_multiple_of(4)
+}
+
+/// Rows per chunk for many tokens, a multiple of 12 (the 3-row tiles and 4-row groups).
+fn prefill_chunk_rows(rows: usize, row_bytes: usize, n_threads: usize) -> usize {
+    let balance = rows.div_ceil(n_threads * 4);
+    let fit = PREFILL_CHUNK_BYTES / row_bytes.max(1);
+    balance.min(fit).max(1).next_multiple_of(12)
+}
+
+/// Shapes checked against each other once per call.
+struct Shape<'t> {
+    kernels: &'t FormatKernels,
+    row_bytes: usize,
+    act_row_bytes: usize,
+    /// Distance between activation rows: in scratch, `act_row_bytes` rounded up to
+    /// [`ACT_ALIGN`] (one line more if that is a multiple of 4 KiB); `cols * 4` in place.
+    act_stride: usize,
+    /// Activations live in the scratch buffer (quantized, or f32 rows re-spaced).
+    act_in_scratch: bool,
+}
+
+impl<'t> Shape<'t> {
+    fn validate(
+        table: &'t KernelTable,
+        w: &Matrix<'_>,
+        x: &[f32],
+        n_tokens: usize,
+        y: &[f32],
+    ) -> Result<Self, KernelError> {
+        let kernels = table.get(w.format).ok_or(KernelError::Unsupported { format: w.format, op: "matmul" })?;
+        let not_blocks = |format: BlockFormat| KernelError::RowNotBlockMultiple {
+            format,
+            len: w.cols,
+            block: format.block_elems(),
+        };
+        let row_bytes = w.format.row_bytes(w.cols).ok_or_else(|| not_blocks(w.format))?;
+        let act = kernels.act_format();
+        let act_row_bytes = act.row_bytes(w.cols).ok_or_else(|| not_blocks(act))?;
+        let too_big = |what| KernelError::Length { what, expected: usize::MAX, got: usize::MAX, unit: "(size overflows)" };
+        let w_bytes = w.rows.checked_mul(row_bytes).ok_or_else(|| too_big("matmul W"))?;
+        if w.data.len() != w_bytes {
+            return Err(KernelError::Length { what: "matmul W", expected: w_bytes, got: w.data.len(), unit: "bytes" });
+        }
+        let x_len = n_tokens.checked_mul(w.cols).ok_or_else(|| too_big("matmul x"))?;
+        if x.len() != x_len {
+            return Err(KernelError::Length { what: "matmul x", expected: x_len, got: x.len(), unit: "f32" });
+        }
+        let y_len = n_tokens.checked_mul(w.rows).ok_or_else(|| too_big("matmul y"))?;
+        if y.len() != y_len {
+            return Err(KernelError::Length { what: "matmul y", expected: y_len, got: y.len(), unit: "f32" });
+        }
+        let align = dispatch::weight_align(w.format);
+        if w.data.as_ptr() as usize % align != 0 {
+            return Err(KernelError::Length {
+                what: "matmul W alignment (Q8_K weights need 4-byte aligned data)",
+                expected: align,
+                got: w.data.as_ptr() as usize % align,
+                unit: "bytes",
+            });
+        }
+        // f32 activations are used in place, except in prefill when their rows are a multiple
+        // of 4 KiB apart: then the rows of a token tile all map to the same L1 sets and evict
+        // each other, so they are copied to rows one cache line further apart.
+        let act_in_scratch = kernels.raw_quantize_act().is_some() || (n_tokens > 1 && act_row_bytes % 4096 == 0);
+        let act_stride = if act_in_scratch {
+            let mut stride = act_row_bytes.next_multiple_of(ACT_ALIGN);
+            if stride % 4096 == 0 {
+                stride += ACT_ALIGN;
+            }
+            n_tokens.checked_mul(stride).ok_or_else(|| too_big("matmul activation scratch"))?;
+            stride
+        } else {
+            act_row_bytes
+        };
+        Ok(Shape { kernels, row_bytes, act_row_bytes, act_stride, act_in_scratch })
+    }
+}
+
+/// Quantizes each token's activations into its row of `buf`, in parallel when there is
+/// enough of it.
+#[allow(clippy::too_many_arguments)]
+fn quantize_activations(
+    lease: &crate::pool::Lease<'_>,
+    quantize: dispatch::QuantizeFn,
+    x: &[f32],
+    cols: usize,
+    n_tokens: usize,
+    buf: &mut [u8],
+    stride: usize,
+    row_bytes: usize,
+) {
+    /// Elements below which quantizing on one thread is cheaper than waking the others.
+    const PARALLEL_ELEMS: usize = 64 * 1024;
+    if n_tokens == 1 || n_tokens * cols < PARALLEL_ELEMS || lease.n_threads() == 1 {
+        for (t, xt) in x.chunks_exact(cols).enumerate() {
+            quantize(xt, &mut buf[t * stride..t * stride + row_bytes]);
+        }
+        return;
+    }
+    let out = SharedOut { ptr: buf.as_mut_ptr(), len: buf.len() };
+    let tokens_per_chunk = (PARALLEL_ELEMS / 4 / cols).max(1);
+    lease.parallel_for(n_tokens, tokens_per_chunk, &|_, tokens| {
+        for t in tokens {
+            // SAFETY: token rows are disjoint and each token is claimed by one thread.
+            let dst = unsafe { out.slice(t * stride, row_bytes) };
+            quantize(&x[t * cols..(t + 1) * cols], dst);
+        }
+    });
+}
+
+/// The output (or scratch) buffer, shared by the threads of one call; each element is
+/// written by exactly one thread (rows are partitioned, tokens within a row are not).
+struct SharedOut<T> {
+    ptr: *mut T,
+    len: usize,
+}
+
+// SAFETY: threads write disjoint elements (see uses), and the buffer outlives the run.
+unsafe impl<T: Send> Sync for SharedOut<T> {}
+
+impl<T> SharedOut<T> {
+    /// # Safety
+    /// No other thread may access `start..start + len` while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+        assert!(start + len <= self.len);
+        // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
+    }
+
+}
+
+impl SharedOut<f32> {
+    /// # Safety
+    /// No other thread may access element `i` concurrently.
+    #[inline(always)]
+    unsafe fn write(&self, i: usize, v: f32) {
+        assert!(i < self.len);
+        // SAFETY: in bounds; exclusivity is the caller's promise.
+        unsafe { *self.ptr.add(i) = v };
+    }
+}
+
+/// Everything one matmul's threads share.
+struct Work<'a, 'w> {
+    w: &'a Matrix<'w>,
+    shape: &'a Shape<'a>,
+    /// Activation rows at `act_stride` apart, `act_row_bytes` each.
+    act: &'a [u8],
+    n_tokens: usize,
+    out: &'a SharedOut<f32>,
+}
+
+impl Work<'_, '_> {
+    #[inline(always)]
+    fn weight_row(&self, r: usize) -> &[u8] {
+        &self.w.data[r * self.shape.row_bytes..(r + 1) * self.shape.row_bytes]
+    }
+
+    #[inline(always)]
+    fn act_row(&self, t: usize) -> &[u8] {
+        &self.act[t * self.shape.act_stride..t * self.shape.act_stride + self.shape.act_row_bytes]
+    }
+
+    /// One token: one pass over the rows.
+    fn matvec_rows(&self, rows: std::ops::Range<usize>) {
+        let dot = self.shape.kernels.raw_dot();
+        let a = self.act_row(0);
+        for r in rows {
+            let v = dot(self.weight_row(r), a);
+            // SAFETY: row r belongs to this chunk only.
+            unsafe { self.out.write(r, v) };
+        }
+    }
+
+    /// The tiles of one unpacked panel (`rows` of the matrix): token tiles that fit L2, row
+    /// pairs, token quads.
+    #[cfg(target_arch = "x86_64")]
+    #[allow(clippy::too_many_arguments)]
+    fn panel_tiles(
+        &self,
+        panel: &super::prefill_int8::Panel<'_>,
+        rows: std::ops::Range<usize>,
+        nb: usize,
+        da: &[f32],
+        c: &[f32],
+        act_block: usize,
+        signed: bool,
+        with_offsets: bool,
+    ) {
+        use super::prefill_int8::{tile, ActRows};
+        let n_rows = self.w.rows;
+        let tile_tokens = (PREFILL_TILE_BYTES / self.shape.act_stride.max(1)).next_multiple_of(4).min(self.n_tokens);
+        let act = |t: usize| &self.act[t * self.shape.act_stride..t * self.shape.act_stride + self.shape.act_row_bytes];
+        let scales = |t: usize| (&da[t * nb..(t + 1) * nb], &c[t * nb..(t + 1) * nb]);
+        macro_rules! run_tile {
+            ($rm:literal, $rn:literal, $r:expr, $t:expr) => {{
+                let (r, t) = ($r, $t);
+                let a = ActRows::<$rn> {
+                    rows: std::array::from_fn(|k| act(t + k)),
+                    da: std::array::from_fn(|k| scales(t + k).0),
+                    c: std::array::from_fn(|k| scales(t + k).1),
+                };
+                // SAFETY: panel path only runs from the AVX2 table.
+                let v = unsafe {
+                    if signed {
+                        tile::<$rm, $rn, true>(panel, r, nb, a, act_block, with_offsets)
+                    } else {
+                        tile::<$rm, $rn, false>(panel, r, nb, a, act_block, with_offsets)
+                    }
+                };
+                for (i, vr) in v.iter().enumerate() {
+                    for (k, &val) in vr.iter().enumerate() {
+                        // SAFETY: rows of this chunk belong to this thread only.
+                        unsafe { self.out.write((t + k) * n_rows + rows.start + r + i, val) };
+                    }
+                }
+            }};
+        }
+        let n = rows.len();
+        let mut t0 = 0;
+        while t0 < self.n_tokens {
+            let t1 = (t0 + tile_tokens).min(self.n_tokens);
+            let mut r = 0;
+            while r < n {
+                let pair = r + 2 <= n;
+                let mut t = t0;
+                while t + 4 <= t1 {
+                    if pair {
+                        run_tile!(2, 4, r, t);
+                    } else {
+                        run_tile!(1, 4, r, t);
+                    }
+                    t += 4;
+                }
+                while t < t1 {
+                    if pair {
+                        run_tile!(2, 1, r, t);
+                    } else {
+                        run_tile!(1, 1, r, t);
+                    }
+                    t += 1;
+                }
+                r += if pair { 2 } else { 1 };
+            }
+            t0 = t1;
+        }
+    }
+
+    /// Many tokens: token tiles that fit L2, each swept by every row of the chunk; four
+    /// tokens per kernel call where the format has a multi-token kernel (each weight block is
+    /// then unpacked once for four tokens). Its columns equal the one-token kernel bit for
+    /// bit, so a token's output does not depend on the batch it came in.
+    fn prefill_rows(&self, rows: std::ops::Range<usize>) {
+        let dot = self.shape.kernels.raw_dot();
+        let dot4 = self.shape.kernels.raw_dot4();
+        let tile3x4 = self.shape.kernels.raw_tile3x4();
+        let n_rows = self.w.rows;
+        let tile = (PREFILL_TILE_BYTES / self.shape.act_stride.max(1)).next_multiple_of(4).min(self.n_tokens);
+        let mut t0 = 0;
+        while t0 < self.n_tokens {
+            let t1 = (t0 + tile).min(self.n_tokens);
+            let mut r = rows.start;
+            if let Some(tile3x4) = tile3x4 {
+                while r + 3 <= rows.end {
+                    let wr = [self.weight_row(r), self.weight_row(r + 1), self.weight_row(r + 2)];
+                    let mut t = t0;
+                    while t + 4 <= t1 {
+                        let a = [self.act_row(t), self.act_row(t + 1), self.act_row(t + 2), self.act_row(t + 3)];
+                        for (i, v) in tile3x4(wr, a).into_iter().enumerate() {
+                            for (k, v) in v.into_iter().enumerate() {
+                                // SAFETY: rows of this chunk belong to this thread only.
+                                unsafe { self.out.write((t + k) * n_rows + r + i, v) };
+                            }
+                        }
+                        t += 4;
+                    }
+                    for t in t..t1 {
+                        for (i, wr) in wr.iter().enumerate() {
+                            // SAFETY: as above.
+                            unsafe { self.out.write(t * n_rows + r + i, dot(wr, self.act_row(t))) };
+                        }
+                    }
+                    r += 3;
+                }
+            }
+            for r in r..rows.end {
+                let wr = self.weight_row(r);
+                let mut t = t0;
+                if let Some(dot4) = dot4 {
+                    while t + 4 <= t1 {
+                        let a = [self.act_row(t), self.act_row(t + 1), self.act_row(t + 2), self.act_row(t + 3)];
+                        let v = dot4(wr, a);
+                        for (k, v) in v.into_iter().enumerate() {
+                            // SAFETY: row r belongs to this chunk only.
+                            unsafe { self.out.write((t + k) * n_rows + r, v) };
+                        }
+                        t += 4;
+                    }
+                }
+                for t in t..t1 {
+                    let v = dot(wr, self.act_row(t));
+                    // SAFETY: row r belongs to this chunk only.
+                    unsafe { self.out.write(t * n_rows + r, v) };
+                }
+            }
+            t0 = t1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::Isa;
+
+    /// A/B of the prefill paths on one thread, alternating short batches so both see the same
+    /// machine load; on-CPU time of the best batch. A measurement, not a check:
+    /// `cargo test -p owl-kernels --lib prefill_paths_ab -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    #[cfg(target_os = "linux")]
+    fn prefill_paths_ab() {
+        let Ok(table) = dispatch::table(Isa::Avx2) else { return };
+        #[repr(C)]
+        struct Timespec {
+            sec: i64,
+            nsec: i64,
+        }
+        extern "C" {
+            fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+        }
+        let cpu_ns = || -> u64 {
+            let mut ts = Timespec { sec: 0, nsec: 0 };
+            // SAFETY: CLOCK_THREAD_CPUTIME_ID (3) with a valid out pointer.
+            unsafe { clock_gettime(3, &mut ts) };
+            ts.sec as u64 * 1_000_000_000 + ts.nsec as u64
+        };
+        let pool = ThreadPool::new(1);
+        let (rows, cols) = (1024, 4096);
+        for tokens in [64] {
+            for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q5_0, BlockFormat::Q8_0, BlockFormat::IQ4_NL, BlockFormat::Q4_K, BlockFormat::Q6_K, BlockFormat::F16, BlockFormat::F32, BlockFormat::BF16] {
+                let rb = format.row_bytes(cols).expect("row");
+                let src: Vec<f32> = (0..cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0).collect();
+                let mut row = vec![0u8; rb];
+                crate::quant::quantize_row(format, &src, &mut row).expect("quantize");
+                let data: Vec<u8> = row.iter().copied().cycle().take(rows * rb).collect();
+                let w = Matrix { format, rows, cols, data: &data };
+                let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 7919 % 1000) as f32) / 1000.0 - 0.5).collect();
+                let mut y = vec![0f32; tokens * rows];
+                let mut best = [f64::MAX; 2];
+                for round in 0..40 {
+                    let panel = round % 2 == 0;
+                    let c0 = cpu_ns();
+                    for _ in 0..3 {
+                        matmul_impl(table, &pool, &w, &x, tokens, &mut y, panel).expect("matmul");
+                    }
+                    let secs = (cpu_ns() - c0) as f64 * 1e-9 / 3.0;
+                    best[panel as usize] = best[panel as usize].min(secs);
+                }
+                let gflops = |s: f64| 2.0 * (rows * cols * tokens) as f64 / s / 1e9;
+                println!(
+                    "{format:?} {tokens:>3} tokens: one-row x4 kernel {:.1} GFLOP/s, int8 panel {:.1} GFLOP/s",
+                    gflops(best[0]),
+                    gflops(best[1])
+                );
+            }
+        }
+    }
 }

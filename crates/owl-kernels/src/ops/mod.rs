@@ -1,5 +1,8 @@
 //! Compute primitives over f32 activations and block-format weights.
 
+pub mod float_dot;
 pub mod matmul;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod prefill_int8;
 
-pub use matmul::{matmul, Matrix};
+pub use matmul::{matmul, matmul_with, Matrix};

@@ -3,6 +3,43 @@
 //! Each format lives in its own module with the `#[repr(C)]` block struct, `dequantize`,
 //! `quantize` and a scalar `vec_dot` against its companion activation format
 //! ([`BlockFormat::vec_dot_format`]); SIMD versions sit beside the scalar reference.
+//!
+//! Every weight block struct has alignment 1 (f16 scales are stored as `[u8; 2]` with an
+//! accessor), so any byte slice of a memory-mapped GGUF tensor casts to blocks with
+//! `bytemuck::cast_slice`. The one exception is the activation-only [`q8_k::BlockQ8K`],
+//! which keeps ggml's native `f32`/`i16` fields (alignment 4): the matmul driver fills it
+//! into its own buffers. All multi-byte fields are little-endian, as in GGUF.
+//!
+//! The byte-level entry points [`dequantize_row`], [`quantize_row`] and [`vec_dot_scalar`]
+//! take a [`BlockFormat`] and raw bytes; they are what `owl tensor` and the matmul driver's
+//! scalar fallback use.
+
+pub mod bf16;
+pub mod f16;
+pub mod f32;
+pub mod iq4_nl;
+pub mod iq4_xs;
+pub mod q2_k;
+pub mod q3_k;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
+pub mod q5_k;
+pub mod q6_k;
+pub mod q8_0;
+pub mod q8_1;
+pub mod q8_k;
+
+mod row;
+mod scale_search;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod simd_x86;
+mod util;
+
+pub use row::{dequantize_row, quantize_row, vec_dot_scalar};
+pub use util::{f16_bits_to_f32, f16_to_f32, f32_to_f16, nearest_int};
 
 /// A tensor element format. Not the GGUF type id (that is owl-formats' `GgmlType`): this is
 /// what the kernels compute with; owl-models maps one to the other.

@@ -1,0 +1,18 @@
+//! owl-kernels integration tests (one binary; one module per area).
+
+mod quant_common;
+mod quant_dot;
+mod quant_errors;
+mod quant_fixtures;
+mod quant_roundtrip;
+mod matmul_alloc;
+mod matmul_tests;
+mod pool_tests;
+#[cfg(target_arch = "x86_64")]
+mod simd_common;
+#[cfg(target_arch = "x86_64")]
+mod simd_dot;
+#[cfg(target_arch = "x86_64")]
+mod simd_bench;
+#[cfg(target_arch = "x86_64")]
+mod simd_quantize;
