@@ -5,7 +5,8 @@
 //!   activation format (`quant::<format>` modules; SIMD versions beside each scalar reference).
 //! - [`fn@ops::matmul`]: y = W·x for a quantized weight matrix and a batch of f32 activations,
 //!   split over the [`pool::ThreadPool`].
-//! - [`ops`]: norms, RoPE, softmax, activations, attention primitives.
+//! - [`ops`]: the matmul driver, its prefill tiles and float dot products (norms, RoPE and
+//!   attention live in owl-models' skeleton for now).
 //! - [`pool::ThreadPool`]: persistent spin-then-park workers for per-token work.
 //! - [`dispatch`]: the CPU's instruction set detected once (`OWL_KERNELS=scalar|avx2` forces
 //!   one) and the per-format table of activation quantizers and dot products.

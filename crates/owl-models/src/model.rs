@@ -1,0 +1,299 @@
+//! [`Model`]: a loaded transformer with its scratch memory, and the batched forward pass.
+//!
+//! ```text
+//! x      = embed(tokens) * embed_scale?
+//! x      = block_i(x)            for every layer (attention reads/writes the KV cache)
+//! logits = softcap?( final_norm(x[rows that want logits]) W_head^T )
+//! ```
+//!
+//! Scratch is sized once for `max_batch_tokens` tokens: a forward call allocates nothing.
+//! Attention streams over the cache (see `skeleton::attend`), so scratch does not grow with
+//! the context length.
+
+use owl_kernels::ops::matmul;
+use owl_kernels::ThreadPool;
+
+use crate::batch::Batch;
+use crate::config::ModelConfig;
+use crate::error::ModelError;
+use crate::kv_cache::{KvCache, KvCacheOptions, KvDtype, KvLayerShape};
+use crate::skeleton::attend::QUERY_BLOCK;
+use crate::skeleton::block::{Block, BlockBuffers, ForwardCtx, TokenRun};
+use crate::skeleton::norm::RmsNorm;
+use crate::skeleton::rope::{Rope, RopeTable};
+use crate::weights::Weight;
+
+/// What a family's loader produces; [`Model::assemble`] adds scratch and threads.
+pub struct ModelParts {
+    pub config: ModelConfig,
+    /// `[vocab][hidden]` token embeddings, in their stored format.
+    pub embedding: Weight,
+    pub blocks: Vec<Block>,
+    pub final_norm: RmsNorm,
+    /// `[vocab][hidden]` output projection (a clone of `embedding` when tied).
+    pub head: Weight,
+}
+
+/// Runtime choices made at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Threads of the model's pool (the caller counts as one).
+    pub threads: usize,
+    /// Most tokens one forward call may carry (scratch is sized for it).
+    pub max_batch_tokens: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        LoadOptions { threads, max_batch_tokens: 512 }
+    }
+}
+
+/// Where the memory of a model goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// Weights as held (quantized bytes, mapped from the file, plus f32 norms and biases).
+    pub weight_bytes: usize,
+    /// KV cache bytes one more position costs in the full-attention layers.
+    pub kv_bytes_per_token: usize,
+    /// KV cache bytes per sequence of the sliding-window layers (fixed-size rings).
+    pub kv_window_bytes_per_seq: usize,
+    /// Activation scratch for `max_batch_tokens`, independent of the context length.
+    pub scratch_bytes: usize,
+}
+
+/// A point of the forward pass whose activations [`Model::forward_inspect`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The embedding output (after any scale): `[n_tokens][hidden]`.
+    Embedding,
+    /// The residual stream after layer `i`: `[n_tokens][hidden]`.
+    Layer(usize),
+    /// The final-norm output of the tokens that want logits: `[n_logits][hidden]`.
+    FinalNorm,
+}
+
+/// A loaded model, ready to run batches.
+pub struct Model {
+    config: ModelConfig,
+    embedding: Weight,
+    blocks: Vec<Block>,
+    final_norm: RmsNorm,
+    head: Weight,
+    ropes: Vec<Rope>,
+    pool: ThreadPool,
+    max_tokens: usize,
+    scratch: Scratch,
+}
+
+/// Activation buffers, sized for `max_tokens`.
+struct Scratch {
+    x: Vec<f32>,
+    normed: Vec<f32>,
+    branch: Vec<f32>,
+    arena: Vec<f32>,
+    tables: Vec<RopeTable>,
+    /// Per token: the length its sequence reaches in this call (LongRoPE's switch).
+    seq_ends: Vec<usize>,
+    /// The batch as runs of one sequence's consecutive positions (attention work units).
+    runs: Vec<TokenRun>,
+}
+
+impl Model {
+    /// Builds the runtime around a family's parts: thread pool, RoPE tables, scratch.
+    pub fn assemble(parts: ModelParts, options: &LoadOptions) -> Result<Model, ModelError> {
+        let ModelParts { config, embedding, blocks, final_norm, head } = parts;
+        config.validate()?;
+        if blocks.len() != config.n_layers || embedding.rows != config.vocab_size || head.rows != config.vocab_size {
+            return Err(ModelError::config(
+                "model parts",
+                format!(
+                    "{} blocks for {} layers, embedding {}x{}, head {}x{} for vocab {}",
+                    blocks.len(),
+                    config.n_layers,
+                    embedding.rows,
+                    embedding.cols,
+                    head.rows,
+                    head.cols,
+                    config.vocab_size
+                ),
+            ));
+        }
+        let max_tokens = options.max_batch_tokens.max(1);
+        let pool = ThreadPool::new(options.threads.max(1));
+        let ropes = config.ropes.iter().cloned().map(Rope::new).collect::<Result<Vec<_>, _>>()?;
+        let h = config.hidden_size;
+        let arena = blocks.iter().map(|b| b.scratch_floats(max_tokens, pool.n_threads())).max().unwrap_or(0);
+        let scratch = Scratch {
+            x: vec![0.0; max_tokens * h],
+            normed: vec![0.0; max_tokens * h],
+            branch: vec![0.0; max_tokens * h],
+            arena: vec![0.0; arena],
+            tables: ropes.iter().map(|r| RopeTable::with_capacity(r, max_tokens)).collect(),
+            seq_ends: vec![0; max_tokens],
+            runs: Vec::with_capacity(max_tokens),
+        };
+        Ok(Model { config, embedding, blocks, final_norm, head, ropes, pool, max_tokens, scratch })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    pub fn max_batch_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    pub fn pool(&self) -> &ThreadPool {
+        &self.pool
+    }
+
+    /// The KV layout of every layer.
+    pub fn kv_shapes(&self) -> Vec<KvLayerShape> {
+        self.blocks.iter().map(|b| b.mixer.kv_shape()).collect()
+    }
+
+    /// A KV cache for `n_seqs` sequences of up to `n_ctx` positions.
+    pub fn new_kv_cache(&self, n_seqs: usize, n_ctx: usize, dtype: KvDtype) -> Result<KvCache, ModelError> {
+        KvCache::new(&self.kv_shapes(), self.max_tokens, KvCacheOptions { n_seqs, n_ctx, dtype })
+    }
+
+    /// Memory of weights, KV cache (with elements of `dtype`) and scratch.
+    pub fn memory_report(&self, dtype: KvDtype) -> MemoryReport {
+        let weight_bytes = self.embedding.bytes()
+            + self.blocks.iter().map(Block::weight_bytes).sum::<usize>()
+            + self.final_norm.bytes()
+            + if std::ptr::eq(self.head.matrix().data.as_ptr(), self.embedding.matrix().data.as_ptr()) {
+                0
+            } else {
+                self.head.bytes()
+            };
+        let (mut per_token, mut window) = (0, 0);
+        for s in self.kv_shapes() {
+            let row = s.heads * (s.k_dim + s.v_dim) * dtype.bytes();
+            match s.window {
+                None => per_token += row,
+                Some(w) => window += row * (w + self.max_tokens - 1),
+            }
+        }
+        let s = &self.scratch;
+        let floats = s.x.len() + s.normed.len() + s.branch.len() + s.arena.len();
+        let scratch_bytes = floats * 4
+            + s.tables.iter().map(RopeTable::bytes).sum::<usize>()
+            + s.seq_ends.len() * 8
+            + s.runs.capacity() * std::mem::size_of::<TokenRun>();
+        MemoryReport { weight_bytes, kv_bytes_per_token: per_token, kv_window_bytes_per_seq: window, scratch_bytes }
+    }
+
+    /// Runs `batch`, storing its keys/values in `kv`, and writes the logits of the tokens
+    /// that want them, in batch order, to `logits` (`[batch.n_logits()][vocab]`).
+    pub fn forward(&mut self, batch: &Batch, kv: &mut KvCache, logits: &mut [f32]) -> Result<(), ModelError> {
+        self.run(batch, kv, logits, &mut |_, _| {})
+    }
+
+    /// [`Model::forward`], reporting the activations at every [`Stage`] to `inspect`.
+    pub fn forward_inspect(
+        &mut self,
+        batch: &Batch,
+        kv: &mut KvCache,
+        logits: &mut [f32],
+        inspect: &mut dyn FnMut(Stage, &[f32]),
+    ) -> Result<(), ModelError> {
+        self.run(batch, kv, logits, inspect)
+    }
+
+    fn check_cache(&self, kv: &KvCache) -> Result<(), ModelError> {
+        if kv.n_layers() != self.blocks.len() {
+            return Err(ModelError::Kv(format!("cache has {} layers, model {}", kv.n_layers(), self.blocks.len())));
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            if kv.layer(i).shape() != b.mixer.kv_shape() {
+                return Err(ModelError::Kv(format!("layer {i}: cache shape does not match the model")));
+            }
+        }
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        batch: &Batch,
+        kv: &mut KvCache,
+        logits: &mut [f32],
+        inspect: &mut dyn FnMut(Stage, &[f32]),
+    ) -> Result<(), ModelError> {
+        let n = batch.len();
+        let (h, vocab) = (self.config.hidden_size, self.config.vocab_size);
+        if n > self.max_tokens {
+            return Err(ModelError::batch(
+                self.max_tokens,
+                format!("{n} tokens exceed max_batch_tokens {}", self.max_tokens),
+            ));
+        }
+        let n_logits = batch.n_logits();
+        if logits.len() != n_logits * vocab {
+            return Err(ModelError::OutputLength { what: "logits", expected: n_logits * vocab, got: logits.len() });
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.check_cache(kv)?;
+        for (i, &t) in batch.tokens().iter().enumerate() {
+            if t as usize >= vocab {
+                return Err(ModelError::batch(i, format!("token {t} outside the vocabulary of {vocab}")));
+            }
+        }
+        let s = &mut self.scratch;
+        kv.plan(batch.seqs(), batch.positions(), &mut s.seq_ends[..n])?;
+
+        // Embeddings.
+        let x = &mut s.x[..n * h];
+        for (row, &t) in x.chunks_exact_mut(h).zip(batch.tokens()) {
+            self.embedding.dequantize_row(t as usize, row)?;
+        }
+        if let Some(scale) = self.config.embed_scale {
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
+        inspect(Stage::Embedding, x);
+
+        for (table, rope) in s.tables.iter_mut().zip(&self.ropes) {
+            table.fill(rope, batch.positions(), &s.seq_ends[..n]);
+        }
+        TokenRun::split(batch.seqs(), batch.positions(), QUERY_BLOCK, &mut s.runs);
+        let ctx = ForwardCtx {
+            pool: &self.pool,
+            n_tokens: n,
+            seqs: batch.seqs(),
+            positions: batch.positions(),
+            ropes: &s.tables,
+            runs: &s.runs,
+        };
+        let mut buffers = BlockBuffers { normed: &mut s.normed, branch: &mut s.branch, arena: &mut s.arena };
+        for (i, block) in self.blocks.iter().enumerate() {
+            block.forward(&ctx, kv.layer_mut(i), x, &mut buffers)?;
+            inspect(Stage::Layer(i), x);
+        }
+
+        // Final norm and output projection, only for the rows that want logits.
+        let mut m = 0;
+        for (t, _) in batch.wants_logits().iter().enumerate().filter(|(_, &w)| w) {
+            let (src, dst) = (&x[t * h..(t + 1) * h], &mut s.normed[m * h..(m + 1) * h]);
+            self.final_norm.apply(src, dst);
+            m += 1;
+        }
+        let normed = &s.normed[..m * h];
+        inspect(Stage::FinalNorm, normed);
+        if m > 0 {
+            matmul(&self.pool, &self.head.matrix(), normed, m, logits)?;
+            if let Some(cap) = self.config.final_softcap {
+                logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+            }
+        }
+        kv.commit();
+        Ok(())
+    }
+}

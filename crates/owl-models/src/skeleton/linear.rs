@@ -1,0 +1,49 @@
+//! `y = x W^T (+ b)` over a batch of tokens, through owl-kernels' matmul in the weight's
+//! stored format.
+
+use owl_kernels::ops::matmul;
+use owl_kernels::ThreadPool;
+
+use crate::error::ModelError;
+use crate::weights::Weight;
+
+/// A projection: weight `[out, in]` as stored, optional f32 bias.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Weight,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Linear {
+    pub fn new(weight: Weight, bias: Option<Vec<f32>>) -> Self {
+        Linear { weight, bias }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.weight.rows
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.weight.cols
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.weight.bytes() + self.bias.as_ref().map_or(0, |b| b.len() * 4)
+    }
+
+    /// `y[t] = W x[t] + b` for `n` tokens: `x` is `[n][in]`, `y` is `[n][out]` (longer
+    /// buffers are cut to size).
+    pub fn forward(&self, pool: &ThreadPool, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+        let (rows, cols) = (self.weight.rows, self.weight.cols);
+        let y = &mut y[..n * rows];
+        matmul(pool, &self.weight.matrix(), &x[..n * cols], n, y)?;
+        if let Some(b) = &self.bias {
+            for row in y.chunks_exact_mut(rows) {
+                for (v, b) in row.iter_mut().zip(b) {
+                    *v += b;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,193 @@
+//! The mixture-of-experts and DeepSeek variants against transformers' float32 reference:
+//! logits at all 24 positions, the residual stream after every layer, the final-norm output,
+//! and the 12-token greedy continuation through the KV cache (ids exact, logits of every
+//! step), with both config spellings. Tolerance 1e-4 max abs (fixtures README: ~10x the
+//! f32-vs-f64 noise; the smallest MoE feature sensitivity is 0.27, the smallest gap between
+//! the k-th and (k+1)-th expert score 5.7e-4). Also: mixed multi-sequence batches and
+//! chunked prefill (expert grouping across sequences and chunks) equal separate runs, and
+//! single-token decode allocates nothing.
+
+use owl_models::{Batch, KvDtype, LoadOptions, Model, Stage};
+
+use crate::alloc_counter::count_allocations;
+use crate::common::*;
+
+pub const MOE_VARIANTS: [&str; 5] = ["mixtral", "qwen3_moe", "deepseek_v3", "deepseek_v3_yarn_groups", "deepseek_v2"];
+
+const TOL: f32 = 1e-4;
+
+struct Errors {
+    logits: f32,
+    logits_f64: f32,
+    hidden: f32,
+    final_hidden: f32,
+    generated: f32,
+}
+
+fn check(variant: &str, config_file: &str, kv_dtype: KvDtype, tol: f32) -> Errors {
+    let r = reference(variant);
+    let prompt = ids(&r["input_ids"]);
+    let mut model = load_variant(variant, config_file, 32);
+    let (h, vocab, n_layers) = (model.config().hidden_size, model.vocab_size(), model.config().n_layers);
+    let n = prompt.len();
+    let mut kv = new_cache(&model, 1, kv_dtype);
+
+    let mut batch = Batch::new();
+    batch.push_sequence(0, 0, &prompt, true);
+    let mut logits = vec![0.0; n * vocab];
+    let mut hidden = vec![0.0; (n_layers + 1) * n * h];
+    let mut final_hidden = vec![0.0; n * h];
+    model
+        .forward_inspect(&batch, &mut kv, &mut logits, &mut |stage, x| match stage {
+            Stage::Embedding => hidden[..n * h].copy_from_slice(x),
+            Stage::Layer(i) => hidden[(i + 1) * n * h..(i + 2) * n * h].copy_from_slice(x),
+            Stage::FinalNorm => final_hidden.copy_from_slice(x),
+        })
+        .unwrap_or_else(|e| panic!("{variant}: {e}"));
+    let what = |s: &str| format!("{variant} ({config_file}, {kv_dtype:?} cache): {s}");
+    let e_logits = owl_test::assert_close(&what("logits"), &logits, &r["logits"].data, tol);
+    let e_f64 = owl_test::assert_close(&what("logits vs float64"), &logits, &r["logits_f64"].data, tol);
+    let rh = &r["hidden_states"].data;
+    let mut e_hidden: f32 = 0.0;
+    for l in 0..=n_layers {
+        let want = &rh[l * n * h..(l + 1) * n * h];
+        let got = &hidden[l * n * h..(l + 1) * n * h];
+        e_hidden = e_hidden.max(owl_test::assert_close(&what(&format!("hidden_states[{l}]")), got, want, tol));
+    }
+    let e_final = owl_test::assert_close(&what("final_hidden"), &final_hidden, &r["final_hidden"].data, tol);
+
+    // Greedy continuation: token i is the argmax of the previous step's logits.
+    let want_ids = ids(&r["generated_ids"]);
+    let want_logits = &r["generated_logits"].data;
+    let mut step_logits = logits[(n - 1) * vocab..].to_vec();
+    let mut e_gen: f32 = 0.0;
+    for (i, &want) in want_ids.iter().enumerate() {
+        e_gen = e_gen.max(owl_test::assert_close(
+            &what(&format!("generated_logits[{i}]")),
+            &step_logits,
+            &want_logits[i * vocab..(i + 1) * vocab],
+            tol,
+        ));
+        let got = argmax(&step_logits) as u32;
+        assert_eq!(got, want, "{}", what(&format!("greedy token {i}")));
+        batch.clear();
+        batch.push(got, 0, n + i, true);
+        model.forward(&batch, &mut kv, &mut step_logits).unwrap_or_else(|e| panic!("{variant} step {i}: {e}"));
+    }
+    Errors { logits: e_logits, logits_f64: e_f64, hidden: e_hidden, final_hidden: e_final, generated: e_gen }
+}
+
+#[test]
+fn moe_variants_match_transformers_f32() {
+    for variant in MOE_VARIANTS {
+        for config_file in ["config.json", "config.legacy.json"] {
+            let e = check(variant, config_file, KvDtype::F32, TOL);
+            println!(
+                "{variant:24} {config_file:19} logits {:.2e} (vs f64 {:.2e})  hidden {:.2e}  final {:.2e}  generated {:.2e}",
+                e.logits, e.logits_f64, e.hidden, e.final_hidden, e.generated
+            );
+        }
+    }
+}
+
+/// The default F16 cache: logits within ~1e-2 and every greedy token still agrees (the
+/// smallest margin among these variants is 4.2e-4 in deepseek_v2 — it holds here).
+#[test]
+fn moe_variants_with_f16_cache() {
+    for variant in MOE_VARIANTS {
+        let e = check(variant, "config.json", KvDtype::F16, 2e-2);
+        println!("{variant:24} f16 cache: logits {:.2e}  generated {:.2e}", e.logits, e.generated);
+    }
+}
+
+/// Two prompts interleaved token by token in one call, then a decode step of both plus a
+/// third sequence's prompt in one call, then a prompt fed in chunks of 5: every logit row
+/// equals the one computed alone (the experts see tokens of several sequences and chunks
+/// grouped together).
+#[test]
+fn moe_mixed_batches_and_chunks_equal_separate_runs() {
+    for variant in MOE_VARIANTS {
+        let r = reference(variant);
+        let a = ids(&r["input_ids"]);
+        let b: Vec<u32> = a.iter().rev().take(11).copied().collect();
+        let c: Vec<u32> = a[5..20].to_vec();
+        let mut model = load_variant(variant, "config.json", 64);
+        let vocab = model.vocab_size();
+
+        let mut kv = new_cache(&model, 3, KvDtype::F32);
+        let la = prompt_logits(&mut model, &mut kv, 0, &a);
+        let lb = prompt_logits(&mut model, &mut kv, 1, &b);
+        let next_a = argmax(&la[(a.len() - 1) * vocab..]) as u32;
+        let next_b = argmax(&lb[(b.len() - 1) * vocab..]) as u32;
+        let la2 = prompt_logits(&mut model, &mut kv, 0, &[next_a]);
+        let lb2 = prompt_logits(&mut model, &mut kv, 1, &[next_b]);
+        let lc = prompt_logits(&mut model, &mut kv, 2, &c);
+
+        let mut kv = new_cache(&model, 3, KvDtype::F32);
+        let mut batch = Batch::new();
+        let mut rows = Vec::new(); // (seq, index) of every logit row
+        for i in 0..a.len() {
+            if i < b.len() {
+                batch.push(b[i], 1, i, true);
+                rows.push((1, i));
+            }
+            batch.push(a[i], 0, i, true);
+            rows.push((0, i));
+        }
+        let mut together = vec![0.0; batch.n_logits() * vocab];
+        model.forward(&batch, &mut kv, &mut together).unwrap();
+        let mut worst: f32 = 0.0;
+        for (row, &(seq, i)) in rows.iter().enumerate() {
+            let want = if seq == 0 { &la[i * vocab..(i + 1) * vocab] } else { &lb[i * vocab..(i + 1) * vocab] };
+            worst = worst.max(max_abs(&together[row * vocab..(row + 1) * vocab], want));
+        }
+        batch.clear();
+        batch.push(next_b, 1, b.len(), true);
+        batch.push_sequence(2, 0, &c, true);
+        batch.push(next_a, 0, a.len(), true);
+        let mut step = vec![0.0; batch.n_logits() * vocab];
+        model.forward(&batch, &mut kv, &mut step).unwrap();
+        let n_c = c.len();
+        worst = worst.max(max_abs(&step[..vocab], &lb2));
+        worst = worst.max(max_abs(&step[vocab..(1 + n_c) * vocab], &lc));
+        worst = worst.max(max_abs(&step[(1 + n_c) * vocab..], &la2));
+
+        let mut kv = new_cache(&model, 1, KvDtype::F32);
+        let mut chunked = Vec::new();
+        for chunk in a.chunks(5) {
+            chunked.extend(prompt_logits(&mut model, &mut kv, 0, chunk));
+        }
+        worst = worst.max(max_abs(&chunked, &la));
+        assert!(worst <= 1e-5, "{variant}: batched/chunked logits differ by {worst:.2e}");
+        println!("{variant:24} batched/chunked vs alone: {worst:.2e}");
+    }
+}
+
+#[test]
+fn moe_single_token_decode_allocates_nothing() {
+    for variant in MOE_VARIANTS {
+        let dir = variant_dir(variant);
+        let mut model = Model::load_hf_dir(&dir, &LoadOptions { threads: 1, max_batch_tokens: 32 }).unwrap();
+        let prompt = ids(&reference(variant)["input_ids"]);
+        let vocab = model.vocab_size();
+        let mut kv = model.new_kv_cache(1, 128, KvDtype::F16).unwrap();
+        let logits = prompt_logits(&mut model, &mut kv, 0, &prompt);
+        let mut next = argmax(&logits[(prompt.len() - 1) * vocab..]) as u32;
+        let mut batch = Batch::with_capacity(1);
+        let mut step_logits = vec![0.0; vocab];
+        let mut step = |model: &mut Model, next: &mut u32| {
+            let pos = kv.seq_len(0);
+            batch.clear();
+            batch.push(*next, 0, pos, true);
+            model.forward(&batch, &mut kv, &mut step_logits).unwrap();
+            *next = argmax(&step_logits) as u32;
+        };
+        step(&mut model, &mut next); // warm-up
+        let ((), n) = count_allocations(|| {
+            for _ in 0..8 {
+                step(&mut model, &mut next);
+            }
+        });
+        assert_eq!(n, 0, "{variant}: {n} allocations in 8 decode steps");
+    }
+}
