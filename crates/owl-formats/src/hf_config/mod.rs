@@ -90,6 +90,9 @@ pub enum Activation {
     Relu,
 }
 
+/// The most decoder layers a config may declare (the largest published models have ~130).
+pub const MAX_LAYERS: usize = 4096;
+
 /// A Hugging Face model config, normalised across both spellings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HfConfig {
@@ -302,6 +305,10 @@ fn parse_object(
     let hidden_size = f.req_positive("hidden_size")?;
     let intermediate_size = f.req_usize("intermediate_size")?;
     let num_hidden_layers = f.req_positive("num_hidden_layers")?;
+    // Per-layer vectors are sized from this count: bound it before anything is allocated.
+    if num_hidden_layers > MAX_LAYERS {
+        return Err(f.invalid("num_hidden_layers", format!("{num_hidden_layers} is more than {MAX_LAYERS}")));
+    }
     let num_attention_heads = f.req_positive("num_attention_heads")?;
     let num_key_value_heads = f
         .opt_usize("num_key_value_heads")?

@@ -521,3 +521,9 @@ fn hub_config_shapes() {
     assert_eq!(c.rope_for_layer(4).theta, 10_000.0);
     assert_eq!(c.rope_for_layer(5).theta, 1_000_000.0);
 }
+
+#[test]
+fn absurd_layer_count_is_refused_before_allocating() {
+    let e = err(with(base(), "num_hidden_layers", json!(1_000_000_000_000u64)));
+    assert!(e.contains("num_hidden_layers") && e.contains("more than 4096"), "{e}");
+}

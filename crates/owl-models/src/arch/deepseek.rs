@@ -128,7 +128,7 @@ fn finish_config(mut cfg: ModelConfig, n_heads: usize, qk: usize, scale: f32) ->
 }
 
 fn from_gguf(meta: &GgufMeta<'_>, w: &Binder<'_>) -> Result<DeepseekConfig, ModelError> {
-    let n_layers = positive(&meta.key("block_count"), meta.req_usize("block_count")?)?;
+    let n_layers = meta.block_count()?;
     let hidden = positive(&meta.key("embedding_length"), meta.req_usize("embedding_length")?)?;
     let n_heads = positive(&meta.key("attention.head_count"), meta.req_usize("attention.head_count")?)?;
     let kv_lora_rank = positive(&meta.key("attention.kv_lora_rank"), meta.req_usize("attention.kv_lora_rank")?)?;
