@@ -1,1 +1,86 @@
-fn main() {}
+//! `owl`: the command-line program. Argument parsing (`args`), one module per command
+//! (`commands`), output (`printer`), and MODEL resolution (`model_ref`, `demo_models`).
+//!
+//! Exit status: 0 on success (a closed stdout pipe counts as success), 1 with a one-line
+//! `error: ...` on stderr when a command fails, 2 for a bad command line, 101 if owl itself
+//! has a bug (a panic, reported on one line without a backtrace).
+
+mod args;
+mod commands;
+mod demo_models;
+mod model_ref;
+mod printer;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_string());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        printer::progress(&format!(
+            "error: internal error (a bug in owl): {message}{at}"
+        ));
+    }));
+
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return command_line_error(err),
+    };
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if printer::is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            printer::progress(&format!("error: {}", printer::error_line(&err)));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--help` and `--version` print as clap formats them; a bad command line becomes one line:
+/// clap's message plus the usage of the command at fault.
+fn command_line_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        // A closed pipe while printing help is not worth reporting.
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        printer::progress("error: a command is required (usage: owl <COMMAND>; see 'owl --help')");
+        return ExitCode::from(2);
+    }
+    let rendered = err.render().to_string();
+    // The message is the first paragraph (clap continues it on indented lines); tips follow.
+    let message = rendered
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message
+        .strip_prefix("error: ")
+        .unwrap_or(&message)
+        .to_string();
+    let usage = rendered
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))
+        .map(str::to_string);
+    match usage {
+        Some(usage) => printer::progress(&format!("error: {message} (usage: {usage})")),
+        None => printer::progress(&format!("error: {message}")),
+    }
+    ExitCode::from(2)
+}

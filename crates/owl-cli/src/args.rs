@@ -1,0 +1,149 @@
+//! The command line, declared with clap's derive API. Parsing only: each subcommand's
+//! behaviour lives in `commands/<name>.rs`.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod generation;
+
+pub use generation::{BenchArgs, GenerateArgs, GenerationArgs, PerplexityArgs, RunArgs};
+
+/// owl — run open-weight language models locally.
+#[derive(Debug, Parser)]
+#[command(
+    name = "owl",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands. A new command is one variant here, one file in `commands/` and one arm
+/// in `commands::run`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what a model file holds: architecture, parameters, tensor types, context length,
+    /// license, tokenizer, chat template.
+    Inspect(InspectArgs),
+    /// Write one tensor dequantized to float32, as a NumPy .npy file or JSON.
+    ///
+    /// The shape is row-major (numpy / PyTorch order, outermost dimension first). GGUF lists
+    /// dimensions the other way round (ggml order, the contiguous one first, as `owl inspect
+    /// --tensors` shows them), so a GGUF tensor of ggml shape [896, 151936] comes out as
+    /// [151936, 896]: the array gguf-py's `dequantize` and transformers give.
+    Tensor(TensorArgs),
+    /// Token ids of TEXT with the model's tokenizer (space-separated; `--json` adds pieces).
+    Tokenize(TokenizeArgs),
+    /// The text of token ids.
+    Detokenize(DetokenizeArgs),
+    /// Chat with a model through its chat template: one reply to PROMPT (streamed), or an
+    /// interactive session when PROMPT is absent and stdin is a terminal.
+    ///
+    /// In the session: `"""` starts and ends a multi-line message, `/clear` forgets the
+    /// conversation, `/bye` (or Ctrl-D) leaves; Ctrl-C stops a reply, or leaves at the prompt.
+    Run(RunArgs),
+    /// Continue PROMPT as raw text (no chat template); `--json` adds ids, log-probabilities
+    /// and timings.
+    Generate(GenerateArgs),
+    /// Prompt-processing (ppN) and generation (tgN) speed, measured like llama-bench.
+    Bench(BenchArgs),
+    /// Perplexity of a model over a text file, with llama-perplexity's windowed scheme.
+    Perplexity(PerplexityArgs),
+}
+
+/// `owl inspect MODEL [--json] [--tensors]`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A .gguf file, a Hugging Face model directory (config.json + *.safetensors), a
+    /// .safetensors file, or a demo model name (smollm2, gemma3, qwen2.5-coder).
+    #[arg(value_name = "MODEL")]
+    pub model: OsString,
+
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// List every tensor (name, type, shape).
+    #[arg(long)]
+    pub tensors: bool,
+}
+
+/// `owl tensor MODEL NAME [--format npy|json] [-o FILE]`.
+#[derive(Debug, Args)]
+pub struct TensorArgs {
+    /// A .gguf file, a Hugging Face model directory (config.json + *.safetensors), a
+    /// .safetensors file, or a demo model name (smollm2, gemma3, qwen2.5-coder).
+    #[arg(value_name = "MODEL")]
+    pub model: OsString,
+
+    /// The tensor's name as the file spells it (blk.0.attn_q.weight in GGUF,
+    /// model.layers.0.self_attn.q_proj.weight in safetensors); `owl inspect MODEL --tensors`
+    /// lists them.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Output format [default: json when FILE ends in .json, else npy].
+    #[arg(long, value_enum)]
+    pub format: Option<TensorFormat>,
+
+    /// Write to FILE instead of stdout ("-" is stdout). The file appears complete or not at
+    /// all: it is written to a temporary file in the same directory, then renamed.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// What `owl tensor` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TensorFormat {
+    /// NumPy .npy v1.0: little-endian float32 ('<f4'), C order (numpy.load reads it).
+    Npy,
+    /// One JSON object {"name", "type", "shape", "data"}: `type` is the stored type (Q4_K,
+    /// BF16, ...), `data` the values flat in row-major order (NaN and infinities as null).
+    Json,
+}
+
+/// `owl tokenize MODEL TEXT [--json] [--no-bos] [--no-special]`.
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    /// A .gguf file, a Hugging Face model directory (tokenizer.json), or a model name.
+    #[arg(value_name = "MODEL")]
+    pub model: OsString,
+
+    /// The text to tokenize.
+    #[arg(value_name = "TEXT")]
+    pub text: OsString,
+
+    /// Print `{"ids": [...], "pieces": [...]}` instead of the ids alone.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Leave out the BOS (and any other special token) the model adds by default.
+    #[arg(long)]
+    pub no_bos: bool,
+
+    /// Treat special-token text such as `<|im_end|>` as plain text.
+    #[arg(long)]
+    pub no_special: bool,
+}
+
+/// `owl detokenize MODEL ID... [--skip-special]`.
+#[derive(Debug, Args)]
+pub struct DetokenizeArgs {
+    /// A .gguf file, a Hugging Face model directory (tokenizer.json), or a model name.
+    #[arg(value_name = "MODEL")]
+    pub model: OsString,
+
+    /// Token ids (also accepted comma-separated or as a JSON array).
+    #[arg(value_name = "ID", required = true, num_args = 1..)]
+    pub ids: Vec<String>,
+
+    /// Leave special tokens (BOS, `<|im_end|>`, ...) out of the text.
+    #[arg(long)]
+    pub skip_special: bool,
+}

@@ -1,0 +1,177 @@
+//! Arguments of the commands that run a model: `run`, `generate`, `bench`, `perplexity`.
+//! The sampling and runtime flags are one struct ([`GenerationArgs`]) flattened into both
+//! `run` and `generate`, so the two accept exactly the same set.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Sampling and runtime flags shared by `owl run` and `owl generate`. Defaults are
+/// llama.cpp's (owl_engine::SamplingParams::default()).
+#[derive(Debug, Clone, Args)]
+pub struct GenerationArgs {
+    /// Most tokens to generate [default: until an end-of-generation token or a full context].
+    #[arg(short = 'n', long = "max-tokens", value_name = "N")]
+    pub max_tokens: Option<usize>,
+
+    /// Sampling temperature; 0 picks the most likely token every step (greedy).
+    #[arg(long, value_name = "T", default_value_t = 0.8, allow_negative_numbers = true)]
+    pub temperature: f32,
+
+    /// Keep only the K most likely tokens (0 = all).
+    #[arg(long, value_name = "K", default_value_t = 40)]
+    pub top_k: usize,
+
+    /// Keep the smallest set of tokens whose probabilities add up to P (1 = all).
+    #[arg(long, value_name = "P", default_value_t = 0.95, allow_negative_numbers = true)]
+    pub top_p: f32,
+
+    /// Drop tokens less likely than P times the most likely one (0 = off).
+    #[arg(long, value_name = "P", default_value_t = 0.05, allow_negative_numbers = true)]
+    pub min_p: f32,
+
+    /// Divide the logits of tokens seen in the last 64 by this (1 = off).
+    #[arg(long, value_name = "X", default_value_t = 1.0, allow_negative_numbers = true)]
+    pub repeat_penalty: f32,
+
+    /// Subtract this from the logits of tokens seen in the last 64 (0 = off).
+    #[arg(long, value_name = "X", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
+
+    /// Subtract this times the count of each token in the last 64 (0 = off).
+    #[arg(long, value_name = "X", default_value_t = 0.0, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
+
+    /// Seed of the sampler, for reproducible output [default: from the clock].
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+
+    /// Stop when the output produces TEXT (never part of the output; repeatable).
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
+
+    /// Report the K most likely tokens of every step (`owl generate --json`'s `top`).
+    #[arg(long, value_name = "K", default_value_t = 0)]
+    pub top_logprobs: usize,
+
+    /// Compute threads [default: the number of physical cores].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Context size in tokens (prompt plus reply) [default: the model's context length,
+    /// at most 4096].
+    #[arg(short = 'c', long = "ctx-size", value_name = "N")]
+    pub ctx_size: Option<usize>,
+
+    /// Drop the oldest prompt tokens (keeping BOS) when the prompt does not fit, instead of
+    /// failing.
+    #[arg(long)]
+    pub truncate: bool,
+
+    /// Print prompt and generation speed on stderr at the end.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// `owl run MODEL [PROMPT]`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A .gguf file, a Hugging Face model directory, or a model name (smollm2, gemma3,
+    /// qwen2.5-coder).
+    #[arg(value_name = "MODEL")]
+    pub model: OsString,
+
+    /// The user message. Without it: an interactive chat when stdin is a terminal, else
+    /// all of stdin is the message.
+    #[arg(value_name = "PROMPT")]
+    pub prompt: Option<OsString>,
+
+    /// A system message put before the conversation.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+
+    #[command(flatten)]
+    pub generation: GenerationArgs,
+}
+
+/// `owl generate MODEL PROMPT [--json]`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// A .gguf file, a Hugging Face model directory, or a model name.
+    #[arg(value_name = "MODEL")]
+    pub model: OsString,
+
+    /// The text to continue (special-token text such as `<|im_start|>` is recognised).
+    #[arg(value_name = "PROMPT")]
+    pub prompt: OsString,
+
+    /// Print one JSON object: model, prompt_ids, ids, text, tokens (id, text, logprob,
+    /// top), timings.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub generation: GenerationArgs,
+}
+
+/// `owl bench MODEL [-p 64,512] [-n 128] [-r 5] [-t N,...] [--json]`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// A .gguf file, a Hugging Face model directory, or a model name.
+    #[arg(value_name = "MODEL")]
+    pub model: OsString,
+
+    /// Prompt-processing tests: prompt lengths, comma-separated (0 = none).
+    #[arg(short = 'p', long = "n-prompt", value_name = "N,...", value_delimiter = ',', default_value = "64,512")]
+    pub n_prompt: Vec<usize>,
+
+    /// Generation tests: token counts, comma-separated (0 = none).
+    #[arg(short = 'n', long = "n-gen", value_name = "N,...", value_delimiter = ',', default_value = "128")]
+    pub n_gen: Vec<usize>,
+
+    /// Timed repetitions of each test (after one untimed warm-up).
+    #[arg(short = 'r', long = "repetitions", value_name = "N", default_value_t = 5)]
+    pub repetitions: usize,
+
+    /// Thread counts, comma-separated; every test runs with each [default: the number of
+    /// physical cores].
+    #[arg(short = 't', long = "threads", value_name = "N,...", value_delimiter = ',')]
+    pub threads: Vec<usize>,
+
+    /// Prompt tokens per forward call.
+    #[arg(short = 'b', long = "batch-size", value_name = "N", default_value_t = 512)]
+    pub n_batch: usize,
+
+    /// Print a JSON array of results instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `owl perplexity MODEL FILE [--ctx 512] [--chunks N] [--json]`.
+#[derive(Debug, Args)]
+pub struct PerplexityArgs {
+    /// A .gguf file, a Hugging Face model directory, or a model name.
+    #[arg(value_name = "MODEL")]
+    pub model: OsString,
+
+    /// A UTF-8 text file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Window size in tokens; the second half of each window is scored.
+    #[arg(short = 'c', long = "ctx", value_name = "N", default_value_t = 512)]
+    pub ctx: usize,
+
+    /// Score at most N windows [default: all that fit in the file].
+    #[arg(long, value_name = "N")]
+    pub chunks: Option<usize>,
+
+    /// Compute threads [default: the number of physical cores].
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+
+    /// Print `{"ppl":..,"chunks":..,"tokens":..}` (and details) instead of a summary line.
+    #[arg(long)]
+    pub json: bool,
+}

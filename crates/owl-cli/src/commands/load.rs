@@ -1,0 +1,146 @@
+//! Loading a MODEL argument for the commands that run it: the weights (owl-models), the
+//! tokenizer (owl-tokenizer) and what the reports quote (name, size, parameters), plus the
+//! default thread count.
+
+use std::collections::BTreeSet;
+use std::ffi::OsStr;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+use owl_formats::gguf::GgufFile;
+use owl_formats::safetensors::SafetensorsModel;
+use owl_models::{LoadOptions, Model};
+use owl_tokenizer::Tokenizer;
+
+use crate::model_ref::{self, ModelSource};
+
+/// A model ready to run, with its tokenizer.
+pub struct LoadedModel {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    /// What to call the model in output: the MODEL argument as given.
+    pub name: String,
+    /// Bytes of the weight file(s).
+    pub file_size: u64,
+    /// Parameters (elements of all stored tensors).
+    pub parameters: u64,
+}
+
+/// Loads MODEL with `threads` compute threads and forward calls of up to
+/// `max_batch_tokens` tokens.
+pub fn load(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::Result<LoadedModel> {
+    let options = LoadOptions {
+        threads,
+        max_batch_tokens,
+    };
+    let name = arg.to_string_lossy().into_owned();
+    match model_ref::resolve(arg)? {
+        ModelSource::Gguf(path) => {
+            let gguf = GgufFile::open(&path).with_context(|| format!("{}", path.display()))?;
+            let tokenizer = Tokenizer::from_gguf(&gguf)
+                .with_context(|| format!("{}: tokenizer", path.display()))?;
+            let file_size = gguf.file_size();
+            let parameters = gguf.tensors().iter().map(|t| t.n_elements).sum();
+            drop(gguf);
+            let model = Model::load_gguf(&path, &options)
+                .with_context(|| format!("{}: loading the model", path.display()))?;
+            Ok(LoadedModel {
+                model,
+                tokenizer,
+                name,
+                file_size,
+                parameters,
+            })
+        }
+        ModelSource::Safetensors { dir, weights } => {
+            if !weights.is_dir() {
+                bail!(
+                    "{}: a single .safetensors file cannot be run; give its directory (config.json + tokenizer.json + weights)",
+                    weights.display()
+                );
+            }
+            let st = SafetensorsModel::open(&dir).with_context(|| format!("{}", dir.display()))?;
+            let (file_size, parameters) = (st.file_size(), st.n_elements());
+            drop(st);
+            let tokenizer = Tokenizer::from_hf_dir(&dir)
+                .with_context(|| format!("{}: tokenizer", dir.display()))?;
+            let model = Model::load_hf_dir(&dir, &options)
+                .with_context(|| format!("{}: loading the model", dir.display()))?;
+            Ok(LoadedModel {
+                model,
+                tokenizer,
+                name,
+                file_size,
+                parameters,
+            })
+        }
+    }
+}
+
+/// `-t N` as given (at least 1), else the number of physical cores.
+pub fn threads_or_default(threads: Option<usize>) -> anyhow::Result<usize> {
+    match threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(n) => Ok(n),
+        None => Ok(physical_cores()),
+    }
+}
+
+/// Physical cores this process may use: distinct (package, core) pairs among the CPUs in
+/// /sys, capped by what the scheduler allows; hyper-threads share a core's compute units,
+/// so more threads than cores only adds contention (llama.cpp's default does the same).
+pub fn physical_cores() -> usize {
+    let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+    count_physical_cores(Path::new("/sys/devices/system/cpu"))
+        .map_or(allowed, |cores| cores.clamp(1, allowed))
+}
+
+/// Distinct (physical_package_id, core_id) pairs under `cpu_dir/cpuN/topology`; `None`
+/// when the directory is not there (not Linux) or lists nothing.
+fn count_physical_cores(cpu_dir: &Path) -> Option<usize> {
+    let mut cores = BTreeSet::new();
+    for entry in std::fs::read_dir(cpu_dir).ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(index) = name.to_str().and_then(|n| n.strip_prefix("cpu")) else {
+            continue;
+        };
+        if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let topology = entry.path().join("topology");
+        let read = |file: &str| {
+            std::fs::read_to_string(topology.join(file))
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+        };
+        if let (Some(package), Some(core)) = (read("physical_package_id"), read("core_id")) {
+            cores.insert((package, core));
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_distinct_cores_of_a_fake_topology() {
+        let tmp = tempfile::tempdir().unwrap();
+        // cpu0/cpu1 are hyper-threads of one core; cpu2 a second core; cpufreq is no cpu.
+        for (cpu, package, core) in [("cpu0", 0, 0), ("cpu1", 0, 0), ("cpu2", 0, 1)] {
+            let t = tmp.path().join(cpu).join("topology");
+            std::fs::create_dir_all(&t).unwrap();
+            std::fs::write(t.join("physical_package_id"), format!("{package}\n")).unwrap();
+            std::fs::write(t.join("core_id"), format!("{core}\n")).unwrap();
+        }
+        std::fs::create_dir_all(tmp.path().join("cpufreq")).unwrap();
+        assert_eq!(count_physical_cores(tmp.path()), Some(2));
+        assert_eq!(count_physical_cores(&tmp.path().join("none")), None);
+        assert!(physical_cores() >= 1);
+        assert!(threads_or_default(Some(0)).is_err());
+        assert_eq!(threads_or_default(Some(3)).unwrap(), 3);
+    }
+}

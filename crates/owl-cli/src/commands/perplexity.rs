@@ -1,0 +1,104 @@
+//! `owl perplexity MODEL FILE [--ctx 512] [--chunks N] [--json]`: perplexity over FILE with
+//! llama-perplexity's scheme (owl_engine::perplexity): windows of `--ctx` tokens, each run
+//! from an empty cache with BOS first where the model adds one, the second half scored.
+//! The running value goes to stderr as llama-perplexity prints it (`[1]12.3456,[2]...`);
+//! stdout gets the final estimate, or `{"ppl":..,"chunks":..,"tokens":..,...}` with `--json`.
+
+use std::io::{self, Write};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use owl_engine::{perplexity, ModelRunner, PerplexityParams};
+use owl_models::KvDtype;
+
+use crate::args::PerplexityArgs;
+use crate::commands::load;
+use crate::printer;
+
+/// Tokens per forward call (llama-perplexity's default `n_batch`, capped by the window).
+const N_BATCH: usize = 512;
+
+pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
+    if args.chunks == Some(0) {
+        bail!("--chunks must be at least 1");
+    }
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            args.file.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
+    let threads = load::threads_or_default(args.threads)?;
+    let n_batch = N_BATCH.min(args.ctx.max(1));
+    let loaded = load::load(&args.model, threads, n_batch)?;
+    let trained = loaded.model.config().context_length;
+    if trained > 0 && args.ctx > trained {
+        printer::warning(&format!(
+            "--ctx {} is more than the {trained} tokens the model was trained for",
+            args.ctx
+        ));
+    }
+    // llama-perplexity tokenizes with the model's special tokens added (BOS) and special
+    // token text left as plain text.
+    let tokens = loaded.tokenizer.encode(&text, true, false)?;
+    let bos = if loaded.tokenizer.adds_bos() {
+        loaded.tokenizer.bos_id()
+    } else {
+        None
+    };
+    let mut runner = ModelRunner::new(loaded.model, args.ctx.max(3), KvDtype::F16)
+        .with_context(|| format!("a KV cache of {} tokens", args.ctx))?;
+    let params = PerplexityParams {
+        n_ctx: args.ctx,
+        bos,
+        n_batch,
+        max_chunks: args.chunks,
+    };
+    if tokens.len() < 2 * args.ctx {
+        bail!(
+            "{}: {} tokens; perplexity with --ctx {} needs at least {} (two windows)",
+            args.file.display(),
+            tokens.len(),
+            args.ctx,
+            2 * args.ctx
+        );
+    }
+    let available = tokens.len() / args.ctx.max(1);
+    let planned = available.min(args.chunks.unwrap_or(usize::MAX));
+    printer::progress(&format!(
+        "{}: {} tokens, {planned} chunks of {} tokens",
+        args.file.display(),
+        tokens.len(),
+        args.ctx
+    ));
+    let started = Instant::now();
+    let cancel = AtomicBool::new(false);
+    let result = perplexity(&mut runner, &tokens, &params, &cancel, |p| {
+        let mut err = io::stderr().lock();
+        let _ = write!(err, "[{}]{:.4},", p.chunk, p.ppl);
+        if p.chunk == p.chunks {
+            let _ = writeln!(err);
+        }
+        let _ = err.flush();
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    printer::progress(&format!(
+        "{} tokens scored in {seconds:.2} s ({:.1} tokens/s evaluated)",
+        result.tokens,
+        (result.chunks * args.ctx) as f64 / seconds.max(1e-9)
+    ));
+    if args.json {
+        printer::json(&result)?;
+    } else {
+        printer::lines([format!(
+            "Final estimate: PPL = {:.4} +/- {:.5} ({} chunks, {} tokens scored)",
+            result.ppl, result.ppl_stderr, result.chunks, result.tokens
+        )])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the `owl` binary (one test binary; one module per command).
+
+mod bench;
+mod errors;
+mod generate;
+mod inspect;
+mod perplexity;
+mod run;
+mod support;
+mod tensor;
+mod tokenize;
