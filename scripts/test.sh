@@ -3,4 +3,4 @@
 # do that through owl-test), then runs every crate's tests with the optimised test profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --workspace --locked "$@"
+cargo test --workspace --locked --no-fail-fast "$@"
