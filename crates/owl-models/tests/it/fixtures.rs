@@ -10,15 +10,16 @@ use crate::common::*;
 
 const TOL: f32 = 1e-4;
 
-struct Errors {
-    logits: f32,
-    logits_f64: f32,
-    hidden: f32,
-    final_hidden: f32,
-    generated: f32,
+pub(crate) struct Errors {
+    pub(crate) logits: f32,
+    pub(crate) logits_f64: f32,
+    pub(crate) hidden: f32,
+    pub(crate) final_hidden: f32,
+    pub(crate) generated: f32,
 }
 
-fn check(variant: &str, config_file: &str, kv_dtype: KvDtype, tol: f32) -> Errors {
+/// Runs one fixture variant and asserts every comparison; shared with `moe_fixtures`.
+pub(crate) fn check(variant: &str, config_file: &str, kv_dtype: KvDtype, tol: f32) -> Errors {
     let r = reference(variant);
     let prompt = ids(&r["input_ids"]);
     let mut model = load_variant(variant, config_file, 32);

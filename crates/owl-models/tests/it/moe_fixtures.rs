@@ -7,75 +7,15 @@
 //! chunked prefill (expert grouping across sequences and chunks) equal separate runs, and
 //! single-token decode allocates nothing.
 
-use owl_models::{Batch, KvDtype, LoadOptions, Model, Stage};
+use owl_models::{Batch, KvDtype, LoadOptions, Model};
 
 use crate::alloc_counter::count_allocations;
 use crate::common::*;
+use crate::fixtures::check;
 
 pub const MOE_VARIANTS: [&str; 5] = ["mixtral", "qwen3_moe", "deepseek_v3", "deepseek_v3_yarn_groups", "deepseek_v2"];
 
 const TOL: f32 = 1e-4;
-
-struct Errors {
-    logits: f32,
-    logits_f64: f32,
-    hidden: f32,
-    final_hidden: f32,
-    generated: f32,
-}
-
-fn check(variant: &str, config_file: &str, kv_dtype: KvDtype, tol: f32) -> Errors {
-    let r = reference(variant);
-    let prompt = ids(&r["input_ids"]);
-    let mut model = load_variant(variant, config_file, 32);
-    let (h, vocab, n_layers) = (model.config().hidden_size, model.vocab_size(), model.config().n_layers);
-    let n = prompt.len();
-    let mut kv = new_cache(&model, 1, kv_dtype);
-
-    let mut batch = Batch::new();
-    batch.push_sequence(0, 0, &prompt, true);
-    let mut logits = vec![0.0; n * vocab];
-    let mut hidden = vec![0.0; (n_layers + 1) * n * h];
-    let mut final_hidden = vec![0.0; n * h];
-    model
-        .forward_inspect(&batch, &mut kv, &mut logits, &mut |stage, x| match stage {
-            Stage::Embedding => hidden[..n * h].copy_from_slice(x),
-            Stage::Layer(i) => hidden[(i + 1) * n * h..(i + 2) * n * h].copy_from_slice(x),
-            Stage::FinalNorm => final_hidden.copy_from_slice(x),
-        })
-        .unwrap_or_else(|e| panic!("{variant}: {e}"));
-    let what = |s: &str| format!("{variant} ({config_file}, {kv_dtype:?} cache): {s}");
-    let e_logits = owl_test::assert_close(&what("logits"), &logits, &r["logits"].data, tol);
-    let e_f64 = owl_test::assert_close(&what("logits vs float64"), &logits, &r["logits_f64"].data, tol);
-    let rh = &r["hidden_states"].data;
-    let mut e_hidden: f32 = 0.0;
-    for l in 0..=n_layers {
-        let want = &rh[l * n * h..(l + 1) * n * h];
-        let got = &hidden[l * n * h..(l + 1) * n * h];
-        e_hidden = e_hidden.max(owl_test::assert_close(&what(&format!("hidden_states[{l}]")), got, want, tol));
-    }
-    let e_final = owl_test::assert_close(&what("final_hidden"), &final_hidden, &r["final_hidden"].data, tol);
-
-    // Greedy continuation: token i is the argmax of the previous step's logits.
-    let want_ids = ids(&r["generated_ids"]);
-    let want_logits = &r["generated_logits"].data;
-    let mut step_logits = logits[(n - 1) * vocab..].to_vec();
-    let mut e_gen: f32 = 0.0;
-    for (i, &want) in want_ids.iter().enumerate() {
-        e_gen = e_gen.max(owl_test::assert_close(
-            &what(&format!("generated_logits[{i}]")),
-            &step_logits,
-            &want_logits[i * vocab..(i + 1) * vocab],
-            tol,
-        ));
-        let got = argmax(&step_logits) as u32;
-        assert_eq!(got, want, "{}", what(&format!("greedy token {i}")));
-        batch.clear();
-        batch.push(got, 0, n + i, true);
-        model.forward(&batch, &mut kv, &mut step_logits).unwrap_or_else(|e| panic!("{variant} step {i}: {e}"));
-    }
-    Errors { logits: e_logits, logits_f64: e_f64, hidden: e_hidden, final_hidden: e_final, generated: e_gen }
-}
 
 #[test]
 fn moe_variants_match_transformers_f32() {
