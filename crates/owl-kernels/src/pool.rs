@@ -33,6 +33,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::ops::ActivationPrecision;
+
 /// How long an idle worker (or a waiting caller) spins before it sleeps: long enough to
 /// bridge the single-threaded work between two matmuls of a layer, short enough not to
 /// burn a shared core between tokens.
@@ -94,6 +96,8 @@ pub struct ThreadPool {
     busy: AtomicBool,
     /// Reusable scratch memory for kernels (quantized activations), guarded by `busy`.
     scratch: UnsafeCell<Vec<ScratchLine>>,
+    /// How the matmuls run on this pool treat activations (its owner's numerics choice).
+    activation_precision: ActivationPrecision,
 }
 
 // SAFETY: `scratch` is only touched by the holder of `busy` (see `Lease`).
@@ -143,6 +147,7 @@ impl ThreadPool {
             workers: Vec::with_capacity(n - 1),
             busy: AtomicBool::new(false),
             scratch: UnsafeCell::new(Vec::new()),
+            activation_precision: ActivationPrecision::default(),
         };
         for index in 1..n {
             let s = Arc::clone(&shared);
@@ -156,6 +161,18 @@ impl ThreadPool {
             }
         }
         Ok(pool)
+    }
+
+    /// How [`matmul`](crate::ops::matmul) on this pool treats the activations of quantized
+    /// weights. A pool is the execution context of one owner (a model), so the choice is
+    /// made once, where the pool is built, and holds for every matmul of that owner.
+    pub fn set_activation_precision(&mut self, precision: ActivationPrecision) {
+        self.activation_precision = precision;
+    }
+
+    /// See [`set_activation_precision`](Self::set_activation_precision).
+    pub fn activation_precision(&self) -> ActivationPrecision {
+        self.activation_precision
     }
 
     /// Threads that take part in a [`run`](Self::run), the caller included.

@@ -53,3 +53,4 @@ pub use error::ModelError;
 pub use kv_cache::{KvCache, KvCacheOptions, KvDtype};
 pub use loader::block_format;
 pub use model::{LoadOptions, MemoryReport, Model, ModelParts, Stage};
+pub use owl_kernels::ops::ActivationPrecision;

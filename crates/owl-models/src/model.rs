@@ -10,7 +10,7 @@
 //! Attention streams over the cache (see `skeleton::attend`), so scratch does not grow with
 //! the context length.
 
-use owl_kernels::ops::matmul;
+use owl_kernels::ops::{matmul, ActivationPrecision};
 use owl_kernels::ThreadPool;
 
 use crate::batch::Batch;
@@ -151,6 +151,17 @@ impl Model {
 
     pub fn pool(&self) -> &ThreadPool {
         &self.pool
+    }
+
+    /// How every matmul of this model treats activations: quantized like llama.cpp
+    /// (default, fastest) or float32 against dequantized weights (a float32 reference's
+    /// numerics; see `owl_kernels::ops::f32_activations`).
+    pub fn set_activation_precision(&mut self, precision: ActivationPrecision) {
+        self.pool.set_activation_precision(precision);
+    }
+
+    pub fn activation_precision(&self) -> ActivationPrecision {
+        self.pool.activation_precision()
     }
 
     /// The KV layout of every layer.

@@ -69,6 +69,12 @@ pub struct GenerationArgs {
     #[arg(long)]
     pub truncate: bool,
 
+    /// Keep activations in float32 against dequantized weights instead of quantizing them
+    /// to 8 bits as llama.cpp does: results match a float32 reference implementation
+    /// (transformers) to ~0.01 nats; slower, above all in generation.
+    #[arg(long)]
+    pub f32_activations: bool,
+
     /// Print prompt and generation speed on stderr at the end.
     #[arg(long)]
     pub verbose: bool,
@@ -143,6 +149,12 @@ pub struct BenchArgs {
     #[arg(short = 'b', long = "batch-size", value_name = "N", default_value_t = 512)]
     pub n_batch: usize,
 
+    /// Keep activations in float32 against dequantized weights instead of quantizing them
+    /// to 8 bits as llama.cpp does: results match a float32 reference implementation
+    /// (transformers) to ~0.01 nats; slower, above all in generation.
+    #[arg(long)]
+    pub f32_activations: bool,
+
     /// Print a JSON array of results instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -170,6 +182,12 @@ pub struct PerplexityArgs {
     /// Compute threads [default: the number of physical cores].
     #[arg(short = 't', long, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Keep activations in float32 against dequantized weights instead of quantizing them
+    /// to 8 bits as llama.cpp does: results match a float32 reference implementation
+    /// (transformers) to ~0.01 nats; slower, above all in generation.
+    #[arg(long)]
+    pub f32_activations: bool,
 
     /// Print `{"ppl":..,"chunks":..,"tokens":..}` (and details) instead of a summary line.
     #[arg(long)]

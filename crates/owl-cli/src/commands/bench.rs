@@ -41,7 +41,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut all = Vec::new();
     let mut header_printed = false;
     for &n_threads in &threads {
-        let loaded = load::load(&args.model, n_threads, args.n_batch)?;
+        let loaded = load::load(&args.model, n_threads, args.n_batch, args.f32_activations)?;
         let bos = if loaded.tokenizer.adds_bos() {
             loaded.tokenizer.bos_id()
         } else {

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 
 use owl_formats::gguf::GgufFile;
 use owl_formats::safetensors::SafetensorsModel;
-use owl_models::{LoadOptions, Model};
+use owl_models::{ActivationPrecision, LoadOptions, Model};
 use owl_tokenizer::Tokenizer;
 
 use crate::model_ref::{self, ModelSource};
@@ -28,8 +28,17 @@ pub struct LoadedModel {
 }
 
 /// Loads MODEL with `threads` compute threads and forward calls of up to
-/// `max_batch_tokens` tokens.
-pub fn load(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::Result<LoadedModel> {
+/// `max_batch_tokens` tokens; `f32_activations` selects
+/// [`ActivationPrecision::F32`] for every matmul.
+pub fn load(arg: &OsStr, threads: usize, max_batch_tokens: usize, f32_activations: bool) -> anyhow::Result<LoadedModel> {
+    let mut loaded = load_model(arg, threads, max_batch_tokens)?;
+    if f32_activations {
+        loaded.model.set_activation_precision(ActivationPrecision::F32);
+    }
+    Ok(loaded)
+}
+
+fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::Result<LoadedModel> {
     let options = LoadOptions {
         threads,
         max_batch_tokens,

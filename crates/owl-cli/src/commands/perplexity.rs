@@ -35,7 +35,7 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     })?;
     let threads = load::threads_or_default(args.threads)?;
     let n_batch = N_BATCH.min(args.ctx.max(1));
-    let loaded = load::load(&args.model, threads, n_batch)?;
+    let loaded = load::load(&args.model, threads, n_batch, args.f32_activations)?;
     let trained = loaded.model.config().context_length;
     if trained > 0 && args.ctx > trained {
         printer::warning(&format!(

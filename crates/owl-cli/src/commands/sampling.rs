@@ -33,7 +33,7 @@ pub struct Generator {
 /// Loads MODEL and opens a session with the context size the flags ask for.
 pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
     let threads = load::threads_or_default(args.threads)?;
-    let loaded = load::load(model, threads, N_BATCH)?;
+    let loaded = load::load(model, threads, N_BATCH, args.f32_activations)?;
     let trained = loaded.model.config().context_length;
     let n_ctx = match args.ctx_size {
         Some(0) => bail!("--ctx-size must be at least 1"),

@@ -79,6 +79,32 @@ fn greedy_json_matches_the_reference() {
     }
 }
 
+/// `--f32-activations`: the whole reference continuation, log-probabilities within 0.05
+/// nats — on the prompt whose greedy path the default 8-bit activations leave at step 5.
+#[test]
+fn f32_activations_reproduce_the_reference_continuation() {
+    let reference = owl_test::fixture_json("real_models/smollm2-135m-instruct-q4_1/reference.json");
+    let p = &reference["prompts"][0];
+    let want = u32s(&p["greedy"]["ids"]);
+    let n = want.len().to_string();
+    let out = owl_json([
+        "generate", "smollm2", p["prompt"].as_str().unwrap(), "--temperature", "0", "-n", &n, "--json",
+        "--f32-activations", "--top-logprobs", "5",
+    ]);
+    assert_eq!(u32s(&out["ids"]), want);
+    assert_eq!(out["text"].as_str().unwrap(), p["greedy"]["text"].as_str().unwrap());
+    for (step, (t, s)) in out["tokens"].as_array().unwrap().iter().zip(p["greedy"]["steps"].as_array().unwrap()).enumerate() {
+        let ours: Vec<(u64, f64)> =
+            t["top"].as_array().unwrap().iter().map(|x| (x["id"].as_u64().unwrap(), x["logprob"].as_f64().unwrap())).collect();
+        for (id, lp) in s["top5_ids"].as_array().unwrap().iter().zip(s["top5_logprobs"].as_array().unwrap()) {
+            let (id, lp) = (id.as_u64().unwrap(), lp.as_f64().unwrap());
+            if let Some(&(_, o)) = ours.iter().find(|(i, _)| *i == id) {
+                assert!((o - lp).abs() < 0.05, "step {step} token {id}: {o} vs {lp}");
+            }
+        }
+    }
+}
+
 #[test]
 fn seeds_reproduce_and_stop_strings_cut() {
     let sample = |seed: &str| {

@@ -86,6 +86,10 @@ fn matmul_impl(
         return Ok(());
     }
     let lease = pool.lease();
+    if pool.activation_precision().dequantizes(w.format) {
+        super::f32_activations::matmul(table, &lease, w, shape.row_bytes, x, n_tokens, y);
+        return Ok(());
+    }
     let n_threads = if w.rows.saturating_mul(w.cols).saturating_mul(n_tokens) < INLINE_MACS { 1 } else { lease.n_threads() };
     let panel = allow_panel && n_tokens >= PANEL_MIN_TOKENS && shape.kernels.has_prefill_panel();
     let nb = w.cols / w.format.block_elems();
@@ -344,9 +348,9 @@ fn quantize_activations(
 
 /// The output (or scratch) buffer, shared by the threads of one call; each element is
 /// written by exactly one thread (rows are partitioned, tokens within a row are not).
-struct SharedOut<T> {
-    ptr: *mut T,
-    len: usize,
+pub(super) struct SharedOut<T> {
+    pub(super) ptr: *mut T,
+    pub(super) len: usize,
 }
 
 // SAFETY: threads write disjoint elements (see uses), and the buffer outlives the run.
@@ -356,7 +360,7 @@ impl<T> SharedOut<T> {
     /// # Safety
     /// No other thread may access `start..start + len` while the slice lives.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
+    pub(super) unsafe fn slice(&self, start: usize, len: usize) -> &mut [T] {
         assert!(start + len <= self.len);
         // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
@@ -368,7 +372,7 @@ impl SharedOut<f32> {
     /// # Safety
     /// No other thread may access element `i` concurrently.
     #[inline(always)]
-    unsafe fn write(&self, i: usize, v: f32) {
+    pub(super) unsafe fn write(&self, i: usize, v: f32) {
         assert!(i < self.len);
         // SAFETY: in bounds; exclusivity is the caller's promise.
         unsafe { *self.ptr.add(i) = v };

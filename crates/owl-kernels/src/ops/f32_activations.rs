@@ -1,0 +1,224 @@
+//! Matmul of a quantized weight with float32 activations: the reference-faithful mode.
+//!
+//! The default matmul quantizes activations to the weight format's companion format (Q8_0,
+//! Q8_1, Q8_K) and multiplies in integers, as llama.cpp does. That rounding — each
+//! activation to 8 bits of its block's maximum — moves a small model's log-probabilities by
+//! up to ~0.4 nats against a float32 forward pass over the same dequantized weights
+//! (transformers' GGUF loader), which is enough to flip greedy choices whose top two are
+//! ~0.2 apart. In this mode the activations stay float32: each thread dequantizes a chunk
+//! of weight rows (exactly as the format defines them, the same code as `owl tensor`) into
+//! its own f32 panel and multiplies it with the float kernels, so results equal the float32
+//! reference to accumulation rounding (measured on the demo models: ≤ 0.014 nats).
+//!
+//! Cost: prefill reuses each dequantized panel for every token and runs near the speed of
+//! the quantized path; decode dequantizes every weight once per token, so it is several
+//! times slower than the integer kernels. It is a choice for studying and checking models,
+//! not the default.
+
+use crate::dispatch::{FormatKernels, KernelTable};
+use crate::pool::Lease;
+use crate::quant::{self, BlockFormat};
+
+use super::matmul::{Matrix, SharedOut};
+
+/// How a matmul treats the activations of a quantized weight (float weights always take
+/// float32 activations as they are).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActivationPrecision {
+    /// Quantized on the fly to the weight format's companion format and multiplied in
+    /// integers: llama.cpp's numerics and the fastest kernels.
+    #[default]
+    Quantized,
+    /// Kept in float32 against dequantized weight rows: a float32 reference's numerics;
+    /// slower (see the module documentation).
+    F32,
+}
+
+impl ActivationPrecision {
+    /// Whether a weight of `format` takes the float32 path under this precision.
+    pub(crate) fn dequantizes(self, format: BlockFormat) -> bool {
+        self == ActivationPrecision::F32 && !matches!(format, BlockFormat::F32 | BlockFormat::F16 | BlockFormat::BF16)
+    }
+}
+
+/// Rows a thread dequantizes at a time: a multiple of the float tile's 3 rows.
+const PANEL_ROWS: usize = 12;
+
+/// Below this many multiply-adds the call runs on the calling thread alone.
+const INLINE_MACS: usize = 32 * 1024;
+
+/// `y[t·rows + r] = Σ_c W[r, c]·x[t·cols + c]` with `W` dequantized to f32. Shapes were
+/// validated by the caller (`w.data` holds `rows` rows of `row_bytes`; `x` and `y` sizes).
+pub(crate) fn matmul(
+    table: &KernelTable,
+    lease: &Lease<'_>,
+    w: &Matrix<'_>,
+    row_bytes: usize,
+    x: &[f32],
+    n_tokens: usize,
+    y: &mut [f32],
+) {
+    // Every table has the F32 entry: it is the float kernel set of this instruction set.
+    let Some(float) = table.get(BlockFormat::F32) else { unreachable!("kernel table without F32") };
+    let cols = w.cols;
+    let n_threads =
+        if w.rows.saturating_mul(cols).saturating_mul(n_tokens) < INLINE_MACS { 1 } else { lease.n_threads() };
+    let panel_floats = PANEL_ROWS * cols;
+    let mut scratch = lease.take_scratch();
+    let panels = bytemuck::cast_slice_mut::<u8, f32>(scratch.bytes_mut(n_threads * panel_floats * 4));
+    let panels = SharedOut { ptr: panels.as_mut_ptr(), len: panels.len() };
+    let out = SharedOut { ptr: y.as_mut_ptr(), len: y.len() };
+    let run = |thread: usize, rows: std::ops::Range<usize>| {
+        // SAFETY: each thread index owns its panel; a thread works on one chunk at a time.
+        let panel = unsafe { panels.slice(thread * panel_floats, rows.len() * cols) };
+        for (r, dst) in rows.clone().zip(panel.chunks_exact_mut(cols)) {
+            let src = &w.data[r * row_bytes..(r + 1) * row_bytes];
+            // Lengths are the validated row sizes, so this cannot fail.
+            if let Err(e) = quant::dequantize_row(w.format, src, dst) {
+                unreachable!("validated row: {e}");
+            }
+        }
+        multiply_panel(float, panel, cols, rows, x, n_tokens, w.rows, &out);
+    };
+    if n_threads == 1 {
+        let mut r = 0;
+        while r < w.rows {
+            let end = (r + PANEL_ROWS).min(w.rows);
+            run(0, r..end);
+            r = end;
+        }
+    } else {
+        lease.parallel_for(w.rows, PANEL_ROWS, &run);
+    }
+    lease.put_scratch(scratch);
+}
+
+/// The products of one dequantized panel (matrix rows `rows`) with every token: 3-row ×
+/// 4-token float tiles where the kernel set has them, single dot products elsewhere.
+#[allow(clippy::too_many_arguments)]
+fn multiply_panel(
+    float: &FormatKernels,
+    panel: &[f32],
+    cols: usize,
+    rows: std::ops::Range<usize>,
+    x: &[f32],
+    n_tokens: usize,
+    n_rows: usize,
+    out: &SharedOut<f32>,
+) {
+    let dot = float.raw_dot();
+    let w_row = |i: usize| -> &[u8] { bytemuck::cast_slice(&panel[i * cols..(i + 1) * cols]) };
+    let x_row = |t: usize| -> &[u8] { bytemuck::cast_slice(&x[t * cols..(t + 1) * cols]) };
+    // SAFETY (every write below): rows of this chunk belong to this thread only.
+    let put = |t: usize, i: usize, v: f32| unsafe { out.write(t * n_rows + rows.start + i, v) };
+    let n = rows.len();
+    let mut i = 0;
+    if let (Some(tile), true) = (float.raw_tile3x4(), n_tokens >= 4) {
+        while i + 3 <= n {
+            let wr = [w_row(i), w_row(i + 1), w_row(i + 2)];
+            let mut t = 0;
+            while t + 4 <= n_tokens {
+                let v = tile(wr, [x_row(t), x_row(t + 1), x_row(t + 2), x_row(t + 3)]);
+                for (r, vr) in v.iter().enumerate() {
+                    for (k, &val) in vr.iter().enumerate() {
+                        put(t + k, i + r, val);
+                    }
+                }
+                t += 4;
+            }
+            for t in t..n_tokens {
+                for (r, wr) in wr.iter().enumerate() {
+                    put(t, i + r, dot(wr, x_row(t)));
+                }
+            }
+            i += 3;
+        }
+    }
+    for i in i..n {
+        for t in 0..n_tokens {
+            put(t, i, dot(w_row(i), x_row(t)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dispatch::{self, Isa};
+    use crate::pool::ThreadPool;
+
+    /// Deterministic values in [-0.5, 0.5).
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// Every format, every instruction set, 1 to 7 tokens, one and two threads: the
+    /// result is the float64 product of the dequantized weights and the unrounded
+    /// activations, to float32 accumulation error — and it differs from the quantized
+    /// path by the activation rounding that this mode exists to avoid.
+    #[test]
+    fn equals_the_dequantized_float_product() {
+        let (rows, cols) = (37, 512);
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_available()) {
+            let table = dispatch::table(isa).expect("table");
+            for threads in [1, 2] {
+                let mut pool = ThreadPool::new(threads);
+                pool.set_activation_precision(ActivationPrecision::F32);
+                let quantized = ThreadPool::new(threads);
+                for format in BlockFormat::ALL {
+                    if table.get(format).is_none() || format.row_bytes(cols).is_none() {
+                        continue;
+                    }
+                    let rb = format.row_bytes(cols).expect("row bytes");
+                    let src = values(rows * cols, 7);
+                    let mut data = vec![0u8; rows * rb];
+                    let mut deq = vec![0f32; rows * cols];
+                    for r in 0..rows {
+                        let (s, d) = (&src[r * cols..(r + 1) * cols], &mut data[r * rb..(r + 1) * rb]);
+                        quant::quantize_row(format, s, d).expect("quantize");
+                        quant::dequantize_row(format, d, &mut deq[r * cols..(r + 1) * cols]).expect("dequantize");
+                    }
+                    let w = Matrix { format, rows, cols, data: &data };
+                    for n in 1..=7 {
+                        let x = values(n * cols, 11 + n as u64);
+                        let mut y = vec![0f32; n * rows];
+                        crate::ops::matmul_with(table, &pool, &w, &x, n, &mut y).expect("matmul");
+                        let mut yq = vec![0f32; n * rows];
+                        crate::ops::matmul_with(table, &quantized, &w, &x, n, &mut yq).expect("matmul");
+                        let (mut worst, mut worst_q) = (0f64, 0f64);
+                        for t in 0..n {
+                            for r in 0..rows {
+                                let want: f64 = deq[r * cols..(r + 1) * cols]
+                                    .iter()
+                                    .zip(&x[t * cols..(t + 1) * cols])
+                                    .map(|(&a, &b)| a as f64 * b as f64)
+                                    .sum();
+                                let scale: f64 = deq[r * cols..(r + 1) * cols]
+                                    .iter()
+                                    .zip(&x[t * cols..(t + 1) * cols])
+                                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                                    .sum();
+                                worst = worst.max((y[t * rows + r] as f64 - want).abs() / scale);
+                                worst_q = worst_q.max((yq[t * rows + r] as f64 - want).abs() / scale);
+                            }
+                        }
+                        // f32 sums of 512 products: a few ulps of the absolute sum.
+                        assert!(worst < 1e-6, "{isa:?} {format:?} {threads}t {n} tokens: {worst:e}");
+                        if !matches!(format, BlockFormat::F32 | BlockFormat::F16 | BlockFormat::BF16) {
+                            // The quantized path rounds activations (Q8: ~1e-3 of the absolute sum).
+                            assert!(worst_q > 10.0 * worst, "{isa:?} {format:?}: {worst_q:e} vs {worst:e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
