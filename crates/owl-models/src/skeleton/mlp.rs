@@ -3,6 +3,7 @@
 use super::activation::Activation;
 use super::block::{FeedForward, ForwardCtx};
 use super::linear::Linear;
+use super::parallel::DisjointSlice;
 use crate::error::ModelError;
 
 /// Gate and up projections: two matrices, or one with rows `[gate | up]` (Phi-3's
@@ -12,6 +13,10 @@ pub enum GateUp {
     Separate { gate: Linear, up: Linear },
     Fused(Linear),
 }
+
+/// Activations (gate floats) at which the GLU product is split over the thread pool: it
+/// costs ~1 ns a float on one core (AVX2), so below this the pool's wake-up would not pay.
+const PARALLEL_GLU_FLOATS: usize = 1 << 16;
 
 #[derive(Debug, Clone)]
 pub struct GatedMlp {
@@ -50,21 +55,37 @@ impl FeedForward for GatedMlp {
             GateUp::Separate { gate, up } => {
                 gate.forward(ctx.pool, x, n, a)?;
                 up.forward(ctx.pool, x, n, b)?;
-                // a = act(gate) * up, in place.
-                for (g, u) in a.iter_mut().zip(b.iter()) {
-                    *g = self.act.apply(*g) * u;
+                // a = act(gate) * up, in place; split over the pool for a prompt's many rows.
+                let act = self.act;
+                let rows_per_chunk = (PARALLEL_GLU_FLOATS / f).max(1);
+                if n * f >= PARALLEL_GLU_FLOATS && ctx.pool.n_threads() > 1 {
+                    let a_rows = DisjointSlice::new(a);
+                    let b: &[f32] = b;
+                    ctx.pool.parallel_for(n, rows_per_chunk, &|_, rows| {
+                        let r = rows.start * f..rows.end * f;
+                        // SAFETY: each range of rows is claimed by one thread.
+                        act.glu_in_place(unsafe { a_rows.range(r.clone()) }, &b[r]);
+                    });
+                } else {
+                    act.glu_in_place(a, b);
                 }
             }
             GateUp::Fused(w) => {
                 // [n][gate | up] spans both halves of the scratch; compact the products into
-                // the first n*f values. Token t's result goes to [t*f, (t+1)*f), which lies at
-                // or below its own gate values and past every earlier token's: safe in order.
+                // the first n*f values. Token t's result goes to [t*f, (t+1)*f): token 0's is
+                // its own gate values (in place), every later token's lies below its own
+                // [gate | up] at 2*t*f and past every earlier token's result. Serial: a later
+                // token's result overwrites an earlier token's `up`.
                 let both = &mut scratch[..2 * n * f];
                 w.forward(ctx.pool, x, n, both)?;
                 for t in 0..n {
-                    let src = 2 * t * f;
-                    for i in 0..f {
-                        both[t * f + i] = self.act.apply(both[src + i]) * both[src + f + i];
+                    if t == 0 {
+                        let (g, u) = both.split_at_mut(f);
+                        self.act.glu_in_place(g, &u[..f]);
+                    } else {
+                        let (done, src) = both.split_at_mut(2 * t * f);
+                        let (g, u) = src[..2 * f].split_at(f);
+                        self.act.glu(g, u, &mut done[t * f..(t + 1) * f]);
                     }
                 }
             }
