@@ -11,12 +11,17 @@
 //! reference to accumulation rounding (measured on the demo models: ≤ 0.014 nats).
 //!
 //! Cost: prefill reuses each dequantized panel for every token and runs near the speed of
-//! the quantized path; decode dequantizes every weight once per token, so it is several
-//! times slower than the integer kernels. It is a choice for studying and checking models,
-//! not the default.
+//! the quantized path. Decode dequantizes every weight once per token; with the AVX2 kernels
+//! of `quant::dequantize_avx2` (fused dequantize-and-dot, no panel) it measured 1.4–2.1×
+//! slower than the integer kernels on the demo models (one thread), against 3–8× with the
+//! scalar dequantization. It is a choice for studying and checking models, not the default.
 
+#[cfg(target_arch = "x86_64")]
+use crate::dispatch::Isa;
 use crate::dispatch::{FormatKernels, KernelTable};
 use crate::pool::Lease;
+#[cfg(target_arch = "x86_64")]
+use crate::quant::dequantize_avx2;
 use crate::quant::{self, BlockFormat};
 
 use super::matmul::{Matrix, SharedOut};
@@ -47,8 +52,16 @@ const PANEL_ROWS: usize = 12;
 /// Below this many multiply-adds the call runs on the calling thread alone.
 const INLINE_MACS: usize = 32 * 1024;
 
+/// One-token chunks per thread that the fused path aims for (the pool balances chunks).
+const FUSED_CHUNKS_PER_THREAD: usize = 8;
+
 /// `y[t·rows + r] = Σ_c W[r, c]·x[t·cols + c]` with `W` dequantized to f32. Shapes were
 /// validated by the caller (`w.data` holds `rows` rows of `row_bytes`; `x` and `y` sizes).
+///
+/// With the AVX2 float kernels and a weight format `quant::dequantize_avx2` covers, rows
+/// are dequantized with those kernels, and one token takes the fused dequantize-and-dot
+/// instead of a panel; both give the same bits as the scalar dequantization followed by
+/// the float dot (see that module).
 pub(crate) fn matmul(
     table: &KernelTable,
     lease: &Lease<'_>,
@@ -60,9 +73,95 @@ pub(crate) fn matmul(
 ) {
     // Every table has the F32 entry: it is the float kernel set of this instruction set.
     let Some(float) = table.get(BlockFormat::F32) else { unreachable!("kernel table without F32") };
-    let cols = w.cols;
     let n_threads =
-        if w.rows.saturating_mul(cols).saturating_mul(n_tokens) < INLINE_MACS { 1 } else { lease.n_threads() };
+        if w.rows.saturating_mul(w.cols).saturating_mul(n_tokens) < INLINE_MACS { 1 } else { lease.n_threads() };
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = avx2_kernels(float, w.format) {
+        if n_tokens == 1 {
+            fused_matvec(k, lease, n_threads, w, row_bytes, x, y);
+        } else {
+            // SAFETY: `avx2_kernels` only returns kernels when the float kernels are the
+            // AVX2 ones, which the dispatch table hands out only on CPUs with AVX2, FMA
+            // and F16C; every row is exactly `row_bytes` for `cols` elements.
+            let dequantize = |src: &[u8], dst: &mut [f32]| unsafe { (k.dequantize)(src, dst) };
+            panel_matmul(float, lease, n_threads, w, row_bytes, x, n_tokens, y, dequantize);
+        }
+        return;
+    }
+    let dequantize = |src: &[u8], dst: &mut [f32]| {
+        // Lengths are the validated row sizes, so this cannot fail.
+        if let Err(e) = quant::dequantize_row(w.format, src, dst) {
+            unreachable!("validated row: {e}");
+        }
+    };
+    panel_matmul(float, lease, n_threads, w, row_bytes, x, n_tokens, y, dequantize);
+}
+
+/// The AVX2 row kernels for `format`, when `float` (the table's F32 entry) is the AVX2
+/// float kernel set — the one the fused dot reproduces — and the format has them.
+#[cfg(target_arch = "x86_64")]
+fn avx2_kernels(float: &FormatKernels, format: BlockFormat) -> Option<dequantize_avx2::RowKernels> {
+    if float.dot_isa() != Isa::Avx2 {
+        return None;
+    }
+    dequantize_avx2::kernels(format)
+}
+
+/// One token: each output is a fused dequantize-and-dot of its weight row, `DOT_ROWS`
+/// rows per kernel call; no panel is written or read back.
+#[cfg(target_arch = "x86_64")]
+fn fused_matvec(
+    k: dequantize_avx2::RowKernels,
+    lease: &Lease<'_>,
+    n_threads: usize,
+    w: &Matrix<'_>,
+    row_bytes: usize,
+    x: &[f32],
+    y: &mut [f32],
+) {
+    use dequantize_avx2::DOT_ROWS;
+    let x = &x[..w.cols];
+    let out = SharedOut { ptr: y.as_mut_ptr(), len: y.len() };
+    let row = |r: usize| &w.data[r * row_bytes..(r + 1) * row_bytes];
+    let run = |_thread: usize, rows: std::ops::Range<usize>| {
+        let mut r = rows.start;
+        // SAFETY (kernel calls): see `avx2_kernels`; each row is `row_bytes` for
+        // `x.len()` elements. (writes): rows of this chunk belong to this thread only.
+        while r + DOT_ROWS <= rows.end {
+            let v = unsafe { (k.dot_rows)(std::array::from_fn(|i| row(r + i)), x) };
+            for (i, &vi) in v.iter().enumerate() {
+                unsafe { out.write(r + i, vi) };
+            }
+            r += DOT_ROWS;
+        }
+        for r in r..rows.end {
+            let v = unsafe { (k.dot)(row(r), x) };
+            unsafe { out.write(r, v) };
+        }
+    };
+    if n_threads == 1 {
+        run(0, 0..w.rows);
+    } else {
+        let chunk = (w.rows / (n_threads * FUSED_CHUNKS_PER_THREAD)).next_multiple_of(DOT_ROWS).max(DOT_ROWS);
+        lease.parallel_for(w.rows, chunk, &run);
+    }
+}
+
+/// Each thread dequantizes `PANEL_ROWS` rows at a time into its f32 panel with
+/// `dequantize(row bytes, row floats)` and multiplies the panel with every token.
+#[allow(clippy::too_many_arguments)]
+fn panel_matmul(
+    float: &FormatKernels,
+    lease: &Lease<'_>,
+    n_threads: usize,
+    w: &Matrix<'_>,
+    row_bytes: usize,
+    x: &[f32],
+    n_tokens: usize,
+    y: &mut [f32],
+    dequantize: impl Fn(&[u8], &mut [f32]) + Sync,
+) {
+    let cols = w.cols;
     let panel_floats = PANEL_ROWS * cols;
     let mut scratch = lease.take_scratch();
     let panels = bytemuck::cast_slice_mut::<u8, f32>(scratch.bytes_mut(n_threads * panel_floats * 4));
@@ -72,11 +171,7 @@ pub(crate) fn matmul(
         // SAFETY: each thread index owns its panel; a thread works on one chunk at a time.
         let panel = unsafe { panels.slice(thread * panel_floats, rows.len() * cols) };
         for (r, dst) in rows.clone().zip(panel.chunks_exact_mut(cols)) {
-            let src = &w.data[r * row_bytes..(r + 1) * row_bytes];
-            // Lengths are the validated row sizes, so this cannot fail.
-            if let Err(e) = quant::dequantize_row(w.format, src, dst) {
-                unreachable!("validated row: {e}");
-            }
+            dequantize(&w.data[r * row_bytes..(r + 1) * row_bytes], dst);
         }
         multiply_panel(float, panel, cols, rows, x, n_tokens, w.rows, &out);
     };

@@ -15,6 +15,8 @@
 //! scalar fallback use.
 
 pub mod bf16;
+#[cfg(target_arch = "x86_64")]
+pub mod dequantize_avx2;
 pub mod f16;
 pub mod f32;
 pub mod iq4_nl;

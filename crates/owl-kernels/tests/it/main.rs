@@ -16,3 +16,5 @@ mod simd_dot;
 mod simd_bench;
 #[cfg(target_arch = "x86_64")]
 mod simd_quantize;
+#[cfg(target_arch = "x86_64")]
+mod dequantize_simd;
