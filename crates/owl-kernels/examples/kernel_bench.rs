@@ -16,9 +16,9 @@
 //! thread its own contiguous half of a slice. Matvec "streamed": enough distinct copies of
 //! the matrix to exceed 3× the 32 MiB LLC are used in turn, so every call reads its weights
 //! from DRAM as a forward pass does; GB/s counts weight bytes only. "Hot": one copy, so
-//! the weights stay in cache (the kernel's compute speed). Prefill: a matmul of 64 or 512
-//! tokens, GFLOP/s = 2·rows·cols·tokens / time. `OWL_KERNELS` selects the kernel set as in
-//! the library.
+//! the weights stay in cache (the kernel's compute speed). Prefill: a 4096×4096 matmul of 64
+//! or 512 tokens and the demo models' FFN shapes at 512 tokens, GFLOP/s =
+//! 2·rows·cols·tokens / time. `OWL_KERNELS` selects the kernel set as in the library.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -433,38 +433,51 @@ fn matvec_table(table: &KernelTable, pools: &[(usize, ThreadPool)], o: &Options,
 
 // --- prefill ------------------------------------------------------------------------------
 
+/// Prefill shapes: the 4096×4096 reference at 64 and 512 tokens, then the demo models'
+/// small matrices at 512 tokens (few blocks per row, so per-tile fixed costs show).
+const PREFILL_SHAPES: [(&str, usize, usize, &[usize]); 5] = [
+    ("4096x4096", 4096, 4096, &[64, 512]),
+    ("gemma3 ffn_down 640x2048", 640, 2048, &[512]),
+    ("gemma3 ffn_up 2048x640", 2048, 640, &[512]),
+    ("qwen2.5 ffn_down 896x4864", 896, 4864, &[512]),
+    ("qwen2.5 ffn_up 4864x896", 4864, 896, &[512]),
+];
+
 fn prefill_table(table: &KernelTable, pools: &[(usize, ThreadPool)], o: &Options) {
-    println!("\n## Batched matmul (prefill), 4096x4096 weights\n");
+    println!("\n## Batched matmul (prefill)\n");
     println!("GFLOP/s = 2·rows·cols·tokens / time, activation quantization included; timed as the matvec");
     println!("table (1 thread on-CPU, 2+ threads uncontended wall time, * = contended); median in brackets.\n");
-    let token_counts: &[usize] = if o.quick { &[64] } else { &[64, 512] };
-    let mut header = "| format | dot |".to_string();
-    for &t in token_counts {
-        for (n, _) in pools {
-            header += &format!(" {t} tok {n} thr |");
-        }
+    let mut header = "| shape | tokens | format | dot |".to_string();
+    for (n, _) in pools {
+        header += &format!(" {n} thr |");
     }
     println!("{header}");
-    println!("|{}", "---|".repeat(2 + token_counts.len() * pools.len()));
-    let (rows, cols) = if o.quick { (1024, 4096) } else { (4096, 4096) };
-    let budget = Duration::from_millis(if o.quick { 150 } else { 1500 });
-    for &format in &o.formats {
-        let Some(k) = table.get(format) else { continue };
-        let data = weights(format, rows, cols, 2);
-        let w = Matrix { format, rows, cols, data: &data };
-        let mut line = format!("| {} | {} |", format.name(), k.dot_isa());
-        for &tokens in token_counts {
-            let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
-            let mut y = vec![0f32; tokens * rows];
-            for (n, pool) in pools {
-                let t = time_calls(budget, *n, || {
-                    matmul_with(table, pool, &w, &x, tokens, &mut y).expect("matmul");
-                });
-                let (secs, mark) = headline_secs(&t, *n);
-                let flops = 2.0 * (rows * cols * tokens) as f64 / 1e9;
-                line += &format!(" {:.1}{mark} ({:.1}) |", flops / secs, flops / t.median);
+    println!("|{}", "---|".repeat(4 + pools.len()));
+    let budget = Duration::from_millis(if o.quick { 150 } else { 1000 });
+    let shapes = if o.quick { &PREFILL_SHAPES[..1] } else { &PREFILL_SHAPES[..] };
+    for &(name, rows, cols, token_counts) in shapes {
+        let (rows, token_counts) = if o.quick { (1024, &[64][..]) } else { (rows, token_counts) };
+        for &format in &o.formats {
+            let Some(k) = table.get(format) else { continue };
+            if format.row_bytes(cols).is_none() {
+                continue;
+            }
+            let data = weights(format, rows, cols, 2);
+            let w = Matrix { format, rows, cols, data: &data };
+            for &tokens in token_counts {
+                let mut line = format!("| {name} | {tokens} | {} | {} |", format.name(), k.dot_isa());
+                let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+                let mut y = vec![0f32; tokens * rows];
+                for (n, pool) in pools {
+                    let t = time_calls(budget, *n, || {
+                        matmul_with(table, pool, &w, &x, tokens, &mut y).expect("matmul");
+                    });
+                    let (secs, mark) = headline_secs(&t, *n);
+                    let flops = 2.0 * (rows * cols * tokens) as f64 / 1e9;
+                    line += &format!(" {:.1}{mark} ({:.1}) |", flops / secs, flops / t.median);
+                }
+                println!("{line}");
             }
         }
-        println!("{line}");
     }
 }

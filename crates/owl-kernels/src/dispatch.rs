@@ -4,7 +4,9 @@
 //!
 //! A [`KernelTable`] maps a weight [`BlockFormat`] to its [`FormatKernels`]: the activation
 //! format its dot product consumes, the quantizer that turns f32 activations into that
-//! format, and the dot product itself. Float weights (F32, F16, BF16) take f32 activations
+//! format, and the dot product itself; where the instruction set has them, a multi-row
+//! one-token kernel (decode: several weight rows share each activation block, same bits as
+//! the dot product) and multi-token kernels (prefill). Float weights (F32, F16, BF16) take f32 activations
 //! as they are (no rounding of the activations; F16 is widened with F16C on AVX2).
 //!
 //! Selection: [`active`] is the best instruction set the CPU supports, unless the
@@ -146,6 +148,9 @@ pub(crate) type DotFn = fn(&[u8], &[u8]) -> f32;
 pub(crate) type Dot4Fn = fn(&[u8], [&[u8]; 4]) -> [f32; 4];
 /// Three weight rows · four activation rows (a register tile; rounding differs from `DotFn`).
 pub(crate) type Tile3x4Fn = fn([&[u8]; 3], [&[u8]; 4]) -> [[f32; 4]; 3];
+/// `out.len()` consecutive weight rows of `row_bytes` each (`w`) · one activation row:
+/// `out[r] = DotFn(w[r], a)` bit for bit, several rows per kernel call (decode matvec).
+pub(crate) type MatvecFn = fn(&[u8], usize, &[u8], &mut [f32]);
 
 /// The row kernels of one weight format on one instruction set.
 #[derive(Clone, Copy)]
@@ -159,7 +164,9 @@ pub struct FormatKernels {
     dot: DotFn,
     /// The multi-token dot product (prefill), where the instruction set has one.
     dot4: Option<Dot4Fn>,
-    /// Prefill goes through the AVX2 int8 panel kernels (`ops::prefill_int8`).
+    /// The multi-row one-token kernel (decode), where the instruction set has one.
+    matvec: Option<MatvecFn>,
+    /// Prefill goes through the AVX2 panel kernels (`ops::prefill_int8`, `ops::prefill_kquant`).
     prefill_panel: bool,
     /// Prefill register tile of 3 rows × 4 tokens (float weights).
     tile3x4: Option<Tile3x4Fn>,
@@ -172,6 +179,7 @@ impl fmt::Debug for FormatKernels {
             .field("act", &self.act)
             .field("dot_isa", &self.dot_isa)
             .field("dot4", &self.dot4.is_some())
+            .field("matvec", &self.matvec.is_some())
             .field("prefill_panel", &self.prefill_panel)
             .field("tile3x4", &self.tile3x4.is_some())
             .finish()
@@ -256,6 +264,21 @@ impl FormatKernels {
         self.dot4
     }
 
+    /// The raw multi-row matvec kernel, if there is one. The caller guarantees
+    /// `w.len() == out.len() * row_bytes`, `row_bytes` a whole weight row, and what
+    /// [`vec_dot`](Self::vec_dot) asserts of each row and `a`.
+    /// `OWL_MATVEC_ROWS=0` (read once) turns it off, so that decode with and without it can be
+    /// compared end to end in one build; the results are the same bits either way.
+    pub(crate) fn raw_matvec(&self) -> Option<MatvecFn> {
+        self.matvec.filter(|_| multi_row_matvec_enabled())
+    }
+
+    /// Whether decode (one token) runs a multi-row kernel that shares each activation block
+    /// among several weight rows (its results equal the one-row kernel's bit for bit).
+    pub fn has_multi_row_matvec(&self) -> bool {
+        self.matvec.is_some()
+    }
+
     /// Whether a multi-token kernel serves prefill for this format.
     pub fn has_multi_token_kernel(&self) -> bool {
         self.dot4.is_some() || self.prefill_panel || self.tile3x4.is_some()
@@ -272,10 +295,17 @@ impl FormatKernels {
         self.tile3x4
     }
 
-    /// Whether prefill unpacks weight rows into int8 panels for 2-row × 4-token tiles.
+    /// Whether prefill unpacks weight rows into panels (int8 or K) swept by register tiles.
     pub fn has_prefill_panel(&self) -> bool {
         self.prefill_panel
     }
+}
+
+/// False when the environment sets `OWL_MATVEC_ROWS=0` (a measurement switch: decode then
+/// runs one dot product per row).
+fn multi_row_matvec_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("OWL_MATVEC_ROWS").map_or(true, |v| v.trim() != "0"))
 }
 
 /// Alignment a weight row of `format` needs: its block type's (only Q8_K's blocks hold an
@@ -415,7 +445,7 @@ const fn entry(weight: BlockFormat, q: &Quantizers, dot_isa: Isa, dot: DotFn, do
         BlockFormat::Q8_K => Some(q.q8_k),
         _ => None,
     };
-    Some(FormatKernels { weight, act, dot_isa, quantize_act, dot, dot4, prefill_panel: false, tile3x4: None })
+    Some(FormatKernels { weight, act, dot_isa, quantize_act, dot, dot4, matvec: None, prefill_panel: false, tile3x4: None })
 }
 
 /// Scalar dot products, in `BlockFormat::ALL` order.
@@ -460,6 +490,38 @@ mod avx2 {
             }
         };
     }
+
+    /// `$name`: a [`MatvecFn`] over `quant::$m::avx2::vec_dot_rows` — groups of
+    /// `MATVEC_ROWS` rows, then the 1–3 rows left in one call.
+    macro_rules! matvec {
+        ($name:ident, $m:ident, $W:ty, $A:ty) => {
+            pub(super) fn $name(w: &[u8], row_bytes: usize, a: &[u8], out: &mut [f32]) {
+                use quant::simd_x86::MATVEC_ROWS;
+                let a = cast_slice::<u8, $A>(a);
+                let rows = |r: usize, n: usize| cast_slice::<u8, $W>(&w[r * row_bytes..(r + n) * row_bytes]);
+                let mut groups = out.chunks_exact_mut(MATVEC_ROWS);
+                let mut r = 0;
+                for o in &mut groups {
+                    // SAFETY: AVX2 table only (module docs).
+                    o.copy_from_slice(&unsafe { quant::$m::avx2::vec_dot_rows::<MATVEC_ROWS>(rows(r, MATVEC_ROWS), a) });
+                    r += MATVEC_ROWS;
+                }
+                let tail = groups.into_remainder();
+                // SAFETY (each arm): AVX2 table only.
+                match tail.len() {
+                    0 => {}
+                    1 => tail.copy_from_slice(&unsafe { quant::$m::avx2::vec_dot_rows::<1>(rows(r, 1), a) }),
+                    2 => tail.copy_from_slice(&unsafe { quant::$m::avx2::vec_dot_rows::<2>(rows(r, 2), a) }),
+                    _ => tail.copy_from_slice(&unsafe { quant::$m::avx2::vec_dot_rows::<3>(rows(r, 3), a) }),
+                }
+            }
+        };
+    }
+
+    matvec!(matvec_q4_0, q4_0, BlockQ4_0, BlockQ8_0);
+    matvec!(matvec_q4_1, q4_1, BlockQ4_1, BlockQ8_1);
+    matvec!(matvec_q5_0, q5_0, BlockQ5_0, BlockQ8_0);
+    matvec!(matvec_q4_k, q4_k, BlockQ4K, BlockQ8K);
 
     /// A quantizer over `quant::$m::avx2::quantize`.
     macro_rules! quantizer {
@@ -538,10 +600,22 @@ mod avx2 {
         set!(Q3_K, dot_q3_k, Some(dot4_q3_k));
         set!(Q5_K, dot_q5_k, Some(dot4_q5_k));
         set!(IQ4_XS, dot_iq4_xs, Some(dot4_iq4_xs));
+        macro_rules! set_matvec {
+            ($f:ident, $matvec:expr) => {
+                if let Some(k) = &mut e[BlockFormat::$f as usize] {
+                    k.matvec = Some($matvec);
+                }
+            };
+        }
+        set_matvec!(Q4_0, matvec_q4_0);
+        set_matvec!(Q4_1, matvec_q4_1);
+        set_matvec!(Q5_0, matvec_q5_0);
+        set_matvec!(Q4_K, matvec_q4_k);
         let mut i = 0;
         while i < e.len() {
             if let Some(k) = &mut e[i] {
-                k.prefill_panel = crate::ops::prefill_int8::panel_kind(k.weight).is_some();
+                k.prefill_panel = crate::ops::prefill_int8::panel_kind(k.weight).is_some()
+                    || crate::ops::prefill_kquant::kpanel_kind(k.weight).is_some();
                 k.tile3x4 = match k.weight {
                     BlockFormat::F32 => Some(tile_f32),
                     BlockFormat::F16 => Some(tile_f16),

@@ -7,23 +7,27 @@
 //! so a thread slowed down by another process simply takes fewer chunks. Matrices under
 //! `INLINE_MACS` multiply-adds run on the calling thread alone.
 //!
-//! - One token (decode, memory-bound): each thread streams its rows once, one dot product
-//!   per row.
+//! - One token (decode, memory-bound): each thread streams its rows once; Q4_0, Q4_1, Q5_0
+//!   and Q4_K on AVX2 four rows per kernel call (each activation block loaded once for the
+//!   four, prefetch hints walking the rows after them linearly), other formats one dot
+//!   product per row. Either way a row's result is the one-row kernel's, bit for bit.
 //! - Many tokens (prefill, compute-bound), fastest applicable path first:
-//!   1. 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) on AVX2: each chunk of
-//!      rows is unpacked once into an int8 panel and swept by 2-row × 4-token register tiles
-//!      (`ops::prefill_int8`);
+//!   1. panel formats on AVX2: each chunk of 16 rows is unpacked once into a panel that all
+//!      tokens reuse, swept by register tiles — the 32-element formats (Q4_0, Q4_1, Q5_0,
+//!      Q5_1, Q8_0, IQ4_NL) as int8 panels with 2-row × 3-token tiles (`ops::prefill_int8`),
+//!      Q4_K, Q5_K and Q6_K as K panels with 1-row × 4-token tiles against the Q8_K
+//!      activations (`ops::prefill_kquant`);
 //!   2. float weights on AVX2: 3-row × 4-token register tiles;
-//!   3. otherwise (K-quants, scalar): one weight row against 4 tokens per kernel call, whose
-//!      columns equal the one-token kernel bit for bit.
+//!   3. otherwise (Q2_K, Q3_K, IQ4_XS, scalar): one weight row against 4 tokens per kernel
+//!      call, whose columns equal the one-token kernel bit for bit.
 //!
 //!   Rows and tokens are tiled so that a chunk of weight rows and a tile of activation rows
 //!   stay in L2 while every pair is computed.
 //!
-//! No persistent repacking: unpacking a chunk into the panel costs ~4 ns per 32-element
-//! block against ~70 ns of tile work per block at 64 tokens (docs/PERFORMANCE.md), so a
-//! load-time repacked copy would save at most a few percent of prefill and double the
-//! weights' memory.
+//! No persistent repacking: the panels are transient (one per thread, rebuilt per call).
+//! Unpacking a chunk costs ~3–6 ns per 32-element block against ~70 ns of tile work per
+//! block at 64 tokens (docs/PERFORMANCE.md), so a load-time repacked copy would save at
+//! most a few percent of prefill and double (K panels: quadruple) the weights' memory.
 
 use crate::dispatch::{self, FormatKernels, KernelTable};
 use crate::pool::ThreadPool;
@@ -136,7 +140,7 @@ fn matmul_impl(
     Ok(())
 }
 
-/// Fewest tokens for which the int8 panels beat the one-row × four-token kernels.
+/// Fewest tokens for which the panels beat the one-row × four-token kernels.
 const PANEL_MIN_TOKENS: usize = 4;
 
 /// Byte sizes of the scratch regions of one call, each a multiple of 64.
@@ -155,7 +159,10 @@ impl ScratchLayout {
         let act = if shape.act_in_scratch { n_tokens * shape.act_stride } else { 0 };
         let (scales, panel) = if panels > 0 {
             #[cfg(target_arch = "x86_64")]
-            let panel = super::prefill_int8::panel_bytes(super::prefill_int8::PANEL_ROWS, nb);
+            let panel = match super::prefill_kquant::kpanel_kind(shape.kernels.weight_format()) {
+                Some(_) => super::prefill_kquant::kpanel_bytes(PANEL_ROWS, nb),
+                None => super::prefill_int8::panel_bytes(PANEL_ROWS, nb),
+            };
             #[cfg(not(target_arch = "x86_64"))]
             let panel = 0;
             ((2 * n_tokens * nb * 4).next_multiple_of(64), panel)
@@ -166,9 +173,13 @@ impl ScratchLayout {
     }
 }
 
-/// Prefill through int8 panels: activations' block scales once, then chunks of
-/// [`PANEL_ROWS`](super::prefill_int8::PANEL_ROWS) rows, each unpacked by the thread that
-/// claims it into its own panel and swept by 2-row × 4-token tiles.
+/// Rows a thread unpacks into its panel at a time: 16 rows of 4096 columns are a 72 KiB
+/// int8 panel (Q4_0 … Q8_0) or a 138 KiB K panel.
+const PANEL_ROWS: usize = 16;
+
+/// Prefill through panels: activations' block terms once (32-element formats), then chunks
+/// of [`PANEL_ROWS`] rows, each unpacked by the thread that claims it into its own panel
+/// and swept by register tiles.
 #[cfg(target_arch = "x86_64")]
 fn panel_prefill(
     lease: &crate::pool::Lease<'_>,
@@ -179,35 +190,65 @@ fn panel_prefill(
     panels_buf: &mut [u8],
     panel_bytes: usize,
 ) {
-    use super::prefill_int8::{self as p8, ActScales, PanelKind, PANEL_ROWS};
-    let Some(kind) = p8::panel_kind(work.w.format) else { return };
+    use super::prefill_int8::{self as p8, ActScales};
+    use super::prefill_kquant::{self as pk, KPanelKind};
+    let panels = SharedOut { ptr: panels_buf.as_mut_ptr(), len: panels_buf.len() };
+    let stride = work.shape.act_stride;
+    let format = work.w.format;
+    let each_chunk = |run: &(dyn Fn(usize, std::ops::Range<usize>) + Sync)| {
+        if n_threads == 1 {
+            let mut r = 0;
+            while r < work.w.rows {
+                let end = (r + PANEL_ROWS).min(work.w.rows);
+                run(0, r..end);
+                r = end;
+            }
+        } else {
+            lease.parallel_for(work.w.rows, PANEL_ROWS, run);
+        }
+    };
+    if let Some(kind) = pk::kpanel_kind(format) {
+        each_chunk(&|thread, rows| {
+            // SAFETY: each thread index owns its panel region; one chunk at a time per thread.
+            let buf = unsafe { panels.slice(thread * panel_bytes, panel_bytes) };
+            let mut panel = pk::KPanel::from_bytes(buf, rows.len(), nb);
+            let w_rows = &work.w.data[rows.start * work.shape.row_bytes..rows.end * work.shape.row_bytes];
+            // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
+            unsafe { pk::unpack_rows(format, w_rows, rows.len(), nb, &mut panel) };
+            match kind {
+                KPanelKind::Min => work.panel_tiles(&pk::KTiles::<false>::new(&panel, rows.len(), nb, work.act, stride, work.n_tokens), rows),
+                KPanelKind::Offset32 => work.panel_tiles(&pk::KTiles::<true>::new(&panel, rows.len(), nb, work.act, stride, work.n_tokens), rows),
+            }
+        });
+        return;
+    }
+    let Some(kind) = p8::panel_kind(format) else { return };
     let n = work.n_tokens * nb;
     let (da, c) = bytemuck::cast_slice_mut::<u8, f32>(&mut scales_buf[..2 * n * 4]).split_at_mut(n);
-    p8::prepare_act(kind, work.act, work.shape.act_stride, work.n_tokens, nb, ActScales { da, c });
+    p8::prepare_act(kind, work.act, stride, work.n_tokens, nb, ActScales { da, c });
     let (da, c): (&[f32], &[f32]) = (da, c);
-    let panels = SharedOut { ptr: panels_buf.as_mut_ptr(), len: panels_buf.len() };
-    let signed = kind == PanelKind::Signed;
-    let with_offsets = !signed;
     let act_block = work.shape.kernels.act_format().block_bytes();
-    let run = |thread: usize, rows: std::ops::Range<usize>| {
+    each_chunk(&|thread, rows| {
         // SAFETY: each thread index owns its panel region; one chunk at a time per thread.
         let buf = unsafe { panels.slice(thread * panel_bytes, panel_bytes) };
         let mut panel = p8::Panel::from_bytes(buf, rows.len(), nb);
         let w_rows = &work.w.data[rows.start * work.shape.row_bytes..rows.end * work.shape.row_bytes];
         // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
-        unsafe { p8::unpack_rows(work.w.format, w_rows, rows.len(), nb, &mut panel) };
-        work.panel_tiles(&panel, rows, nb, da, c, act_block, signed, with_offsets);
-    };
-    if n_threads == 1 {
-        let mut r = 0;
-        while r < work.w.rows {
-            let end = (r + PANEL_ROWS).min(work.w.rows);
-            run(0, r..end);
-            r = end;
+        unsafe { p8::unpack_rows(format, w_rows, rows.len(), nb, &mut panel) };
+        macro_rules! sweep {
+            ($kind:expr) => {
+                work.panel_tiles(
+                    &p8::Int8Tiles::<{ $kind }>::new(&panel, rows.len(), nb, work.act, stride, act_block, work.n_tokens, da, c),
+                    rows,
+                )
+            };
         }
-    } else {
-        lease.parallel_for(work.w.rows, PANEL_ROWS, &run);
-    }
+        match p8::tile_kind(kind) {
+            p8::FOLD => sweep!(p8::FOLD),
+            p8::MIN => sweep!(p8::MIN),
+            _ => sweep!(p8::SIGNED),
+        }
+    });
 }
 
 /// Below this many multiply-adds a matmul runs on the calling thread alone: waking the
@@ -400,10 +441,20 @@ impl Work<'_, '_> {
         &self.act[t * self.shape.act_stride..t * self.shape.act_stride + self.shape.act_row_bytes]
     }
 
-    /// One token: one pass over the rows.
+    /// One token: one pass over the rows — several rows per kernel call where the format has
+    /// a multi-row kernel (each activation block then serves all of them), else one dot
+    /// product per row. Both give the same bits.
     fn matvec_rows(&self, rows: std::ops::Range<usize>) {
         let dot = self.shape.kernels.raw_dot();
         let a = self.act_row(0);
+        if let Some(matvec) = self.shape.kernels.raw_matvec() {
+            let rb = self.shape.row_bytes;
+            // SAFETY: one token, so output index = row; the rows of a chunk belong to this
+            // thread only.
+            let out = unsafe { self.out.slice(rows.start, rows.len()) };
+            matvec(&self.w.data[rows.start * rb..rows.end * rb], rb, a, out);
+            return;
+        }
         for r in rows {
             let v = dot(self.weight_row(r), a);
             // SAFETY: row r belongs to this chunk only.
@@ -411,46 +462,44 @@ impl Work<'_, '_> {
         }
     }
 
-    /// The tiles of one unpacked panel (`rows` of the matrix): token tiles that fit L2, row
-    /// pairs, token quads.
+    /// The tiles of one unpacked panel (`rows` of the matrix): token tiles that fit L2, then
+    /// the source's register tiles (`TILE_ROWS` × `TILE_TOKENS`), the edges one row or one
+    /// token at a time.
     #[cfg(target_arch = "x86_64")]
-    #[allow(clippy::too_many_arguments)]
-    fn panel_tiles(
+    fn panel_tiles<S: super::prefill_int8::TileSource>(&self, tiles: &S, rows: std::ops::Range<usize>) {
+        match (S::TILE_ROWS, S::TILE_TOKENS) {
+            (2, 4) => self.panel_tiles_as::<S, 2, 4>(tiles, rows),
+            (2, 3) => self.panel_tiles_as::<S, 2, 3>(tiles, rows),
+            _ => self.panel_tiles_as::<S, 1, 4>(tiles, rows),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn panel_tiles_as<S: super::prefill_int8::TileSource, const TM: usize, const TN: usize>(
         &self,
-        panel: &super::prefill_int8::Panel<'_>,
+        tiles: &S,
         rows: std::ops::Range<usize>,
-        nb: usize,
-        da: &[f32],
-        c: &[f32],
-        act_block: usize,
-        signed: bool,
-        with_offsets: bool,
     ) {
-        use super::prefill_int8::{tile, ActRows};
         let n_rows = self.w.rows;
-        let tile_tokens = (PREFILL_TILE_BYTES / self.shape.act_stride.max(1)).next_multiple_of(4).min(self.n_tokens);
-        let act = |t: usize| &self.act[t * self.shape.act_stride..t * self.shape.act_stride + self.shape.act_row_bytes];
-        let scales = |t: usize| (&da[t * nb..(t + 1) * nb], &c[t * nb..(t + 1) * nb]);
+        let tile_tokens = (PREFILL_TILE_BYTES / self.shape.act_stride.max(1)).next_multiple_of(TN).min(self.n_tokens);
+        let out = self.out.ptr;
+        // Every (row, token) written below is in bounds of `out`, and the panel's rows and
+        // tokens are what the loops assume.
+        assert!(self.n_tokens * n_rows <= self.out.len && rows.end <= n_rows);
+        assert!(tiles.rows() == rows.len() && tiles.tokens() == self.n_tokens);
         macro_rules! run_tile {
-            ($rm:literal, $rn:literal, $r:expr, $t:expr) => {{
+            ($rm:expr, $rn:expr, $r:expr, $t:expr) => {{
                 let (r, t) = ($r, $t);
-                let a = ActRows::<$rn> {
-                    rows: std::array::from_fn(|k| act(t + k)),
-                    da: std::array::from_fn(|k| scales(t + k).0),
-                    c: std::array::from_fn(|k| scales(t + k).1),
-                };
-                // SAFETY: panel path only runs from the AVX2 table.
-                let v = unsafe {
-                    if signed {
-                        tile::<$rm, $rn, true>(panel, r, nb, a, act_block, with_offsets)
-                    } else {
-                        tile::<$rm, $rn, false>(panel, r, nb, a, act_block, with_offsets)
-                    }
-                };
-                for (i, vr) in v.iter().enumerate() {
-                    for (k, &val) in vr.iter().enumerate() {
-                        // SAFETY: rows of this chunk belong to this thread only.
-                        unsafe { self.out.write((t + k) * n_rows + rows.start + r + i, val) };
+                // SAFETY: the panel path only runs from the AVX2 table; `r + $rm` ≤ the
+                // panel's rows and `t + $rn` ≤ its tokens (loop bounds below). The output
+                // rows of this chunk belong to this thread only; in bounds as asserted.
+                unsafe {
+                    let v = tiles.tile::<$rm, $rn>(r, t);
+                    for (i, vr) in v.iter().enumerate() {
+                        let o = out.add(t * n_rows + rows.start + r + i);
+                        for (k, &val) in vr.iter().enumerate() {
+                            *o.add(k * n_rows) = val;
+                        }
                     }
                 }
             }};
@@ -461,25 +510,25 @@ impl Work<'_, '_> {
             let t1 = (t0 + tile_tokens).min(self.n_tokens);
             let mut r = 0;
             while r < n {
-                let pair = r + 2 <= n;
+                let full = r + TM <= n;
                 let mut t = t0;
-                while t + 4 <= t1 {
-                    if pair {
-                        run_tile!(2, 4, r, t);
+                while t + TN <= t1 {
+                    if full {
+                        run_tile!(TM, TN, r, t);
                     } else {
-                        run_tile!(1, 4, r, t);
+                        run_tile!(1, TN, r, t);
                     }
-                    t += 4;
+                    t += TN;
                 }
                 while t < t1 {
-                    if pair {
-                        run_tile!(2, 1, r, t);
+                    if full {
+                        run_tile!(TM, 1, r, t);
                     } else {
                         run_tile!(1, 1, r, t);
                     }
                     t += 1;
                 }
-                r += if pair { 2 } else { 1 };
+                r += if full { TM } else { 1 };
             }
             t0 = t1;
         }
@@ -575,10 +624,10 @@ mod tests {
             ts.sec as u64 * 1_000_000_000 + ts.nsec as u64
         };
         let pool = ThreadPool::new(1);
-        let (rows, cols) = (1024, 4096);
-        for tokens in [64] {
-            for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q5_0, BlockFormat::Q8_0, BlockFormat::IQ4_NL, BlockFormat::Q4_K, BlockFormat::Q6_K, BlockFormat::F16, BlockFormat::F32, BlockFormat::BF16] {
-                let rb = format.row_bytes(cols).expect("row");
+        // 1024×4096, then the demo models' FFN shapes (few blocks per row).
+        for (rows, cols, tokens) in [(1024, 4096, 64), (640, 2048, 128), (2048, 640, 128), (896, 4864, 128), (4864, 896, 128)] {
+            for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q5_0, BlockFormat::Q8_0, BlockFormat::IQ4_NL, BlockFormat::Q4_K, BlockFormat::Q5_K, BlockFormat::Q6_K, BlockFormat::F16, BlockFormat::F32, BlockFormat::BF16] {
+                let Some(rb) = format.row_bytes(cols) else { continue };
                 let src: Vec<f32> = (0..cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0).collect();
                 let mut row = vec![0u8; rb];
                 crate::quant::quantize_row(format, &src, &mut row).expect("quantize");
@@ -598,7 +647,7 @@ mod tests {
                 }
                 let gflops = |s: f64| 2.0 * (rows * cols * tokens) as f64 / s / 1e9;
                 println!(
-                    "{format:?} {tokens:>3} tokens: one-row x4 kernel {:.1} GFLOP/s, int8 panel {:.1} GFLOP/s",
+                    "{format:?} {rows}x{cols} {tokens:>3} tokens: one-row x4 kernel {:.1} GFLOP/s, panel {:.1} GFLOP/s",
                     gflops(best[0]),
                     gflops(best[1])
                 );

@@ -5,6 +5,8 @@ pub mod float_dot;
 pub mod matmul;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod prefill_int8;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod prefill_kquant;
 
 pub use f32_activations::ActivationPrecision;
 pub use matmul::{matmul, matmul_with, Matrix};

@@ -1,21 +1,24 @@
 //! Prefill (many tokens) for the 32-element block formats on AVX2: a chunk of weight rows is
-//! unpacked once into an int8 *panel* (32 quants, a scale and an offset coefficient per
-//! block), then register tiles of 2 rows × 4 tokens sweep it.
+//! unpacked once into an int8 *panel* (32 quants, a scale and a min per block), then
+//! register tiles of 2 rows × 3 tokens sweep it. (The K-quants have their own panel,
+//! `ops::prefill_kquant`; both are driven by `Work::panel_tiles` through [`TileSource`].)
 //!
 //! Why: the one-row kernels re-unpack every weight block for every token group and convert
 //! both f16 scales per block pair. In the panel the unpacking is done once per chunk and
 //! shared by all tokens; the tile loads each activation block once for 2 rows and each weight
-//! block once for 4 tokens, and keeps 8 accumulators in registers (no horizontal sum per
-//! block). Per block pair that leaves `maddubs, madd, cvt, mul, fma` (+ `sign` for the signed
-//! formats) — ggml's / llamafile's tinyBLAS recipe.
+//! block once for 3 tokens, and keeps 6 accumulators in registers (no horizontal sum per
+//! block) — ggml's / llamafile's tinyBLAS recipe. 2×4 tiles measured slower on Zen 3: with
+//! 8 accumulators, the weights, their scales and a token's terms LLVM spills an
+//! accumulator, which puts a store/load on the loop-carried chain.
 //!
-//! Two panel kinds:
-//! - unsigned (Q4_0, Q5_0, Q4_1, Q5_1): quants kept as their unsigned codes `q` (0..=31), so
-//!   `maddubs(q, a)` needs no sign trick; the offset moves to a per-block term
-//!   `m_w · c_a` summed at the end: Q4_0/Q5_0 have `w = d(q − 8|16)`, so `m_w = d_w` and
-//!   `c_a = −(8|16)·d_a·Σa_q`; Q4_1/Q5_1 have `w = d·q + m`, so `m_w = m` and `c_a = s`
-//!   (the Q8_1 block sum, as the one-row kernel uses it).
-//! - signed (Q8_0, IQ4_NL): int8 values, products through the `sign` trick.
+//! Per (row, token, block) the integer sum `p = madd(maddubs(q, a), 1)` (8 i32 lanes)
+//! joins the float accumulator as (see [`FOLD`], [`MIN`], [`SIGNED`]):
+//! - Q4_0, Q5_0 (`w = d(q − 8|16)`, codes `q` 0..=31 kept unsigned so `maddubs` needs no
+//!   sign trick): `acc += d_w·(d_a·p + c)` with the per-token-block `c = −(8|16)·d_a·Σa_q/8`
+//!   (one eighth per lane) — the offset term folded in, two FMAs;
+//! - Q4_1, Q5_1 (`w = d·q + m`): `acc += d_w·(d_a·p) + m_w·c` with `c = s/8` (`s` the Q8_1
+//!   block sum, as the one-row kernel uses it);
+//! - Q8_0, IQ4_NL: int8 values, products through the `sign` trick, `acc += d_w·(d_a·p)`.
 //!
 //! Numerics: the integer sum per block is exact as in the one-row kernels; the float
 //! accumulation order differs, so results match those kernels to ~1e-7 relative, not bit
@@ -57,16 +60,14 @@ pub(crate) const fn panel_kind(format: BlockFormat) -> Option<PanelKind> {
     }
 }
 
-/// Rows a thread unpacks at a time: 16 rows of 4096 columns are a 72 KiB panel.
-pub(crate) const PANEL_ROWS: usize = 16;
-
 /// Bytes of one panel (quants, scales, offsets) for `rows` rows of `nb` blocks.
 pub(crate) const fn panel_bytes(rows: usize, nb: usize) -> usize {
     (rows * nb * (QK + 8)).next_multiple_of(64)
 }
 
-/// Per-token activation scales the tiles read: `da[t·nb + b]` (the block scale) and
-/// `c[t·nb + b]` (the offset term's coefficient, see the module docs).
+/// Per-token activation terms the tiles read: `da[t·nb + b]` (the block scale) and
+/// `c[t·nb + b]` (the offset term's coefficient over 8, one eighth per i32 lane; see the
+/// module docs).
 pub(crate) struct ActScales<'a> {
     pub da: &'a mut [f32],
     pub c: &'a mut [f32],
@@ -84,9 +85,9 @@ pub(crate) fn prepare_act(kind: PanelKind, act: &[u8], stride: usize, n_tokens: 
             out.c[t * nb + b] = match kind {
                 PanelKind::Unsigned { offset: Some(off) } => {
                     let sum: i32 = blk[2..].iter().map(|&q| q as i8 as i32).sum();
-                    -(off as f32) * d * sum as f32
+                    -(off as f32) * d * sum as f32 / 8.0
                 }
-                PanelKind::Unsigned { offset: None } => f16_to_f32([blk[2], blk[3]]),
+                PanelKind::Unsigned { offset: None } => f16_to_f32([blk[2], blk[3]]) / 8.0,
                 PanelKind::Signed => 0.0,
             };
         }
@@ -178,72 +179,187 @@ unsafe fn store(q: &mut [u8; 32], v: __m256i) {
     unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), v) }
 }
 
-/// Activation rows of one tile: quants at `qs[t] + b·block`, scales `da[t][b]`.
-#[derive(Clone, Copy)]
-pub(crate) struct ActRows<'a, const RN: usize> {
-    /// Start of each token's quantized row (Q8_0 or Q8_1 blocks).
-    pub rows: [&'a [u8]; RN],
-    pub da: [&'a [f32]; RN],
-    pub c: [&'a [f32]; RN],
+/// How a tile combines a block's integer sum `p` (8 i32 lanes) with the scales; see the
+/// module docs. `FOLD`: Q4_0/Q5_0, `acc += d_w·(d_a·p + c)`. `MIN`: Q4_1/Q5_1,
+/// `acc += d_w·(d_a·p) + m_w·c`. `SIGNED`: Q8_0/IQ4_NL, `acc += d_w·(d_a·p)` with the `sign`
+/// trick.
+pub(crate) const FOLD: u8 = 0;
+pub(crate) const MIN: u8 = 1;
+pub(crate) const SIGNED: u8 = 2;
+
+/// The tile kind of a panel kind.
+pub(crate) const fn tile_kind(kind: PanelKind) -> u8 {
+    match kind {
+        PanelKind::Unsigned { offset: Some(_) } => FOLD,
+        PanelKind::Unsigned { offset: None } => MIN,
+        PanelKind::Signed => SIGNED,
+    }
 }
 
-/// `out[r][t] = Σ_b d_w·d_a·Σ q·a_q (+ Σ_b m_w·c_a)` for `RM` panel rows and `RN` tokens.
+/// `Σ_b d_w·d_a·Σ q·a_q (+ Σ_b m_w·c_a)` for `RM` panel rows from `first_row` and `RN`
+/// tokens, as 8-lane partial sums. `act[t]` points at token `t`'s first quant, its blocks
+/// `act_block` bytes apart; `da[t]`/`c[t]` at its first block's terms.
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C. Every slice must hold `nb` blocks (asserted).
+/// The CPU must support AVX2, FMA and F16C. Rows `first_row..first_row + RM` of `panel`
+/// must hold `nb` blocks each, and every `act[t]`, `da[t]`, `c[t]` must be valid for `nb`
+/// blocks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn tile<const RM: usize, const RN: usize, const SIGNED: bool>(
+pub(crate) unsafe fn tile<const RM: usize, const RN: usize, const KIND: u8>(
     panel: &Panel<'_>,
     first_row: usize,
     nb: usize,
-    act: ActRows<'_, RN>,
+    act: [*const u8; RN],
     act_block: usize,
-    with_offsets: bool,
+    da: [*const f32; RN],
+    c: [*const f32; RN],
 ) -> [[f32; RN]; RM] {
-    let qs_at = act_block - QK; // Q8_0: 2, Q8_1: 4
-    let wq: [&[u8]; RM] = std::array::from_fn(|r| &panel.q[(first_row + r) * nb * QK..(first_row + r + 1) * nb * QK]);
-    let wd: [&[f32]; RM] = std::array::from_fn(|r| &panel.d[(first_row + r) * nb..(first_row + r + 1) * nb]);
-    for t in 0..RN {
-        assert!(act.rows[t].len() >= nb * act_block && act.da[t].len() >= nb && act.c[t].len() >= nb);
-    }
-    let wq = wq.map(|s| s.as_ptr());
-    let wd = wd.map(|s| s.as_ptr());
-    let aq = act.rows.map(|s| s.as_ptr());
-    let ad = act.da.map(|s| s.as_ptr());
-    // SAFETY: every pointer offset stays below `nb` blocks of its (asserted) slice.
-    let mut out = unsafe {
+    // SAFETY: every offset stays below `nb` blocks of its row, as the caller promises.
+    unsafe {
+        let wq = panel.q.as_ptr().add(first_row * nb * QK);
+        let wd = panel.d.as_ptr().add(first_row * nb);
+        let wm = panel.m.as_ptr().add(first_row * nb);
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); RN]; RM];
         for b in 0..nb {
             let mut w = [_mm256_setzero_si256(); RM];
             let mut uw = [_mm256_setzero_si256(); RM];
             let mut dw = [_mm256_setzero_ps(); RM];
+            let mut mw = [_mm256_setzero_ps(); RM];
             for r in 0..RM {
-                w[r] = _mm256_loadu_si256(wq[r].add(b * QK).cast());
-                uw[r] = if SIGNED { _mm256_sign_epi8(w[r], w[r]) } else { w[r] };
-                dw[r] = _mm256_broadcast_ss(&*wd[r].add(b));
+                w[r] = _mm256_loadu_si256(wq.add((r * nb + b) * QK).cast());
+                uw[r] = if KIND == SIGNED { _mm256_sign_epi8(w[r], w[r]) } else { w[r] };
+                dw[r] = _mm256_broadcast_ss(&*wd.add(r * nb + b));
+                if KIND == MIN {
+                    mw[r] = _mm256_broadcast_ss(&*wm.add(r * nb + b));
+                }
             }
             for t in 0..RN {
-                let y = _mm256_loadu_si256(aq[t].add(b * act_block + qs_at).cast());
-                let da = _mm256_broadcast_ss(&*ad[t].add(b));
+                let y = _mm256_loadu_si256(act[t].add(b * act_block).cast());
+                let dat = _mm256_broadcast_ss(&*da[t].add(b));
+                let ct = if KIND == SIGNED { dat } else { _mm256_broadcast_ss(&*c[t].add(b)) };
                 for r in 0..RM {
-                    let sy = if SIGNED { _mm256_sign_epi8(y, w[r]) } else { y };
+                    let sy = if KIND == SIGNED { _mm256_sign_epi8(y, w[r]) } else { y };
                     let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(uw[r], sy), ones));
-                    acc[r][t] = _mm256_fmadd_ps(p, _mm256_mul_ps(dw[r], da), acc[r][t]);
+                    let inner = if KIND == FOLD { _mm256_fmadd_ps(dat, p, ct) } else { _mm256_mul_ps(dat, p) };
+                    acc[r][t] = _mm256_fmadd_ps(dw[r], inner, acc[r][t]);
+                    if KIND == MIN {
+                        acc[r][t] = _mm256_fmadd_ps(mw[r], ct, acc[r][t]);
+                    }
                 }
             }
         }
-        acc.map(|row| row.map(|a| crate::ops::float_dot::avx2::hsum(a)))
-    };
-    if with_offsets {
-        for (r, out_r) in out.iter_mut().enumerate() {
-            let m: &[u8] = bytemuck::cast_slice(&panel.m[(first_row + r) * nb..(first_row + r + 1) * nb]);
-            // SAFETY: features as above; `m` and every `c[t]` hold `nb` floats.
-            let offsets = unsafe { crate::ops::float_dot::avx2::dot_f32::<RN>(m, act.c.map(|c| &c[..nb])) };
-            for (o, off) in out_r.iter_mut().zip(offsets) {
-                *o += off;
-            }
+        hsums(acc)
+    }
+}
+
+/// An unpacked panel and the activations its register tiles read (shared by the int8 and
+/// the K panels, so `Work::panel_tiles` drives both).
+pub(crate) trait TileSource {
+    /// Rows of the panel.
+    fn rows(&self) -> usize;
+    /// Tokens of the activations.
+    fn tokens(&self) -> usize;
+    /// The register tile the sweep uses (`Work::panel_tiles` instantiates 2×3, 2×4 and 1×4,
+    /// and their one-row / one-token edges). Measured on Zen 3 (docs/PERFORMANCE.md): int8
+    /// panels 2×3 (2×4 spills an accumulator), K panels 1×4 (their i32 super-block sums
+    /// double the live registers; 2×2 and 1×6 spill).
+    const TILE_ROWS: usize;
+    const TILE_TOKENS: usize;
+    /// Sums of rows `r..r + RM` (of the panel) against tokens `t..t + RN`.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C; `r + RM ≤ rows()` and `t + RN ≤ tokens()`.
+    unsafe fn tile<const RM: usize, const RN: usize>(&self, r: usize, t: usize) -> [[f32; RN]; RM];
+}
+
+/// An int8 panel with the quantized activations (Q8_0 or Q8_1 rows `stride` bytes apart)
+/// and their block terms ([`prepare_act`]).
+pub(crate) struct Int8Tiles<'a, const KIND: u8> {
+    panel: &'a Panel<'a>,
+    rows: usize,
+    nb: usize,
+    /// First quant of token 0.
+    act: *const u8,
+    stride: usize,
+    act_block: usize,
+    n_tokens: usize,
+    da: &'a [f32],
+    c: &'a [f32],
+}
+
+impl<'a, const KIND: u8> Int8Tiles<'a, KIND> {
+    /// Checks once that the panel holds `rows·nb` blocks and the activations `n_tokens` rows
+    /// of `nb` blocks with their terms (panics otherwise: a caller bug, not input).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        panel: &'a Panel<'a>,
+        rows: usize,
+        nb: usize,
+        act: &'a [u8],
+        stride: usize,
+        act_block: usize,
+        n_tokens: usize,
+        da: &'a [f32],
+        c: &'a [f32],
+    ) -> Self {
+        assert!(panel.q.len() >= rows * nb * QK && panel.d.len() >= rows * nb && panel.m.len() >= rows * nb);
+        assert!(n_tokens > 0 && act.len() >= (n_tokens - 1) * stride + nb * act_block);
+        assert!(da.len() >= n_tokens * nb && c.len() >= n_tokens * nb);
+        // Q8_0 blocks hold their quants after a 2-byte scale, Q8_1 after 4 bytes.
+        Int8Tiles { panel, rows, nb, act: act[act_block - QK..].as_ptr(), stride, act_block, n_tokens, da, c }
+    }
+}
+
+impl<const KIND: u8> TileSource for Int8Tiles<'_, KIND> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn tokens(&self) -> usize {
+        self.n_tokens
+    }
+
+    const TILE_ROWS: usize = 2;
+    const TILE_TOKENS: usize = 3;
+
+    #[inline(always)]
+    unsafe fn tile<const RM: usize, const RN: usize>(&self, r: usize, t: usize) -> [[f32; RN]; RM] {
+        let nb = self.nb;
+        // SAFETY: in bounds by the caller's promise and the checks in `new`.
+        unsafe {
+            let act = std::array::from_fn(|k| self.act.add((t + k) * self.stride));
+            let da = std::array::from_fn(|k| self.da.as_ptr().add((t + k) * nb));
+            let c = std::array::from_fn(|k| self.c.as_ptr().add((t + k) * nb));
+            tile::<RM, RN, KIND>(self.panel, r, nb, act, self.act_block, da, c)
+        }
+    }
+}
+
+/// The horizontal sums of a tile's accumulators (four tokens at a time through `hadd`).
+///
+/// # Safety
+/// The CPU must support AVX.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn hsums<const RM: usize, const RN: usize>(acc: [[__m256; RN]; RM]) -> [[f32; RN]; RM] {
+    let mut out = [[0f32; RN]; RM];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        let mut t = 0;
+        while t + 4 <= RN {
+            let s01 = _mm256_hadd_ps(a[t], a[t + 1]);
+            let s23 = _mm256_hadd_ps(a[t + 2], a[t + 3]);
+            let s = _mm256_hadd_ps(s01, s23);
+            let v = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+            // SAFETY: writes 4 floats at o[t..t + 4].
+            unsafe { _mm_storeu_ps(o[t..t + 4].as_mut_ptr(), v) };
+            t += 4;
+        }
+        for t in t..RN {
+            let h = _mm_add_ps(_mm256_castps256_ps128(a[t]), _mm256_extractf128_ps::<1>(a[t]));
+            let h = _mm_hadd_ps(h, h);
+            o[t] = _mm_cvtss_f32(_mm_hadd_ps(h, h));
         }
     }
     out
@@ -314,7 +430,7 @@ mod tests {
         if !Isa::Avx2.is_available() {
             return;
         }
-        let (rows, cols) = (PANEL_ROWS, 4096);
+        let (rows, cols) = (16, 4096);
         let nb = cols / QK;
         for format in [BlockFormat::Q4_0, BlockFormat::Q5_0, BlockFormat::Q8_0] {
             let (w, _) = random_rows(format, rows, cols);

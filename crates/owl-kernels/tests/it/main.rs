@@ -13,6 +13,8 @@ mod simd_common;
 #[cfg(target_arch = "x86_64")]
 mod simd_dot;
 #[cfg(target_arch = "x86_64")]
+mod simd_matvec;
+#[cfg(target_arch = "x86_64")]
 mod simd_bench;
 #[cfg(target_arch = "x86_64")]
 mod simd_quantize;

@@ -305,3 +305,56 @@ fn matmul_avx2_table_uses_simd_for_every_weight_format() {
         assert!(k.has_multi_token_kernel(), "{format:?}");
     }
 }
+
+/// The formats with prefill panels on AVX2 (int8 and K panels).
+const PANEL_FORMATS: [BlockFormat; 9] = [
+    BlockFormat::Q4_0,
+    BlockFormat::Q4_1,
+    BlockFormat::Q5_0,
+    BlockFormat::Q5_1,
+    BlockFormat::Q8_0,
+    BlockFormat::IQ4_NL,
+    BlockFormat::Q4_K,
+    BlockFormat::Q5_K,
+    BlockFormat::Q6_K,
+];
+
+#[test]
+fn matmul_panel_formats_use_the_panel() {
+    // Guards the wiring: these formats' prefill must go through the panels on AVX2 (the
+    // reference checks below would pass on the slower path too).
+    let Ok(table) = dispatch::table(Isa::Avx2) else { return };
+    for format in PANEL_FORMATS {
+        assert!(table.get(format).expect("kernels").has_prefill_panel(), "{format:?}");
+    }
+}
+
+#[test]
+fn matmul_panel_tile_edges() {
+    // Row counts around the register tiles (2×3 int8, 1×4 K) and the 16-row panel chunks,
+    // token counts 1..=7 (below the panel threshold, one tile, tile + remainders) and 13.
+    let pools = pools();
+    for format in PANEL_FORMATS {
+        let cols = format.block_elems().max(256) * 2;
+        for rows in [1, 2, 3, 5, 16, 17, 35] {
+            check_format(format, rows, cols, &[1, 2, 3, 4, 5, 6, 7, 13], &pools);
+        }
+    }
+}
+
+#[test]
+fn matmul_panel_demo_shapes() {
+    // The demo models' FFN shapes (few blocks per row: gemma3 640/2048, qwen2.5 896/4864
+    // columns), with a token count that leaves remainders for every tile width.
+    let pools = [ThreadPool::new(2)];
+    let shapes = [(640, 2048), (2048, 640), (896, 4864), (4864, 896)];
+    for format in PANEL_FORMATS {
+        for (rows, cols) in shapes {
+            if format.row_bytes(cols).is_none() {
+                continue; // K-quants need whole 256-element super-blocks (640, 896 are not)
+            }
+            let worst = check_format(format, rows, cols, &[13], &pools);
+            eprintln!("{format:?} {rows}x{cols}: worst error {:.1}% of tolerance", worst * 100.0);
+        }
+    }
+}

@@ -54,7 +54,7 @@ fn thread_cpu_ns() -> Option<u64> {
 /// Seconds per pass over the matrix for each of `passes` (on-CPU time where available, else
 /// wall time): the best of several rounds, the candidates interleaved within each round so
 /// that load from other processes on a shared machine hits them alike.
-fn time_passes(passes: &mut [&mut dyn FnMut() -> f32], bytes: usize) -> Vec<f64> {
+pub(crate) fn time_passes(passes: &mut [&mut dyn FnMut() -> f32], bytes: usize) -> Vec<f64> {
     let reps = if bytes > (64 << 20) {
         1
     } else {

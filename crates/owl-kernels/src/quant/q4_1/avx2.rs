@@ -8,6 +8,11 @@
 //!   activation rows (prefill tiles), each weight block loaded and unpacked once. Column `t` is
 //!   bit-identical to `vec_dot(w, a[t])`, so a token's result does not depend on its tile.
 //!   N = 4 keeps everything in registers.
+//! - `vec_dot_rows::<R>(w: [&[BlockQ4_1]; R], a: &[BlockQ8_1]) -> [f32; R]` — R ≤ 4 weight
+//!   rows against one activation row (decode matvec): each activation block is loaded once for
+//!   all rows, the scales and minimums of all rows' block pair converted with three `vcvtph2ps`
+//!   and the min terms `m·s` of the rows formed in one vector multiply. Row `r` is
+//!   bit-identical to `vec_dot(w[r], a)` (same integer sums, same float operations and order).
 //!
 //! Recipe (after ggml `ggml-cpu/arch/x86/quants.c`): nibbles unpacked with a
 //! broadcast load, shift and mask (unsigned 0..=15, so `_mm256_maddubs_epi16` takes them
@@ -28,7 +33,9 @@ use std::arch::x86_64::*;
 use super::BlockQ4_1;
 use crate::quant::q8_1::BlockQ8_1;
 use crate::quant::simd_x86::{
-    dot_u8i8x32, f16_to_f32, f16x8_to_f32, hsum_f32x8, load_i8x32, nibbles_32, prefetch_ahead,
+    dot_u8i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32, halves4, hsum_f32x8, load_i8x32,
+    nibbles_32, prefetch_ahead, group_prefetch_ahead, prefetch_rows_ahead,
+    MATVEC_ROWS,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -104,6 +111,85 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ4_1], a: [&[BlockQ8_1]; N]) -
                 let m = _mm_cvtss_f32(_mm_add_ss(m, _mm_movehdup_ps(m))) + mtail[t];
                 hsum_f32x8(_mm256_add_ps(acc0[t], acc1[t])) + m
             };
+        }
+        out
+    }
+}
+
+/// `R ≤ 4` consecutive weight rows (`w`: `R·a.len()` blocks) against one activation row;
+/// see the module header.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_rows<const R: usize>(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> [f32; R] {
+    const { assert!(R >= 1 && R <= MATVEC_ROWS) };
+    debug_assert_eq!(w.len(), R * a.len());
+    let row_len = w.len() / R;
+    let nb = row_len.min(a.len());
+    let a = &a[..nb];
+    let w: [&[BlockQ4_1]; R] = std::array::from_fn(|r| &w[r * row_len..r * row_len + nb]);
+    let base = w[0].as_ptr().cast::<u8>();
+    let ahead = group_prefetch_ahead(row_len * size_of::<BlockQ4_1>(), R);
+    const STEP: usize = 2 * size_of::<BlockQ4_1>();
+    // SAFETY: features guaranteed by the caller. Every index is below `nb`, the length of `a`
+    // and of every `w[r]` after the slicing above.
+    unsafe {
+        let mut acc0 = [_mm256_setzero_ps(); R];
+        let mut acc1 = [_mm256_setzero_ps(); R];
+        // Min terms of the even and odd blocks, lane r = row r (as `vec_dot` keeps them apart).
+        let (mut m_even, mut m_odd) = (_mm_setzero_ps(), _mm_setzero_ps());
+        let mut d = [0.0f32; 8];
+        let mut i = 0;
+        while i + 1 < nb {
+            prefetch_rows_ahead(base, ahead, i / 2 * STEP * R, STEP * R);
+            let (y0, y1) = (a.get_unchecked(i), a.get_unchecked(i + 1));
+            let dx = f16x8_to_f32(
+                halves4::<R>(|r| w[r].get_unchecked(i).d),
+                halves4::<R>(|r| w[r].get_unchecked(i + 1).d),
+            );
+            let mx = f16x8_to_f32(
+                halves4::<R>(|r| w[r].get_unchecked(i).m),
+                halves4::<R>(|r| w[r].get_unchecked(i + 1).m),
+            );
+            // [dy0, dy1, s0, s1] spread to [dy0 ×4 | dy1 ×4] and [s0 ×4 | s1 ×4].
+            let ys = _mm256_castps128_ps256(f16x4_to_f32([y0.d, y1.d, y0.s, y1.s]));
+            let dy = _mm256_permutevar8x32_ps(ys, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+            let sy = _mm256_permutevar8x32_ps(ys, _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3));
+            _mm256_storeu_ps(d.as_mut_ptr(), _mm256_mul_ps(dx, dy));
+            let ms = _mm256_mul_ps(mx, sy);
+            m_even = _mm_add_ps(m_even, _mm256_castps256_ps128(ms));
+            m_odd = _mm_add_ps(m_odd, _mm256_extractf128_ps::<1>(ms));
+            let (ay0, ay1) = (load_i8x32(&y0.qs), load_i8x32(&y1.qs));
+            for r in 0..R {
+                let x0 = w[r].get_unchecked(i);
+                let p0 = _mm256_cvtepi32_ps(dot_u8i8x32(nibbles_32(&x0.qs), ay0));
+                acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[r]), p0, acc0[r]);
+            }
+            for r in 0..R {
+                let p1 = _mm256_cvtepi32_ps(dot_u8i8x32(nibbles_32(&w[r].get_unchecked(i + 1).qs), ay1));
+                acc1[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[4 + r]), p1, acc1[r]);
+            }
+            i += 2;
+        }
+        let mut m = [0.0f32; 4];
+        _mm_storeu_ps(m.as_mut_ptr(), _mm_add_ps(m_even, m_odd));
+        let mut m_tail = [0.0f32; R];
+        if i < nb {
+            let y0 = a.get_unchecked(i);
+            let ay0 = load_i8x32(&y0.qs);
+            let (dy0, sy0) = (f16_to_f32(y0.d), f16_to_f32(y0.s));
+            for r in 0..R {
+                let x0 = w[r].get_unchecked(i);
+                let d0 = _mm256_set1_ps(f16_to_f32(x0.d) * dy0);
+                acc0[r] = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(dot_u8i8x32(nibbles_32(&x0.qs), ay0)), acc0[r]);
+                m_tail[r] = f16_to_f32(x0.m) * sy0;
+            }
+        }
+        let mut out = [0.0f32; R];
+        for r in 0..R {
+            out[r] = hsum_f32x8(_mm256_add_ps(acc0[r], acc1[r])) + (m[r] + m_tail[r]);
         }
         out
     }

@@ -8,13 +8,17 @@
 //!   activation rows (prefill tiles), each weight block loaded and unpacked once. Column `t` is
 //!   bit-identical to `vec_dot(w, a[t])`, so a token's result does not depend on its tile.
 //!   N = 4 keeps everything in registers.
+//! - `vec_dot_rows::<R>(w: [&[BlockQ5_0]; R], a: &[BlockQ8_0]) -> [f32; R]` — R ≤ 4 weight
+//!   rows against one activation row (decode matvec): each activation block is loaded once
+//!   and its offset sum `16·Σy` computed once for all rows, the f16 scales of all rows' block
+//!   pair converted with one `vcvtph2ps`. Row `r` is bit-identical to `vec_dot(w[r], a)`.
 //!
 //! Recipe (after ggml `ggml-cpu/arch/x86/quants.c`): nibbles unpacked with a
 //! broadcast load, shift and mask; the 32 fifth bits spread to a byte mask
 //! (`bits_to_byte_mask`) and OR-ed in as 0x10; (q − 16)·y as `maddubs(q, y) − maddubs(16, y)`
 //! in i16 (exact), pairs to i32 by `_mm256_madd_epi16`, converted and scaled with FMA. The f16 scales of a block pair
-//! are converted together (`f16x4_to_f32`); two blocks per iteration, one FMA accumulator
-//! each.
+//! are converted together (`f16x4_to_f32`); two blocks per iteration into one FMA
+//! accumulator per row (two, as in Q4_0, ran out of ymm registers in the 4-row kernel).
 //!
 //! Lengths as in the scalar code: debug-asserted; in release builds cut to the shorter side,
 //! never read out of bounds.
@@ -27,8 +31,9 @@ use std::arch::x86_64::*;
 use super::BlockQ5_0;
 use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::simd_x86::{
-    bits_to_byte_mask, dot_offset_u8i8x32, f16_to_f32, hsum_f32x8, load_i8x32, nibbles_32,
-    pair_scales, prefetch_ahead,
+    bits_to_byte_mask, dot_offset_u8i8x32, dot_u8i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32,
+    halves4, hsum_f32x8, load_i8x32, nibbles_32, pair_scales, prefetch_ahead, group_prefetch_ahead, prefetch_rows_ahead,
+    MATVEC_ROWS,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -56,7 +61,6 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5_0], a: [&[BlockQ8_0]; N]) -
     unsafe {
         let (bit4, sixteen) = (_mm256_set1_epi8(0x10), _mm256_set1_epi8(16));
         let mut acc0 = [_mm256_setzero_ps(); N];
-        let mut acc1 = [_mm256_setzero_ps(); N];
         let mut i = 0;
         while i + 1 < nb {
             let (x0, x1) = (w.get_unchecked(i), w.get_unchecked(i + 1));
@@ -77,7 +81,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5_0], a: [&[BlockQ8_0]; N]) -
                 let p0 = _mm256_cvtepi32_ps(dot_offset_u8i8x32(q0, sixteen, load_i8x32(&y0.qs)));
                 let p1 = _mm256_cvtepi32_ps(dot_offset_u8i8x32(q1, sixteen, load_i8x32(&y1.qs)));
                 acc0[t] = _mm256_fmadd_ps(d0, p0, acc0[t]);
-                acc1[t] = _mm256_fmadd_ps(d1, p1, acc1[t]);
+                acc0[t] = _mm256_fmadd_ps(d1, p1, acc0[t]);
             }
             i += 2;
         }
@@ -99,7 +103,90 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5_0], a: [&[BlockQ8_0]; N]) -
         }
         let mut out = [0.0f32; N];
         for t in 0..N {
-            out[t] = hsum_f32x8(_mm256_add_ps(acc0[t], acc1[t]));
+            out[t] = hsum_f32x8(acc0[t]);
+        }
+        out
+    }
+}
+
+/// The 32 unsigned 5-bit quants of a block: nibbles with the fifth bits OR-ed in as 0x10.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quants(x: &BlockQ5_0, bit4: __m256i) -> __m256i {
+    // SAFETY: register-only intrinsics and a load of the block's array.
+    unsafe {
+        _mm256_or_si256(
+            nibbles_32(&x.qs),
+            _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(x.qh)), bit4),
+        )
+    }
+}
+
+/// `R ≤ 4` consecutive weight rows (`w`: `R·a.len()` blocks) against one activation row;
+/// see the module header.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_rows<const R: usize>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> [f32; R] {
+    const { assert!(R >= 1 && R <= MATVEC_ROWS) };
+    debug_assert_eq!(w.len(), R * a.len());
+    let row_len = w.len() / R;
+    let nb = row_len.min(a.len());
+    let a = &a[..nb];
+    let w: [&[BlockQ5_0]; R] = std::array::from_fn(|r| &w[r * row_len..r * row_len + nb]);
+    let base = w[0].as_ptr().cast::<u8>();
+    let ahead = group_prefetch_ahead(row_len * size_of::<BlockQ5_0>(), R);
+    const STEP: usize = 2 * size_of::<BlockQ5_0>();
+    // SAFETY: features guaranteed by the caller. Every index is below `nb`, the length of `a`
+    // and of every `w[r]` after the slicing above.
+    unsafe {
+        let (bit4, sixteen) = (_mm256_set1_epi8(0x10), _mm256_set1_epi8(16));
+        let mut acc0 = [_mm256_setzero_ps(); R];
+        let mut d = [0.0f32; 8];
+        let mut i = 0;
+        while i + 1 < nb {
+            prefetch_rows_ahead(base, ahead, i / 2 * STEP * R, STEP * R);
+            let (y0, y1) = (a.get_unchecked(i), a.get_unchecked(i + 1));
+            let dx = f16x8_to_f32(
+                halves4::<R>(|r| w[r].get_unchecked(i).d),
+                halves4::<R>(|r| w[r].get_unchecked(i + 1).d),
+            );
+            let dy = _mm256_permutevar8x32_ps(
+                _mm256_castps128_ps256(f16x4_to_f32([y0.d, y1.d, [0, 0], [0, 0]])),
+                _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+            );
+            _mm256_storeu_ps(d.as_mut_ptr(), _mm256_mul_ps(dx, dy));
+            // (q − 16)·y = q·y − 16·y: the offset part once per activation block.
+            let (ay0, ay1) = (load_i8x32(&y0.qs), load_i8x32(&y1.qs));
+            let (off0, off1) = (dot_u8i8x32(sixteen, ay0), dot_u8i8x32(sixteen, ay1));
+            for r in 0..R {
+                let x0 = w[r].get_unchecked(i);
+                let p0 = _mm256_sub_epi32(dot_u8i8x32(quants(x0, bit4), ay0), off0);
+                acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[r]), _mm256_cvtepi32_ps(p0), acc0[r]);
+            }
+            for r in 0..R {
+                let p1 = _mm256_sub_epi32(dot_u8i8x32(quants(w[r].get_unchecked(i + 1), bit4), ay1), off1);
+                acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[4 + r]), _mm256_cvtepi32_ps(p1), acc0[r]);
+            }
+            i += 2;
+        }
+        if i < nb {
+            let y0 = a.get_unchecked(i);
+            let ay0 = load_i8x32(&y0.qs);
+            let off0 = dot_u8i8x32(sixteen, ay0);
+            let dy0 = f16_to_f32(y0.d);
+            for r in 0..R {
+                let x0 = w[r].get_unchecked(i);
+                let d0 = _mm256_set1_ps(f16_to_f32(x0.d) * dy0);
+                let p0 = _mm256_sub_epi32(dot_u8i8x32(quants(x0, bit4), ay0), off0);
+                acc0[r] = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0[r]);
+            }
+        }
+        let mut out = [0.0f32; R];
+        for r in 0..R {
+            out[r] = hsum_f32x8(acc0[r]);
         }
         out
     }
