@@ -78,7 +78,9 @@ fn interactive_session_on_a_terminal() {
     assert_eq!(replies.len(), 5, "{owl_out}");
     assert_eq!(replies[4].trim(), "", "{owl_out}");
     assert_eq!(replies[0], first, "{owl_out}");
-    assert!(replies[1].contains('4'), "2+2: {owl_out}");
+    // The multi-line turn reached the model whole: it answers the sum (as "4" or "four",
+    // which greedy path depends on the kernels' rounding).
+    assert!(replies[1].contains('4') || replies[1].to_lowercase().contains("four"), "2+2: {owl_out}");
     assert_eq!(replies[2], "Cleared the conversation.");
     // After /clear the conversation starts afresh: the same reply as the first turn.
     assert_eq!(replies[3], first, "{owl_out}");

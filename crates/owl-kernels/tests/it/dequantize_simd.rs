@@ -205,29 +205,10 @@ fn f32_activation_matmul_equals_scalar_dequantize_then_float_dot() {
     }
 }
 
-/// Nanoseconds this thread has spent on a CPU (`CLOCK_THREAD_CPUTIME_ID`): on a shared
-/// machine wall time counts other processes' time slices; this does not.
-#[cfg(target_os = "linux")]
+/// On-CPU nanoseconds of this thread (`simd_bench`'s clock; wall time off Linux).
 fn thread_cpu_ns() -> u64 {
-    #[repr(C)]
-    struct Timespec {
-        sec: i64,
-        nsec: i64,
-    }
-    extern "C" {
-        fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
-    }
-    const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
-    let mut ts = Timespec { sec: 0, nsec: 0 };
-    // SAFETY: libc's clock_gettime writes one timespec (two i64 on x86-64 Linux).
-    let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0, "clock_gettime");
-    ts.sec as u64 * 1_000_000_000 + ts.nsec as u64
-}
-
-#[cfg(not(target_os = "linux"))]
-fn thread_cpu_ns() -> u64 {
-    std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos() as u64)
+    crate::simd_bench::thread_cpu_ns()
+        .unwrap_or_else(|| std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos() as u64))
 }
 
 /// Best on-CPU nanoseconds per call of each candidate, the candidates interleaved in

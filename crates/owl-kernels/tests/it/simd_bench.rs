@@ -30,7 +30,7 @@ struct Bench<W: 'static, A: 'static> {
 /// (`/proc/thread-self/schedstat` is only updated at scheduler ticks: useless for short
 /// rounds.)
 #[cfg(target_os = "linux")]
-fn thread_cpu_ns() -> Option<u64> {
+pub(crate) fn thread_cpu_ns() -> Option<u64> {
     #[repr(C)]
     struct Timespec {
         sec: i64,
@@ -47,7 +47,7 @@ fn thread_cpu_ns() -> Option<u64> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn thread_cpu_ns() -> Option<u64> {
+pub(crate) fn thread_cpu_ns() -> Option<u64> {
     None
 }
 

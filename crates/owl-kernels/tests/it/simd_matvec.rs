@@ -47,6 +47,25 @@ struct Kernels<W: 'static, A: 'static> {
     min_magnitude: fn(&[W], &[A]) -> f64,
 }
 
+/// The [`Kernels`] of one format module: its scalar and AVX2 one-row dots, its 1–4-row
+/// kernels and its activation quantizer.
+macro_rules! kernels {
+    ($m:ident, $format:ident, $act:ident, $patch:expr, $min:expr) => {
+        Kernels {
+            format: BlockFormat::$format,
+            scalar: $m::vec_dot,
+            avx2: $m::avx2::vec_dot,
+            rows1: $m::avx2::vec_dot_rows::<1>,
+            rows2: $m::avx2::vec_dot_rows::<2>,
+            rows3: $m::avx2::vec_dot_rows::<3>,
+            rows4: $m::avx2::vec_dot_rows::<4>,
+            quantize_act: $act::quantize,
+            patch_scales: $patch,
+            min_magnitude: $min,
+        }
+    };
+}
+
 /// Every window of `R` consecutive rows of `w` (`n_rows` rows of `nb` blocks) through
 /// `rows`, each output bit-compared with the one-row kernel.
 fn check_windows<W: Pod, A: Pod, const R: usize>(
@@ -187,18 +206,7 @@ fn no_min<W, A>(_: &[W], _: &[A]) -> f64 {
 #[test]
 fn q4_0_rows_match_single_row_kernel() {
     check_format(
-        &Kernels {
-            format: BlockFormat::Q4_0,
-            scalar: q4_0::vec_dot,
-            avx2: q4_0::avx2::vec_dot,
-            rows1: q4_0::avx2::vec_dot_rows::<1>,
-            rows2: q4_0::avx2::vec_dot_rows::<2>,
-            rows3: q4_0::avx2::vec_dot_rows::<3>,
-            rows4: q4_0::avx2::vec_dot_rows::<4>,
-            quantize_act: q8_0::quantize,
-            patch_scales: |b, r| b.d = random_scale(r),
-            min_magnitude: no_min,
-        },
+        &kernels!(q4_0, Q4_0, q8_0, |b, r| b.d = random_scale(r), no_min),
         0x4d40,
     );
 }
@@ -206,21 +214,10 @@ fn q4_0_rows_match_single_row_kernel() {
 #[test]
 fn q4_1_rows_match_single_row_kernel() {
     check_format(
-        &Kernels {
-            format: BlockFormat::Q4_1,
-            scalar: q4_1::vec_dot,
-            avx2: q4_1::avx2::vec_dot,
-            rows1: q4_1::avx2::vec_dot_rows::<1>,
-            rows2: q4_1::avx2::vec_dot_rows::<2>,
-            rows3: q4_1::avx2::vec_dot_rows::<3>,
-            rows4: q4_1::avx2::vec_dot_rows::<4>,
-            quantize_act: q8_1::quantize,
-            patch_scales: |b, r| {
+        &kernels!(q4_1, Q4_1, q8_1, |b, r| {
                 b.d = random_scale(r);
                 b.m = random_scale(r);
-            },
-            min_magnitude: q4_1_min_magnitude,
-        },
+            }, q4_1_min_magnitude),
         0x4d41,
     );
 }
@@ -228,18 +225,7 @@ fn q4_1_rows_match_single_row_kernel() {
 #[test]
 fn q5_0_rows_match_single_row_kernel() {
     check_format(
-        &Kernels {
-            format: BlockFormat::Q5_0,
-            scalar: q5_0::vec_dot,
-            avx2: q5_0::avx2::vec_dot,
-            rows1: q5_0::avx2::vec_dot_rows::<1>,
-            rows2: q5_0::avx2::vec_dot_rows::<2>,
-            rows3: q5_0::avx2::vec_dot_rows::<3>,
-            rows4: q5_0::avx2::vec_dot_rows::<4>,
-            quantize_act: q8_0::quantize,
-            patch_scales: |b, r| b.d = random_scale(r),
-            min_magnitude: no_min,
-        },
+        &kernels!(q5_0, Q5_0, q8_0, |b, r| b.d = random_scale(r), no_min),
         0x4d50,
     );
 }
@@ -247,21 +233,10 @@ fn q5_0_rows_match_single_row_kernel() {
 #[test]
 fn q4_k_rows_match_single_row_kernel() {
     check_format(
-        &Kernels {
-            format: BlockFormat::Q4_K,
-            scalar: q4_k::vec_dot,
-            avx2: q4_k::avx2::vec_dot,
-            rows1: q4_k::avx2::vec_dot_rows::<1>,
-            rows2: q4_k::avx2::vec_dot_rows::<2>,
-            rows3: q4_k::avx2::vec_dot_rows::<3>,
-            rows4: q4_k::avx2::vec_dot_rows::<4>,
-            quantize_act: q8_k::quantize,
-            patch_scales: |b, r| {
+        &kernels!(q4_k, Q4_K, q8_k, |b, r| {
                 b.d = random_scale(r);
                 b.dmin = random_scale(r);
-            },
-            min_magnitude: no_min,
-        },
+            }, no_min),
         0x4d4b,
     );
 }
@@ -398,66 +373,22 @@ fn matvec_rows_ab() {
         }
     }
     run(
-        &Kernels {
-            format: BlockFormat::Q4_0,
-            scalar: q4_0::vec_dot,
-            avx2: q4_0::avx2::vec_dot,
-            rows1: q4_0::avx2::vec_dot_rows::<1>,
-            rows2: q4_0::avx2::vec_dot_rows::<2>,
-            rows3: q4_0::avx2::vec_dot_rows::<3>,
-            rows4: q4_0::avx2::vec_dot_rows::<4>,
-            quantize_act: q8_0::quantize,
-            patch_scales: |_, _| {},
-            min_magnitude: no_min,
-        },
+        &kernels!(q4_0, Q4_0, q8_0, |_, _| {}, no_min),
         |b| b.d = quant::f32_to_f16(0.01),
     );
     run(
-        &Kernels {
-            format: BlockFormat::Q4_1,
-            scalar: q4_1::vec_dot,
-            avx2: q4_1::avx2::vec_dot,
-            rows1: q4_1::avx2::vec_dot_rows::<1>,
-            rows2: q4_1::avx2::vec_dot_rows::<2>,
-            rows3: q4_1::avx2::vec_dot_rows::<3>,
-            rows4: q4_1::avx2::vec_dot_rows::<4>,
-            quantize_act: q8_1::quantize,
-            patch_scales: |_, _| {},
-            min_magnitude: no_min,
-        },
+        &kernels!(q4_1, Q4_1, q8_1, |_, _| {}, no_min),
         |b| {
             b.d = quant::f32_to_f16(0.01);
             b.m = quant::f32_to_f16(0.01);
         },
     );
     run(
-        &Kernels {
-            format: BlockFormat::Q5_0,
-            scalar: q5_0::vec_dot,
-            avx2: q5_0::avx2::vec_dot,
-            rows1: q5_0::avx2::vec_dot_rows::<1>,
-            rows2: q5_0::avx2::vec_dot_rows::<2>,
-            rows3: q5_0::avx2::vec_dot_rows::<3>,
-            rows4: q5_0::avx2::vec_dot_rows::<4>,
-            quantize_act: q8_0::quantize,
-            patch_scales: |_, _| {},
-            min_magnitude: no_min,
-        },
+        &kernels!(q5_0, Q5_0, q8_0, |_, _| {}, no_min),
         |b| b.d = quant::f32_to_f16(0.01),
     );
     run(
-        &Kernels {
-            format: BlockFormat::Q4_K,
-            scalar: q4_k::vec_dot,
-            avx2: q4_k::avx2::vec_dot,
-            rows1: q4_k::avx2::vec_dot_rows::<1>,
-            rows2: q4_k::avx2::vec_dot_rows::<2>,
-            rows3: q4_k::avx2::vec_dot_rows::<3>,
-            rows4: q4_k::avx2::vec_dot_rows::<4>,
-            quantize_act: q8_k::quantize,
-            patch_scales: |_, _| {},
-            min_magnitude: no_min,
-        },
+        &kernels!(q4_k, Q4_K, q8_k, |_, _| {}, no_min),
         |b| {
             b.d = quant::f32_to_f16(0.01);
             b.dmin = quant::f32_to_f16(0.01);

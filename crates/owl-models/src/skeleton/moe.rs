@@ -341,18 +341,20 @@ impl Expert {
                 let (a, b) = h[..2 * n * ffn].split_at_mut(n * ffn);
                 gate.forward(pool, xs, n, a)?;
                 up.forward(pool, xs, n, b)?;
-                for (g, u) in a.iter_mut().zip(b.iter()) {
-                    *g = act.apply(*g) * u;
-                }
+                act.glu_in_place(a, b);
             }
             GateUp::Fused(w) => {
                 // Rows [gate | up] per token; compacted in place as in `GatedMlp`.
                 let both = &mut h[..2 * n * ffn];
                 w.forward(pool, xs, n, both)?;
                 for t in 0..n {
-                    let src = 2 * t * ffn;
-                    for i in 0..ffn {
-                        both[t * ffn + i] = act.apply(both[src + i]) * both[src + ffn + i];
+                    if t == 0 {
+                        let (g, u) = both.split_at_mut(ffn);
+                        act.glu_in_place(g, &u[..ffn]);
+                    } else {
+                        let (done, src) = both.split_at_mut(2 * t * ffn);
+                        let (g, u) = src[..2 * ffn].split_at(ffn);
+                        act.glu(g, u, &mut done[t * ffn..(t + 1) * ffn]);
                     }
                 }
             }
