@@ -235,7 +235,7 @@ impl FormatKernels {
         let (wb, ab) = (self.weight.block_bytes(), self.act.block_bytes());
         let w_elems = w.len() / wb * self.weight.block_elems();
         assert!(
-            w.len() % wb == 0 && a.len() % ab == 0 && w_elems == a.len() / ab * self.act.block_elems(),
+            w.len().is_multiple_of(wb) && a.len().is_multiple_of(ab) && w_elems == a.len() / ab * self.act.block_elems(),
             "vec_dot {:?}: weight row of {} bytes and {:?} activation row of {} bytes differ in length",
             self.weight,
             w.len(),
@@ -328,7 +328,7 @@ const fn act_align(format: BlockFormat) -> usize {
 #[inline]
 fn assert_aligned(format: BlockFormat, align: usize, bytes: &[u8]) {
     assert!(
-        (bytes.as_ptr() as usize) % align == 0,
+        (bytes.as_ptr() as usize).is_multiple_of(align),
         "{format:?} row at {:p} is not {align}-byte aligned",
         bytes.as_ptr()
     );

@@ -371,7 +371,7 @@ fn wait_for_workers(shared: &Shared) {
     let mut spins = 0u32;
     while shared.pending.0.load(Ordering::Acquire) != 0 {
         spins = spins.wrapping_add(1);
-        if spins % 64 == 0 {
+        if spins.is_multiple_of(64) {
             if start.elapsed() < shared.spin {
                 // Give the core to a worker that the OS has not scheduled yet (more
                 // threads than free cores): it is what we are waiting for.
@@ -433,7 +433,7 @@ fn wait_for_epoch(shared: &Shared, sleeping: &AtomicBool, seen: usize) -> usize 
             return e;
         }
         spins = spins.wrapping_add(1);
-        if spins % 64 == 0 {
+        if spins.is_multiple_of(64) {
             if start.elapsed() >= shared.spin {
                 break;
             }

@@ -111,21 +111,21 @@ pub fn load_safetensors_f32(path: &Path) -> HashMap<String, FixtureTensor> {
         let raw = view.data();
         let (data, ints): (Vec<f32>, Option<Vec<i64>>) = match view.dtype() {
             Dtype::F32 => (
-                raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements"))).collect(),
                 None,
             ),
             Dtype::F64 => (
-                raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+                raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements")) as f32).collect(),
                 None,
             ),
             Dtype::I64 => {
                 let v: Vec<i64> =
-                    raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+                    raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements"))).collect();
                 (v.iter().map(|&x| x as f32).collect(), Some(v))
             }
             Dtype::I32 => {
                 let v: Vec<i64> =
-                    raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect();
+                    raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements")) as i64).collect();
                 (v.iter().map(|&x| x as f32).collect(), Some(v))
             }
             other => panic!("{}: tensor {name} has dtype {other:?}, not supported by the fixture loader", path.display()),

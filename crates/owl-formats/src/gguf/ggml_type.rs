@@ -148,7 +148,7 @@ impl GgmlType {
     /// Bytes of `n_elements` values, or `None` when `n_elements` is not a whole number of
     /// blocks or the size overflows `u64`.
     pub fn bytes_for(self, n_elements: u64) -> Option<u64> {
-        if n_elements % self.block_elems() != 0 {
+        if !n_elements.is_multiple_of(self.block_elems()) {
             return None;
         }
         (n_elements / self.block_elems()).checked_mul(self.block_bytes())

@@ -130,7 +130,7 @@ pub fn shape_size(shape: &[u64], ggml_type: GgmlType) -> Result<(u64, u64), Shap
             })?;
     }
     let block_elems = ggml_type.block_elems();
-    if shape[0] % block_elems != 0 {
+    if !shape[0].is_multiple_of(block_elems) {
         return Err(ShapeProblem::RowNotWholeBlocks {
             row: shape[0],
             ggml_type,

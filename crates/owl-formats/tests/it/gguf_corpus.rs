@@ -60,7 +60,7 @@ impl Raw {
         self.u32(ggml_type).u64(offset)
     }
     pub fn pad(&mut self, alignment: usize) -> &mut Raw {
-        while self.0.len() % alignment != 0 {
+        while !self.0.len().is_multiple_of(alignment) {
             self.0.push(0);
         }
         self

@@ -329,7 +329,7 @@ impl<'t> Shape<'t> {
             return Err(KernelError::Length { what: "matmul y", expected: y_len, got: y.len(), unit: "f32" });
         }
         let align = dispatch::weight_align(w.format);
-        if w.data.as_ptr() as usize % align != 0 {
+        if !(w.data.as_ptr() as usize).is_multiple_of(align) {
             return Err(KernelError::Length {
                 what: "matmul W alignment (Q8_K weights need 4-byte aligned data)",
                 expected: align,

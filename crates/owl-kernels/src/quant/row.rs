@@ -130,7 +130,7 @@ pub fn quantize_row(format: BlockFormat, src: &[f32], dst: &mut [u8]) -> Result<
 pub fn vec_dot_scalar(format: BlockFormat, w: &[u8], a: &[u8]) -> f32 {
     let act = format.vec_dot_format();
     let (wb, ab) = (format.block_bytes(), act.block_bytes());
-    debug_assert!(w.len() % wb == 0 && a.len() % ab == 0 && w.len() / wb == a.len() / ab,
+    debug_assert!(w.len().is_multiple_of(wb) && a.len().is_multiple_of(ab) && w.len() / wb == a.len() / ab,
         "vec_dot_scalar {format:?}: weight {} bytes vs activation {} bytes", w.len(), a.len());
     let nb = (w.len() / wb).min(a.len() / ab);
     let (w, a) = (&w[..nb * wb], &a[..nb * ab]);

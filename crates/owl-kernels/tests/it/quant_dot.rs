@@ -183,7 +183,7 @@ fn q8_k_bytes_need_no_alignment() {
     let aligned_bytes: &[u8] = bytemuck::cast_slice(&aligned);
 
     let mut storage = vec![0u8; bytes + 8];
-    let off = (1..4).find(|o| (storage.as_ptr() as usize + o) % 4 != 0).expect("an unaligned offset");
+    let off = (1..4).find(|o| !(storage.as_ptr() as usize + o).is_multiple_of(4)).expect("an unaligned offset");
     let unaligned = &mut storage[off..off + bytes];
     quantize_row(BlockFormat::Q8_K, &x, unaligned).expect("quantize unaligned");
     assert_eq!(unaligned, aligned_bytes, "quantize_row into unaligned bytes");
