@@ -3,12 +3,12 @@
 //! The default matmul quantizes activations to the weight format's companion format (Q8_0,
 //! Q8_1, Q8_K) and multiplies in integers, as llama.cpp does. That rounding — each
 //! activation to 8 bits of its block's maximum — moves a small model's log-probabilities by
-//! up to ~0.4 nats against a float32 forward pass over the same dequantized weights
+//! 0.2–1.0 nats against a float32 forward pass over the same dequantized weights
 //! (transformers' GGUF loader), which is enough to flip greedy choices whose top two are
 //! ~0.2 apart. In this mode the activations stay float32: each thread dequantizes a chunk
 //! of weight rows (exactly as the format defines them, the same code as `owl tensor`) into
 //! its own f32 panel and multiplies it with the float kernels, so results equal the float32
-//! reference to accumulation rounding (measured on the demo models: ≤ 0.014 nats).
+//! reference to accumulation rounding (measured on the demo models: ≤ 0.017 nats, docs/NUMERICS.md).
 //!
 //! Cost: prefill reuses each dequantized panel for every token and runs near the speed of
 //! the quantized path. Decode dequantizes every weight once per token; with the AVX2 kernels
