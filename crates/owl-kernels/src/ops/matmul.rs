@@ -481,7 +481,9 @@ impl Work<'_, '_> {
         rows: std::ops::Range<usize>,
     ) {
         let n_rows = self.w.rows;
-        let tile_tokens = (PREFILL_TILE_BYTES / self.shape.act_stride.max(1)).next_multiple_of(TN).min(self.n_tokens);
+        // At least one tile: rows wider than the budget (> 256 KiB) would otherwise give 0.
+        let tile_tokens =
+            (PREFILL_TILE_BYTES / self.shape.act_stride.max(1)).next_multiple_of(TN).max(TN).min(self.n_tokens);
         let out = self.out.ptr;
         // Every (row, token) written below is in bounds of `out`, and the panel's rows and
         // tokens are what the loops assume.
@@ -543,7 +545,7 @@ impl Work<'_, '_> {
         let dot4 = self.shape.kernels.raw_dot4();
         let tile3x4 = self.shape.kernels.raw_tile3x4();
         let n_rows = self.w.rows;
-        let tile = (PREFILL_TILE_BYTES / self.shape.act_stride.max(1)).next_multiple_of(4).min(self.n_tokens);
+        let tile = (PREFILL_TILE_BYTES / self.shape.act_stride.max(1)).next_multiple_of(4).max(4).min(self.n_tokens);
         let mut t0 = 0;
         while t0 < self.n_tokens {
             let t1 = (t0 + tile).min(self.n_tokens);

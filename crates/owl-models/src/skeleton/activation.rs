@@ -69,9 +69,12 @@ impl Activation {
         let n = gate.len().min(up.len());
         #[cfg(target_arch = "x86_64")]
         if simd_available() {
+            // One raw pointer for both roles: a shared reborrow taken before the mutable one
+            // would be invalidated by it (Stacked/Tree Borrows).
+            let p = gate.as_mut_ptr();
             // SAFETY: AVX2 and FMA are present; `avx2::glu` reads element i of `gate` before
             // it writes element i of the output, so the output may be the gate itself.
-            unsafe { avx2::glu(self, gate.as_ptr(), up.as_ptr(), gate.as_mut_ptr(), n) };
+            unsafe { avx2::glu(self, p.cast_const(), up.as_ptr(), p, n) };
             return;
         }
         let f = match self {
