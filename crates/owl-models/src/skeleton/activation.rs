@@ -85,6 +85,25 @@ impl Activation {
             *g = f(*g) * u;
         }
     }
+
+    /// Fused gate/up rows (Phi-3's `gate_up_proj`, llama.cpp's fused `ffn_up`): `rows` holds
+    /// `n` rows of `[gate | up]`, `2 * width` floats each; the products are compacted into
+    /// its first `n * width` floats. Token t's result goes to `[t*w, (t+1)*w)`: token 0's is
+    /// its own gate (in place), every later token's lies below its own `[gate | up]` at
+    /// `2*t*w` and past every earlier token's result. Serial: a later token's result
+    /// overwrites an earlier token's `up`.
+    pub fn glu_fused_rows(self, rows: &mut [f32], n: usize, width: usize) {
+        for t in 0..n {
+            if t == 0 {
+                let (g, u) = rows.split_at_mut(width);
+                self.glu_in_place(g, &u[..width]);
+            } else {
+                let (done, src) = rows.split_at_mut(2 * t * width);
+                let (g, u) = src[..2 * width].split_at(width);
+                self.glu(g, u, &mut done[t * width..(t + 1) * width]);
+            }
+        }
+    }
 }
 
 /// Whether the AVX2+FMA paths may run: the CPU has them and `OWL_KERNELS` does not ask for

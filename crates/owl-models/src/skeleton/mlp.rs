@@ -71,23 +71,11 @@ impl FeedForward for GatedMlp {
                 }
             }
             GateUp::Fused(w) => {
-                // [n][gate | up] spans both halves of the scratch; compact the products into
-                // the first n*f values. Token t's result goes to [t*f, (t+1)*f): token 0's is
-                // its own gate values (in place), every later token's lies below its own
-                // [gate | up] at 2*t*f and past every earlier token's result. Serial: a later
-                // token's result overwrites an earlier token's `up`.
+                // [n][gate | up] spans both halves of the scratch; the products are compacted
+                // into the first n*f values.
                 let both = &mut scratch[..2 * n * f];
                 w.forward(ctx.pool, x, n, both)?;
-                for t in 0..n {
-                    if t == 0 {
-                        let (g, u) = both.split_at_mut(f);
-                        self.act.glu_in_place(g, &u[..f]);
-                    } else {
-                        let (done, src) = both.split_at_mut(2 * t * f);
-                        let (g, u) = src[..2 * f].split_at(f);
-                        self.act.glu(g, u, &mut done[t * f..(t + 1) * f]);
-                    }
-                }
+                self.act.glu_fused_rows(both, n, f);
             }
         }
         let h = &scratch[..n * f];

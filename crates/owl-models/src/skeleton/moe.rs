@@ -347,16 +347,7 @@ impl Expert {
                 // Rows [gate | up] per token; compacted in place as in `GatedMlp`.
                 let both = &mut h[..2 * n * ffn];
                 w.forward(pool, xs, n, both)?;
-                for t in 0..n {
-                    if t == 0 {
-                        let (g, u) = both.split_at_mut(ffn);
-                        act.glu_in_place(g, &u[..ffn]);
-                    } else {
-                        let (done, src) = both.split_at_mut(2 * t * ffn);
-                        let (g, u) = src[..2 * ffn].split_at(ffn);
-                        act.glu(g, u, &mut done[t * ffn..(t + 1) * ffn]);
-                    }
-                }
+                act.glu_fused_rows(both, n, ffn);
             }
         }
         self.down.forward(pool, &h[..n * ffn], n, ys)
