@@ -244,15 +244,7 @@ mod tests {
 
     /// Deterministic values in [-0.5, 0.5).
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
+        quant::test_values(n, seed | 1, 0.5, 1.0)
     }
 
     /// Every format, every instruction set, 1 to 7 tokens, one and two threads: the
@@ -272,15 +264,7 @@ mod tests {
                     if table.get(format).is_none() || format.row_bytes(cols).is_none() {
                         continue;
                     }
-                    let rb = format.row_bytes(cols).expect("row bytes");
-                    let src = values(rows * cols, 7);
-                    let mut data = vec![0u8; rows * rb];
-                    let mut deq = vec![0f32; rows * cols];
-                    for r in 0..rows {
-                        let (s, d) = (&src[r * cols..(r + 1) * cols], &mut data[r * rb..(r + 1) * rb]);
-                        quant::quantize_row(format, s, d).expect("quantize");
-                        quant::dequantize_row(format, d, &mut deq[r * cols..(r + 1) * cols]).expect("dequantize");
-                    }
+                    let (data, deq) = quant::test_rows(format, &values(rows * cols, 7), rows, cols);
                     let w = Matrix { format, rows, cols, data: &data };
                     for n in 1..=7 {
                         let x = values(n * cols, 11 + n as u64);

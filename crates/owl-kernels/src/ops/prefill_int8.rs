@@ -372,23 +372,7 @@ mod tests {
     use crate::quant;
 
     fn random_rows(format: BlockFormat, rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
-        let mut state = 0x1234_5678_9abc_def1u64;
-        let src: Vec<f32> = (0..rows * cols)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
-            })
-            .collect();
-        let rb = format.row_bytes(cols).expect("row");
-        let mut w = vec![0u8; rows * rb];
-        let mut deq = vec![0f32; rows * cols];
-        for r in 0..rows {
-            quant::quantize_row(format, &src[r * cols..(r + 1) * cols], &mut w[r * rb..(r + 1) * rb]).expect("q");
-            quant::dequantize_row(format, &w[r * rb..(r + 1) * rb], &mut deq[r * cols..(r + 1) * cols]).expect("dq");
-        }
-        (w, deq)
+        quant::test_rows(format, &quant::test_values(rows * cols, 0x1234_5678_9abc_def1, 0.5, 0.2), rows, cols)
     }
 
     /// The panel reproduces the weights: `d·q − m·offset` (or `d·q + m`) equals dequantize.

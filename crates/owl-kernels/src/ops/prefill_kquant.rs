@@ -362,22 +362,8 @@ mod tests {
             let Some(kind) = kpanel_kind(format) else { continue };
             let (rows, cols) = (3, 512);
             let nsb = cols / QK_K;
-            let mut state = 0x2545_f491_4f6c_dd1du64;
-            let src: Vec<f32> = (0..rows * cols)
-                .map(|_| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.4) * 0.2
-                })
-                .collect();
-            let rb = format.row_bytes(cols).expect("row");
-            let mut w = vec![0u8; rows * rb];
-            let mut deq = vec![0f32; rows * cols];
-            for r in 0..rows {
-                quant::quantize_row(format, &src[r * cols..(r + 1) * cols], &mut w[r * rb..(r + 1) * rb]).expect("q");
-                quant::dequantize_row(format, &w[r * rb..(r + 1) * rb], &mut deq[r * cols..(r + 1) * cols]).expect("dq");
-            }
+            let src = quant::test_values(rows * cols, 0x2545_f491_4f6c_dd1d, 0.4, 0.2);
+            let (w, deq) = quant::test_rows(format, &src, rows, cols);
             let mut buf = vec![0u8; kpanel_bytes(rows, nsb)];
             let mut panel = KPanel::from_bytes(&mut buf, rows, nsb);
             // SAFETY: AVX2 checked above.

@@ -193,3 +193,32 @@ fn for_q8k_chunks(bytes: &[u8], mut f: impl FnMut(usize, &[BlockQ8K])) {
         f(i * Q8K_CHUNK, &buf[..nb]);
     }
 }
+
+/// Test data shared by the kernels' unit tests: `n` xorshift64 values `(u − center)·scale`
+/// with `u` uniform in [0, 1) (the state starts at `seed`, which must be non-zero).
+#[cfg(test)]
+pub(crate) fn test_values(n: usize, seed: u64, center: f32, scale: f32) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - center) * scale
+        })
+        .collect()
+}
+
+/// `src` (`rows × cols`) quantized row by row into `format` with the reference quantizer,
+/// and those rows dequantized again: `(bytes, dequantized)`.
+#[cfg(test)]
+pub(crate) fn test_rows(format: BlockFormat, src: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Vec<f32>) {
+    let rb = format.row_bytes(cols).expect("whole blocks");
+    let mut w = vec![0u8; rows * rb];
+    let mut deq = vec![0f32; rows * cols];
+    for r in 0..rows {
+        quantize_row(format, &src[r * cols..(r + 1) * cols], &mut w[r * rb..(r + 1) * rb]).expect("quantize");
+        dequantize_row(format, &w[r * rb..(r + 1) * rb], &mut deq[r * cols..(r + 1) * cols]).expect("dequantize");
+    }
+    (w, deq)
+}
