@@ -24,7 +24,7 @@ use crate::pool::Lease;
 use crate::quant::dequantize_avx2;
 use crate::quant::{self, BlockFormat};
 
-use super::matmul::{Matrix, SharedOut};
+use super::matmul::{compute_threads, Matrix, SharedOut};
 
 /// How a matmul treats the activations of a quantized weight (float weights always take
 /// float32 activations as they are).
@@ -42,15 +42,12 @@ pub enum ActivationPrecision {
 impl ActivationPrecision {
     /// Whether a weight of `format` takes the float32 path under this precision.
     pub(crate) fn dequantizes(self, format: BlockFormat) -> bool {
-        self == ActivationPrecision::F32 && !matches!(format, BlockFormat::F32 | BlockFormat::F16 | BlockFormat::BF16)
+        self == ActivationPrecision::F32 && !format.is_float()
     }
 }
 
 /// Rows a thread dequantizes at a time: a multiple of the float tile's 3 rows.
 const PANEL_ROWS: usize = 12;
-
-/// Below this many multiply-adds the call runs on the calling thread alone.
-const INLINE_MACS: usize = 32 * 1024;
 
 /// One-token chunks per thread that the fused path aims for (the pool balances chunks).
 const FUSED_CHUNKS_PER_THREAD: usize = 8;
@@ -73,8 +70,7 @@ pub(crate) fn matmul(
 ) {
     // Every table has the F32 entry: it is the float kernel set of this instruction set.
     let Some(float) = table.get(BlockFormat::F32) else { unreachable!("kernel table without F32") };
-    let n_threads =
-        if w.rows.saturating_mul(w.cols).saturating_mul(n_tokens) < INLINE_MACS { 1 } else { lease.n_threads() };
+    let n_threads = compute_threads(lease, w, n_tokens);
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = avx2_kernels(float, w.format) {
         if n_tokens == 1 {
@@ -291,7 +287,7 @@ mod tests {
                         }
                         // f32 sums of 512 products: a few ulps of the absolute sum.
                         assert!(worst < 1e-6, "{isa:?} {format:?} {threads}t {n} tokens: {worst:e}");
-                        if !matches!(format, BlockFormat::F32 | BlockFormat::F16 | BlockFormat::BF16) {
+                        if !format.is_float() {
                             // The quantized path rounds activations (Q8: ~1e-3 of the absolute sum).
                             assert!(worst_q > 10.0 * worst, "{isa:?} {format:?}: {worst_q:e} vs {worst:e}");
                         }

@@ -94,7 +94,7 @@ fn matmul_impl(
         super::f32_activations::matmul(table, &lease, w, shape.row_bytes, x, n_tokens, y);
         return Ok(());
     }
-    let n_threads = if w.rows.saturating_mul(w.cols).saturating_mul(n_tokens) < INLINE_MACS { 1 } else { lease.n_threads() };
+    let n_threads = compute_threads(&lease, w, n_tokens);
     let panel = allow_panel && n_tokens >= PANEL_MIN_TOKENS && shape.kernels.has_prefill_panel();
     let nb = w.cols / w.format.block_elems();
     let layout = ScratchLayout::new(&shape, n_tokens, nb, if panel { n_threads } else { 0 });
@@ -254,6 +254,16 @@ fn panel_prefill(
 /// Below this many multiply-adds a matmul runs on the calling thread alone: waking the
 /// workers costs more than it saves (a 64×64 matvec takes ~0.2 µs).
 const INLINE_MACS: usize = 32 * 1024;
+
+/// Threads one matmul of `w` with `n_tokens` tokens uses: the lease's, or 1 under
+/// [`INLINE_MACS`].
+pub(super) fn compute_threads(lease: &crate::pool::Lease<'_>, w: &Matrix<'_>, n_tokens: usize) -> usize {
+    if w.rows.saturating_mul(w.cols).saturating_mul(n_tokens) < INLINE_MACS {
+        1
+    } else {
+        lease.n_threads()
+    }
+}
 
 /// Activation rows start on cache lines in the scratch buffer (and Q8_K needs 4 bytes).
 const ACT_ALIGN: usize = 64;

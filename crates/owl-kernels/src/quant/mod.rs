@@ -79,6 +79,11 @@ impl BlockFormat {
         Self::Q8_K, Self::IQ4_NL, Self::IQ4_XS,
     ];
 
+    /// Whether elements are stored as plain floats (F32, F16, BF16), not quantized blocks.
+    pub const fn is_float(self) -> bool {
+        matches!(self, Self::F32 | Self::F16 | Self::BF16)
+    }
+
     /// Elements in one block.
     pub const fn block_elems(self) -> usize {
         match self {
