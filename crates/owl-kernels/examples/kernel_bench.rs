@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use owl_kernels::dispatch::{self, KernelTable};
 use owl_kernels::ops::matmul::{matmul_with, Matrix};
-use owl_kernels::quant::{self, BlockFormat};
+use owl_kernels::quant::{self, interleave, BlockFormat};
 use owl_kernels::ThreadPool;
 
 /// Last-level cache of the target machine (AMD EPYC here: 32 MiB L3).
@@ -383,22 +383,38 @@ fn matvec_table(table: &KernelTable, pools: &[(usize, ThreadPool)], o: &Options,
     let budget = Duration::from_millis(if o.quick { 60 } else { 300 });
     let shapes: &[Shape] = if o.quick { &SHAPES[..4] } else { &SHAPES };
     for shape in shapes {
-        for &format in &o.formats {
+        for (&format, interleaved) in o.formats.iter().flat_map(|f| [(f, false), (f, true)]) {
+            if interleaved && !interleave::can_interleave(format, shape.rows, shape.cols) {
+                continue;
+            }
             let Some(row_bytes) = format.row_bytes(shape.cols) else { continue };
             let Some(k) = table.get(format) else { continue };
             let bytes = row_bytes * shape.rows;
-            let base = weights(format, shape.rows, shape.cols, 1);
+            let mut base = weights(format, shape.rows, shape.cols, 1);
+            if interleaved {
+                let mut packed = vec![0u8; base.len()];
+                interleave::interleave_matrix(format, shape.rows, shape.cols, &base, &mut packed).expect("interleave");
+                base = packed;
+            }
+            fn matrix<'a>(format: BlockFormat, shape: &Shape, interleaved: bool, data: &'a [u8]) -> Matrix<'a> {
+                if interleaved {
+                    Matrix::interleaved(format, shape.rows, shape.cols, data)
+                } else {
+                    Matrix::new(format, shape.rows, shape.cols, data)
+                }
+            }
             let x: Vec<f32> = (0..shape.cols).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
             let mut y = vec![0f32; shape.rows];
             let mut line = format!(
-                "| {} | {} | {} | {:.2} |",
+                "| {} | {} | {}{} | {:.2} |",
                 shape.name,
                 format.name(),
                 k.dot_isa(),
+                if interleaved { " 8-row interleaved" } else { "" },
                 bytes as f64 / (1 << 20) as f64
             );
             if bytes <= LLC_BYTES / 2 {
-                let w = Matrix { format, rows: shape.rows, cols: shape.cols, data: &base };
+                let w = matrix(format, shape, interleaved, &base);
                 let (n0, pool0) = &pools[0];
                 let t = time_calls(budget, *n0, || matmul_with(table, pool0, &w, &x, 1, &mut y).expect("matvec"));
                 let (secs, mark) = headline_secs(&t, *n0);
@@ -415,7 +431,7 @@ fn matvec_table(table: &KernelTable, pools: &[(usize, ThreadPool)], o: &Options,
                 let t = time_calls(budget, *n, || {
                     let data = &copies[next % copies.len()];
                     next += 1;
-                    let w = Matrix { format, rows: shape.rows, cols: shape.cols, data };
+                    let w = matrix(format, shape, interleaved, data);
                     matmul_with(table, pool, &w, &x, 1, &mut y).expect("matvec");
                 });
                 let (secs, mark) = headline_secs(&t, *n);
@@ -463,7 +479,7 @@ fn prefill_table(table: &KernelTable, pools: &[(usize, ThreadPool)], o: &Options
                 continue;
             }
             let data = weights(format, rows, cols, 2);
-            let w = Matrix { format, rows, cols, data: &data };
+            let w = Matrix::new(format, rows, cols, &data);
             for &tokens in token_counts {
                 let mut line = format!("| {name} | {tokens} | {} | {} |", format.name(), k.dot_isa());
                 let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();

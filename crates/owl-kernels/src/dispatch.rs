@@ -151,6 +151,10 @@ pub(crate) type Tile3x4Fn = fn([&[u8]; 3], [&[u8]; 4]) -> [[f32; 4]; 3];
 /// `out.len()` consecutive weight rows of `row_bytes` each (`w`) · one activation row:
 /// `out[r] = DotFn(w[r], a)` bit for bit, several rows per kernel call (decode matvec).
 pub(crate) type MatvecFn = fn(&[u8], usize, &[u8], &mut [f32]);
+/// Whole groups of an interleaved matrix (`quant::interleave`; `w`: `out.len() / 8` groups of
+/// `nb` group-blocks) · one activation row of `nb` blocks: `out[r]` is row `r`'s dot product
+/// (decode matvec).
+pub(crate) type GroupMatvecFn = fn(&[u8], &[u8], &mut [f32]);
 
 /// The row kernels of one weight format on one instruction set.
 #[derive(Clone, Copy)]
@@ -166,6 +170,9 @@ pub struct FormatKernels {
     dot4: Option<Dot4Fn>,
     /// The multi-row one-token kernel (decode), where the instruction set has one.
     matvec: Option<MatvecFn>,
+    /// The one-token kernel over the 8-row interleaved layout: every table has it for every
+    /// format with that layout (the scalar table its portable reference).
+    group_matvec: Option<GroupMatvecFn>,
     /// Prefill goes through the AVX2 panel kernels (`ops::prefill_int8`, `ops::prefill_kquant`).
     prefill_panel: bool,
     /// Prefill register tile of 3 rows × 4 tokens (float weights).
@@ -180,6 +187,7 @@ impl fmt::Debug for FormatKernels {
             .field("dot_isa", &self.dot_isa)
             .field("dot4", &self.dot4.is_some())
             .field("matvec", &self.matvec.is_some())
+            .field("group_matvec", &self.group_matvec.is_some())
             .field("prefill_panel", &self.prefill_panel)
             .field("tile3x4", &self.tile3x4.is_some())
             .finish()
@@ -271,6 +279,14 @@ impl FormatKernels {
     /// compared end to end in one build; the results are the same bits either way.
     pub(crate) fn raw_matvec(&self) -> Option<MatvecFn> {
         self.matvec.filter(|_| multi_row_matvec_enabled())
+    }
+
+    /// The raw interleaved-layout matvec kernel, if the format has that layout. The caller
+    /// guarantees `w` is `out.len() / 8` whole groups (`out.len()` a multiple of 8) and `a`
+    /// one activation row of the matching length, as [`vec_dot`](Self::vec_dot) asserts of
+    /// a row.
+    pub(crate) fn raw_group_matvec(&self) -> Option<GroupMatvecFn> {
+        self.group_matvec
     }
 
     /// Whether decode (one token) runs a multi-row kernel that shares each activation block
@@ -445,7 +461,52 @@ const fn entry(weight: BlockFormat, q: &Quantizers, dot_isa: Isa, dot: DotFn, do
         BlockFormat::Q8_K => Some(q.q8_k),
         _ => None,
     };
-    Some(FormatKernels { weight, act, dot_isa, quantize_act, dot, dot4, matvec: None, prefill_panel: false, tile3x4: None })
+    Some(FormatKernels {
+        weight,
+        act,
+        dot_isa,
+        quantize_act,
+        dot,
+        dot4,
+        matvec: None,
+        group_matvec: scalar_group_matvec(weight),
+        prefill_panel: false,
+        tile3x4: None,
+    })
+}
+
+/// `fn $name(w: &[u8], a: &[u8], out: &mut [f32])`: a [`GroupMatvecFn`] over the group
+/// kernel `$dot` (`fn(&[u8], &[$A]) -> [f32; 8]`), groups of `$gb · nb` bytes.
+macro_rules! group_matvec {
+    ($name:ident, $dot:path, $gb:expr, $A:ty) => {
+        fn $name(w: &[u8], a: &[u8], out: &mut [f32]) {
+            let a = cast_slice::<u8, $A>(a);
+            let group = $gb * a.len();
+            for (g, o) in w.chunks_exact(group).zip(out.chunks_exact_mut(quant::interleave::INTERLEAVE_ROWS)) {
+                o.copy_from_slice(&$dot(g, a));
+            }
+        }
+    };
+}
+
+group_matvec!(group_matvec_q4_0, quant::q4_0::x8::dot_x8, quant::q4_0::x8::GROUP_BLOCK_BYTES, BlockQ8_0);
+group_matvec!(group_matvec_q4_1, quant::q4_1::x8::dot_x8, quant::q4_1::x8::GROUP_BLOCK_BYTES, BlockQ8_1);
+group_matvec!(group_matvec_q5_0, quant::q5_0::x8::dot_x8, quant::q5_0::x8::GROUP_BLOCK_BYTES, BlockQ8_0);
+group_matvec!(group_matvec_q8_0, quant::q8_0::x8::dot_x8, quant::q8_0::x8::GROUP_BLOCK_BYTES, BlockQ8_0);
+group_matvec!(group_matvec_q4_k, quant::q4_k::x8::dot_x8, quant::q4_k::x8::GROUP_BLOCK_BYTES, BlockQ8K);
+group_matvec!(group_matvec_q6_k, quant::q6_k::x8::dot_x8, quant::q6_k::x8::GROUP_BLOCK_BYTES, BlockQ8K);
+
+/// The portable group kernel of a format with the interleaved layout.
+const fn scalar_group_matvec(weight: BlockFormat) -> Option<GroupMatvecFn> {
+    match weight {
+        BlockFormat::Q4_0 => Some(group_matvec_q4_0),
+        BlockFormat::Q4_1 => Some(group_matvec_q4_1),
+        BlockFormat::Q5_0 => Some(group_matvec_q5_0),
+        BlockFormat::Q8_0 => Some(group_matvec_q8_0),
+        BlockFormat::Q4_K => Some(group_matvec_q4_k),
+        BlockFormat::Q6_K => Some(group_matvec_q6_k),
+        _ => None,
+    }
 }
 
 /// Scalar dot products, in `BlockFormat::ALL` order.
@@ -522,6 +583,27 @@ mod avx2 {
     matvec!(matvec_q4_1, q4_1, BlockQ4_1, BlockQ8_1);
     matvec!(matvec_q5_0, q5_0, BlockQ5_0, BlockQ8_0);
     matvec!(matvec_q4_k, q4_k, BlockQ4K, BlockQ8K);
+
+    /// `$name`: a [`GroupMatvecFn`] over `quant::$m::avx2_x8::dot_x8`.
+    macro_rules! avx2_group_matvec {
+        ($name:ident, $m:ident, $A:ty) => {
+            pub(super) fn $name(w: &[u8], a: &[u8], out: &mut [f32]) {
+                let a = cast_slice::<u8, $A>(a);
+                let group = quant::$m::x8::GROUP_BLOCK_BYTES * a.len();
+                for (g, o) in w.chunks_exact(group).zip(out.chunks_exact_mut(quant::interleave::INTERLEAVE_ROWS)) {
+                    // SAFETY: AVX2 table only (module docs).
+                    o.copy_from_slice(&unsafe { quant::$m::avx2_x8::dot_x8(g, a) });
+                }
+            }
+        };
+    }
+
+    avx2_group_matvec!(group_matvec_q4_0, q4_0, BlockQ8_0);
+    avx2_group_matvec!(group_matvec_q4_1, q4_1, BlockQ8_1);
+    avx2_group_matvec!(group_matvec_q5_0, q5_0, BlockQ8_0);
+    avx2_group_matvec!(group_matvec_q8_0, q8_0, BlockQ8_0);
+    avx2_group_matvec!(group_matvec_q4_k, q4_k, BlockQ8K);
+    avx2_group_matvec!(group_matvec_q6_k, q6_k, BlockQ8K);
 
     /// A quantizer over `quant::$m::avx2::quantize`.
     macro_rules! quantizer {
@@ -611,6 +693,19 @@ mod avx2 {
         set_matvec!(Q4_1, matvec_q4_1);
         set_matvec!(Q5_0, matvec_q5_0);
         set_matvec!(Q4_K, matvec_q4_k);
+        macro_rules! set_group_matvec {
+            ($f:ident, $k:expr) => {
+                if let Some(k) = &mut e[BlockFormat::$f as usize] {
+                    k.group_matvec = Some($k);
+                }
+            };
+        }
+        set_group_matvec!(Q4_0, group_matvec_q4_0);
+        set_group_matvec!(Q4_1, group_matvec_q4_1);
+        set_group_matvec!(Q5_0, group_matvec_q5_0);
+        set_group_matvec!(Q8_0, group_matvec_q8_0);
+        set_group_matvec!(Q4_K, group_matvec_q4_k);
+        set_group_matvec!(Q6_K, group_matvec_q6_k);
         let mut i = 0;
         while i < e.len() {
             if let Some(k) = &mut e[i] {

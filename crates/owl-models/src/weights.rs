@@ -96,7 +96,7 @@ impl Weight {
 
     #[inline]
     pub fn matrix(&self) -> Matrix<'_> {
-        Matrix { format: self.format, rows: self.rows, cols: self.cols, data: self.bytes.as_slice() }
+        Matrix::new(self.format, self.rows, self.cols, self.bytes.as_slice())
     }
 
     pub fn bytes(&self) -> usize {

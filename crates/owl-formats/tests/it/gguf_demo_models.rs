@@ -373,3 +373,32 @@ fn open_touches_only_the_header() {
         "open touched {rss_kb} kB"
     );
 }
+
+/// `release_pages` drops a read tensor's pages from the mapping's resident set (weights
+/// repacked at load time do not stay resident twice), and the bytes read the same after.
+#[cfg(target_os = "linux")]
+#[test]
+fn release_pages_drops_resident_pages_and_keeps_the_bytes() {
+    let f = GgufFile::open(owl_test::demo_model("qwen2.5-coder")).expect("open");
+    let mapping_rss_kb = || -> u64 {
+        let start = format!("{:x}-", f.bytes().as_ptr() as usize);
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        assert!(lines.next().is_some(), "mapping at {start} not found");
+        lines
+            .find_map(|l| l.strip_prefix("Rss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("Rss line")
+    };
+    let info = f.tensors().iter().max_by_key(|t| f.tensor_data(t).len()).expect("tensors");
+    let data = f.tensor_data(info);
+    let before: u64 = data.iter().step_by(4096).map(|&b| b as u64).sum();
+    let touched = mapping_rss_kb();
+    f.release_pages(data);
+    let released = mapping_rss_kb();
+    let after: u64 = data.iter().step_by(4096).map(|&b| b as u64).sum();
+    eprintln!("{}: {} kB; mapping resident {touched} kB → {released} kB after release", info.name, data.len() / 1024);
+    assert_eq!(before, after, "the bytes read the same after the release");
+    assert!(touched >= (data.len() / 1024) as u64, "reading the tensor made it resident");
+    assert!(released + (data.len() / 1024) as u64 / 2 < touched, "release dropped the tensor's pages");
+}

@@ -24,7 +24,8 @@ use crate::pool::Lease;
 use crate::quant::dequantize_avx2;
 use crate::quant::{self, BlockFormat};
 
-use super::matmul::{compute_threads, Matrix, SharedOut};
+use super::matmul::{compute_threads, for_each_chunk, Matrix, RowMajorChunks, SharedOut};
+use crate::quant::interleave::RowLayout;
 
 /// How a matmul treats the activations of a quantized weight (float weights always take
 /// float32 activations as they are).
@@ -48,6 +49,10 @@ impl ActivationPrecision {
 
 /// Rows a thread dequantizes at a time: a multiple of the float tile's 3 rows.
 const PANEL_ROWS: usize = 12;
+
+/// Rows per chunk of interleaved weights: whole groups of 8, a multiple of the float tile's
+/// 3 rows and of the fused kernel's rows.
+const GROUP_CHUNK_ROWS: usize = 24;
 
 /// One-token chunks per thread that the fused path aims for (the pool balances chunks).
 const FUSED_CHUNKS_PER_THREAD: usize = 8;
@@ -118,8 +123,16 @@ fn fused_matvec(
     use dequantize_avx2::DOT_ROWS;
     let x = &x[..w.cols];
     let out = SharedOut { ptr: y.as_mut_ptr(), len: y.len() };
-    let row = |r: usize| &w.data[r * row_bytes..(r + 1) * row_bytes];
-    let run = |_thread: usize, rows: std::ops::Range<usize>| {
+    let chunk = (w.rows / (n_threads * FUSED_CHUNKS_PER_THREAD)).next_multiple_of(GROUP_CHUNK_ROWS).max(GROUP_CHUNK_ROWS);
+    let interleaved = w.layout == RowLayout::Interleaved8;
+    let mut scratch = lease.take_scratch();
+    let region = chunk * row_bytes;
+    let regions = scratch.bytes_mut(if interleaved { n_threads * region } else { 0 });
+    let row_major = RowMajorChunks::new(w, row_bytes, regions, region);
+    let run = |thread: usize, rows: std::ops::Range<usize>| {
+        // SAFETY: each thread index makes one chunk at a time row-major in its own region.
+        let chunk = unsafe { row_major.rows(thread, rows.clone()) };
+        let row = |r: usize| &chunk[(r - rows.start) * row_bytes..(r - rows.start + 1) * row_bytes];
         let mut r = rows.start;
         // SAFETY (kernel calls): see `avx2_kernels`; each row is `row_bytes` for
         // `x.len()` elements. (writes): rows of this chunk belong to this thread only.
@@ -135,12 +148,14 @@ fn fused_matvec(
             unsafe { out.write(r, v) };
         }
     };
-    if n_threads == 1 {
-        run(0, 0..w.rows);
-    } else {
-        let chunk = (w.rows / (n_threads * FUSED_CHUNKS_PER_THREAD)).next_multiple_of(DOT_ROWS).max(DOT_ROWS);
+    if n_threads > 1 {
         lease.parallel_for(w.rows, chunk, &run);
+    } else if interleaved {
+        for_each_chunk(w.rows, chunk, |rows| run(0, rows));
+    } else {
+        run(0, 0..w.rows);
     }
+    lease.put_scratch(scratch);
 }
 
 /// Each thread dequantizes `PANEL_ROWS` rows at a time into its f32 panel with
@@ -158,28 +173,29 @@ fn panel_matmul(
     dequantize: impl Fn(&[u8], &mut [f32]) + Sync,
 ) {
     let cols = w.cols;
-    let panel_floats = PANEL_ROWS * cols;
+    // Whole groups of 8 for interleaved weights (made row-major chunk by chunk).
+    let panel_rows = if w.layout == RowLayout::Interleaved8 { GROUP_CHUNK_ROWS } else { PANEL_ROWS };
+    let panel_floats = panel_rows * cols;
+    let region = if w.layout == RowLayout::Interleaved8 { panel_rows * row_bytes } else { 0 };
     let mut scratch = lease.take_scratch();
-    let panels = bytemuck::cast_slice_mut::<u8, f32>(scratch.bytes_mut(n_threads * panel_floats * 4));
+    let (panels, regions) = scratch.bytes_mut(n_threads * (panel_floats * 4 + region)).split_at_mut(n_threads * panel_floats * 4);
+    let panels = bytemuck::cast_slice_mut::<u8, f32>(panels);
     let panels = SharedOut { ptr: panels.as_mut_ptr(), len: panels.len() };
+    let row_major = RowMajorChunks::new(w, row_bytes, regions, region);
     let out = SharedOut { ptr: y.as_mut_ptr(), len: y.len() };
     let run = |thread: usize, rows: std::ops::Range<usize>| {
-        // SAFETY: each thread index owns its panel; a thread works on one chunk at a time.
-        let panel = unsafe { panels.slice(thread * panel_floats, rows.len() * cols) };
-        for (r, dst) in rows.clone().zip(panel.chunks_exact_mut(cols)) {
-            dequantize(&w.data[r * row_bytes..(r + 1) * row_bytes], dst);
+        // SAFETY: each thread index owns its panel and row region; a thread works on one
+        // chunk at a time.
+        let (panel, src) = unsafe { (panels.slice(thread * panel_floats, rows.len() * cols), row_major.rows(thread, rows.clone())) };
+        for (src, dst) in src.chunks_exact(row_bytes).zip(panel.chunks_exact_mut(cols)) {
+            dequantize(src, dst);
         }
         multiply_panel(float, panel, cols, rows, x, n_tokens, w.rows, &out);
     };
     if n_threads == 1 {
-        let mut r = 0;
-        while r < w.rows {
-            let end = (r + PANEL_ROWS).min(w.rows);
-            run(0, r..end);
-            r = end;
-        }
+        for_each_chunk(w.rows, panel_rows, |rows| run(0, rows));
     } else {
-        lease.parallel_for(w.rows, PANEL_ROWS, &run);
+        lease.parallel_for(w.rows, panel_rows, &run);
     }
     lease.put_scratch(scratch);
 }
@@ -261,7 +277,7 @@ mod tests {
                         continue;
                     }
                     let (data, deq) = quant::test_rows(format, &values(rows * cols, 7), rows, cols);
-                    let w = Matrix { format, rows, cols, data: &data };
+                    let w = Matrix::new(format, rows, cols, &data);
                     for n in 1..=7 {
                         let x = values(n * cols, 11 + n as u64);
                         let mut y = vec![0f32; n * rows];

@@ -7,10 +7,13 @@
 //! so a thread slowed down by another process simply takes fewer chunks. Matrices under
 //! `INLINE_MACS` multiply-adds run on the calling thread alone.
 //!
-//! - One token (decode, memory-bound): each thread streams its rows once; Q4_0, Q4_1, Q5_0
-//!   and Q4_K on AVX2 four rows per kernel call (each activation block loaded once for the
-//!   four, prefetch hints walking the rows after them linearly), other formats one dot
-//!   product per row. Either way a row's result is the one-row kernel's, bit for bit.
+//! - One token (decode, memory-bound): each thread streams its rows once. A matrix in the
+//!   8-row interleaved layout (`quant::interleave`: Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K, as
+//!   models load them) goes through its group kernel, 8 rows per activation block with no
+//!   horizontal sums — the one path that keeps up with DRAM. Row-major matrices: Q4_0,
+//!   Q4_1, Q5_0 and Q4_K on AVX2 four rows per kernel call (each activation block loaded
+//!   once for the four, prefetch hints walking the rows after them linearly), other formats
+//!   one dot product per row; a row's result is then the one-row kernel's, bit for bit.
 //! - Many tokens (prefill, compute-bound), fastest applicable path first:
 //!   1. panel formats on AVX2: each chunk of 16 rows is unpacked once into a panel that all
 //!      tokens reuse, swept by register tiles — the 32-element formats (Q4_0, Q4_1, Q5_0,
@@ -24,24 +27,42 @@
 //!   Rows and tokens are tiled so that a chunk of weight rows and a tile of activation rows
 //!   stay in L2 while every pair is computed.
 //!
-//! No persistent repacking: the panels are transient (one per thread, rebuilt per call).
-//! Unpacking a chunk costs ~3–6 ns per 32-element block against ~70 ns of tile work per
-//! block at 64 tokens (docs/PERFORMANCE.md), so a load-time repacked copy would save at
-//! most a few percent of prefill and double (K panels: quadruple) the weights' memory.
+//! Prefill needs no repacked copy: the panels are transient (one per thread, rebuilt per
+//! call). Unpacking a chunk costs ~3–6 ns per 32-element block against ~70 ns of tile work
+//! per block at 64 tokens (docs/PERFORMANCE.md). Interleaved weights are made row-major
+//! chunk by chunk first (`RowMajorChunks`, exact), so prefill and the float32-activation
+//! path give the same bits for either layout; only decode reads the interleaved groups.
 
 use crate::dispatch::{self, FormatKernels, KernelTable};
 use crate::pool::ThreadPool;
+use crate::quant::interleave::{self, RowLayout, INTERLEAVE_ROWS};
 use crate::quant::BlockFormat;
 use crate::KernelError;
 
-/// A row-major weight matrix as stored: `rows` rows of `cols` elements in `format`
-/// (GGUF's `[ne0 = cols, ne1 = rows]`; PyTorch's `nn.Linear.weight` `[out = rows, in = cols]`).
+/// A weight matrix: `rows` rows of `cols` elements in `format` (GGUF's `[ne0 = cols,
+/// ne1 = rows]`; PyTorch's `nn.Linear.weight` `[out = rows, in = cols]`), laid out as
+/// stored (row-major) or in the 8-row interleaved layout that decode streams fastest
+/// ([`crate::quant::interleave`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Matrix<'a> {
     pub format: BlockFormat,
     pub rows: usize,
     pub cols: usize,
     pub data: &'a [u8],
+    pub layout: RowLayout,
+}
+
+impl<'a> Matrix<'a> {
+    /// A row-major matrix, as GGUF stores it.
+    pub const fn new(format: BlockFormat, rows: usize, cols: usize, data: &'a [u8]) -> Self {
+        Matrix { format, rows, cols, data, layout: RowLayout::RowMajor }
+    }
+
+    /// A matrix in the 8-row interleaved layout (`data` from
+    /// [`crate::quant::interleave::interleave_matrix`]).
+    pub const fn interleaved(format: BlockFormat, rows: usize, cols: usize, data: &'a [u8]) -> Self {
+        Matrix { format, rows, cols, data, layout: RowLayout::Interleaved8 }
+    }
 }
 
 /// `y[t * w.rows + r] = Σ_c W[r, c] · x[t * w.cols + c]` for `t < n_tokens`, with the
@@ -97,11 +118,16 @@ fn matmul_impl(
     let n_threads = compute_threads(&lease, w, n_tokens);
     let panel = allow_panel && n_tokens >= PANEL_MIN_TOKENS && shape.kernels.has_prefill_panel();
     let nb = w.cols / w.format.block_elems();
-    let layout = ScratchLayout::new(&shape, n_tokens, nb, if panel { n_threads } else { 0 });
+    let interleaved = w.layout == RowLayout::Interleaved8;
+    let chunk = if panel { PANEL_ROWS } else { prefill_chunk_rows(w.rows, shape.row_bytes, n_threads, interleaved) };
+    let row_chunks = if interleaved && n_tokens > 1 { n_threads } else { 0 };
+    let layout = ScratchLayout::new(&shape, n_tokens, nb, if panel { n_threads } else { 0 }, row_chunks, chunk);
     let mut scratch = lease.take_scratch();
     let buf = scratch.bytes_mut(layout.total);
     let (act_buf, rest) = buf.split_at_mut(layout.act);
-    let (scales_buf, panels_buf) = rest.split_at_mut(layout.scales);
+    let (scales_buf, rest) = rest.split_at_mut(layout.scales);
+    let (panels_buf, rows_buf) = rest.split_at_mut(if panel { n_threads * layout.panel } else { 0 });
+    let row_major = RowMajorChunks::new(w, shape.row_bytes, rows_buf, layout.rows);
     let act: &[u8] = match shape.kernels.raw_quantize_act() {
         Some(quantize) => {
             quantize_activations(&lease, quantize, x, w.cols, n_tokens, act_buf, shape.act_stride, shape.act_row_bytes);
@@ -117,7 +143,7 @@ fn matmul_impl(
         None => bytemuck::cast_slice(x),
     };
     let out = SharedOut { ptr: y.as_mut_ptr(), len: y.len() };
-    let work = Work { w, shape: &shape, act, n_tokens, out: &out };
+    let work = Work { w, shape: &shape, act, n_tokens, out: &out, row_major: &row_major };
     if n_tokens == 1 {
         let chunk = matvec_chunk_rows(w.rows, shape.row_bytes, n_threads);
         if n_threads == 1 {
@@ -128,13 +154,12 @@ fn matmul_impl(
     } else if panel {
         #[cfg(target_arch = "x86_64")]
         panel_prefill(&lease, &work, n_threads, nb, scales_buf, panels_buf, layout.panel);
+    } else if n_threads > 1 {
+        lease.parallel_for(w.rows, chunk, &|thread, rows| work.prefill_rows(thread, rows));
+    } else if interleaved {
+        for_each_chunk(w.rows, chunk, |rows| work.prefill_rows(0, rows));
     } else {
-        let chunk = prefill_chunk_rows(w.rows, shape.row_bytes, n_threads);
-        if n_threads == 1 {
-            work.prefill_rows(0..w.rows);
-        } else {
-            lease.parallel_for(w.rows, chunk, &|_, rows| work.prefill_rows(rows));
-        }
+        work.prefill_rows(0, 0..w.rows);
     }
     lease.put_scratch(scratch);
     Ok(())
@@ -151,11 +176,15 @@ struct ScratchLayout {
     scales: usize,
     /// Panel path: one panel per thread.
     panel: usize,
+    /// Interleaved weights, many tokens: per thread, room for one chunk's rows made row-major.
+    rows: usize,
     total: usize,
 }
 
 impl ScratchLayout {
-    fn new(shape: &Shape<'_>, n_tokens: usize, nb: usize, panels: usize) -> Self {
+    /// `panels`: threads with a panel (0: no panel path); `row_chunks`: threads that make
+    /// chunks of `chunk_rows` interleaved rows row-major (0: none).
+    fn new(shape: &Shape<'_>, n_tokens: usize, nb: usize, panels: usize, row_chunks: usize, chunk_rows: usize) -> Self {
         let act = if shape.act_in_scratch { n_tokens * shape.act_stride } else { 0 };
         let (scales, panel) = if panels > 0 {
             #[cfg(target_arch = "x86_64")]
@@ -169,7 +198,8 @@ impl ScratchLayout {
         } else {
             (0, 0)
         };
-        ScratchLayout { act, scales, panel, total: act + scales + panels * panel }
+        let rows = (chunk_rows * shape.row_bytes).next_multiple_of(64);
+        ScratchLayout { act, scales, panel, rows, total: act + scales + panels * panel + row_chunks * rows }
     }
 }
 
@@ -197,12 +227,7 @@ fn panel_prefill(
     let format = work.w.format;
     let each_chunk = |run: &(dyn Fn(usize, std::ops::Range<usize>) + Sync)| {
         if n_threads == 1 {
-            let mut r = 0;
-            while r < work.w.rows {
-                let end = (r + PANEL_ROWS).min(work.w.rows);
-                run(0, r..end);
-                r = end;
-            }
+            for_each_chunk(work.w.rows, PANEL_ROWS, |rows| run(0, rows));
         } else {
             lease.parallel_for(work.w.rows, PANEL_ROWS, run);
         }
@@ -212,7 +237,8 @@ fn panel_prefill(
             // SAFETY: each thread index owns its panel region; one chunk at a time per thread.
             let buf = unsafe { panels.slice(thread * panel_bytes, panel_bytes) };
             let mut panel = pk::KPanel::from_bytes(buf, rows.len(), nb);
-            let w_rows = &work.w.data[rows.start * work.shape.row_bytes..rows.end * work.shape.row_bytes];
+            // SAFETY: each thread index owns its row region; one chunk at a time per thread.
+            let w_rows = unsafe { work.row_major.rows(thread, rows.clone()) };
             // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
             unsafe { pk::unpack_rows(format, w_rows, rows.len(), nb, &mut panel) };
             match kind {
@@ -232,7 +258,8 @@ fn panel_prefill(
         // SAFETY: each thread index owns its panel region; one chunk at a time per thread.
         let buf = unsafe { panels.slice(thread * panel_bytes, panel_bytes) };
         let mut panel = p8::Panel::from_bytes(buf, rows.len(), nb);
-        let w_rows = &work.w.data[rows.start * work.shape.row_bytes..rows.end * work.shape.row_bytes];
+        // SAFETY: each thread index owns its row region; one chunk at a time per thread.
+        let w_rows = unsafe { work.row_major.rows(thread, rows.clone()) };
         // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
         unsafe { p8::unpack_rows(format, w_rows, rows.len(), nb, &mut panel) };
         macro_rules! sweep {
@@ -282,18 +309,80 @@ const MATVEC_CHUNKS_PER_THREAD: usize = 8;
 /// Smallest matvec chunk in weight bytes (an atomic claim costs ~100 ns).
 const MATVEC_MIN_CHUNK_BYTES: usize = 16 * 1024;
 
-/// Rows per chunk for one token, a multiple of 4 (the tile kernels' row count).
+/// Rows per chunk for one token, a multiple of 8 (the multi-row kernels' 4 rows and the
+/// interleaved layout's groups of 8).
 fn matvec_chunk_rows(rows: usize, row_bytes: usize, n_threads: usize) -> usize {
     let balance = rows.div_ceil(n_threads * MATVEC_CHUNKS_PER_THREAD);
     let min = MATVEC_MIN_CHUNK_BYTES.div_ceil(row_bytes.max(1));
-    balance.max(min).next_multiple_of(4)
+    balance.max(min).next_multiple_of(INTERLEAVE_ROWS)
 }
 
-/// Rows per chunk for many tokens, a multiple of 12 (the 3-row tiles and 4-row groups).
-fn prefill_chunk_rows(rows: usize, row_bytes: usize, n_threads: usize) -> usize {
+/// Rows per chunk for many tokens, a multiple of 12 (the 3-row tiles and 4-row groups);
+/// of 24 for interleaved weights (whole groups of 8).
+fn prefill_chunk_rows(rows: usize, row_bytes: usize, n_threads: usize, interleaved: bool) -> usize {
     let balance = rows.div_ceil(n_threads * 4);
     let fit = PREFILL_CHUNK_BYTES / row_bytes.max(1);
-    balance.min(fit).max(1).next_multiple_of(12)
+    balance.min(fit).max(1).next_multiple_of(if interleaved { 24 } else { 12 })
+}
+
+/// `run(chunk)` for consecutive chunks of `chunk` rows covering `0..rows`, on this thread.
+pub(super) fn for_each_chunk(rows: usize, chunk: usize, mut run: impl FnMut(std::ops::Range<usize>)) {
+    let mut r = 0;
+    while r < rows {
+        let end = (r + chunk.max(1)).min(rows);
+        run(r..end);
+        r = end;
+    }
+}
+
+/// Whole rows of a weight matrix as row-major bytes, for the paths that read rows (prefill
+/// panels and tiles, the float32-activation path): a matrix stored row-major lends its own
+/// bytes; an interleaved one has each chunk (whole groups) made row-major in the claiming
+/// thread's own scratch region — exact, and cheap beside the many-token work per row.
+pub(super) struct RowMajorChunks<'a> {
+    data: &'a [u8],
+    layout: RowLayout,
+    format: BlockFormat,
+    cols: usize,
+    row_bytes: usize,
+    regions: SharedOut<u8>,
+    region: usize,
+}
+
+impl<'a> RowMajorChunks<'a> {
+    /// `regions`: per-thread regions of `region` bytes (room for the largest chunk); unused
+    /// for a row-major matrix.
+    pub(super) fn new(w: &Matrix<'a>, row_bytes: usize, regions: &mut [u8], region: usize) -> Self {
+        RowMajorChunks {
+            data: w.data,
+            layout: w.layout,
+            format: w.format,
+            cols: w.cols,
+            row_bytes,
+            regions: SharedOut { ptr: regions.as_mut_ptr(), len: regions.len() },
+            region,
+        }
+    }
+
+    /// Rows `rows` (for an interleaved matrix: starting and ending on whole groups) as
+    /// row-major bytes.
+    ///
+    /// # Safety
+    /// For an interleaved matrix, `thread`'s region is written: no other use of it may be
+    /// alive (one chunk at a time per thread index).
+    pub(super) unsafe fn rows(&self, thread: usize, rows: std::ops::Range<usize>) -> &[u8] {
+        let src = &self.data[rows.start * self.row_bytes..rows.end * self.row_bytes];
+        if self.layout == RowLayout::RowMajor {
+            return src;
+        }
+        assert!(rows.start.is_multiple_of(INTERLEAVE_ROWS) && src.len() <= self.region);
+        // SAFETY: the caller's promise; `slice` checks the bounds.
+        let dst = unsafe { self.regions.slice(thread * self.region, src.len()) };
+        if let Err(e) = interleave::deinterleave_rows(self.format, self.cols, src, dst) {
+            unreachable!("validated interleaved matrix: {e}");
+        }
+        dst
+    }
 }
 
 /// Shapes checked against each other once per call.
@@ -337,6 +426,11 @@ impl<'t> Shape<'t> {
         let y_len = n_tokens.checked_mul(w.rows).ok_or_else(|| too_big("matmul y"))?;
         if y.len() != y_len {
             return Err(KernelError::Length { what: "matmul y", expected: y_len, got: y.len(), unit: "f32" });
+        }
+        if w.layout == RowLayout::Interleaved8
+            && !(interleave::can_interleave(w.format, w.rows, w.cols) && kernels.raw_group_matvec().is_some())
+        {
+            return Err(KernelError::Unsupported { format: w.format, op: "matmul of this shape in the 8-row interleaved layout" });
         }
         let align = dispatch::weight_align(w.format);
         if !(w.data.as_ptr() as usize).is_multiple_of(align) {
@@ -438,14 +532,10 @@ struct Work<'a, 'w> {
     act: &'a [u8],
     n_tokens: usize,
     out: &'a SharedOut<f32>,
+    row_major: &'a RowMajorChunks<'w>,
 }
 
 impl Work<'_, '_> {
-    #[inline(always)]
-    fn weight_row(&self, r: usize) -> &[u8] {
-        &self.w.data[r * self.shape.row_bytes..(r + 1) * self.shape.row_bytes]
-    }
-
     #[inline(always)]
     fn act_row(&self, t: usize) -> &[u8] {
         &self.act[t * self.shape.act_stride..t * self.shape.act_stride + self.shape.act_row_bytes]
@@ -457,8 +547,18 @@ impl Work<'_, '_> {
     fn matvec_rows(&self, rows: std::ops::Range<usize>) {
         let dot = self.shape.kernels.raw_dot();
         let a = self.act_row(0);
+        let rb = self.shape.row_bytes;
+        if self.w.layout == RowLayout::Interleaved8 {
+            let Some(group_matvec) = self.shape.kernels.raw_group_matvec() else {
+                unreachable!("validated: interleaved weights have a group kernel")
+            };
+            // SAFETY: as below; chunks are whole groups (a multiple of 8 rows, validated
+            // `rows` a multiple of 8), so their bytes are whole groups too.
+            let out = unsafe { self.out.slice(rows.start, rows.len()) };
+            group_matvec(&self.w.data[rows.start * rb..rows.end * rb], a, out);
+            return;
+        }
         if let Some(matvec) = self.shape.kernels.raw_matvec() {
-            let rb = self.shape.row_bytes;
             // SAFETY: one token, so output index = row; the rows of a chunk belong to this
             // thread only.
             let out = unsafe { self.out.slice(rows.start, rows.len()) };
@@ -466,7 +566,7 @@ impl Work<'_, '_> {
             return;
         }
         for r in rows {
-            let v = dot(self.weight_row(r), a);
+            let v = dot(&self.w.data[r * rb..(r + 1) * rb], a);
             // SAFETY: row r belongs to this chunk only.
             unsafe { self.out.write(r, v) };
         }
@@ -550,7 +650,11 @@ impl Work<'_, '_> {
     /// tokens per kernel call where the format has a multi-token kernel (each weight block is
     /// then unpacked once for four tokens). Its columns equal the one-token kernel bit for
     /// bit, so a token's output does not depend on the batch it came in.
-    fn prefill_rows(&self, rows: std::ops::Range<usize>) {
+    fn prefill_rows(&self, thread: usize, rows: std::ops::Range<usize>) {
+        // SAFETY: each thread index makes one chunk at a time row-major in its own region.
+        let chunk = unsafe { self.row_major.rows(thread, rows.clone()) };
+        let rb = self.shape.row_bytes;
+        let weight_row = |r: usize| &chunk[(r - rows.start) * rb..(r - rows.start + 1) * rb];
         let dot = self.shape.kernels.raw_dot();
         let dot4 = self.shape.kernels.raw_dot4();
         let tile3x4 = self.shape.kernels.raw_tile3x4();
@@ -562,7 +666,7 @@ impl Work<'_, '_> {
             let mut r = rows.start;
             if let Some(tile3x4) = tile3x4 {
                 while r + 3 <= rows.end {
-                    let wr = [self.weight_row(r), self.weight_row(r + 1), self.weight_row(r + 2)];
+                    let wr = [weight_row(r), weight_row(r + 1), weight_row(r + 2)];
                     let mut t = t0;
                     while t + 4 <= t1 {
                         let a = [self.act_row(t), self.act_row(t + 1), self.act_row(t + 2), self.act_row(t + 3)];
@@ -584,7 +688,7 @@ impl Work<'_, '_> {
                 }
             }
             for r in r..rows.end {
-                let wr = self.weight_row(r);
+                let wr = weight_row(r);
                 let mut t = t0;
                 if let Some(dot4) = dot4 {
                     while t + 4 <= t1 {
@@ -644,7 +748,7 @@ mod tests {
                 let mut row = vec![0u8; rb];
                 crate::quant::quantize_row(format, &src, &mut row).expect("quantize");
                 let data: Vec<u8> = row.iter().copied().cycle().take(rows * rb).collect();
-                let w = Matrix { format, rows, cols, data: &data };
+                let w = Matrix::new(format, rows, cols, &data);
                 let x: Vec<f32> = (0..tokens * cols).map(|i| ((i * 7919 % 1000) as f32) / 1000.0 - 0.5).collect();
                 let mut y = vec![0f32; tokens * rows];
                 let mut best = [f64::MAX; 2];

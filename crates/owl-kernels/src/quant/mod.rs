@@ -20,6 +20,7 @@ pub mod dequantize_avx2;
 pub mod f16;
 pub mod f32;
 pub mod iq4_nl;
+pub mod interleave;
 pub mod iq4_xs;
 pub mod q2_k;
 pub mod q3_k;

@@ -174,7 +174,7 @@ fn f32_activation_matmul_equals_scalar_dequantize_then_float_dot() {
             for (rows, n_blocks) in [(7, 1), (13, 2), (70, 512 / be.min(512))] {
                 let cols = n_blocks * be;
                 let data = random_row(&mut rng, f, scale_at, rows * n_blocks, false);
-                let w = Matrix { format: f, rows, cols, data: &data };
+                let w = Matrix::new(f, rows, cols, &data);
                 let row_bytes = data.len() / rows;
                 let deq: Vec<Vec<f32>> = (0..rows).map(|r| scalar(f, &data[r * row_bytes..(r + 1) * row_bytes], cols)).collect();
                 for n_tokens in [1, 2, 5] {
@@ -261,7 +261,7 @@ fn bench_dequantize_and_f32_matvec() {
         );
         let (rows, cols) = (1024, 4096);
         let data = random_row(&mut rng, f, scale_at, rows * cols / f.block_elems(), false);
-        let w = Matrix { format: f, rows, cols, data: &data };
+        let w = Matrix::new(f, rows, cols, &data);
         let x = activation_row(&mut rng, cols, 32);
         let (mut out, mut out2) = (vec![0f32; rows], vec![0f32; rows]);
         let m = best_ns(

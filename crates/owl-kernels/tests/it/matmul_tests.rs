@@ -77,7 +77,7 @@ fn available_tables() -> Vec<&'static KernelTable> {
 /// token count and thread count; returns the worst error ratio seen (error / tolerance).
 fn check_format(format: BlockFormat, rows: usize, cols: usize, tokens: &[usize], pools: &[ThreadPool]) -> f64 {
     let (data, deq) = random_matrix(format, rows, cols, 0x5eed ^ format as u64);
-    let w = Matrix { format, rows, cols, data: &data };
+    let w = Matrix::new(format, rows, cols, &data);
     let max_tokens = tokens.iter().copied().max().unwrap_or(1);
     let x = Rng::new(7 + format as u64).gaussian_row(max_tokens * cols, 1.0);
     let mut worst = 0f64;
@@ -154,7 +154,7 @@ fn matmul_default_table_matches_explicit_one() {
     let pool = ThreadPool::new(2);
     let format = BlockFormat::Q4_0;
     let (data, _) = random_matrix(format, 64, 256, 1);
-    let w = Matrix { format, rows: 64, cols: 256, data: &data };
+    let w = Matrix::new(format, 64, 256, &data);
     let x = Rng::new(2).gaussian_row(3 * 256, 1.0);
     let (mut a, mut b) = (vec![0f32; 192], vec![0f32; 192]);
     matmul(&pool, &w, &x, 3, &mut a).expect("matmul");
@@ -166,12 +166,12 @@ fn matmul_default_table_matches_explicit_one() {
 #[test]
 fn matmul_zero_sizes() {
     let pool = ThreadPool::new(2);
-    let w = Matrix { format: BlockFormat::Q8_0, rows: 0, cols: 64, data: &[] };
+    let w = Matrix::new(BlockFormat::Q8_0, 0, 64, &[]);
     matmul(&pool, &w, &[0.0; 128], 2, &mut []).expect("no rows");
     let data = vec![0u8; 4 * 34 * 2];
-    let w = Matrix { format: BlockFormat::Q8_0, rows: 4, cols: 64, data: &data };
+    let w = Matrix::new(BlockFormat::Q8_0, 4, 64, &data);
     matmul(&pool, &w, &[], 0, &mut []).expect("no tokens");
-    let w = Matrix { format: BlockFormat::F32, rows: 3, cols: 0, data: &[] };
+    let w = Matrix::new(BlockFormat::F32, 3, 0, &[]);
     let mut y = [f32::NAN; 6];
     matmul(&pool, &w, &[], 2, &mut y).expect("no columns");
     assert_eq!(y, [0.0; 6]);
@@ -181,7 +181,7 @@ fn matmul_zero_sizes() {
 fn matmul_rejects_bad_shapes() {
     let pool = ThreadPool::new(2);
     let data = vec![0u8; 4 * 18 * 2]; // 4 rows × 64 columns of Q4_0
-    let w = Matrix { format: BlockFormat::Q4_0, rows: 4, cols: 64, data: &data };
+    let w = Matrix::new(BlockFormat::Q4_0, 4, 64, &data);
     let x = vec![0f32; 64 * 2];
     let mut y = vec![0f32; 4 * 2];
 
@@ -201,7 +201,7 @@ fn matmul_rejects_bad_shapes() {
     let err = matmul(&pool, &w, &x, usize::MAX / 8, &mut y).expect_err("must fail");
     assert!(matches!(err, KernelError::Length { .. }), "{err}");
     // K-quant rows need whole super-blocks.
-    let kq = Matrix { format: BlockFormat::Q4_K, rows: 1, cols: 128, data: &[] };
+    let kq = Matrix::new(BlockFormat::Q4_K, 1, 128, &[]);
     let err = matmul(&pool, &kq, &x[..128], 1, &mut y[..1]).expect_err("must fail");
     assert!(matches!(err, KernelError::RowNotBlockMultiple { format: BlockFormat::Q4_K, .. }), "{err}");
 }
@@ -213,7 +213,7 @@ fn matmul_inside_pool_job_runs_inline() {
     let pool = ThreadPool::new(2);
     let format = BlockFormat::Q8_0;
     let (data, deq) = random_matrix(format, 96, 512, 3);
-    let w = Matrix { format, rows: 96, cols: 512, data: &data };
+    let w = Matrix::new(format, 96, 512, &data);
     let x = Rng::new(4).gaussian_row(2 * 512, 1.0);
     let want = reference(BlockFormat::Q8_0, &deq, 96, 512, &x, 2);
     let results = std::sync::Mutex::new(Vec::new());
@@ -241,7 +241,7 @@ fn matmul_simd_tables_agree_with_scalar() {
         for format in BlockFormat::ALL {
             let (rows, cols, n) = (37, 768, 5);
             let (data, deq) = random_matrix(format, rows, cols, 11);
-            let w = Matrix { format, rows, cols, data: &data };
+            let w = Matrix::new(format, rows, cols, &data);
             let x = Rng::new(12).gaussian_row(n * cols, 1.0);
             let (mut ys, mut yv) = (vec![0f32; rows * n], vec![0f32; rows * n]);
             matmul_with(scalar, &pool, &w, &x, n, &mut ys).expect("scalar");
@@ -266,7 +266,7 @@ fn matmul_batch_equals_single_token_calls() {
         for format in BlockFormat::ALL {
             let (rows, cols, n) = (45, 512, 11);
             let (data, deq) = random_matrix(format, rows, cols, 21);
-            let w = Matrix { format, rows, cols, data: &data };
+            let w = Matrix::new(format, rows, cols, &data);
             let x = Rng::new(22).gaussian_row(n * cols, 1.0);
             let mut batch = vec![0f32; rows * n];
             matmul_with(table, &pool, &w, &x, n, &mut batch).expect("batch");
@@ -357,4 +357,71 @@ fn matmul_panel_demo_shapes() {
             eprintln!("{format:?} {rows}x{cols}: worst error {:.1}% of tolerance", worst * 100.0);
         }
     }
+}
+
+/// The 8-row interleaved layout gives what the row-major one gives: prefill and the
+/// float32-activation path bit for bit (they run the same kernels on rows made row-major
+/// again), decode within the reference tolerance (its group kernels only fuse the last
+/// multiply-add of each block differently) — on every table, 1 and 2 threads, every
+/// format with the layout, shapes of one group up to many chunks.
+#[test]
+fn matmul_interleaved_layout_matches_row_major() {
+    use owl_kernels::ops::ActivationPrecision;
+    use owl_kernels::quant::interleave::{can_interleave, has_interleaved_layout, interleave_matrix};
+    let mut pools = pools();
+    let mut formats = 0;
+    for format in BlockFormat::ALL.into_iter().filter(|&f| has_interleaved_layout(f)) {
+        formats += 1;
+        for (rows, cols) in [(8, format.block_elems()), (136, 512), (1024, 256)] {
+            assert!(can_interleave(format, rows, cols));
+            let (data, deq) = random_matrix(format, rows, cols, 0x1eaf ^ format as u64);
+            let mut packed = vec![0u8; data.len()];
+            interleave_matrix(format, rows, cols, &data, &mut packed).expect("interleave");
+            let (plain, inter) = (Matrix::new(format, rows, cols, &data), Matrix::interleaved(format, rows, cols, &packed));
+            let x = Rng::new(3 + format as u64).gaussian_row(64 * cols, 1.0);
+            for table in available_tables() {
+                let act = table.get(format).expect("kernels").act_format();
+                for precision in [ActivationPrecision::Quantized, ActivationPrecision::F32] {
+                    for pool in pools.iter_mut() {
+                        pool.set_activation_precision(precision);
+                        for n in [1, 2, 5, 64] {
+                            let xs = &x[..n * cols];
+                            let (mut want, mut got) = (vec![f32::NAN; rows * n], vec![f32::NAN; rows * n]);
+                            matmul_with(table, pool, &plain, xs, n, &mut want).expect("row-major");
+                            matmul_with(table, pool, &inter, xs, n, &mut got).expect("interleaved");
+                            let ctx = format!("{format:?} {} {precision:?} {rows}x{cols} tokens={n} threads={}", table.isa(), pool.n_threads());
+                            if n > 1 || precision == ActivationPrecision::F32 {
+                                assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{ctx}: not bit-identical");
+                                continue;
+                            }
+                            let reference = reference(act, &deq, rows, cols, xs, 1);
+                            for (r, (&g, &(v, scale))) in got.iter().zip(&reference).enumerate() {
+                                let tol = rel_tolerance(format) * scale + 1e-6;
+                                assert!((g as f64 - v).abs() <= tol, "{ctx} row {r}: {g} vs reference {v} (tol {tol:.2e})");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(formats >= 2, "the formats with the layout are tested");
+    for pool in pools.iter_mut() {
+        pool.set_activation_precision(ActivationPrecision::Quantized);
+    }
+}
+
+/// Interleaved matrices whose shape cannot be interleaved, or of a format without the layout,
+/// are errors, not wrong answers.
+#[test]
+fn matmul_rejects_impossible_interleaved_matrices() {
+    let pool = ThreadPool::new(1);
+    let data = vec![0u8; 12 * BlockFormat::Q4_0.row_bytes(64).expect("row")];
+    let x = vec![0f32; 64];
+    let mut y = vec![0f32; 12];
+    let twelve = Matrix::interleaved(BlockFormat::Q4_0, 12, 64, &data);
+    assert!(matches!(matmul(&pool, &twelve, &x, 1, &mut y), Err(KernelError::Unsupported { .. })));
+    let data = vec![0u8; 8 * BlockFormat::F16.row_bytes(64).expect("row")];
+    let f16 = Matrix::interleaved(BlockFormat::F16, 8, 64, &data);
+    assert!(matches!(matmul(&pool, &f16, &x, 1, &mut y[..8]), Err(KernelError::Unsupported { .. })));
 }

@@ -278,12 +278,7 @@ fn matvec_driver_equals_row_kernel() {
                 matmul_with(
                     table,
                     &pool,
-                    &Matrix {
-                        format,
-                        rows,
-                        cols,
-                        data: &data,
-                    },
+                    &Matrix::new(format, rows, cols, &data),
                     &x,
                     1,
                     &mut y,

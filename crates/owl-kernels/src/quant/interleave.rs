@@ -1,0 +1,144 @@
+//! The 8-row interleaved weight layout: decode's memory-speed form of a quantized matrix.
+//!
+//! Decode multiplies each weight once per token, so it runs at the speed the weights stream
+//! from DRAM — if the kernel keeps up. Row-major kernels spend ~10 instructions per
+//! 32-element block (unpack, multiply, widen, convert, scale, and a horizontal sum per
+//! row), which on Zen 3 caps them at 60–71 % of one core's read bandwidth. Stored as groups
+//! of 8 rows, interleaved per block so that one 256-bit register holds the same 4 elements
+//! of 8 rows, one broadcast activation chunk serves all 8 rows, each register lane
+//! accumulates one row, the 8 rows' scales convert in one instruction and no horizontal sum
+//! is needed: 2–3× the compute rate, and decode becomes memory-bound (docs/PERFORMANCE.md).
+//! ggml repacks at load time for the same reason (`ggml-cpu/repack.cpp`); the layouts here
+//! are our own, one per format in `quant::<format>::x8`.
+//!
+//! The layout: a matrix of `rows` (a multiple of [`INTERLEAVE_ROWS`]) rows of `nb` blocks
+//! is `rows / 8` consecutive groups, each `nb` group-blocks of exactly 8 blocks' bytes (so
+//! the matrix keeps its row-major size). Row `8g + r` is row `r` of group `g`; a whole
+//! number of groups is therefore a contiguous byte range, and so is any 8-aligned range
+//! of rows. Prefill, the float32-activation path and tensor export read row-major rows:
+//! [`deinterleave_rows`] turns groups back into them, exactly.
+
+use crate::quant::{q4_0, q4_1, q4_k, q5_0, q6_k, q8_0, BlockFormat};
+use crate::KernelError;
+
+/// Rows per interleaved group.
+pub const INTERLEAVE_ROWS: usize = 8;
+
+/// How a weight matrix's rows are laid out in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RowLayout {
+    /// As GGUF stores it: row after row, each a run of blocks.
+    #[default]
+    RowMajor,
+    /// Groups of [`INTERLEAVE_ROWS`] rows interleaved per block (this module).
+    Interleaved8,
+}
+
+/// One format's group (de)interleaver: `(src, nb, dst)` over one group's bytes.
+type GroupFn = fn(&[u8], usize, &mut [u8]);
+
+/// The interleave and deinterleave functions of `format`, if it has the layout.
+fn group_fns(format: BlockFormat) -> Option<(GroupFn, GroupFn)> {
+    Some(match format {
+        BlockFormat::Q4_0 => (q4_0::x8::interleave, q4_0::x8::deinterleave),
+        BlockFormat::Q4_1 => (q4_1::x8::interleave, q4_1::x8::deinterleave),
+        BlockFormat::Q5_0 => (q5_0::x8::interleave, q5_0::x8::deinterleave),
+        BlockFormat::Q8_0 => (q8_0::x8::interleave, q8_0::x8::deinterleave),
+        BlockFormat::Q4_K => (q4_k::x8::interleave, q4_k::x8::deinterleave),
+        BlockFormat::Q6_K => (q6_k::x8::interleave, q6_k::x8::deinterleave),
+        _ => return None,
+    })
+}
+
+/// Whether `format` has an interleaved layout (and group kernels in every kernel table).
+pub fn has_interleaved_layout(format: BlockFormat) -> bool {
+    group_fns(format).is_some()
+}
+
+/// Whether a `rows × cols` matrix of `format` can be stored interleaved: the format has the
+/// layout, and the rows are a whole, non-zero number of groups of whole blocks.
+pub fn can_interleave(format: BlockFormat, rows: usize, cols: usize) -> bool {
+    has_interleaved_layout(format)
+        && rows > 0
+        && rows.is_multiple_of(INTERLEAVE_ROWS)
+        && cols > 0
+        && format.row_bytes(cols).is_some()
+}
+
+/// Checks `bytes` against a `rows × cols` matrix of `format` that [`can_interleave`].
+fn check(format: BlockFormat, rows: usize, cols: usize, len: usize, what: &'static str) -> Result<usize, KernelError> {
+    if !can_interleave(format, rows, cols) {
+        return Err(KernelError::Unsupported { format, op: "8-row interleaved layout of this shape" });
+    }
+    let row_bytes = format.row_bytes(cols).unwrap_or(0);
+    match row_bytes.checked_mul(rows) {
+        Some(n) if n == len => Ok(row_bytes),
+        _ => Err(KernelError::Length { what, expected: row_bytes.saturating_mul(rows), got: len, unit: "bytes" }),
+    }
+}
+
+/// Row-major `src` (a `rows × cols` matrix of `format`) → the interleaved layout in `dst`.
+pub fn interleave_matrix(
+    format: BlockFormat,
+    rows: usize,
+    cols: usize,
+    src: &[u8],
+    dst: &mut [u8],
+) -> Result<(), KernelError> {
+    let row_bytes = check(format, rows, cols, src.len(), "interleave source")?;
+    check(format, rows, cols, dst.len(), "interleave destination")?;
+    let (interleave, _) = group_fns(format).ok_or(KernelError::Unsupported { format, op: "interleave" })?;
+    let group = INTERLEAVE_ROWS * row_bytes;
+    let nb = cols / format.block_elems();
+    for (s, d) in src.chunks_exact(group).zip(dst.chunks_exact_mut(group)) {
+        interleave(s, nb, d);
+    }
+    Ok(())
+}
+
+/// Interleaved groups of a `format` matrix with `cols` columns (`src`: a whole number of
+/// groups) → the same rows, row-major, in `dst` (same length).
+pub fn deinterleave_rows(format: BlockFormat, cols: usize, src: &[u8], dst: &mut [u8]) -> Result<(), KernelError> {
+    let rows = match format.row_bytes(cols) {
+        Some(rb) if rb > 0 => src.len() / rb,
+        _ => 0,
+    };
+    check(format, rows, cols, src.len(), "deinterleave source")?;
+    check(format, rows, cols, dst.len(), "deinterleave destination")?;
+    let (_, deinterleave) = group_fns(format).ok_or(KernelError::Unsupported { format, op: "deinterleave" })?;
+    let group = src.len() / rows * INTERLEAVE_ROWS;
+    let nb = cols / format.block_elems();
+    for (s, d) in src.chunks_exact(group).zip(dst.chunks_exact_mut(group)) {
+        deinterleave(s, nb, d);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{test_rows, test_values};
+
+    #[test]
+    fn matrices_round_trip_and_bad_shapes_are_errors() {
+        for format in BlockFormat::ALL.into_iter().filter(|&f| has_interleaved_layout(f)) {
+            let (rows, cols) = (16, 2 * format.block_elems());
+            let (w, _) = test_rows(format, &test_values(rows * cols, 9, 0.0, 1.0), rows, cols);
+            let mut g = vec![0u8; w.len()];
+            interleave_matrix(format, rows, cols, &w, &mut g).expect("interleave");
+            assert_ne!(g, w, "{format:?}: the layout moves bytes");
+            let mut back = vec![0u8; w.len()];
+            deinterleave_rows(format, cols, &g, &mut back).expect("deinterleave");
+            assert_eq!(back, w, "{format:?}");
+            // The second group alone is rows 8..16.
+            let half = w.len() / 2;
+            deinterleave_rows(format, cols, &g[half..], &mut back[..half]).expect("one group");
+            assert_eq!(back[..half], w[half..], "{format:?}");
+            assert!(interleave_matrix(format, 12, cols, &w[..w.len() * 3 / 4], &mut g[..w.len() * 3 / 4]).is_err());
+            assert!(interleave_matrix(format, rows, cols, &w[1..], &mut g[1..]).is_err());
+            assert!(deinterleave_rows(format, cols, &g[..half - 1], &mut back[..half - 1]).is_err());
+        }
+        assert!(!has_interleaved_layout(BlockFormat::F16));
+        assert!(!can_interleave(BlockFormat::Q4_0, 8, 33));
+    }
+}

@@ -1,0 +1,103 @@
+//! Q4_0 · Q8_0 over one group of the 8-row interleaved layout ([`super::x8`]), AVX2.
+//!
+//! Lane `r` of every register is row `r`: a chunk load gives 8 rows × 4 bytes; its low and
+//! high nibbles (`and`, `srli` + `and`) are multiplied with the broadcast 4 activation bytes
+//! of the same elements by `maddubs` (unsigned nibbles × signed activations, exact in i16:
+//! 2·15·127 per lane, eight of them summed stay below 2¹⁵), `madd` with ones widens to one
+//! i32 per row, and the Q4_0 offset comes off in integers (`Σ(q − 8)·a = Σq·a − 8·Σa`,
+//! exact; `8·Σa` is one horizontal sum per block, shared by the 8 rows). One `vcvtph2ps` converts the 8 rows' scales, one FMA accumulates the block. No
+//! horizontal sum anywhere: ~6 instructions per row-block against ~10 in the row-major
+//! kernels, which made decode memory-bound instead of compute-bound (docs/PERFORMANCE.md).
+//!
+//! Results equal [`super::x8::dot_x8`] (the scalar `vec_dot`) up to the fused multiply-add:
+//! integer block sums are exact, `d_w·d_a` rounds as in the scalar code, and each row sums
+//! its blocks in order in its own lane; only `(d_w·d_a)·isum + acc` rounds once, not twice.
+
+// Needed on the MSRV, redundant from 1.87 on: see `simd_x86`.
+#![allow(unused_unsafe)]
+
+use std::arch::x86_64::*;
+
+use super::x8::GROUP_BLOCK_BYTES;
+use crate::quant::q8_0::BlockQ8_0;
+use crate::quant::simd_x86::{f16_to_f32, hsum_i32x8, load_i8x32, prefetch_ahead};
+
+/// See the module header.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
+    debug_assert_eq!(group.len(), a.len() * GROUP_BLOCK_BYTES);
+    let nb = a.len().min(group.len() / GROUP_BLOCK_BYTES);
+    // SAFETY: features guaranteed by the caller. Block `b < nb` reads group bytes
+    // `b·144 .. (b + 1)·144` and activation block `b`, both in bounds by the choice of `nb`.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let eights = _mm256_set1_epi8(8);
+        let mut acc = _mm256_setzero_ps();
+        for b in 0..nb {
+            let g = group.as_ptr().add(b * GROUP_BLOCK_BYTES);
+            prefetch_ahead(&*g, GROUP_BLOCK_BYTES);
+            let y = a.get_unchecked(b);
+            let yq = y.qs.as_ptr();
+            let mut s16 = _mm256_setzero_si256();
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(g.add(16 + 32 * c).cast());
+                let lo = _mm256_and_si256(v, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
+                let alo = _mm256_set1_epi32(yq.add(4 * c).cast::<i32>().read_unaligned());
+                let ahi = _mm256_set1_epi32(yq.add(16 + 4 * c).cast::<i32>().read_unaligned());
+                s16 = _mm256_add_epi16(s16, _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi)));
+            }
+            // 8·Σa once per block for the 8 rows (one horizontal sum per 8 row-blocks).
+            let ysum = hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(eights, load_i8x32(&y.qs)), ones));
+            let isum = _mm256_sub_epi32(_mm256_madd_epi16(s16, ones), _mm256_set1_epi32(ysum));
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(g.cast()));
+            let dy = _mm256_set1_ps(f16_to_f32(y.d));
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(isum), acc);
+        }
+        let mut out = [0.0f32; 8];
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::x8;
+    use super::*;
+    use crate::dispatch::Isa;
+    use crate::quant::{quantize_row, test_rows, test_values, BlockFormat};
+
+    #[test]
+    fn dot_x8_matches_the_scalar_group_kernel() {
+        if !Isa::Avx2.is_available() {
+            return;
+        }
+        for (nb, seed) in [(1, 1u64), (2, 2), (18, 3), (128, 4)] {
+            let cols = nb * 32;
+            let (w, _) = test_rows(BlockFormat::Q4_0, &test_values(8 * cols, seed, 0.0, 1.0), 8, cols);
+            let mut g = vec![0u8; w.len()];
+            x8::interleave(&w, nb, &mut g);
+            let x = test_values(cols, seed + 100, 0.1, 2.0);
+            let mut act = vec![0u8; nb * size_of::<BlockQ8_0>()];
+            quantize_row(BlockFormat::Q8_0, &x, &mut act).expect("quantize");
+            let a: &[BlockQ8_0] = bytemuck::cast_slice(&act);
+            let want = x8::dot_x8(&g, a);
+            // SAFETY: AVX2, FMA and F16C checked above.
+            let got = unsafe { dot_x8(&g, a) };
+            // Bound: one rounding per block less than the scalar sum; |Σ| of the terms.
+            let rows: &[super::super::BlockQ4_0] = bytemuck::cast_slice(&w);
+            for r in 0..8 {
+                let mag: f32 = rows[r * nb..(r + 1) * nb]
+                    .iter()
+                    .zip(a)
+                    .map(|(x, y)| (x.d() * y.d()).abs() * 8.0 * 127.0 * 32.0)
+                    .sum();
+                assert!((got[r] - want[r]).abs() <= 2e-6 * mag, "nb {nb} row {r}: {} vs {}", got[r], want[r]);
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Q4_0 in the 8-row interleaved layout (decode matvec; see `quant::interleave`).
+//!
+//! A group of 8 rows stores, per block index, one 144-byte group-block (the 8 rows' 18
+//! bytes, rearranged):
+//! - bytes `0..16`: the 8 rows' f16 scales, row `r` at `2r` (one `vcvtph2ps` converts all);
+//! - bytes `16..144`: four 32-byte chunks; chunk `c` holds, for row `r`, bytes `4c..4c + 4`
+//!   of that row's `qs` at `16 + 32c + 4r`. So a 256-bit load of a chunk has row `r` in
+//!   lane `r`: low nibbles are elements `4c..4c + 4`, high nibbles elements `16 + 4c..`.
+//!
+//! After ggml's idea of repacking rows at load time (`ggml-cpu/repack.cpp`, `block_q4_0x8`);
+//! the chunk order here is our own, chosen so that the AVX2 kernel needs no shuffles.
+
+use super::{BlockQ4_0, QK4_0};
+use crate::quant::q8_0::BlockQ8_0;
+use crate::quant::util::f16_to_f32;
+
+/// Bytes of one group-block: 8 rows' blocks.
+pub const GROUP_BLOCK_BYTES: usize = 8 * size_of::<BlockQ4_0>();
+
+const QS: usize = QK4_0 / 2;
+
+/// 8 consecutive row-major rows of `nb` blocks (`src`) → one group (`dst`, same length).
+pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert!(src.len() == 8 * nb * size_of::<BlockQ4_0>() && dst.len() == src.len());
+    let rows: &[BlockQ4_0] = bytemuck::cast_slice(src);
+    for (b, g) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
+        for r in 0..8 {
+            let x = &rows[r * nb + b];
+            g[2 * r..2 * r + 2].copy_from_slice(&x.d);
+            for c in 0..QS / 4 {
+                g[16 + 32 * c + 4 * r..][..4].copy_from_slice(&x.qs[4 * c..4 * c + 4]);
+            }
+        }
+    }
+}
+
+/// The inverse of [`interleave`].
+pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert!(dst.len() == 8 * nb * size_of::<BlockQ4_0>() && dst.len() == src.len());
+    let rows: &mut [BlockQ4_0] = bytemuck::cast_slice_mut(dst);
+    for (b, g) in src.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+        for r in 0..8 {
+            let x = &mut rows[r * nb + b];
+            x.d.copy_from_slice(&g[2 * r..2 * r + 2]);
+            for c in 0..QS / 4 {
+                x.qs[4 * c..4 * c + 4].copy_from_slice(&g[16 + 32 * c + 4 * r..][..4]);
+            }
+        }
+    }
+}
+
+/// Row `r` of one group · `a`, for the 8 rows: the scalar `vec_dot`'s integer block sums and
+/// per-block float products, in the same order (so the same bits).
+pub fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
+    debug_assert_eq!(group.len(), a.len() * GROUP_BLOCK_BYTES);
+    let mut sum = [0.0f32; 8];
+    for (g, y) in group.chunks_exact(GROUP_BLOCK_BYTES).zip(a) {
+        for (r, s) in sum.iter_mut().enumerate() {
+            let mut sumi = 0i32;
+            for c in 0..QS / 4 {
+                for k in 0..4 {
+                    let q = g[16 + 32 * c + 4 * r + k];
+                    let j = 4 * c + k;
+                    sumi += ((q & 0x0F) as i32 - 8) * y.qs[j] as i32;
+                    sumi += ((q >> 4) as i32 - 8) * y.qs[j + QS] as i32;
+                }
+            }
+            *s += sumi as f32 * f16_to_f32([g[2 * r], g[2 * r + 1]]) * y.d();
+        }
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{quantize_row, test_rows, test_values, BlockFormat};
+
+    #[test]
+    fn interleave_round_trips_and_dot_x8_equals_vec_dot() {
+        for nb in [1, 2, 7, 18] {
+            let cols = nb * QK4_0;
+            let (w, _) = test_rows(BlockFormat::Q4_0, &test_values(8 * cols, 3 + nb as u64, 0.0, 1.0), 8, cols);
+            let mut g = vec![0u8; w.len()];
+            interleave(&w, nb, &mut g);
+            let mut back = vec![0u8; w.len()];
+            deinterleave(&g, nb, &mut back);
+            assert_eq!(back, w, "nb {nb}");
+            let x = test_values(cols, 11, 0.0, 1.0);
+            let mut act = vec![0u8; nb * size_of::<BlockQ8_0>()];
+            quantize_row(BlockFormat::Q8_0, &x, &mut act).expect("quantize");
+            let a: &[BlockQ8_0] = bytemuck::cast_slice(&act);
+            let rows: &[BlockQ4_0] = bytemuck::cast_slice(&w);
+            let got = dot_x8(&g, a);
+            for r in 0..8 {
+                assert_eq!(got[r].to_bits(), super::super::vec_dot(&rows[r * nb..(r + 1) * nb], a).to_bits(), "nb {nb} row {r}");
+            }
+        }
+    }
+}
