@@ -120,6 +120,9 @@ impl Model {
                 ),
             ));
         }
+        // The head is read once per token like every projection (a tied head becomes its own
+        // copy; the embedding stays row-major for row lookups).
+        let head = head.interleaved_for_decode();
         let max_tokens = options.max_batch_tokens.max(1);
         let pool = ThreadPool::new(options.threads.max(1));
         let ropes = config.ropes.iter().cloned().map(Rope::new).collect::<Result<Vec<_>, _>>()?;

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use owl_kernels::ops::Matrix;
+use owl_kernels::quant::interleave::{self, RowLayout, INTERLEAVE_ROWS};
 use owl_kernels::quant::dequantize_row;
 use owl_kernels::BlockFormat;
 
@@ -45,6 +46,16 @@ impl WeightBytes {
         WeightBytes { ptr: bytes.as_ptr(), len: bytes.len(), _owner: Arc::clone(owner) as Arc<dyn Any + Send + Sync> }
     }
 
+    /// Tells the owner that bytes `range` will not be read again soon (they were copied into
+    /// another layout): a memory-mapped GGUF file drops their pages from resident memory
+    /// (they fault in again from the file if read). Nothing happens for other owners.
+    pub fn release_pages(&self, range: std::ops::Range<usize>) {
+        let owner: &(dyn Any + Send + Sync) = &*self._owner;
+        if let Some(file) = owner.downcast_ref::<owl_formats::gguf::GgufFile>() {
+            file.release_pages(&self.as_slice()[range]);
+        }
+    }
+
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: see the `Send`/`Sync` note: `ptr..ptr+len` is a live, immutable allocation
@@ -76,6 +87,7 @@ pub struct Weight {
     pub rows: usize,
     pub cols: usize,
     bytes: WeightBytes,
+    layout: RowLayout,
 }
 
 impl Weight {
@@ -86,37 +98,110 @@ impl Weight {
         if row.checked_mul(rows) != Some(bytes.len()) {
             return Err(format!("{} bytes for {rows}x{cols} {}", bytes.len(), format.name()));
         }
-        Ok(Weight { format, rows, cols, bytes })
+        Ok(Weight { format, rows, cols, bytes, layout: RowLayout::RowMajor })
     }
 
     /// A 0x0 stand-in for a tensor that failed to bind (never used: loading then fails).
     fn absent() -> Self {
-        Weight { format: BlockFormat::F32, rows: 0, cols: 0, bytes: WeightBytes::from_vec(Vec::new()) }
+        Weight {
+            format: BlockFormat::F32,
+            rows: 0,
+            cols: 0,
+            bytes: WeightBytes::from_vec(Vec::new()),
+            layout: RowLayout::RowMajor,
+        }
     }
 
     #[inline]
     pub fn matrix(&self) -> Matrix<'_> {
-        Matrix::new(self.format, self.rows, self.cols, self.bytes.as_slice())
+        let data = self.bytes.as_slice();
+        match self.layout {
+            RowLayout::RowMajor => Matrix::new(self.format, self.rows, self.cols, data),
+            RowLayout::Interleaved8 => Matrix::interleaved(self.format, self.rows, self.cols, data),
+        }
     }
 
     pub fn bytes(&self) -> usize {
         self.bytes.len()
     }
 
-    /// Dequantizes row `r` into `out` (`cols` values). Used for embedding lookups.
+    /// How the rows are laid out in memory.
+    pub fn layout(&self) -> RowLayout {
+        self.layout
+    }
+
+    /// This weight in the 8-row interleaved layout that decode streams at memory speed
+    /// (`owl_kernels::quant::interleave`), when its format and shape take it and
+    /// `OWL_INTERLEAVE=0` (read once; a measurement switch) does not say otherwise; else
+    /// itself. The copy is owned; the source's pages, if mapped from a GGUF file, are
+    /// released from resident memory, so the model's footprint stays that of one copy.
+    pub fn interleaved_for_decode(self) -> Weight {
+        if self.layout != RowLayout::RowMajor
+            || !interleave::can_interleave(self.format, self.rows, self.cols)
+            || !interleave_enabled()
+        {
+            return self;
+        }
+        // Slices of whole groups, each source slice released as soon as it is copied: the
+        // peak footprint stays one copy plus a slice (a zeroed `Vec` takes no memory until
+        // it is written).
+        const SLICE_BYTES: usize = 4 << 20;
+        let group = self.bytes.len() / self.rows * INTERLEAVE_ROWS;
+        let slice = (SLICE_BYTES / group).max(1) * group;
+        let mut packed = vec![0u8; self.bytes.len()];
+        for (i, dst) in packed.chunks_mut(slice).enumerate() {
+            let range = i * slice..i * slice + dst.len();
+            let rows = dst.len() / group * INTERLEAVE_ROWS;
+            let src = &self.bytes.as_slice()[range.clone()];
+            if interleave::interleave_matrix(self.format, rows, self.cols, src, dst).is_err() {
+                // Not reached: `can_interleave` and `Weight::new` checked the shape and size.
+                return self;
+            }
+            self.bytes.release_pages(range);
+        }
+        Weight { bytes: WeightBytes::from_vec(packed), layout: RowLayout::Interleaved8, ..self }
+    }
+
+    /// Dequantizes row `r` into `out` (`cols` values). Used for embedding lookups; an
+    /// interleaved weight makes the row's group row-major first (a slow path: embeddings
+    /// are never interleaved).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<(), ModelError> {
         let rb = self.bytes.len() / self.rows.max(1);
+        if self.layout == RowLayout::Interleaved8 {
+            let g = r / INTERLEAVE_ROWS * INTERLEAVE_ROWS;
+            let group = &self.bytes.as_slice()[g * rb..(g + INTERLEAVE_ROWS) * rb];
+            let mut rows = vec![0u8; group.len()];
+            interleave::deinterleave_rows(self.format, self.cols, group, &mut rows)?;
+            dequantize_row(self.format, &rows[(r - g) * rb..(r - g + 1) * rb], out)?;
+            return Ok(());
+        }
         dequantize_row(self.format, &self.bytes.as_slice()[r * rb..(r + 1) * rb], out)?;
         Ok(())
     }
 
-    /// The rows `range` as a weight of their own (a view, no copy): splits fused matrices.
+    /// The rows `range` as a weight of their own: splits fused matrices. A view, no copy —
+    /// except for an interleaved weight cut inside a group, whose rows are made row-major.
     pub fn rows_view(&self, range: std::ops::Range<usize>) -> Weight {
         let rb = self.bytes.len() / self.rows.max(1);
+        let whole_groups = range.start.is_multiple_of(INTERLEAVE_ROWS) && range.len().is_multiple_of(INTERLEAVE_ROWS);
+        if self.layout == RowLayout::Interleaved8 && !whole_groups {
+            let mut rows = vec![0u8; self.bytes.len()];
+            if interleave::deinterleave_rows(self.format, self.cols, self.bytes.as_slice(), &mut rows).is_ok() {
+                let bytes = WeightBytes::from_vec(rows[range.start * rb..range.end * rb].to_vec());
+                return Weight { format: self.format, rows: range.len(), cols: self.cols, bytes, layout: RowLayout::RowMajor };
+            }
+        }
         let owner = Arc::new(self.bytes.clone());
         let bytes = WeightBytes::view(&owner, |b| &b.as_slice()[range.start * rb..range.end * rb]);
-        Weight { format: self.format, rows: range.len(), cols: self.cols, bytes }
+        Weight { format: self.format, rows: range.len(), cols: self.cols, bytes, layout: self.layout }
     }
+}
+
+/// False when the environment sets `OWL_INTERLEAVE=0`: weights then stay row-major (a
+/// measurement switch: decode with and without the interleaved layout in one build).
+fn interleave_enabled() -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("OWL_INTERLEAVE").map_or(true, |v| v.trim() != "0"))
 }
 
 /// Where a file's tensors came from: decides naming and a few conventions.
@@ -311,6 +396,46 @@ impl<'a> Binder<'a> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A `rows × 64` Q8_0 weight whose row `r` dequantizes to values around `r`.
+    fn q8_0_weight(rows: usize) -> (Weight, Vec<Vec<f32>>) {
+        let rb = BlockFormat::Q8_0.row_bytes(64).unwrap();
+        let mut bytes = vec![0u8; rows * rb];
+        let mut want = Vec::new();
+        for r in 0..rows {
+            let src: Vec<f32> = (0..64).map(|c| r as f32 + c as f32 / 64.0).collect();
+            owl_kernels::quant::quantize_row(BlockFormat::Q8_0, &src, &mut bytes[r * rb..(r + 1) * rb]).unwrap();
+            let mut deq = vec![0f32; 64];
+            dequantize_row(BlockFormat::Q8_0, &bytes[r * rb..(r + 1) * rb], &mut deq).unwrap();
+            want.push(deq);
+        }
+        (Weight::new(BlockFormat::Q8_0, rows, 64, WeightBytes::from_vec(bytes)).unwrap(), want)
+    }
+
+    #[test]
+    fn interleaved_weights_keep_their_rows() {
+        let (w, want) = q8_0_weight(16);
+        let w = w.interleaved_for_decode();
+        assert_eq!(w.layout(), RowLayout::Interleaved8);
+        assert_eq!(w.matrix().layout, RowLayout::Interleaved8);
+        let mut row = vec![0f32; 64];
+        for (r, want) in want.iter().enumerate() {
+            w.dequantize_row(r, &mut row).unwrap();
+            assert_eq!(&row, want, "row {r}");
+        }
+        // Whole groups stay an interleaved view; a cut inside a group becomes row-major.
+        for (range, layout) in [(8..16, RowLayout::Interleaved8), (4..12, RowLayout::RowMajor)] {
+            let v = w.rows_view(range.clone());
+            assert_eq!((v.layout(), v.rows), (layout, range.len()));
+            for (i, r) in range.enumerate() {
+                v.dequantize_row(i, &mut row).unwrap();
+                assert_eq!(row, want[r], "view row {i}");
+            }
+        }
+        // Shapes and formats without the layout are left as they are.
+        let (odd, _) = q8_0_weight(12);
+        assert_eq!(odd.interleaved_for_decode().layout(), RowLayout::RowMajor);
+    }
 
     fn f32_tensor(shape: &[usize]) -> StoredTensor {
         let n: usize = shape.iter().product();

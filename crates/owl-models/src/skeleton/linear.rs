@@ -15,8 +15,10 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// A projection over `weight`, stored in the layout decode reads fastest
+    /// ([`Weight::interleaved_for_decode`]).
     pub fn new(weight: Weight, bias: Option<Vec<f32>>) -> Self {
-        Linear { weight, bias }
+        Linear { weight: weight.interleaved_for_decode(), bias }
     }
 
     pub fn out_dim(&self) -> usize {
