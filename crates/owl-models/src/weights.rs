@@ -143,21 +143,46 @@ impl Weight {
             return self;
         }
         // Slices of whole groups, each source slice released as soon as it is copied: the
-        // peak footprint stays one copy plus a slice (a zeroed `Vec` takes no memory until
-        // it is written).
+        // peak footprint stays one copy plus a slice per thread (a zeroed `Vec` takes no
+        // memory until it is written). Large weights are split over the cores: this is
+        // load time, which the first token waits for.
         const SLICE_BYTES: usize = 4 << 20;
         let group = self.bytes.len() / self.rows * INTERLEAVE_ROWS;
         let slice = (SLICE_BYTES / group).max(1) * group;
         let mut packed = vec![0u8; self.bytes.len()];
-        for (i, dst) in packed.chunks_mut(slice).enumerate() {
-            let range = i * slice..i * slice + dst.len();
-            let rows = dst.len() / group * INTERLEAVE_ROWS;
-            let src = &self.bytes.as_slice()[range.clone()];
-            if interleave::interleave_matrix(self.format, rows, self.cols, src, dst).is_err() {
-                // Not reached: `can_interleave` and `Weight::new` checked the shape and size.
-                return self;
+        let slices = packed.len().div_ceil(slice);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(slices);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let dst = SliceCells::new(&mut packed);
+        let work = || loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= slices {
+                break;
+            }
+            let range = i * slice..((i + 1) * slice).min(self.bytes.len());
+            let rows = range.len() / group * INTERLEAVE_ROWS;
+            // SAFETY: slice `i` is claimed by exactly one thread (the atomic counter).
+            let out = unsafe { dst.range(range.clone()) };
+            if interleave::interleave_matrix(self.format, rows, self.cols, &self.bytes.as_slice()[range.clone()], out).is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             self.bytes.release_pages(range);
+        };
+        if threads > 1 {
+            std::thread::scope(|s| {
+                for _ in 1..threads {
+                    s.spawn(work);
+                }
+                work();
+            });
+        } else {
+            work();
+        }
+        if failed.into_inner() {
+            // Not reached: `can_interleave` and `Weight::new` checked the shape and size;
+            // the source is still intact (released pages read back from the file).
+            return self;
         }
         Weight { bytes: WeightBytes::from_vec(packed), layout: RowLayout::Interleaved8, ..self }
     }
@@ -194,6 +219,31 @@ impl Weight {
         let owner = Arc::new(self.bytes.clone());
         let bytes = WeightBytes::view(&owner, |b| &b.as_slice()[range.start * rb..range.end * rb]);
         Weight { format: self.format, rows: range.len(), cols: self.cols, bytes, layout: self.layout }
+    }
+}
+
+/// A byte buffer whose disjoint ranges several threads fill at once.
+struct SliceCells {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: threads only write disjoint ranges (the caller's promise in `range`), and the
+// buffer outlives the scope the threads run in.
+unsafe impl Sync for SliceCells {}
+
+impl SliceCells {
+    fn new(buf: &mut [u8]) -> Self {
+        SliceCells { ptr: buf.as_mut_ptr(), len: buf.len() }
+    }
+
+    /// # Safety
+    /// No other live reference may overlap `range`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, range: std::ops::Range<usize>) -> &mut [u8] {
+        assert!(range.start <= range.end && range.end <= self.len);
+        // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
     }
 }
 
