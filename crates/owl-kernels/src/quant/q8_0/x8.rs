@@ -14,31 +14,43 @@ use crate::quant::util::f16_to_f32;
 /// Bytes of one group-block: 8 rows' blocks.
 pub const GROUP_BLOCK_BYTES: usize = 8 * size_of::<BlockQ8_0>();
 
+const BLOCK: usize = size_of::<BlockQ8_0>();
+
 /// 8 consecutive row-major rows of `nb` blocks (`src`) → one group (`dst`, same length).
 pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    assert!(src.len() == 8 * nb * size_of::<BlockQ8_0>() && dst.len() == src.len());
-    let rows: &[BlockQ8_0] = bytemuck::cast_slice(src);
-    for (b, g) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
+    assert!(src.len() == 8 * nb * BLOCK && dst.len() == src.len());
+    for b in 0..nb {
         for r in 0..8 {
-            let x = &rows[r * nb + b];
-            g[2 * r..2 * r + 2].copy_from_slice(&x.d);
-            for c in 0..QK8_0 / 4 {
-                g[16 + 32 * c + 4 * r..][..4].copy_from_slice(bytemuck::cast_slice(&x.qs[4 * c..4 * c + 4]));
+            let (s, g) = ((r * nb + b) * BLOCK, b * GROUP_BLOCK_BYTES);
+            // SAFETY: `s + 34 ≤ 8·nb·34 = src.len()`; `g + 272 ≤ nb·272 = dst.len()`; all
+            // accesses are unaligned reads/writes inside those ranges.
+            unsafe {
+                let (sp, gp) = (src.as_ptr().add(s), dst.as_mut_ptr().add(g));
+                gp.add(2 * r).cast::<[u8; 2]>().write_unaligned(sp.cast::<[u8; 2]>().read_unaligned());
+                for c in 0..QK8_0 / 4 {
+                    let q = sp.add(2 + 4 * c).cast::<u32>().read_unaligned();
+                    gp.add(16 + 32 * c + 4 * r).cast::<u32>().write_unaligned(q);
+                }
             }
         }
     }
 }
 
-/// The inverse of [`interleave`].
+/// The inverse of [`interleave`]. Runs on every prefill chunk of an interleaved matrix, so
+/// it moves 4-byte words with one bounds check per call.
 pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    assert!(dst.len() == 8 * nb * size_of::<BlockQ8_0>() && dst.len() == src.len());
-    let rows: &mut [BlockQ8_0] = bytemuck::cast_slice_mut(dst);
-    for (b, g) in src.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+    assert!(dst.len() == 8 * nb * BLOCK && dst.len() == src.len());
+    for b in 0..nb {
         for r in 0..8 {
-            let x = &mut rows[r * nb + b];
-            x.d.copy_from_slice(&g[2 * r..2 * r + 2]);
-            for c in 0..QK8_0 / 4 {
-                x.qs[4 * c..4 * c + 4].copy_from_slice(bytemuck::cast_slice(&g[16 + 32 * c + 4 * r..][..4]));
+            let (s, g) = ((r * nb + b) * BLOCK, b * GROUP_BLOCK_BYTES);
+            // SAFETY: as in `interleave`, with the roles of the buffers swapped.
+            unsafe {
+                let (dp, gp) = (dst.as_mut_ptr().add(s), src.as_ptr().add(g));
+                dp.cast::<[u8; 2]>().write_unaligned(gp.add(2 * r).cast::<[u8; 2]>().read_unaligned());
+                for c in 0..QK8_0 / 4 {
+                    let q = gp.add(16 + 32 * c + 4 * r).cast::<u32>().read_unaligned();
+                    dp.add(2 + 4 * c).cast::<u32>().write_unaligned(q);
+                }
             }
         }
     }
@@ -65,6 +77,25 @@ pub fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
 mod tests {
     use super::*;
     use crate::quant::{quantize_row, test_rows, test_values, BlockFormat};
+
+    /// The layout as the module header states it, byte by byte.
+    #[test]
+    fn interleave_puts_bytes_where_the_header_says() {
+        let nb = 3;
+        let src: Vec<u8> = (0..8 * nb * BLOCK).map(|i| (i * 31 % 251) as u8).collect();
+        let mut g = vec![0u8; src.len()];
+        interleave(&src, nb, &mut g);
+        for b in 0..nb {
+            for r in 0..8 {
+                let x = &src[(r * nb + b) * BLOCK..][..BLOCK];
+                let gb = &g[b * GROUP_BLOCK_BYTES..][..GROUP_BLOCK_BYTES];
+                assert_eq!(gb[2 * r..2 * r + 2], x[..2]);
+                for j in 0..QK8_0 {
+                    assert_eq!(gb[16 + 32 * (j / 4) + 4 * r + j % 4], x[2 + j], "b {b} r {r} j {j}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn interleave_round_trips_and_dot_x8_equals_vec_dot() {
