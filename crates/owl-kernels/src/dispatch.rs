@@ -10,14 +10,15 @@
 //! as they are (no rounding of the activations; F16 is widened with F16C on AVX2).
 //!
 //! Selection: [`active`] is the best instruction set the CPU supports, unless the
-//! environment variable `OWL_KERNELS` (`scalar`, `avx2`, `auto`; read once) forces one.
+//! environment variable `OWL_KERNELS` (`scalar`, `avx2`, `neon`, `auto`; read once) forces one.
 //! Forcing a set the CPU lacks, or an unknown name, is a [`DispatchError`] from [`active`]
 //! (and from every matmul), never undefined behaviour. [`table`] hands out the table of a
 //! given set so that tests can compare every path against the scalar reference in one
 //! process.
 //!
 //! Soundness: the AVX2 entries are safe `fn`s that call `#[target_feature]` kernels; they
-//! are reachable only through a table that [`table`] gives out after checking the CPU.
+//! are reachable only through a table that [`table`] gives out after checking the CPU. The
+//! NEON kernels (AArch64 only) are safe functions: NEON is part of every AArch64 CPU.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -34,17 +35,21 @@ pub enum Isa {
     Scalar,
     /// x86-64 with AVX2, FMA and F16C (Haswell, Zen and later).
     Avx2,
+    /// AArch64 Advanced SIMD (NEON), which every AArch64 CPU has; baseline instructions only
+    /// (no `dotprod`).
+    Neon,
 }
 
 impl Isa {
-    /// Every set, slowest first.
-    pub const ALL: [Isa; 2] = [Isa::Scalar, Isa::Avx2];
+    /// Every set: the portable one first, then the SIMD sets (one per architecture).
+    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Neon];
 
     /// The name `OWL_KERNELS` accepts.
     pub const fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::Neon => "neon",
         }
     }
 
@@ -53,6 +58,7 @@ impl Isa {
         match self {
             Isa::Scalar => true,
             Isa::Avx2 => avx2_available(),
+            Isa::Neon => cfg!(target_arch = "aarch64"),
         }
     }
 
@@ -61,6 +67,7 @@ impl Isa {
         match self {
             Isa::Scalar => "nothing",
             Isa::Avx2 => "avx2, fma and f16c",
+            Isa::Neon => "neon (an AArch64 CPU)",
         }
     }
 }
@@ -87,7 +94,7 @@ fn avx2_available() -> bool {
 /// Why a kernel set cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DispatchError {
-    #[error("OWL_KERNELS={value:?}: unknown kernel set (expected scalar, avx2 or auto)")]
+    #[error("OWL_KERNELS={value:?}: unknown kernel set (expected scalar, avx2, neon or auto)")]
     UnknownIsa { value: String },
     #[error("{isa} kernels requested but this CPU lacks {needs}")]
     Unavailable { isa: Isa, needs: &'static str },
@@ -97,6 +104,8 @@ pub enum DispatchError {
 pub fn detected_isa() -> Isa {
     if Isa::Avx2.is_available() {
         Isa::Avx2
+    } else if Isa::Neon.is_available() {
+        Isa::Neon
     } else {
         Isa::Scalar
     }
@@ -137,6 +146,7 @@ pub fn table(isa: Isa) -> Result<&'static KernelTable, DispatchError> {
     Ok(match isa {
         Isa::Scalar => &SCALAR,
         Isa::Avx2 => &AVX2,
+        Isa::Neon => &NEON,
     })
 }
 
@@ -161,7 +171,7 @@ pub(crate) type GroupMatvecFn = fn(&[u8], &[u8], &mut [f32]);
 pub struct FormatKernels {
     weight: BlockFormat,
     act: BlockFormat,
-    /// What the dot product really runs: an AVX2 table falls back to the scalar kernel for
+    /// What the dot product really runs: a SIMD table falls back to the scalar kernel for
     /// formats without a SIMD one, and says so here.
     dot_isa: Isa,
     quantize_act: Option<QuantizeFn>,
@@ -173,6 +183,8 @@ pub struct FormatKernels {
     /// The one-token kernel over the 8-row interleaved layout: every table has it for every
     /// format with that layout (the scalar table its portable reference).
     group_matvec: Option<GroupMatvecFn>,
+    /// `group_matvec` is a SIMD kernel: weights are worth storing interleaved.
+    group_matvec_simd: bool,
     /// Prefill goes through the AVX2 panel kernels (`ops::prefill_int8`, `ops::prefill_kquant`).
     prefill_panel: bool,
     /// Prefill register tile of 3 rows × 4 tokens (float weights).
@@ -287,6 +299,14 @@ impl FormatKernels {
     /// a row.
     pub(crate) fn raw_group_matvec(&self) -> Option<GroupMatvecFn> {
         self.group_matvec
+    }
+
+    /// Whether weights of this format are best stored in the 8-row interleaved layout for
+    /// this kernel set: true where it has a SIMD group kernel. Every table can multiply an
+    /// interleaved matrix (the portable group kernel), but on a set without a SIMD one the
+    /// row-major SIMD kernels are faster, so loaders keep the file's layout there.
+    pub fn prefers_interleaved_layout(&self) -> bool {
+        self.group_matvec_simd
     }
 
     /// Whether decode (one token) runs a multi-row kernel that shares each activation block
@@ -470,6 +490,7 @@ const fn entry(weight: BlockFormat, q: &Quantizers, dot_isa: Isa, dot: DotFn, do
         dot4,
         matvec: None,
         group_matvec: scalar_group_matvec(weight),
+        group_matvec_simd: false,
         prefill_panel: false,
         tile3x4: None,
     })
@@ -697,6 +718,7 @@ mod avx2 {
             ($f:ident, $k:expr) => {
                 if let Some(k) = &mut e[BlockFormat::$f as usize] {
                     k.group_matvec = Some($k);
+                    k.group_matvec_simd = true;
                 }
             };
         }
@@ -731,6 +753,66 @@ static AVX2: KernelTable = avx2::table();
 #[cfg(not(target_arch = "x86_64"))]
 static AVX2: KernelTable = KernelTable { isa: Isa::Avx2, entries: scalar_entries(&SCALAR_QUANTIZERS) };
 
+// --- NEON -------------------------------------------------------------------------------
+
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    //! Byte-level wrappers of the NEON kernels. These are safe functions (NEON is mandatory
+    //! on AArch64, see `quant::simd_neon`); activations are quantized by the scalar
+    //! quantizers, and there are no multi-row or multi-token kernels yet, so decode and
+    //! prefill call the one-row dot product.
+    use super::*;
+    use crate::ops::float_dot;
+
+    byte_dot!(dot_q4_0, quant::q4_0::neon::vec_dot, BlockQ4_0, BlockQ8_0);
+    byte_dot!(dot_q4_1, quant::q4_1::neon::vec_dot, BlockQ4_1, BlockQ8_1);
+    byte_dot!(dot_q5_0, quant::q5_0::neon::vec_dot, BlockQ5_0, BlockQ8_0);
+    byte_dot!(dot_q8_0, quant::q8_0::neon::vec_dot, BlockQ8_0, BlockQ8_0);
+    byte_dot!(dot_q4_k, quant::q4_k::neon::vec_dot, BlockQ4K, BlockQ8K);
+    byte_dot!(dot_q6_k, quant::q6_k::neon::vec_dot, BlockQ6K, BlockQ8K);
+
+    /// `$name` over the float kernel `float_dot::neon::$k` (f32 activations, 4-aligned).
+    macro_rules! float_dot {
+        ($name:ident, $k:ident) => {
+            fn $name(w: &[u8], a: &[u8]) -> f32 {
+                float_dot::neon::$k(w, cast_slice::<u8, f32>(a))
+            }
+        };
+    }
+
+    float_dot!(dot_f32, dot_f32);
+    float_dot!(dot_f16, dot_f16);
+    float_dot!(dot_bf16, dot_bf16);
+
+    /// NEON kernels where they exist; the scalar ones, marked `dot_isa: Scalar`, elsewhere.
+    pub(super) const fn table() -> KernelTable {
+        let q = &SCALAR_QUANTIZERS;
+        let mut e = scalar_entries(q);
+        macro_rules! set {
+            ($f:ident, $dot:expr) => {
+                e[BlockFormat::$f as usize] = entry(BlockFormat::$f, q, Isa::Neon, $dot, None);
+            };
+        }
+        set!(F32, dot_f32);
+        set!(F16, dot_f16);
+        set!(BF16, dot_bf16);
+        set!(Q4_0, dot_q4_0);
+        set!(Q4_1, dot_q4_1);
+        set!(Q5_0, dot_q5_0);
+        set!(Q8_0, dot_q8_0);
+        set!(Q4_K, dot_q4_k);
+        set!(Q6_K, dot_q6_k);
+        KernelTable { isa: Isa::Neon, entries: e }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+static NEON: KernelTable = neon::table();
+
+/// Never handed out: `Isa::Neon.is_available()` is false off AArch64.
+#[cfg(not(target_arch = "aarch64"))]
+static NEON: KernelTable = KernelTable { isa: Isa::Neon, entries: scalar_entries(&SCALAR_QUANTIZERS) };
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,6 +840,82 @@ mod tests {
             for f in BlockFormat::ALL {
                 let k = t.get(f).expect("every format");
                 assert_eq!(k.weight_format(), f);
+            }
+        }
+    }
+
+    /// The formats the NEON table runs with NEON kernels (the others fall back to scalar).
+    #[cfg(target_arch = "aarch64")]
+    const NEON_FORMATS: [BlockFormat; 9] = [
+        BlockFormat::F32,
+        BlockFormat::F16,
+        BlockFormat::BF16,
+        BlockFormat::Q4_0,
+        BlockFormat::Q4_1,
+        BlockFormat::Q5_0,
+        BlockFormat::Q8_0,
+        BlockFormat::Q4_K,
+        BlockFormat::Q6_K,
+    ];
+
+    #[test]
+    fn neon_is_available_and_detected_on_aarch64_only() {
+        assert_eq!(Isa::Neon.is_available(), cfg!(target_arch = "aarch64"));
+        assert_eq!(Isa::Neon.name(), "neon");
+        #[cfg(target_arch = "aarch64")]
+        {
+            assert_eq!(detected_isa(), Isa::Neon);
+            assert_eq!(select(Some("NEON")), Ok(Isa::Neon));
+            let t = table(Isa::Neon).expect("neon table");
+            assert_eq!(t.isa(), Isa::Neon);
+            for f in BlockFormat::ALL {
+                let k = t.get(f).expect("every format");
+                let want = if NEON_FORMATS.contains(&f) { Isa::Neon } else { Isa::Scalar };
+                assert_eq!(k.dot_isa(), want, "{f:?}");
+            }
+        }
+        #[cfg(not(target_arch = "aarch64"))]
+        {
+            let err = select(Some("neon")).expect_err("no NEON off AArch64");
+            assert_eq!(err, DispatchError::Unavailable { isa: Isa::Neon, needs: "neon (an AArch64 CPU)" });
+            assert!(table(Isa::Neon).is_err());
+        }
+    }
+
+    /// Through the byte-level table entries (quantizer, alignment checks, wrappers): each
+    /// NEON format's dot product against the scalar table's on the same bytes. Bit-identical
+    /// for the K-quants; within the kernels' tolerances elsewhere (the per-format unit tests
+    /// bound those; this checks the wiring, where a wrong kernel or type would be far off).
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_table_entries_match_the_scalar_table() {
+        let (neon, scalar) = (table(Isa::Neon).expect("neon"), table(Isa::Scalar).expect("scalar"));
+        let (rows, cols) = (3, 512);
+        for f in NEON_FORMATS {
+            let (kn, ks) = (neon.get(f).expect("entry"), scalar.get(f).expect("entry"));
+            assert_eq!(kn.act_format(), ks.act_format(), "{f:?}");
+            let (w, _) = quant::test_rows(f, &quant::test_values(rows * cols, 0x51f1_5eed, 0.45, 1.5), rows, cols);
+            let x = quant::test_values(cols, 0xace1, 0.5, 3.0);
+            // u32 storage: 4-aligned activations (Q8_K, f32).
+            let act_bytes = kn.act_format().row_bytes(cols).expect("whole blocks");
+            let mut act = vec![0u32; act_bytes.div_ceil(4)];
+            let a = &mut cast_slice_mut::<u32, u8>(&mut act)[..act_bytes];
+            kn.quantize_act(&x, a).expect("quantize");
+            let mut af = vec![0f32; cols];
+            quant::dequantize_row(kn.act_format(), a, &mut af).expect("dequantize");
+            let rb = f.row_bytes(cols).expect("whole blocks");
+            for r in 0..rows {
+                let wr = &w[r * rb..(r + 1) * rb];
+                let (got, want) = (kn.vec_dot(wr, a), ks.vec_dot(wr, a));
+                if matches!(f, BlockFormat::Q4_K | BlockFormat::Q6_K) {
+                    assert_eq!(got.to_bits(), want.to_bits(), "{f:?} row {r}: {got:e} vs {want:e}");
+                } else {
+                    let mut wf = vec![0f32; cols];
+                    quant::dequantize_row(f, wr, &mut wf).expect("dequantize");
+                    let mag: f64 = wf.iter().zip(&af).map(|(&p, &q)| (p as f64 * q as f64).abs()).sum();
+                    let err = (got as f64 - want as f64).abs();
+                    assert!(err <= 1e-5 * mag, "{f:?} row {r}: {got:e} vs {want:e} (Σ|w·a| {mag:e})");
+                }
             }
         }
     }

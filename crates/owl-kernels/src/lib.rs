@@ -8,7 +8,7 @@
 //! - [`ops`]: the matmul driver, its prefill tiles and float dot products (norms, RoPE and
 //!   attention live in owl-models' skeleton for now).
 //! - [`pool::ThreadPool`]: persistent spin-then-park workers for per-token work.
-//! - [`dispatch`]: the CPU's instruction set detected once (`OWL_KERNELS=scalar|avx2` forces
+//! - [`dispatch`]: the CPU's instruction set detected once (`OWL_KERNELS=scalar|avx2|neon` forces
 //!   one) and the per-format table of activation quantizers and dot products.
 
 pub mod dispatch;

@@ -131,12 +131,18 @@ impl Weight {
     }
 
     /// This weight in the 8-row interleaved layout that decode streams at memory speed
-    /// (`owl_kernels::quant::interleave`), when its format and shape take it and
-    /// `OWL_INTERLEAVE=0` (read once; a measurement switch) does not say otherwise; else
-    /// itself. The copy is owned; the source's pages, if mapped from a GGUF file, are
+    /// (`owl_kernels::quant::interleave`), when its format and shape take it, the active
+    /// kernel set has a SIMD kernel for it (AVX2; elsewhere the row-major kernels are
+    /// faster) and `OWL_INTERLEAVE=0` (read once; a measurement switch) does not say
+    /// otherwise; else itself. The copy is owned; the source's pages, if mapped from a GGUF file, are
     /// released from resident memory, so the model's footprint stays that of one copy.
     pub fn interleaved_for_decode(self) -> Weight {
+        let fast = owl_kernels::dispatch::active()
+            .ok()
+            .and_then(|t| t.get(self.format))
+            .is_some_and(|k| k.prefers_interleaved_layout());
         if self.layout != RowLayout::RowMajor
+            || !fast
             || !interleave::can_interleave(self.format, self.rows, self.cols)
             || !interleave_enabled()
         {
@@ -465,16 +471,20 @@ mod tests {
     #[test]
     fn interleaved_weights_keep_their_rows() {
         let (w, want) = q8_0_weight(16);
+        let simd = owl_kernels::dispatch::active().unwrap().get(BlockFormat::Q8_0).unwrap().prefers_interleaved_layout();
+        assert_eq!(simd, owl_kernels::dispatch::active().unwrap().isa() == owl_kernels::dispatch::Isa::Avx2);
         let w = w.interleaved_for_decode();
-        assert_eq!(w.layout(), RowLayout::Interleaved8);
-        assert_eq!(w.matrix().layout, RowLayout::Interleaved8);
+        // Only a kernel set with a SIMD group kernel gets the layout.
+        let layout = if simd { RowLayout::Interleaved8 } else { RowLayout::RowMajor };
+        assert_eq!(w.layout(), layout);
+        assert_eq!(w.matrix().layout, layout);
         let mut row = vec![0f32; 64];
         for (r, want) in want.iter().enumerate() {
             w.dequantize_row(r, &mut row).unwrap();
             assert_eq!(&row, want, "row {r}");
         }
         // Whole groups stay an interleaved view; a cut inside a group becomes row-major.
-        for (range, layout) in [(8..16, RowLayout::Interleaved8), (4..12, RowLayout::RowMajor)] {
+        for (range, layout) in [(8..16, layout), (4..12, RowLayout::RowMajor)] {
             let v = w.rows_view(range.clone());
             assert_eq!((v.layout(), v.rows), (layout, range.len()));
             for (i, r) in range.enumerate() {

@@ -55,6 +55,7 @@ const PANEL_ROWS: usize = 12;
 const GROUP_CHUNK_ROWS: usize = 24;
 
 /// One-token chunks per thread that the fused path aims for (the pool balances chunks).
+#[cfg(target_arch = "x86_64")]
 const FUSED_CHUNKS_PER_THREAD: usize = 8;
 
 /// `y[t·rows + r] = Σ_c W[r, c]·x[t·cols + c]` with `W` dequantized to f32. Shapes were

@@ -2,6 +2,9 @@
 //! any alignment) with f32 activations. The scalar references are `quant::{f32, f16,
 //! bf16}`; the dispatch table picks these on CPUs that have the features.
 
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
+
 #[cfg(target_arch = "x86_64")]
 pub mod avx2 {
     use std::arch::x86_64::*;

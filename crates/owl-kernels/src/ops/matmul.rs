@@ -154,6 +154,9 @@ fn matmul_impl(
     } else if panel {
         #[cfg(target_arch = "x86_64")]
         panel_prefill(&lease, &work, n_threads, nb, scales_buf, panels_buf, layout.panel);
+        // Panels are AVX2-only (`has_prefill_panel` is false elsewhere).
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (scales_buf, panels_buf);
     } else if n_threads > 1 {
         lease.parallel_for(w.rows, chunk, &|thread, rows| work.prefill_rows(thread, rows));
     } else if interleaved {

@@ -37,6 +37,8 @@ pub mod q8_k;
 
 mod row;
 mod scale_search;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod simd_neon;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod simd_x86;
 mod util;
