@@ -114,6 +114,68 @@ pub fn deinterleave_rows(format: BlockFormat, cols: usize, src: &[u8], dst: &mut
     Ok(())
 }
 
+/// Interleaves the word-shaped layouts (Q4_0, Q8_0): a `BLOCK`-byte row block is `FIELDS`
+/// f16 fields then `WORDS` 4-byte words of quants; in a group-block, field `f` of row `r`
+/// sits at `16f + 2r` and word `c` of row `r` at `16·FIELDS + 32c + 4r`. Moves whole words
+/// with one bounds check per call: deinterleave runs on every prefill chunk.
+pub(crate) fn interleave_words<const BLOCK: usize, const FIELDS: usize, const WORDS: usize>(
+    src: &[u8],
+    nb: usize,
+    dst: &mut [u8],
+) {
+    move_words::<BLOCK, FIELDS, WORDS, true>(src, nb, dst)
+}
+
+/// The inverse of [`interleave_words`].
+pub(crate) fn deinterleave_words<const BLOCK: usize, const FIELDS: usize, const WORDS: usize>(
+    src: &[u8],
+    nb: usize,
+    dst: &mut [u8],
+) {
+    move_words::<BLOCK, FIELDS, WORDS, false>(src, nb, dst)
+}
+
+/// Row-major ↔ group moves of [`interleave_words`]: `INTO_GROUP` reads rows from `src` and
+/// writes the group to `dst`, else the reverse.
+fn move_words<const BLOCK: usize, const FIELDS: usize, const WORDS: usize, const INTO_GROUP: bool>(
+    src: &[u8],
+    nb: usize,
+    dst: &mut [u8],
+) {
+    const { assert!(BLOCK == 2 * FIELDS + 4 * WORDS) };
+    let group_block = INTERLEAVE_ROWS * BLOCK;
+    assert!(src.len() == nb * group_block && dst.len() == src.len());
+    let (from, to) = (src.as_ptr(), dst.as_mut_ptr());
+    for b in 0..nb {
+        for r in 0..INTERLEAVE_ROWS {
+            let (row, group) = ((r * nb + b) * BLOCK, b * group_block);
+            // Byte offsets (in `src`, in `dst`) of a piece at `row_off` in the row block and
+            // `group_off` in the group-block.
+            let at = |row_off: usize, group_off: usize| {
+                if INTO_GROUP {
+                    (row + row_off, group + group_off)
+                } else {
+                    (group + group_off, row + row_off)
+                }
+            };
+            // SAFETY: `row + BLOCK ≤ 8·nb·BLOCK` and `group + 8·BLOCK ≤ nb·8·BLOCK`, both the
+            // (asserted) length of either buffer, and every field and word offset lies inside
+            // its block or group-block (16·FIELDS + 32·WORDS = 8·BLOCK): all reads are in
+            // `src`, all writes in `dst` (distinct buffers), unaligned.
+            unsafe {
+                for f in 0..FIELDS {
+                    let (s, d) = at(2 * f, 16 * f + 2 * r);
+                    to.add(d).cast::<[u8; 2]>().write_unaligned(from.add(s).cast::<[u8; 2]>().read_unaligned());
+                }
+                for c in 0..WORDS {
+                    let (s, d) = at(2 * FIELDS + 4 * c, 16 * FIELDS + 32 * c + 4 * r);
+                    to.add(d).cast::<u32>().write_unaligned(from.add(s).cast::<u32>().read_unaligned());
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

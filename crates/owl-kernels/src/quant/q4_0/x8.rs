@@ -12,6 +12,7 @@
 
 use super::{BlockQ4_0, QK4_0};
 use crate::quant::q8_0::BlockQ8_0;
+use crate::quant::interleave::{deinterleave_words, interleave_words};
 use crate::quant::util::f16_to_f32;
 
 /// Bytes of one group-block: 8 rows' blocks.
@@ -22,42 +23,12 @@ const BLOCK: usize = size_of::<BlockQ4_0>();
 
 /// 8 consecutive row-major rows of `nb` blocks (`src`) → one group (`dst`, same length).
 pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    assert!(src.len() == 8 * nb * BLOCK && dst.len() == src.len());
-    for b in 0..nb {
-        for r in 0..8 {
-            let (s, g) = ((r * nb + b) * BLOCK, b * GROUP_BLOCK_BYTES);
-            // SAFETY: `s + 18 ≤ 8·nb·18 = src.len()`; `g + 144 ≤ nb·144 = dst.len()`; all
-            // accesses are unaligned reads/writes inside those ranges.
-            unsafe {
-                let (sp, gp) = (src.as_ptr().add(s), dst.as_mut_ptr().add(g));
-                gp.add(2 * r).cast::<[u8; 2]>().write_unaligned(sp.cast::<[u8; 2]>().read_unaligned());
-                for c in 0..QS / 4 {
-                    let q = sp.add(2 + 4 * c).cast::<u32>().read_unaligned();
-                    gp.add(16 + 32 * c + 4 * r).cast::<u32>().write_unaligned(q);
-                }
-            }
-        }
-    }
+    interleave_words::<BLOCK, 1, { QS / 4 }>(src, nb, dst)
 }
 
-/// The inverse of [`interleave`]. Runs on every prefill chunk of an interleaved matrix, so
-/// it moves 4-byte words with one bounds check per call (~10× the byte-wise loop).
+/// The inverse of [`interleave`] (on every prefill chunk of an interleaved matrix).
 pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    assert!(dst.len() == 8 * nb * BLOCK && dst.len() == src.len());
-    for b in 0..nb {
-        for r in 0..8 {
-            let (s, g) = ((r * nb + b) * BLOCK, b * GROUP_BLOCK_BYTES);
-            // SAFETY: as in `interleave`, with the roles of the buffers swapped.
-            unsafe {
-                let (dp, gp) = (dst.as_mut_ptr().add(s), src.as_ptr().add(g));
-                dp.cast::<[u8; 2]>().write_unaligned(gp.add(2 * r).cast::<[u8; 2]>().read_unaligned());
-                for c in 0..QS / 4 {
-                    let q = gp.add(16 + 32 * c + 4 * r).cast::<u32>().read_unaligned();
-                    dp.add(2 + 4 * c).cast::<u32>().write_unaligned(q);
-                }
-            }
-        }
-    }
+    deinterleave_words::<BLOCK, 1, { QS / 4 }>(src, nb, dst)
 }
 
 /// Row `r` of one group · `a`, for the 8 rows: the scalar `vec_dot`'s integer block sums and
