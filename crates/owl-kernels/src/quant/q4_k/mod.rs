@@ -12,6 +12,8 @@ pub mod avx2_x8;
 pub mod x8;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
+#[cfg(target_arch = "x86_64")]
+mod x8_shuffle_avx2;
 
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::scale_search::make_qkx2_quants;

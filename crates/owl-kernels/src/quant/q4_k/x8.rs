@@ -30,7 +30,7 @@
 //! per-row i16 pairs `_mm256_madd_epi16` wants.
 //!
 //! The 12 packed bytes of a row hold exactly the 16 six-bit values (96 bits, every bit used
-//! once by [`get_scale_min_k4`]), so the repacking is lossless for any bytes and
+//! once by [`super::get_scale_min_k4`]), so the repacking is lossless for any bytes and
 //! [`deinterleave`] restores them exactly.
 //!
 //! Quant element mapping (Q4_K, see [`super`]): element `64·j + 4·c + k` is the low nibble of
@@ -38,9 +38,10 @@
 //! (sub-block `2j + 1`); so one 32-byte register of a group-block serves two activation
 //! chunks, `a.qs[64j + 4c ..+4]` (low nibbles) and `a.qs[64j + 32 + 4c ..+4]` (high nibbles).
 
-use super::{get_scale_min_k4, pack_scale_min_k4, BlockQ4K, K_SCALE_SIZE};
+use super::{BlockQ4K, K_SCALE_SIZE};
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::util::f16_to_f32;
+use crate::quant::QK_K;
 
 /// Bytes of one group-block: the same super-block of 8 rows.
 pub const GROUP_BLOCK_BYTES: usize = 8 * size_of::<BlockQ4K>();
@@ -70,45 +71,72 @@ fn get_value(gb: &[u8], v: usize) -> u8 {
     lo | (hi << 4)
 }
 
-/// Stores six-bit value `x` as value `v` (the target bits must be zero).
-#[inline(always)]
-fn set_value(gb: &mut [u8], v: usize, x: u8) {
-    gb[SCALE_LO_OFF + v % 64] |= (x & 0x0F) << (4 * (v / 64));
-    gb[SCALE_HI_OFF + v % 32] |= (x >> 4) << (2 * (v / 32));
-}
-
 /// Offset in a group-block of row `r`'s quant byte `qs[q]`.
 #[inline(always)]
 const fn qs_offset(r: usize, q: usize) -> usize {
     QS_OFF + 256 * (q / 32) + 32 * (q % 32 / 4) + 4 * r + q % 4
 }
 
+// How the scale bytes map, word by word (this is what makes the repacking cheap). Write
+// `s' = s % 4` and look at one row `r`: the byte at `32 + 16·(r / 4) + 4·s' + r % 4` of
+// each of the three 32-byte arrays at 32, 64 and 96 belongs to that row and `s'`, and
+// - array `LO0` (32..64) holds `scale_lo(s') | min_lo(s') << 4`,
+// - array `LO1` (64..96) holds `scale_lo(4 + s') | min_lo(4 + s') << 4`, which is exactly
+//   row-major byte `8 + s'`,
+// - array `HI` (96..128) holds the top two bits of `scale(s')`, `scale(4 + s')`,
+//   `min(s')`, `min(4 + s')` in bits 0-1, 2-3, 4-5, 6-7,
+// while row-major byte `s'` is `scale_lo(s') | scale_hi(s') << 4 | scale_hi(4 + s') << 6`
+// = `LO0 & 0x0F | (HI & 0x0F) << 4` and byte `4 + s'` is `LO0 >> 4 | HI & 0xF0`. So with the
+// row's four bytes of each array gathered into a u32 (`s'` = byte), the row's 12 bytes are
+// three u32s of nibble masks and shifts, and back. The gather is a 4 × 4 byte transpose of
+// each 16-byte half (rows 0..4, 4..8), which the AVX2 version does with one byte shuffle.
+
+/// Mask of the low nibble of each byte of a u32.
+const LOW_NIBBLES: u32 = 0x0F0F_0F0F;
+
+/// Row-major scale words 0 and 1 (bytes `0..4`, `4..8` of the 12) from a row's gathered
+/// `LO0` and `HI` words (see the comment above).
+#[inline(always)]
+const fn scale_words_from_groups(lo0: u32, hi: u32) -> (u32, u32) {
+    ((lo0 & LOW_NIBBLES) | ((hi & LOW_NIBBLES) << 4), ((lo0 >> 4) & LOW_NIBBLES) | (hi & !LOW_NIBBLES))
+}
+
+/// The inverse of [`scale_words_from_groups`]: a row's `LO0` and `HI` words from row-major
+/// scale words 0 and 1.
+#[inline(always)]
+const fn group_words_from_scales(w0: u32, w1: u32) -> (u32, u32) {
+    ((w0 & LOW_NIBBLES) | ((w1 & LOW_NIBBLES) << 4), ((w0 >> 4) & LOW_NIBBLES) | (w1 & !LOW_NIBBLES))
+}
+
+/// Offset in a group-block's scale arrays of row `r`'s byte for `s' = 0` (then stride 4).
+#[inline(always)]
+const fn scale_row_offset(r: usize) -> usize {
+    16 * (r / 4) + r % 4
+}
+
+#[inline(always)]
+fn read_u32(b: &[u8], off: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&b[off..off + 4]);
+    u32::from_le_bytes(w)
+}
+
 /// `src`: 8 consecutive row-major rows of `nb` Q4_K blocks each (as bytes); `dst`: the same
-/// rows as one group of `nb` group-blocks (see the module header).
+/// rows as one group of `nb` group-blocks (see the module header). Uses AVX2 where the CPU
+/// has it ([`super::x8_shuffle_avx2`]); both versions produce the same bytes.
 ///
 /// # Panics
 /// If either length is not `nb · GROUP_BLOCK_BYTES` (callers validate shapes first).
 pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
     assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q4_K interleave: source length");
     assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q4_K interleave: destination length");
-    for (i, gb) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
-        gb[SCALE_LO_OFF..QS_OFF].fill(0);
-        for r in 0..8 {
-            let blk = &src[(r * nb + i) * BLOCK_BYTES..][..BLOCK_BYTES];
-            gb[D_OFF + 2 * r..D_OFF + 2 * r + 2].copy_from_slice(&blk[0..2]);
-            gb[DMIN_OFF + 2 * r..DMIN_OFF + 2 * r + 2].copy_from_slice(&blk[2..4]);
-            let mut packed = [0u8; K_SCALE_SIZE];
-            packed.copy_from_slice(&blk[BLOCK_SCALES_OFF..BLOCK_QS_OFF]);
-            for s in 0..8 {
-                let (sc, m) = get_scale_min_k4(s, &packed);
-                set_value(gb, value_index(0, s, r), sc);
-                set_value(gb, value_index(1, s, r), m);
-            }
-            for (q, &b) in blk[BLOCK_QS_OFF..].iter().enumerate() {
-                gb[qs_offset(r, q)] = b;
-            }
-        }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available (just checked).
+        unsafe { super::x8_shuffle_avx2::interleave(src, nb, dst) };
+        return;
     }
+    interleave_portable(src, nb, dst);
 }
 
 /// The exact inverse of [`interleave`]: one group of `nb` group-blocks back to 8 row-major
@@ -119,16 +147,72 @@ pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
 pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
     assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q4_K deinterleave: source length");
     assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q4_K deinterleave: destination length");
-    for (i, gb) in src.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
-        for r in 0..8 {
-            let blk = &mut dst[(r * nb + i) * BLOCK_BYTES..][..BLOCK_BYTES];
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available (just checked).
+        unsafe { super::x8_shuffle_avx2::deinterleave(src, nb, dst) };
+        return;
+    }
+    deinterleave_portable(src, nb, dst);
+}
+
+/// [`interleave`] without SIMD: row by row, each block's fields moved as u32 words into
+/// fixed-size arrays (no bounds checks left in the loop body).
+///
+/// # Panics
+/// If either length is not `nb · GROUP_BLOCK_BYTES`.
+pub(crate) fn interleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q4_K interleave: source length");
+    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q4_K interleave: destination length");
+    let (blocks, _) = src.as_chunks::<BLOCK_BYTES>();
+    let (group_blocks, _) = dst.as_chunks_mut::<GROUP_BLOCK_BYTES>();
+    for r in 0..8 {
+        let row = &blocks[r * nb..(r + 1) * nb];
+        let so = scale_row_offset(r);
+        for (blk, gb) in row.iter().zip(group_blocks.iter_mut()) {
+            gb[D_OFF + 2 * r..D_OFF + 2 * r + 2].copy_from_slice(&blk[0..2]);
+            gb[DMIN_OFF + 2 * r..DMIN_OFF + 2 * r + 2].copy_from_slice(&blk[2..4]);
+            let (lo0, hi) = group_words_from_scales(
+                read_u32(blk, BLOCK_SCALES_OFF),
+                read_u32(blk, BLOCK_SCALES_OFF + 4),
+            );
+            let lo1 = read_u32(blk, BLOCK_SCALES_OFF + 8);
+            for s in 0..4 {
+                gb[SCALE_LO_OFF + so + 4 * s] = (lo0 >> (8 * s)) as u8;
+                gb[SCALE_LO_OFF + 32 + so + 4 * s] = (lo1 >> (8 * s)) as u8;
+                gb[SCALE_HI_OFF + so + 4 * s] = (hi >> (8 * s)) as u8;
+            }
+            for q in (0..QK_K / 2).step_by(4) {
+                gb[qs_offset(r, q)..qs_offset(r, q) + 4].copy_from_slice(&blk[BLOCK_QS_OFF + q..BLOCK_QS_OFF + q + 4]);
+            }
+        }
+    }
+}
+
+/// [`deinterleave`] without SIMD (see [`interleave_portable`]).
+///
+/// # Panics
+/// If either length is not `nb · GROUP_BLOCK_BYTES`.
+pub(crate) fn deinterleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q4_K deinterleave: source length");
+    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q4_K deinterleave: destination length");
+    let (group_blocks, _) = src.as_chunks::<GROUP_BLOCK_BYTES>();
+    let (blocks, _) = dst.as_chunks_mut::<BLOCK_BYTES>();
+    for r in 0..8 {
+        let row = &mut blocks[r * nb..(r + 1) * nb];
+        let so = scale_row_offset(r);
+        for (gb, blk) in group_blocks.iter().zip(row.iter_mut()) {
             blk[0..2].copy_from_slice(&gb[D_OFF + 2 * r..D_OFF + 2 * r + 2]);
             blk[2..4].copy_from_slice(&gb[DMIN_OFF + 2 * r..DMIN_OFF + 2 * r + 2]);
-            let ls: [u8; 8] = std::array::from_fn(|s| get_value(gb, value_index(0, s, r)));
-            let lm: [u8; 8] = std::array::from_fn(|s| get_value(gb, value_index(1, s, r)));
-            blk[BLOCK_SCALES_OFF..BLOCK_QS_OFF].copy_from_slice(&pack_scale_min_k4(&ls, &lm));
-            for (q, b) in blk[BLOCK_QS_OFF..].iter_mut().enumerate() {
-                *b = gb[qs_offset(r, q)];
+            let gather = |off: usize| {
+                u32::from_le_bytes([gb[off + so], gb[off + so + 4], gb[off + so + 8], gb[off + so + 12]])
+            };
+            let (w0, w1) = scale_words_from_groups(gather(SCALE_LO_OFF), gather(SCALE_HI_OFF));
+            blk[BLOCK_SCALES_OFF..BLOCK_SCALES_OFF + 4].copy_from_slice(&w0.to_le_bytes());
+            blk[BLOCK_SCALES_OFF + 4..BLOCK_SCALES_OFF + 8].copy_from_slice(&w1.to_le_bytes());
+            blk[BLOCK_SCALES_OFF + 8..BLOCK_QS_OFF].copy_from_slice(&gather(SCALE_LO_OFF + 32).to_le_bytes());
+            for q in (0..QK_K / 2).step_by(4) {
+                blk[BLOCK_QS_OFF + q..BLOCK_QS_OFF + q + 4].copy_from_slice(&gb[qs_offset(r, q)..qs_offset(r, q) + 4]);
             }
         }
     }
@@ -169,7 +253,8 @@ pub fn dot_x8(group: &[u8], a: &[BlockQ8K]) -> [f32; 8] {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::quant::{q8_k, test_rows, test_values, BlockFormat, QK_K};
+    use crate::quant::q4_k::{get_scale_min_k4, pack_scale_min_k4};
+    use crate::quant::{q8_k, test_rows, test_values, BlockFormat};
 
     /// xorshift64 bytes.
     pub(crate) fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -200,6 +285,107 @@ pub(crate) mod tests {
         let w: &[BlockQ4K] = bytemuck::cast_slice(rows);
         let nb = a.len();
         std::array::from_fn(|r| super::super::vec_dot(&w[r * nb..(r + 1) * nb], a))
+    }
+
+    /// Stores six-bit value `x` as value `v` (the target bits must be zero).
+    fn set_value(gb: &mut [u8], v: usize, x: u8) {
+        gb[SCALE_LO_OFF + v % 64] |= (x & 0x0F) << (4 * (v / 64));
+        gb[SCALE_HI_OFF + v % 32] |= (x >> 4) << (2 * (v / 32));
+    }
+
+    /// The straightforward value-by-value, byte-by-byte interleave the fast versions replace.
+    fn interleave_reference(src: &[u8], nb: usize, dst: &mut [u8]) {
+        for (i, gb) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
+            gb[SCALE_LO_OFF..QS_OFF].fill(0);
+            for r in 0..8 {
+                let blk = &src[(r * nb + i) * BLOCK_BYTES..][..BLOCK_BYTES];
+                gb[D_OFF + 2 * r..D_OFF + 2 * r + 2].copy_from_slice(&blk[0..2]);
+                gb[DMIN_OFF + 2 * r..DMIN_OFF + 2 * r + 2].copy_from_slice(&blk[2..4]);
+                let mut packed = [0u8; K_SCALE_SIZE];
+                packed.copy_from_slice(&blk[BLOCK_SCALES_OFF..BLOCK_QS_OFF]);
+                for s in 0..8 {
+                    let (sc, m) = get_scale_min_k4(s, &packed);
+                    set_value(gb, value_index(0, s, r), sc);
+                    set_value(gb, value_index(1, s, r), m);
+                }
+                for (q, &b) in blk[BLOCK_QS_OFF..].iter().enumerate() {
+                    gb[qs_offset(r, q)] = b;
+                }
+            }
+        }
+    }
+
+    /// The straightforward inverse of [`interleave_reference`].
+    fn deinterleave_reference(src: &[u8], nb: usize, dst: &mut [u8]) {
+        for (i, gb) in src.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+            for r in 0..8 {
+                let blk = &mut dst[(r * nb + i) * BLOCK_BYTES..][..BLOCK_BYTES];
+                blk[0..2].copy_from_slice(&gb[D_OFF + 2 * r..D_OFF + 2 * r + 2]);
+                blk[2..4].copy_from_slice(&gb[DMIN_OFF + 2 * r..DMIN_OFF + 2 * r + 2]);
+                let ls: [u8; 8] = std::array::from_fn(|s| get_value(gb, value_index(0, s, r)));
+                let lm: [u8; 8] = std::array::from_fn(|s| get_value(gb, value_index(1, s, r)));
+                blk[BLOCK_SCALES_OFF..BLOCK_QS_OFF].copy_from_slice(&pack_scale_min_k4(&ls, &lm));
+                for (q, b) in blk[BLOCK_QS_OFF..].iter_mut().enumerate() {
+                    *b = gb[qs_offset(r, q)];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_versions_equal_the_reference_on_random_bytes() {
+        type GroupFn = fn(&[u8], usize, &mut [u8]);
+        let versions: [(&str, GroupFn, GroupFn); 2] = [
+            ("dispatched", interleave, deinterleave),
+            ("portable", interleave_portable, deinterleave_portable),
+        ];
+        for (nb, seed) in [(1usize, 71u64), (2, 73), (5, 79), (16, 83), (57, 89)] {
+            let src = random_bytes(nb * GROUP_BLOCK_BYTES, seed);
+            let mut want = vec![0u8; src.len()];
+            interleave_reference(&src, nb, &mut want);
+            // Interleaved-layout input for deinterleave: every bit pattern is a valid group.
+            let groups = random_bytes(nb * GROUP_BLOCK_BYTES, seed ^ 0x5555);
+            let mut want_rows = vec![0u8; src.len()];
+            deinterleave_reference(&groups, nb, &mut want_rows);
+            for (name, inter, deinter) in versions {
+                // Stale destination bytes must not leak through.
+                let mut got = vec![0xA5u8; src.len()];
+                inter(&src, nb, &mut got);
+                assert!(got == want, "{name} interleave differs, nb = {nb}");
+                let mut got_rows = vec![0x5Au8; src.len()];
+                deinter(&groups, nb, &mut got_rows);
+                assert!(got_rows == want_rows, "{name} deinterleave differs, nb = {nb}");
+            }
+        }
+    }
+
+    #[test]
+    fn fast_versions_equal_the_reference_on_extreme_bytes() {
+        // All-zero and all-one blocks and single set bits: each bit lands where the
+        // reference puts it.
+        let nb = 2;
+        let mut cases = vec![vec![0u8; nb * GROUP_BLOCK_BYTES], vec![0xFFu8; nb * GROUP_BLOCK_BYTES]];
+        for bit in [0usize, 7, 33, 100, 127, 128 * 8 + 5, 143 * 8 + 7, 1151 * 8 + 6, 2303 * 8 + 7] {
+            let mut v = vec![0u8; nb * GROUP_BLOCK_BYTES];
+            v[bit / 8] = 1 << (bit % 8);
+            cases.push(v);
+        }
+        for src in &cases {
+            let mut want = vec![0u8; src.len()];
+            interleave_reference(src, nb, &mut want);
+            let mut want_rows = vec![0u8; src.len()];
+            deinterleave_reference(src, nb, &mut want_rows);
+            for (inter, deinter) in [
+                (interleave as fn(&[u8], usize, &mut [u8]), deinterleave as fn(&[u8], usize, &mut [u8])),
+                (interleave_portable, deinterleave_portable),
+            ] {
+                let mut got = vec![0x11u8; src.len()];
+                inter(src, nb, &mut got);
+                assert!(got == want);
+                deinter(src, nb, &mut got);
+                assert!(got == want_rows);
+            }
+        }
     }
 
     #[test]
