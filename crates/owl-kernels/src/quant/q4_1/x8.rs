@@ -38,49 +38,84 @@ pub(crate) const M_OFFSET: usize = 16;
 /// Offset of the quant chunks in a group-block.
 pub(crate) const QS_OFFSET: usize = 32;
 
-/// Where byte `j` of row `r`'s block lands inside the group-block (the layout above).
-#[inline(always)]
-fn position(r: usize, j: usize) -> usize {
-    match j {
-        0..2 => 2 * r + j,
-        2..4 => M_OFFSET + 2 * r + (j - 2),
-        _ => {
-            let q = j - 4;
-            QS_OFFSET + 32 * (q / 4) + 4 * r + q % 4
-        }
-    }
-}
-
 /// Repacks 8 consecutive row-major rows of `nb` blocks each (`src`, `8·nb` blocks as bytes)
 /// into one group (`dst`, same length) in the layout of the module header.
+///
+/// Runs once per weight at model load: with AVX2 (detected at run time) a group-block is a
+/// handful of loads, register transposes and stores ([`super::x8_shuffle_avx2`]), otherwise
+/// the word-level [`interleave_portable`].
 ///
 /// # Panics
 /// If `src` or `dst` is not `nb · GROUP_BLOCK_BYTES` bytes long (callers validate).
 pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
     assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q4_1 x8 interleave: source length");
     assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q4_1 x8 interleave: destination length");
-    for (b, gb) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
-        for r in 0..8 {
-            let blk = &src[(r * nb + b) * BLOCK..][..BLOCK];
-            for (j, &byte) in blk.iter().enumerate() {
-                gb[position(r, j)] = byte;
-            }
-        }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; both lengths are `nb · GROUP_BLOCK_BYTES` (asserted above).
+        unsafe { super::x8_shuffle_avx2::interleave(src, nb, dst) };
+        return;
     }
+    interleave_portable(src, nb, dst);
 }
 
 /// The exact inverse of [`interleave`]: one group back to 8 row-major rows.
+///
+/// Runs on every prefill matmul call for each chunk of rows, so its speed adds directly to
+/// prompt processing; dispatched like [`interleave`].
 ///
 /// # Panics
 /// If `src` or `dst` is not `nb · GROUP_BLOCK_BYTES` bytes long (callers validate).
 pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
     assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q4_1 x8 deinterleave: source length");
     assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q4_1 x8 deinterleave: destination length");
-    for (b, gb) in src.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; both lengths are `nb · GROUP_BLOCK_BYTES` (asserted above).
+        unsafe { super::x8_shuffle_avx2::deinterleave(src, nb, dst) };
+        return;
+    }
+    deinterleave_portable(src, nb, dst);
+}
+
+/// Copies `N` bytes from `src[from..]` to `dst[to..]` (a fixed-size copy the optimizer turns
+/// into one load and store; with array arguments and constant offsets, no bounds check
+/// survives).
+#[inline(always)]
+fn copy<const N: usize>(src: &[u8], from: usize, dst: &mut [u8], to: usize) {
+    dst[to..to + N].copy_from_slice(&src[from..from + N]);
+}
+
+/// Portable [`interleave`]: each row's block is 6 word copies (scale, minimum, 4 quant
+/// words). The reference for the AVX2 version.
+pub(crate) fn interleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q4_1 x8 interleave: source length");
+    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q4_1 x8 interleave: destination length");
+    let blocks: &[[u8; BLOCK]] = src.as_chunks().0;
+    for (b, gb) in dst.as_chunks_mut::<GROUP_BLOCK_BYTES>().0.iter_mut().enumerate() {
         for r in 0..8 {
-            let blk = &mut dst[(r * nb + b) * BLOCK..][..BLOCK];
-            for (j, byte) in blk.iter_mut().enumerate() {
-                *byte = gb[position(r, j)];
+            let blk = &blocks[r * nb + b];
+            copy::<2>(blk, 0, gb, 2 * r);
+            copy::<2>(blk, 2, gb, M_OFFSET + 2 * r);
+            for c in 0..4 {
+                copy::<4>(blk, 4 + 4 * c, gb, QS_OFFSET + 32 * c + 4 * r);
+            }
+        }
+    }
+}
+
+/// Portable [`deinterleave`], the exact inverse of [`interleave_portable`].
+pub(crate) fn deinterleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q4_1 x8 deinterleave: source length");
+    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q4_1 x8 deinterleave: destination length");
+    let blocks: &mut [[u8; BLOCK]] = dst.as_chunks_mut().0;
+    for (b, gb) in src.as_chunks::<GROUP_BLOCK_BYTES>().0.iter().enumerate() {
+        for r in 0..8 {
+            let blk = &mut blocks[r * nb + b];
+            copy::<2>(gb, 2 * r, blk, 0);
+            copy::<2>(gb, M_OFFSET + 2 * r, blk, 2);
+            for c in 0..4 {
+                copy::<4>(gb, QS_OFFSET + 32 * c + 4 * r, blk, 4 + 4 * c);
             }
         }
     }
@@ -141,6 +176,69 @@ pub(crate) mod tests {
     /// Random bytes of `len`, for the layout round trip (any bit pattern must survive).
     fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         test_values(len, seed, 0.0, 256.0).iter().map(|&v| v as u8).collect()
+    }
+
+    /// Where byte `j` of row `r`'s block lands inside the group-block (the layout above).
+    fn position(r: usize, j: usize) -> usize {
+        match j {
+            0..2 => 2 * r + j,
+            2..4 => M_OFFSET + 2 * r + (j - 2),
+            _ => {
+                let q = j - 4;
+                QS_OFFSET + 32 * (q / 4) + 4 * r + q % 4
+            }
+        }
+    }
+
+    /// The straightforward per-byte [`interleave`] the fast versions replaced, kept as the
+    /// reference they must equal byte for byte.
+    fn interleave_reference(src: &[u8], nb: usize, dst: &mut [u8]) {
+        for (b, gb) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
+            for r in 0..8 {
+                let blk = &src[(r * nb + b) * BLOCK..][..BLOCK];
+                for (j, &byte) in blk.iter().enumerate() {
+                    gb[position(r, j)] = byte;
+                }
+            }
+        }
+    }
+
+    /// The straightforward per-byte [`deinterleave`] (see [`interleave_reference`]).
+    fn deinterleave_reference(src: &[u8], nb: usize, dst: &mut [u8]) {
+        for (b, gb) in src.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+            for r in 0..8 {
+                let blk = &mut dst[(r * nb + b) * BLOCK..][..BLOCK];
+                for (j, byte) in blk.iter_mut().enumerate() {
+                    *byte = gb[position(r, j)];
+                }
+            }
+        }
+    }
+
+    /// Portable and dispatched (AVX2 where present) versions equal the per-byte reference on
+    /// random bytes, in both directions, over several group widths.
+    #[test]
+    fn fast_versions_equal_the_per_byte_reference() {
+        type Fn = fn(&[u8], usize, &mut [u8]);
+        let versions: [(&str, Fn, Fn); 2] = [
+            ("portable", interleave_portable, deinterleave_portable),
+            ("dispatched", interleave, deinterleave),
+        ];
+        for (nb, seed) in [(1, 61), (2, 67), (3, 71), (9, 73), (128, 79)] {
+            let src = random_bytes(nb * GROUP_BLOCK_BYTES, seed);
+            let mut want = vec![0u8; src.len()];
+            interleave_reference(&src, nb, &mut want);
+            let mut want_back = vec![0u8; src.len()];
+            deinterleave_reference(&src, nb, &mut want_back);
+            for (name, il, dl) in versions {
+                let mut got = vec![0xC3u8; src.len()];
+                il(&src, nb, &mut got);
+                assert_eq!(got, want, "{name} interleave, nb {nb}");
+                let mut got = vec![0x3Cu8; src.len()];
+                dl(&src, nb, &mut got);
+                assert_eq!(got, want_back, "{name} deinterleave, nb {nb}");
+            }
+        }
     }
 
     #[test]

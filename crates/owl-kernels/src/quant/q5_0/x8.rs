@@ -45,54 +45,121 @@ pub(crate) const QS_OFFSET: usize = 48;
 /// Repacks 8 consecutive row-major rows of `nb` blocks each (`src`, `8·nb` blocks as bytes)
 /// into one group (`dst`, same length) in the layout of the module header.
 ///
+/// Runs once per weight at model load: with AVX2 (detected at run time) a group-block is a
+/// handful of loads, register transposes and stores ([`super::x8_shuffle_avx2`]), otherwise
+/// the word-level [`interleave_portable`].
+///
 /// # Panics
 /// If `src` or `dst` is not `nb · GROUP_BLOCK_BYTES` bytes long (callers validate).
 pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
     assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 interleave: source length");
     assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 interleave: destination length");
-    for (b, gb) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
-        let (scales, rest) = gb.split_at_mut(QH_OFFSET);
-        let (planes, quants) = rest.split_at_mut(QS_OFFSET - QH_OFFSET);
-        planes.fill(0);
-        for r in 0..8 {
-            let blk: &BlockQ5_0 = bytemuck::from_bytes(&src[(r * nb + b) * BLOCK..][..BLOCK]);
-            scales[2 * r..2 * r + 2].copy_from_slice(&blk.d);
-            let qh = blk.qh();
-            for c in 0..4 {
-                for k in 0..4 {
-                    quants[32 * c + 4 * r + k] = blk.qs[4 * c + k];
-                    for h in 0..2 {
-                        let bit = (qh >> (16 * h + 4 * c + k)) & 1;
-                        planes[4 * r + k] |= (bit as u8) << (2 * c + h);
-                    }
-                }
-            }
-        }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; both lengths are `nb · GROUP_BLOCK_BYTES` (asserted above).
+        unsafe { super::x8_shuffle_avx2::interleave(src, nb, dst) };
+        return;
     }
+    interleave_portable(src, nb, dst);
 }
 
 /// The exact inverse of [`interleave`]: one group back to 8 row-major rows.
+///
+/// Runs on every prefill matmul call for each chunk of rows, so its speed adds directly to
+/// prompt processing; dispatched like [`interleave`].
 ///
 /// # Panics
 /// If `src` or `dst` is not `nb · GROUP_BLOCK_BYTES` bytes long (callers validate).
 pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
     assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 deinterleave: source length");
     assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 deinterleave: destination length");
-    for (b, gb) in src.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present; both lengths are `nb · GROUP_BLOCK_BYTES` (asserted above).
+        unsafe { super::x8_shuffle_avx2::deinterleave(src, nb, dst) };
+        return;
+    }
+    deinterleave_portable(src, nb, dst);
+}
+
+/// Exchanges the bits of `x` under `mask` with the bits `shift` places above them (a
+/// "delta swap": `mask` and `mask << shift` must not overlap).
+#[inline(always)]
+pub(crate) const fn delta_swap(x: u32, mask: u32, shift: u32) -> u32 {
+    let t = ((x >> shift) ^ x) & mask;
+    x ^ t ^ (t << shift)
+}
+
+/// The delta swaps that turn one row's `qh` word into its 4 fifth-bit plane bytes, as
+/// `(mask, shift)`, applied in order (the inverse applies them in reverse: each is its own
+/// inverse).
+///
+/// Bit `i = 16h + 4c + k` of `qh` goes to bit `o = 8k + 2c + h` of the little-endian plane
+/// word: writing bit indices in binary, `i = [h c1 c0 k1 k0]` becomes `o = [k1 k0 c1 c0 h]`,
+/// a permutation of the 5 index bits. Exchanging index bits `p < q` is one delta swap
+/// (shift `2^q − 2^p`, mask: the bit positions whose index has bit p set and bit q clear),
+/// and four exchanges of index-bit positions do it: (0 4) moves `h` home to 0, then (3 4)
+/// `k0` to 3, (1 4) `k1` to 4, and (1 2) swaps `c1`, `c0` into 2, 1.
+pub(crate) const QH_TO_PLANES: [(u32, u32); 4] =
+    [(0x0000_AAAA, 15), (0x0000_FF00, 8), (0x0000_CCCC, 14), (0x0C0C_0C0C, 2)];
+
+/// One row's `qh` word → its 4 plane bytes (bytes `16 + 4r .. + 4` of the group-block) as a
+/// little-endian word.
+#[inline(always)]
+pub(crate) const fn qh_to_planes(qh: u32) -> u32 {
+    let [a, b, c, d] = QH_TO_PLANES;
+    delta_swap(delta_swap(delta_swap(delta_swap(qh, a.0, a.1), b.0, b.1), c.0, c.1), d.0, d.1)
+}
+
+/// The inverse of [`qh_to_planes`].
+#[inline(always)]
+pub(crate) const fn planes_to_qh(planes: u32) -> u32 {
+    let [a, b, c, d] = QH_TO_PLANES;
+    delta_swap(delta_swap(delta_swap(delta_swap(planes, d.0, d.1), c.0, c.1), b.0, b.1), a.0, a.1)
+}
+
+/// Copies 4 bytes from `src[from..]` to `dst[to..]` (a fixed-size copy the optimizer turns
+/// into one 32-bit load and store; with array arguments and constant offsets, no bounds
+/// check survives).
+#[inline(always)]
+fn copy4(src: &[u8], from: usize, dst: &mut [u8], to: usize) {
+    dst[to..to + 4].copy_from_slice(&src[from..from + 4]);
+}
+
+/// Portable [`interleave`]: word-level field copies and the fifth bits moved by
+/// [`qh_to_planes`]. The reference for the AVX2 version.
+pub(crate) fn interleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 interleave: source length");
+    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 interleave: destination length");
+    let blocks: &[[u8; BLOCK]] = src.as_chunks().0;
+    for (b, gb) in dst.as_chunks_mut::<GROUP_BLOCK_BYTES>().0.iter_mut().enumerate() {
         for r in 0..8 {
-            let blk: &mut BlockQ5_0 = bytemuck::from_bytes_mut(&mut dst[(r * nb + b) * BLOCK..][..BLOCK]);
-            blk.d.copy_from_slice(&gb[2 * r..2 * r + 2]);
-            let mut qh = 0u32;
+            let blk = &blocks[r * nb + b];
+            gb[2 * r..2 * r + 2].copy_from_slice(&blk[0..2]);
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            gb[QH_OFFSET + 4 * r..QH_OFFSET + 4 * r + 4].copy_from_slice(&qh_to_planes(qh).to_le_bytes());
             for c in 0..4 {
-                for k in 0..4 {
-                    blk.qs[4 * c + k] = gb[QS_OFFSET + 32 * c + 4 * r + k];
-                    let plane = gb[QH_OFFSET + 4 * r + k];
-                    for h in 0..2 {
-                        qh |= (((plane >> (2 * c + h)) & 1) as u32) << (16 * h + 4 * c + k);
-                    }
-                }
+                copy4(blk, 6 + 4 * c, gb, QS_OFFSET + 32 * c + 4 * r);
             }
-            blk.qh = qh.to_le_bytes();
+        }
+    }
+}
+
+/// Portable [`deinterleave`], the exact inverse of [`interleave_portable`].
+pub(crate) fn deinterleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
+    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 deinterleave: source length");
+    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 deinterleave: destination length");
+    let blocks: &mut [[u8; BLOCK]] = dst.as_chunks_mut().0;
+    for (b, gb) in src.as_chunks::<GROUP_BLOCK_BYTES>().0.iter().enumerate() {
+        for r in 0..8 {
+            let blk = &mut blocks[r * nb + b];
+            blk[0..2].copy_from_slice(&gb[2 * r..2 * r + 2]);
+            let p = QH_OFFSET + 4 * r;
+            let planes = u32::from_le_bytes([gb[p], gb[p + 1], gb[p + 2], gb[p + 3]]);
+            blk[2..6].copy_from_slice(&planes_to_qh(planes).to_le_bytes());
+            for c in 0..4 {
+                copy4(gb, QS_OFFSET + 32 * c + 4 * r, blk, 6 + 4 * c);
+            }
         }
     }
 }
@@ -153,6 +220,91 @@ pub(crate) mod tests {
     /// Random bytes of `len`, for the layout round trip (any bit pattern must survive).
     fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
         test_values(len, seed, 0.0, 256.0).iter().map(|&v| v as u8).collect()
+    }
+
+    /// The straightforward per-bit [`interleave`] the fast versions replaced, kept as the
+    /// reference they must equal byte for byte.
+    fn interleave_reference(src: &[u8], nb: usize, dst: &mut [u8]) {
+        for (b, gb) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
+            let (scales, rest) = gb.split_at_mut(QH_OFFSET);
+            let (planes, quants) = rest.split_at_mut(QS_OFFSET - QH_OFFSET);
+            planes.fill(0);
+            for r in 0..8 {
+                let blk: &BlockQ5_0 = bytemuck::from_bytes(&src[(r * nb + b) * BLOCK..][..BLOCK]);
+                scales[2 * r..2 * r + 2].copy_from_slice(&blk.d);
+                let qh = blk.qh();
+                for c in 0..4 {
+                    for k in 0..4 {
+                        quants[32 * c + 4 * r + k] = blk.qs[4 * c + k];
+                        for h in 0..2 {
+                            let bit = (qh >> (16 * h + 4 * c + k)) & 1;
+                            planes[4 * r + k] |= (bit as u8) << (2 * c + h);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The straightforward per-bit [`deinterleave`] (see [`interleave_reference`]).
+    fn deinterleave_reference(src: &[u8], nb: usize, dst: &mut [u8]) {
+        for (b, gb) in src.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+            for r in 0..8 {
+                let blk: &mut BlockQ5_0 = bytemuck::from_bytes_mut(&mut dst[(r * nb + b) * BLOCK..][..BLOCK]);
+                blk.d.copy_from_slice(&gb[2 * r..2 * r + 2]);
+                let mut qh = 0u32;
+                for c in 0..4 {
+                    for k in 0..4 {
+                        blk.qs[4 * c + k] = gb[QS_OFFSET + 32 * c + 4 * r + k];
+                        let plane = gb[QH_OFFSET + 4 * r + k];
+                        for h in 0..2 {
+                            qh |= (((plane >> (2 * c + h)) & 1) as u32) << (16 * h + 4 * c + k);
+                        }
+                    }
+                }
+                blk.qh = qh.to_le_bytes();
+            }
+        }
+    }
+
+    /// Portable and dispatched (AVX2 where present) versions equal the per-bit reference on
+    /// random bytes, in both directions, over several group widths.
+    #[test]
+    fn fast_versions_equal_the_per_bit_reference() {
+        type Fn = fn(&[u8], usize, &mut [u8]);
+        let versions: [(&str, Fn, Fn); 2] = [
+            ("portable", interleave_portable, deinterleave_portable),
+            ("dispatched", interleave, deinterleave),
+        ];
+        for (nb, seed) in [(1, 61), (2, 67), (3, 71), (9, 73), (128, 79)] {
+            let src = random_bytes(nb * GROUP_BLOCK_BYTES, seed);
+            let mut want = vec![0u8; src.len()];
+            interleave_reference(&src, nb, &mut want);
+            let mut want_back = vec![0u8; src.len()];
+            deinterleave_reference(&src, nb, &mut want_back);
+            for (name, il, dl) in versions {
+                let mut got = vec![0xC3u8; src.len()];
+                il(&src, nb, &mut got);
+                assert_eq!(got, want, "{name} interleave, nb {nb}");
+                let mut got = vec![0x3Cu8; src.len()];
+                dl(&src, nb, &mut got);
+                assert_eq!(got, want_back, "{name} deinterleave, nb {nb}");
+            }
+        }
+    }
+
+    /// The word-level bit permutation moves every single bit where the layout says.
+    #[test]
+    fn qh_to_planes_moves_each_bit_as_the_header_says() {
+        for h in 0..2 {
+            for c in 0..4 {
+                for k in 0..4 {
+                    let (i, o) = (16 * h + 4 * c + k, 8 * k + 2 * c + h);
+                    assert_eq!(qh_to_planes(1 << i), 1 << o, "qh bit {i}");
+                    assert_eq!(planes_to_qh(1 << o), 1 << i, "plane bit {o}");
+                }
+            }
+        }
     }
 
     #[test]
