@@ -54,8 +54,7 @@ pub(crate) const SUB_BLOCK_BYTES: usize = 96;
 
 const _: () = assert!(QUANTS_AT + (QK_K / 16) * SUB_BLOCK_BYTES == GROUP_BLOCK_BYTES);
 
-/// Little-endian word of `s[at..at + 4]`. The repacking works on four quants at a time
-/// (SWAR): the same bit operations in every byte, no bits crossing bytes after the masks.
+/// Little-endian word of `s[at..at + 4]` (used by the portable [`dot_x8`]).
 #[inline(always)]
 fn word(s: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]])
@@ -66,58 +65,142 @@ fn put_word(s: &mut [u8], at: usize, w: u32) {
     s[at..at + 4].copy_from_slice(&w.to_le_bytes());
 }
 
-/// The unsigned quants (0..=63) of a block in element order (ggml's bit layout: see
-/// [`super`]): element `128n + 32k + l` = nibble `k/2` of `ql[64n + 32(k%2) + l]` | bits
-/// `2k..2k+2` of `qh[32n + l]` << 4.
-fn unpack_quants(b: &BlockQ6K) -> [u8; QK_K] {
-    let mut q = [0u8; QK_K];
+/// Little-endian word of a fixed-size array. With `at` a constant plus a lane offset known
+/// to be below 32 (`4 · (r & 7)`), the index checks fold away once the loops are unrolled.
+#[inline(always)]
+fn rd<const N: usize>(s: &[u8; N], at: usize) -> u32 {
+    u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]])
+}
+
+#[inline(always)]
+fn wr<const N: usize>(s: &mut [u8; N], at: usize, w: u32) {
+    let [a, b, c, d] = w.to_le_bytes();
+    s[at] = a;
+    s[at + 1] = b;
+    s[at + 2] = c;
+    s[at + 3] = d;
+}
+
+/// Byte masks for four bytes at a time (SWAR: the same bit operations in every byte; every
+/// shift is followed by a mask, so no bits cross bytes).
+const M03: u32 = 0x0303_0303;
+const M0F: u32 = 0x0F0F_0F0F;
+const M3F: u32 = 0x3F3F_3F3F;
+
+/// Offsets of a row-major [`BlockQ6K`]'s fields (`repr(C)`, alignment 1).
+const QL_AT: usize = 0;
+const QH_AT: usize = QK_K / 2;
+const BLOCK_SCALES_AT: usize = QH_AT + QK_K / 4;
+const D_AT: usize = BLOCK_SCALES_AT + QK_K / 16;
+const _: () = assert!(D_AT + 2 == BLOCK_BYTES);
+
+/// Where the pieces of one row meet, in both layouts. Sub-blocks `j = 8n + 2k + h`
+/// (`n, h < 2`, `k < 4`) cover elements `128n + 32k + 16h + 0..16`, so chunk `i` (4
+/// elements) of the four sub-blocks `k` with the same `(n, h)` shares its 4 `ql`/`qh` byte
+/// positions: low nibbles of `k = 0 | 2` in `ql[64n + 16h + 4i]`, of `k = 1 | 3` in
+/// `ql[64n + 32 + 16h + 4i]`, top bit pairs of all four in `qh[32n + 16h + 4i]`. Both
+/// directions therefore work on one `(n, h)` at a time: 12 interleaved words ↔ 12 row-major
+/// words, with no intermediate quant array.
+#[inline(always)]
+fn row_words_at(n: usize, h: usize, i: usize) -> [usize; 3] {
+    [
+        QL_AT + 64 * n + 16 * h + 4 * i,
+        QL_AT + 64 * n + 32 + 16 * h + 4 * i,
+        QH_AT + 32 * n + 16 * h + 4 * i,
+    ]
+}
+
+/// Offset in a group-block of vector `V_v` of sub-block `8n + 2k + h`.
+#[inline(always)]
+fn vector_at(n: usize, k: usize, h: usize, v: usize) -> usize {
+    QUANTS_AT + SUB_BLOCK_BYTES * (8 * n + 2 * k + h) + 32 * v
+}
+
+/// Chunks `c[k]` (6-bit quants, one per byte) → the row-major words `[ql_a, ql_b, qh]`.
+#[inline(always)]
+fn pack_chunks(c: [u32; 4]) -> [u32; 3] {
+    let top = |c: u32| (c >> 4) & M03;
+    [
+        (c[0] & M0F) | ((c[2] & M0F) << 4),
+        (c[1] & M0F) | ((c[3] & M0F) << 4),
+        top(c[0]) | (top(c[1]) << 2) | (top(c[2]) << 4) | (top(c[3]) << 6),
+    ]
+}
+
+/// Inverse of [`pack_chunks`].
+#[inline(always)]
+fn unpack_chunks([ql_a, ql_b, qh]: [u32; 3]) -> [u32; 4] {
+    [
+        (ql_a & M0F) | ((qh & M03) << 4),
+        (ql_b & M0F) | (((qh >> 2) & M03) << 4),
+        ((ql_a >> 4) & M0F) | (((qh >> 4) & M03) << 4),
+        ((ql_b >> 4) & M0F) | (((qh >> 6) & M03) << 4),
+    ]
+}
+
+/// Row `r` of group-block `gb` → the row-major block `blk` (portable; four bytes at a time).
+#[inline(always)]
+fn deinterleave_row(gb: &[u8; GROUP_BLOCK_BYTES], r: usize, blk: &mut [u8; BLOCK_BYTES]) {
+    let lane = 4 * (r & 7);
     for n in 0..2 {
-        for k in 0..4 {
-            for l in (0..32).step_by(4) {
-                let low = (word(&b.ql, 64 * n + 32 * (k % 2) + l) >> (4 * (k / 2))) & 0x0F0F_0F0F;
-                let high = (word(&b.qh, 32 * n + l) >> (2 * k)) & 0x0303_0303;
-                put_word(&mut q, 128 * n + 32 * k + l, low | (high << 4));
+        for h in 0..2 {
+            // Sub-block k's three vectors, lane r.
+            let v: [[u32; 3]; 4] =
+                std::array::from_fn(|k| std::array::from_fn(|v| rd(gb, vector_at(n, k, h, v) + lane)));
+            for i in 0..4 {
+                let c: [u32; 4] = std::array::from_fn(|k| {
+                    let [v0, v1, v2] = v[k];
+                    if i < 3 {
+                        v[k][i] & M3F
+                    } else {
+                        ((v0 >> 6) & M03) | (((v1 >> 6) & M03) << 2) | (((v2 >> 6) & M03) << 4)
+                    }
+                });
+                for (at, w) in row_words_at(n, h, i).into_iter().zip(pack_chunks(c)) {
+                    wr(blk, at, w);
+                }
             }
         }
     }
-    q
-}
-
-/// Inverse of [`unpack_quants`]: `q` (6-bit values) into `ql`/`qh` as ggml stores them
-/// (the packing of `quantize_row_q6_K_ref`).
-fn pack_quants(q: &[u8; QK_K], b: &mut BlockQ6K) {
-    for n in 0..2 {
-        for l in (0..32).step_by(4) {
-            let [q1, q2, q3, q4] = std::array::from_fn(|k| word(q, 128 * n + 32 * k + l));
-            let nib = 0x0F0F_0F0F;
-            put_word(&mut b.ql, 64 * n + l, (q1 & nib) | ((q3 & nib) << 4));
-            put_word(&mut b.ql, 64 * n + 32 + l, (q2 & nib) | ((q4 & nib) << 4));
-            let top = |q: u32| (q >> 4) & 0x0303_0303;
-            put_word(
-                &mut b.qh,
-                32 * n + l,
-                top(q1) | (top(q2) << 2) | (top(q3) << 4) | (top(q4) << 6),
-            );
-        }
+    for p in 0..8 {
+        let at = SCALES_AT + 16 * p + 2 * (r & 7);
+        blk[BLOCK_SCALES_AT + 2 * p] = gb[at];
+        blk[BLOCK_SCALES_AT + 2 * p + 1] = gb[at + 1];
     }
+    blk[D_AT] = gb[2 * (r & 7)];
+    blk[D_AT + 1] = gb[2 * (r & 7) + 1];
 }
 
-/// The 8 rows' quants (as from [`unpack_quants`]) into the quant part of a group-block.
-fn put_group_quants(q: &[[u8; QK_K]; 8], gb: &mut [u8]) {
-    for (r, qr) in q.iter().enumerate() {
-        for j in 0..QK_K / 16 {
-            // Elements 12..16 of the sub-block supply the top bit pairs of all three vectors.
-            let w3 = word(qr, 16 * j + 12);
-            for i in 0..3 {
-                let w = (word(qr, 16 * j + 4 * i) & 0x3F3F_3F3F)
-                    | (((w3 >> (2 * i)) & 0x0303_0303) << 6);
-                put_word(gb, QUANTS_AT + SUB_BLOCK_BYTES * j + 32 * i + 4 * r, w);
+/// The row-major block `blk` → row `r` of group-block `gb` (portable; inverse of
+/// [`deinterleave_row`]).
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `k` and `v` index the two dimensions of `c`
+fn interleave_row(blk: &[u8; BLOCK_BYTES], r: usize, gb: &mut [u8; GROUP_BLOCK_BYTES]) {
+    let lane = 4 * (r & 7);
+    for n in 0..2 {
+        for h in 0..2 {
+            // c[i][k]: chunk i of sub-block k.
+            let c: [[u32; 4]; 4] =
+                std::array::from_fn(|i| unpack_chunks(row_words_at(n, h, i).map(|at| rd(blk, at))));
+            for k in 0..4 {
+                let c3 = c[3][k];
+                for v in 0..3 {
+                    let w = c[v][k] | (((c3 >> (2 * v)) & M03) << 6);
+                    wr(gb, vector_at(n, k, h, v) + lane, w);
+                }
             }
         }
     }
+    for p in 0..8 {
+        let at = SCALES_AT + 16 * p + 2 * (r & 7);
+        gb[at] = blk[BLOCK_SCALES_AT + 2 * p];
+        gb[at + 1] = blk[BLOCK_SCALES_AT + 2 * p + 1];
+    }
+    gb[2 * (r & 7)] = blk[D_AT];
+    gb[2 * (r & 7) + 1] = blk[D_AT + 1];
 }
 
-/// The unsigned quants of the 8 rows read back from a group-block.
+/// The unsigned quants of the 8 rows read back from a group-block (for [`dot_x8`]).
 fn group_quants(gb: &[u8]) -> [[u8; QK_K]; 8] {
     let mut q = [[0u8; QK_K]; 8];
     for (r, qr) in q.iter_mut().enumerate() {
@@ -136,65 +219,69 @@ fn group_quants(gb: &[u8]) -> [[u8; QK_K]; 8] {
     q
 }
 
+/// Checks the lengths of one group's buffers (callers validate sizes; see the `# Panics`
+/// sections).
+fn check_lengths(src: &[u8], nb: usize, dst: &[u8], what: &str) {
+    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q6_K {what}: source length");
+    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q6_K {what}: destination length");
+}
+
 /// Row-major → interleaved: `src` is 8 consecutive rows of `nb` blocks each, `dst` receives
-/// the group (`nb` group-blocks, layout in the module header).
+/// the group (`nb` group-blocks, layout in the module header). AVX2 where the CPU has it
+/// (`x8_shuffle_avx2`), else the portable word-wise code; both give the same bytes.
 ///
 /// # Panics
 /// If `src.len()` or `dst.len()` is not `nb * GROUP_BLOCK_BYTES` (callers validate sizes).
 pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    assert_eq!(
-        src.len(),
-        nb * GROUP_BLOCK_BYTES,
-        "Q6_K interleave: source length"
-    );
-    assert_eq!(
-        dst.len(),
-        nb * GROUP_BLOCK_BYTES,
-        "Q6_K interleave: destination length"
-    );
-    for (b, gb) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
-        let block = |r: usize| -> &BlockQ6K {
-            let at = (r * nb + b) * BLOCK_BYTES;
-            bytemuck::from_bytes(&src[at..at + BLOCK_BYTES])
-        };
-        let mut q = [[0u8; QK_K]; 8];
-        for (r, qr) in q.iter_mut().enumerate() {
-            let blk = block(r);
-            gb[2 * r..2 * r + 2].copy_from_slice(&blk.d);
-            for (j, &s) in blk.scales.iter().enumerate() {
-                gb[SCALES_AT + 16 * (j / 2) + 2 * r + j % 2] = s as u8;
-            }
-            *qr = unpack_quants(blk);
+    check_lengths(src, nb, dst, "interleave");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2; the lengths are checked above.
+        unsafe { super::x8_shuffle_avx2::interleave(src, nb, dst) };
+        return;
+    }
+    interleave_portable(src, nb, dst);
+}
+
+/// The portable [`interleave`]: row by row, so each row's blocks are read in order.
+fn interleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
+    if nb == 0 {
+        return;
+    }
+    let (gbs, _) = dst.as_chunks_mut::<GROUP_BLOCK_BYTES>();
+    for (r, row) in src.chunks_exact(nb * BLOCK_BYTES).enumerate() {
+        let (blks, _) = row.as_chunks::<BLOCK_BYTES>();
+        for (blk, gb) in blks.iter().zip(gbs.iter_mut()) {
+            interleave_row(blk, r, gb);
         }
-        put_group_quants(&q, gb);
     }
 }
 
-/// Interleaved → row-major: the exact inverse of [`interleave`].
+/// Interleaved → row-major: the exact inverse of [`interleave`] (AVX2 where the CPU has it).
 ///
 /// # Panics
 /// If `src.len()` or `dst.len()` is not `nb * GROUP_BLOCK_BYTES`.
 pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    assert_eq!(
-        src.len(),
-        nb * GROUP_BLOCK_BYTES,
-        "Q6_K deinterleave: source length"
-    );
-    assert_eq!(
-        dst.len(),
-        nb * GROUP_BLOCK_BYTES,
-        "Q6_K deinterleave: destination length"
-    );
-    for (b, gb) in src.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
-        let q = group_quants(gb);
-        for (r, qr) in q.iter().enumerate() {
-            let at = (r * nb + b) * BLOCK_BYTES;
-            let blk: &mut BlockQ6K = bytemuck::from_bytes_mut(&mut dst[at..at + BLOCK_BYTES]);
-            blk.d.copy_from_slice(&gb[2 * r..2 * r + 2]);
-            for (j, s) in blk.scales.iter_mut().enumerate() {
-                *s = gb[SCALES_AT + 16 * (j / 2) + 2 * r + j % 2] as i8;
-            }
-            pack_quants(qr, blk);
+    check_lengths(src, nb, dst, "deinterleave");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2; the lengths are checked above.
+        unsafe { super::x8_shuffle_avx2::deinterleave(src, nb, dst) };
+        return;
+    }
+    deinterleave_portable(src, nb, dst);
+}
+
+/// The portable [`deinterleave`]: row by row, so each row's blocks are written in order.
+fn deinterleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
+    if nb == 0 {
+        return;
+    }
+    let (gbs, _) = src.as_chunks::<GROUP_BLOCK_BYTES>();
+    for (r, row) in dst.chunks_exact_mut(nb * BLOCK_BYTES).enumerate() {
+        let (blks, _) = row.as_chunks_mut::<BLOCK_BYTES>();
+        for (gb, blk) in gbs.iter().zip(blks.iter_mut()) {
+            deinterleave_row(gb, r, blk);
         }
     }
 }
@@ -229,9 +316,103 @@ pub fn dot_x8(group: &[u8], a: &[BlockQ8K]) -> [f32; 8] {
     sum
 }
 
+/// The first, straightforward (de)interleaver (through whole arrays of unpacked quants): the
+/// reference the fast paths are tested against.
+#[cfg(test)]
+pub(crate) mod reference {
+    use super::*;
+
+    /// The unsigned quants (0..=63) of a block in element order (ggml's bit layout: see
+    /// [`super::super`]): element `128n + 32k + l` = nibble `k/2` of `ql[64n + 32(k%2) + l]` |
+    /// bits `2k..2k+2` of `qh[32n + l]` << 4.
+    pub(crate) fn unpack_quants(b: &BlockQ6K) -> [u8; QK_K] {
+        let mut q = [0u8; QK_K];
+        for n in 0..2 {
+            for k in 0..4 {
+                for l in (0..32).step_by(4) {
+                    let low = (word(&b.ql, 64 * n + 32 * (k % 2) + l) >> (4 * (k / 2))) & 0x0F0F_0F0F;
+                    let high = (word(&b.qh, 32 * n + l) >> (2 * k)) & 0x0303_0303;
+                    put_word(&mut q, 128 * n + 32 * k + l, low | (high << 4));
+                }
+            }
+        }
+        q
+    }
+
+    /// Inverse of [`unpack_quants`]: `q` (6-bit values) into `ql`/`qh` as ggml stores them
+    /// (the packing of `quantize_row_q6_K_ref`).
+    pub(crate) fn pack_quants(q: &[u8; QK_K], b: &mut BlockQ6K) {
+        for n in 0..2 {
+            for l in (0..32).step_by(4) {
+                let [q1, q2, q3, q4] = std::array::from_fn(|k| word(q, 128 * n + 32 * k + l));
+                let nib = 0x0F0F_0F0F;
+                put_word(&mut b.ql, 64 * n + l, (q1 & nib) | ((q3 & nib) << 4));
+                put_word(&mut b.ql, 64 * n + 32 + l, (q2 & nib) | ((q4 & nib) << 4));
+                let top = |q: u32| (q >> 4) & 0x0303_0303;
+                put_word(
+                    &mut b.qh,
+                    32 * n + l,
+                    top(q1) | (top(q2) << 2) | (top(q3) << 4) | (top(q4) << 6),
+                );
+            }
+        }
+    }
+
+    /// The 8 rows' quants (as from [`unpack_quants`]) into the quant part of a group-block.
+    fn put_group_quants(q: &[[u8; QK_K]; 8], gb: &mut [u8]) {
+        for (r, qr) in q.iter().enumerate() {
+            for j in 0..QK_K / 16 {
+                let w3 = word(qr, 16 * j + 12);
+                for i in 0..3 {
+                    let w = (word(qr, 16 * j + 4 * i) & 0x3F3F_3F3F)
+                        | (((w3 >> (2 * i)) & 0x0303_0303) << 6);
+                    put_word(gb, QUANTS_AT + SUB_BLOCK_BYTES * j + 32 * i + 4 * r, w);
+                }
+            }
+        }
+    }
+
+    /// Reference [`super::interleave`].
+    pub(crate) fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
+        for (b, gb) in dst.chunks_exact_mut(GROUP_BLOCK_BYTES).enumerate() {
+            let block = |r: usize| -> &BlockQ6K {
+                let at = (r * nb + b) * BLOCK_BYTES;
+                bytemuck::from_bytes(&src[at..at + BLOCK_BYTES])
+            };
+            let mut q = [[0u8; QK_K]; 8];
+            for (r, qr) in q.iter_mut().enumerate() {
+                let blk = block(r);
+                gb[2 * r..2 * r + 2].copy_from_slice(&blk.d);
+                for (j, &s) in blk.scales.iter().enumerate() {
+                    gb[SCALES_AT + 16 * (j / 2) + 2 * r + j % 2] = s as u8;
+                }
+                *qr = unpack_quants(blk);
+            }
+            put_group_quants(&q, gb);
+        }
+    }
+
+    /// Reference [`super::deinterleave`].
+    pub(crate) fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
+        for (b, gb) in src.chunks_exact(GROUP_BLOCK_BYTES).enumerate() {
+            let q = group_quants(gb);
+            for (r, qr) in q.iter().enumerate() {
+                let at = (r * nb + b) * BLOCK_BYTES;
+                let blk: &mut BlockQ6K = bytemuck::from_bytes_mut(&mut dst[at..at + BLOCK_BYTES]);
+                blk.d.copy_from_slice(&gb[2 * r..2 * r + 2]);
+                for (j, s) in blk.scales.iter_mut().enumerate() {
+                    *s = gb[SCALES_AT + 16 * (j / 2) + 2 * r + j % 2] as i8;
+                }
+                pack_quants(qr, blk);
+            }
+        }
+    }
+}
+
 /// Test data shared with the AVX2 kernel's tests.
 #[cfg(test)]
 pub(crate) mod test_data {
+    use super::reference::pack_quants;
     use super::*;
     use crate::quant::{q8_k, test_rows, test_values, BlockFormat};
 
@@ -310,6 +491,7 @@ pub(crate) mod test_data {
 
 #[cfg(test)]
 mod tests {
+    use super::reference::{pack_quants, unpack_quants};
     use super::test_data::*;
     use super::*;
 
@@ -325,6 +507,54 @@ mod tests {
             let mut back = vec![0u8; bytes.len()];
             deinterleave(&g, nb, &mut back);
             assert!(back == bytes, "nb {nb}: round trip differs");
+        }
+    }
+
+    /// Random bytes of `nb` group-blocks (every bit pattern is a valid group).
+    fn random_group(nb: usize, seed: u64) -> Vec<u8> {
+        crate::quant::test_values(nb * GROUP_BLOCK_BYTES, seed, 0.0, 256.0)
+            .iter()
+            .map(|&v| v as u8)
+            .collect()
+    }
+
+    /// The fast paths (portable word-wise, AVX2 where the CPU has it, and the dispatching
+    /// public functions) give the reference's bytes in both directions, on random bytes.
+    #[test]
+    fn fast_paths_equal_the_reference() {
+        type Fn = fn(&[u8], usize, &mut [u8]);
+        let mut paths: Vec<(&str, Fn, Fn)> = vec![
+            ("portable", interleave_portable, deinterleave_portable),
+            ("dispatch", interleave, deinterleave),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            paths.push((
+                "avx2",
+                // SAFETY (both): AVX2 detected; the test passes matching lengths.
+                |s, nb, d| unsafe { super::super::x8_shuffle_avx2::interleave(s, nb, d) },
+                |s, nb, d| unsafe { super::super::x8_shuffle_avx2::deinterleave(s, nb, d) },
+            ));
+        } else {
+            eprintln!("no AVX2 on this CPU: the AVX2 (de)interleaver is not tested");
+        }
+        for (nb, seed) in [(0, 40), (1, 41), (2, 42), (3, 43), (16, 44)] {
+            let rows = random_group(nb, seed);
+            let mut want = vec![0u8; rows.len()];
+            reference::interleave(&rows, nb, &mut want);
+            let mut want_back = vec![0u8; rows.len()];
+            reference::deinterleave(&rows, nb, &mut want_back);
+            for &(name, il, de) in &paths {
+                let mut got = vec![0xA5u8; rows.len()];
+                il(&rows, nb, &mut got);
+                assert!(got == want, "{name} interleave, nb {nb}");
+                let mut got = vec![0x5Au8; rows.len()];
+                de(&rows, nb, &mut got);
+                assert!(got == want_back, "{name} deinterleave, nb {nb}");
+                let mut back = vec![0u8; rows.len()];
+                de(&want, nb, &mut back);
+                assert!(back == rows, "{name} round trip, nb {nb}");
+            }
         }
     }
 
