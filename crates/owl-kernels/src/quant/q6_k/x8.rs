@@ -523,6 +523,7 @@ mod tests {
     #[test]
     fn fast_paths_equal_the_reference() {
         type Fn = fn(&[u8], usize, &mut [u8]);
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut paths: Vec<(&str, Fn, Fn)> = vec![
             ("portable", interleave_portable, deinterleave_portable),
             ("dispatch", interleave, deinterleave),
