@@ -114,6 +114,54 @@ pub fn deinterleave_rows(format: BlockFormat, cols: usize, src: &[u8], dst: &mut
     Ok(())
 }
 
+/// `pub fn interleave` and `pub fn deinterleave` of a format's `x8` module that has an AVX2
+/// mover (`super::x8_shuffle_avx2`) and a portable one (`interleave_portable`,
+/// `deinterleave_portable`, the reference for it): lengths checked once, then AVX2 where
+/// the CPU has it. Both give the same bytes (each format tests it).
+macro_rules! simd_group_movers {
+    ($format:literal) => {
+        /// 8 consecutive row-major rows of `nb` blocks (`src`) → one group (`dst`, same
+        /// length) in the layout of the module header; once per weight, at model load.
+        ///
+        /// # Panics
+        /// If `src` or `dst` is not `nb · GROUP_BLOCK_BYTES` bytes long (callers validate).
+        pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
+            $crate::quant::interleave::check_group_lengths($format, src.len(), dst.len(), nb * GROUP_BLOCK_BYTES);
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present; both lengths are `nb · GROUP_BLOCK_BYTES` (checked).
+                unsafe { super::x8_shuffle_avx2::interleave(src, nb, dst) };
+                return;
+            }
+            interleave_portable(src, nb, dst);
+        }
+
+        /// The exact inverse of [`interleave`]: one group back to 8 row-major rows. Runs on
+        /// every prefill matmul call for each chunk of rows, so its speed adds directly to
+        /// prompt processing.
+        ///
+        /// # Panics
+        /// If `src` or `dst` is not `nb · GROUP_BLOCK_BYTES` bytes long (callers validate).
+        pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
+            $crate::quant::interleave::check_group_lengths($format, src.len(), dst.len(), nb * GROUP_BLOCK_BYTES);
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: AVX2 is present; both lengths are `nb · GROUP_BLOCK_BYTES` (checked).
+                unsafe { super::x8_shuffle_avx2::deinterleave(src, nb, dst) };
+                return;
+            }
+            deinterleave_portable(src, nb, dst);
+        }
+    };
+}
+pub(crate) use simd_group_movers;
+
+/// Panics unless both buffers of a group move are `want` bytes long.
+#[track_caller]
+pub(crate) fn check_group_lengths(format: &str, src: usize, dst: usize, want: usize) {
+    assert!(src == want && dst == want, "{format} group (de)interleave: {src} and {dst} bytes, expected {want}");
+}
+
 /// Interleaves the word-shaped layouts (Q4_0, Q8_0): a `BLOCK`-byte row block is `FIELDS`
 /// f16 fields then `WORDS` 4-byte words of quants; in a group-block, field `f` of row `r`
 /// sits at `16f + 2r` and word `c` of row `r` at `16·FIELDS + 32c + 4r`. Moves whole words

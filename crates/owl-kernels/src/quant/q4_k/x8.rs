@@ -121,40 +121,8 @@ fn read_u32(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(w)
 }
 
-/// `src`: 8 consecutive row-major rows of `nb` Q4_K blocks each (as bytes); `dst`: the same
-/// rows as one group of `nb` group-blocks (see the module header). Uses AVX2 where the CPU
-/// has it ([`super::x8_shuffle_avx2`]); both versions produce the same bytes.
-///
-/// # Panics
-/// If either length is not `nb · GROUP_BLOCK_BYTES` (callers validate shapes first).
-pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q4_K interleave: source length");
-    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q4_K interleave: destination length");
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is available (just checked).
-        unsafe { super::x8_shuffle_avx2::interleave(src, nb, dst) };
-        return;
-    }
-    interleave_portable(src, nb, dst);
-}
 
-/// The exact inverse of [`interleave`]: one group of `nb` group-blocks back to 8 row-major
-/// rows.
-///
-/// # Panics
-/// If either length is not `nb · GROUP_BLOCK_BYTES`.
-pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q4_K deinterleave: source length");
-    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q4_K deinterleave: destination length");
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is available (just checked).
-        unsafe { super::x8_shuffle_avx2::deinterleave(src, nb, dst) };
-        return;
-    }
-    deinterleave_portable(src, nb, dst);
-}
+crate::quant::interleave::simd_group_movers!("Q4_K");
 
 /// [`interleave`] without SIMD: row by row, each block's fields moved as u32 words into
 /// fixed-size arrays (no bounds checks left in the loop body).

@@ -42,45 +42,8 @@ pub(crate) const QH_OFFSET: usize = 16;
 /// Offset of the nibble chunks in a group-block.
 pub(crate) const QS_OFFSET: usize = 48;
 
-/// Repacks 8 consecutive row-major rows of `nb` blocks each (`src`, `8·nb` blocks as bytes)
-/// into one group (`dst`, same length) in the layout of the module header.
-///
-/// Runs once per weight at model load: with AVX2 (detected at run time) a group-block is a
-/// handful of loads, register transposes and stores ([`super::x8_shuffle_avx2`]), otherwise
-/// the word-level [`interleave_portable`].
-///
-/// # Panics
-/// If `src` or `dst` is not `nb · GROUP_BLOCK_BYTES` bytes long (callers validate).
-pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 interleave: source length");
-    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 interleave: destination length");
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present; both lengths are `nb · GROUP_BLOCK_BYTES` (asserted above).
-        unsafe { super::x8_shuffle_avx2::interleave(src, nb, dst) };
-        return;
-    }
-    interleave_portable(src, nb, dst);
-}
 
-/// The exact inverse of [`interleave`]: one group back to 8 row-major rows.
-///
-/// Runs on every prefill matmul call for each chunk of rows, so its speed adds directly to
-/// prompt processing; dispatched like [`interleave`].
-///
-/// # Panics
-/// If `src` or `dst` is not `nb · GROUP_BLOCK_BYTES` bytes long (callers validate).
-pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 deinterleave: source length");
-    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q5_0 x8 deinterleave: destination length");
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present; both lengths are `nb · GROUP_BLOCK_BYTES` (asserted above).
-        unsafe { super::x8_shuffle_avx2::deinterleave(src, nb, dst) };
-        return;
-    }
-    deinterleave_portable(src, nb, dst);
-}
+crate::quant::interleave::simd_group_movers!("Q5_0");
 
 /// Exchanges the bits of `x` under `mask` with the bits `shift` places above them (a
 /// "delta swap": `mask` and `mask << shift` must not overlap).

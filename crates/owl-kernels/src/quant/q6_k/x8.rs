@@ -219,29 +219,7 @@ fn group_quants(gb: &[u8]) -> [[u8; QK_K]; 8] {
     q
 }
 
-/// Checks the lengths of one group's buffers (callers validate sizes; see the `# Panics`
-/// sections).
-fn check_lengths(src: &[u8], nb: usize, dst: &[u8], what: &str) {
-    assert_eq!(src.len(), nb * GROUP_BLOCK_BYTES, "Q6_K {what}: source length");
-    assert_eq!(dst.len(), nb * GROUP_BLOCK_BYTES, "Q6_K {what}: destination length");
-}
-
-/// Row-major → interleaved: `src` is 8 consecutive rows of `nb` blocks each, `dst` receives
-/// the group (`nb` group-blocks, layout in the module header). AVX2 where the CPU has it
-/// (`x8_shuffle_avx2`), else the portable word-wise code; both give the same bytes.
-///
-/// # Panics
-/// If `src.len()` or `dst.len()` is not `nb * GROUP_BLOCK_BYTES` (callers validate sizes).
-pub fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    check_lengths(src, nb, dst, "interleave");
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2; the lengths are checked above.
-        unsafe { super::x8_shuffle_avx2::interleave(src, nb, dst) };
-        return;
-    }
-    interleave_portable(src, nb, dst);
-}
+crate::quant::interleave::simd_group_movers!("Q6_K");
 
 /// The portable [`interleave`]: row by row, so each row's blocks are read in order.
 fn interleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
@@ -255,21 +233,6 @@ fn interleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
             interleave_row(blk, r, gb);
         }
     }
-}
-
-/// Interleaved → row-major: the exact inverse of [`interleave`] (AVX2 where the CPU has it).
-///
-/// # Panics
-/// If `src.len()` or `dst.len()` is not `nb * GROUP_BLOCK_BYTES`.
-pub fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
-    check_lengths(src, nb, dst, "deinterleave");
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2; the lengths are checked above.
-        unsafe { super::x8_shuffle_avx2::deinterleave(src, nb, dst) };
-        return;
-    }
-    deinterleave_portable(src, nb, dst);
 }
 
 /// The portable [`deinterleave`]: row by row, so each row's blocks are written in order.
