@@ -120,9 +120,13 @@ impl Model {
                 ),
             ));
         }
-        // The head is read once per token like every projection (a tied head becomes its own
-        // copy; the embedding stays row-major for row lookups).
-        let head = head.interleaved_for_decode();
+        // An untied head is read once per token like every projection, so it takes the
+        // decode layout. A head tied to the embedding stays as it is: an interleaved copy
+        // would sit beside the embedding's own pages (which row lookups fault back in, 64 KiB
+        // at a time), one more copy of the largest tensor of a small model, for a format
+        // (Q8_0 in every tied GGUF we ship) whose row-major kernel is already memory-bound.
+        let tied = std::ptr::eq(head.matrix().data.as_ptr(), embedding.matrix().data.as_ptr());
+        let head = if tied { head } else { head.interleaved_for_decode() };
         let max_tokens = options.max_batch_tokens.max(1);
         let pool = ThreadPool::new(options.threads.max(1));
         let ropes = config.ropes.iter().cloned().map(Rope::new).collect::<Result<Vec<_>, _>>()?;

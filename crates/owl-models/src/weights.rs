@@ -155,18 +155,19 @@ impl Weight {
         const SLICE_BYTES: usize = 4 << 20;
         let group = self.bytes.len() / self.rows * INTERLEAVE_ROWS;
         let slice = (SLICE_BYTES / group).max(1) * group;
-        let mut packed = vec![0u8; self.bytes.len()];
-        let slices = packed.len().div_ceil(slice);
+        let mut packed = DecodeBuffer::new(self.bytes.len());
+        let packed_len = self.bytes.len();
+        let slices = packed_len.div_ceil(slice);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(slices);
         let next = std::sync::atomic::AtomicUsize::new(0);
         let failed = std::sync::atomic::AtomicBool::new(false);
-        let dst = SliceCells::new(&mut packed);
+        let dst = SliceCells::new(packed.as_mut_slice());
         let work = || loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if i >= slices {
                 break;
             }
-            let range = i * slice..((i + 1) * slice).min(self.bytes.len());
+            let range = i * slice..((i + 1) * slice).min(packed_len);
             let rows = range.len() / group * INTERLEAVE_ROWS;
             // SAFETY: slice `i` is claimed by exactly one thread (the atomic counter).
             let out = unsafe { dst.range(range.clone()) };
@@ -190,7 +191,7 @@ impl Weight {
             // the source is still intact (released pages read back from the file).
             return self;
         }
-        Weight { bytes: WeightBytes::from_vec(packed), layout: RowLayout::Interleaved8, ..self }
+        Weight { bytes: packed.into_bytes(), layout: RowLayout::Interleaved8, ..self }
     }
 
     /// Dequantizes row `r` into `out` (`cols` values). Used for embedding lookups; an
@@ -225,6 +226,46 @@ impl Weight {
         let owner = Arc::new(self.bytes.clone());
         let bytes = WeightBytes::view(&owner, |b| &b.as_slice()[range.start * rb..range.end * rb]);
         Weight { format: self.format, rows: range.len(), cols: self.cols, bytes, layout: self.layout }
+    }
+}
+
+/// The memory of an interleaved weight: an anonymous map asked for transparent huge pages
+/// (Linux `madvise` mode), so that filling hundreds of MB at load takes fewer page faults
+/// and decode walks them with fewer TLB misses (measured: qwen2.5-coder 0.5B load → first
+/// token 1.01 → 0.92 s against a `Vec`; 0.71 s row-major). A `Vec` if the map cannot be
+/// made.
+enum DecodeBuffer {
+    Map(memmap2::MmapMut),
+    Vec(Vec<u8>),
+}
+
+impl DecodeBuffer {
+    fn new(len: usize) -> Self {
+        match memmap2::MmapMut::map_anon(len) {
+            Ok(map) => {
+                #[cfg(target_os = "linux")]
+                let _ = map.advise(memmap2::Advice::HugePage);
+                DecodeBuffer::Map(map)
+            }
+            Err(_) => DecodeBuffer::Vec(vec![0u8; len]),
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            DecodeBuffer::Map(m) => m,
+            DecodeBuffer::Vec(v) => v,
+        }
+    }
+
+    fn into_bytes(self) -> WeightBytes {
+        match self {
+            DecodeBuffer::Map(m) => {
+                let owner = Arc::new(m);
+                WeightBytes::view(&owner, |m| &m[..])
+            }
+            DecodeBuffer::Vec(v) => WeightBytes::from_vec(v),
+        }
     }
 }
 
