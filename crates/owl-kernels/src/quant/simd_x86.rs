@@ -525,3 +525,43 @@ pub(crate) unsafe fn hsum4_i32x4(v: [__m128i; 4]) -> __m128i {
     // SAFETY: register-only intrinsics.
     unsafe { _mm_hadd_epi32(_mm_hadd_epi32(v[0], v[1]), _mm_hadd_epi32(v[2], v[3])) }
 }
+
+/// The 16 bytes at `lo` in the low half and at `hi` in the high half of one register.
+///
+/// # Safety
+/// AVX2; 16 readable bytes at each pointer.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn load_halves(lo: *const u8, hi: *const u8) -> __m256i {
+    // SAFETY: the caller's contract; unaligned loads.
+    unsafe {
+        let lo = _mm_loadu_si128(lo.cast());
+        let hi = _mm_loadu_si128(hi.cast());
+        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
+    }
+}
+
+/// A 4×4 transpose of 32-bit words within each 128-bit half: word `k` of half `h` of `v[j]`
+/// becomes word `j` of half `h` of result `k`. Its own inverse. In the 8-row interleaved
+/// layouts it turns row pairs (register `r` = row r's 4 quant words | row r + 4's) into
+/// chunks (register `c` = word c of rows 0–3 | of rows 4–7) and back.
+///
+/// # Safety
+/// AVX2.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn transpose_words_4x4_halves(v: [__m256i; 4]) -> [__m256i; 4] {
+    // SAFETY: register-only AVX2 intrinsics; the caller guarantees AVX2.
+    unsafe {
+        let t0 = _mm256_unpacklo_epi32(v[0], v[1]); // v0w0 v1w0 v0w1 v1w1
+        let t1 = _mm256_unpackhi_epi32(v[0], v[1]); // v0w2 v1w2 v0w3 v1w3
+        let t2 = _mm256_unpacklo_epi32(v[2], v[3]); // v2w0 v3w0 v2w1 v3w1
+        let t3 = _mm256_unpackhi_epi32(v[2], v[3]); // v2w2 v3w2 v2w3 v3w3
+        [
+            _mm256_unpacklo_epi64(t0, t2),
+            _mm256_unpackhi_epi64(t0, t2),
+            _mm256_unpacklo_epi64(t1, t3),
+            _mm256_unpackhi_epi64(t1, t3),
+        ]
+    }
+}

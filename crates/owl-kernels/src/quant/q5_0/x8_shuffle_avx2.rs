@@ -21,26 +21,12 @@
 use std::arch::x86_64::*;
 
 use super::x8::{GROUP_BLOCK_BYTES, QH_OFFSET, QH_TO_PLANES, QS_OFFSET};
+use crate::quant::simd_x86::{load_halves, transpose_words_4x4_halves};
 use super::BlockQ5_0;
 
 const BLOCK: usize = size_of::<BlockQ5_0>();
 /// Offset of `qs` in a row-major block (`qh` is at 2).
 const QS_IN_BLOCK: usize = 6;
-
-/// The 16 bytes at `lo` in the low half and at `hi` in the high half of one register.
-///
-/// # Safety
-/// AVX2; 16 readable bytes at each pointer.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn load_pair(lo: *const u8, hi: *const u8) -> __m256i {
-    // SAFETY: the caller's contract; unaligned loads.
-    unsafe {
-        let lo = _mm_loadu_si128(lo.cast());
-        let hi = _mm_loadu_si128(hi.cast());
-        _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
-    }
-}
 
 /// [`super::x8::delta_swap`] on each 32-bit lane (mask `m`, shift `S`).
 #[inline]
@@ -104,25 +90,17 @@ pub(super) unsafe fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
             let gb = dp.add(b * GROUP_BLOCK_BYTES);
 
             // Nibbles: q_r = row r | row r + 4, 4 words each; transposed to chunk c, lane r.
-            let q0 = load_pair(blk(0).add(QS_IN_BLOCK), blk(4).add(QS_IN_BLOCK));
-            let q1 = load_pair(blk(1).add(QS_IN_BLOCK), blk(5).add(QS_IN_BLOCK));
-            let q2 = load_pair(blk(2).add(QS_IN_BLOCK), blk(6).add(QS_IN_BLOCK));
-            let q3 = load_pair(blk(3).add(QS_IN_BLOCK), blk(7).add(QS_IN_BLOCK));
-            let t0 = _mm256_unpacklo_epi32(q0, q1); // r0c0 r1c0 r0c1 r1c1
-            let t1 = _mm256_unpackhi_epi32(q0, q1); // r0c2 r1c2 r0c3 r1c3
-            let t2 = _mm256_unpacklo_epi32(q2, q3); // r2c0 r3c0 r2c1 r3c1
-            let t3 = _mm256_unpackhi_epi32(q2, q3); // r2c2 r3c2 r2c3 r3c3
+            let pairs = std::array::from_fn(|r| load_halves(blk(r).add(QS_IN_BLOCK), blk(r + 4).add(QS_IN_BLOCK)));
             let qs = gb.add(QS_OFFSET);
-            _mm256_storeu_si256(qs.cast(), _mm256_unpacklo_epi64(t0, t2));
-            _mm256_storeu_si256(qs.add(32).cast(), _mm256_unpackhi_epi64(t0, t2));
-            _mm256_storeu_si256(qs.add(64).cast(), _mm256_unpacklo_epi64(t1, t3));
-            _mm256_storeu_si256(qs.add(96).cast(), _mm256_unpackhi_epi64(t1, t3));
+            for (c, chunk) in transpose_words_4x4_halves(pairs).into_iter().enumerate() {
+                _mm256_storeu_si256(qs.add(32 * c).cast(), chunk);
+            }
 
             // Scales and fifth bits: h_r = (qh, d) of rows r | r + 4 in words 0, 1.
-            let h0 = _mm256_shuffle_epi8(load_pair(blk(0), blk(4)), header);
-            let h1 = _mm256_shuffle_epi8(load_pair(blk(1), blk(5)), header);
-            let h2 = _mm256_shuffle_epi8(load_pair(blk(2), blk(6)), header);
-            let h3 = _mm256_shuffle_epi8(load_pair(blk(3), blk(7)), header);
+            let h0 = _mm256_shuffle_epi8(load_halves(blk(0), blk(4)), header);
+            let h1 = _mm256_shuffle_epi8(load_halves(blk(1), blk(5)), header);
+            let h2 = _mm256_shuffle_epi8(load_halves(blk(2), blk(6)), header);
+            let h3 = _mm256_shuffle_epi8(load_halves(blk(3), blk(7)), header);
             let s0 = _mm256_unpacklo_epi32(h0, h1); // qh0 qh1 d0 d1
             let s1 = _mm256_unpacklo_epi32(h2, h3); // qh2 qh3 d2 d3
             let qh = _mm256_unpacklo_epi64(s0, s1);
@@ -173,20 +151,8 @@ pub(super) unsafe fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
 
             // Nibbles: chunk c, lane r → u_r = row r | row r + 4, 4 words each.
             let qs = gb.add(QS_OFFSET);
-            let c0 = _mm256_loadu_si256(qs.cast());
-            let c1 = _mm256_loadu_si256(qs.add(32).cast());
-            let c2 = _mm256_loadu_si256(qs.add(64).cast());
-            let c3 = _mm256_loadu_si256(qs.add(96).cast());
-            let t0 = _mm256_unpacklo_epi32(c0, c1); // r0c0 r0c1 r1c0 r1c1
-            let t1 = _mm256_unpackhi_epi32(c0, c1); // r2c0 r2c1 r3c0 r3c1
-            let t2 = _mm256_unpacklo_epi32(c2, c3); // r0c2 r0c3 r1c2 r1c3
-            let t3 = _mm256_unpackhi_epi32(c2, c3); // r2c2 r2c3 r3c2 r3c3
-            let rows = [
-                _mm256_unpacklo_epi64(t0, t2),
-                _mm256_unpackhi_epi64(t0, t2),
-                _mm256_unpacklo_epi64(t1, t3),
-                _mm256_unpackhi_epi64(t1, t3),
-            ];
+            let chunks = std::array::from_fn(|c| _mm256_loadu_si256(qs.add(32 * c).cast()));
+            let rows = transpose_words_4x4_halves(chunks);
             for (r, u) in rows.into_iter().enumerate() {
                 _mm_storeu_si128(blk(r).add(QS_IN_BLOCK).cast(), _mm256_castsi256_si128(u));
                 _mm_storeu_si128(blk(r + 4).add(QS_IN_BLOCK).cast(), _mm256_extracti128_si256::<1>(u));
