@@ -224,6 +224,63 @@ fn move_words<const BLOCK: usize, const FIELDS: usize, const WORDS: usize, const
     }
 }
 
+/// Checks shared by the formats' group movers (`quant::<fmt>::x8`, `x8_shuffle_avx2`).
+#[cfg(test)]
+pub(crate) mod mover_tests {
+    use crate::quant::test_values;
+
+    /// A group mover: `(src, nb, dst)` over one group's bytes.
+    pub(crate) type GroupMove = fn(&[u8], usize, &mut [u8]);
+
+    /// Random bytes: every bit pattern is a valid row block and a valid group-block.
+    pub(crate) fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+        test_values(len, seed, 0.0, 256.0).iter().map(|&v| v as u8).collect()
+    }
+
+    /// Each `(name, interleave, deinterleave)` of `versions` gives the bytes of `reference`
+    /// in both directions on random input of each `(nb, seed)` — destinations start filled
+    /// with junk, so an unwritten byte fails — and its deinterleave undoes its interleave.
+    pub(crate) fn assert_movers_equal(
+        reference: (GroupMove, GroupMove),
+        versions: &[(&str, GroupMove, GroupMove)],
+        group_block: usize,
+        cases: &[(usize, u64)],
+    ) {
+        for &(nb, seed) in cases {
+            let rows = random_bytes(nb * group_block, seed);
+            let groups = random_bytes(nb * group_block, seed ^ 0x5555);
+            let (mut want, mut want_rows) = (vec![0u8; rows.len()], vec![0u8; rows.len()]);
+            reference.0(&rows, nb, &mut want);
+            reference.1(&groups, nb, &mut want_rows);
+            for &(name, interleave, deinterleave) in versions {
+                let mut got = vec![0xA5u8; rows.len()];
+                interleave(&rows, nb, &mut got);
+                assert!(got == want, "{name} interleave differs, nb {nb}");
+                let mut got = vec![0x5Au8; rows.len()];
+                deinterleave(&groups, nb, &mut got);
+                assert!(got == want_rows, "{name} deinterleave differs, nb {nb}");
+                let mut back = vec![0x3Cu8; rows.len()];
+                deinterleave(&want, nb, &mut back);
+                assert!(back == rows, "{name} round trip differs, nb {nb}");
+            }
+        }
+    }
+
+    /// `interleave` then `deinterleave` gives random rows back byte for byte, and the group
+    /// is not the rows (the layout moves bytes).
+    pub(crate) fn assert_round_trip(interleave: GroupMove, deinterleave: GroupMove, group_block: usize, cases: &[(usize, u64)]) {
+        for &(nb, seed) in cases {
+            let rows = random_bytes(nb * group_block, seed);
+            let mut group = vec![0u8; rows.len()];
+            interleave(&rows, nb, &mut group);
+            assert_ne!(group, rows, "nb {nb}: interleaving must move bytes");
+            let mut back = vec![0xA5u8; rows.len()];
+            deinterleave(&group, nb, &mut back);
+            assert_eq!(back, rows, "nb {nb}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

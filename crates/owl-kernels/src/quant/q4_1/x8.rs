@@ -116,6 +116,7 @@ pub fn dot_x8(group: &[u8], a: &[BlockQ8_1]) -> [f32; 8] {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::quant::interleave::mover_tests::{assert_movers_equal, assert_round_trip};
     use crate::quant::q8_1::{self, QK8_1};
     use crate::quant::{quantize_row, test_values, BlockFormat};
 
@@ -134,11 +135,6 @@ pub(crate) mod tests {
         let mut a = vec![BlockQ8_1 { d: [0; 2], s: [0; 2], qs: [0; QK8_1] }; nb];
         q8_1::quantize(&act, &mut a);
         (w, a)
-    }
-
-    /// Random bytes of `len`, for the layout round trip (any bit pattern must survive).
-    fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-        test_values(len, seed, 0.0, 256.0).iter().map(|&v| v as u8).collect()
     }
 
     /// Where byte `j` of row `r`'s block lands inside the group-block (the layout above).
@@ -182,39 +178,17 @@ pub(crate) mod tests {
     /// random bytes, in both directions, over several group widths.
     #[test]
     fn fast_versions_equal_the_per_byte_reference() {
-        type Fn = fn(&[u8], usize, &mut [u8]);
-        let versions: [(&str, Fn, Fn); 2] = [
-            ("portable", interleave_portable, deinterleave_portable),
-            ("dispatched", interleave, deinterleave),
-        ];
-        for (nb, seed) in [(1, 61), (2, 67), (3, 71), (9, 73), (128, 79)] {
-            let src = random_bytes(nb * GROUP_BLOCK_BYTES, seed);
-            let mut want = vec![0u8; src.len()];
-            interleave_reference(&src, nb, &mut want);
-            let mut want_back = vec![0u8; src.len()];
-            deinterleave_reference(&src, nb, &mut want_back);
-            for (name, il, dl) in versions {
-                let mut got = vec![0xC3u8; src.len()];
-                il(&src, nb, &mut got);
-                assert_eq!(got, want, "{name} interleave, nb {nb}");
-                let mut got = vec![0x3Cu8; src.len()];
-                dl(&src, nb, &mut got);
-                assert_eq!(got, want_back, "{name} deinterleave, nb {nb}");
-            }
-        }
+        assert_movers_equal(
+            (interleave_reference, deinterleave_reference),
+            &[("portable", interleave_portable, deinterleave_portable), ("dispatched", interleave, deinterleave)],
+            GROUP_BLOCK_BYTES,
+            &[(1, 61), (2, 67), (3, 71), (9, 73), (128, 79)],
+        );
     }
 
     #[test]
     fn interleave_round_trip_is_byte_exact() {
-        for (nb, seed) in [(1, 3), (2, 5), (7, 11), (128, 13)] {
-            let src = random_bytes(nb * GROUP_BLOCK_BYTES, seed);
-            let mut group = vec![0u8; src.len()];
-            interleave(&src, nb, &mut group);
-            assert_ne!(group, src, "nb {nb}: interleaving must move bytes");
-            let mut back = vec![0u8; src.len()];
-            deinterleave(&group, nb, &mut back);
-            assert_eq!(back, src, "nb {nb}");
-        }
+        assert_round_trip(interleave, deinterleave, GROUP_BLOCK_BYTES, &[(1, 3), (2, 5), (7, 11), (128, 13)]);
     }
 
     #[test]

@@ -224,18 +224,8 @@ pub(crate) mod tests {
     use crate::quant::q4_k::{get_scale_min_k4, pack_scale_min_k4};
     use crate::quant::{q8_k, test_rows, test_values, BlockFormat};
 
-    /// xorshift64 bytes.
-    pub(crate) fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 32) as u8
-            })
-            .collect()
-    }
+    pub(crate) use crate::quant::interleave::mover_tests::random_bytes;
+    use crate::quant::interleave::mover_tests::{assert_movers_equal, assert_round_trip};
 
     /// 8 rows of `nb` blocks quantized from random values, and an activation row.
     pub(crate) fn quantized_rows(nb: usize, seed: u64) -> (Vec<u8>, Vec<BlockQ8K>) {
@@ -302,29 +292,12 @@ pub(crate) mod tests {
 
     #[test]
     fn fast_versions_equal_the_reference_on_random_bytes() {
-        type GroupFn = fn(&[u8], usize, &mut [u8]);
-        let versions: [(&str, GroupFn, GroupFn); 2] = [
-            ("dispatched", interleave, deinterleave),
-            ("portable", interleave_portable, deinterleave_portable),
-        ];
-        for (nb, seed) in [(1usize, 71u64), (2, 73), (5, 79), (16, 83), (57, 89)] {
-            let src = random_bytes(nb * GROUP_BLOCK_BYTES, seed);
-            let mut want = vec![0u8; src.len()];
-            interleave_reference(&src, nb, &mut want);
-            // Interleaved-layout input for deinterleave: every bit pattern is a valid group.
-            let groups = random_bytes(nb * GROUP_BLOCK_BYTES, seed ^ 0x5555);
-            let mut want_rows = vec![0u8; src.len()];
-            deinterleave_reference(&groups, nb, &mut want_rows);
-            for (name, inter, deinter) in versions {
-                // Stale destination bytes must not leak through.
-                let mut got = vec![0xA5u8; src.len()];
-                inter(&src, nb, &mut got);
-                assert!(got == want, "{name} interleave differs, nb = {nb}");
-                let mut got_rows = vec![0x5Au8; src.len()];
-                deinter(&groups, nb, &mut got_rows);
-                assert!(got_rows == want_rows, "{name} deinterleave differs, nb = {nb}");
-            }
-        }
+        assert_movers_equal(
+            (interleave_reference, deinterleave_reference),
+            &[("dispatched", interleave, deinterleave), ("portable", interleave_portable, deinterleave_portable)],
+            GROUP_BLOCK_BYTES,
+            &[(1, 71), (2, 73), (5, 79), (16, 83), (57, 89)],
+        );
     }
 
     #[test]
@@ -358,14 +331,7 @@ pub(crate) mod tests {
 
     #[test]
     fn interleave_round_trip_is_byte_exact() {
-        for (nb, seed) in [(1usize, 3u64), (2, 5), (3, 7), (16, 11)] {
-            let src = random_bytes(nb * GROUP_BLOCK_BYTES, seed);
-            let mut group = vec![0u8; src.len()];
-            let mut back = vec![0xA5u8; src.len()];
-            interleave(&src, nb, &mut group);
-            deinterleave(&group, nb, &mut back);
-            assert_eq!(back, src, "nb = {nb}");
-        }
+        assert_round_trip(interleave, deinterleave, GROUP_BLOCK_BYTES, &[(1, 3), (2, 5), (3, 7), (16, 11)]);
     }
 
     #[test]

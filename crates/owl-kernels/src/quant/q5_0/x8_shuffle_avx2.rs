@@ -165,11 +165,7 @@ pub(super) unsafe fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
 mod tests {
     use super::*;
     use crate::quant::q5_0::x8;
-    use crate::quant::test_values;
-
-    fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-        test_values(len, seed, 0.0, 256.0).iter().map(|&v| v as u8).collect()
-    }
+    use crate::quant::interleave::mover_tests::assert_movers_equal;
 
     #[test]
     fn avx2_matches_portable_byte_for_byte() {
@@ -177,23 +173,13 @@ mod tests {
             eprintln!("skipped: no AVX2");
             return;
         }
-        for (nb, seed) in [(1, 41), (2, 43), (5, 47), (128, 53)] {
-            let rows = random_bytes(nb * GROUP_BLOCK_BYTES, seed);
-            let mut want = vec![0u8; rows.len()];
-            x8::interleave_portable(&rows, nb, &mut want);
-            let mut got = vec![0xA5u8; rows.len()];
-            // SAFETY: AVX2 checked above.
-            unsafe { interleave(&rows, nb, &mut got) };
-            assert_eq!(got, want, "interleave nb {nb}");
-
-            let group = random_bytes(nb * GROUP_BLOCK_BYTES, seed ^ 0x5555);
-            let mut want = vec![0u8; group.len()];
-            x8::deinterleave_portable(&group, nb, &mut want);
-            let mut got = vec![0x5Au8; group.len()];
-            // SAFETY: AVX2 checked above.
-            unsafe { deinterleave(&group, nb, &mut got) };
-            assert_eq!(got, want, "deinterleave nb {nb}");
-        }
+        assert_movers_equal(
+            (x8::interleave_portable, x8::deinterleave_portable),
+            // SAFETY (both): AVX2 checked above; the checks pass matching lengths.
+            &[("avx2", |s, nb, d| unsafe { interleave(s, nb, d) }, |s, nb, d| unsafe { deinterleave(s, nb, d) })],
+            GROUP_BLOCK_BYTES,
+            &[(1, 41), (2, 43), (5, 47), (128, 53)],
+        );
     }
 
     /// The immediates spelled out in [`qh_to_planes`] / [`planes_to_qh`] are those of

@@ -457,37 +457,19 @@ mod tests {
     use super::reference::{pack_quants, unpack_quants};
     use super::test_data::*;
     use super::*;
+    use crate::quant::interleave::mover_tests::{assert_movers_equal, assert_round_trip, GroupMove};
 
     #[test]
     fn interleave_round_trip_is_byte_exact() {
-        for (nb, seed) in [(1, 11), (2, 12), (3, 13), (7, 14)] {
-            let bytes: Vec<u8> =
-                crate::quant::test_values(nb * GROUP_BLOCK_BYTES, seed, 0.0, 256.0)
-                    .iter()
-                    .map(|&v| v as u8)
-                    .collect();
-            let g = interleaved(&bytes, nb);
-            let mut back = vec![0u8; bytes.len()];
-            deinterleave(&g, nb, &mut back);
-            assert!(back == bytes, "nb {nb}: round trip differs");
-        }
-    }
-
-    /// Random bytes of `nb` group-blocks (every bit pattern is a valid group).
-    fn random_group(nb: usize, seed: u64) -> Vec<u8> {
-        crate::quant::test_values(nb * GROUP_BLOCK_BYTES, seed, 0.0, 256.0)
-            .iter()
-            .map(|&v| v as u8)
-            .collect()
+        assert_round_trip(interleave, deinterleave, GROUP_BLOCK_BYTES, &[(1, 11), (2, 12), (3, 13), (7, 14)]);
     }
 
     /// The fast paths (portable word-wise, AVX2 where the CPU has it, and the dispatching
     /// public functions) give the reference's bytes in both directions, on random bytes.
     #[test]
     fn fast_paths_equal_the_reference() {
-        type Fn = fn(&[u8], usize, &mut [u8]);
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut paths: Vec<(&str, Fn, Fn)> = vec![
+        let mut paths: Vec<(&str, GroupMove, GroupMove)> = vec![
             ("portable", interleave_portable, deinterleave_portable),
             ("dispatch", interleave, deinterleave),
         ];
@@ -495,31 +477,19 @@ mod tests {
         if is_x86_feature_detected!("avx2") {
             paths.push((
                 "avx2",
-                // SAFETY (both): AVX2 detected; the test passes matching lengths.
+                // SAFETY (both): AVX2 detected; the checks pass matching lengths.
                 |s, nb, d| unsafe { super::super::x8_shuffle_avx2::interleave(s, nb, d) },
                 |s, nb, d| unsafe { super::super::x8_shuffle_avx2::deinterleave(s, nb, d) },
             ));
         } else {
             eprintln!("no AVX2 on this CPU: the AVX2 (de)interleaver is not tested");
         }
-        for (nb, seed) in [(0, 40), (1, 41), (2, 42), (3, 43), (16, 44)] {
-            let rows = random_group(nb, seed);
-            let mut want = vec![0u8; rows.len()];
-            reference::interleave(&rows, nb, &mut want);
-            let mut want_back = vec![0u8; rows.len()];
-            reference::deinterleave(&rows, nb, &mut want_back);
-            for &(name, il, de) in &paths {
-                let mut got = vec![0xA5u8; rows.len()];
-                il(&rows, nb, &mut got);
-                assert!(got == want, "{name} interleave, nb {nb}");
-                let mut got = vec![0x5Au8; rows.len()];
-                de(&rows, nb, &mut got);
-                assert!(got == want_back, "{name} deinterleave, nb {nb}");
-                let mut back = vec![0u8; rows.len()];
-                de(&want, nb, &mut back);
-                assert!(back == rows, "{name} round trip, nb {nb}");
-            }
-        }
+        assert_movers_equal(
+            (reference::interleave, reference::deinterleave),
+            &paths,
+            GROUP_BLOCK_BYTES,
+            &[(0, 40), (1, 41), (2, 42), (3, 43), (16, 44)],
+        );
     }
 
     #[test]
