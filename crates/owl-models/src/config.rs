@@ -67,6 +67,12 @@ pub mod limits {
 }
 
 impl ModelConfig {
+    /// The RoPE scaling of the global-attention rope, as a phrase (see
+    /// [`RopeScaling::describe`]); `None` when positions are not scaled.
+    pub fn rope_scaling_description(&self) -> Option<String> {
+        self.ropes.first().and_then(|r| r.scaling.describe())
+    }
+
     /// Checks the invariants the forward pass relies on and the [`limits`] on every size.
     /// Called by the readers and again by `Model::assemble` (families edit configs).
     pub fn validate(&self) -> Result<(), ModelError> {

@@ -41,11 +41,25 @@ pub enum ModelError {
     /// A KV cache that cannot serve the request.
     #[error("kv cache: {0}")]
     Kv(String),
+    /// An allocation larger than the memory this process may still take.
+    #[error("{what} needs {} but {} of memory is available", bytes_text(*needed), bytes_text(*available))]
+    OutOfMemory { what: String, needed: u64, available: u64 },
     /// An output buffer of the wrong size.
     #[error("{what}: expected {expected} values, got {got}")]
     OutputLength { what: &'static str, expected: usize, got: usize },
     #[error(transparent)]
     Kernel(#[from] KernelError),
+}
+
+/// Bytes for a message: decimal units, as `ls -h --si` and llama.cpp print them.
+fn bytes_text(bytes: u64) -> String {
+    match bytes {
+        u64::MAX => "more than 16 EB".to_string(),
+        0..1000 => format!("{bytes} B"),
+        1000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.2} GB", bytes as f64 / 1e9),
+    }
 }
 
 impl ModelError {

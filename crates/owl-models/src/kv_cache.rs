@@ -15,6 +15,7 @@ use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 
 use crate::error::ModelError;
+use crate::memory;
 
 /// Element type of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,11 +66,11 @@ pub enum KvStore {
 }
 
 impl KvStore {
-    fn zeroed(dtype: KvDtype, n: usize) -> Self {
-        match dtype {
-            KvDtype::F16 => KvStore::F16(vec![0u16; n]),
-            KvDtype::F32 => KvStore::F32(vec![0.0f32; n]),
-        }
+    fn zeroed(dtype: KvDtype, n: usize) -> Result<Self, ModelError> {
+        Ok(match dtype {
+            KvDtype::F16 => KvStore::F16(memory::zeroed_vec("the KV cache", n)?),
+            KvDtype::F32 => KvStore::F32(memory::zeroed_vec("the KV cache", n)?),
+        })
     }
 
     fn len(&self) -> usize {
@@ -210,6 +211,9 @@ impl KvCache {
                 options.n_seqs, options.n_ctx
             )));
         }
+        let total = KvCache::bytes_needed(shapes, max_chunk, options)
+            .ok_or_else(|| ModelError::Kv(format!("a cache of {} positions overflows the address space", options.n_ctx)))?;
+        memory::check(&format!("a KV cache of {} tokens", options.n_ctx), total)?;
         let mut layers = Vec::with_capacity(shapes.len());
         for (i, &shape) in shapes.iter().enumerate() {
             let slots = match shape.window {
@@ -228,12 +232,30 @@ impl KvCache {
             layers.push(LayerKv {
                 shape,
                 slots,
-                k: KvStore::zeroed(options.dtype, nk),
-                v: KvStore::zeroed(options.dtype, nv),
+                k: KvStore::zeroed(options.dtype, nk)?,
+                v: KvStore::zeroed(options.dtype, nv)?,
             });
         }
         let lens = vec![0; options.n_seqs];
         Ok(KvCache { options, max_chunk: max_chunk.max(1), layers, pending: lens.clone(), lens })
+    }
+
+    /// Bytes a cache of these shapes and options takes; `None` when the count overflows.
+    pub fn bytes_needed(shapes: &[KvLayerShape], max_chunk: usize, options: KvCacheOptions) -> Option<u64> {
+        let mut total: u64 = 0;
+        for shape in shapes {
+            let slots = match shape.window {
+                Some(w) => options.n_ctx.min(w.saturating_add(max_chunk.max(1) - 1)),
+                None => options.n_ctx,
+            };
+            let per_slot = shape.heads.checked_mul(shape.k_dim.checked_add(shape.v_dim)?)?;
+            let layer = (options.n_seqs as u64)
+                .checked_mul(slots as u64)?
+                .checked_mul(per_slot as u64)?
+                .checked_mul(options.dtype.bytes() as u64)?;
+            total = total.checked_add(layer)?;
+        }
+        Some(total)
     }
 
     pub fn options(&self) -> KvCacheOptions {

@@ -42,6 +42,7 @@ pub mod config;
 pub mod error;
 pub mod kv_cache;
 mod loader;
+pub mod memory;
 pub mod model;
 pub mod registry;
 pub mod skeleton;

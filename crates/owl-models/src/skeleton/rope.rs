@@ -72,6 +72,26 @@ pub enum RopeScaling {
     },
 }
 
+impl RopeScaling {
+    /// One phrase for a user: which scaling, with its factor; `None` for no scaling.
+    pub fn describe(&self) -> Option<String> {
+        match self {
+            RopeScaling::None => None,
+            RopeScaling::Linear { factor } => Some(format!("linear, factor {factor}")),
+            RopeScaling::Llama3 { factor, original_max_position, .. } => {
+                Some(format!("llama3, factor {factor} over {original_max_position} trained positions"))
+            }
+            RopeScaling::Yarn { factor, original_max_position, .. } => {
+                Some(format!("YaRN, factor {factor} over {original_max_position} trained positions"))
+            }
+            RopeScaling::LongRope { original_max_position, .. } => {
+                Some(format!("LongRoPE over {original_max_position} trained positions"))
+            }
+            RopeScaling::FreqFactors { .. } => Some("per-frequency factors from rope_freqs.weight".to_string()),
+        }
+    }
+}
+
 /// Everything that fixes a rotary embedding.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RopeSpec {
