@@ -44,10 +44,10 @@ impl TextDecoder for TokenizerDecoder<'_> {
         self.discard.clear();
     }
 
-    fn push(&mut self, id: u32, out: &mut String) {
+    fn push(&mut self, id: u32, out: &mut String, bytes: &mut Vec<u8>) {
         // An id beyond the tokenizer's vocabulary (models pad their output matrix, e.g.
         // Qwen2.5's 151936 rows for 151665 tokens) has no text.
-        let _ = self.stream.push_into(id, out);
+        let _ = self.stream.push_with_bytes(id, out, bytes);
     }
 
     fn finish(&mut self, out: &mut String) {

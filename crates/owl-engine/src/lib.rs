@@ -31,7 +31,7 @@ mod select;
 pub mod session;
 pub mod stop;
 
-pub use bench::{run_bench, BenchParams, BenchResult, BenchTest};
+pub use bench::{bench_test, run_bench, BenchParams, BenchResult, BenchTest};
 pub use detokenizer::TokenizerDecoder;
 pub use error::{EngineError, ModelError};
 pub use logprobs::{LogSoftmax, TokenLogprob, TopLogprobs};

@@ -55,8 +55,10 @@ pub trait TextDecoder {
     /// stream's first token, which is wrong for a continuation).
     fn reset(&mut self, context: &[u32]);
 
-    /// Appends to `out` the text completed by `id` (possibly nothing).
-    fn push(&mut self, id: u32, out: &mut String);
+    /// Appends to `out` the text completed by `id` (possibly nothing), and to `bytes` the
+    /// raw bytes `id` adds to the stream (all of them, even while they end inside a
+    /// character), so that the bytes of all tokens concatenate to the exact output.
+    fn push(&mut self, id: u32, out: &mut String, bytes: &mut Vec<u8>);
 
     /// End of stream: appends whatever is still pending (incomplete bytes as U+FFFD).
     fn finish(&mut self, out: &mut String);
@@ -132,9 +134,10 @@ impl TextDecoder for ByteTableDecoder {
         self.pending.clear();
     }
 
-    fn push(&mut self, id: u32, out: &mut String) {
+    fn push(&mut self, id: u32, out: &mut String, bytes: &mut Vec<u8>) {
         if let Some(piece) = self.pieces.get(id as usize) {
             self.pending.extend_from_slice(piece);
+            bytes.extend_from_slice(piece);
         }
         drain_complete_utf8(&mut self.pending, out);
     }
@@ -194,21 +197,22 @@ mod tests {
             euro[..1].to_vec(),
         ]);
         let mut out = String::new();
-        d.push(0, &mut out);
+        let mut bytes = Vec::new();
+        d.push(0, &mut out, &mut bytes);
         assert_eq!(out, "a");
-        d.push(1, &mut out);
+        d.push(1, &mut out, &mut bytes);
         assert_eq!(out, "a", "half a character is held");
-        d.push(2, &mut out);
+        d.push(2, &mut out, &mut bytes);
         assert_eq!(out, "a€");
-        d.push(3, &mut out);
+        d.push(3, &mut out, &mut bytes);
         assert_eq!(out, "a€\u{fffd}", "an invalid byte is replaced at once");
-        d.push(4, &mut out);
+        d.push(4, &mut out, &mut bytes);
         d.finish(&mut out);
         assert_eq!(
             out, "a€\u{fffd}\u{fffd}",
             "an unfinished character is flushed at the end"
         );
-        d.push(99, &mut out);
+        d.push(99, &mut out, &mut bytes);
         assert_eq!(out, "a€\u{fffd}\u{fffd}");
     }
 }

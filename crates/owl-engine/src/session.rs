@@ -84,6 +84,9 @@ pub struct TokenEvent {
     /// still incomplete). This is the raw piece: a stop string is cut from the visible
     /// text ([`Event::Text`]), not from here.
     pub text: String,
+    /// The raw bytes the token adds to the output (OpenAI's logprobs `bytes`): all of them
+    /// at once, also when the token ends inside a character and `text` is still empty.
+    pub bytes: Vec<u8>,
     /// Log-probability of the token under the model's full softmax at temperature 1.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprob: Option<f32>,
@@ -339,7 +342,8 @@ impl<M: LanguageModel> Session<M> {
             let event = &mut self.event;
             event.id = id;
             event.text.clear();
-            decoder.push(id, &mut event.text);
+            event.bytes.clear();
+            decoder.push(id, &mut event.text, &mut event.bytes);
             event.logprob = norm.map(|n| n.logprob(row[id as usize]) as f32);
             match &norm {
                 Some(n) if params.top_logprobs > 0 => {

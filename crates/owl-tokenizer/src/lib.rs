@@ -31,7 +31,7 @@ mod spm_model;
 mod stream;
 mod tokenizer;
 
-pub use chat::{ChatMessage, ChatTemplate, RenderLimits, TemplateOrigin};
+pub use chat::{builtin_template, ChatMessage, ChatTemplate, RenderLimits, TemplateOrigin, BUILTIN_TEMPLATES};
 pub use error::{TemplateError, TokenizerError};
 pub use gguf_vocab::{GgufVocab, TokenType};
 pub use special::EOG_TEXTS;

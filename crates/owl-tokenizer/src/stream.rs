@@ -47,6 +47,18 @@ impl StreamDecoder {
 
     /// As [`StreamDecoder::push`], appending to `out` instead of allocating.
     pub fn push_into(&mut self, id: u32, out: &mut String) -> Result<(), TokenizerError> {
+        self.push_inner(id, out, None)
+    }
+
+    /// As [`StreamDecoder::push_into`], also appending to `bytes` the raw bytes this token
+    /// contributes to the stream (OpenAI's per-token `bytes`): unlike the text, they are
+    /// there at once when the token splits a character, so their concatenation over a
+    /// stream is its exact UTF-8. Decoders without a byte table report the text completed.
+    pub fn push_with_bytes(&mut self, id: u32, out: &mut String, bytes_out: &mut Vec<u8>) -> Result<(), TokenizerError> {
+        self.push_inner(id, out, Some(bytes_out))
+    }
+
+    fn push_inner(&mut self, id: u32, out: &mut String, bytes_out: Option<&mut Vec<u8>>) -> Result<(), TokenizerError> {
         let skip_special = self.skip_special;
         match &mut self.inner {
             Inner::Table { table, pending, started } => {
@@ -59,6 +71,9 @@ impl StreamDecoder {
                     }
                 }
                 pending.extend_from_slice(bytes);
+                if let Some(b) = bytes_out {
+                    b.extend_from_slice(bytes);
+                }
                 drain_complete_utf8(pending, out);
                 Ok(())
             }
@@ -71,6 +86,9 @@ impl StreamDecoder {
                 let full = engine.hf_decode(&ids[*prefix_offset..], skip_special)?;
                 if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.is_char_boundary(prefix.len()) {
                     out.push_str(&full[prefix.len()..]);
+                    if let Some(b) = bytes_out {
+                        b.extend_from_slice(&full.as_bytes()[prefix.len()..]);
+                    }
                     *prefix_offset = *read_offset;
                     *read_offset = ids.len();
                 }
@@ -160,6 +178,13 @@ mod tests {
         assert_eq!(s.push(3).unwrap(), "\u{FFFD}");
         assert_eq!(s.push(4).unwrap(), "");
         assert_eq!(s.finish(), "\u{FFFD}");
+        // The bytes of a split character come with each token, not when the text is whole.
+        let mut s = StreamDecoder::with_table(table.clone(), false);
+        let (mut text, mut bytes) = (String::new(), Vec::new());
+        s.push_with_bytes(0, &mut text, &mut bytes).unwrap();
+        assert_eq!((text.as_str(), bytes.as_slice()), ("", &[0xC3u8][..]));
+        s.push_with_bytes(1, &mut text, &mut bytes).unwrap();
+        assert_eq!((text.as_str(), bytes.as_slice()), ("é", "é".as_bytes()));
         // the prefix space is dropped only at the very start
         let mut s = StreamDecoder::with_table(table, false);
         assert_eq!(s.push(2).unwrap(), "x");

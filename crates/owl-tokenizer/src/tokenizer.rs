@@ -154,6 +154,18 @@ impl Tokenizer {
         self.pieces.get(id as usize).map(String::as_str).filter(|p| !p.is_empty())
     }
 
+    /// The bytes `id` decodes to on its own (special tokens as their text): what OpenAI's
+    /// logprobs call a token's `bytes`. `None` for an id outside the vocabulary.
+    pub fn token_bytes(&self, id: u32) -> Option<Vec<u8>> {
+        if id as usize >= self.pieces.len() {
+            return None;
+        }
+        match &self.table {
+            Some(t) => t.token_bytes(id, false).ok().flatten().map(<[u8]>::to_vec),
+            None => self.engine.hf_decode(&[id], false).ok().map(String::into_bytes),
+        }
+    }
+
     /// Number of ids (every id below it is valid).
     pub fn vocab_size(&self) -> usize {
         self.pieces.len()
@@ -204,6 +216,13 @@ impl Tokenizer {
 
     pub fn chat_template_error(&self) -> Option<&TemplateError> {
         self.chat_template_error.as_ref()
+    }
+
+    /// Compiles another template (`--template`) for this tokenizer: rendered with its BOS
+    /// and EOS strings, with [`TemplateOrigin::User`].
+    pub fn template_from_source(&self, source: &str) -> Result<ChatTemplate, TemplateError> {
+        let text = |id: Option<u32>| id.and_then(|i| self.piece(i)).unwrap_or_default().to_string();
+        ChatTemplate::with_origin(source, &text(self.bos_id), &text(self.eos_id), TemplateOrigin::User)
     }
 
     /// This tokenizer as a Hugging Face `tokenizer.json` document (for writing HF model

@@ -103,11 +103,12 @@ impl SamplingParams {
                 "must be a finite number >= 0",
             ));
         }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+        // 0 keeps only the most likely token, as llama.cpp's top-p sampler does.
+        if !(0.0..=1.0).contains(&self.top_p) {
             return Err(EngineError::invalid(
                 "top_p",
                 self.top_p,
-                "must be in (0, 1]",
+                "must be in [0, 1]",
             ));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
@@ -364,7 +365,7 @@ mod tests {
         let bad = [
             params(|p| p.temperature = -0.1),
             params(|p| p.temperature = f32::NAN),
-            params(|p| p.top_p = 0.0),
+            params(|p| p.top_p = -0.1),
             params(|p| p.top_p = 1.5),
             params(|p| p.min_p = -0.5),
             params(|p| p.repeat_penalty = 0.0),

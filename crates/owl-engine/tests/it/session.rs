@@ -569,7 +569,7 @@ fn model_failure_is_reported_and_the_session_recovers() {
 fn invalid_sampling_parameters_are_rejected_before_any_work() {
     let mut s = session(successor_model(4, 16));
     let mut p = greedy(3);
-    p.sampling.top_p = 0.0;
+    p.sampling.top_p = 1.5;
     let e = run(&mut s, &[1], &p, &mut tag_decoder(4)).err().unwrap();
     assert!(e.to_string().contains("top_p"), "{e}");
     assert_eq!(s.model().calls.len(), 0);

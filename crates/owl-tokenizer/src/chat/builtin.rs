@@ -25,3 +25,11 @@ pub fn builtin_template_for_architecture(architecture: &str) -> Option<&'static 
         _ => None,
     }
 }
+
+/// Templates `--template NAME` can name.
+pub const BUILTIN_TEMPLATES: [(&str, &str); 2] = [("chatml", CHATML_TEMPLATE), ("gemma", GEMMA_TEMPLATE)];
+
+/// The built-in template called `name` (case-insensitive), if there is one.
+pub fn builtin_template(name: &str) -> Option<&'static str> {
+    BUILTIN_TEMPLATES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|&(_, t)| t)
+}

@@ -28,7 +28,7 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 
 use crate::error::TemplateError;
 
-pub use builtin::{builtin_template_for_architecture, CHATML_TEMPLATE, GEMMA_TEMPLATE};
+pub use builtin::{builtin_template, builtin_template_for_architecture, BUILTIN_TEMPLATES, CHATML_TEMPLATE, GEMMA_TEMPLATE};
 pub use message::ChatMessage;
 
 const TEMPLATE_NAME: &str = "chat_template";
@@ -42,6 +42,8 @@ pub enum TemplateOrigin {
     Builtin,
     /// ChatML, used when neither the model nor owl has a template for it.
     Fallback,
+    /// Chosen by the user over the model's own (`--template`).
+    User,
 }
 
 /// Bounds on one render.
