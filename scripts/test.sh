@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The whole test suite: fetches the demo models into the cache on first use (the tests
 # do that through owl-test), then runs every crate's tests with the optimised test profile.
-# With no arguments it then runs the NEON kernels' tests too: owl-kernels cross-built for
-# aarch64 and run under qemu-user (scripts/aarch64-test.sh; needs an x86-64 Debian host,
-# which it sets up idempotently). Arguments go to `cargo test` and skip that step.
+# With no arguments it then runs every shell example of README.md as a user would
+# (scripts/readme-test.sh: a release build, `cargo install --path crates/owl-cli` into a
+# temporary root, then each example), and the NEON kernels' tests: owl-kernels cross-built
+# for aarch64 and run under qemu-user (scripts/aarch64-test.sh; needs an x86-64 Debian
+# host, which it sets up idempotently). Arguments go to `cargo test` and skip those steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --locked --no-fail-fast "$@"
 if (($#)); then
   exit 0
 fi
+scripts/readme-test.sh
 if [ "$(uname -m)" = x86_64 ] && command -v apt-get >/dev/null; then
   scripts/aarch64-test.sh
 else

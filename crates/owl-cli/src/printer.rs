@@ -50,11 +50,19 @@ pub fn warning(message: &str) {
     progress(&format!("warning: {message}"));
 }
 
+/// A note on stderr: something the user should know that is not a problem.
+pub fn note(message: &str) {
+    progress(&format!("note: {message}"));
+}
+
 /// Whether the error is, somewhere in its chain, a broken pipe on output.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    // serde_json wraps the io::Error of a failed write without exposing it as a source.
     err.chain().any(|e| {
         e.downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            || e.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(io::ErrorKind::BrokenPipe))
     })
 }
 
@@ -141,5 +149,7 @@ mod tests {
         let err = anyhow::Error::new(io::Error::from(io::ErrorKind::BrokenPipe)).context("writing");
         assert!(is_broken_pipe(&err));
         assert!(!is_broken_pipe(&anyhow::anyhow!("other")));
+        let json = serde_json::Error::io(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(is_broken_pipe(&anyhow::Error::new(json).context("writing")));
     }
 }

@@ -7,61 +7,68 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::values::{self, Seed, TokenLimit};
+use super::MODEL_HELP;
+
 /// Sampling and runtime flags shared by `owl run` and `owl generate`. Defaults are
 /// llama.cpp's (owl_engine::SamplingParams::default()).
 #[derive(Debug, Clone, Args)]
 pub struct GenerationArgs {
-    /// Most tokens to generate [default: until an end-of-generation token or a full context].
-    #[arg(short = 'n', long = "max-tokens", value_name = "N")]
-    pub max_tokens: Option<usize>,
+    /// Most tokens to generate; -1: until an end-of-generation token or a full context
+    /// [default: -1].
+    #[arg(short = 'n', long = "max-tokens", value_name = "N", allow_negative_numbers = true, value_parser = values::token_limit)]
+    pub max_tokens: Option<TokenLimit>,
 
     /// Sampling temperature; 0 picks the most likely token every step (greedy).
-    #[arg(long, value_name = "T", default_value_t = 0.8, allow_negative_numbers = true)]
+    #[arg(long, value_name = "T", default_value_t = 0.8, allow_negative_numbers = true, value_parser = values::temperature)]
     pub temperature: f32,
 
     /// Keep only the K most likely tokens (0 = all).
     #[arg(long, value_name = "K", default_value_t = 40)]
     pub top_k: usize,
 
-    /// Keep the smallest set of tokens whose probabilities add up to P (1 = all).
-    #[arg(long, value_name = "P", default_value_t = 0.95, allow_negative_numbers = true)]
+    /// Keep the smallest set of tokens whose probabilities add up to P (1 = all; 0 keeps
+    /// only the most likely token).
+    #[arg(long, value_name = "P", default_value_t = 0.95, allow_negative_numbers = true, value_parser = values::probability)]
     pub top_p: f32,
 
     /// Drop tokens less likely than P times the most likely one (0 = off).
-    #[arg(long, value_name = "P", default_value_t = 0.05, allow_negative_numbers = true)]
+    #[arg(long, value_name = "P", default_value_t = 0.05, allow_negative_numbers = true, value_parser = values::probability)]
     pub min_p: f32,
 
     /// Divide the logits of tokens seen in the last 64 by this (1 = off).
-    #[arg(long, value_name = "X", default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, value_name = "X", default_value_t = 1.0, allow_negative_numbers = true, value_parser = values::repeat_penalty)]
     pub repeat_penalty: f32,
 
     /// Subtract this from the logits of tokens seen in the last 64 (0 = off).
-    #[arg(long, value_name = "X", default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, value_name = "X", default_value_t = 0.0, allow_negative_numbers = true, value_parser = values::penalty)]
     pub presence_penalty: f32,
 
     /// Subtract this times the count of each token in the last 64 (0 = off).
-    #[arg(long, value_name = "X", default_value_t = 0.0, allow_negative_numbers = true)]
+    #[arg(long, value_name = "X", default_value_t = 0.0, allow_negative_numbers = true, value_parser = values::penalty)]
     pub frequency_penalty: f32,
 
-    /// Seed of the sampler, for reproducible output [default: from the clock].
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
+    /// Seed of the sampler, for reproducible output; -1: a random seed [default: -1].
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = values::seed)]
+    pub seed: Option<Seed>,
 
-    /// Stop when the output produces TEXT (never part of the output; repeatable).
-    #[arg(long = "stop", value_name = "TEXT")]
+    /// Stop when the output produces TEXT (never part of the output; repeatable); `\n`,
+    /// `\t`, `\r` and `\\` stand for a newline, a tab, a carriage return and a backslash.
+    #[arg(long = "stop", value_name = "TEXT", value_parser = values::stop_text)]
     pub stop: Vec<String>,
 
-    /// Report the K most likely tokens of every step (`owl generate --json`'s `top`).
+    /// Report the K most likely tokens of every step: in `--json` as each token's `top`,
+    /// else as a table after the text.
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub top_logprobs: usize,
 
     /// Compute threads [default: the number of physical cores].
-    #[arg(short = 't', long, value_name = "N")]
+    #[arg(short = 't', long, value_name = "N", value_parser = values::positive)]
     pub threads: Option<usize>,
 
-    /// Context size in tokens (prompt plus reply) [default: the model's context length,
-    /// at most 4096].
-    #[arg(short = 'c', long = "ctx-size", value_name = "N")]
+    /// Context size in tokens (prompt plus reply); 0: the model's trained context
+    /// [default: the model's context length, at most 4096].
+    #[arg(short = 'c', long = "ctx-size", visible_alias = "ctx", value_name = "N")]
     pub ctx_size: Option<usize>,
 
     /// Drop the oldest prompt tokens (keeping BOS) when the prompt does not fit, instead of
@@ -83,9 +90,7 @@ pub struct GenerationArgs {
 /// `owl run MODEL [PROMPT]`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A .gguf file, a Hugging Face model directory, or a model name (smollm2, gemma3,
-    /// qwen2.5-coder).
-    #[arg(value_name = "MODEL")]
+    #[arg(value_name = "MODEL", help = MODEL_HELP)]
     pub model: OsString,
 
     /// The user message. Without it: an interactive chat when stdin is a terminal, else
@@ -97,6 +102,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
 
+    /// The chat template to use instead of the model's: a Jinja file, or a built-in one by
+    /// name (chatml, gemma). Also makes a model without a template of its own chat.
+    #[arg(long, value_name = "FILE|NAME")]
+    pub template: Option<std::ffi::OsString>,
+
     #[command(flatten)]
     pub generation: GenerationArgs,
 }
@@ -104,13 +114,13 @@ pub struct RunArgs {
 /// `owl generate MODEL PROMPT [--json]`.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// A .gguf file, a Hugging Face model directory, or a model name.
-    #[arg(value_name = "MODEL")]
+    #[arg(value_name = "MODEL", help = MODEL_HELP)]
     pub model: OsString,
 
-    /// The text to continue (special-token text such as `<|im_start|>` is recognised).
+    /// The text to continue (special-token text such as `<|im_start|>` is recognised);
+    /// `-`, or none with stdin not a terminal: read it from stdin.
     #[arg(value_name = "PROMPT")]
-    pub prompt: OsString,
+    pub prompt: Option<OsString>,
 
     /// Print one JSON object: model, prompt_ids, ids, text, tokens (id, text, logprob,
     /// top), timings.
@@ -124,8 +134,7 @@ pub struct GenerateArgs {
 /// `owl bench MODEL [-p 64,512] [-n 128] [-r 5] [-t N,...] [--json]`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// A .gguf file, a Hugging Face model directory, or a model name.
-    #[arg(value_name = "MODEL")]
+    #[arg(value_name = "MODEL", help = MODEL_HELP)]
     pub model: OsString,
 
     /// Prompt-processing tests: prompt lengths, comma-separated (0 = none).
@@ -137,16 +146,16 @@ pub struct BenchArgs {
     pub n_gen: Vec<usize>,
 
     /// Timed repetitions of each test (after one untimed warm-up).
-    #[arg(short = 'r', long = "repetitions", value_name = "N", default_value_t = 5)]
+    #[arg(short = 'r', long = "repetitions", value_name = "N", default_value_t = 5, value_parser = values::positive)]
     pub repetitions: usize,
 
     /// Thread counts, comma-separated; every test runs with each [default: the number of
     /// physical cores].
-    #[arg(short = 't', long = "threads", value_name = "N,...", value_delimiter = ',')]
+    #[arg(short = 't', long = "threads", value_name = "N,...", value_delimiter = ',', value_parser = values::positive)]
     pub threads: Vec<usize>,
 
     /// Prompt tokens per forward call.
-    #[arg(short = 'b', long = "batch-size", value_name = "N", default_value_t = 512)]
+    #[arg(short = 'b', long = "batch-size", value_name = "N", default_value_t = 512, value_parser = values::positive)]
     pub n_batch: usize,
 
     /// Keep activations in float32 against dequantized weights instead of quantizing them
@@ -160,27 +169,27 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-/// `owl perplexity MODEL FILE [--ctx 512] [--chunks N] [--json]`.
+/// `owl perplexity MODEL FILE [-c 512] [--chunks N] [--json]`.
 #[derive(Debug, Args)]
 pub struct PerplexityArgs {
-    /// A .gguf file, a Hugging Face model directory, or a model name.
-    #[arg(value_name = "MODEL")]
+    #[arg(value_name = "MODEL", help = MODEL_HELP)]
     pub model: OsString,
 
     /// A UTF-8 text file.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
 
-    /// Window size in tokens; the second half of each window is scored.
-    #[arg(short = 'c', long = "ctx", value_name = "N", default_value_t = 512)]
+    /// Window size in tokens (the context of each window); the second half of each window
+    /// is scored.
+    #[arg(short = 'c', long = "ctx-size", visible_alias = "ctx", value_name = "N", default_value_t = 512, value_parser = values::window)]
     pub ctx: usize,
 
     /// Score at most N windows [default: all that fit in the file].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = values::positive)]
     pub chunks: Option<usize>,
 
     /// Compute threads [default: the number of physical cores].
-    #[arg(short = 't', long, value_name = "N")]
+    #[arg(short = 't', long, value_name = "N", value_parser = values::positive)]
     pub threads: Option<usize>,
 
     /// Keep activations in float32 against dequantized weights instead of quantizing them

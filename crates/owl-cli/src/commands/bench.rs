@@ -1,44 +1,63 @@
 //! `owl bench MODEL [-p 64,512] [-n 128] [-r 5] [-t N,...] [--json]`: prompt-processing
-//! (ppN) and generation (tgN) speed with owl_engine::run_bench (llama-bench's method), as a
+//! (ppN) and generation (tgN) speed with owl_engine::bench_test (llama-bench's method), as a
 //! markdown table like llama-bench's (rows printed as each test finishes) or a JSON array
-//! `[{"test":"pp512","tokens_per_s":..,"stddev":..,"threads":..,...}]`.
+//! `[{"test":"pp512","tokens_per_s":..,"stddev":..,"threads":..,"model":..,"size":..,
+//! "params":..,"isa":..,...}]`. On a terminal, a progress line on stderr names the test
+//! running.
 //!
 //! Threads are fixed when a model is loaded, so the model is loaded once per thread count.
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
+use serde::Serialize;
 
-use owl_engine::{run_bench, BenchParams, BenchResult, ModelRunner};
-use owl_models::KvDtype;
+use owl_engine::{bench_test, BenchParams, BenchResult, BenchTest};
 
 use crate::args::BenchArgs;
 use crate::commands::load;
 use crate::printer;
 
+/// One `--json` row: the engine's result plus what was measured.
+#[derive(Debug, Serialize)]
+struct BenchRow {
+    /// The model's file name (a directory's name for safetensors).
+    model: String,
+    /// Bytes of the weight file(s).
+    size: u64,
+    /// Parameters.
+    params: u64,
+    /// The kernel set the matmuls ran on (`avx2`, `neon`, `scalar`).
+    isa: &'static str,
+    #[serde(flatten)]
+    result: BenchResult,
+}
+
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.repetitions == 0 {
-        bail!("--repetitions must be at least 1");
-    }
-    if args.n_batch == 0 {
-        bail!("--batch-size must be at least 1");
-    }
     let longest = args.n_prompt.iter().chain(&args.n_gen).copied().max().unwrap_or(0);
     if longest == 0 {
         bail!("nothing to run: every -p and -n length is 0");
     }
-    let threads = if args.threads.is_empty() {
+    let threads: Vec<usize> = if args.threads.is_empty() {
         vec![load::physical_cores()]
     } else {
-        if args.threads.contains(&0) {
-            bail!("--threads must be at least 1");
-        }
-        args.threads.clone()
+        args.threads.iter().map(|&n| load::clamp_threads(n)).collect()
     };
+    let isa = owl_kernels::dispatch::active_isa()?.name();
+    let tests: Vec<BenchTest> = args
+        .n_prompt
+        .iter()
+        .map(|&n| BenchTest::Prompt(n))
+        .chain(args.n_gen.iter().map(|&n| BenchTest::Generation(n)))
+        .filter(|t| !matches!(t, BenchTest::Prompt(0) | BenchTest::Generation(0)))
+        .collect();
+    let progress = io::stderr().is_terminal();
+    let total = tests.len() * threads.len();
 
     let cancel = AtomicBool::new(false);
-    let mut all = Vec::new();
+    let mut rows = Vec::new();
     let mut header_printed = false;
     for &n_threads in &threads {
         let loaded = load::load(&args.model, n_threads, args.n_batch, args.f32_activations)?;
@@ -47,9 +66,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         } else {
             None
         };
-        let (name, size, parameters) = (loaded.name.clone(), loaded.file_size, loaded.parameters);
-        let mut runner = ModelRunner::new(loaded.model, longest, KvDtype::F16)
-            .with_context(|| format!("a KV cache of {longest} tokens"))?;
+        let name = model_name(&loaded.path);
+        let (size, parameters) = (loaded.file_size, loaded.parameters);
+        let mut runner = load::runner(loaded.model, longest)?;
         let params = BenchParams {
             n_prompt: args.n_prompt.clone(),
             n_gen: args.n_gen.clone(),
@@ -59,38 +78,62 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             warmup: true,
             threads: n_threads,
         };
-        let mut write_error = None;
-        let results = run_bench(&mut runner, &params, &cancel, |r| {
-            if args.json || write_error.is_some() {
-                return;
+        for &test in &tests {
+            if progress {
+                let done = rows.len();
+                let _ = write!(
+                    io::stderr(),
+                    "\r\x1b[2K[{}/{total}] {} with {n_threads} thread{}: 1 warm-up + {} runs...",
+                    done + 1,
+                    test.name(),
+                    if n_threads == 1 { "" } else { "s" },
+                    args.repetitions
+                );
             }
-            let mut lines = Vec::new();
-            if !header_printed {
-                header_printed = true;
-                lines.push("| model | size | params | threads | test | t/s |".to_string());
-                lines.push("| --- | ---: | ---: | ---: | ---: | ---: |".to_string());
+            let result = bench_test(&mut runner, test, &params, &cancel);
+            if progress {
+                let _ = write!(io::stderr(), "\r\x1b[2K");
             }
-            lines.push(table_row(&name, size, parameters, r));
-            if let Err(e) = printer::lines(lines) {
-                write_error = Some(e);
+            let result = result?;
+            if !args.json {
+                let mut lines = Vec::new();
+                if !header_printed {
+                    header_printed = true;
+                    lines.push("| model | size | params | isa | threads | test | t/s |".to_string());
+                    lines.push("| --- | ---: | ---: | --- | ---: | ---: | ---: |".to_string());
+                }
+                lines.push(table_row(&name, size, parameters, isa, &result));
+                printer::lines(lines)?;
             }
-        })?;
-        if let Some(e) = write_error {
-            return Err(e.into());
+            rows.push(BenchRow {
+                model: name.clone(),
+                size,
+                params: parameters,
+                isa,
+                result,
+            });
         }
-        all.extend(results);
     }
     if args.json {
-        printer::json(&all)?;
+        printer::json(&rows)?;
     } else {
         io::stdout().flush()?;
     }
     Ok(())
 }
 
-fn table_row(name: &str, size: u64, parameters: u64, r: &BenchResult) -> String {
+/// What the table and `--json` call the model: the file's name, not its whole path (a demo
+/// model name resolves to its cached file).
+fn model_name(resolved: &Path) -> String {
+    resolved
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| resolved.display().to_string())
+}
+
+fn table_row(name: &str, size: u64, parameters: u64, isa: &str, r: &BenchResult) -> String {
     format!(
-        "| {name} | {} | {} | {} | {} | {:.2} ± {:.2} |",
+        "| {name} | {} | {} | {isa} | {} | {} | {:.2} ± {:.2} |",
         printer::human_bytes(size),
         printer::human_count(parameters),
         r.threads,

@@ -4,16 +4,18 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
 use owl_formats::gguf::GgufFile;
 use owl_formats::safetensors::SafetensorsModel;
-use owl_models::{ActivationPrecision, LoadOptions, Model};
+use owl_engine::ModelRunner;
+use owl_models::{memory, ActivationPrecision, KvDtype, LoadOptions, Model};
 use owl_tokenizer::Tokenizer;
 
 use crate::model_ref::{self, ModelSource};
+use crate::printer;
 
 /// A model ready to run, with its tokenizer.
 pub struct LoadedModel {
@@ -21,6 +23,8 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     /// What to call the model in output: the MODEL argument as given.
     pub name: String,
+    /// The file (GGUF) or directory (safetensors) MODEL resolved to.
+    pub path: PathBuf,
     /// Bytes of the weight file(s).
     pub file_size: u64,
     /// Parameters (elements of all stored tensors).
@@ -58,6 +62,7 @@ fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::R
                 model,
                 tokenizer,
                 name,
+                path,
                 file_size,
                 parameters,
             })
@@ -80,6 +85,7 @@ fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::R
                 model,
                 tokenizer,
                 name,
+                path: dir,
                 file_size,
                 parameters,
             })
@@ -87,12 +93,63 @@ fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::R
     }
 }
 
-/// `-t N` as given (at least 1), else the number of physical cores.
-pub fn threads_or_default(threads: Option<usize>) -> anyhow::Result<usize> {
+/// The KV cache's element type on every command.
+pub const KV_DTYPE: KvDtype = KvDtype::F16;
+
+/// Bytes of a one-sequence KV cache of `n_ctx` positions for `model` (saturating).
+fn kv_bytes(model: &Model, n_ctx: usize) -> u64 {
+    let report = model.memory_report(KV_DTYPE);
+    (report.kv_bytes_per_token as u64)
+        .saturating_mul(n_ctx as u64)
+        .saturating_add(report.kv_window_bytes_per_seq as u64)
+}
+
+/// The largest context whose KV cache fits in the memory available now, rounded down to a
+/// multiple of 256 where it is that large; `None` when nothing says how much is available.
+pub fn context_that_fits(model: &Model) -> Option<usize> {
+    let available = memory::available_bytes()?;
+    let report = model.memory_report(KV_DTYPE);
+    let per_token = (report.kv_bytes_per_token as u64).max(1);
+    let room = available.saturating_sub(report.kv_window_bytes_per_seq as u64);
+    let n = usize::try_from(room / per_token).unwrap_or(usize::MAX);
+    Some(if n >= 512 { n / 256 * 256 } else { n })
+}
+
+/// `model` with a KV cache of `n_ctx` positions, after checking that the cache fits in the
+/// memory available: a cache too large is an error naming the bytes needed, the bytes
+/// available and the `-c` that fits, never an aborted allocation.
+pub fn runner(model: Model, n_ctx: usize) -> anyhow::Result<ModelRunner> {
+    let needed = kv_bytes(&model, n_ctx);
+    if let Some(available) = memory::available_bytes() {
+        if needed > available {
+            let fits = context_that_fits(&model).unwrap_or(0);
+            bail!(
+                "a KV cache of {n_ctx} tokens needs {} but {} of memory is available; -c {fits} fits",
+                printer::human_bytes(needed),
+                printer::human_bytes(available)
+            );
+        }
+    }
+    ModelRunner::new(model, n_ctx, KV_DTYPE).with_context(|| format!("a KV cache of {n_ctx} tokens"))
+}
+
+/// `-t N` as given, else the number of physical cores. More threads than the CPUs this
+/// process may run on only contend for them: a warning, then clamped (clap already refused 0).
+pub fn threads_or_default(threads: Option<usize>) -> usize {
     match threads {
-        Some(0) => bail!("--threads must be at least 1"),
-        Some(n) => Ok(n),
-        None => Ok(physical_cores()),
+        Some(n) => clamp_threads(n),
+        None => physical_cores(),
+    }
+}
+
+/// `n` capped by the CPUs available, with a warning when it had to be.
+pub fn clamp_threads(n: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    if n > cpus {
+        printer::warning(&format!("--threads {n} is more than the {cpus} CPUs available; using {cpus}"));
+        cpus
+    } else {
+        n.max(1)
     }
 }
 
@@ -149,7 +206,8 @@ mod tests {
         assert_eq!(count_physical_cores(tmp.path()), Some(2));
         assert_eq!(count_physical_cores(&tmp.path().join("none")), None);
         assert!(physical_cores() >= 1);
-        assert!(threads_or_default(Some(0)).is_err());
-        assert_eq!(threads_or_default(Some(3)).unwrap(), 3);
+        assert_eq!(threads_or_default(Some(1)), 1);
+        let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+        assert_eq!(threads_or_default(Some(cpus + 1000)), cpus);
     }
 }

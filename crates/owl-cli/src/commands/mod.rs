@@ -10,6 +10,7 @@ mod perplexity;
 mod run;
 mod sampling;
 mod tensor;
+mod token_report;
 mod tokenize;
 
 use crate::args::{Cli, Command};

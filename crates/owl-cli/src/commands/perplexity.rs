@@ -10,8 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use owl_engine::{perplexity, ModelRunner, PerplexityParams};
-use owl_models::KvDtype;
+use owl_engine::{perplexity, PerplexityParams};
 
 use crate::args::PerplexityArgs;
 use crate::commands::load;
@@ -21,9 +20,6 @@ use crate::printer;
 const N_BATCH: usize = 512;
 
 pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
-    if args.chunks == Some(0) {
-        bail!("--chunks must be at least 1");
-    }
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
@@ -33,14 +29,26 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
             e.utf8_error().valid_up_to()
         )
     })?;
-    let threads = load::threads_or_default(args.threads)?;
-    let n_batch = N_BATCH.min(args.ctx.max(1));
-    let loaded = load::load(&args.model, threads, n_batch, args.f32_activations)?;
+    let threads = load::threads_or_default(args.threads);
+    // Windows never need larger forward calls than themselves.
+    let load_batch = if args.ctx == 0 { N_BATCH } else { N_BATCH.min(args.ctx) };
+    let loaded = load::load(&args.model, threads, load_batch, args.f32_activations)?;
+    let n_ctx = match args.ctx {
+        0 => {
+            let trained = loaded.model.config().context_length;
+            if trained < 2 {
+                bail!("--ctx-size 0 asks for the model's trained context, but the model does not state one; give a size");
+            }
+            printer::note(&format!("--ctx-size 0: windows of the model's trained context, {trained} tokens"));
+            trained
+        }
+        n => n,
+    };
+    let n_batch = N_BATCH.min(n_ctx);
     let trained = loaded.model.config().context_length;
-    if trained > 0 && args.ctx > trained {
+    if trained > 0 && n_ctx > trained {
         printer::warning(&format!(
-            "--ctx {} is more than the {trained} tokens the model was trained for",
-            args.ctx
+            "--ctx-size {n_ctx} is more than the {trained} tokens the model was trained for"
         ));
     }
     // llama-perplexity tokenizes with the model's special tokens added (BOS) and special
@@ -51,30 +59,27 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut runner = ModelRunner::new(loaded.model, args.ctx.max(3), KvDtype::F16)
-        .with_context(|| format!("a KV cache of {} tokens", args.ctx))?;
+    let mut runner = load::runner(loaded.model, n_ctx.max(3))?;
     let params = PerplexityParams {
-        n_ctx: args.ctx,
+        n_ctx,
         bos,
         n_batch,
         max_chunks: args.chunks,
     };
-    if tokens.len() < 2 * args.ctx {
+    if tokens.len() < 2 * n_ctx {
         bail!(
-            "{}: {} tokens; perplexity with --ctx {} needs at least {} (two windows)",
+            "{}: {} tokens; perplexity with --ctx-size {n_ctx} needs at least {} (two windows)",
             args.file.display(),
             tokens.len(),
-            args.ctx,
-            2 * args.ctx
+            2 * n_ctx
         );
     }
-    let available = tokens.len() / args.ctx.max(1);
+    let available = tokens.len() / n_ctx;
     let planned = available.min(args.chunks.unwrap_or(usize::MAX));
     printer::progress(&format!(
-        "{}: {} tokens, {planned} chunks of {} tokens",
+        "{}: {} tokens, {planned} chunks of {n_ctx} tokens",
         args.file.display(),
-        tokens.len(),
-        args.ctx
+        tokens.len()
     ));
     let started = Instant::now();
     let cancel = AtomicBool::new(false);
@@ -90,7 +95,7 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     printer::progress(&format!(
         "{} tokens scored in {seconds:.2} s ({:.1} tokens/s evaluated)",
         result.tokens,
-        (result.chunks * args.ctx) as f64 / seconds.max(1e-9)
+        (result.chunks * n_ctx) as f64 / seconds.max(1e-9)
     ));
     if args.json {
         printer::json(&result)?;

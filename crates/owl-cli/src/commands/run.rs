@@ -8,21 +8,25 @@
 //!   whole conversation through the template; the session reuses the KV cache of the
 //!   common prefix, so only the new turn is run through the model.
 //!
-//! The template is the model's own, else owl's built-in one for the family, else ChatML
-//! (owl_tokenizer::chat). The rendered text is encoded with special tokens recognised, and
-//! with the model's BOS only when the template did not already write it.
+//! The template is `--template` (a Jinja file, or a built-in one by name), else the model's
+//! own. A model without a template of its own looks like a base (pre-trained) model, which
+//! continues text rather than answering a chat: owl says so, suggests `owl generate`, and
+//! replies with a plain continuation of the conversation's text. The rendered text is
+//! encoded with special tokens recognised, and with the model's BOS only when the template
+//! did not already write it.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 
 use anyhow::{anyhow, Context};
 
-use owl_engine::{Event, GenerateParams, Generation, TokenizerDecoder};
-use owl_tokenizer::{ChatMessage, Tokenizer};
+use owl_engine::{Event, GenerateParams, Generation, StopReason, TokenizerDecoder};
+use owl_tokenizer::{ChatMessage, ChatTemplate, TemplateOrigin, Tokenizer};
 
 use crate::args::RunArgs;
 use crate::commands::interrupt;
 use crate::commands::sampling::{self, Generator};
+use crate::commands::token_report::{self, TokenReport};
 use crate::printer;
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
@@ -46,6 +50,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let mut generator = sampling::open(&args.model, &args.generation)?;
     let params = sampling::generate_params(&args.generation, &generator.tokenizer, false)?;
+    let prompting = prompting(args, &generator)?;
     interrupt::install();
     let mut history = Vec::new();
     if let Some(system) = &args.system {
@@ -54,7 +59,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     match prompt {
         Some(prompt) => {
             history.push(ChatMessage::user(prompt));
-            let (generation, cancelled) = reply(&mut generator, &history, &params)?;
+            let (generation, cancelled) = reply(&mut generator, &prompting, &history, &params, false)
+                .map_err(|e| sampling::explain_context_error(e, false))?;
             if args.generation.verbose {
                 sampling::print_timings(&generation.timings);
             }
@@ -63,33 +69,103 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        None => interactive(&mut generator, history, &params, args.generation.verbose),
+        None => interactive(&mut generator, &prompting, history, &params, args.generation.verbose),
     }
 }
 
-/// The ids of a conversation rendered for the assistant's next turn.
-fn chat_prompt(tokenizer: &Tokenizer, messages: &[ChatMessage]) -> anyhow::Result<Vec<u32>> {
-    let template = tokenizer.chat_template().ok_or_else(|| match tokenizer.chat_template_error() {
-        Some(e) => anyhow!("the model's chat template cannot be used: {e}"),
-        None => anyhow!("the model has no chat template"),
-    })?;
+/// How a conversation becomes prompt ids.
+enum Prompting {
+    /// Through a chat template: the one `--template` gave, else (`None`) the model's own.
+    Chat(Option<Box<ChatTemplate>>),
+    /// A model with no template of its own: the conversation's text, continued.
+    Completion,
+}
+
+/// `--template`, else the model's template, else plain completion with a notice.
+fn prompting(args: &RunArgs, generator: &Generator) -> anyhow::Result<Prompting> {
+    let tokenizer = &generator.tokenizer;
+    if let Some(choice) = &args.template {
+        let path = std::path::Path::new(choice);
+        let source = if path.is_file() {
+            std::fs::read_to_string(path).with_context(|| format!("--template {}", path.display()))?
+        } else {
+            let name = choice.to_string_lossy();
+            match owl_tokenizer::builtin_template(&name) {
+                Some(source) => source.to_string(),
+                None => anyhow::bail!(
+                    "--template {name}: no such file, and not a built-in template (built-in: {})",
+                    owl_tokenizer::BUILTIN_TEMPLATES.map(|(n, _)| n).join(", ")
+                ),
+            }
+        };
+        let template = tokenizer
+            .template_from_source(&source)
+            .with_context(|| format!("--template {}", choice.to_string_lossy()))?;
+        return Ok(Prompting::Chat(Some(Box::new(template))));
+    }
+    match tokenizer.chat_template() {
+        Some(t) if t.origin() == TemplateOrigin::Model => Ok(Prompting::Chat(None)),
+        Some(_) => {
+            printer::note(&format!(
+                "{} has no chat template of its own: it looks like a base (pre-trained) model, which \
+                 continues text rather than answering; 'owl generate' is made for that. Replying with a \
+                 plain continuation of your text (--template FILE|NAME chats through a template anyway)",
+                generator.name
+            ));
+            Ok(Prompting::Completion)
+        }
+        None => match tokenizer.chat_template_error() {
+            Some(e) => anyhow::bail!("the model's chat template cannot be used: {e}; --template FILE|NAME gives another"),
+            None => Ok(Prompting::Completion),
+        },
+    }
+}
+
+/// The ids of a conversation for the assistant's next turn.
+fn prompt_ids(tokenizer: &Tokenizer, prompting: &Prompting, messages: &[ChatMessage]) -> anyhow::Result<Vec<u32>> {
+    let template = match prompting {
+        Prompting::Chat(Some(t)) => t,
+        Prompting::Chat(None) => tokenizer
+            .chat_template()
+            .ok_or_else(|| anyhow!("the model has no chat template"))?,
+        Prompting::Completion => return Ok(tokenizer.encode(&continuation_text(messages), true, true)?),
+    };
     let text = template.render(messages, None, true)?;
     let bos = template.bos_token();
     let template_wrote_bos = !bos.is_empty() && text.starts_with(bos);
     Ok(tokenizer.encode(&text, !template_wrote_bos, true)?)
 }
 
+/// A conversation as one text for a base model: each message's text in order, the model's
+/// own continuations joined directly to what they continue, every other message on a new
+/// line.
+fn continuation_text(messages: &[ChatMessage]) -> String {
+    let mut text = String::new();
+    for m in messages {
+        if !text.is_empty() && m.role != "assistant" && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&m.content);
+    }
+    text
+}
+
 /// Generates the assistant's reply to `messages`, streaming its text to stdout and ending
-/// with a newline. Returns the generation and whether Ctrl-C stopped it.
+/// with a newline (then the `--top-logprobs` table, if asked for). A reply cut off by a
+/// full context gets a note on stderr saying what to do. Returns the generation and
+/// whether Ctrl-C stopped it.
 fn reply(
     generator: &mut Generator,
+    prompting: &Prompting,
     messages: &[ChatMessage],
     params: &GenerateParams,
+    interactive: bool,
 ) -> anyhow::Result<(Generation, bool)> {
-    let ids = chat_prompt(&generator.tokenizer, messages)?;
+    let ids = prompt_ids(&generator.tokenizer, prompting, messages)?;
     let mut decoder = TokenizerDecoder::new(&generator.tokenizer, true);
     let mut out = io::stdout().lock();
     let mut write_error = None;
+    let mut tokens = Vec::new();
     interrupt::begin_reply();
     let generation = generator.session.generate(
         &ids,
@@ -97,11 +173,17 @@ fn reply(
         &mut decoder,
         &interrupt::CANCEL,
         |event| {
-            if let Event::Text(text) = event {
-                if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                    write_error = Some(e);
-                    return ControlFlow::Break(());
+            match event {
+                Event::Text(text) => {
+                    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                        write_error = Some(e);
+                        return ControlFlow::Break(());
+                    }
                 }
+                Event::Token(t) if params.top_logprobs > 0 => {
+                    tokens.push(TokenReport::new(t, &generator.tokenizer))
+                }
+                Event::Token(_) => {}
             }
             ControlFlow::Continue(())
         },
@@ -114,7 +196,19 @@ fn reply(
     if !generation.text.ends_with('\n') {
         out.write_all(b"\n")?;
     }
+    if params.top_logprobs > 0 {
+        token_report::write_table(&mut out, &tokens, params.top_logprobs)?;
+    }
     out.flush()?;
+    if generation.stop_reason == StopReason::ContextFull {
+        let n_ctx = generator.session.context_size();
+        let what = if interactive {
+            "/clear to start over, or restart with a larger -c/--ctx-size or with --truncate (drops the oldest turns)"
+        } else {
+            "run again with a larger -c/--ctx-size"
+        };
+        printer::note(&format!("the reply was cut off: the context of {n_ctx} tokens is full; {what}"));
+    }
     Ok((generation, cancelled))
 }
 
@@ -128,6 +222,7 @@ Use \"\"\" to begin and end a multi-line message. Ctrl-C stops a reply.";
 /// The interactive session on a terminal.
 fn interactive(
     generator: &mut Generator,
+    prompting: &Prompting,
     mut history: Vec<ChatMessage>,
     params: &GenerateParams,
     verbose: bool,
@@ -161,7 +256,7 @@ fn interactive(
             _ => {}
         }
         history.push(ChatMessage::user(message));
-        match reply(generator, &history, params) {
+        match reply(generator, prompting, &history, params, true).map_err(|e| sampling::explain_context_error(e, true)) {
             Ok((generation, _cancelled)) => {
                 // A reply stopped by Ctrl-C stays in the conversation as far as it got.
                 history.push(ChatMessage::assistant(generation.text));

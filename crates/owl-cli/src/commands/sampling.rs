@@ -3,15 +3,15 @@
 
 use std::ffi::OsStr;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 
 use owl_engine::{
-    ContextOverflow, EogSet, GenerateParams, ModelRunner, SamplingParams, Session, SessionConfig,
+    ContextOverflow, EngineError, EogSet, GenerateParams, ModelRunner, SamplingParams, Session, SessionConfig,
     Timings,
 };
-use owl_models::KvDtype;
 use owl_tokenizer::Tokenizer;
 
+use crate::args::values::TokenLimit;
 use crate::args::GenerationArgs;
 use crate::commands::load;
 use crate::printer;
@@ -32,24 +32,56 @@ pub struct Generator {
 
 /// Loads MODEL and opens a session with the context size the flags ask for.
 pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
-    let threads = load::threads_or_default(args.threads)?;
+    let threads = load::threads_or_default(args.threads);
     let loaded = load::load(model, threads, N_BATCH, args.f32_activations)?;
     let trained = loaded.model.config().context_length;
+    let fits = load::context_that_fits(&loaded.model);
     let n_ctx = match args.ctx_size {
-        Some(0) => bail!("--ctx-size must be at least 1"),
+        Some(0) if trained == 0 => {
+            bail!("--ctx-size 0 asks for the model's trained context, but the model does not state one; give a size")
+        }
+        Some(0) => match fits {
+            Some(fits) if fits < trained => {
+                printer::note(&format!(
+                    "--ctx-size 0: the model's trained context is {trained} tokens, but {fits} fit in the memory available; using {fits}"
+                ));
+                fits.max(1)
+            }
+            _ => {
+                printer::note(&format!("--ctx-size 0: using the model's trained context of {trained} tokens"));
+                trained
+            }
+        },
         Some(n) => {
             if trained > 0 && n > trained {
                 printer::warning(&format!(
-                    "--ctx-size {n} is more than the {trained} tokens the model was trained for; output past that may degrade"
+                    "--ctx-size {n} is more than the {trained} tokens the model was trained for; {}",
+                    beyond_training(&loaded.model)
                 ));
             }
             n
         }
-        None if trained == 0 => DEFAULT_CTX_CAP,
-        None => trained.min(DEFAULT_CTX_CAP),
+        None => {
+            let default = if trained == 0 { DEFAULT_CTX_CAP } else { trained.min(DEFAULT_CTX_CAP) };
+            match fits {
+                Some(fits) if fits < default => {
+                    printer::note(&format!(
+                        "a context of {fits} tokens (not {default}): that is what fits in the memory available"
+                    ));
+                    fits.max(1)
+                }
+                _ => default,
+            }
+        }
     };
-    let runner = ModelRunner::new(loaded.model, n_ctx, KvDtype::F16)
-        .with_context(|| format!("a KV cache of {n_ctx} tokens"))?;
+    if let Some(TokenLimit(Some(n))) = args.max_tokens {
+        if n > n_ctx {
+            printer::note(&format!(
+                "--max-tokens {n} is more than the context of {n_ctx} tokens: the reply ends when the context is full"
+            ));
+        }
+    }
+    let runner = load::runner(loaded.model, n_ctx)?;
     let session = Session::new(runner, SessionConfig { n_batch: N_BATCH })?;
     Ok(Generator {
         session,
@@ -65,12 +97,6 @@ pub fn generate_params(
     tokenizer: &Tokenizer,
     logprobs: bool,
 ) -> anyhow::Result<GenerateParams> {
-    if args.max_tokens == Some(0) {
-        bail!("--max-tokens must be at least 1");
-    }
-    if args.stop.iter().any(String::is_empty) {
-        bail!("--stop needs a non-empty TEXT");
-    }
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -79,7 +105,7 @@ pub fn generate_params(
         repeat_penalty: args.repeat_penalty,
         presence_penalty: args.presence_penalty,
         frequency_penalty: args.frequency_penalty,
-        seed: args.seed,
+        seed: args.seed.and_then(|s| s.0),
         ..SamplingParams::default()
     };
     sampling.validate(tokenizer.vocab_size())?;
@@ -92,13 +118,36 @@ pub fn generate_params(
     };
     Ok(GenerateParams {
         sampling,
-        max_tokens: args.max_tokens,
+        max_tokens: args.max_tokens.and_then(|n| n.0),
         stop: args.stop.clone(),
         eog: EogSet::new(tokenizer.eog_ids().iter().copied()),
         logprobs: logprobs || args.top_logprobs > 0,
         top_logprobs: args.top_logprobs,
         overflow,
     })
+}
+
+/// What happens to positions past the trained context: the rope scaling in force.
+fn beyond_training(model: &owl_models::Model) -> String {
+    match model.config().rope_scaling_description() {
+        Some(scaling) => format!("rope scaling in force: {scaling}"),
+        None => "no rope scaling is configured, so output past that may degrade".to_string(),
+    }
+}
+
+/// The engine's error for a prompt that does not fit, said in terms of the flags that
+/// fix it; any other error as it is.
+pub fn explain_context_error(err: anyhow::Error, in_chat: bool) -> anyhow::Error {
+    match err.downcast_ref::<EngineError>() {
+        Some(EngineError::PromptTooLong { prompt_tokens, n_ctx }) => {
+            let what = if in_chat { "the conversation" } else { "the prompt" };
+            let chat_fix = if in_chat { "/clear to start over, or restart with " } else { "" };
+            anyhow::anyhow!(
+                "{what} has {prompt_tokens} tokens but the context holds {n_ctx}: {chat_fix}a larger -c/--ctx-size, or --truncate to drop the oldest tokens"
+            )
+        }
+        _ => err,
+    }
 }
 
 /// `--verbose`: the speeds on stderr, one line each (llama.cpp's "prompt eval time" and

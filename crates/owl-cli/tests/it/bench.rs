@@ -23,5 +23,6 @@ fn bench_json_and_table() {
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", run.stdout);
     assert!(lines[0].contains("| model") && lines[0].contains("t/s"));
-    assert!(lines[2].starts_with("| smollm2 | 98.36 MB | 134.52 M | 1 | pp8 | "), "{}", lines[2]);
+    assert!(lines[2].starts_with("| SmolLM2-135M-Instruct.Q4_1.gguf | 98.36 MB | 134.52 M | "), "{}", lines[2]);
+    assert!(lines[2].contains(" | 1 | pp8 | "), "{}", lines[2]);
 }

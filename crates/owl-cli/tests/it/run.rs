@@ -88,3 +88,42 @@ fn interactive_session_on_a_terminal() {
     assert!(owl_out.contains("reused from the cache"), "{owl_out}");
     assert_eq!(owl_out.matches("reused from the cache").count(), 1, "{owl_out}");
 }
+
+/// A model without a template of its own (gemma3 is the pre-trained Gemma 3 270M) gets a
+/// notice and a plain continuation, the same tokens `owl generate` gives; `--template`
+/// makes it chat through a template, by name or from a file.
+#[test]
+fn base_models_are_named_and_templates_can_be_chosen() {
+    let run = owl(["run", "gemma3", "The capital of France is", "--temperature", "0", "-n", "6"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("gemma3 has no chat template of its own: it looks like a base (pre-trained) model")
+            && run.stderr.contains("'owl generate'"),
+        "{}",
+        run.stderr
+    );
+    let generate = owl(["generate", "gemma3", "The capital of France is", "--temperature", "0", "-n", "6"]);
+    assert_eq!(run.stdout, generate.stdout);
+
+    let named = owl(["run", "gemma3", "The capital of France is", "--temperature", "0", "-n", "6", "--template", "gemma"]);
+    assert_eq!(named.code, Some(0), "{}", named.stderr);
+    assert!(!named.stderr.contains("base (pre-trained)"), "{}", named.stderr);
+
+    // A template file: the prompt is what it renders (here: the last message alone).
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("plain.jinja");
+    std::fs::write(&file, "{{ messages[-1]['content'] }}").unwrap();
+    let from_file = owl([
+        "run", "smollm2", "The capital of France is", "--temperature", "0", "-n", "6", "--template",
+        file.to_str().unwrap(),
+    ]);
+    let plain = owl(["generate", "smollm2", "The capital of France is", "--temperature", "0", "-n", "6"]);
+    assert_eq!(from_file.code, Some(0), "{}", from_file.stderr);
+    assert_eq!(from_file.stdout, plain.stdout);
+
+    let line = crate::support::assert_one_line_error(&owl(["run", "smollm2", "Hi", "--template", "nonesuch"]));
+    assert!(line.contains("--template nonesuch: no such file, and not a built-in template (built-in: chatml, gemma)"), "{line}");
+    std::fs::write(&file, "{% for %}").unwrap();
+    let line = crate::support::assert_one_line_error(&owl(["run", "smollm2", "Hi", "--template", file.to_str().unwrap()]));
+    assert!(line.contains("--template"), "{line}");
+}
