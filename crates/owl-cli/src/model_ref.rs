@@ -25,24 +25,15 @@ pub enum ModelSource {
 pub fn resolve(arg: &OsStr) -> anyhow::Result<ModelSource> {
     let path = Path::new(arg);
     if path.is_dir() {
-        return Ok(ModelSource::Safetensors {
-            dir: path.to_path_buf(),
-            weights: path.to_path_buf(),
-        });
+        return Ok(ModelSource::Safetensors { dir: path.to_path_buf(), weights: path.to_path_buf() });
     }
     if path.exists() {
-        if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
-        {
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) {
             let dir = match path.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            return Ok(ModelSource::Safetensors {
-                dir,
-                weights: path.to_path_buf(),
-            });
+            return Ok(ModelSource::Safetensors { dir, weights: path.to_path_buf() });
         }
         return Ok(ModelSource::Gguf(path.to_path_buf()));
     }
@@ -70,26 +61,17 @@ mod tests {
         let dir = tmp.path();
         assert_eq!(
             resolve(dir.as_os_str()).expect("dir"),
-            ModelSource::Safetensors {
-                dir: dir.to_path_buf(),
-                weights: dir.to_path_buf()
-            }
+            ModelSource::Safetensors { dir: dir.to_path_buf(), weights: dir.to_path_buf() }
         );
         let st = dir.join("adapter.safetensors");
         std::fs::write(&st, b"x").expect("write");
         assert_eq!(
             resolve(st.as_os_str()).expect("file"),
-            ModelSource::Safetensors {
-                dir: dir.to_path_buf(),
-                weights: st.clone()
-            }
+            ModelSource::Safetensors { dir: dir.to_path_buf(), weights: st.clone() }
         );
         let g = dir.join("m.bin");
         std::fs::write(&g, b"x").expect("write");
-        assert_eq!(
-            resolve(g.as_os_str()).expect("gguf"),
-            ModelSource::Gguf(g.clone())
-        );
+        assert_eq!(resolve(g.as_os_str()).expect("gguf"), ModelSource::Gguf(g.clone()));
         let err = resolve(OsStr::new("no-such-model")).expect_err("unknown");
         assert_eq!(
             err.to_string(),

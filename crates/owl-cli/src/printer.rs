@@ -19,11 +19,7 @@ pub fn json<T: Serialize>(value: &T) -> io::Result<()> {
 
 /// Writes `key  value` rows with the keys padded to one column on stdout.
 pub fn table(rows: &[(String, String)]) -> io::Result<()> {
-    let width = rows
-        .iter()
-        .map(|(k, _)| k.chars().count())
-        .max()
-        .unwrap_or(0);
+    let width = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     let mut out = io::stdout().lock();
     for (key, value) in rows {
         writeln!(out, "{key:<width$}  {value}")?;
@@ -59,8 +55,7 @@ pub fn note(message: &str) {
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     // serde_json wraps the io::Error of a failed write without exposing it as a source.
     err.chain().any(|e| {
-        e.downcast_ref::<io::Error>()
-            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        e.downcast_ref::<io::Error>().is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
             || e.downcast_ref::<serde_json::Error>()
                 .is_some_and(|j| j.io_error_kind() == Some(io::ErrorKind::BrokenPipe))
     })
@@ -72,11 +67,7 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
 pub fn error_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
-        let text = cause
-            .to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let text = cause.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
         if text.is_empty() || line.ends_with(&text) {
             continue;
         }
@@ -130,16 +121,9 @@ mod tests {
 
     #[test]
     fn error_line_joins_and_dedups() {
-        let io = io::Error::new(
-            io::ErrorKind::NotFound,
-            "No such file or directory (os error 2)",
-        );
-        let err = anyhow::Error::new(io)
-            .context("cannot open x.gguf: No such file or directory (os error 2)");
-        assert_eq!(
-            error_line(&err),
-            "cannot open x.gguf: No such file or directory (os error 2)"
-        );
+        let io = io::Error::new(io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let err = anyhow::Error::new(io).context("cannot open x.gguf: No such file or directory (os error 2)");
+        assert_eq!(error_line(&err), "cannot open x.gguf: No such file or directory (os error 2)");
         let err = anyhow::anyhow!("inner\nsecond line").context("outer");
         assert_eq!(error_line(&err), "outer: inner second line");
     }

@@ -127,11 +127,7 @@ pub fn bench_test<M: LanguageModel + ?Sized>(
         return Err(EngineError::invalid("n_batch", 0, "must be at least 1"));
     }
     if n == 0 {
-        return Err(EngineError::invalid(
-            "tokens",
-            0,
-            "a test needs at least 1 token",
-        ));
+        return Err(EngineError::invalid("tokens", 0, "a test needs at least 1 token"));
     }
     if n > model.context_size() {
         return Err(EngineError::ContextTooSmall {
@@ -141,11 +137,7 @@ pub fn bench_test<M: LanguageModel + ?Sized>(
         });
     }
     if let Some(bos) = params.bos.filter(|&b| b as usize >= vocab) {
-        return Err(EngineError::TokenOutOfRange {
-            id: bos,
-            vocab_size: vocab,
-            what: "bos",
-        });
+        return Err(EngineError::TokenOutOfRange { id: bos, vocab_size: vocab, what: "bos" });
     }
 
     let mut rng = Xoshiro256StarStar::seed_from_u64(0x6f77_6c5f_6265_6e63); // "owl_benc"
@@ -161,20 +153,13 @@ pub fn bench_test<M: LanguageModel + ?Sized>(
             return Err(EngineError::Cancelled);
         }
         if model.kv_truncate(0) != 0 {
-            return Err(EngineError::CacheMismatch {
-                got: model.kv_len(),
-                expected: 0,
-            });
+            return Err(EngineError::CacheMismatch { got: model.kv_len(), expected: 0 });
         }
         match test {
             BenchTest::Prompt(_) => {
                 let n_pieces = tokens.len().div_ceil(params.n_batch);
                 for (i, piece) in tokens.chunks(params.n_batch).enumerate() {
-                    let first_output = if i + 1 == n_pieces {
-                        piece.len() - 1
-                    } else {
-                        piece.len()
-                    };
+                    let first_output = if i + 1 == n_pieces { piece.len() - 1 } else { piece.len() };
                     let rows = piece.len() - first_output;
                     forward(model, piece, first_output, &mut logits[..rows * vocab])?;
                 }
@@ -206,26 +191,15 @@ pub fn bench_test<M: LanguageModel + ?Sized>(
     }
     model.kv_truncate(0);
 
-    let speeds: Vec<f64> = samples_ns
-        .iter()
-        .map(|&ns| n as f64 * 1e9 / ns as f64)
-        .collect();
+    let speeds: Vec<f64> = samples_ns.iter().map(|&ns| n as f64 * 1e9 / ns as f64).collect();
     let (mean, stddev) = mean_and_stddev(&speeds);
     Ok(BenchResult {
         test: test.name(),
         tokens_per_s: mean,
         stddev,
         threads: params.threads,
-        n_prompt: if let BenchTest::Prompt(n) = test {
-            n
-        } else {
-            0
-        },
-        n_gen: if let BenchTest::Generation(n) = test {
-            n
-        } else {
-            0
-        },
+        n_prompt: if let BenchTest::Prompt(n) = test { n } else { 0 },
+        n_gen: if let BenchTest::Generation(n) = test { n } else { 0 },
         repetitions: params.repetitions,
         samples_ns,
     })
@@ -238,12 +212,10 @@ fn forward<M: LanguageModel + ?Sized>(
     logits: &mut [f32],
 ) -> Result<(), EngineError> {
     let position = model.kv_len();
-    model
-        .forward(tokens, first_output, logits)
-        .map_err(|source| {
-            model.kv_truncate(0);
-            EngineError::Model { position, source }
-        })
+    model.forward(tokens, first_output, logits).map_err(|source| {
+        model.kv_truncate(0);
+        EngineError::Model { position, source }
+    })
 }
 
 /// Mean and sample standard deviation (divisor n - 1; 0 for fewer than two values).

@@ -9,11 +9,7 @@ pub type ModelError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum EngineError {
     /// A sampling or generation parameter is out of its range.
     #[error("invalid {name} = {value}: {reason}")]
-    InvalidParameter {
-        name: &'static str,
-        value: String,
-        reason: &'static str,
-    },
+    InvalidParameter { name: &'static str, value: String, reason: &'static str },
 
     /// Generation needs at least one prompt token to have logits to sample from.
     #[error("the prompt is empty: generation needs at least one prompt token")]
@@ -28,11 +24,7 @@ pub enum EngineError {
 
     /// A token id (from a prompt, a logit bias or a stop set) is not in the vocabulary.
     #[error("token id {id} at {what} is outside the vocabulary of {vocab_size} tokens")]
-    TokenOutOfRange {
-        id: u32,
-        vocab_size: usize,
-        what: &'static str,
-    },
+    TokenOutOfRange { id: u32, vocab_size: usize, what: &'static str },
 
     /// The model returned a logits row of the wrong length.
     #[error("the model gave {got} logits where {expected} (rows x vocabulary) were expected")]
@@ -59,19 +51,11 @@ pub enum EngineError {
         "perplexity with a context of {n_ctx} needs at least {needed} tokens; \
          the text has only {have}"
     )]
-    NotEnoughTokens {
-        have: usize,
-        needed: usize,
-        n_ctx: usize,
-    },
+    NotEnoughTokens { have: usize, needed: usize, n_ctx: usize },
 
     /// A perplexity window or a bench test does not fit into the model's context.
     #[error("{what} needs {needed} positions but the model's context holds {n_ctx}")]
-    ContextTooSmall {
-        what: String,
-        needed: usize,
-        n_ctx: usize,
-    },
+    ContextTooSmall { what: String, needed: usize, n_ctx: usize },
 
     /// The run was stopped through its cancellation flag (perplexity, bench).
     #[error("cancelled")]
@@ -80,10 +64,6 @@ pub enum EngineError {
 
 impl EngineError {
     pub(crate) fn invalid(name: &'static str, value: impl ToString, reason: &'static str) -> Self {
-        EngineError::InvalidParameter {
-            name,
-            value: value.to_string(),
-            reason,
-        }
+        EngineError::InvalidParameter { name, value: value.to_string(), reason }
     }
 }

@@ -154,18 +154,13 @@ mod tests {
 
     #[test]
     fn sums_and_max_agree_with_plain_loops() {
-        let values: Vec<f32> = (0..1003)
-            .map(|i| ((i * 37) % 101) as f32 * 0.1 - 5.0)
-            .collect();
+        let values: Vec<f32> = (0..1003).map(|i| ((i * 37) % 101) as f32 * 0.1 - 5.0).collect();
         let want: f64 = values.iter().map(|&v| (f64::from(v) - 2.0).exp()).sum();
         let got = sum_exp(&values, 2.0);
         assert!(((got - want) / want).abs() < 2e-7);
         let mut out = vec![0.0; values.len()];
         assert_eq!(exp_into(&values, 2.0, &mut out), got, "same accumulation");
-        assert_eq!(
-            max_f32(&values),
-            values.iter().cloned().fold(f32::MIN, f32::max)
-        );
+        assert_eq!(max_f32(&values), values.iter().cloned().fold(f32::MIN, f32::max));
         assert_eq!(max_f32(&[f32::NAN, -1.0, f32::NAN]), -1.0);
         assert_eq!(max_f32(&[]), f32::NEG_INFINITY);
         assert_eq!(sum_exp(&[f32::NEG_INFINITY, f32::NAN], 0.0), 0.0);

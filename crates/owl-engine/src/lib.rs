@@ -39,7 +39,5 @@ pub use model::{ByteTableDecoder, LanguageModel, TextDecoder};
 pub use perplexity::{perplexity, Perplexity, PerplexityParams, PerplexityProgress};
 pub use runner::ModelRunner;
 pub use sampler::{Sampler, SamplingParams};
-pub use session::{
-    ContextOverflow, Event, GenerateParams, Generation, Session, SessionConfig, Timings, TokenEvent,
-};
+pub use session::{ContextOverflow, Event, GenerateParams, Generation, Session, SessionConfig, Timings, TokenEvent};
 pub use stop::{EogSet, StopMatcher, StopReason};

@@ -36,15 +36,9 @@ impl LogSoftmax {
         let max = max_f32(logits);
         if max == f32::NEG_INFINITY {
             // No finite logit: every token is impossible.
-            return LogSoftmax {
-                max,
-                log_sum: f64::NAN,
-            };
+            return LogSoftmax { max, log_sum: f64::NAN };
         }
-        LogSoftmax {
-            max,
-            log_sum: sum_exp(logits, max).ln(),
-        }
+        LogSoftmax { max, log_sum: sum_exp(logits, max).ln() }
     }
 
     /// The log-probability of a token whose logit is `logit` (in f64).
@@ -76,22 +70,13 @@ impl TopLogprobs {
     /// Writes the `k` most likely tokens of `logits` into `out` (cleared first), most
     /// likely first, with log-probabilities under `norm` (which must be `LogSoftmax::of`
     /// the same row). Fewer than `k` entries only when the row has fewer non-NaN logits.
-    pub fn select(
-        &mut self,
-        logits: &[f32],
-        k: usize,
-        norm: &LogSoftmax,
-        out: &mut Vec<TokenLogprob>,
-    ) {
+    pub fn select(&mut self, logits: &[f32], k: usize, norm: &LogSoftmax, out: &mut Vec<TokenLogprob>) {
         out.clear();
         out.extend(
             self.top
                 .select(logits, k)
                 .iter()
-                .map(|&(logit, id)| TokenLogprob {
-                    id,
-                    logprob: norm.logprob(logit) as f32,
-                }),
+                .map(|&(logit, id)| TokenLogprob { id, logprob: norm.logprob(logit) as f32 }),
         );
     }
 }
@@ -101,21 +86,9 @@ mod tests {
     use super::*;
 
     fn naive_top(logits: &[f32], k: usize) -> Vec<(u32, f64)> {
-        let max = logits
-            .iter()
-            .cloned()
-            .fold(f64::NEG_INFINITY, |m, l| m.max(l as f64));
-        let lse = max
-            + logits
-                .iter()
-                .map(|&l| (l as f64 - max).exp())
-                .sum::<f64>()
-                .ln();
-        let mut v: Vec<(u32, f64)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| (i as u32, l as f64 - lse))
-            .collect();
+        let max = logits.iter().cloned().fold(f64::NEG_INFINITY, |m, l| m.max(l as f64));
+        let lse = max + logits.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
+        let mut v: Vec<(u32, f64)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l as f64 - lse)).collect();
         v.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap().then(a.0.cmp(&b.0)));
         v.truncate(k);
         v
@@ -163,20 +136,10 @@ mod tests {
         let mut rng = crate::rng::Xoshiro256StarStar::seed_from_u64(3);
         let mut top = TopLogprobs::new();
         let mut out = Vec::new();
-        for &(n, k) in &[
-            (1usize, 1usize),
-            (10, 3),
-            (1000, 20),
-            (1000, 64),
-            (1000, 65),
-            (5000, 300),
-            (50, 50),
-            (50, 80),
-        ] {
+        for &(n, k) in &[(1usize, 1usize), (10, 3), (1000, 20), (1000, 64), (1000, 65), (5000, 300), (50, 50), (50, 80)]
+        {
             // Quantised values so that ties happen.
-            let logits: Vec<f32> = (0..n)
-                .map(|_| (rng.below(200) as f32) * 0.05 - 5.0)
-                .collect();
+            let logits: Vec<f32> = (0..n).map(|_| (rng.below(200) as f32) * 0.05 - 5.0).collect();
             let norm = LogSoftmax::of(&logits);
             top.select(&logits, k, &norm, &mut out);
             let want = naive_top(&logits, k);

@@ -35,12 +35,7 @@ pub trait LanguageModel {
     /// The caller guarantees `1 <= tokens.len()`, `kv_len() + tokens.len() <= context_size()`,
     /// and ids below `vocab_size()`. On error the cache may hold part of the batch; the
     /// engine then clears it.
-    fn forward(
-        &mut self,
-        tokens: &[u32],
-        first_output: usize,
-        logits: &mut [f32],
-    ) -> Result<(), ModelError>;
+    fn forward(&mut self, tokens: &[u32], first_output: usize, logits: &mut [f32]) -> Result<(), ModelError>;
 }
 
 /// Streaming detokenization: token ids in, complete UTF-8 text out.
@@ -77,12 +72,7 @@ impl<M: LanguageModel + ?Sized> LanguageModel for &mut M {
     fn kv_truncate(&mut self, n: usize) -> usize {
         (**self).kv_truncate(n)
     }
-    fn forward(
-        &mut self,
-        tokens: &[u32],
-        first_output: usize,
-        logits: &mut [f32],
-    ) -> Result<(), ModelError> {
+    fn forward(&mut self, tokens: &[u32], first_output: usize, logits: &mut [f32]) -> Result<(), ModelError> {
         (**self).forward(tokens, first_output, logits)
     }
 }
@@ -100,12 +90,7 @@ impl<M: LanguageModel + ?Sized> LanguageModel for Box<M> {
     fn kv_truncate(&mut self, n: usize) -> usize {
         (**self).kv_truncate(n)
     }
-    fn forward(
-        &mut self,
-        tokens: &[u32],
-        first_output: usize,
-        logits: &mut [f32],
-    ) -> Result<(), ModelError> {
+    fn forward(&mut self, tokens: &[u32], first_output: usize, logits: &mut [f32]) -> Result<(), ModelError> {
         (**self).forward(tokens, first_output, logits)
     }
 }
@@ -122,10 +107,7 @@ pub struct ByteTableDecoder {
 impl ByteTableDecoder {
     /// `pieces[id]` is the byte string of token `id`; ids beyond the table decode to nothing.
     pub fn new(pieces: Vec<Vec<u8>>) -> Self {
-        ByteTableDecoder {
-            pieces,
-            pending: Vec::new(),
-        }
+        ByteTableDecoder { pieces, pending: Vec::new() }
     }
 }
 
@@ -163,9 +145,7 @@ pub fn drain_complete_utf8(pending: &mut Vec<u8>, out: &mut String) {
             Err(e) => {
                 let valid = e.valid_up_to();
                 // Safe by construction: from_utf8 vouched for these bytes.
-                out.push_str(
-                    std::str::from_utf8(&pending[start..start + valid]).unwrap_or_default(),
-                );
+                out.push_str(std::str::from_utf8(&pending[start..start + valid]).unwrap_or_default());
                 start += valid;
                 match e.error_len() {
                     // Bytes that can never become valid: replace and go on.
@@ -208,10 +188,7 @@ mod tests {
         assert_eq!(out, "a€\u{fffd}", "an invalid byte is replaced at once");
         d.push(4, &mut out, &mut bytes);
         d.finish(&mut out);
-        assert_eq!(
-            out, "a€\u{fffd}\u{fffd}",
-            "an unfinished character is flushed at the end"
-        );
+        assert_eq!(out, "a€\u{fffd}\u{fffd}", "an unfinished character is flushed at the end");
         d.push(99, &mut out, &mut bytes);
         assert_eq!(out, "a€\u{fffd}\u{fffd}");
     }

@@ -44,12 +44,7 @@ pub struct PerplexityParams {
 
 impl PerplexityParams {
     pub fn new(n_ctx: usize, bos: Option<u32>) -> Self {
-        PerplexityParams {
-            n_ctx,
-            bos,
-            n_batch: 512,
-            max_chunks: None,
-        }
+        PerplexityParams { n_ctx, bos, n_batch: 512, max_chunks: None }
     }
 }
 
@@ -91,11 +86,7 @@ pub fn perplexity<M: LanguageModel + ?Sized>(
     let n_ctx = params.n_ctx;
     let vocab = model.vocab_size();
     if n_ctx < 3 {
-        return Err(EngineError::invalid(
-            "ctx",
-            n_ctx,
-            "must be at least 3 (half a window is scored)",
-        ));
+        return Err(EngineError::invalid("ctx", n_ctx, "must be at least 3 (half a window is scored)"));
     }
     if params.n_batch == 0 {
         return Err(EngineError::invalid("n_batch", 0, "must be at least 1"));
@@ -108,23 +99,11 @@ pub fn perplexity<M: LanguageModel + ?Sized>(
         });
     }
     if tokens.len() < 2 * n_ctx {
-        return Err(EngineError::NotEnoughTokens {
-            have: tokens.len(),
-            needed: 2 * n_ctx,
-            n_ctx,
-        });
+        return Err(EngineError::NotEnoughTokens { have: tokens.len(), needed: 2 * n_ctx, n_ctx });
     }
-    for (what, id) in tokens
-        .iter()
-        .map(|&t| ("input", t))
-        .chain(params.bos.map(|b| ("bos", b)))
-    {
+    for (what, id) in tokens.iter().map(|&t| ("input", t)).chain(params.bos.map(|b| ("bos", b))) {
         if id as usize >= vocab {
-            return Err(EngineError::TokenOutOfRange {
-                id,
-                vocab_size: vocab,
-                what,
-            });
+            return Err(EngineError::TokenOutOfRange { id, vocab_size: vocab, what });
         }
     }
 
@@ -144,10 +123,7 @@ pub fn perplexity<M: LanguageModel + ?Sized>(
             window[0] = bos;
         }
         if model.kv_truncate(0) != 0 || model.kv_len() != 0 {
-            return Err(EngineError::CacheMismatch {
-                got: model.kv_len(),
-                expected: 0,
-            });
+            return Err(EngineError::CacheMismatch { got: model.kv_len(), expected: 0 });
         }
         // The unscored first half: no logits.
         for piece in window[..first].chunks(params.n_batch) {
@@ -172,31 +148,15 @@ pub fn perplexity<M: LanguageModel + ?Sized>(
             }
             pos += n;
         }
-        on_chunk(PerplexityProgress {
-            chunk: chunk + 1,
-            chunks: n_chunks,
-            ppl: (nll / count as f64).exp(),
-        });
+        on_chunk(PerplexityProgress { chunk: chunk + 1, chunks: n_chunks, ppl: (nll / count as f64).exp() });
     }
     model.kv_truncate(0);
 
     let mean = nll / count as f64;
     let ppl = mean.exp();
     let var = nll2 / count as f64 - mean * mean;
-    let ppl_stderr = if var > 0.0 && count > 1 {
-        (var / (count - 1) as f64).sqrt() * ppl
-    } else {
-        0.0
-    };
-    Ok(Perplexity {
-        ppl,
-        chunks: n_chunks,
-        tokens: count,
-        nll: mean,
-        ppl_stderr,
-        input_tokens: tokens.len(),
-        n_ctx,
-    })
+    let ppl_stderr = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
+    Ok(Perplexity { ppl, chunks: n_chunks, tokens: count, nll: mean, ppl_stderr, input_tokens: tokens.len(), n_ctx })
 }
 
 fn run<M: LanguageModel + ?Sized>(
@@ -211,10 +171,8 @@ fn run<M: LanguageModel + ?Sized>(
         return Err(EngineError::Cancelled);
     }
     let position = model.kv_len();
-    model
-        .forward(tokens, first_output, logits)
-        .map_err(|source| {
-            model.kv_truncate(0);
-            EngineError::Model { position, source }
-        })
+    model.forward(tokens, first_output, logits).map_err(|source| {
+        model.kv_truncate(0);
+        EngineError::Model { position, source }
+    })
 }

@@ -88,13 +88,9 @@ impl Xoshiro256StarStar {
 /// still differ.
 pub fn seed_from_time() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut sm =
-        SplitMix64::new(nanos ^ (u64::from(std::process::id()) << 32) ^ count.rotate_left(17));
+    let mut sm = SplitMix64::new(nanos ^ (u64::from(std::process::id()) << 32) ^ count.rotate_left(17));
     sm.next_u64()
 }
 

@@ -75,12 +75,7 @@ impl<M: BorrowMut<Model>> LanguageModel for ModelRunner<M> {
         0
     }
 
-    fn forward(
-        &mut self,
-        tokens: &[u32],
-        first_output: usize,
-        logits: &mut [f32],
-    ) -> Result<(), ModelError> {
+    fn forward(&mut self, tokens: &[u32], first_output: usize, logits: &mut [f32]) -> Result<(), ModelError> {
         let model = self.model.borrow_mut();
         let vocab = model.vocab_size();
         let max = model.max_batch_tokens().max(1);
@@ -91,18 +86,12 @@ impl<M: BorrowMut<Model>> LanguageModel for ModelRunner<M> {
             let start = self.kv.seq_len(SEQ);
             self.batch.clear();
             for (i, &t) in chunk.iter().enumerate() {
-                self.batch
-                    .push(t, SEQ, start + i, offset + i >= first_output);
+                self.batch.push(t, SEQ, start + i, offset + i >= first_output);
             }
             let rows = self.batch.n_logits();
-            let out = logits
-                .get_mut(row * vocab..(row + rows) * vocab)
-                .ok_or_else(|| {
-                    format!(
-                        "logits buffer of {total} floats is too short for {} rows of {vocab}",
-                        row + rows
-                    )
-                })?;
+            let out = logits.get_mut(row * vocab..(row + rows) * vocab).ok_or_else(|| {
+                format!("logits buffer of {total} floats is too short for {} rows of {vocab}", row + rows)
+            })?;
             model.forward(&self.batch, &mut self.kv, out)?;
             row += rows;
         }

@@ -20,9 +20,7 @@ pub(crate) struct TopK {
 
 /// Descending value, then ascending id.
 pub(crate) fn better(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
-    b.0.partial_cmp(&a.0)
-        .unwrap_or(Ordering::Equal)
-        .then(a.1.cmp(&b.1))
+    b.0.partial_cmp(&a.0).unwrap_or(Ordering::Equal).then(a.1.cmp(&b.1))
 }
 
 impl TopK {
@@ -65,13 +63,7 @@ impl TopK {
     pub(crate) fn by_partition(&mut self, values: &[f32], k: usize) -> &[(f32, u32)] {
         let all = &mut self.all;
         all.clear();
-        all.extend(
-            values
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| !v.is_nan())
-                .map(|(id, &v)| (v, id as u32)),
-        );
+        all.extend(values.iter().enumerate().filter(|(_, v)| !v.is_nan()).map(|(id, &v)| (v, id as u32)));
         let k = k.min(all.len());
         if k == 0 {
             return &all[..0];
@@ -91,12 +83,8 @@ mod tests {
     use crate::rng::Xoshiro256StarStar;
 
     fn naive(values: &[f32], k: usize) -> Vec<u32> {
-        let mut v: Vec<(f32, u32)> = values
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| !v.is_nan())
-            .map(|(i, &v)| (v, i as u32))
-            .collect();
+        let mut v: Vec<(f32, u32)> =
+            values.iter().enumerate().filter(|(_, v)| !v.is_nan()).map(|(i, &v)| (v, i as u32)).collect();
         v.sort_by(better);
         v.truncate(k);
         v.iter().map(|e| e.1).collect()
@@ -126,25 +114,11 @@ mod tests {
     fn both_paths_agree_with_a_full_sort() {
         let mut rng = Xoshiro256StarStar::seed_from_u64(3);
         let mut t = TopK::default();
-        for &(n, k) in &[
-            (1usize, 1usize),
-            (10, 3),
-            (1000, 20),
-            (1000, 64),
-            (1000, 65),
-            (5000, 300),
-            (50, 50),
-            (50, 80),
-        ] {
+        for &(n, k) in &[(1usize, 1usize), (10, 3), (1000, 20), (1000, 64), (1000, 65), (5000, 300), (50, 50), (50, 80)]
+        {
             // Quantised values so that ties happen; ascending runs for the insertion worst case.
             let values: Vec<f32> = (0..n)
-                .map(|i| {
-                    if i % 3 == 0 {
-                        i as f32 * 1e-3
-                    } else {
-                        (rng.below(200) as f32) * 0.05 - 5.0
-                    }
-                })
+                .map(|i| if i % 3 == 0 { i as f32 * 1e-3 } else { (rng.below(200) as f32) * 0.05 - 5.0 })
                 .collect();
             let want = naive(&values, k);
             let got: Vec<u32> = t.select(&values, k).iter().map(|e| e.1).collect();

@@ -178,10 +178,7 @@ impl<M: LanguageModel> Session<M> {
         let sampler = Sampler::new(vocab, SamplingParams::greedy())?;
         let kept = model.kv_truncate(0);
         if kept != 0 || model.kv_len() != 0 {
-            return Err(EngineError::CacheMismatch {
-                got: model.kv_len(),
-                expected: 0,
-            });
+            return Err(EngineError::CacheMismatch { got: model.kv_len(), expected: 0 });
         }
         Ok(Session {
             model,
@@ -247,18 +244,10 @@ impl<M: LanguageModel> Session<M> {
             return Err(EngineError::EmptyPrompt);
         }
         if n_ctx == 0 {
-            return Err(EngineError::ContextTooSmall {
-                what: "generation".into(),
-                needed: prompt.len() + 1,
-                n_ctx,
-            });
+            return Err(EngineError::ContextTooSmall { what: "generation".into(), needed: prompt.len() + 1, n_ctx });
         }
         if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
-            return Err(EngineError::TokenOutOfRange {
-                id,
-                vocab_size: vocab,
-                what: "prompt",
-            });
+            return Err(EngineError::TokenOutOfRange { id, vocab_size: vocab, what: "prompt" });
         }
         self.sampler.reset(params.sampling.clone())?;
         let prompt = fit_prompt(prompt, n_ctx, params)?;
@@ -270,10 +259,7 @@ impl<M: LanguageModel> Session<M> {
         if kept > common || self.model.kv_len() != kept {
             let got = self.model.kv_len();
             self.clear_cache();
-            return Err(EngineError::CacheMismatch {
-                got,
-                expected: common,
-            });
+            return Err(EngineError::CacheMismatch { got, expected: common });
         }
         self.cached.truncate(kept);
 
@@ -288,10 +274,7 @@ impl<M: LanguageModel> Session<M> {
             ids: Vec::new(),
             text: String::new(),
             stop_reason: StopReason::MaxTokens,
-            timings: Timings {
-                cached_tokens: kept,
-                ..Timings::default()
-            },
+            timings: Timings { cached_tokens: kept, ..Timings::default() },
             seed: self.sampler.seed(),
         };
 
@@ -306,11 +289,7 @@ impl<M: LanguageModel> Session<M> {
                 generation.prompt_ids = prompt;
                 return Ok(generation);
             }
-            let first_output = if i + 1 == n_chunks {
-                chunk.len() - 1
-            } else {
-                chunk.len()
-            };
+            let first_output = if i + 1 == n_chunks { chunk.len() - 1 } else { chunk.len() };
             self.forward(chunk, first_output)?;
             generation.timings.prompt_tokens += chunk.len();
         }
@@ -319,8 +298,7 @@ impl<M: LanguageModel> Session<M> {
         // Decode.
         let started = Instant::now();
         decoder.reset(&prompt);
-        self.matcher
-            .set_stops(params.stop.iter().map(String::as_str));
+        self.matcher.set_stops(params.stop.iter().map(String::as_str));
         let max_tokens = params.max_tokens.unwrap_or(usize::MAX);
         let want_logprob = params.logprobs || params.top_logprobs > 0;
         let mut reason = loop {
@@ -346,9 +324,7 @@ impl<M: LanguageModel> Session<M> {
             decoder.push(id, &mut event.text, &mut event.bytes);
             event.logprob = norm.map(|n| n.logprob(row[id as usize]) as f32);
             match &norm {
-                Some(n) if params.top_logprobs > 0 => {
-                    self.top.select(row, params.top_logprobs, n, &mut event.top)
-                }
+                Some(n) if params.top_logprobs > 0 => self.top.select(row, params.top_logprobs, n, &mut event.top),
                 _ => event.top.clear(),
             }
             self.released.clear();
@@ -361,10 +337,7 @@ impl<M: LanguageModel> Session<M> {
                 }
             }
             if let Some(index) = hit {
-                break StopReason::Stop {
-                    index,
-                    text: params.stop[index].clone(),
-                };
+                break StopReason::Stop { index, text: params.stop[index].clone() };
             }
             if flow.is_break() {
                 break StopReason::Cancelled;
@@ -393,10 +366,7 @@ impl<M: LanguageModel> Session<M> {
                 let _ = on_event(Event::Text(&self.released));
             }
             if let Some(index) = hit {
-                reason = StopReason::Stop {
-                    index,
-                    text: params.stop[index].clone(),
-                };
+                reason = StopReason::Stop { index, text: params.stop[index].clone() };
             }
         }
         generation.stop_reason = reason;
@@ -421,10 +391,7 @@ impl<M: LanguageModel> Session<M> {
         if self.model.kv_len() != position + tokens.len() {
             let got = self.model.kv_len();
             self.clear_cache();
-            return Err(EngineError::CacheMismatch {
-                got,
-                expected: position + tokens.len(),
-            });
+            return Err(EngineError::CacheMismatch { got, expected: position + tokens.len() });
         }
         self.cached.extend_from_slice(tokens);
         Ok(())
@@ -435,10 +402,7 @@ impl<M: LanguageModel> Session<M> {
         if self.model.kv_len() != self.cached.len() {
             self.clear_cache();
             if self.model.kv_len() != 0 {
-                return Err(EngineError::CacheMismatch {
-                    got: self.model.kv_len(),
-                    expected: 0,
-                });
+                return Err(EngineError::CacheMismatch { got: self.model.kv_len(), expected: 0 });
             }
         }
         Ok(())
@@ -455,28 +419,17 @@ pub fn common_prefix_len(a: &[u32], b: &[u32]) -> usize {
 }
 
 /// Applies [`ContextOverflow`] to a prompt for a context of `n_ctx` positions.
-pub fn fit_prompt(
-    prompt: &[u32],
-    n_ctx: usize,
-    params: &GenerateParams,
-) -> Result<Vec<u32>, EngineError> {
+pub fn fit_prompt(prompt: &[u32], n_ctx: usize, params: &GenerateParams) -> Result<Vec<u32>, EngineError> {
     match params.overflow {
         ContextOverflow::Error => {
             if prompt.len() > n_ctx {
-                Err(EngineError::PromptTooLong {
-                    prompt_tokens: prompt.len(),
-                    n_ctx,
-                })
+                Err(EngineError::PromptTooLong { prompt_tokens: prompt.len(), n_ctx })
             } else {
                 Ok(prompt.to_vec())
             }
         }
         ContextOverflow::TruncateLeft { keep_first } => {
-            let reserve = params
-                .max_tokens
-                .unwrap_or(usize::MAX)
-                .min(n_ctx / 2)
-                .max(1);
+            let reserve = params.max_tokens.unwrap_or(usize::MAX).min(n_ctx / 2).max(1);
             let limit = n_ctx.saturating_sub(reserve).max(1);
             if prompt.len() <= limit {
                 return Ok(prompt.to_vec());
@@ -507,13 +460,7 @@ mod tests {
         let mut p = GenerateParams::default();
         assert_eq!(fit_prompt(&prompt, 10, &p).unwrap(), prompt);
         let e = fit_prompt(&prompt, 9, &p).unwrap_err();
-        assert!(matches!(
-            e,
-            EngineError::PromptTooLong {
-                prompt_tokens: 10,
-                n_ctx: 9
-            }
-        ));
+        assert!(matches!(e, EngineError::PromptTooLong { prompt_tokens: 10, n_ctx: 9 }));
         assert!(e.to_string().contains("10 tokens") && e.to_string().contains("holds 9"));
 
         p.overflow = ContextOverflow::TruncateLeft { keep_first: 1 };

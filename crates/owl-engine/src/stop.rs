@@ -164,11 +164,7 @@ impl StopMatcher {
                 }
             }
         }
-        let partial = if at_end {
-            None
-        } else {
-            self.earliest_partial()
-        };
+        let partial = if at_end { None } else { self.earliest_partial() };
         match (full, partial) {
             (Some((i, k)), p) if p.is_none_or(|j| j >= i) => {
                 released.push_str(&self.pending[..i]);
@@ -201,9 +197,7 @@ impl StopMatcher {
         (from..len).find(|&j| {
             self.pending.is_char_boundary(j) && {
                 let tail = &self.pending[j..];
-                self.stops
-                    .iter()
-                    .any(|s| s.len() > tail.len() && s.starts_with(tail))
+                self.stops.iter().any(|s| s.len() > tail.len() && s.starts_with(tail))
             }
         })
     }
@@ -242,46 +236,24 @@ mod tests {
 
     #[test]
     fn false_start_is_released_later() {
-        assert_eq!(
-            run(&["</s>"], &["a <", "/b", "> c"]),
-            ("a </b> c".to_string(), None)
-        );
-        assert_eq!(
-            run(&["abc"], &["ab"]),
-            ("ab".to_string(), None),
-            "held text released at the end"
-        );
+        assert_eq!(run(&["</s>"], &["a <", "/b", "> c"]), ("a </b> c".to_string(), None));
+        assert_eq!(run(&["abc"], &["ab"]), ("ab".to_string(), None), "held text released at the end");
     }
 
     #[test]
     fn earliest_occurrence_wins_even_when_a_later_one_completes_first() {
         // "c" completes at byte 2, but "abcd" started at 0 and completes later.
-        assert_eq!(
-            run(&["abcd", "c"], &["ab", "c", "d"]),
-            (String::new(), Some(0))
-        );
+        assert_eq!(run(&["abcd", "c"], &["ab", "c", "d"]), (String::new(), Some(0)));
         // If "abcd" does not complete, "c" is the first occurrence.
-        assert_eq!(
-            run(&["abcd", "c"], &["ab", "c", "x"]),
-            ("ab".to_string(), Some(1))
-        );
+        assert_eq!(run(&["abcd", "c"], &["ab", "c", "x"]), ("ab".to_string(), Some(1)));
         // And at the end of the stream the waiting complete match is taken.
-        assert_eq!(
-            run(&["abcd", "c"], &["ab", "c"]),
-            ("ab".to_string(), Some(1))
-        );
+        assert_eq!(run(&["abcd", "c"], &["ab", "c"]), ("ab".to_string(), Some(1)));
     }
 
     #[test]
     fn multibyte_stops_and_text() {
-        assert_eq!(
-            run(&["€uro"], &["price: 5", "€", "ur", "o!"]),
-            ("price: 5".to_string(), Some(0))
-        );
-        assert_eq!(
-            run(&["é"], &["caf", "é au lait"]),
-            ("caf".to_string(), Some(0))
-        );
+        assert_eq!(run(&["€uro"], &["price: 5", "€", "ur", "o!"]), ("price: 5".to_string(), Some(0)));
+        assert_eq!(run(&["é"], &["caf", "é au lait"]), ("caf".to_string(), Some(0)));
         assert_eq!(run(&["€uro"], &["5€", "x"]), ("5€x".to_string(), None));
     }
 

@@ -103,11 +103,8 @@ fn main() {
     let pools: Vec<(usize, ThreadPool)> = o.threads.iter().map(|&n| (n, ThreadPool::new(n))).collect();
 
     pool_overhead(&pools);
-    let bandwidth: Vec<(usize, f64)> = if o.bandwidth {
-        read_bandwidth(&pools, if o.quick { 256 << 20 } else { 1 << 30 })
-    } else {
-        Vec::new()
-    };
+    let bandwidth: Vec<(usize, f64)> =
+        if o.bandwidth { read_bandwidth(&pools, if o.quick { 256 << 20 } else { 1 << 30 }) } else { Vec::new() };
     if o.matvec {
         matvec_table(table, &pools, &o, &bandwidth);
     }

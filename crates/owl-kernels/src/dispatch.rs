@@ -226,10 +226,11 @@ impl FormatKernels {
     /// Quantizes one row of f32 activations into `out` (the activation format; F32: a copy).
     /// Q8_K output must be 4-byte aligned (its blocks hold an `f32`).
     pub fn quantize_act(&self, x: &[f32], out: &mut [u8]) -> Result<(), KernelError> {
-        let bytes = self
-            .act
-            .row_bytes(x.len())
-            .ok_or(KernelError::RowNotBlockMultiple { format: self.act, len: x.len(), block: self.act.block_elems() })?;
+        let bytes = self.act.row_bytes(x.len()).ok_or(KernelError::RowNotBlockMultiple {
+            format: self.act,
+            len: x.len(),
+            block: self.act.block_elems(),
+        })?;
         if out.len() != bytes {
             return Err(KernelError::Length { what: "activation row", expected: bytes, got: out.len(), unit: "bytes" });
         }
@@ -255,7 +256,9 @@ impl FormatKernels {
         let (wb, ab) = (self.weight.block_bytes(), self.act.block_bytes());
         let w_elems = w.len() / wb * self.weight.block_elems();
         assert!(
-            w.len().is_multiple_of(wb) && a.len().is_multiple_of(ab) && w_elems == a.len() / ab * self.act.block_elems(),
+            w.len().is_multiple_of(wb)
+                && a.len().is_multiple_of(ab)
+                && w_elems == a.len() / ab * self.act.block_elems(),
             "vec_dot {:?}: weight row of {} bytes and {:?} activation row of {} bytes differ in length",
             self.weight,
             w.len(),
@@ -473,7 +476,13 @@ struct Quantizers {
 
 const SCALAR_QUANTIZERS: Quantizers = Quantizers { q8_0: quantize_q8_0, q8_1: quantize_q8_1, q8_k: quantize_q8_k };
 
-const fn entry(weight: BlockFormat, q: &Quantizers, dot_isa: Isa, dot: DotFn, dot4: Option<Dot4Fn>) -> Option<FormatKernels> {
+const fn entry(
+    weight: BlockFormat,
+    q: &Quantizers,
+    dot_isa: Isa,
+    dot: DotFn,
+    dot4: Option<Dot4Fn>,
+) -> Option<FormatKernels> {
     let act = act_format_of(weight);
     let quantize_act = match act {
         BlockFormat::Q8_0 => Some(q.q8_0),
@@ -585,7 +594,9 @@ mod avx2 {
                 let mut r = 0;
                 for o in &mut groups {
                     // SAFETY: AVX2 table only (module docs).
-                    o.copy_from_slice(&unsafe { quant::$m::avx2::vec_dot_rows::<MATVEC_ROWS>(rows(r, MATVEC_ROWS), a) });
+                    o.copy_from_slice(&unsafe {
+                        quant::$m::avx2::vec_dot_rows::<MATVEC_ROWS>(rows(r, MATVEC_ROWS), a)
+                    });
                     r += MATVEC_ROWS;
                 }
                 let tail = groups.into_remainder();

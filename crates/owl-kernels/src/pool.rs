@@ -151,9 +151,8 @@ impl ThreadPool {
         };
         for index in 1..n {
             let s = Arc::clone(&shared);
-            let spawned = thread::Builder::new()
-                .name(format!("owl-worker-{index}"))
-                .spawn(move || worker_loop(&s, index));
+            let spawned =
+                thread::Builder::new().name(format!("owl-worker-{index}")).spawn(move || worker_loop(&s, index));
             match spawned {
                 Ok(handle) => pool.workers.push(handle),
                 // Dropping `pool` shuts the started workers down and joins them.
@@ -333,9 +332,8 @@ fn run_on_workers(pool: &ThreadPool, f: &(dyn Fn(usize, usize) + Sync)) {
     // SAFETY (lifetime erasure): the pointer is dereferenced only by workers between the
     // epoch bump below and their decrement of `pending`; this function does not return (or
     // unwind) before `pending` is zero, so `f` is alive for every use.
-    let job: JobPtr = unsafe {
-        std::mem::transmute::<&(dyn Fn(usize, usize) + Sync), &'static (dyn Fn(usize, usize) + Sync)>(f)
-    };
+    let job: JobPtr =
+        unsafe { std::mem::transmute::<&(dyn Fn(usize, usize) + Sync), &'static (dyn Fn(usize, usize) + Sync)>(f) };
     // SAFETY: we hold the pool and the previous job has completed (pending == 0), so no
     // worker reads `job` now.
     unsafe { *shared.job.get() = Some(job) };

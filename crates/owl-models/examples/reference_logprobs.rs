@@ -22,7 +22,11 @@ fn ids(v: &Value) -> Result<Vec<u32>, Box<dyn Error>> {
 }
 
 fn floats(v: &Value) -> Result<Vec<f64>, Box<dyn Error>> {
-    v.as_array().ok_or("expected a list")?.iter().map(|x| x.as_f64().ok_or_else(|| "expected a number".into())).collect()
+    v.as_array()
+        .ok_or("expected a list")?
+        .iter()
+        .map(|x| x.as_f64().ok_or_else(|| "expected a number".into()))
+        .collect()
 }
 
 fn main() -> Result<(), Box<dyn Error>> {

@@ -211,8 +211,9 @@ impl KvCache {
                 options.n_seqs, options.n_ctx
             )));
         }
-        let total = KvCache::bytes_needed(shapes, max_chunk, options)
-            .ok_or_else(|| ModelError::Kv(format!("a cache of {} positions overflows the address space", options.n_ctx)))?;
+        let total = KvCache::bytes_needed(shapes, max_chunk, options).ok_or_else(|| {
+            ModelError::Kv(format!("a cache of {} positions overflows the address space", options.n_ctx))
+        })?;
         memory::check(&format!("a KV cache of {} tokens", options.n_ctx), total)?;
         let mut layers = Vec::with_capacity(shapes.len());
         for (i, &shape) in shapes.iter().enumerate() {

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use owl_kernels::ops::Matrix;
-use owl_kernels::quant::interleave::{self, RowLayout, INTERLEAVE_ROWS};
 use owl_kernels::quant::dequantize_row;
+use owl_kernels::quant::interleave::{self, RowLayout, INTERLEAVE_ROWS};
 use owl_kernels::BlockFormat;
 
 use crate::error::ModelError;
@@ -171,7 +171,9 @@ impl Weight {
             let rows = range.len() / group * INTERLEAVE_ROWS;
             // SAFETY: slice `i` is claimed by exactly one thread (the atomic counter).
             let out = unsafe { dst.range(range.clone()) };
-            if interleave::interleave_matrix(self.format, rows, self.cols, &self.bytes.as_slice()[range.clone()], out).is_err() {
+            if interleave::interleave_matrix(self.format, rows, self.cols, &self.bytes.as_slice()[range.clone()], out)
+                .is_err()
+            {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
             }
             self.bytes.release_pages(range);
@@ -220,7 +222,13 @@ impl Weight {
             let mut rows = vec![0u8; self.bytes.len()];
             if interleave::deinterleave_rows(self.format, self.cols, self.bytes.as_slice(), &mut rows).is_ok() {
                 let bytes = WeightBytes::from_vec(rows[range.start * rb..range.end * rb].to_vec());
-                return Weight { format: self.format, rows: range.len(), cols: self.cols, bytes, layout: RowLayout::RowMajor };
+                return Weight {
+                    format: self.format,
+                    rows: range.len(),
+                    cols: self.cols,
+                    bytes,
+                    layout: RowLayout::RowMajor,
+                };
             }
         }
         let owner = Arc::new(self.bytes.clone());
@@ -512,7 +520,8 @@ mod tests {
     #[test]
     fn interleaved_weights_keep_their_rows() {
         let (w, want) = q8_0_weight(16);
-        let simd = owl_kernels::dispatch::active().unwrap().get(BlockFormat::Q8_0).unwrap().prefers_interleaved_layout();
+        let simd =
+            owl_kernels::dispatch::active().unwrap().get(BlockFormat::Q8_0).unwrap().prefers_interleaved_layout();
         assert_eq!(simd, owl_kernels::dispatch::active().unwrap().isa() == owl_kernels::dispatch::Isa::Avx2);
         let w = w.interleaved_for_decode();
         // Only a kernel set with a SIMD group kernel gets the layout.

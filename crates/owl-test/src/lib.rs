@@ -15,11 +15,7 @@ use std::sync::Mutex;
 
 /// The workspace root (the folder holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("owl-test lives at crates/owl-test")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("owl-test lives at crates/owl-test").to_path_buf()
 }
 
 /// `../shared/fixtures` beside the workspace, or `$OWL_FIXTURES`.
@@ -28,11 +24,7 @@ pub fn fixtures_dir() -> PathBuf {
         Some(d) => PathBuf::from(d),
         None => workspace_root().join("../shared/fixtures"),
     };
-    assert!(
-        dir.join("README.md").is_file(),
-        "shared fixtures not found at {} (set OWL_FIXTURES)",
-        dir.display()
-    );
+    assert!(dir.join("README.md").is_file(), "shared fixtures not found at {} (set OWL_FIXTURES)", dir.display());
     dir
 }
 
@@ -71,11 +63,7 @@ pub fn demo_model(name: &str) -> PathBuf {
         .arg(name)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "fetching demo model {name} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "fetching demo model {name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
     assert!(path.is_file(), "fetch script printed {} for {name}, not a file", path.display());
     fetched.get_or_insert_with(HashMap::new).insert(name.to_string(), path.clone());
@@ -86,10 +74,7 @@ pub fn demo_model(name: &str) -> PathBuf {
 pub fn read_f32_file(path: &Path) -> Vec<f32> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(bytes.len() % 4, 0, "{} is not a whole number of f32", path.display());
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 /// A tensor read from a safetensors file, converted to f32 (F32, F64, I64 and I32 accepted).
@@ -111,24 +96,34 @@ pub fn load_safetensors_f32(path: &Path) -> HashMap<String, FixtureTensor> {
         let raw = view.data();
         let (data, ints): (Vec<f32>, Option<Vec<i64>>) = match view.dtype() {
             Dtype::F32 => (
-                raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements"))).collect(),
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements")))
+                    .collect(),
                 None,
             ),
             Dtype::F64 => (
-                raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements")) as f32).collect(),
+                raw.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements")) as f32)
+                    .collect(),
                 None,
             ),
             Dtype::I64 => {
-                let v: Vec<i64> =
-                    raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements"))).collect();
+                let v: Vec<i64> = raw
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements")))
+                    .collect();
                 (v.iter().map(|&x| x as f32).collect(), Some(v))
             }
             Dtype::I32 => {
-                let v: Vec<i64> =
-                    raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements")) as i64).collect();
+                let v: Vec<i64> = raw
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes(c.try_into().expect("chunks_exact yields whole elements")) as i64)
+                    .collect();
                 (v.iter().map(|&x| x as f32).collect(), Some(v))
             }
-            other => panic!("{}: tensor {name} has dtype {other:?}, not supported by the fixture loader", path.display()),
+            other => {
+                panic!("{}: tensor {name} has dtype {other:?}, not supported by the fixture loader", path.display())
+            }
         };
         out.insert(name.to_string(), FixtureTensor { shape: view.shape().to_vec(), data, ints });
     }

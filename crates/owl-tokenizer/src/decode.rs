@@ -20,7 +20,10 @@ use crate::error::TokenizerError;
 pub(crate) enum PieceRule {
     ByteLevel,
     /// `replace` (from, to) applies to every piece; `byte_fallback` maps `<0xNN>` pieces.
-    SentencePiece { replace: Option<(String, String)>, byte_fallback: bool },
+    SentencePiece {
+        replace: Option<(String, String)>,
+        byte_fallback: bool,
+    },
 }
 
 /// The bytes of every token, flattened.
@@ -55,7 +58,9 @@ impl DecodeTable {
                         match byte_fallback.then(|| byte_token_value(piece)).flatten() {
                             Some(b) => bytes.push(b),
                             None => match replace {
-                                Some((from, to)) => bytes.extend_from_slice(piece.replace(from.as_str(), to).as_bytes()),
+                                Some((from, to)) => {
+                                    bytes.extend_from_slice(piece.replace(from.as_str(), to).as_bytes())
+                                }
                                 None => bytes.extend_from_slice(piece.as_bytes()),
                             },
                         }

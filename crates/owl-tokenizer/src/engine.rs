@@ -98,7 +98,12 @@ impl Engine {
         Engine { with_special, text_only, prefix, suffix }
     }
 
-    pub(crate) fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
+    pub(crate) fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
         let pipeline = if parse_special { &self.with_special } else { &self.text_only };
         let enc = pipeline.encode_fast(text, add_special).map_err(TokenizerError::engine)?;
         if !add_special || (self.prefix.is_empty() && self.suffix.is_empty()) {

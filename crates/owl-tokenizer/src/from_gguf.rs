@@ -39,8 +39,8 @@ use crate::error::TokenizerError;
 use crate::gguf_vocab::{GgufVocab, TokenType};
 use crate::piece_map::{piece_map, PieceMap};
 use crate::pretokenize::{pre_tokenizer_spec, PreSplit};
-use crate::spm_model::SpmModel;
 use crate::special::eog_ids_from_pieces;
+use crate::spm_model::SpmModel;
 
 /// What a build produces, before the chat template is attached.
 pub(crate) struct Built {
@@ -108,7 +108,11 @@ fn parse_merges(merges: &[String]) -> Result<Vec<(String, String)>, TokenizerErr
         })
         .map(|(index, m, skip, space)| match space {
             Some(p) => Ok((m[..skip + p].to_string(), m[skip + p + 1..].to_string())),
-            None => Err(TokenizerError::BadMerge { index, merge: m.clone(), problem: "no space between the two parts".into() }),
+            None => Err(TokenizerError::BadMerge {
+                index,
+                merge: m.clone(),
+                problem: "no space between the two parts".into(),
+            }),
         })
         .collect()
 }
@@ -196,8 +200,7 @@ fn build_byte_level(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
 
     let (specials, users) = added_tokens(vocab, &special, &key_ids);
     let model = SharedModel::Hf(Arc::new(ModelWrapper::BPE(model)));
-    let pipeline =
-        finish_pipeline(model, None, pre, ByteLevel::new(false, true, true).into(), specials, users)?;
+    let pipeline = finish_pipeline(model, None, pre, ByteLevel::new(false, true, true).into(), specials, users)?;
     let add_bos = vocab.add_bos.unwrap_or(spec.add_bos_default);
     let add_eos = vocab.add_eos.unwrap_or(false);
     let (prefix, suffix) = prefix_suffix(vocab, add_bos, add_eos);
@@ -222,21 +225,22 @@ fn build_sentencepiece(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
     let gemma = is_gemma(vocab);
     // Gemma stores its whitespace tokens ("  ", " \n") with real spaces; its tokenizer looks
     // them up as "▁▁" (one ▁ per character), so they are renamed before anything else.
-    let pieces: Vec<String> = if gemma {
-        vocab
-            .tokens
-            .iter()
-            .map(|t| {
-                if t.contains(' ') && t.trim().is_empty() {
-                    SPACE_PIECE.repeat(t.chars().count())
-                } else {
-                    t.clone()
-                }
-            })
-            .collect()
-    } else {
-        vocab.tokens.clone()
-    };
+    let pieces: Vec<String> =
+        if gemma {
+            vocab
+                .tokens
+                .iter()
+                .map(|t| {
+                    if t.contains(' ') && t.trim().is_empty() {
+                        SPACE_PIECE.repeat(t.chars().count())
+                    } else {
+                        t.clone()
+                    }
+                })
+                .collect()
+        } else {
+            vocab.tokens.clone()
+        };
     let key_ids = piece_map(pieces.iter().map(String::as_str));
 
     let model = match &vocab.merges {
@@ -309,7 +313,13 @@ fn build_sentencepiece(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
         description: format!(
             "SentencePiece BPE (llama){}{}",
             if vocab.merges.is_some() { "" } else { ", merges derived from the vocabulary" },
-            if gemma { ", Gemma spacing" } else if add_space_prefix { ", prefix space" } else { "" }
+            if gemma {
+                ", Gemma spacing"
+            } else if add_space_prefix {
+                ", prefix space"
+            } else {
+                ""
+            }
         ),
     })
 }

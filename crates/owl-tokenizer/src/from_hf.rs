@@ -164,7 +164,8 @@ fn load_template(
                         .and_then(|t| t.get("template"))
                         .and_then(Json::as_str)
                 };
-                let chosen = named("default").or_else(|| list.first().and_then(|t| t.get("template")).and_then(Json::as_str));
+                let chosen =
+                    named("default").or_else(|| list.first().and_then(|t| t.get("template")).and_then(Json::as_str));
                 match chosen {
                     Some(s) => Some(s.to_string()),
                     None => {

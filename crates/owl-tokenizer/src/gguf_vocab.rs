@@ -163,7 +163,10 @@ fn strings(gguf: &GgufFile, key: &'static str) -> Result<Option<Vec<String>>, To
 }
 
 fn bad_type(key: &'static str, a: &MetadataArray, want: &str) -> TokenizerError {
-    TokenizerError::BadKey { key, problem: format!("expected an array of {want}, found an array of {}", a.element_type_name()) }
+    TokenizerError::BadKey {
+        key,
+        problem: format!("expected an array of {want}, found an array of {}", a.element_type_name()),
+    }
 }
 
 fn check_len(key: &'static str, len: usize, n: usize) -> Result<(), TokenizerError> {

@@ -28,7 +28,6 @@ pub struct PreTokenizerSpec {
     pub add_bos_default: bool,
 }
 
-
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 const QWEN2_REGEX: &str =
@@ -68,7 +67,9 @@ const DEEPSEEK_CODER_SPLITS: &[PreSplit] = &[
 const DEEPSEEK_V3_SPLITS: &[PreSplit] = &[
     PreSplit::Regex(r"\p{N}{1,3}"),
     PreSplit::Regex("[\u{4E00}-\u{9FA5}\u{3040}-\u{309F}\u{30A0}-\u{30FF}]+"),
-    PreSplit::Regex(r"[!\x22#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"),
+    PreSplit::Regex(
+        r"[!\x22#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+    ),
 ];
 
 const fn spec(

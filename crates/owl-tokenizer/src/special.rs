@@ -32,9 +32,7 @@ const FIM_SEP_TEXTS: [&str; 1] = ["<|file_sep|>"];
 
 /// The declared id, else the first token whose text is one of `texts`.
 fn declared_or_found(declared: Option<u32>, tokens: &[String], texts: &[&str]) -> Option<u32> {
-    declared.or_else(|| {
-        texts.iter().find_map(|t| tokens.iter().position(|tok| tok == t)).map(|i| i as u32)
-    })
+    declared.or_else(|| texts.iter().find_map(|t| tokens.iter().position(|tok| tok == t)).map(|i| i as u32))
 }
 
 /// End-of-generation ids for a vocabulary given by its token texts and declared ids.
@@ -47,9 +45,7 @@ pub(crate) fn eog_ids_from_pieces(tokens: &[String], vocab: &GgufVocab) -> Vec<u
     .into_iter()
     .flatten()
     .collect();
-    ids.extend(
-        tokens.iter().enumerate().filter(|(_, t)| EOG_TEXTS.contains(&t.as_str())).map(|(i, _)| i as u32),
-    );
+    ids.extend(tokens.iter().enumerate().filter(|(_, t)| EOG_TEXTS.contains(&t.as_str())).map(|(i, _)| i as u32));
     ids.extend([vocab.eos_id, vocab.eot_id, vocab.eom_id].into_iter().flatten());
     finish(ids, tokens)
 }

@@ -192,7 +192,9 @@ impl SpmModel {
         let mut queue: BinaryHeap<Candidate> = symbols
             .windows(2)
             .enumerate()
-            .filter_map(|(pos, w)| self.pair(w[0].id, w[1].id, &mut buf).map(|(rank, merged)| Candidate { rank, pos, merged }))
+            .filter_map(|(pos, w)| {
+                self.pair(w[0].id, w[1].id, &mut buf).map(|(rank, merged)| Candidate { rank, pos, merged })
+            })
             .collect();
         while let Some(top) = queue.pop() {
             let cur = symbols[top.pos];

@@ -54,7 +54,12 @@ impl StreamDecoder {
     /// contributes to the stream (OpenAI's per-token `bytes`): unlike the text, they are
     /// there at once when the token splits a character, so their concatenation over a
     /// stream is its exact UTF-8. Decoders without a byte table report the text completed.
-    pub fn push_with_bytes(&mut self, id: u32, out: &mut String, bytes_out: &mut Vec<u8>) -> Result<(), TokenizerError> {
+    pub fn push_with_bytes(
+        &mut self,
+        id: u32,
+        out: &mut String,
+        bytes_out: &mut Vec<u8>,
+    ) -> Result<(), TokenizerError> {
         self.push_inner(id, out, Some(bytes_out))
     }
 
@@ -111,8 +116,11 @@ impl StreamDecoder {
             Inner::Engine { engine, ids, prefix_offset, read_offset, .. } => {
                 let prefix = engine.hf_decode(&ids[*prefix_offset..*read_offset], skip_special).unwrap_or_default();
                 let full = engine.hf_decode(&ids[*prefix_offset..], skip_special).unwrap_or_default();
-                let rest =
-                    if full.len() > prefix.len() && full.is_char_boundary(prefix.len()) { full[prefix.len()..].to_string() } else { String::new() };
+                let rest = if full.len() > prefix.len() && full.is_char_boundary(prefix.len()) {
+                    full[prefix.len()..].to_string()
+                } else {
+                    String::new()
+                };
                 ids.clear();
                 *prefix_offset = 0;
                 *read_offset = 0;

@@ -234,7 +234,10 @@ impl Tokenizer {
     /// The id of a piece, when the vocabulary has it.
     pub fn token_to_id(&self, piece: &str) -> Option<u32> {
         use tokenizers::Model;
-        self.engine.pipeline().get_added_vocabulary().token_to_id(piece, self.engine.pipeline().get_model())
+        self.engine
+            .pipeline()
+            .get_added_vocabulary()
+            .token_to_id(piece, self.engine.pipeline().get_model())
             .or_else(|| self.engine.pipeline().get_model().token_to_id(piece))
     }
 }

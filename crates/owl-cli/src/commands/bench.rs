@@ -61,11 +61,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let mut header_printed = false;
     for &n_threads in &threads {
         let loaded = load::load(&args.model, n_threads, args.n_batch, args.f32_activations)?;
-        let bos = if loaded.tokenizer.adds_bos() {
-            loaded.tokenizer.bos_id()
-        } else {
-            None
-        };
+        let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
         let name = model_name(&loaded.path);
         let (size, parameters) = (loaded.file_size, loaded.parameters);
         let mut runner = load::runner(loaded.model, longest)?;
@@ -105,13 +101,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 lines.push(table_row(&name, size, parameters, isa, &result));
                 printer::lines(lines)?;
             }
-            rows.push(BenchRow {
-                model: name.clone(),
-                size,
-                params: parameters,
-                isa,
-                result,
-            });
+            rows.push(BenchRow { model: name.clone(), size, params: parameters, isa, result });
         }
     }
     if args.json {
@@ -125,10 +115,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 /// What the table and `--json` call the model: the file's name, not its whole path (a demo
 /// model name resolves to its cached file).
 fn model_name(resolved: &Path) -> String {
-    resolved
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| resolved.display().to_string())
+    resolved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| resolved.display().to_string())
 }
 
 fn table_row(name: &str, size: u64, parameters: u64, isa: &str, r: &BenchResult) -> String {

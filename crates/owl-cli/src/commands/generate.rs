@@ -41,18 +41,13 @@ struct GenerateOutput<'a> {
 /// PROMPT as given; `-`, or no PROMPT with stdin not a terminal: all of stdin.
 fn read_prompt(arg: Option<&std::ffi::OsStr>) -> anyhow::Result<String> {
     match arg {
-        Some(p) if p != "-" => Ok(p
-            .to_str()
-            .ok_or_else(|| anyhow!("PROMPT is not valid UTF-8"))?
-            .to_string()),
+        Some(p) if p != "-" => Ok(p.to_str().ok_or_else(|| anyhow!("PROMPT is not valid UTF-8"))?.to_string()),
         None if io::stdin().is_terminal() => {
             bail!("no PROMPT given: pass it as an argument, or '-' (or a pipe) to read it from stdin")
         }
         _ => {
             let mut text = String::new();
-            io::stdin()
-                .read_to_string(&mut text)
-                .context("reading the prompt from stdin")?;
+            io::stdin().read_to_string(&mut text).context("reading the prompt from stdin")?;
             if text.is_empty() {
                 bail!("the prompt read from stdin is empty");
             }
@@ -74,27 +69,19 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let mut tokens = Vec::new();
     let mut out = io::stdout().lock();
     let mut write_error = None;
-    let generation = generator.session.generate(
-        &prompt_ids,
-        &params,
-        &mut decoder,
-        &interrupt::CANCEL,
-        |event| {
-            match event {
-                Event::Token(t) if report_tokens => {
-                    tokens.push(TokenReport::new(t, &generator.tokenizer))
+    let generation = generator.session.generate(&prompt_ids, &params, &mut decoder, &interrupt::CANCEL, |event| {
+        match event {
+            Event::Token(t) if report_tokens => tokens.push(TokenReport::new(t, &generator.tokenizer)),
+            Event::Text(text) if !args.json => {
+                if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                    write_error = Some(e);
+                    return ControlFlow::Break(());
                 }
-                Event::Text(text) if !args.json => {
-                    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                        write_error = Some(e);
-                        return ControlFlow::Break(());
-                    }
-                }
-                _ => {}
             }
-            ControlFlow::Continue(())
-        },
-    );
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    });
     let cancelled = interrupt::end_reply();
     let generation = generation.map_err(|e| sampling::explain_context_error(e.into(), false))?;
     if let Some(e) = write_error {

@@ -106,9 +106,7 @@ pub struct TensorRow {
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
     let report = match model_ref::resolve(&args.model)? {
         ModelSource::Gguf(path) => inspect_gguf(&path, args.tensors)?,
-        ModelSource::Safetensors { dir, weights } => {
-            inspect_safetensors(&dir, &weights, args.tensors)?
-        }
+        ModelSource::Safetensors { dir, weights } => inspect_safetensors(&dir, &weights, args.tensors)?,
     };
     if args.json {
         printer::json(&report)?;
@@ -128,17 +126,9 @@ fn type_usage<'a>(items: impl Iterator<Item = (&'a str, u64)>) -> Vec<TypeUsage>
     }
     let mut out: Vec<TypeUsage> = by_type
         .into_iter()
-        .map(|(t, (tensors, bytes))| TypeUsage {
-            type_name: t.to_string(),
-            tensors,
-            bytes,
-        })
+        .map(|(t, (tensors, bytes))| TypeUsage { type_name: t.to_string(), tensors, bytes })
         .collect();
-    out.sort_by(|a, b| {
-        b.bytes
-            .cmp(&a.bytes)
-            .then_with(|| a.type_name.cmp(&b.type_name))
-    });
+    out.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.type_name.cmp(&b.type_name)));
     out
 }
 
@@ -191,10 +181,7 @@ fn inspect_gguf(path: &Path, list_tensors: bool) -> anyhow::Result<InspectReport
     let key = |suffix: &str| arch.as_ref().map(|a| format!("{a}.{suffix}"));
     let u = |suffix: &str| key(suffix).and_then(|k| gguf.get_u64(&k));
     let tensors = gguf.tensors();
-    let vocab_size = u("vocab_size").or_else(|| {
-        gguf.get_array("tokenizer.ggml.tokens")
-            .map(|a| a.len() as u64)
-    });
+    let vocab_size = u("vocab_size").or_else(|| gguf.get_array("tokenizer.ggml.tokens").map(|a| a.len() as u64));
     let tokenizer_model = gguf.get_str("tokenizer.ggml.model").map(str::to_string);
     let tokenizer = tokenizer_model.map(|model| TokenizerInfo {
         model: Some(model),
@@ -229,9 +216,7 @@ fn inspect_gguf(path: &Path, list_tensors: bool) -> anyhow::Result<InspectReport
             .and_then(|f| f.to_string().parse::<f64>().ok()),
         license: gguf.get_str("general.license").map(str::to_string),
         tokenizer,
-        chat_template: gguf
-            .get_str("tokenizer.chat_template")
-            .is_some_and(|t| !t.is_empty()),
+        chat_template: gguf.get_str("tokenizer.chat_template").is_some_and(|t| !t.is_empty()),
         gguf_version: Some(gguf.version()),
         tensors: list_tensors.then(|| {
             tensors
@@ -272,42 +257,26 @@ fn readme_license(readme: &Path) -> Option<String> {
 /// Model type and pre-tokenizer kind of a `tokenizer.json`.
 fn tokenizer_json_info(path: &Path) -> anyhow::Result<TokenizerInfo> {
     let json = read_json(path)?;
-    let model = json
-        .pointer("/model/type")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let pre = json
-        .get("pre_tokenizer")
-        .and_then(|p| match p.get("type").and_then(Value::as_str) {
-            Some("Sequence") => {
-                let inner: Vec<&str> = p
-                    .get("pretokenizers")
-                    .and_then(Value::as_array)
-                    .map(|v| {
-                        v.iter()
-                            .filter_map(|x| x.get("type").and_then(Value::as_str))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Some(inner.join("+"))
-            }
-            other => other.map(str::to_string),
-        });
-    Ok(TokenizerInfo {
-        model,
-        pre,
-        source: "tokenizer.json",
-    })
+    let model = json.pointer("/model/type").and_then(Value::as_str).map(str::to_string);
+    let pre = json.get("pre_tokenizer").and_then(|p| match p.get("type").and_then(Value::as_str) {
+        Some("Sequence") => {
+            let inner: Vec<&str> = p
+                .get("pretokenizers")
+                .and_then(Value::as_array)
+                .map(|v| v.iter().filter_map(|x| x.get("type").and_then(Value::as_str)).collect())
+                .unwrap_or_default();
+            Some(inner.join("+"))
+        }
+        other => other.map(str::to_string),
+    });
+    Ok(TokenizerInfo { model, pre, source: "tokenizer.json" })
 }
 
 /// Whether the directory carries a chat template (tokenizer_config.json or its own file).
 fn has_chat_template(dir: &Path, tokenizer_config: Option<&Value>) -> bool {
-    let in_config = tokenizer_config
-        .and_then(|c| c.get("chat_template"))
-        .is_some_and(|t| !t.is_null() && t.as_str() != Some(""));
-    in_config
-        || dir.join("chat_template.jinja").is_file()
-        || dir.join("chat_template.json").is_file()
+    let in_config =
+        tokenizer_config.and_then(|c| c.get("chat_template")).is_some_and(|t| !t.is_null() && t.as_str() != Some(""));
+    in_config || dir.join("chat_template.jinja").is_file() || dir.join("chat_template.json").is_file()
 }
 
 /// Facts from a config.json that `HfConfig` could not normalise (an unsupported family):
@@ -318,10 +287,7 @@ fn raw_config_facts(report: &mut InspectReport, json: &Value) {
         _ => json,
     };
     let num = |k: &str| obj.get(k).and_then(Value::as_u64);
-    report.architecture = obj
-        .get("model_type")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    report.architecture = obj.get("model_type").and_then(Value::as_str).map(str::to_string);
     report.context_length = num("max_position_embeddings");
     report.block_count = num("num_hidden_layers");
     report.head_count = num("num_attention_heads");
@@ -329,41 +295,24 @@ fn raw_config_facts(report: &mut InspectReport, json: &Value) {
     report.embedding_length = num("hidden_size");
     report.feed_forward_length = num("intermediate_size");
     report.vocab_size = num("vocab_size");
-    report.rope_freq_base = obj
-        .get("rope_theta")
-        .or_else(|| obj.pointer("/rope_parameters/rope_theta"))
-        .and_then(Value::as_f64);
+    report.rope_freq_base =
+        obj.get("rope_theta").or_else(|| obj.pointer("/rope_parameters/rope_theta")).and_then(Value::as_f64);
 }
 
-fn inspect_safetensors(
-    dir: &Path,
-    weights: &Path,
-    list_tensors: bool,
-) -> anyhow::Result<InspectReport> {
+fn inspect_safetensors(dir: &Path, weights: &Path, list_tensors: bool) -> anyhow::Result<InspectReport> {
     let model = SafetensorsModel::open(weights)?;
     let mut report = InspectReport {
         format: "safetensors",
         path: weights.display().to_string(),
-        files: model
-            .shard_paths()
-            .map(|p| p.display().to_string())
-            .collect(),
+        files: model.shard_paths().map(|p| p.display().to_string()).collect(),
         file_size: model.file_size(),
         name: weights.canonicalize().ok().and_then(|p| {
-            let p = if p.is_dir() {
-                p
-            } else {
-                p.parent()?.to_path_buf()
-            };
+            let p = if p.is_dir() { p } else { p.parent()?.to_path_buf() };
             p.file_name().map(|n| n.to_string_lossy().into_owned())
         }),
         parameters: model.n_elements(),
         tensor_count: model.len(),
-        types: type_usage(
-            model
-                .tensors()
-                .map(|t| (t.dtype.name(), t.data.len() as u64)),
-        ),
+        types: type_usage(model.tensors().map(|t| (t.dtype.name(), t.data.len() as u64))),
         ..InspectReport::default()
     };
 
@@ -392,12 +341,7 @@ fn inspect_safetensors(
                 report.architectures = json
                     .get("architectures")
                     .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
                     .unwrap_or_default();
             }
         }
@@ -409,9 +353,7 @@ fn inspect_safetensors(
     }
     let tokenizer_config_path = dir.join("tokenizer_config.json");
     let tokenizer_config = if tokenizer_config_path.is_file() {
-        report
-            .files
-            .push(tokenizer_config_path.display().to_string());
+        report.files.push(tokenizer_config_path.display().to_string());
         Some(read_json(&tokenizer_config_path)?)
     } else {
         None
@@ -440,29 +382,12 @@ fn print_human(r: &InspectReport) -> std::io::Result<()> {
     match r.gguf_version {
         Some(v) => row("format", format!("GGUF v{v}")),
         None => {
-            let shards = r
-                .files
-                .iter()
-                .filter(|f| f.ends_with(".safetensors"))
-                .count();
-            row(
-                "format",
-                format!(
-                    "safetensors ({shards} file{})",
-                    if shards == 1 { "" } else { "s" }
-                ),
-            );
+            let shards = r.files.iter().filter(|f| f.ends_with(".safetensors")).count();
+            row("format", format!("safetensors ({shards} file{})", if shards == 1 { "" } else { "s" }));
         }
     }
     row("path", r.path.clone());
-    row(
-        "file size",
-        format!(
-            "{} ({} bytes)",
-            printer::human_bytes(r.file_size),
-            r.file_size
-        ),
-    );
+    row("file size", format!("{} ({} bytes)", printer::human_bytes(r.file_size), r.file_size));
     let arch = match (&r.architecture, r.architectures.first()) {
         (Some(a), Some(class)) => format!("{a} ({class})"),
         (Some(a), None) => a.clone(),
@@ -471,10 +396,7 @@ fn print_human(r: &InspectReport) -> std::io::Result<()> {
     };
     row("architecture", arch);
     row("name", r.name.clone().unwrap_or_else(|| "-".into()));
-    row(
-        "parameters",
-        format!("{} ({})", printer::human_count(r.parameters), r.parameters),
-    );
+    row("parameters", format!("{} ({})", printer::human_count(r.parameters), r.parameters));
     row("tensors", r.tensor_count.to_string());
     for (i, t) in r.types.iter().enumerate() {
         row(
@@ -501,11 +423,7 @@ fn print_human(r: &InspectReport) -> std::io::Result<()> {
     row("embedding length", opt(r.embedding_length));
     row("feed-forward length", opt(r.feed_forward_length));
     row("vocab size", opt(r.vocab_size));
-    row(
-        "rope base",
-        r.rope_freq_base
-            .map_or_else(|| "-".into(), |b| b.to_string()),
-    );
+    row("rope base", r.rope_freq_base.map_or_else(|| "-".into(), |b| b.to_string()));
     row("license", r.license.clone().unwrap_or_else(|| "-".into()));
     let tok = match &r.tokenizer {
         Some(t) => {
@@ -518,26 +436,16 @@ fn print_human(r: &InspectReport) -> std::io::Result<()> {
         None => "none".into(),
     };
     row("tokenizer", tok);
-    row(
-        "chat template",
-        if r.chat_template { "yes" } else { "no" }.into(),
-    );
+    row("chat template", if r.chat_template { "yes" } else { "no" }.into());
     printer::table(&rows)?;
 
     if let Some(tensors) = &r.tensors {
         let name_w = tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
         let type_w = tensors.iter().map(|t| t.type_name.len()).max().unwrap_or(0);
-        printer::lines(
-            std::iter::once(String::new()).chain(tensors.iter().map(|t| {
-                let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
-                format!(
-                    "{:<name_w$}  {:<type_w$}  [{}]",
-                    t.name,
-                    t.type_name,
-                    shape.join(", ")
-                )
-            })),
-        )?;
+        printer::lines(std::iter::once(String::new()).chain(tensors.iter().map(|t| {
+            let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
+            format!("{:<name_w$}  {:<type_w$}  [{}]", t.name, t.type_name, shape.join(", "))
+        })))?;
     }
     Ok(())
 }

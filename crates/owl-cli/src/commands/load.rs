@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
+use owl_engine::ModelRunner;
 use owl_formats::gguf::GgufFile;
 use owl_formats::safetensors::SafetensorsModel;
-use owl_engine::ModelRunner;
 use owl_models::{memory, ActivationPrecision, KvDtype, LoadOptions, Model};
 use owl_tokenizer::Tokenizer;
 
@@ -34,7 +34,12 @@ pub struct LoadedModel {
 /// Loads MODEL with `threads` compute threads and forward calls of up to
 /// `max_batch_tokens` tokens; `f32_activations` selects
 /// [`ActivationPrecision::F32`] for every matmul.
-pub fn load(arg: &OsStr, threads: usize, max_batch_tokens: usize, f32_activations: bool) -> anyhow::Result<LoadedModel> {
+pub fn load(
+    arg: &OsStr,
+    threads: usize,
+    max_batch_tokens: usize,
+    f32_activations: bool,
+) -> anyhow::Result<LoadedModel> {
     let mut loaded = load_model(arg, threads, max_batch_tokens)?;
     if f32_activations {
         loaded.model.set_activation_precision(ActivationPrecision::F32);
@@ -43,29 +48,18 @@ pub fn load(arg: &OsStr, threads: usize, max_batch_tokens: usize, f32_activation
 }
 
 fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::Result<LoadedModel> {
-    let options = LoadOptions {
-        threads,
-        max_batch_tokens,
-    };
+    let options = LoadOptions { threads, max_batch_tokens };
     let name = arg.to_string_lossy().into_owned();
     match model_ref::resolve(arg)? {
         ModelSource::Gguf(path) => {
             let gguf = GgufFile::open(&path).with_context(|| format!("{}", path.display()))?;
-            let tokenizer = Tokenizer::from_gguf(&gguf)
-                .with_context(|| format!("{}: tokenizer", path.display()))?;
+            let tokenizer = Tokenizer::from_gguf(&gguf).with_context(|| format!("{}: tokenizer", path.display()))?;
             let file_size = gguf.file_size();
             let parameters = gguf.tensors().iter().map(|t| t.n_elements).sum();
             drop(gguf);
-            let model = Model::load_gguf(&path, &options)
-                .with_context(|| format!("{}: loading the model", path.display()))?;
-            Ok(LoadedModel {
-                model,
-                tokenizer,
-                name,
-                path,
-                file_size,
-                parameters,
-            })
+            let model =
+                Model::load_gguf(&path, &options).with_context(|| format!("{}: loading the model", path.display()))?;
+            Ok(LoadedModel { model, tokenizer, name, path, file_size, parameters })
         }
         ModelSource::Safetensors { dir, weights } => {
             if !weights.is_dir() {
@@ -77,18 +71,10 @@ fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::R
             let st = SafetensorsModel::open(&dir).with_context(|| format!("{}", dir.display()))?;
             let (file_size, parameters) = (st.file_size(), st.n_elements());
             drop(st);
-            let tokenizer = Tokenizer::from_hf_dir(&dir)
-                .with_context(|| format!("{}: tokenizer", dir.display()))?;
-            let model = Model::load_hf_dir(&dir, &options)
-                .with_context(|| format!("{}: loading the model", dir.display()))?;
-            Ok(LoadedModel {
-                model,
-                tokenizer,
-                name,
-                path: dir,
-                file_size,
-                parameters,
-            })
+            let tokenizer = Tokenizer::from_hf_dir(&dir).with_context(|| format!("{}: tokenizer", dir.display()))?;
+            let model =
+                Model::load_hf_dir(&dir, &options).with_context(|| format!("{}: loading the model", dir.display()))?;
+            Ok(LoadedModel { model, tokenizer, name, path: dir, file_size, parameters })
         }
     }
 }
@@ -158,8 +144,7 @@ pub fn clamp_threads(n: usize) -> usize {
 /// so more threads than cores only adds contention (llama.cpp's default does the same).
 pub fn physical_cores() -> usize {
     let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
-    count_physical_cores(Path::new("/sys/devices/system/cpu"))
-        .map_or(allowed, |cores| cores.clamp(1, allowed))
+    count_physical_cores(Path::new("/sys/devices/system/cpu")).map_or(allowed, |cores| cores.clamp(1, allowed))
 }
 
 /// Distinct (physical_package_id, core_id) pairs under `cpu_dir/cpuN/topology`; `None`
@@ -175,11 +160,8 @@ fn count_physical_cores(cpu_dir: &Path) -> Option<usize> {
             continue;
         }
         let topology = entry.path().join("topology");
-        let read = |file: &str| {
-            std::fs::read_to_string(topology.join(file))
-                .ok()
-                .and_then(|s| s.trim().parse::<i64>().ok())
-        };
+        let read =
+            |file: &str| std::fs::read_to_string(topology.join(file)).ok().and_then(|s| s.trim().parse::<i64>().ok());
         if let (Some(package), Some(core)) = (read("physical_package_id"), read("core_id")) {
             cores.insert((package, core));
         }

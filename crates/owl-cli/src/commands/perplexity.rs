@@ -20,8 +20,7 @@ use crate::printer;
 const N_BATCH: usize = 512;
 
 pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
-    let bytes =
-        std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "{}: not UTF-8 text (invalid byte at offset {})",
@@ -37,7 +36,9 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
         0 => {
             let trained = loaded.model.config().context_length;
             if trained < 2 {
-                bail!("--ctx-size 0 asks for the model's trained context, but the model does not state one; give a size");
+                bail!(
+                    "--ctx-size 0 asks for the model's trained context, but the model does not state one; give a size"
+                );
             }
             printer::note(&format!("--ctx-size 0: windows of the model's trained context, {trained} tokens"));
             trained
@@ -47,25 +48,14 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     let n_batch = N_BATCH.min(n_ctx);
     let trained = loaded.model.config().context_length;
     if trained > 0 && n_ctx > trained {
-        printer::warning(&format!(
-            "--ctx-size {n_ctx} is more than the {trained} tokens the model was trained for"
-        ));
+        printer::warning(&format!("--ctx-size {n_ctx} is more than the {trained} tokens the model was trained for"));
     }
     // llama-perplexity tokenizes with the model's special tokens added (BOS) and special
     // token text left as plain text.
     let tokens = loaded.tokenizer.encode(&text, true, false)?;
-    let bos = if loaded.tokenizer.adds_bos() {
-        loaded.tokenizer.bos_id()
-    } else {
-        None
-    };
+    let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
     let mut runner = load::runner(loaded.model, n_ctx.max(3))?;
-    let params = PerplexityParams {
-        n_ctx,
-        bos,
-        n_batch,
-        max_chunks: args.chunks,
-    };
+    let params = PerplexityParams { n_ctx, bos, n_batch, max_chunks: args.chunks };
     if tokens.len() < 2 * n_ctx {
         bail!(
             "{}: {} tokens; perplexity with --ctx-size {n_ctx} needs at least {} (two windows)",
@@ -76,11 +66,7 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     }
     let available = tokens.len() / n_ctx;
     let planned = available.min(args.chunks.unwrap_or(usize::MAX));
-    printer::progress(&format!(
-        "{}: {} tokens, {planned} chunks of {n_ctx} tokens",
-        args.file.display(),
-        tokens.len()
-    ));
+    printer::progress(&format!("{}: {} tokens, {planned} chunks of {n_ctx} tokens", args.file.display(), tokens.len()));
     let started = Instant::now();
     let cancel = AtomicBool::new(false);
     let result = perplexity(&mut runner, &tokens, &params, &cancel, |p| {

@@ -31,17 +31,11 @@ use crate::printer;
 
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let prompt = match &args.prompt {
-        Some(p) => Some(
-            p.to_str()
-                .ok_or_else(|| anyhow!("PROMPT is not valid UTF-8"))?
-                .to_string(),
-        ),
+        Some(p) => Some(p.to_str().ok_or_else(|| anyhow!("PROMPT is not valid UTF-8"))?.to_string()),
         None if io::stdin().is_terminal() => None,
         None => {
             let mut text = String::new();
-            io::stdin()
-                .read_to_string(&mut text)
-                .context("reading the prompt from stdin")?;
+            io::stdin().read_to_string(&mut text).context("reading the prompt from stdin")?;
             if text.trim().is_empty() {
                 anyhow::bail!("no PROMPT given and stdin is empty");
             }
@@ -115,7 +109,9 @@ fn prompting(args: &RunArgs, generator: &Generator) -> anyhow::Result<Prompting>
             Ok(Prompting::Completion)
         }
         None => match tokenizer.chat_template_error() {
-            Some(e) => anyhow::bail!("the model's chat template cannot be used: {e}; --template FILE|NAME gives another"),
+            Some(e) => {
+                anyhow::bail!("the model's chat template cannot be used: {e}; --template FILE|NAME gives another")
+            }
             None => Ok(Prompting::Completion),
         },
     }
@@ -125,9 +121,7 @@ fn prompting(args: &RunArgs, generator: &Generator) -> anyhow::Result<Prompting>
 fn prompt_ids(tokenizer: &Tokenizer, prompting: &Prompting, messages: &[ChatMessage]) -> anyhow::Result<Vec<u32>> {
     let template = match prompting {
         Prompting::Chat(Some(t)) => t,
-        Prompting::Chat(None) => tokenizer
-            .chat_template()
-            .ok_or_else(|| anyhow!("the model has no chat template"))?,
+        Prompting::Chat(None) => tokenizer.chat_template().ok_or_else(|| anyhow!("the model has no chat template"))?,
         Prompting::Completion => return Ok(tokenizer.encode(&continuation_text(messages), true, true)?),
     };
     let text = template.render(messages, None, true)?;
@@ -167,27 +161,19 @@ fn reply(
     let mut write_error = None;
     let mut tokens = Vec::new();
     interrupt::begin_reply();
-    let generation = generator.session.generate(
-        &ids,
-        params,
-        &mut decoder,
-        &interrupt::CANCEL,
-        |event| {
-            match event {
-                Event::Text(text) => {
-                    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                        write_error = Some(e);
-                        return ControlFlow::Break(());
-                    }
+    let generation = generator.session.generate(&ids, params, &mut decoder, &interrupt::CANCEL, |event| {
+        match event {
+            Event::Text(text) => {
+                if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                    write_error = Some(e);
+                    return ControlFlow::Break(());
                 }
-                Event::Token(t) if params.top_logprobs > 0 => {
-                    tokens.push(TokenReport::new(t, &generator.tokenizer))
-                }
-                Event::Token(_) => {}
             }
-            ControlFlow::Continue(())
-        },
-    );
+            Event::Token(t) if params.top_logprobs > 0 => tokens.push(TokenReport::new(t, &generator.tokenizer)),
+            Event::Token(_) => {}
+        }
+        ControlFlow::Continue(())
+    });
     let cancelled = interrupt::end_reply();
     if let Some(e) = write_error {
         return Err(e.into());
@@ -256,7 +242,8 @@ fn interactive(
             _ => {}
         }
         history.push(ChatMessage::user(message));
-        match reply(generator, prompting, &history, params, true).map_err(|e| sampling::explain_context_error(e, true)) {
+        match reply(generator, prompting, &history, params, true).map_err(|e| sampling::explain_context_error(e, true))
+        {
             Ok((generation, _cancelled)) => {
                 // A reply stopped by Ctrl-C stays in the conversation as far as it got.
                 history.push(ChatMessage::assistant(generation.text));

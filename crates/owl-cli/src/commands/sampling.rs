@@ -6,8 +6,7 @@ use std::ffi::OsStr;
 use anyhow::bail;
 
 use owl_engine::{
-    ContextOverflow, EngineError, EogSet, GenerateParams, ModelRunner, SamplingParams, Session, SessionConfig,
-    Timings,
+    ContextOverflow, EngineError, EogSet, GenerateParams, ModelRunner, SamplingParams, Session, SessionConfig, Timings,
 };
 use owl_tokenizer::Tokenizer;
 
@@ -83,20 +82,12 @@ pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
     }
     let runner = load::runner(loaded.model, n_ctx)?;
     let session = Session::new(runner, SessionConfig { n_batch: N_BATCH })?;
-    Ok(Generator {
-        session,
-        tokenizer: loaded.tokenizer,
-        name: loaded.name,
-    })
+    Ok(Generator { session, tokenizer: loaded.tokenizer, name: loaded.name })
 }
 
 /// The engine's request from the flags. `logprobs`: compute each token's log-probability
 /// (`owl generate --json` always does).
-pub fn generate_params(
-    args: &GenerationArgs,
-    tokenizer: &Tokenizer,
-    logprobs: bool,
-) -> anyhow::Result<GenerateParams> {
+pub fn generate_params(args: &GenerationArgs, tokenizer: &Tokenizer, logprobs: bool) -> anyhow::Result<GenerateParams> {
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -110,9 +101,7 @@ pub fn generate_params(
     };
     sampling.validate(tokenizer.vocab_size())?;
     let overflow = if args.truncate {
-        ContextOverflow::TruncateLeft {
-            keep_first: usize::from(tokenizer.adds_bos()),
-        }
+        ContextOverflow::TruncateLeft { keep_first: usize::from(tokenizer.adds_bos()) }
     } else {
         ContextOverflow::Error
     };
@@ -153,11 +142,8 @@ pub fn explain_context_error(err: anyhow::Error, in_chat: bool) -> anyhow::Error
 /// `--verbose`: the speeds on stderr, one line each (llama.cpp's "prompt eval time" and
 /// "eval time" lines).
 pub fn print_timings(t: &Timings) {
-    let cached = if t.cached_tokens > 0 {
-        format!(" ({} reused from the cache)", t.cached_tokens)
-    } else {
-        String::new()
-    };
+    let cached =
+        if t.cached_tokens > 0 { format!(" ({} reused from the cache)", t.cached_tokens) } else { String::new() };
     printer::progress(&format!(
         "prompt:     {:>5} tokens in {:>9.2} ms, {:>8.2} tokens/s{cached}",
         t.prompt_tokens,

@@ -61,19 +61,11 @@ pub fn run(args: &TensorArgs) -> anyhow::Result<()> {
         ModelSource::Gguf(path) => {
             let gguf = GgufFile::open(&path).with_context(|| format!("{}", path.display()))?;
             let Some(info) = gguf.tensor(&args.name) else {
-                return Err(unknown_name(
-                    &args.name,
-                    &args.model,
-                    gguf.tensors().iter().map(|t| t.name.as_str()),
-                ));
+                return Err(unknown_name(&args.name, &args.model, gguf.tensors().iter().map(|t| t.name.as_str())));
             };
-            let data = gguf.try_tensor_data(info).ok_or_else(|| {
-                anyhow!(
-                    "{}: data of tensor `{}` lies outside the file",
-                    path.display(),
-                    info.name
-                )
-            })?;
+            let data = gguf
+                .try_tensor_data(info)
+                .ok_or_else(|| anyhow!("{}: data of tensor `{}` lies outside the file", path.display(), info.name))?;
             let shape = info
                 .shape
                 .iter()
@@ -82,22 +74,13 @@ pub fn run(args: &TensorArgs) -> anyhow::Result<()> {
                 .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("tensor `{}` is too large for this machine", info.name))?;
             let elements = Elements::gguf(&info.name, info.ggml_type, data)?;
-            let tensor = Tensor {
-                name: &info.name,
-                type_name: info.ggml_type.name(),
-                shape,
-                elements,
-            };
+            let tensor = Tensor { name: &info.name, type_name: info.ggml_type.name(), shape, elements };
             emit(&tensor, format, output)
         }
         ModelSource::Safetensors { weights, .. } => {
             let model = SafetensorsModel::open(&weights)?;
             let Some(view) = model.tensor(&args.name) else {
-                return Err(unknown_name(
-                    &args.name,
-                    &args.model,
-                    model.tensors().map(|t| t.name),
-                ));
+                return Err(unknown_name(&args.name, &args.model, model.tensors().map(|t| t.name)));
             };
             let tensor = Tensor {
                 name: view.name,
@@ -111,8 +94,7 @@ pub fn run(args: &TensorArgs) -> anyhow::Result<()> {
 }
 
 fn has_extension(path: &Path, ext: &str) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
 /// One tensor to write: what it is called and how its elements decode.
@@ -151,17 +133,12 @@ fn emit(tensor: &Tensor, format: TensorFormat, path: Option<&Path>) -> anyhow::R
 
 /// Runs `write` on a new temporary file beside `path`, syncs it and renames it over `path`.
 /// On any error the temporary file is removed and `path` is left as it was.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut File) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
+    let file_name = path.file_name().ok_or_else(|| anyhow!("{}: not a file name", path.display()))?;
     let prefix = format!(".{}.", file_name.to_string_lossy());
     let mut builder = tempfile::Builder::new();
     builder.prefix(&prefix).suffix(".tmp");
@@ -174,24 +151,17 @@ fn write_atomically(
     };
     #[cfg(unix)]
     builder.permissions(mode);
-    let mut temp = builder
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    let mut temp =
+        builder.tempfile_in(&dir).with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     write(temp.as_file_mut()).with_context(|| format!("writing {}", temp.path().display()))?;
-    temp.as_file()
-        .sync_all()
-        .with_context(|| format!("writing {}", temp.path().display()))?;
+    temp.as_file().sync_all().with_context(|| format!("writing {}", temp.path().display()))?;
     temp.persist(path)
         .map_err(|e| e.error)
         .with_context(|| format!("cannot rename the temporary file to {}", path.display()))?;
     Ok(())
 }
 
-fn write_tensor<W: Write>(
-    tensor: &Tensor,
-    format: TensorFormat,
-    out: &mut W,
-) -> anyhow::Result<()> {
+fn write_tensor<W: Write>(tensor: &Tensor, format: TensorFormat, out: &mut W) -> anyhow::Result<()> {
     match format {
         TensorFormat::Npy => {
             out.write_all(&npy_header(&tensor.shape))?;
@@ -233,20 +203,14 @@ fn write_tensor<W: Write>(
 }
 
 /// Decodes the tensor chunk by chunk into one reused buffer and hands each chunk to `f`.
-fn for_each_chunk(
-    tensor: &Tensor,
-    mut f: impl FnMut(&[f32]) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+fn for_each_chunk(tensor: &Tensor, mut f: impl FnMut(&[f32]) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let n = tensor.n_elements();
     let mut buf = vec![0f32; CHUNK_ELEMS.min(n)];
     let mut start = 0;
     while start < n {
         let len = CHUNK_ELEMS.min(n - start);
         let values = &mut buf[..len];
-        tensor
-            .elements
-            .decode(start, values)
-            .with_context(|| format!("tensor `{}`", tensor.name))?;
+        tensor.elements.decode(start, values).with_context(|| format!("tensor `{}`", tensor.name))?;
         f(values)?;
         start += len;
     }
@@ -255,11 +219,7 @@ fn for_each_chunk(
 
 /// The error for a name the model does not have, with up to three close names. `model` is
 /// the MODEL argument as the user gave it.
-fn unknown_name<'n>(
-    name: &str,
-    model: &OsStr,
-    names: impl Iterator<Item = &'n str>,
-) -> anyhow::Error {
+fn unknown_name<'n>(name: &str, model: &OsStr, names: impl Iterator<Item = &'n str>) -> anyhow::Error {
     let names: Vec<&str> = names.collect();
     let model = model.to_string_lossy();
     let hint = format!("'owl inspect {model} --tensors' lists all {}", names.len());
@@ -268,10 +228,7 @@ fn unknown_name<'n>(
         return anyhow!("no tensor named `{name}` in {model} ({hint})");
     }
     let quoted: Vec<String> = close.iter().map(|n| format!("`{n}`")).collect();
-    anyhow!(
-        "no tensor named `{name}` in {model}; did you mean {}? ({hint})",
-        quoted.join(", ")
-    )
+    anyhow!("no tensor named `{name}` in {model}; did you mean {}? ({hint})", quoted.join(", "))
 }
 
 /// Names worth suggesting for `name`: within a small edit distance, containing it (or
@@ -289,18 +246,12 @@ fn close_names<'n>(name: &str, names: &[&'n str]) -> Vec<&'n str> {
             let related = d <= budget
                 || candidate.contains(name)
                 || name.contains(candidate)
-                || tail
-                    .as_deref()
-                    .is_some_and(|t| candidate.ends_with(t) && candidate.len() > t.len());
+                || tail.as_deref().is_some_and(|t| candidate.ends_with(t) && candidate.len() > t.len());
             related.then_some((d, i, candidate))
         })
         .collect();
     scored.sort_unstable();
-    scored
-        .into_iter()
-        .take(MAX_SUGGESTIONS)
-        .map(|(_, _, n)| n)
-        .collect()
+    scored.into_iter().take(MAX_SUGGESTIONS).map(|(_, _, n)| n).collect()
 }
 
 /// Levenshtein distance over bytes (tensor names are ASCII).
@@ -338,10 +289,7 @@ mod tests {
             name: "t",
             type_name: "Q8_0",
             shape: vec![blocks, 32],
-            elements: Elements::Blocks {
-                format: BlockFormat::Q8_0,
-                data: &data,
-            },
+            elements: Elements::Blocks { format: BlockFormat::Q8_0, data: &data },
         };
         let mut seen = Vec::new();
         for_each_chunk(&tensor, |v| {
@@ -354,10 +302,7 @@ mod tests {
         let mut npy = Vec::new();
         write_tensor(&tensor, TensorFormat::Npy, &mut npy).expect("writes");
         assert_eq!(npy.len(), 128 + 4 * blocks * 32);
-        assert_eq!(
-            &npy[128 + 4 * 99..128 + 4 * 101],
-            [0, 0, 0xc6, 0x42, 0, 0, 0, 0]
-        );
+        assert_eq!(&npy[128 + 4 * 99..128 + 4 * 101], [0, 0, 0xc6, 0x42, 0, 0, 0, 0]);
     }
 
     #[test]
@@ -372,20 +317,12 @@ mod tests {
         ];
         assert_eq!(
             close_names("blk.0.attn_q.weigh", &names),
-            [
-                "blk.0.attn_q.weight",
-                "blk.0.attn_k.weight",
-                "blk.1.attn_q.weight"
-            ]
+            ["blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.1.attn_q.weight"]
         );
         assert_eq!(close_names("token_embd", &names), ["token_embd.weight"]);
         assert_eq!(
             close_names("blk.31.attn_q.weight", &names),
-            [
-                "blk.1.attn_q.weight",
-                "blk.0.attn_q.weight",
-                "blk.10.attn_q.weight"
-            ]
+            ["blk.1.attn_q.weight", "blk.0.attn_q.weight", "blk.10.attn_q.weight"]
         );
         assert!(close_names("model.embed_tokens.weight", &names).is_empty());
         assert_eq!(edit_distance("kitten", "sitting"), 3);
@@ -403,10 +340,8 @@ mod tests {
         })
         .expect_err("fails");
         assert!(format!("{err:#}").contains("disk on fire"), "{err:#}");
-        let left: Vec<_> = std::fs::read_dir(tmp.path())
-            .expect("read_dir")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
+        let left: Vec<_> =
+            std::fs::read_dir(tmp.path()).expect("read_dir").map(|e| e.expect("entry").file_name()).collect();
         assert_eq!(left, [std::ffi::OsString::from("out.npy")]);
         assert_eq!(std::fs::read(&target).expect("read"), b"old");
 
@@ -415,15 +350,8 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&target)
-                .expect("meta")
-                .permissions()
-                .mode();
-            assert_eq!(
-                mode & 0o044,
-                0o044,
-                "readable like any written file: {mode:o}"
-            );
+            let mode = std::fs::metadata(&target).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o044, 0o044, "readable like any written file: {mode:o}");
         }
     }
 }

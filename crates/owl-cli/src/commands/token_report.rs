@@ -46,12 +46,7 @@ impl TokenReport {
                 .iter()
                 .map(|t| {
                     let bytes = tokenizer.token_bytes(t.id).unwrap_or_default();
-                    TopEntry {
-                        id: t.id,
-                        text: String::from_utf8_lossy(&bytes).into_owned(),
-                        bytes,
-                        logprob: t.logprob,
-                    }
+                    TopEntry { id: t.id, text: String::from_utf8_lossy(&bytes).into_owned(), bytes, logprob: t.logprob }
                 })
                 .collect(),
         }
@@ -79,12 +74,8 @@ pub fn write_table(out: &mut impl Write, tokens: &[TokenReport], k: usize) -> io
     writeln!(out)?;
     writeln!(out, "{:>4}  {:<width$}  {:>8}  top {k}", "#", "token", "logprob")?;
     for (i, (t, text)) in tokens.iter().zip(&shown).enumerate() {
-        let top = t
-            .top
-            .iter()
-            .map(|e| format!("{} {:.3}", quoted(&e.bytes), e.logprob))
-            .collect::<Vec<_>>()
-            .join(" | ");
+        let top =
+            t.top.iter().map(|e| format!("{} {:.3}", quoted(&e.bytes), e.logprob)).collect::<Vec<_>>().join(" | ");
         writeln!(out, "{:>4}  {text:<width$}  {:>8.3}  {top}", i + 1, t.logprob)?;
     }
     out.flush()

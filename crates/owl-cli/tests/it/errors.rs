@@ -22,18 +22,12 @@ fn garbage_files() {
     bytes.extend((0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
     std::fs::write(&garbage, &bytes).expect("write");
     let line = assert_one_line_error(&owl([std::ffi::OsStr::new("inspect"), garbage.as_os_str()]));
-    assert!(
-        line.starts_with(&format!("error: {}: not a GGUF file", garbage.display())),
-        "{line}"
-    );
+    assert!(line.starts_with(&format!("error: {}: not a GGUF file", garbage.display())), "{line}");
 
     // A GGUF cut short after its magic and version.
     let truncated = tmp.path().join("truncated.gguf");
     std::fs::write(&truncated, b"GGUF\x03\x00\x00\x00\x05").expect("write");
-    let line = assert_one_line_error(&owl([
-        std::ffi::OsStr::new("inspect"),
-        truncated.as_os_str(),
-    ]));
+    let line = assert_one_line_error(&owl([std::ffi::OsStr::new("inspect"), truncated.as_os_str()]));
     assert!(line.contains("truncated GGUF"), "{line}");
 
     let st = tmp.path().join("bad.safetensors");
@@ -42,23 +36,14 @@ fn garbage_files() {
     f.write_all(b"{}").expect("write");
     drop(f);
     let line = assert_one_line_error(&owl([std::ffi::OsStr::new("inspect"), st.as_os_str()]));
-    assert_eq!(
-        line,
-        format!(
-            "error: {}: header length 1000000 runs past the end of the 10-byte file",
-            st.display()
-        )
-    );
+    assert_eq!(line, format!("error: {}: header length 1000000 runs past the end of the 10-byte file", st.display()));
 
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).expect("mkdir");
     let line = assert_one_line_error(&owl([std::ffi::OsStr::new("inspect"), empty.as_os_str()]));
     assert_eq!(
         line,
-        format!(
-            "error: {} has neither model.safetensors nor model.safetensors.index.json",
-            empty.display()
-        )
+        format!("error: {} has neither model.safetensors nor model.safetensors.index.json", empty.display())
     );
 }
 
@@ -81,11 +66,7 @@ fn bad_command_lines() {
     assert_one_line_error(&run);
     let run = owl(["inspect", "--help"]);
     assert_eq!(run.code, Some(0));
-    assert!(
-        run.stdout.contains("--tensors") && run.stdout.contains("--json"),
-        "{}",
-        run.stdout
-    );
+    assert!(run.stdout.contains("--tensors") && run.stdout.contains("--json"), "{}", run.stdout);
 }
 
 #[test]
@@ -102,15 +83,7 @@ fn closed_stdout_is_success() {
     // Close the read end before owl writes anything: every write gets EPIPE.
     drop(child.stdout.take());
     let out = child.wait_with_output().expect("wait");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("error") && !stderr.contains("panicked"),
-        "stderr: {stderr}"
-    );
+    assert!(!stderr.contains("error") && !stderr.contains("panicked"), "stderr: {stderr}");
 }

@@ -29,9 +29,8 @@ fn greedy_json_matches_the_reference() {
         .unwrap_or(want.len());
     assert!(must_agree >= 3, "the fixture's first prompt should have a few clear steps");
 
-    let out = owl_json([
-        "generate", "smollm2", prompt, "--temperature", "0", "-n", "8", "--json", "--top-logprobs", "3",
-    ]);
+    let out =
+        owl_json(["generate", "smollm2", prompt, "--temperature", "0", "-n", "8", "--json", "--top-logprobs", "3"]);
     for key in ["model", "prompt_ids", "ids", "text", "tokens", "timings"] {
         assert!(out.get(key).is_some(), "missing {key}: {out}");
     }
@@ -88,14 +87,29 @@ fn f32_activations_reproduce_the_reference_continuation() {
     let want = u32s(&p["greedy"]["ids"]);
     let n = want.len().to_string();
     let out = owl_json([
-        "generate", "smollm2", p["prompt"].as_str().unwrap(), "--temperature", "0", "-n", &n, "--json",
-        "--f32-activations", "--top-logprobs", "5",
+        "generate",
+        "smollm2",
+        p["prompt"].as_str().unwrap(),
+        "--temperature",
+        "0",
+        "-n",
+        &n,
+        "--json",
+        "--f32-activations",
+        "--top-logprobs",
+        "5",
     ]);
     assert_eq!(u32s(&out["ids"]), want);
     assert_eq!(out["text"].as_str().unwrap(), p["greedy"]["text"].as_str().unwrap());
-    for (step, (t, s)) in out["tokens"].as_array().unwrap().iter().zip(p["greedy"]["steps"].as_array().unwrap()).enumerate() {
-        let ours: Vec<(u64, f64)> =
-            t["top"].as_array().unwrap().iter().map(|x| (x["id"].as_u64().unwrap(), x["logprob"].as_f64().unwrap())).collect();
+    for (step, (t, s)) in
+        out["tokens"].as_array().unwrap().iter().zip(p["greedy"]["steps"].as_array().unwrap()).enumerate()
+    {
+        let ours: Vec<(u64, f64)> = t["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (x["id"].as_u64().unwrap(), x["logprob"].as_f64().unwrap()))
+            .collect();
         for (id, lp) in s["top5_ids"].as_array().unwrap().iter().zip(s["top5_logprobs"].as_array().unwrap()) {
             let (id, lp) = (id.as_u64().unwrap(), lp.as_f64().unwrap());
             if let Some(&(_, o)) = ours.iter().find(|(i, _)| *i == id) {
@@ -109,8 +123,20 @@ fn f32_activations_reproduce_the_reference_continuation() {
 fn seeds_reproduce_and_stop_strings_cut() {
     let sample = |seed: &str| {
         let out = owl_json([
-            "generate", "smollm2", "Once upon a time", "--temperature", "1.0", "--top-k", "0",
-            "--min-p", "0", "-n", "12", "--seed", seed, "--json",
+            "generate",
+            "smollm2",
+            "Once upon a time",
+            "--temperature",
+            "1.0",
+            "--top-k",
+            "0",
+            "--min-p",
+            "0",
+            "-n",
+            "12",
+            "--seed",
+            seed,
+            "--json",
         ]);
         assert_eq!(out["seed"].as_str().unwrap(), seed);
         u32s(&out["ids"])
@@ -121,14 +147,25 @@ fn seeds_reproduce_and_stop_strings_cut() {
 
     // Greedy: " Paris.\n\nThe United States has..."; "United" must end it before the word.
     let out = owl_json([
-        "generate", "smollm2", "The capital of France is", "--temperature", "0", "-n", "8",
-        "--stop", "United", "--stop", "never-produced", "--json",
+        "generate",
+        "smollm2",
+        "The capital of France is",
+        "--temperature",
+        "0",
+        "-n",
+        "8",
+        "--stop",
+        "United",
+        "--stop",
+        "never-produced",
+        "--json",
     ]);
     let text = out["text"].as_str().unwrap();
     assert_eq!(text, " Paris.\n\nThe ");
     assert_eq!(out["finish_reason"], "stop");
     // Plain output: the same text streamed, then a newline.
-    let run = owl(["generate", "smollm2", "The capital of France is", "--temperature", "0", "-n", "8", "--stop", "United"]);
+    let run =
+        owl(["generate", "smollm2", "The capital of France is", "--temperature", "0", "-n", "8", "--stop", "United"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(run.stdout, " Paris.\n\nThe \n");
 }
@@ -143,7 +180,8 @@ fn bad_flags_and_context_overflow() {
     let err = assert_one_line_error(&owl(["generate", "smollm2", long, "-c", "6", "-n", "1"]));
     assert!(err.contains("10 tokens") && err.contains('6'), "{err}");
     // --truncate keeps the end of the prompt.
-    let out = owl_json(["generate", "smollm2", long, "-c", "6", "-n", "1", "--truncate", "--temperature", "0", "--json"]);
+    let out =
+        owl_json(["generate", "smollm2", long, "-c", "6", "-n", "1", "--truncate", "--temperature", "0", "--json"]);
     let prompt_ids = u32s(&out["prompt_ids"]);
     assert_eq!(prompt_ids.len(), 5);
     let full = owl_json(["tokenize", "smollm2", long, "--json"]);

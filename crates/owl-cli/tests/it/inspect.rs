@@ -39,26 +39,13 @@ const KEYS: [&str; 25] = [
 ];
 
 fn assert_keys(report: &Value, with_tensors: bool) {
-    let keys: Vec<&str> = report
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    let want: Vec<&str> = KEYS
-        .iter()
-        .copied()
-        .filter(|k| with_tensors || *k != "tensors")
-        .collect();
+    let keys: Vec<&str> = report.as_object().expect("object").keys().map(String::as_str).collect();
+    let want: Vec<&str> = KEYS.iter().copied().filter(|k| with_tensors || *k != "tensors").collect();
     assert_eq!(keys, want);
 }
 
 fn types(v: &[(&str, u64, u64)]) -> Value {
-    Value::Array(
-        v.iter()
-            .map(|(t, n, b)| json!({"type": t, "tensors": n, "bytes": b}))
-            .collect(),
-    )
+    Value::Array(v.iter().map(|(t, n, b)| json!({"type": t, "tensors": n, "bytes": b})).collect())
 }
 
 /// The facts gguf-py reports for one demo model.
@@ -82,12 +69,7 @@ struct Expected {
 
 fn check_demo(e: &Expected) {
     let path = owl_test::demo_model(e.model);
-    let r = owl_json([
-        OsStr::new("inspect"),
-        path.as_os_str(),
-        OsStr::new("--json"),
-        OsStr::new("--tensors"),
-    ]);
+    let r = owl_json([OsStr::new("inspect"), path.as_os_str(), OsStr::new("--json"), OsStr::new("--tensors")]);
     assert_keys(&r, true);
     assert_eq!(r["format"], "gguf");
     assert_eq!(r["path"], path.display().to_string());
@@ -113,26 +95,15 @@ fn check_demo(e: &Expected) {
         assert_eq!(r[*key], want, "{}: {key}", e.model);
     }
     assert_eq!(r["rope_freq_base"], e.rope_freq_base);
-    assert_eq!(
-        r["tokenizer"],
-        json!({"model": e.tokenizer.0, "pre": e.tokenizer.1, "source": "gguf"})
-    );
+    assert_eq!(r["tokenizer"], json!({"model": e.tokenizer.0, "pre": e.tokenizer.1, "source": "gguf"}));
     assert_eq!(r["chat_template"], e.chat_template);
     assert_eq!(r["gguf_version"], 3);
     let tensors = r["tensors"].as_array().expect("tensors");
     assert_eq!(tensors.len() as u64, e.tensor_count);
     let (name, ty, shape) = e.first_tensor;
-    assert_eq!(
-        tensors[0],
-        json!({"name": name, "type": ty, "shape": shape})
-    );
+    assert_eq!(tensors[0], json!({"name": name, "type": ty, "shape": shape}));
     // The type mix adds up to the tensor list.
-    let counted: u64 = r["types"]
-        .as_array()
-        .expect("types")
-        .iter()
-        .map(|t| t["tensors"].as_u64().expect("n"))
-        .sum();
+    let counted: u64 = r["types"].as_array().expect("types").iter().map(|t| t["tensors"].as_u64().expect("n")).sum();
     assert_eq!(counted, e.tensor_count);
 }
 
@@ -147,11 +118,7 @@ fn smollm2_gguf() {
         file_type: "MOSTLY_Q4_1",
         parameters: 134_515_008,
         tensor_count: 272,
-        types: vec![
-            ("Q4_1", 210, 66_355_200),
-            ("Q8_0", 1, 30_081_024),
-            ("F32", 61, 140_544),
-        ],
+        types: vec![("Q4_1", 210, 66_355_200), ("Q8_0", 1, 30_081_024), ("F32", 61, 140_544)],
         dims: [8192, 30, 9, 3, 576, 1536, 49152],
         rope_freq_base: 100_000.0,
         tokenizer: ("gpt2", "smollm"),
@@ -218,10 +185,7 @@ fn store_names_resolve_through_the_cache() {
     let path = owl_test::demo_model("smollm2");
     let cache = path.parent().expect("cache dir");
     for name in ["smollm2", "smollm2:135m"] {
-        let run = owl_env(
-            ["inspect", name, "--json"],
-            &[("OWL_MODEL_CACHE", cache.as_os_str())],
-        );
+        let run = owl_env(["inspect", name, "--json"], &[("OWL_MODEL_CACHE", cache.as_os_str())]);
         assert_eq!(run.code, Some(0), "{}", run.stderr);
         let r: Value = serde_json::from_str(&run.stdout).expect("json");
         assert_eq!(r["path"], path.display().to_string());
@@ -246,22 +210,13 @@ fn human_output_of_a_gguf() {
         "tokenizer            gpt2 (pre: smollm; from gguf)",
         "chat template        yes",
     ] {
-        assert!(
-            run.stdout.lines().any(|l| l == line),
-            "missing line {line:?} in:\n{}",
-            run.stdout
-        );
+        assert!(run.stdout.lines().any(|l| l == line), "missing line {line:?} in:\n{}", run.stdout);
     }
-    let run = owl([
-        OsStr::new("inspect"),
-        path.as_os_str(),
-        OsStr::new("--tensors"),
-    ]);
+    let run = owl([OsStr::new("inspect"), path.as_os_str(), OsStr::new("--tensors")]);
     assert!(
         run.stdout
             .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>()
-                == ["token_embd.weight", "Q8_0", "[576,", "49152]"]),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["token_embd.weight", "Q8_0", "[576,", "49152]"]),
         "{}",
         run.stdout
     );
@@ -270,12 +225,7 @@ fn human_output_of_a_gguf() {
 #[test]
 fn fixture_llama_directory() {
     let dir = owl_test::fixture("models/llama");
-    let r = owl_json([
-        OsStr::new("inspect"),
-        dir.as_os_str(),
-        OsStr::new("--json"),
-        OsStr::new("--tensors"),
-    ]);
+    let r = owl_json([OsStr::new("inspect"), dir.as_os_str(), OsStr::new("--json"), OsStr::new("--tensors")]);
     assert_keys(&r, true);
     assert_eq!(r["format"], "safetensors");
     assert_eq!(r["architecture"], "llama");
@@ -285,12 +235,7 @@ fn fixture_llama_directory() {
     assert_eq!(r["parameters"], 139_584);
     assert_eq!(r["tensor_count"], 21);
     assert_eq!(r["types"], types(&[("F32", 21, 139_584 * 4)]));
-    assert_eq!(
-        r["file_size"],
-        std::fs::metadata(dir.join("model.safetensors"))
-            .expect("meta")
-            .len()
-    );
+    assert_eq!(r["file_size"], std::fs::metadata(dir.join("model.safetensors")).expect("meta").len());
     assert_eq!(r["dtype"], "float32");
     assert_eq!(r["file_type"], Value::Null);
     for (key, want) in [
@@ -310,26 +255,12 @@ fn fixture_llama_directory() {
     assert_eq!(r["chat_template"], false);
     assert_eq!(r["license"], Value::Null);
     assert_eq!(r["gguf_version"], Value::Null);
-    let files: Vec<&str> = r["files"]
-        .as_array()
-        .expect("files")
-        .iter()
-        .map(|f| f.as_str().expect("str"))
-        .collect();
+    let files: Vec<&str> = r["files"].as_array().expect("files").iter().map(|f| f.as_str().expect("str")).collect();
     assert_eq!(files.len(), 2);
-    assert!(
-        files[0].ends_with("model.safetensors") && files[1].ends_with("config.json"),
-        "{files:?}"
-    );
+    assert!(files[0].ends_with("model.safetensors") && files[1].ends_with("config.json"), "{files:?}");
     let tensors = r["tensors"].as_array().expect("tensors");
-    let embed = tensors
-        .iter()
-        .find(|t| t["name"] == "model.embed_tokens.weight")
-        .expect("embedding");
-    assert_eq!(
-        embed,
-        &json!({"name": "model.embed_tokens.weight", "type": "F32", "shape": [512, 64]})
-    );
+    let embed = tensors.iter().find(|t| t["name"] == "model.embed_tokens.weight").expect("embedding");
+    assert_eq!(embed, &json!({"name": "model.embed_tokens.weight", "type": "F32", "shape": [512, 64]}));
 }
 
 /// Every fixture variant inspects, with the README's parameter counts and the config's layers.
@@ -374,22 +305,14 @@ fn hf_directory_with_tokenizer_and_card() {
     let dir = tmp.path();
     let fixture = owl_test::fixture("models/qwen2");
     std::fs::copy(fixture.join("config.legacy.json"), dir.join("config.json")).expect("config");
-    std::fs::copy(
-        fixture.join("model.safetensors"),
-        dir.join("model.safetensors"),
-    )
-    .expect("weights");
+    std::fs::copy(fixture.join("model.safetensors"), dir.join("model.safetensors")).expect("weights");
     let tokenizer = json!({
         "version": "1.0",
         "model": {"type": "BPE", "vocab": {}, "merges": []},
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Split"}, {"type": "ByteLevel"}]}
     });
     std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).expect("tokenizer");
-    std::fs::write(
-        dir.join("tokenizer_config.json"),
-        r#"{"chat_template": "{{ messages }}"}"#,
-    )
-    .expect("config");
+    std::fs::write(dir.join("tokenizer_config.json"), r#"{"chat_template": "{{ messages }}"}"#).expect("config");
     std::fs::write(
         dir.join("README.md"),
         "---\nlibrary_name: transformers\nlicense: \"apache-2.0\"\n---\n# Model\nlicense: other\n",
@@ -399,33 +322,16 @@ fn hf_directory_with_tokenizer_and_card() {
     assert_eq!(r["architecture"], "qwen2");
     assert_eq!(r["parameters"], 139_840);
     assert_eq!(r["rope_freq_base"], 1_000_000.0);
-    assert_eq!(
-        r["tokenizer"],
-        json!({"model": "BPE", "pre": "Split+ByteLevel", "source": "tokenizer.json"})
-    );
+    assert_eq!(r["tokenizer"], json!({"model": "BPE", "pre": "Split+ByteLevel", "source": "tokenizer.json"}));
     assert_eq!(r["chat_template"], true);
     assert_eq!(r["license"], "apache-2.0");
     let files: Vec<String> = r["files"]
         .as_array()
         .expect("files")
         .iter()
-        .map(|f| {
-            Path::new(f.as_str().expect("str"))
-                .file_name()
-                .expect("name")
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|f| Path::new(f.as_str().expect("str")).file_name().expect("name").to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        files,
-        [
-            "model.safetensors",
-            "config.json",
-            "tokenizer.json",
-            "tokenizer_config.json"
-        ]
-    );
+    assert_eq!(files, ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"]);
 
     // A config owl cannot normalise still inspects, with a warning and the raw fields.
     let mut config = owl_test::fixture_json("models/qwen2/config.legacy.json");
@@ -435,10 +341,7 @@ fn hf_directory_with_tokenizer_and_card() {
     let run = owl([OsStr::new("inspect"), dir.as_os_str(), OsStr::new("--json")]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(
-        run.stderr.starts_with("warning: ")
-            && run
-                .stderr
-                .contains("`hidden_act`: unsupported value \"mish\""),
+        run.stderr.starts_with("warning: ") && run.stderr.contains("`hidden_act`: unsupported value \"mish\""),
         "{}",
         run.stderr
     );

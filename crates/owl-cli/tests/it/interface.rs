@@ -34,11 +34,7 @@ fn owl_stdin(args: &[&str], input: &str) -> (Option<i32>, String, String) {
         .unwrap();
     child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    (
-        out.status.code(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
+    (out.status.code(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 
 /// Runs `command` on a pseudo-terminal (util-linux `script`), feeding `input`; returns
@@ -150,7 +146,20 @@ fn bad_values_name_the_flag_before_any_output() {
 #[test]
 fn top_p_zero_keeps_the_most_likely_token_as_llama_cpp_does() {
     let greedy = greedy_json(&["-n", "6"]);
-    let top_p0 = owl_json(["generate", "smollm2", PROMPT, "--temperature", "1", "--top-p", "0", "-n", "6", "--seed", "3", "--json"]);
+    let top_p0 = owl_json([
+        "generate",
+        "smollm2",
+        PROMPT,
+        "--temperature",
+        "1",
+        "--top-p",
+        "0",
+        "-n",
+        "6",
+        "--seed",
+        "3",
+        "--json",
+    ]);
     assert_eq!(ids(&top_p0), ids(&greedy));
 }
 
@@ -178,12 +187,21 @@ fn top_logprobs_in_text_mode_print_a_table() {
 #[test]
 fn tokens_carry_text_and_bytes_that_concatenate_exactly() {
     // Byte-level BPE splits the emoji into three tokens: two with no text yet.
-    let out = owl_json(["generate", "smollm2", "Pizza emoji: 🍕", "--temperature", "0", "-n", "3", "--json", "--top-logprobs", "2"]);
+    let out = owl_json([
+        "generate",
+        "smollm2",
+        "Pizza emoji: 🍕",
+        "--temperature",
+        "0",
+        "-n",
+        "3",
+        "--json",
+        "--top-logprobs",
+        "2",
+    ]);
     let tokens = out["tokens"].as_array().unwrap();
-    let bytes: Vec<u8> = tokens
-        .iter()
-        .flat_map(|t| t["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8))
-        .collect();
+    let bytes: Vec<u8> =
+        tokens.iter().flat_map(|t| t["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8)).collect();
     assert_eq!(String::from_utf8(bytes).unwrap(), out["text"].as_str().unwrap());
     assert!(
         tokens.iter().any(|t| t["text"] == "" && !t["bytes"].as_array().unwrap().is_empty()),
@@ -233,7 +251,16 @@ fn broken_pipes_exit_quietly_on_every_command() {
         vec!["bench", "smollm2", "-p", "4", "-n", "0", "-r", "1", "--json"],
         vec!["generate", "smollm2", PROMPT, "-n", "2", "--top-logprobs", "2"],
         vec!["run", "smollm2", "Say hi", "-n", "2"],
-        vec!["perplexity", "smollm2", concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"), "-c", "64", "--chunks", "1", "--json"],
+        vec![
+            "perplexity",
+            "smollm2",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"),
+            "-c",
+            "64",
+            "--chunks",
+            "1",
+            "--json",
+        ],
         vec!["--help"],
     ] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_owl"))
@@ -253,10 +280,12 @@ fn broken_pipes_exit_quietly_on_every_command() {
 #[test]
 fn a_full_context_is_said_and_the_fix_named() {
     // One-shot: the reply fills an 40-token context.
-    let run = owl(["run", "smollm2", "Write a long story about a dragon.", "--temperature", "0", "-c", "40", "-n", "-1"]);
+    let run =
+        owl(["run", "smollm2", "Write a long story about a dragon.", "--temperature", "0", "-c", "40", "-n", "-1"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(
-        run.stderr.contains("the reply was cut off: the context of 40 tokens is full") && run.stderr.contains("-c/--ctx-size"),
+        run.stderr.contains("the reply was cut off: the context of 40 tokens is full")
+            && run.stderr.contains("-c/--ctx-size"),
         "{}",
         run.stderr
     );

@@ -30,6 +30,12 @@ fn perplexity_of_a_license_text() {
     let tmp = tempfile::tempdir().unwrap();
     let short = tmp.path().join("short.txt");
     std::fs::write(&short, "Just a few words.").unwrap();
-    let err = assert_one_line_error(&owl([OsStr::new("perplexity"), OsStr::new("smollm2"), short.as_os_str(), OsStr::new("--ctx"), OsStr::new("128")]));
+    let err = assert_one_line_error(&owl([
+        OsStr::new("perplexity"),
+        OsStr::new("smollm2"),
+        short.as_os_str(),
+        OsStr::new("--ctx"),
+        OsStr::new("128"),
+    ]));
     assert!(err.contains("256") || err.contains("tokens"), "{err}");
 }

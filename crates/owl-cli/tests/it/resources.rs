@@ -22,7 +22,10 @@ fn a_context_too_large_for_memory_names_the_bytes_and_the_fitting_size() {
         assert_eq!(run.code, Some(1), "{model}: {}", run.stderr);
         let error = run.stderr.lines().find(|l| l.starts_with("error: ")).unwrap();
         assert!(!run.stderr.contains("panicked") && !run.stderr.contains("memory allocation"), "{}", run.stderr);
-        assert!(error.contains("a KV cache of 99999999 tokens needs ") && error.contains(" of memory is available"), "{error}");
+        assert!(
+            error.contains("a KV cache of 99999999 tokens needs ") && error.contains(" of memory is available"),
+            "{error}"
+        );
         let fits = fitting_ctx(error);
         assert!((256..99_999_999).contains(&fits), "{error}");
     }
@@ -39,15 +42,27 @@ fn a_context_too_large_for_memory_names_the_bytes_and_the_fitting_size() {
 fn ctx_zero_is_the_trained_context_capped_by_memory() {
     let run = owl(["generate", "smollm2", "Hi", "-c", "0", "-n", "1"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("note: --ctx-size 0: using the model's trained context of 8192 tokens"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("note: --ctx-size 0: using the model's trained context of 8192 tokens"),
+        "{}",
+        run.stderr
+    );
     let limit = [("OWL_MEMORY_LIMIT", OsStr::new("64M"))];
     let run = owl_env(["generate", "smollm2", "Hi", "-c", "0", "-n", "1"], &limit);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("but ") && run.stderr.contains(" fit in the memory available; using "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("but ") && run.stderr.contains(" fit in the memory available; using "),
+        "{}",
+        run.stderr
+    );
     // Past the trained context: a warning that says what happens to positions there.
     let run = owl(["generate", "smollm2", "Hi", "-c", "9000", "-n", "1"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    assert!(run.stderr.contains("--ctx-size 9000 is more than the 8192 tokens the model was trained for; no rope scaling"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--ctx-size 9000 is more than the 8192 tokens the model was trained for; no rope scaling"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -57,5 +72,9 @@ fn threads_and_max_tokens_are_bounded_with_a_word() {
     let run = owl(["generate", "smollm2", "Hi", "-t", "1000", "-n", "10000000000", "-c", "16", "--temperature", "0"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stderr.contains("warning: --threads 1000 is more than the "), "{}", run.stderr);
-    assert!(run.stderr.contains("note: --max-tokens 10000000000 is more than the context of 16 tokens"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("note: --max-tokens 10000000000 is more than the context of 16 tokens"),
+        "{}",
+        run.stderr
+    );
 }

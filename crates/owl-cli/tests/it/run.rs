@@ -36,7 +36,8 @@ fn one_shot_reply_without_template_tokens() {
     assert!(stderr.contains("prompt:") && stderr.contains("generation:") && stderr.contains("tokens/s"), "{stderr}");
 
     // A system message changes the prompt, and so (greedy, 16 tokens) the reply.
-    let system = owl(["run", "smollm2", "Say hello", "--temperature", "0", "-n", "16", "--system", "Answer only in French."]);
+    let system =
+        owl(["run", "smollm2", "Say hello", "--temperature", "0", "-n", "16", "--system", "Answer only in French."]);
     assert_eq!(system.code, Some(0), "{}", system.stderr);
     assert_ne!(system.stdout, run.stdout);
 }
@@ -54,22 +55,14 @@ fn interactive_session_on_a_terminal() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("util-linux `script` is needed for the terminal test");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Say hi\n\"\"\"\nWhat is\n2+2?\n\"\"\"\n/clear\nSay hi\n/bye\n")
-        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Say hi\n\"\"\"\nWhat is\n2+2?\n\"\"\"\n/clear\nSay hi\n/bye\n").unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
     assert!(out.status.success(), "{text}");
     // The terminal echoes our input first; owl's output follows.
     let owl_out = &text[text.find(">>> ").unwrap_or_else(|| panic!("no prompt: {text}"))..];
-    let replies: Vec<&str> = owl_out
-        .lines()
-        .filter_map(|l| l.strip_prefix(">>> "))
-        .map(|l| l.trim_start_matches("... "))
-        .collect();
+    let replies: Vec<&str> =
+        owl_out.lines().filter_map(|l| l.strip_prefix(">>> ")).map(|l| l.trim_start_matches("... ")).collect();
     let one_shot = crate::support::owl(["run", "smollm2", "Say hi", "--temperature", "0", "-n", "8"]);
     assert_eq!(one_shot.code, Some(0), "{}", one_shot.stderr);
     let first = one_shot.stdout.trim_end();
@@ -105,7 +98,8 @@ fn base_models_are_named_and_templates_can_be_chosen() {
     let generate = owl(["generate", "gemma3", "The capital of France is", "--temperature", "0", "-n", "6"]);
     assert_eq!(run.stdout, generate.stdout);
 
-    let named = owl(["run", "gemma3", "The capital of France is", "--temperature", "0", "-n", "6", "--template", "gemma"]);
+    let named =
+        owl(["run", "gemma3", "The capital of France is", "--temperature", "0", "-n", "6", "--template", "gemma"]);
     assert_eq!(named.code, Some(0), "{}", named.stderr);
     assert!(!named.stderr.contains("base (pre-trained)"), "{}", named.stderr);
 
@@ -114,7 +108,14 @@ fn base_models_are_named_and_templates_can_be_chosen() {
     let file = tmp.path().join("plain.jinja");
     std::fs::write(&file, "{{ messages[-1]['content'] }}").unwrap();
     let from_file = owl([
-        "run", "smollm2", "The capital of France is", "--temperature", "0", "-n", "6", "--template",
+        "run",
+        "smollm2",
+        "The capital of France is",
+        "--temperature",
+        "0",
+        "-n",
+        "6",
+        "--template",
         file.to_str().unwrap(),
     ]);
     let plain = owl(["generate", "smollm2", "The capital of France is", "--temperature", "0", "-n", "6"]);
@@ -122,8 +123,12 @@ fn base_models_are_named_and_templates_can_be_chosen() {
     assert_eq!(from_file.stdout, plain.stdout);
 
     let line = crate::support::assert_one_line_error(&owl(["run", "smollm2", "Hi", "--template", "nonesuch"]));
-    assert!(line.contains("--template nonesuch: no such file, and not a built-in template (built-in: chatml, gemma)"), "{line}");
+    assert!(
+        line.contains("--template nonesuch: no such file, and not a built-in template (built-in: chatml, gemma)"),
+        "{line}"
+    );
     std::fs::write(&file, "{% for %}").unwrap();
-    let line = crate::support::assert_one_line_error(&owl(["run", "smollm2", "Hi", "--template", file.to_str().unwrap()]));
+    let line =
+        crate::support::assert_one_line_error(&owl(["run", "smollm2", "Hi", "--template", file.to_str().unwrap()]));
     assert!(line.contains("--template"), "{line}");
 }

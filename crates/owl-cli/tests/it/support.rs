@@ -21,11 +21,7 @@ where
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().expect("run owl");
+    let Output { status, stdout, stderr } = cmd.output().expect("run owl");
     Run {
         code: status.code(),
         stdout: String::from_utf8(stdout).expect("stdout is UTF-8"),
@@ -50,33 +46,18 @@ where
 {
     let run = owl(args);
     assert_eq!(run.code, Some(0), "owl failed: {}", run.stderr);
-    serde_json::from_str(&run.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout))
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", run.stdout))
 }
 
 /// Asserts a failed run with exactly one `error: ` line on stderr; returns that line.
 #[track_caller]
 pub fn assert_one_line_error(run: &Run) -> String {
-    assert_ne!(
-        run.code,
-        Some(0),
-        "expected failure; stdout:\n{}",
-        run.stdout
-    );
+    assert_ne!(run.code, Some(0), "expected failure; stdout:\n{}", run.stdout);
     assert!(run.code.is_some(), "killed by a signal");
     let lines: Vec<&str> = run.stderr.lines().collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "stderr should be one line, got:\n{}",
-        run.stderr
-    );
+    assert_eq!(lines.len(), 1, "stderr should be one line, got:\n{}", run.stderr);
     assert!(lines[0].starts_with("error: "), "stderr: {}", run.stderr);
     assert!(!run.stderr.contains("panicked"), "stderr: {}", run.stderr);
-    assert!(
-        run.stdout.is_empty(),
-        "stdout should be empty, got:\n{}",
-        run.stdout
-    );
+    assert!(run.stdout.is_empty(), "stdout should be empty, got:\n{}", run.stdout);
     lines[0].to_string()
 }

@@ -28,10 +28,7 @@ use gguf_py::{Reference, REFERENCES};
 fn demo_model(name: &str) -> PathBuf {
     static PATHS: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut paths = PATHS.lock().unwrap_or_else(|e| e.into_inner());
-    paths
-        .entry(name.to_string())
-        .or_insert_with(|| owl_test::demo_model(name))
-        .clone()
+    paths.entry(name.to_string()).or_insert_with(|| owl_test::demo_model(name)).clone()
 }
 
 /// A finished `owl` run with stdout as raw bytes.
@@ -46,15 +43,8 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let out = Command::new(env!("CARGO_BIN_EXE_owl"))
-        .args(args)
-        .output()
-        .expect("run owl");
-    BytesRun {
-        code: out.status.code(),
-        stdout: out.stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    let out = Command::new(env!("CARGO_BIN_EXE_owl")).args(args).output().expect("run owl");
+    BytesRun { code: out.status.code(), stdout: out.stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
 }
 
 /// An array read from .npy bytes.
@@ -68,20 +58,12 @@ struct Npy {
 /// Parses a .npy v1.0 file as numpy's format spec (numpy/lib/format.py) defines it and
 /// checks what owl promises: '<f4', C order, data at a multiple of 64 bytes.
 fn parse_npy(file: &[u8]) -> Npy {
-    assert!(
-        file.len() >= 10,
-        "{} bytes is too short for .npy",
-        file.len()
-    );
+    assert!(file.len() >= 10, "{} bytes is too short for .npy", file.len());
     assert_eq!(&file[..6], b"\x93NUMPY", "magic");
     assert_eq!(&file[6..8], [1, 0], "version 1.0");
     let header_len = u16::from_le_bytes([file[8], file[9]]) as usize;
     let start = 10 + header_len;
-    assert_eq!(
-        start % 64,
-        0,
-        "data starts at {start}, not a multiple of 64"
-    );
+    assert_eq!(start % 64, 0, "data starts at {start}, not a multiple of 64");
     let header = std::str::from_utf8(&file[10..start]).expect("ASCII header");
     assert!(header.ends_with('\n'), "{header:?}");
     let dict = header.trim_end();
@@ -90,34 +72,22 @@ fn parse_npy(file: &[u8]) -> Npy {
         .strip_prefix(prefix)
         .and_then(|rest| rest.strip_suffix("), }"))
         .unwrap_or_else(|| panic!("unexpected header {dict:?}"));
-    let shape: Vec<usize> = tuple
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(|d| d.parse().expect("dimension"))
-        .collect();
+    let shape: Vec<usize> =
+        tuple.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse().expect("dimension")).collect();
     if shape.len() == 1 {
         assert!(tuple.ends_with(','), "a 1-tuple needs its comma: {tuple:?}");
     }
     let bytes = file[start..].to_vec();
     let n: usize = shape.iter().product();
     assert_eq!(bytes.len(), 4 * n, "data bytes for shape {shape:?}");
-    let data = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let data = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     Npy { shape, data, bytes }
 }
 
 /// `owl tensor MODEL NAME` to stdout, parsed.
 fn tensor_npy(model: &Path, name: &str) -> Npy {
     let run = owl_bytes([OsStr::new("tensor"), model.as_os_str(), OsStr::new(name)]);
-    assert_eq!(
-        run.code,
-        Some(0),
-        "owl tensor {name} failed: {}",
-        run.stderr
-    );
+    assert_eq!(run.code, Some(0), "owl tensor {name} failed: {}", run.stderr);
     assert!(run.stderr.is_empty(), "stderr: {}", run.stderr);
     parse_npy(&run.stdout)
 }
@@ -129,10 +99,7 @@ fn hex(digest: &[u8]) -> String {
 #[track_caller]
 fn assert_sum(what: &str, got: f64, want: f64) {
     let tol = 1e-6 * want.abs().max(1.0);
-    assert!(
-        (got - want).abs() <= tol,
-        "{what}: {got} vs gguf-py {want} (tolerance {tol:e})"
-    );
+    assert!((got - want).abs() <= tol, "{what}: {got} vs gguf-py {want} (tolerance {tol:e})");
 }
 
 fn check(reference: &Reference, npy: &Npy) {
@@ -147,11 +114,7 @@ fn check(reference: &Reference, npy: &Npy) {
     let sum_sq: f64 = npy.data.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
     assert_sum(&format!("{what}: sum"), sum, reference.sum);
     assert_sum(&format!("{what}: sum of squares"), sum_sq, reference.sum_sq);
-    assert_eq!(
-        hex(&Sha256::digest(&npy.bytes)),
-        reference.sha256,
-        "{what}: data is not bit-identical to gguf-py's"
-    );
+    assert_eq!(hex(&Sha256::digest(&npy.bytes)), reference.sha256, "{what}: data is not bit-identical to gguf-py's");
 }
 
 #[test]
@@ -162,20 +125,12 @@ fn demo_model_tensors_match_gguf_py() {
         // The tensor is stored in the type this case is meant to cover.
         let gguf = owl_formats::gguf::GgufFile::open(&path).expect("open GGUF");
         let info = gguf.tensor(reference.name).expect("tensor");
-        assert_eq!(
-            info.ggml_type.name(),
-            reference.type_name,
-            "{}",
-            reference.name
-        );
+        assert_eq!(info.ggml_type.name(), reference.type_name, "{}", reference.name);
         types.insert(reference.type_name);
         let npy = tensor_npy(&path, reference.name);
         check(reference, &npy);
     }
-    assert_eq!(
-        types.into_iter().collect::<Vec<_>>(),
-        ["F32", "Q4_1", "Q4_K", "Q5_0", "Q6_K", "Q8_0"]
-    );
+    assert_eq!(types.into_iter().collect::<Vec<_>>(), ["F32", "Q4_1", "Q4_K", "Q5_0", "Q6_K", "Q8_0"]);
 }
 
 #[test]
@@ -184,37 +139,21 @@ fn output_file_and_json_agree_with_stdout() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let npy_path = tmp.path().join("attn_k.npy");
     let name = "blk.0.attn_k.weight";
-    let run = owl([
-        OsStr::new("tensor"),
-        path.as_os_str(),
-        OsStr::new(name),
-        OsStr::new("-o"),
-        npy_path.as_os_str(),
-    ]);
+    let run = owl([OsStr::new("tensor"), path.as_os_str(), OsStr::new(name), OsStr::new("-o"), npy_path.as_os_str()]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stdout.is_empty() && run.stderr.is_empty());
     let file = std::fs::read(&npy_path).expect("output file");
     let stdout = owl_bytes([OsStr::new("tensor"), path.as_os_str(), OsStr::new(name)]);
     assert!(file == stdout.stdout, "-o FILE and stdout differ");
     let npy = parse_npy(&file);
-    let reference = REFERENCES
-        .iter()
-        .find(|r| r.model == "gemma3" && r.name == name)
-        .expect("reference");
+    let reference = REFERENCES.iter().find(|r| r.model == "gemma3" && r.name == name).expect("reference");
     check(reference, &npy);
 
     // JSON (chosen by the .json extension): the same numbers, exactly.
     let json_path = tmp.path().join("attn_k.json");
-    let run = owl([
-        OsStr::new("tensor"),
-        path.as_os_str(),
-        OsStr::new(name),
-        OsStr::new("-o"),
-        json_path.as_os_str(),
-    ]);
+    let run = owl([OsStr::new("tensor"), path.as_os_str(), OsStr::new(name), OsStr::new("-o"), json_path.as_os_str()]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
-    let json: Value =
-        serde_json::from_slice(&std::fs::read(&json_path).expect("json file")).expect("JSON");
+    let json: Value = serde_json::from_slice(&std::fs::read(&json_path).expect("json file")).expect("JSON");
     assert_json_matches(&json, name, "Q5_0", &npy);
 
     // Only the two outputs are left: no temporary files.
@@ -222,42 +161,23 @@ fn output_file_and_json_agree_with_stdout() {
 }
 
 fn assert_json_matches(json: &Value, name: &str, type_name: &str, npy: &Npy) {
-    let keys: Vec<&str> = json
-        .as_object()
-        .expect("object")
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys: Vec<&str> = json.as_object().expect("object").keys().map(String::as_str).collect();
     assert_eq!(keys, ["name", "type", "shape", "data"]);
     assert_eq!(json["name"], name);
     assert_eq!(json["type"], type_name);
-    let shape: Vec<usize> = json["shape"]
-        .as_array()
-        .expect("shape")
-        .iter()
-        .map(|d| d.as_u64().expect("dim") as usize)
-        .collect();
+    let shape: Vec<usize> =
+        json["shape"].as_array().expect("shape").iter().map(|d| d.as_u64().expect("dim") as usize).collect();
     assert_eq!(shape, npy.shape);
-    let data: Vec<f32> = json["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|v| v.as_f64().expect("number") as f32)
-        .collect();
+    let data: Vec<f32> =
+        json["data"].as_array().expect("data").iter().map(|v| v.as_f64().expect("number") as f32).collect();
     assert_eq!(data.len(), npy.data.len());
-    let same_bits = data
-        .iter()
-        .zip(&npy.data)
-        .all(|(a, b)| a.to_bits() == b.to_bits());
+    let same_bits = data.iter().zip(&npy.data).all(|(a, b)| a.to_bits() == b.to_bits());
     assert!(same_bits, "JSON numbers differ from the .npy values");
 }
 
 #[test]
 fn json_of_a_norm_vector() {
-    for (model, name) in [
-        ("smollm2", "blk.0.attn_norm.weight"),
-        ("qwen2.5-coder", "blk.0.attn_k.bias"),
-    ] {
+    for (model, name) in [("smollm2", "blk.0.attn_norm.weight"), ("qwen2.5-coder", "blk.0.attn_k.bias")] {
         let path = demo_model(model);
         let json = owl_json([
             OsStr::new("tensor"),
@@ -268,10 +188,7 @@ fn json_of_a_norm_vector() {
         ]);
         let npy = tensor_npy(&path, name);
         assert_json_matches(&json, name, "F32", &npy);
-        let reference = REFERENCES
-            .iter()
-            .find(|r| r.model == model && r.name == name)
-            .expect("reference");
+        let reference = REFERENCES.iter().find(|r| r.model == model && r.name == name).expect("reference");
         check(reference, &npy);
     }
 }
@@ -298,55 +215,28 @@ fn hf_directory_and_safetensors_file() {
         OsStr::new("--format"),
         OsStr::new("json"),
     ]);
-    assert_json_matches(
-        &json,
-        "model.norm.weight",
-        "F32",
-        &tensor_npy(&dir, "model.norm.weight"),
-    );
+    assert_json_matches(&json, "model.norm.weight", "F32", &tensor_npy(&dir, "model.norm.weight"));
 }
 
 /// A GGUF with one tensor of each plain type, one with an integer float32 cannot hold, and
 /// one of a type owl has no dequantizer for.
 fn odd_types_gguf(dir: &Path) -> PathBuf {
     let mut w = GgufWriter::new();
-    let le = |v: &[i64], width: usize| -> Vec<u8> {
-        v.iter()
-            .flat_map(|x| x.to_le_bytes()[..width].to_vec())
-            .collect()
-    };
-    w.add_tensor("i8", vec![4], GgmlType::I8, le(&[-128, 0, 5, 127], 1))
-        .expect("i8");
-    w.add_tensor("i16", vec![2], GgmlType::I16, le(&[-32768, 300], 2))
-        .expect("i16");
-    w.add_tensor("i32", vec![3], GgmlType::I32, le(&[1 << 24, -7, 0], 4))
-        .expect("i32");
-    w.add_tensor("i64", vec![2], GgmlType::I64, le(&[-(1 << 40), 3], 8))
-        .expect("i64");
-    let f64s: Vec<u8> = [0.5f64, -2.25]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    w.add_tensor("f64", vec![2], GgmlType::F64, f64s)
-        .expect("f64");
+    let le =
+        |v: &[i64], width: usize| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()[..width].to_vec()).collect() };
+    w.add_tensor("i8", vec![4], GgmlType::I8, le(&[-128, 0, 5, 127], 1)).expect("i8");
+    w.add_tensor("i16", vec![2], GgmlType::I16, le(&[-32768, 300], 2)).expect("i16");
+    w.add_tensor("i32", vec![3], GgmlType::I32, le(&[1 << 24, -7, 0], 4)).expect("i32");
+    w.add_tensor("i64", vec![2], GgmlType::I64, le(&[-(1 << 40), 3], 8)).expect("i64");
+    let f64s: Vec<u8> = [0.5f64, -2.25].iter().flat_map(|v| v.to_le_bytes()).collect();
+    w.add_tensor("f64", vec![2], GgmlType::F64, f64s).expect("f64");
     let f64_bad: Vec<u8> = [0.5f64, 0.1].iter().flat_map(|v| v.to_le_bytes()).collect();
-    w.add_tensor("f64_inexact", vec![2], GgmlType::F64, f64_bad)
-        .expect("f64");
-    w.add_tensor(
-        "i32_big",
-        vec![2],
-        GgmlType::I32,
-        le(&[1, (1 << 24) + 1], 4),
-    )
-    .expect("i32");
+    w.add_tensor("f64_inexact", vec![2], GgmlType::F64, f64_bad).expect("f64");
+    w.add_tensor("i32_big", vec![2], GgmlType::I32, le(&[1, (1 << 24) + 1], 4)).expect("i32");
     // ggml shape [2, 3, 4]: 4 x 3 rows of 2, values 0..24 in storage order.
-    let f16s: Vec<u8> = (0..24u16)
-        .flat_map(|i| half_bits(f32::from(i)).to_le_bytes())
-        .collect();
-    w.add_tensor("cube", vec![2, 3, 4], GgmlType::F16, f16s)
-        .expect("f16");
-    w.add_tensor("iq2", vec![256], GgmlType::IQ2_XXS, vec![0u8; 66])
-        .expect("iq2");
+    let f16s: Vec<u8> = (0..24u16).flat_map(|i| half_bits(f32::from(i)).to_le_bytes()).collect();
+    w.add_tensor("cube", vec![2, 3, 4], GgmlType::F16, f16s).expect("f16");
+    w.add_tensor("iq2", vec![256], GgmlType::IQ2_XXS, vec![0u8; 66]).expect("iq2");
     let path = dir.join("odd.gguf");
     w.write_file(&path).expect("write gguf");
     path
@@ -410,12 +300,7 @@ fn assert_fails_cleanly(args: &[&OsStr], dir: &Path) -> String {
     assert_eq!(run.code, Some(1), "stderr: {}", run.stderr);
     let line = assert_one_line_error(&run);
     let after = list_dir(dir);
-    assert_eq!(
-        before,
-        after,
-        "files appeared or vanished in {}",
-        dir.display()
-    );
+    assert_eq!(before, after, "files appeared or vanished in {}", dir.display());
     line
 }
 
@@ -434,30 +319,15 @@ fn errors_are_one_line_and_leave_no_file() {
         "{line}"
     );
     let line = assert_fails_cleanly(&[g, OsStr::new("i32_big"), o, out.as_os_str()], tmp.path());
-    assert_eq!(
-        line,
-        "error: tensor `i32_big` (I32) holds 16777217 at index 1, which float32 cannot represent exactly"
-    );
+    assert_eq!(line, "error: tensor `i32_big` (I32) holds 16777217 at index 1, which float32 cannot represent exactly");
     let line = assert_fails_cleanly(&[g, OsStr::new("f64_inexact")], tmp.path());
-    assert_eq!(
-        line,
-        "error: tensor `f64_inexact` (F64) holds 0.1 at index 1, which float32 cannot represent exactly"
-    );
-    assert_eq!(
-        std::fs::read(&out).expect("read"),
-        b"old",
-        "the old file survives"
-    );
+    assert_eq!(line, "error: tensor `f64_inexact` (F64) holds 0.1 at index 1, which float32 cannot represent exactly");
+    assert_eq!(std::fs::read(&out).expect("read"), b"old", "the old file survives");
 
     // Unknown names: close ones suggested, or the way to list them all.
     let smollm2 = demo_model("smollm2");
     let line = assert_fails_cleanly(
-        &[
-            smollm2.as_os_str(),
-            OsStr::new("blk.0.ffn_dow.weight"),
-            o,
-            out.as_os_str(),
-        ],
+        &[smollm2.as_os_str(), OsStr::new("blk.0.ffn_dow.weight"), o, out.as_os_str()],
         tmp.path(),
     );
     let model = smollm2.display();
@@ -479,12 +349,11 @@ fn errors_are_one_line_and_leave_no_file() {
         )
     );
     let llama = owl_test::fixture("models/llama");
-    let line = assert_fails_cleanly(
-        &[llama.as_os_str(), OsStr::new("q_proj.weight")],
-        tmp.path(),
-    );
+    let line = assert_fails_cleanly(&[llama.as_os_str(), OsStr::new("q_proj.weight")], tmp.path());
     assert!(
-        line.contains("did you mean `model.layers.0.self_attn.q_proj.weight`, `model.layers.1.self_attn.q_proj.weight`?"),
+        line.contains(
+            "did you mean `model.layers.0.self_attn.q_proj.weight`, `model.layers.1.self_attn.q_proj.weight`?"
+        ),
         "{line}"
     );
 
@@ -498,25 +367,14 @@ fn errors_are_one_line_and_leave_no_file() {
         )),
         "{line}"
     );
-    let line = assert_fails_cleanly(
-        &[g, OsStr::new("i8"), o, tmp.path().as_os_str()],
-        tmp.path(),
-    );
-    assert!(
-        line.ends_with("is a directory (-o wants a file name)"),
-        "{line}"
-    );
+    let line = assert_fails_cleanly(&[g, OsStr::new("i8"), o, tmp.path().as_os_str()], tmp.path());
+    assert!(line.ends_with("is a directory (-o wants a file name)"), "{line}");
 
     // A safetensors dtype with no float32 meaning here.
     let st = tmp.path().join("fp8.safetensors");
     write_safetensors(&st, &[("scale", "F8_E4M3", &[2], &[0x38, 0x40])]);
     let line = assert_fails_cleanly(&[st.as_os_str(), OsStr::new("scale")], tmp.path());
-    assert!(
-        line.starts_with(
-            "error: tensor `scale` has dtype F8_E4M3, which owl cannot convert to float32"
-        ),
-        "{line}"
-    );
+    assert!(line.starts_with("error: tensor `scale` has dtype F8_E4M3, which owl cannot convert to float32"), "{line}");
 }
 
 /// Writes a safetensors file: (name, dtype, shape, little-endian bytes), data in order.
@@ -574,11 +432,7 @@ fn help_states_the_shape_order() {
     let run = owl(["tensor", "--help"]);
     assert_eq!(run.code, Some(0));
     for needle in ["row-major", "--format", "npy", "json", "-o, --output"] {
-        assert!(
-            run.stdout.contains(needle),
-            "missing {needle:?}:\n{}",
-            run.stdout
-        );
+        assert!(run.stdout.contains(needle), "missing {needle:?}:\n{}", run.stdout);
     }
     let run = owl(["tensor", "smollm2"]);
     assert_eq!(run.code, Some(2));

@@ -25,10 +25,7 @@ pub struct Candidate {
 /// Descending logit, ties by ascending id. Logits are never NaN in the buffer (the sampler
 /// maps NaN to -inf on entry), so `partial_cmp` always answers; -0.0 and +0.0 tie.
 pub(crate) fn by_logit_desc(a: &Candidate, b: &Candidate) -> Ordering {
-    b.logit
-        .partial_cmp(&a.logit)
-        .unwrap_or(Ordering::Equal)
-        .then(a.id.cmp(&b.id))
+    b.logit.partial_cmp(&a.logit).unwrap_or(Ordering::Equal).then(a.id.cmp(&b.id))
 }
 
 /// Whether the buffer is in id order or sorted by [`by_logit_desc`].
@@ -87,10 +84,7 @@ pub(crate) struct Scratch {
 
 impl Scratch {
     pub(crate) fn new(vocab_size: usize) -> Self {
-        Scratch {
-            weights: Vec::with_capacity(vocab_size),
-            mass: vec![0.0; BUCKETS],
-        }
+        Scratch { weights: Vec::with_capacity(vocab_size), mass: vec![0.0; BUCKETS] }
     }
 }
 
@@ -226,14 +220,7 @@ mod tests {
     use super::*;
 
     fn cands(logits: &[f32]) -> Vec<Candidate> {
-        logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| Candidate {
-                id: i as u32,
-                logit: l,
-            })
-            .collect()
+        logits.iter().enumerate().map(|(i, &l)| Candidate { id: i as u32, logit: l }).collect()
     }
 
     fn ids(c: &[Candidate]) -> Vec<u32> {
@@ -254,13 +241,9 @@ mod tests {
         let logits = [0.2f32.ln(), 0.5f32.ln(), 0.3f32.ln()];
         let mut scratch = Scratch::new(3);
         // Off the exact edges 0.5 and 0.8, which f32 logs blur by ~1e-8.
-        for (p, want) in [
-            (0.4f32, vec![1]),
-            (0.6, vec![1, 2]),
-            (0.79, vec![1, 2]),
-            (0.81, vec![1, 2, 0]),
-            (0.99, vec![1, 2, 0]),
-        ] {
+        for (p, want) in
+            [(0.4f32, vec![1]), (0.6, vec![1, 2]), (0.79, vec![1, 2]), (0.81, vec![1, 2, 0]), (0.99, vec![1, 2, 0])]
+        {
             for start in [Order::ById, Order::ByLogitDesc] {
                 let mut c = cands(&logits);
                 if start == Order::ByLogitDesc {
@@ -288,19 +271,14 @@ mod tests {
         for &n in &[100usize, 129, 1000, 50_000] {
             for &spread in &[0.01f32, 0.3, 3.0, 60.0] {
                 for &p in &[0.05f32, 0.5, 0.9, 0.999] {
-                    let logits: Vec<f32> = (0..n)
-                        .map(|_| (rng.below(1000) as f32) * spread / 100.0)
-                        .collect();
+                    let logits: Vec<f32> = (0..n).map(|_| (rng.below(1000) as f32) * spread / 100.0).collect();
                     let mut fast = cands(&logits);
                     let mut order = Order::ById;
                     top_p(&mut fast, p, &mut order, &mut scratch);
                     // Reference: sort everything with f64 exp, then cut.
                     let mut full = cands(&logits);
                     let max = full.iter().fold(f32::NEG_INFINITY, |m, c| m.max(c.logit));
-                    let total: f64 = full
-                        .iter()
-                        .map(|c| (f64::from(c.logit) - f64::from(max)).exp())
-                        .sum();
+                    let total: f64 = full.iter().map(|c| (f64::from(c.logit) - f64::from(max)).exp()).sum();
                     full.sort_by(by_logit_desc);
                     let mut cum = 0.0;
                     let mut keep = full.len();
@@ -314,12 +292,7 @@ mod tests {
                     full.truncate(keep);
                     // The f32 exponentials may move a cut that sits within ~1e-7 of p.
                     let diff = fast.len().abs_diff(full.len());
-                    assert!(
-                        diff <= 1,
-                        "n = {n}, spread = {spread}, p = {p}: {} vs {}",
-                        fast.len(),
-                        full.len()
-                    );
+                    assert!(diff <= 1, "n = {n}, spread = {spread}, p = {p}: {} vs {}", fast.len(), full.len());
                     let common = fast.len().min(full.len());
                     assert_eq!(fast[..common], full[..common]);
                 }

@@ -88,71 +88,36 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Argmax decoding with no penalties: what the reference continuations use.
     pub fn greedy() -> Self {
-        SamplingParams {
-            temperature: 0.0,
-            ..Self::default()
-        }
+        SamplingParams { temperature: 0.0, ..Self::default() }
     }
 
     /// Checks every field's range; `vocab_size` bounds the logit-bias ids.
     pub fn validate(&self, vocab_size: usize) -> Result<(), EngineError> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(EngineError::invalid(
-                "temperature",
-                self.temperature,
-                "must be a finite number >= 0",
-            ));
+            return Err(EngineError::invalid("temperature", self.temperature, "must be a finite number >= 0"));
         }
         // 0 keeps only the most likely token, as llama.cpp's top-p sampler does.
         if !(0.0..=1.0).contains(&self.top_p) {
-            return Err(EngineError::invalid(
-                "top_p",
-                self.top_p,
-                "must be in [0, 1]",
-            ));
+            return Err(EngineError::invalid("top_p", self.top_p, "must be in [0, 1]"));
         }
         if !(0.0..=1.0).contains(&self.min_p) {
-            return Err(EngineError::invalid(
-                "min_p",
-                self.min_p,
-                "must be in [0, 1]",
-            ));
+            return Err(EngineError::invalid("min_p", self.min_p, "must be in [0, 1]"));
         }
         if !(self.repeat_penalty.is_finite() && self.repeat_penalty > 0.0) {
-            return Err(EngineError::invalid(
-                "repeat_penalty",
-                self.repeat_penalty,
-                "must be a finite number > 0",
-            ));
+            return Err(EngineError::invalid("repeat_penalty", self.repeat_penalty, "must be a finite number > 0"));
         }
         if !self.presence_penalty.is_finite() {
-            return Err(EngineError::invalid(
-                "presence_penalty",
-                self.presence_penalty,
-                "must be finite",
-            ));
+            return Err(EngineError::invalid("presence_penalty", self.presence_penalty, "must be finite"));
         }
         if !self.frequency_penalty.is_finite() {
-            return Err(EngineError::invalid(
-                "frequency_penalty",
-                self.frequency_penalty,
-                "must be finite",
-            ));
+            return Err(EngineError::invalid("frequency_penalty", self.frequency_penalty, "must be finite"));
         }
         for &(id, bias) in &self.logit_bias {
             if id as usize >= vocab_size {
-                return Err(EngineError::TokenOutOfRange {
-                    id,
-                    vocab_size,
-                    what: "logit_bias",
-                });
+                return Err(EngineError::TokenOutOfRange { id, vocab_size, what: "logit_bias" });
             }
             if bias.is_nan() || bias == f32::INFINITY {
-                return Err(EngineError::invalid(
-                    "logit_bias",
-                    bias,
-                    "must be finite or -inf",
-                ));
+                return Err(EngineError::invalid("logit_bias", bias, "must be finite or -inf"));
             }
         }
         Ok(())
@@ -183,11 +148,7 @@ impl Sampler {
     /// from the clock when `params.seed` is `None`.
     pub fn new(vocab_size: usize, params: SamplingParams) -> Result<Self, EngineError> {
         if vocab_size == 0 {
-            return Err(EngineError::invalid(
-                "vocab_size",
-                0,
-                "the vocabulary is empty",
-            ));
+            return Err(EngineError::invalid("vocab_size", 0, "the vocabulary is empty"));
         }
         params.validate(vocab_size)?;
         let seed = params.seed.unwrap_or_else(seed_from_time);
@@ -237,29 +198,17 @@ impl Sampler {
     /// count as -inf. Errors only on a wrong row length or when no token is possible.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, EngineError> {
         if logits.len() != self.vocab_size {
-            return Err(EngineError::LogitsLength {
-                got: logits.len(),
-                expected: self.vocab_size,
-            });
+            return Err(EngineError::LogitsLength { got: logits.len(), expected: self.vocab_size });
         }
         let p = &self.params;
         let work = &mut self.work;
         for (w, &l) in work.iter_mut().zip(logits) {
-            *w = if l.is_nan() {
-                f32::NEG_INFINITY
-            } else {
-                l.min(f32::MAX)
-            };
+            *w = if l.is_nan() { f32::NEG_INFINITY } else { l.min(f32::MAX) };
         }
         for &(id, bias) in &p.logit_bias {
             work[id as usize] += bias;
         }
-        self.window.apply(
-            work,
-            p.repeat_penalty,
-            p.frequency_penalty,
-            p.presence_penalty,
-        );
+        self.window.apply(work, p.repeat_penalty, p.frequency_penalty, p.presence_penalty);
 
         if p.is_greedy() {
             return filters::argmax(work).ok_or(EngineError::NoFiniteLogits);
@@ -271,17 +220,13 @@ impl Sampler {
             cands.extend(best.iter().map(|&(logit, id)| Candidate { id, logit }));
             Order::ByLogitDesc
         } else {
-            cands.extend(work.iter().enumerate().map(|(id, &logit)| Candidate {
-                id: id as u32,
-                logit,
-            }));
+            cands.extend(work.iter().enumerate().map(|(id, &logit)| Candidate { id: id as u32, logit }));
             Order::ById
         };
         filters::top_p(cands, p.top_p, &mut order, &mut self.scratch);
         filters::min_p(cands, p.min_p, order);
         filters::temperature(cands, p.temperature);
-        filters::draw(cands, order, &mut self.scratch, &mut self.rng)
-            .ok_or(EngineError::NoFiniteLogits)
+        filters::draw(cands, order, &mut self.scratch, &mut self.rng).ok_or(EngineError::NoFiniteLogits)
     }
 
     /// The candidates that survived the last [`Sampler::sample`] (after truncation and
@@ -342,22 +287,10 @@ mod tests {
     #[test]
     fn no_possible_token_is_an_error() {
         let mut s = Sampler::new(2, params(|_| {})).unwrap();
-        assert!(matches!(
-            s.sample(&[f32::NAN, f32::NEG_INFINITY]),
-            Err(EngineError::NoFiniteLogits)
-        ));
+        assert!(matches!(s.sample(&[f32::NAN, f32::NEG_INFINITY]), Err(EngineError::NoFiniteLogits)));
         let mut g = Sampler::new(2, SamplingParams::greedy()).unwrap();
-        assert!(matches!(
-            g.sample(&[f32::NAN, f32::NAN]),
-            Err(EngineError::NoFiniteLogits)
-        ));
-        assert!(matches!(
-            g.sample(&[0.0]),
-            Err(EngineError::LogitsLength {
-                got: 1,
-                expected: 2
-            })
-        ));
+        assert!(matches!(g.sample(&[f32::NAN, f32::NAN]), Err(EngineError::NoFiniteLogits)));
+        assert!(matches!(g.sample(&[0.0]), Err(EngineError::LogitsLength { got: 1, expected: 2 })));
     }
 
     #[test]
@@ -381,9 +314,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_tokens_different_seed_different_tokens() {
-        let logits: Vec<f32> = (0..1000)
-            .map(|i| ((i * 7919) % 1000) as f32 / 300.0)
-            .collect();
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 300.0).collect();
         let run = |seed: u64| -> Vec<u32> {
             let mut s = Sampler::new(1000, params(|p| p.seed = Some(seed))).unwrap();
             (0..64).map(|_| s.sample(&logits).unwrap()).collect()
@@ -403,18 +334,11 @@ mod tests {
     #[test]
     fn seeded_stream_is_pinned() {
         let mut rng = crate::rng::SplitMix64::new(99);
-        let logits: Vec<f32> = (0..5000)
-            .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 12.0 - 6.0)
-            .collect();
-        let mut s = Sampler::new(
-            5000,
-            SamplingParams {
-                seed: Some(1234),
-                repeat_penalty: 1.3,
-                ..SamplingParams::default()
-            },
-        )
-        .unwrap();
+        let logits: Vec<f32> =
+            (0..5000).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 12.0 - 6.0).collect();
+        let mut s =
+            Sampler::new(5000, SamplingParams { seed: Some(1234), repeat_penalty: 1.3, ..SamplingParams::default() })
+                .unwrap();
         let ids: Vec<u32> = (0..12)
             .map(|_| {
                 let id = s.sample(&logits).unwrap();
@@ -425,9 +349,7 @@ mod tests {
         assert_eq!(ids, PINNED);
     }
 
-    const PINNED: [u32; 12] = [
-        2152, 4952, 1158, 41, 378, 714, 4585, 4517, 4315, 1329, 155, 1169,
-    ];
+    const PINNED: [u32; 12] = [2152, 4952, 1158, 41, 378, 714, 4585, 4517, 4315, 1329, 155, 1169];
 
     #[test]
     fn clock_seed_is_reported_and_reusable() {
@@ -479,10 +401,7 @@ mod tests {
         let logits = [0.0f32, 1.0];
         let freq_of_1 = |t: f32| {
             let mut s = Sampler::new(2, params(|p| p.temperature = t)).unwrap();
-            (0..20_000)
-                .filter(|_| s.sample(&logits).unwrap() == 1)
-                .count() as f64
-                / 20_000.0
+            (0..20_000).filter(|_| s.sample(&logits).unwrap() == 1).count() as f64 / 20_000.0
         };
         // p(1) = 1 / (1 + e^(-1/t)): t=1 → 0.731, t=0.25 → 0.982, t=4 → 0.562.
         assert!((freq_of_1(1.0) - 0.731).abs() < 0.015);
@@ -493,26 +412,14 @@ mod tests {
     #[test]
     fn sampling_allocates_nothing_after_setup() {
         let vocab = 50_000;
-        let logits: Vec<f32> = (0..vocab)
-            .map(|i| ((i * 31) % 977) as f32 / 100.0)
-            .collect();
+        let logits: Vec<f32> = (0..vocab).map(|i| ((i * 31) % 977) as f32 / 100.0).collect();
         for p in [
-            SamplingParams {
-                seed: Some(3),
-                ..SamplingParams::default()
-            },
+            SamplingParams { seed: Some(3), ..SamplingParams::default() },
             params(|p| p.top_p = 0.9),
             params(|p| p.min_p = 0.1),
             params(|_| {}),
         ] {
-            let mut s = Sampler::new(
-                vocab,
-                SamplingParams {
-                    repeat_penalty: 1.1,
-                    ..p
-                },
-            )
-            .unwrap();
+            let mut s = Sampler::new(vocab, SamplingParams { repeat_penalty: 1.1, ..p }).unwrap();
             s.sample(&logits).unwrap();
             let caps = (
                 s.candidates.capacity(),

@@ -20,10 +20,7 @@ fn runs_pp_and_tg_tests_like_llama_bench() {
         threads: 2,
     };
     let mut streamed = Vec::new();
-    let results = run_bench(&mut model, &params, &AtomicBool::new(false), |r| {
-        streamed.push(r.test.clone())
-    })
-    .unwrap();
+    let results = run_bench(&mut model, &params, &AtomicBool::new(false), |r| streamed.push(r.test.clone())).unwrap();
     let names: Vec<&str> = results.iter().map(|r| r.test.as_str()).collect();
     assert_eq!(names, vec!["pp16", "tg4"], "zero-sized tests are skipped");
     assert_eq!(streamed, vec!["pp16", "tg4"]);
@@ -38,11 +35,8 @@ fn runs_pp_and_tg_tests_like_llama_bench() {
     }
     // pp16: warm-up + 3 runs, each two forward calls of 8 (logits for the last token only).
     // tg4: one warm-up token, then 3 runs of 4 single-token calls; every run from empty.
-    let calls: Vec<(usize, usize, usize)> = model
-        .calls
-        .iter()
-        .map(|c| (c.kv_len, c.tokens.len(), c.first_output))
-        .collect();
+    let calls: Vec<(usize, usize, usize)> =
+        model.calls.iter().map(|c| (c.kv_len, c.tokens.len(), c.first_output)).collect();
     let pp_run = [(0, 8, 8), (8, 8, 7)];
     let tg_run = [(0, 1, 0), (1, 1, 0), (2, 1, 0), (3, 1, 0)];
     let mut want: Vec<(usize, usize, usize)> = Vec::new();
@@ -54,14 +48,7 @@ fn runs_pp_and_tg_tests_like_llama_bench() {
         want.extend(tg_run);
     }
     assert_eq!(calls, want);
-    assert!(
-        model
-            .calls
-            .iter()
-            .filter(|c| c.kv_len == 0)
-            .all(|c| c.tokens[0] == 1),
-        "BOS first"
-    );
+    assert!(model.calls.iter().filter(|c| c.kv_len == 0).all(|c| c.tokens[0] == 1), "BOS first");
     // JSON shape (CLI.md): test, tokens_per_s, stddev, threads.
     let json = serde_json::to_value(&results[0]).unwrap();
     assert_eq!(json["test"], "pp16");
@@ -71,46 +58,12 @@ fn runs_pp_and_tg_tests_like_llama_bench() {
 #[test]
 fn bench_errors() {
     let mut model = FakeModel::random(10, 32, 2, 0.1);
-    let params = BenchParams {
-        repetitions: 1,
-        ..BenchParams::default()
-    };
-    let e = bench_test(
-        &mut model,
-        BenchTest::Prompt(64),
-        &params,
-        &AtomicBool::new(false),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            EngineError::ContextTooSmall {
-                needed: 64,
-                n_ctx: 32,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let params = BenchParams { repetitions: 1, ..BenchParams::default() };
+    let e = bench_test(&mut model, BenchTest::Prompt(64), &params, &AtomicBool::new(false)).unwrap_err();
+    assert!(matches!(e, EngineError::ContextTooSmall { needed: 64, n_ctx: 32, .. }), "{e}");
     assert!(e.to_string().contains("pp64"), "{e}");
-    let zero = BenchParams {
-        repetitions: 0,
-        ..BenchParams::default()
-    };
-    assert!(bench_test(
-        &mut model,
-        BenchTest::Generation(4),
-        &zero,
-        &AtomicBool::new(false)
-    )
-    .is_err());
-    let e = bench_test(
-        &mut model,
-        BenchTest::Generation(4),
-        &params,
-        &AtomicBool::new(true),
-    )
-    .unwrap_err();
+    let zero = BenchParams { repetitions: 0, ..BenchParams::default() };
+    assert!(bench_test(&mut model, BenchTest::Generation(4), &zero, &AtomicBool::new(false)).is_err());
+    let e = bench_test(&mut model, BenchTest::Generation(4), &params, &AtomicBool::new(true)).unwrap_err();
     assert!(matches!(e, EngineError::Cancelled));
 }

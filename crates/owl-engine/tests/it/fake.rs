@@ -51,9 +51,7 @@ impl FakeModel {
     /// A random bigram table with values in [-4, 4) from `seed`.
     pub fn random(vocab: usize, n_ctx: usize, seed: u64, history_weight: f32) -> Self {
         let mut rng = Xoshiro256StarStar::seed_from_u64(seed);
-        let table = (0..vocab * vocab)
-            .map(|_| (rng.next_f64() * 8.0 - 4.0) as f32)
-            .collect();
+        let table = (0..vocab * vocab).map(|_| (rng.next_f64() * 8.0 - 4.0) as f32).collect();
         Self::new(vocab, n_ctx, table, history_weight)
     }
 
@@ -99,45 +97,23 @@ impl LanguageModel for FakeModel {
         keep
     }
 
-    fn forward(
-        &mut self,
-        tokens: &[u32],
-        first_output: usize,
-        logits: &mut [f32],
-    ) -> Result<(), ModelError> {
+    fn forward(&mut self, tokens: &[u32], first_output: usize, logits: &mut [f32]) -> Result<(), ModelError> {
         assert!(!tokens.is_empty(), "engine sent an empty batch");
         assert!(first_output <= tokens.len());
-        assert_eq!(
-            logits.len(),
-            (tokens.len() - first_output) * self.vocab,
-            "logits buffer size"
-        );
-        assert!(
-            self.cache.len() + tokens.len() <= self.n_ctx,
-            "engine overflowed the context"
-        );
+        assert_eq!(logits.len(), (tokens.len() - first_output) * self.vocab, "logits buffer size");
+        assert!(self.cache.len() + tokens.len() <= self.n_ctx, "engine overflowed the context");
         if self.record_calls {
-            self.calls.push(Call {
-                kv_len: self.cache.len(),
-                tokens: tokens.to_vec(),
-                first_output,
-            });
+            self.calls.push(Call { kv_len: self.cache.len(), tokens: tokens.to_vec(), first_output });
         }
         for (i, &t) in tokens.iter().enumerate() {
-            assert!(
-                (t as usize) < self.vocab,
-                "engine sent id {t} outside the vocabulary"
-            );
+            assert!((t as usize) < self.vocab, "engine sent id {t} outside the vocabulary");
             if self.fail_at == Some(self.cache.len()) {
                 return Err(format!("injected failure at position {}", self.cache.len()).into());
             }
             self.cache.push(t);
             if i >= first_output {
                 let r = i - first_output;
-                self.write_logits(
-                    &self.cache,
-                    &mut logits[r * self.vocab..(r + 1) * self.vocab],
-                );
+                self.write_logits(&self.cache, &mut logits[r * self.vocab..(r + 1) * self.vocab]);
             }
         }
         Ok(())

@@ -25,20 +25,11 @@ fn hand_computed_two_windows_with_bos() {
     let nll0 = (2.0 * 0.5f64.exp() + 2.5f64.exp()).ln() - 0.5;
     let nll1 = (1.5f64.exp() + 1.0f64.exp() + (-1.0f64).exp()).ln() + 1.0;
     let want = ((nll0 + nll1) / 2.0).exp();
-    assert!(
-        (want - 13.897749370019051).abs() < 1e-12,
-        "hand value {want}"
-    );
+    assert!((want - 13.897749370019051).abs() < 1e-12, "hand value {want}");
 
     let mut progress = Vec::new();
-    let r = perplexity(
-        &mut model,
-        &tokens,
-        &PerplexityParams::new(4, Some(0)),
-        &no_cancel(),
-        |p| progress.push(p),
-    )
-    .unwrap();
+    let r = perplexity(&mut model, &tokens, &PerplexityParams::new(4, Some(0)), &no_cancel(), |p| progress.push(p))
+        .unwrap();
     // The softmax normaliser sums f32 exponentials (relative error < 2e-7) in f64.
     assert!((r.ppl - want).abs() < 1e-6 * want, "{} vs {want}", r.ppl);
     assert_eq!((r.chunks, r.tokens, r.input_tokens), (2, 2, 8));
@@ -52,22 +43,12 @@ fn hand_computed_two_windows_with_bos() {
     assert_eq!(model.kv_len(), 0, "cache left empty");
 
     // Without BOS replacement window 0 sees [2, 1, 2]: hist {0:0, 1:1, 2:2} → different value.
-    let r_no_bos = perplexity(
-        &mut model,
-        &tokens,
-        &PerplexityParams::new(4, None),
-        &no_cancel(),
-        |_| {},
-    )
-    .unwrap();
+    let r_no_bos = perplexity(&mut model, &tokens, &PerplexityParams::new(4, None), &no_cancel(), |_| {}).unwrap();
     let nll0_raw = (0.0f64.exp() + 2.5f64.exp() + 1.0f64.exp()).ln() - 0.0;
     let nll1_raw = (1.0f64.exp() + 1.5f64.exp() + (-1.0f64).exp()).ln() + 1.0;
     let want_no_bos = ((nll0_raw + nll1_raw) / 2.0).exp();
     assert!((r_no_bos.ppl - want_no_bos).abs() < 1e-6 * want_no_bos);
-    assert!(
-        (r_no_bos.ppl - r.ppl).abs() > 0.1,
-        "BOS replacement matters here"
-    );
+    assert!((r_no_bos.ppl - r.ppl).abs() > 0.1, "BOS replacement matters here");
 }
 
 /// The scheme written out directly: every window, every scored position, from the model's
@@ -83,16 +64,8 @@ fn brute_force(model: &FakeModel, tokens: &[u32], n_ctx: usize, bos: Option<u32>
         }
         for j in first..n_ctx - 1 {
             let row = model.logits_after(&window[..=j]);
-            let max = row
-                .iter()
-                .cloned()
-                .fold(f64::NEG_INFINITY, |m, l| m.max(l as f64));
-            let lse = max
-                + row
-                    .iter()
-                    .map(|&l| (l as f64 - max).exp())
-                    .sum::<f64>()
-                    .ln();
+            let max = row.iter().cloned().fold(f64::NEG_INFINITY, |m, l| m.max(l as f64));
+            let lse = max + row.iter().map(|&l| (l as f64 - max).exp()).sum::<f64>().ln();
             nll += lse - row[window[j + 1] as usize] as f64;
             count += 1;
         }
@@ -114,11 +87,7 @@ fn agrees_with_brute_force_and_is_independent_of_batching() {
         let mut params = PerplexityParams::new(16, Some(1));
         params.n_batch = n_batch;
         let r = perplexity(&mut m, &tokens, &params, &no_cancel(), |_| {}).unwrap();
-        assert!(
-            (r.ppl - want).abs() < 1e-6 * want,
-            "n_batch {n_batch}: {} vs {want}",
-            r.ppl
-        );
+        assert!((r.ppl - want).abs() < 1e-6 * want, "n_batch {n_batch}: {} vs {want}", r.ppl);
         // Batching changes nothing, to the bit.
         assert_eq!(*first.get_or_insert(r.ppl), r.ppl, "n_batch {n_batch}");
         assert_eq!((r.chunks, r.tokens), (4, 28));
@@ -132,12 +101,7 @@ fn agrees_with_brute_force_and_is_independent_of_batching() {
             assert!(call.tokens.len() <= n_batch);
         }
         // Every window starts from an empty cache with BOS first.
-        let window_starts: Vec<&Vec<u32>> = m
-            .calls
-            .iter()
-            .filter(|c| c.kv_len == 0)
-            .map(|c| &c.tokens)
-            .collect();
+        let window_starts: Vec<&Vec<u32>> = m.calls.iter().filter(|c| c.kv_len == 0).map(|c| &c.tokens).collect();
         assert_eq!(window_starts.len(), 4);
         assert!(window_starts.iter().all(|t| t[0] == 1));
     }
@@ -154,14 +118,7 @@ fn agrees_with_brute_force_and_is_independent_of_batching() {
 fn uniform_model_scores_the_vocabulary_size_and_a_perfect_one_scores_one() {
     let tokens: Vec<u32> = (0..64).map(|i| (i * 7 % 20) as u32).collect();
     let mut uniform = FakeModel::new(20, 32, vec![0.0; 400], 0.0);
-    let r = perplexity(
-        &mut uniform,
-        &tokens,
-        &PerplexityParams::new(16, None),
-        &no_cancel(),
-        |_| {},
-    )
-    .unwrap();
+    let r = perplexity(&mut uniform, &tokens, &PerplexityParams::new(16, None), &no_cancel(), |_| {}).unwrap();
     assert!((r.ppl - 20.0).abs() < 1e-12, "{}", r.ppl);
     // The text follows a -> a + 7 (mod 20); a model that knows it with margin 30 has
     // nll = ln(1 + 19 e^-30) per token.
@@ -170,14 +127,7 @@ fn uniform_model_scores_the_vocabulary_size_and_a_perfect_one_scores_one() {
         table[a * 20 + (a + 7) % 20] = 30.0;
     }
     let mut perfect = FakeModel::new(20, 32, table, 0.0);
-    let r = perplexity(
-        &mut perfect,
-        &tokens,
-        &PerplexityParams::new(16, None),
-        &no_cancel(),
-        |_| {},
-    )
-    .unwrap();
+    let r = perplexity(&mut perfect, &tokens, &PerplexityParams::new(16, None), &no_cancel(), |_| {}).unwrap();
     let want = (1.0 + 19.0 * (-30.0f64).exp()).ln().exp();
     assert!((r.ppl - want).abs() < 1e-12, "{} vs {want}", r.ppl);
 }
@@ -186,74 +136,16 @@ fn uniform_model_scores_the_vocabulary_size_and_a_perfect_one_scores_one() {
 fn input_errors_are_named() {
     let mut model = FakeModel::random(10, 32, 1, 0.0);
     let tokens: Vec<u32> = (0..40).map(|i| i % 10).collect();
-    let e = perplexity(
-        &mut model,
-        &tokens[..31],
-        &PerplexityParams::new(16, None),
-        &no_cancel(),
-        |_| {},
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            EngineError::NotEnoughTokens {
-                have: 31,
-                needed: 32,
-                n_ctx: 16
-            }
-        ),
-        "{e}"
-    );
-    let e = perplexity(
-        &mut model,
-        &tokens,
-        &PerplexityParams::new(64, None),
-        &no_cancel(),
-        |_| {},
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            e,
-            EngineError::ContextTooSmall {
-                needed: 64,
-                n_ctx: 32,
-                ..
-            }
-        ),
-        "{e}"
-    );
-    let e = perplexity(
-        &mut model,
-        &tokens,
-        &PerplexityParams::new(2, None),
-        &no_cancel(),
-        |_| {},
-    )
-    .unwrap_err();
+    let e = perplexity(&mut model, &tokens[..31], &PerplexityParams::new(16, None), &no_cancel(), |_| {}).unwrap_err();
+    assert!(matches!(e, EngineError::NotEnoughTokens { have: 31, needed: 32, n_ctx: 16 }), "{e}");
+    let e = perplexity(&mut model, &tokens, &PerplexityParams::new(64, None), &no_cancel(), |_| {}).unwrap_err();
+    assert!(matches!(e, EngineError::ContextTooSmall { needed: 64, n_ctx: 32, .. }), "{e}");
+    let e = perplexity(&mut model, &tokens, &PerplexityParams::new(2, None), &no_cancel(), |_| {}).unwrap_err();
     assert!(e.to_string().contains("ctx"), "{e}");
-    let e = perplexity(
-        &mut model,
-        &tokens,
-        &PerplexityParams::new(8, Some(10)),
-        &no_cancel(),
-        |_| {},
-    )
-    .unwrap_err();
-    assert!(
-        matches!(e, EngineError::TokenOutOfRange { id: 10, .. }),
-        "{e}"
-    );
+    let e = perplexity(&mut model, &tokens, &PerplexityParams::new(8, Some(10)), &no_cancel(), |_| {}).unwrap_err();
+    assert!(matches!(e, EngineError::TokenOutOfRange { id: 10, .. }), "{e}");
     let cancelled = AtomicBool::new(true);
-    let e = perplexity(
-        &mut model,
-        &tokens,
-        &PerplexityParams::new(8, None),
-        &cancelled,
-        |_| {},
-    )
-    .unwrap_err();
+    let e = perplexity(&mut model, &tokens, &PerplexityParams::new(8, None), &cancelled, |_| {}).unwrap_err();
     assert!(matches!(e, EngineError::Cancelled));
 }
 

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use owl_engine::{
-    perplexity, run_bench, BenchParams, EogSet, Event, GenerateParams, ModelRunner,
-    PerplexityParams, SamplingParams, Session, SessionConfig, StopReason, TokenizerDecoder,
+    perplexity, run_bench, BenchParams, EogSet, Event, GenerateParams, ModelRunner, PerplexityParams, SamplingParams,
+    Session, SessionConfig, StopReason, TokenizerDecoder,
 };
 use owl_formats::gguf::GgufFile;
 use owl_models::{ActivationPrecision, KvDtype, LoadOptions, Model};
@@ -27,32 +27,19 @@ const MODELS: [(&str, &str); 3] = [
 ];
 
 fn load(path: &Path, max_batch_tokens: usize) -> (Model, Tokenizer) {
-    let options = LoadOptions {
-        threads: 2,
-        max_batch_tokens,
-    };
-    let model =
-        Model::load_gguf(path, &options).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let options = LoadOptions { threads: 2, max_batch_tokens };
+    let model = Model::load_gguf(path, &options).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let gguf = GgufFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let tokenizer =
-        Tokenizer::from_gguf(&gguf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let tokenizer = Tokenizer::from_gguf(&gguf).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     (model, tokenizer)
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .expect("id list")
-        .iter()
-        .map(|x| x.as_u64().expect("id") as u32)
-        .collect()
+    v.as_array().expect("id list").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
 
 fn greedy(n: usize) -> GenerateParams {
-    GenerateParams {
-        sampling: SamplingParams::greedy(),
-        max_tokens: Some(n),
-        ..GenerateParams::default()
-    }
+    GenerateParams { sampling: SamplingParams::greedy(), max_tokens: Some(n), ..GenerateParams::default() }
 }
 
 /// Default numerics (activations quantized to 8 bits, as llama.cpp does): the rounding of
@@ -90,11 +77,7 @@ fn greedy_agreement(precision: ActivationPrecision, near_tie: f64) -> Vec<usize>
             let key = p["key"].as_str().expect("key");
             let prompt = ids(&p["input_ids"]);
             let text = p["prompt"].as_str().expect("prompt");
-            assert_eq!(
-                tokenizer.encode(text, true, true).expect("encode"),
-                prompt,
-                "{name}/{key}: tokenizer"
-            );
+            assert_eq!(tokenizer.encode(text, true, true).expect("encode"), prompt, "{name}/{key}: tokenizer");
             let want = ids(&p["greedy"]["ids"]);
             let margins: Vec<f64> = p["greedy"]["steps"]
                 .as_array()
@@ -102,28 +85,19 @@ fn greedy_agreement(precision: ActivationPrecision, near_tie: f64) -> Vec<usize>
                 .iter()
                 .map(|s| s["top1_minus_top2_logit"].as_f64().expect("margin"))
                 .collect();
-            let must_agree = margins
-                .iter()
-                .position(|&m| m < near_tie)
-                .unwrap_or(want.len());
+            let must_agree = margins.iter().position(|&m| m < near_tie).unwrap_or(want.len());
 
             let mut dec = TokenizerDecoder::new(&tokenizer, false);
             let mut pieces = Vec::new();
             let started = std::time::Instant::now();
             // Reference: EOS does not stop generation.
             let g = session
-                .generate(
-                    &prompt,
-                    &greedy(want.len()),
-                    &mut dec,
-                    &AtomicBool::new(false),
-                    |ev| {
-                        if let Event::Token(t) = ev {
-                            pieces.push(t.text.clone());
-                        }
-                        ControlFlow::Continue(())
-                    },
-                )
+                .generate(&prompt, &greedy(want.len()), &mut dec, &AtomicBool::new(false), |ev| {
+                    if let Event::Token(t) = ev {
+                        pieces.push(t.text.clone());
+                    }
+                    ControlFlow::Continue(())
+                })
                 .unwrap_or_else(|e| panic!("{name}/{key}: {e}"));
             let secs = started.elapsed().as_secs_f64();
             let agreed = g.ids.iter().zip(&want).take_while(|(a, b)| a == b).count();
@@ -133,20 +107,12 @@ fn greedy_agreement(precision: ActivationPrecision, near_tie: f64) -> Vec<usize>
                 g.timings.gen_tokens_per_s(),
                 secs
             );
-            assert!(
-                agreed >= must_agree,
-                "{name}/{key}: diverged at {agreed}: {:?} vs {:?}",
-                g.ids,
-                want
-            );
+            assert!(agreed >= must_agree, "{name}/{key}: diverged at {agreed}: {:?} vs {:?}", g.ids, want);
             // The streamed text of the agreed tokens is the start of the reference text
             // (leading spaces of a continuation included).
             let ref_text = p["greedy"]["text"].as_str().expect("text");
             let ours: String = pieces[..agreed].concat();
-            assert!(
-                ref_text.starts_with(&ours),
-                "{name}/{key}: {ours:?} vs {ref_text:?}"
-            );
+            assert!(ref_text.starts_with(&ours), "{name}/{key}: {ours:?} vs {ref_text:?}");
             if agreed == want.len() {
                 assert_eq!(g.text, ref_text, "{name}/{key}");
             }
@@ -160,73 +126,37 @@ fn greedy_agreement(precision: ActivationPrecision, near_tie: f64) -> Vec<usize>
 #[test]
 fn chat_turns_reuse_the_cache_and_match_a_fresh_session() {
     let (model, tokenizer) = load(&owl_test::demo_model("smollm2"), 64);
-    let fresh_model = Model::load_gguf(
-        &owl_test::demo_model("smollm2"),
-        &LoadOptions {
-            threads: 2,
-            max_batch_tokens: 64,
-        },
-    )
-    .expect("load");
-    let mut session = Session::new(
-        ModelRunner::new(model, 512, KvDtype::F16).expect("cache"),
-        SessionConfig::default(),
-    )
-    .expect("session");
-    let mut fresh = Session::new(
-        ModelRunner::new(fresh_model, 512, KvDtype::F16).expect("cache"),
-        SessionConfig::default(),
-    )
-    .expect("session");
+    let fresh_model =
+        Model::load_gguf(&owl_test::demo_model("smollm2"), &LoadOptions { threads: 2, max_batch_tokens: 64 })
+            .expect("load");
+    let mut session =
+        Session::new(ModelRunner::new(model, 512, KvDtype::F16).expect("cache"), SessionConfig::default())
+            .expect("session");
+    let mut fresh =
+        Session::new(ModelRunner::new(fresh_model, 512, KvDtype::F16).expect("cache"), SessionConfig::default())
+            .expect("session");
     let mut dec = TokenizerDecoder::new(&tokenizer, true);
     let cancel = AtomicBool::new(false);
     let mut params = greedy(12);
     params.eog = EogSet::new(tokenizer.eog_ids().iter().copied());
 
     let turn1 = tokenizer
-        .encode(
-            "<|im_start|>user\nName a color.<|im_end|>\n<|im_start|>assistant\n",
-            true,
-            true,
-        )
+        .encode("<|im_start|>user\nName a color.<|im_end|>\n<|im_start|>assistant\n", true, true)
         .expect("encode");
-    let r1 = session
-        .generate(&turn1, &params, &mut dec, &cancel, |_| {
-            ControlFlow::Continue(())
-        })
-        .expect("turn 1");
+    let r1 = session.generate(&turn1, &params, &mut dec, &cancel, |_| ControlFlow::Continue(())).expect("turn 1");
     let mut turn2 = turn1.clone();
     turn2.extend_from_slice(&r1.ids);
     turn2.extend(
         tokenizer
-            .encode(
-                "<|im_end|>\n<|im_start|>user\nAnother one.<|im_end|>\n<|im_start|>assistant\n",
-                false,
-                true,
-            )
+            .encode("<|im_end|>\n<|im_start|>user\nAnother one.<|im_end|>\n<|im_start|>assistant\n", false, true)
             .expect("encode"),
     );
-    let r2 = session
-        .generate(&turn2, &params, &mut dec, &cancel, |_| {
-            ControlFlow::Continue(())
-        })
-        .expect("turn 2");
+    let r2 = session.generate(&turn2, &params, &mut dec, &cancel, |_| ControlFlow::Continue(())).expect("turn 2");
     assert!(r2.timings.cached_tokens >= turn1.len(), "{:?}", r2.timings);
-    assert_eq!(
-        r2.timings.cached_tokens + r2.timings.prompt_tokens,
-        turn2.len()
-    );
-    let f2 = fresh
-        .generate(&turn2, &params, &mut dec, &cancel, |_| {
-            ControlFlow::Continue(())
-        })
-        .expect("fresh");
+    assert_eq!(r2.timings.cached_tokens + r2.timings.prompt_tokens, turn2.len());
+    let f2 = fresh.generate(&turn2, &params, &mut dec, &cancel, |_| ControlFlow::Continue(())).expect("fresh");
     assert_eq!(f2.timings.cached_tokens, 0);
-    assert_eq!(
-        r2.ids, f2.ids,
-        "reply after cache reuse: {:?} vs fresh {:?}",
-        r2.text, f2.text
-    );
+    assert_eq!(r2.ids, f2.ids, "reply after cache reuse: {:?} vs fresh {:?}", r2.text, f2.text);
     eprintln!(
         "turn 1: {:?} ({:?}); turn 2: {:?}, {} of {} prompt tokens reused",
         r1.text,
@@ -240,17 +170,13 @@ fn chat_turns_reuse_the_cache_and_match_a_fresh_session() {
 #[test]
 fn stop_strings_and_end_of_generation_on_a_real_model() {
     let (model, tokenizer) = load(&owl_test::demo_model("smollm2"), 64);
-    let mut session = Session::new(
-        ModelRunner::new(model, 256, KvDtype::F16).expect("cache"),
-        SessionConfig::default(),
-    )
-    .expect("session");
+    let mut session =
+        Session::new(ModelRunner::new(model, 256, KvDtype::F16).expect("cache"), SessionConfig::default())
+            .expect("session");
     let mut dec = TokenizerDecoder::new(&tokenizer, true);
     let cancel = AtomicBool::new(false);
     // Reference continuation of "The capital of France is": " Paris.\n\nThe answer is: ..."
-    let prompt = tokenizer
-        .encode("The capital of France is", true, true)
-        .expect("encode");
+    let prompt = tokenizer.encode("The capital of France is", true, true).expect("encode");
     let mut params = greedy(24);
     params.stop = vec![".\n".into()];
     let mut streamed = String::new();
@@ -264,13 +190,7 @@ fn stop_strings_and_end_of_generation_on_a_real_model() {
         .expect("generate");
     assert_eq!(g.text, " Paris");
     assert_eq!(streamed, " Paris");
-    assert_eq!(
-        g.stop_reason,
-        StopReason::Stop {
-            index: 0,
-            text: ".\n".into()
-        }
-    );
+    assert_eq!(g.stop_reason, StopReason::Stop { index: 0, text: ".\n".into() });
 
     // A chat reply ends on <|im_end|> (an EOG id from the GGUF metadata), which is not part
     // of the text. The assistant turn is given a complete answer so that the end is certain.
@@ -285,23 +205,10 @@ fn stop_strings_and_end_of_generation_on_a_real_model() {
             true,
         )
         .expect("encode");
-    let g = session
-        .generate(&chat, &params, &mut dec, &cancel, |_| {
-            ControlFlow::Continue(())
-        })
-        .expect("generate");
-    assert!(
-        matches!(g.stop_reason, StopReason::Eog { .. }),
-        "{:?}: {:?}",
-        g.stop_reason,
-        g.text
-    );
+    let g = session.generate(&chat, &params, &mut dec, &cancel, |_| ControlFlow::Continue(())).expect("generate");
+    assert!(matches!(g.stop_reason, StopReason::Eog { .. }), "{:?}: {:?}", g.stop_reason, g.text);
     assert!(!g.text.contains("<|im_end|>"), "{:?}", g.text);
-    assert!(
-        tokenizer.eog_ids().contains(&2),
-        "<|im_end|> is an EOG id: {:?}",
-        tokenizer.eog_ids()
-    );
+    assert!(tokenizer.eog_ids().contains(&2), "<|im_end|> is an EOG id: {:?}", tokenizer.eog_ids());
 }
 
 /// A paragraph of plain English (written for this test).
@@ -319,20 +226,10 @@ fn perplexity_is_finite_and_plausible() {
     // logits for every row.
     let (mut model, tokenizer) = load(&owl_test::demo_model("smollm2"), 16);
     let tokens = tokenizer.encode(TEXT, true, true).expect("encode");
-    let bos = if tokenizer.adds_bos() {
-        tokenizer.bos_id()
-    } else {
-        None
-    };
+    let bos = if tokenizer.adds_bos() { tokenizer.bos_id() } else { None };
     let mut runner = ModelRunner::new(&mut model, 64, KvDtype::F16).expect("cache");
-    let r = perplexity(
-        &mut runner,
-        &tokens,
-        &PerplexityParams::new(64, bos),
-        &AtomicBool::new(false),
-        |_| {},
-    )
-    .expect("perplexity");
+    let r = perplexity(&mut runner, &tokens, &PerplexityParams::new(64, bos), &AtomicBool::new(false), |_| {})
+        .expect("perplexity");
     eprintln!(
         "smollm2 perplexity over {} tokens, ctx 64: {:.3} +/- {:.3} ({} chunks, {} scored)",
         tokens.len(),
@@ -345,46 +242,22 @@ fn perplexity_is_finite_and_plausible() {
     assert_eq!(r.tokens, r.chunks * 31);
     // Plain English with 32+ tokens of context: a 135M instruct model is far better than
     // chance (vocabulary 49152) and cannot be perfect.
-    assert!(
-        r.ppl.is_finite() && r.ppl > 1.5 && r.ppl < 60.0,
-        "{}",
-        r.ppl
-    );
+    assert!(r.ppl.is_finite() && r.ppl > 1.5 && r.ppl < 60.0, "{}", r.ppl);
     // The same with whole half-windows per call: the split changes nothing beyond rounding.
     let (mut whole, _) = load(&owl_test::demo_model("smollm2"), 64);
     let mut whole_runner = ModelRunner::new(&mut whole, 64, KvDtype::F16).expect("cache");
-    let w = perplexity(
-        &mut whole_runner,
-        &tokens,
-        &PerplexityParams::new(64, bos),
-        &AtomicBool::new(false),
-        |_| {},
-    )
-    .expect("perplexity");
-    eprintln!(
-        "same with model batches of 64: {:.4} (vs {:.4})",
-        w.ppl, r.ppl
-    );
-    assert!(
-        (w.ppl - r.ppl).abs() < 1e-3 * r.ppl,
-        "{} vs {}",
-        w.ppl,
-        r.ppl
-    );
+    let w = perplexity(&mut whole_runner, &tokens, &PerplexityParams::new(64, bos), &AtomicBool::new(false), |_| {})
+        .expect("perplexity");
+    eprintln!("same with model batches of 64: {:.4} (vs {:.4})", w.ppl, r.ppl);
+    assert!((w.ppl - r.ppl).abs() < 1e-3 * r.ppl, "{} vs {}", w.ppl, r.ppl);
     // Shuffled text is much less predictable.
     let mut shuffled = tokens.clone();
     let mut rng = owl_engine::rng::Xoshiro256StarStar::seed_from_u64(1);
     for i in (1..shuffled.len()).rev() {
         shuffled.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    let s = perplexity(
-        &mut runner,
-        &shuffled,
-        &PerplexityParams::new(64, bos),
-        &AtomicBool::new(false),
-        |_| {},
-    )
-    .expect("perplexity");
+    let s = perplexity(&mut runner, &shuffled, &PerplexityParams::new(64, bos), &AtomicBool::new(false), |_| {})
+        .expect("perplexity");
     eprintln!("shuffled: {:.3}", s.ppl);
     assert!(s.ppl > 3.0 * r.ppl, "{} vs {}", s.ppl, r.ppl);
 }
@@ -403,14 +276,9 @@ fn bench_runs_on_a_real_model() {
         threads: 2,
     };
     let results = run_bench(&mut runner, &params, &AtomicBool::new(false), |r| {
-        eprintln!(
-            "smollm2 {}: {:.1} +/- {:.1} tok/s",
-            r.test, r.tokens_per_s, r.stddev
-        )
+        eprintln!("smollm2 {}: {:.1} +/- {:.1} tok/s", r.test, r.tokens_per_s, r.stddev)
     })
     .expect("bench");
     assert_eq!(results.len(), 2);
-    assert!(results
-        .iter()
-        .all(|r| r.tokens_per_s > 1.0 && r.tokens_per_s.is_finite()));
+    assert!(results.iter().all(|r| r.tokens_per_s > 1.0 && r.tokens_per_s.is_finite()));
 }

@@ -5,8 +5,8 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use owl_engine::{
-    ByteTableDecoder, ContextOverflow, EngineError, EogSet, Event, GenerateParams, Generation,
-    LogSoftmax, SamplingParams, Session, SessionConfig, StopReason, TokenEvent,
+    ByteTableDecoder, ContextOverflow, EngineError, EogSet, Event, GenerateParams, Generation, LogSoftmax,
+    SamplingParams, Session, SessionConfig, StopReason, TokenEvent,
 };
 
 use crate::alloc_count::allocations;
@@ -51,24 +51,13 @@ fn run(
     // Invariant of every run: the streamed text pieces are exactly the final text.
     assert_eq!(texts.concat(), generation.text);
     assert!(texts.iter().all(|t| !t.is_empty()), "no empty text events");
-    assert_eq!(
-        tokens.iter().map(|t| t.id).collect::<Vec<_>>(),
-        generation.ids
-    );
+    assert_eq!(tokens.iter().map(|t| t.id).collect::<Vec<_>>(), generation.ids);
     assert_eq!(generation.timings.gen_tokens, generation.ids.len());
-    Ok(Run {
-        generation,
-        tokens,
-        texts,
-    })
+    Ok(Run { generation, tokens, texts })
 }
 
 fn greedy(max_tokens: usize) -> GenerateParams {
-    GenerateParams {
-        sampling: SamplingParams::greedy(),
-        max_tokens: Some(max_tokens),
-        ..GenerateParams::default()
-    }
+    GenerateParams { sampling: SamplingParams::greedy(), max_tokens: Some(max_tokens), ..GenerateParams::default() }
 }
 
 fn session(model: FakeModel) -> Session<FakeModel> {
@@ -101,22 +90,9 @@ fn prefill_runs_in_chunks_with_logits_only_for_the_last_token() {
     let r = run(&mut s, &prompt, &greedy(4), &mut tag_decoder(16)).unwrap();
     assert_eq!(r.generation.ids, want);
     let calls = &s.model().calls;
-    let shape: Vec<(usize, usize, usize)> = calls
-        .iter()
-        .map(|c| (c.kv_len, c.tokens.len(), c.first_output))
-        .collect();
+    let shape: Vec<(usize, usize, usize)> = calls.iter().map(|c| (c.kv_len, c.tokens.len(), c.first_output)).collect();
     // 4 + 4 + 3 prompt tokens, then 3 decode steps (the 4th token is never run).
-    assert_eq!(
-        shape,
-        vec![
-            (0, 4, 4),
-            (4, 4, 4),
-            (8, 3, 2),
-            (11, 1, 0),
-            (12, 1, 0),
-            (13, 1, 0)
-        ]
-    );
+    assert_eq!(shape, vec![(0, 4, 4), (4, 4, 4), (8, 3, 2), (11, 1, 0), (12, 1, 0), (13, 1, 0)]);
 }
 
 #[test]
@@ -135,27 +111,9 @@ fn seeded_sampling_is_reproducible() {
     };
     let model = FakeModel::random(32, 128, 9, 0.05);
     let prompt = [3u32, 4];
-    let a = run(
-        &mut session(model.clone()),
-        &prompt,
-        &params(7),
-        &mut tag_decoder(32),
-    )
-    .unwrap();
-    let b = run(
-        &mut session(model.clone()),
-        &prompt,
-        &params(7),
-        &mut tag_decoder(32),
-    )
-    .unwrap();
-    let c = run(
-        &mut session(model.clone()),
-        &prompt,
-        &params(8),
-        &mut tag_decoder(32),
-    )
-    .unwrap();
+    let a = run(&mut session(model.clone()), &prompt, &params(7), &mut tag_decoder(32)).unwrap();
+    let b = run(&mut session(model.clone()), &prompt, &params(7), &mut tag_decoder(32)).unwrap();
+    let c = run(&mut session(model.clone()), &prompt, &params(8), &mut tag_decoder(32)).unwrap();
     assert_eq!(a.generation.ids, b.generation.ids);
     assert_eq!(a.generation.seed, 7);
     assert_ne!(a.generation.ids, c.generation.ids);
@@ -168,20 +126,8 @@ fn seeded_sampling_is_reproducible() {
     // No seed: a clock seed is reported, and replaying it gives the same tokens.
     let mut unseeded = params(0);
     unseeded.sampling.seed = None;
-    let u = run(
-        &mut session(model.clone()),
-        &prompt,
-        &unseeded,
-        &mut tag_decoder(32),
-    )
-    .unwrap();
-    let replay = run(
-        &mut session(model),
-        &prompt,
-        &params(u.generation.seed),
-        &mut tag_decoder(32),
-    )
-    .unwrap();
+    let u = run(&mut session(model.clone()), &prompt, &unseeded, &mut tag_decoder(32)).unwrap();
+    let replay = run(&mut session(model), &prompt, &params(u.generation.seed), &mut tag_decoder(32)).unwrap();
     assert_eq!(u.generation.ids, replay.generation.ids);
 }
 
@@ -211,31 +157,15 @@ fn stop_strings_across_tokens_are_never_output() {
     // Prompt [6]: chain 0, 1, 2, 3, 4, ...
     let r = run(&mut s, &[6], &p, &mut decoder(pieces)).unwrap();
     assert_eq!(r.generation.text, "Hello world");
-    assert_eq!(
-        r.generation.stop_reason,
-        StopReason::Stop {
-            index: 0,
-            text: "</s>".into()
-        }
-    );
-    assert_eq!(
-        r.generation.ids,
-        vec![0, 1, 2, 3, 4],
-        "the stop's tokens were generated"
-    );
+    assert_eq!(r.generation.stop_reason, StopReason::Stop { index: 0, text: "</s>".into() });
+    assert_eq!(r.generation.ids, vec![0, 1, 2, 3, 4], "the stop's tokens were generated");
     assert_eq!(r.tokens[3].text, "</", "token events carry raw pieces");
     assert!(r.texts.iter().all(|t| !t.contains('<')), "{:?}", r.texts);
     // A stop inside and across pieces.
     p.stop = vec!["xyz".into(), "lo w".into()];
     let r = run(&mut s, &[6], &p, &mut decoder(pieces)).unwrap();
     assert_eq!(r.generation.text, "Hel");
-    assert_eq!(
-        r.generation.stop_reason,
-        StopReason::Stop {
-            index: 1,
-            text: "lo w".into()
-        }
-    );
+    assert_eq!(r.generation.stop_reason, StopReason::Stop { index: 1, text: "lo w".into() });
     assert_eq!(r.generation.ids, vec![0, 1]);
     // A partial match that never completes is released at the end.
     p.stop = vec!["</x>".into()];
@@ -243,11 +173,7 @@ fn stop_strings_across_tokens_are_never_output() {
     let r = run(&mut s, &[6], &p, &mut decoder(pieces)).unwrap();
     assert_eq!(r.generation.text, "Hello world</");
     assert_eq!(r.generation.stop_reason, StopReason::MaxTokens);
-    assert_eq!(
-        r.texts.last().map(String::as_str),
-        Some("</"),
-        "held text flushed last"
-    );
+    assert_eq!(r.texts.last().map(String::as_str), Some("</"), "held text flushed last");
 }
 
 #[test]
@@ -297,46 +223,17 @@ fn long_prompts_error_or_truncate_from_the_left() {
     let model = FakeModel::random(10, 8, 1, 0.4);
     let mut s = session(model.clone());
     let prompt: Vec<u32> = (0..12).map(|i| i % 10).collect();
-    let e = run(&mut s, &prompt, &greedy(2), &mut tag_decoder(10))
-        .err()
-        .unwrap();
-    assert!(
-        matches!(
-            e,
-            EngineError::PromptTooLong {
-                prompt_tokens: 12,
-                n_ctx: 8
-            }
-        ),
-        "{e}"
-    );
+    let e = run(&mut s, &prompt, &greedy(2), &mut tag_decoder(10)).err().unwrap();
+    assert!(matches!(e, EngineError::PromptTooLong { prompt_tokens: 12, n_ctx: 8 }), "{e}");
     let mut p = greedy(2);
     p.overflow = ContextOverflow::TruncateLeft { keep_first: 1 };
     let r = run(&mut s, &prompt, &p, &mut tag_decoder(10)).unwrap();
     // Room for 2 tokens: 6 prompt tokens = the first, then the last 5.
     assert_eq!(r.generation.prompt_ids, vec![0, 7, 8, 9, 0, 1]);
-    assert_eq!(
-        r.generation.ids,
-        reference_greedy(&model, &[0, 7, 8, 9, 0, 1], 2)
-    );
-    assert!(matches!(
-        run(&mut s, &[], &p, &mut tag_decoder(10)).err().unwrap(),
-        EngineError::EmptyPrompt
-    ));
-    let e = run(&mut s, &[1, 10], &p, &mut tag_decoder(10))
-        .err()
-        .unwrap();
-    assert!(
-        matches!(
-            e,
-            EngineError::TokenOutOfRange {
-                id: 10,
-                vocab_size: 10,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert_eq!(r.generation.ids, reference_greedy(&model, &[0, 7, 8, 9, 0, 1], 2));
+    assert!(matches!(run(&mut s, &[], &p, &mut tag_decoder(10)).err().unwrap(), EngineError::EmptyPrompt));
+    let e = run(&mut s, &[1, 10], &p, &mut tag_decoder(10)).err().unwrap();
+    assert!(matches!(e, EngineError::TokenOutOfRange { id: 10, vocab_size: 10, .. }), "{e}");
 }
 
 #[test]
@@ -361,11 +258,7 @@ fn kv_cache_is_reused_between_turns() {
     assert_eq!(r2.generation.timings.cached_tokens, 10);
     assert_eq!(r2.generation.timings.prompt_tokens, 3);
     assert_eq!(s.model().forwarded_tokens() - before, 3 + 4);
-    assert_eq!(
-        r2.generation.ids,
-        fresh(&turn2, 5),
-        "reuse changes nothing in the output"
-    );
+    assert_eq!(r2.generation.ids, fresh(&turn2, 5), "reuse changes nothing in the output");
 
     // A prompt that diverges early: the cache is cut at the divergence.
     let turn3 = vec![1, 2, 9, 9];
@@ -416,10 +309,7 @@ fn cache_touched_behind_the_sessions_back_is_rebuilt() {
     s.model_mut().cache.push(7);
     let r = run(&mut s, &[1, 2, 3, 4], &greedy(3), &mut tag_decoder(12)).unwrap();
     assert_eq!(r.generation.timings.cached_tokens, 0);
-    assert_eq!(
-        r.generation.ids,
-        reference_greedy(&reference, &[1, 2, 3, 4], 3)
-    );
+    assert_eq!(r.generation.ids, reference_greedy(&reference, &[1, 2, 3, 4], 3));
 }
 
 #[test]
@@ -443,11 +333,7 @@ fn cancellation_flag_and_callback_break() {
     assert_eq!(g.stop_reason, StopReason::Cancelled);
     assert_eq!(g.text, "<1><2><3>");
     // Raised before the call: nothing is generated, and the session stays usable.
-    let g = s
-        .generate(&[0, 1], &greedy(50), &mut dec, &cancel, |_| {
-            ControlFlow::Continue(())
-        })
-        .unwrap();
+    let g = s.generate(&[0, 1], &greedy(50), &mut dec, &cancel, |_| ControlFlow::Continue(())).unwrap();
     assert!(g.ids.is_empty());
     assert_eq!(g.stop_reason, StopReason::Cancelled);
     cancel.store(false, Ordering::Relaxed);
@@ -490,10 +376,7 @@ fn logprobs_and_top_alternatives_are_the_full_softmax() {
         // Independent check of the alternatives: a full sort of the row.
         let mut ids: Vec<usize> = (0..row.len()).collect();
         ids.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).unwrap().then(a.cmp(&b)));
-        assert_eq!(
-            t.top.iter().map(|e| e.id as usize).collect::<Vec<_>>(),
-            ids[..5].to_vec()
-        );
+        assert_eq!(t.top.iter().map(|e| e.id as usize).collect::<Vec<_>>(), ids[..5].to_vec());
         context.push(t.id);
     }
     // JSON shape of one event (CLI.md): {"id","text","logprob","top":[{"id","logprob"}]}.
@@ -503,10 +386,7 @@ fn logprobs_and_top_alternatives_are_the_full_softmax() {
     assert!(json["top"][0]["id"].is_u64() && json["top"][0]["logprob"].is_f64());
     // Off by default: no logprob, no top.
     let r = run(&mut s, &prompt, &greedy(2), &mut tag_decoder(40)).unwrap();
-    assert!(r
-        .tokens
-        .iter()
-        .all(|t| t.logprob.is_none() && t.top.is_empty()));
+    assert!(r.tokens.iter().all(|t| t.logprob.is_none() && t.top.is_empty()));
     let json = serde_json::to_value(&r.tokens[0]).unwrap();
     assert!(json.get("logprob").is_none() && json.get("top").is_none());
 }
@@ -520,29 +400,11 @@ fn repetition_penalty_sees_the_prompt() {
     let model = FakeModel::new(3, 16, table, 0.0);
     let mut s = session(model);
     let mut p = greedy(1);
-    assert_eq!(
-        run(&mut s, &[1], &p, &mut tag_decoder(3))
-            .unwrap()
-            .generation
-            .ids,
-        vec![1]
-    );
+    assert_eq!(run(&mut s, &[1], &p, &mut tag_decoder(3)).unwrap().generation.ids, vec![1]);
     p.sampling.repeat_penalty = 2.0;
-    assert_eq!(
-        run(&mut s, &[1], &p, &mut tag_decoder(3))
-            .unwrap()
-            .generation
-            .ids,
-        vec![2]
-    );
+    assert_eq!(run(&mut s, &[1], &p, &mut tag_decoder(3)).unwrap().generation.ids, vec![2]);
     p.sampling.repeat_last_n = 0;
-    assert_eq!(
-        run(&mut s, &[1], &p, &mut tag_decoder(3))
-            .unwrap()
-            .generation
-            .ids,
-        vec![1]
-    );
+    assert_eq!(run(&mut s, &[1], &p, &mut tag_decoder(3)).unwrap().generation.ids, vec![1]);
 }
 
 #[test]
@@ -551,18 +413,13 @@ fn model_failure_is_reported_and_the_session_recovers() {
     model.fail_at = Some(6);
     let reference = model.clone();
     let mut s = session(model);
-    let e = run(&mut s, &[1, 2, 3, 4], &greedy(10), &mut tag_decoder(10))
-        .err()
-        .unwrap();
+    let e = run(&mut s, &[1, 2, 3, 4], &greedy(10), &mut tag_decoder(10)).err().unwrap();
     assert!(matches!(e, EngineError::Model { position: 6, .. }), "{e}");
     assert!(e.to_string().contains("injected failure"), "{e}");
     assert!(s.cached_tokens().is_empty());
     s.model_mut().fail_at = None;
     let r = run(&mut s, &[1, 2, 3, 4], &greedy(10), &mut tag_decoder(10)).unwrap();
-    assert_eq!(
-        r.generation.ids,
-        reference_greedy(&reference, &[1, 2, 3, 4], 10)
-    );
+    assert_eq!(r.generation.ids, reference_greedy(&reference, &[1, 2, 3, 4], 10));
 }
 
 #[test]
@@ -588,17 +445,10 @@ fn decoding_allocates_nothing_per_token() {
         let cancel = AtomicBool::new(false);
         let mut p = params.clone();
         p.max_tokens = Some(8);
-        s.generate(&[1, 2, 3], &p, &mut dec, &cancel, |_| {
-            ControlFlow::Continue(())
-        })
-        .unwrap();
+        s.generate(&[1, 2, 3], &p, &mut dec, &cancel, |_| ControlFlow::Continue(())).unwrap();
         p.max_tokens = Some(n);
         let before = allocations();
-        let g = s
-            .generate(&[1, 2, 3], &p, &mut dec, &cancel, |_| {
-                ControlFlow::Continue(())
-            })
-            .unwrap();
+        let g = s.generate(&[1, 2, 3], &p, &mut dec, &cancel, |_| ControlFlow::Continue(())).unwrap();
         let used = allocations() - before;
         assert_eq!(g.ids.len(), n);
         used
@@ -620,9 +470,6 @@ fn decoding_allocates_nothing_per_token() {
     for params in [greedy(0), sampled] {
         let short = allocs_for(50, &params);
         let long = allocs_for(1000, &params);
-        assert!(
-            long <= short + 16,
-            "{long} allocations for 1000 tokens vs {short} for 50"
-        );
+        assert!(long <= short + 16, "{long} allocations for 1000 tokens vs {short} for 50");
     }
 }

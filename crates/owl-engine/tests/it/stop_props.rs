@@ -7,9 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use proptest::prelude::*;
 
-use owl_engine::{
-    ByteTableDecoder, Event, GenerateParams, SamplingParams, Session, SessionConfig, StopMatcher,
-};
+use owl_engine::{ByteTableDecoder, Event, GenerateParams, SamplingParams, Session, SessionConfig, StopMatcher};
 
 use crate::fake::FakeModel;
 
@@ -22,11 +20,7 @@ const ALPHABET: [char; 5] = ['a', 'b', 'c', 'é', '€'];
 
 /// The released text required by the definition: cut at the earliest stop occurrence.
 fn expected(text: &str, stops: &[String]) -> (String, Option<usize>) {
-    let first = stops
-        .iter()
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| text.find(s.as_str()))
-        .min();
+    let first = stops.iter().filter(|s| !s.is_empty()).filter_map(|s| text.find(s.as_str())).min();
     match first {
         Some(i) => (text[..i].to_string(), Some(i)),
         None => (text.to_string(), None),

@@ -29,11 +29,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// The next `n` bytes.
-    pub(crate) fn take(
-        &mut self,
-        n: u64,
-        field: impl FnOnce() -> String,
-    ) -> Result<&'a [u8], GgufError> {
+    pub(crate) fn take(&mut self, n: u64, field: impl FnOnce() -> String) -> Result<&'a [u8], GgufError> {
         if n > self.remaining() {
             return Err(GgufError::Truncated {
                 field: field(),
@@ -48,10 +44,7 @@ impl<'a> Cursor<'a> {
         Ok(&self.buf[start..self.pos])
     }
 
-    fn array<const N: usize>(
-        &mut self,
-        field: impl FnOnce() -> String,
-    ) -> Result<[u8; N], GgufError> {
+    fn array<const N: usize>(&mut self, field: impl FnOnce() -> String) -> Result<[u8; N], GgufError> {
         let bytes = self.take(N as u64, field)?;
         let mut out = [0u8; N];
         out.copy_from_slice(bytes);
@@ -138,10 +131,7 @@ mod tests {
     fn strings_are_utf8_checked() {
         let mut bytes = 3u64.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"a\xffb");
-        let err = Cursor::new(&bytes)
-            .string(|| "key".into())
-            .unwrap_err()
-            .to_string();
+        let err = Cursor::new(&bytes).string(|| "key".into()).unwrap_err().to_string();
         assert!(err.contains("key at byte 0 is not valid UTF-8"), "{err}");
         let mut ok = 2u64.to_le_bytes().to_vec();
         ok.extend_from_slice("é".as_bytes());

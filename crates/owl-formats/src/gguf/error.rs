@@ -34,131 +34,52 @@ pub enum GgufError {
     BigEndian { swapped: u32 },
 
     #[error("truncated GGUF: {field} at byte {offset} needs {needed} bytes, but the file ends at byte {file_size}")]
-    Truncated {
-        field: String,
-        offset: u64,
-        needed: u64,
-        file_size: u64,
-    },
+    Truncated { field: String, offset: u64, needed: u64, file_size: u64 },
 
     #[error("{field} at byte {offset} is {count}, but each entry needs at least {min_each} bytes and only {remaining} bytes are left in the file")]
-    CountTooLarge {
-        field: String,
-        offset: u64,
-        count: u64,
-        min_each: u64,
-        remaining: u64,
-    },
+    CountTooLarge { field: String, offset: u64, count: u64, min_each: u64, remaining: u64 },
 
-    #[error(
-        "{field} at byte {offset} is not valid UTF-8 (invalid byte {valid_up_to} of the string)"
-    )]
-    InvalidUtf8 {
-        field: String,
-        offset: u64,
-        valid_up_to: u64,
-    },
+    #[error("{field} at byte {offset} is not valid UTF-8 (invalid byte {valid_up_to} of the string)")]
+    InvalidUtf8 { field: String, offset: u64, valid_up_to: u64 },
 
     #[error("{field} at byte {offset} has unknown GGUF value type {type_id} (known: 0..=12)")]
-    UnknownValueType {
-        field: String,
-        offset: u64,
-        type_id: u32,
-    },
+    UnknownValueType { field: String, offset: u64, type_id: u32 },
 
     #[error("{field} at byte {offset} is a bool with byte value {value} (must be 0 or 1)")]
-    InvalidBool {
-        field: String,
-        offset: u64,
-        value: u8,
-    },
+    InvalidBool { field: String, offset: u64, value: u8 },
 
     #[error("{field} at byte {offset}: arrays nested deeper than {limit} levels")]
-    NestingTooDeep {
-        field: String,
-        offset: u64,
-        limit: u32,
-    },
+    NestingTooDeep { field: String, offset: u64, limit: u32 },
 
     #[error("metadata key {key:?} at byte {offset} appears twice (first at byte {first_offset})")]
-    DuplicateKey {
-        key: String,
-        offset: u64,
-        first_offset: u64,
-    },
+    DuplicateKey { key: String, offset: u64, first_offset: u64 },
 
     #[error("metadata `general.alignment` at byte {offset} is {value}: {reason}")]
-    BadAlignment {
-        offset: u64,
-        value: String,
-        reason: &'static str,
-    },
+    BadAlignment { offset: u64, value: String, reason: &'static str },
 
     #[error("tensor {tensor:?}: field `type` at byte {offset} is {type_id}, not a known ggml type")]
-    UnknownGgmlType {
-        tensor: String,
-        offset: u64,
-        type_id: u32,
-    },
+    UnknownGgmlType { tensor: String, offset: u64, type_id: u32 },
 
     #[error("tensor {tensor:?} (shape at byte {offset}): {problem}")]
-    BadShape {
-        tensor: String,
-        offset: u64,
-        problem: ShapeProblem,
-    },
+    BadShape { tensor: String, offset: u64, problem: ShapeProblem },
 
     #[error("tensor name {name:?} at byte {offset} appears twice (first at byte {first_offset})")]
-    DuplicateTensor {
-        name: String,
-        offset: u64,
-        first_offset: u64,
-    },
+    DuplicateTensor { name: String, offset: u64, first_offset: u64 },
 
     #[error("tensor {tensor:?}: field `offset` at byte {offset} is {tensor_offset}, not a multiple of the alignment {alignment}")]
-    MisalignedTensor {
-        tensor: String,
-        offset: u64,
-        tensor_offset: u64,
-        alignment: u64,
-    },
+    MisalignedTensor { tensor: String, offset: u64, tensor_offset: u64, alignment: u64 },
 
     #[error("tensor {tensor:?}: data at file bytes {start}..{end} ({n_bytes} bytes; field `offset` at byte {offset}) lies past the end of the file ({file_size} bytes)")]
-    TensorOutOfBounds {
-        tensor: String,
-        offset: u64,
-        start: u128,
-        end: u128,
-        n_bytes: u64,
-        file_size: u64,
-    },
+    TensorOutOfBounds { tensor: String, offset: u64, start: u128, end: u128, n_bytes: u64, file_size: u64 },
 
     #[error("tensor {tensor:?} (data at file bytes {start}..{end}; field `offset` at byte {offset}) overlaps tensor {other:?} (data at file bytes {other_start}..{other_end})")]
-    TensorOverlap {
-        tensor: String,
-        offset: u64,
-        start: u64,
-        end: u64,
-        other: String,
-        other_start: u64,
-        other_end: u64,
-    },
+    TensorOverlap { tensor: String, offset: u64, start: u64, end: u64, other: String, other_start: u64, other_end: u64 },
 
     #[error("metadata {key:?} at byte {offset} has {len} entries but `tokenizer.ggml.tokens` has {tokens_len}: the tokenizer arrays must have one entry per token")]
-    TokenizerLength {
-        key: String,
-        offset: u64,
-        len: u64,
-        tokens_len: u64,
-    },
+    TokenizerLength { key: String, offset: u64, len: u64, tokens_len: u64 },
 
     #[error("metadata {key:?} at byte {offset} is {found}, expected {expected}")]
-    WrongValueType {
-        key: String,
-        offset: u64,
-        found: String,
-        expected: &'static str,
-    },
+    WrongValueType { key: String, offset: u64, found: String, expected: &'static str },
 
     /// Writer input that cannot become a valid GGUF file.
     #[error("cannot write GGUF: {field}: {reason}")]

@@ -108,10 +108,7 @@ impl GgmlType {
 
     /// The type with this name (as [`GgmlType::name`] spells it, case-insensitive).
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        TABLE
-            .iter()
-            .find(|row| row.2.eq_ignore_ascii_case(name))
-            .map(|row| row.0)
+        TABLE.iter().find(|row| row.2.eq_ignore_ascii_case(name)).map(|row| row.0)
     }
 
     fn row(self) -> &'static (GgmlType, u32, &'static str, u64, u64) {

@@ -77,11 +77,7 @@ impl GgufFile {
     /// Maps the file and parses and validates everything but the tensor data.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref();
-        let io_err = |action, source| GgufError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |action, source| GgufError::Io { action, path: path.to_path_buf(), source };
         let file = File::open(path).map_err(|e| io_err("open", e))?;
         let len = file.metadata().map_err(|e| io_err("stat", e))?.len();
         let backing = if len == 0 {
@@ -105,18 +101,9 @@ impl GgufFile {
 
     fn parse(backing: Backing) -> Result<GgufFile, GgufError> {
         let header = parse_header(backing.bytes())?;
-        let key_index = header
-            .metadata
-            .iter()
-            .enumerate()
-            .map(|(i, (k, _))| (k.clone(), i))
-            .collect::<HashMap<_, _>>();
-        let tensor_index = header
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i))
-            .collect::<HashMap<_, _>>();
+        let key_index = header.metadata.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect::<HashMap<_, _>>();
+        let tensor_index =
+            header.tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect::<HashMap<_, _>>();
         Ok(GgufFile {
             backing,
             path: None,
@@ -244,9 +231,7 @@ impl GgufFile {
 
     /// Byte offset of the tensor info named `name` in the file (for error messages).
     pub fn tensor_info_offset(&self, name: &str) -> Option<u64> {
-        self.tensor_index
-            .get(name)
-            .map(|&i| self.tensor_info_offsets[i])
+        self.tensor_index.get(name).map(|&i| self.tensor_info_offsets[i])
     }
 
     /// The data of `t`, exactly `t.n_bytes` long, without copying.
@@ -303,12 +288,8 @@ fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
     let tensor_count = c.u64(|| "field `tensor_count`".to_string())?;
     let kv_offset = c.pos();
     let kv_count = c.u64(|| "field `metadata_kv_count`".to_string())?;
-    c.check_count(tensor_count, MIN_TENSOR_INFO_BYTES, count_offset, || {
-        "field `tensor_count`".to_string()
-    })?;
-    c.check_count(kv_count, MIN_KV_BYTES, kv_offset, || {
-        "field `metadata_kv_count`".to_string()
-    })?;
+    c.check_count(tensor_count, MIN_TENSOR_INFO_BYTES, count_offset, || "field `tensor_count`".to_string())?;
+    c.check_count(kv_count, MIN_KV_BYTES, kv_offset, || "field `metadata_kv_count`".to_string())?;
 
     // Counts are bounded by the file size above, so these capacities are too.
     let mut metadata = Vec::with_capacity(kv_count as usize);
@@ -318,18 +299,12 @@ fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
         let offset = c.pos();
         let key = c.str(|| format!("metadata entry {i} key"))?;
         if let Some(&first_offset) = first_seen.get(key) {
-            return Err(GgufError::DuplicateKey {
-                key: key.to_string(),
-                offset,
-                first_offset,
-            });
+            return Err(GgufError::DuplicateKey { key: key.to_string(), offset, first_offset });
         }
         first_seen.insert(key, offset);
         let type_offset = c.pos();
         let type_id = c.u32(|| format!("metadata {key:?} value type"))?;
-        let value = read_value(&mut c, type_id, type_offset, &|| {
-            format!("metadata {key:?}")
-        })?;
+        let value = read_value(&mut c, type_id, type_offset, &|| format!("metadata {key:?}"))?;
         metadata.push((key.to_string(), value));
         metadata_offsets.push(offset);
     }
@@ -345,25 +320,15 @@ fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
         let info_offset = c.pos();
         let name = c.str(|| format!("tensor info {i} name"))?;
         if let Some(&first_offset) = names.get(name) {
-            return Err(GgufError::DuplicateTensor {
-                name: name.to_string(),
-                offset: info_offset,
-                first_offset,
-            });
+            return Err(GgufError::DuplicateTensor { name: name.to_string(), offset: info_offset, first_offset });
         }
         names.insert(name, info_offset);
 
         let dims_offset = c.pos();
         let n_dims = c.u32(|| format!("tensor {name:?} field `n_dims`"))?;
-        let bad_shape = |problem| GgufError::BadShape {
-            tensor: name.to_string(),
-            offset: dims_offset,
-            problem,
-        };
+        let bad_shape = |problem| GgufError::BadShape { tensor: name.to_string(), offset: dims_offset, problem };
         if n_dims as usize > MAX_DIMS {
-            return Err(bad_shape(super::tensor_info::ShapeProblem::TooManyDims {
-                n_dims: n_dims.into(),
-            }));
+            return Err(bad_shape(super::tensor_info::ShapeProblem::TooManyDims { n_dims: n_dims.into() }));
         }
         let mut shape = Vec::with_capacity(n_dims as usize);
         for d in 0..n_dims {
@@ -379,37 +344,16 @@ fn parse_header(bytes: &[u8]) -> Result<Header, GgufError> {
         let (n_elements, n_bytes) = shape_size(&shape, ggml_type).map_err(bad_shape)?;
         offset_fields.push(c.pos());
         let offset = c.u64(|| format!("tensor {name:?} field `offset`"))?;
-        tensors.push(TensorInfo {
-            name: name.to_string(),
-            shape,
-            ggml_type,
-            offset,
-            n_elements,
-            n_bytes,
-        });
+        tensors.push(TensorInfo { name: name.to_string(), shape, ggml_type, offset, n_elements, n_bytes });
         tensor_info_offsets.push(info_offset);
     }
 
     // The data section starts at the next multiple of the alignment. alignment <= 1 MiB and
     // the position is inside the file, so this cannot overflow.
     let data_offset = c.pos().div_ceil(alignment) * alignment;
-    validate::tensor_layout(
-        &tensors,
-        &offset_fields,
-        data_offset,
-        alignment,
-        c.file_size(),
-    )?;
+    validate::tensor_layout(&tensors, &offset_fields, data_offset, alignment, c.file_size())?;
 
-    Ok(Header {
-        version,
-        alignment,
-        data_offset,
-        metadata,
-        metadata_offsets,
-        tensors,
-        tensor_info_offsets,
-    })
+    Ok(Header { version, alignment, data_offset, metadata, metadata_offsets, tensors, tensor_info_offsets })
 }
 
 fn check_version(version: u32) -> Result<(), GgufError> {
@@ -419,9 +363,7 @@ fn check_version(version: u32) -> Result<(), GgufError> {
             version,
             hint: " (v1 used 32-bit counts; re-convert the model with a current llama.cpp)",
         }),
-        _ if matches!(version.swap_bytes(), 1..=3) => Err(GgufError::BigEndian {
-            swapped: version.swap_bytes(),
-        }),
+        _ if matches!(version.swap_bytes(), 1..=3) => Err(GgufError::BigEndian { swapped: version.swap_bytes() }),
         _ => Err(GgufError::UnsupportedVersion { version, hint: "" }),
     }
 }
@@ -440,17 +382,8 @@ mod tests {
     #[test]
     fn versions() {
         assert!(check_version(2).is_ok() && check_version(3).is_ok());
-        assert!(matches!(
-            check_version(1),
-            Err(GgufError::UnsupportedVersion { version: 1, .. })
-        ));
-        assert!(matches!(
-            check_version(3u32.swap_bytes()),
-            Err(GgufError::BigEndian { swapped: 3 })
-        ));
-        assert!(matches!(
-            check_version(7),
-            Err(GgufError::UnsupportedVersion { version: 7, .. })
-        ));
+        assert!(matches!(check_version(1), Err(GgufError::UnsupportedVersion { version: 1, .. })));
+        assert!(matches!(check_version(3u32.swap_bytes()), Err(GgufError::BigEndian { swapped: 3 })));
+        assert!(matches!(check_version(7), Err(GgufError::UnsupportedVersion { version: 7, .. })));
     }
 }

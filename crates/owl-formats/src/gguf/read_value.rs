@@ -48,10 +48,7 @@ pub(crate) fn read_value(
     })
 }
 
-fn fixed<const N: usize>(
-    c: &mut Cursor<'_>,
-    field: &dyn Fn() -> String,
-) -> Result<[u8; N], GgufError> {
+fn fixed<const N: usize>(c: &mut Cursor<'_>, field: &dyn Fn() -> String) -> Result<[u8; N], GgufError> {
     let bytes = c.take(N as u64, field)?;
     let mut out = [0u8; N];
     out.copy_from_slice(bytes);
@@ -62,20 +59,12 @@ fn bool_from_byte(b: u8, field: impl FnOnce() -> String, offset: u64) -> Result<
     match b {
         0 => Ok(false),
         1 => Ok(true),
-        value => Err(GgufError::InvalidBool {
-            field: field(),
-            offset,
-            value,
-        }),
+        value => Err(GgufError::InvalidBool { field: field(), offset, value }),
     }
 }
 
 /// An array body: u32 element type, u64 count, elements. `depth` is 1 for a top-level array.
-fn read_array(
-    c: &mut Cursor<'_>,
-    field: &dyn Fn() -> String,
-    depth: u32,
-) -> Result<MetadataArray, GgufError> {
+fn read_array(c: &mut Cursor<'_>, field: &dyn Fn() -> String, depth: u32) -> Result<MetadataArray, GgufError> {
     let type_offset = c.pos();
     let elem_type = c.u32(|| format!("{} (array element type)", field()))?;
     let count_offset = c.pos();
@@ -117,11 +106,7 @@ fn read_array(
             let bytes = c.take(n, field)?;
             let mut out = Vec::with_capacity(bytes.len());
             for (i, &b) in bytes.iter().enumerate() {
-                out.push(bool_from_byte(
-                    b,
-                    || format!("{} element {i}", field()),
-                    start + i as u64,
-                )?);
+                out.push(bool_from_byte(b, || format!("{} element {i}", field()), start + i as u64)?);
             }
             MetadataArray::Bool(out)
         }
@@ -136,11 +121,7 @@ fn read_array(
         }
         t::ARRAY => {
             if depth >= MAX_ARRAY_DEPTH {
-                return Err(GgufError::NestingTooDeep {
-                    field: field(),
-                    offset: type_offset,
-                    limit: MAX_ARRAY_DEPTH,
-                });
+                return Err(GgufError::NestingTooDeep { field: field(), offset: type_offset, limit: MAX_ARRAY_DEPTH });
             }
             c.check_count(n, MIN_ARRAY_BYTES, count_offset, count_field)?;
             let mut out = Vec::with_capacity(n as usize);
@@ -173,9 +154,7 @@ mod tests {
     }
 
     fn parse_array(bytes: &[u8]) -> Result<MetadataValue, GgufError> {
-        read_value(&mut Cursor::new(bytes), t::ARRAY, 0, &|| {
-            "metadata \"k\"".to_string()
-        })
+        read_value(&mut Cursor::new(bytes), t::ARRAY, 0, &|| "metadata \"k\"".to_string())
     }
 
     #[test]
@@ -190,10 +169,7 @@ mod tests {
     fn nested_arrays_and_depth_limit() {
         let inner = array_bytes(t::U8, 2, &[7, 8]);
         let v = parse_array(&array_bytes(t::ARRAY, 1, &inner)).unwrap();
-        assert_eq!(
-            v,
-            MetadataValue::Array(MetadataArray::Array(vec![MetadataArray::U8(vec![7, 8])]))
-        );
+        assert_eq!(v, MetadataValue::Array(MetadataArray::Array(vec![MetadataArray::U8(vec![7, 8])])));
 
         let mut deep = array_bytes(t::U8, 0, &[]);
         for _ in 0..MAX_ARRAY_DEPTH {
@@ -207,25 +183,15 @@ mod tests {
     fn huge_counts_are_refused_before_allocation() {
         for elem in [t::U64, t::STRING, t::ARRAY, t::BOOL] {
             let err = parse_array(&array_bytes(elem, u64::MAX / 2, &[0; 64])).unwrap_err();
-            assert!(
-                matches!(err, GgufError::CountTooLarge { offset: 4, .. }),
-                "{err}"
-            );
+            assert!(matches!(err, GgufError::CountTooLarge { offset: 4, .. }), "{err}");
         }
     }
 
     #[test]
     fn bad_bool_and_unknown_type() {
-        let err = parse_array(&array_bytes(t::BOOL, 3, &[0, 1, 2]))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("element 2 at byte 14 is a bool with byte value 2"),
-            "{err}"
-        );
-        let err = parse_array(&array_bytes(13, 0, &[]))
-            .unwrap_err()
-            .to_string();
+        let err = parse_array(&array_bytes(t::BOOL, 3, &[0, 1, 2])).unwrap_err().to_string();
+        assert!(err.contains("element 2 at byte 14 is a bool with byte value 2"), "{err}");
+        let err = parse_array(&array_bytes(13, 0, &[])).unwrap_err().to_string();
         assert!(err.contains("unknown GGUF value type 13"), "{err}");
     }
 }

@@ -60,10 +60,9 @@ impl fmt::Display for ShapeProblem {
             ShapeProblem::ElementsOverflow { shape } => {
                 write!(f, "shape {shape:?} has more elements than fit in a signed 64-bit count")
             }
-            ShapeProblem::RowNotWholeBlocks { row, ggml_type, block_elems } => write!(
-                f,
-                "row length shape[0] = {row} is not a multiple of the {ggml_type} block size {block_elems}"
-            ),
+            ShapeProblem::RowNotWholeBlocks { row, ggml_type, block_elems } => {
+                write!(f, "row length shape[0] = {row} is not a multiple of the {ggml_type} block size {block_elems}")
+            }
             ShapeProblem::BytesOverflow { n_elements, ggml_type } => {
                 write!(f, "{n_elements} elements of {ggml_type} need more than 2^64 bytes")
             }
@@ -80,14 +79,7 @@ impl TensorInfo {
         offset: u64,
     ) -> Result<TensorInfo, ShapeProblem> {
         let (n_elements, n_bytes) = shape_size(&shape, ggml_type)?;
-        Ok(TensorInfo {
-            name: name.into(),
-            shape,
-            ggml_type,
-            offset,
-            n_elements,
-            n_bytes,
-        })
+        Ok(TensorInfo { name: name.into(), shape, ggml_type, offset, n_elements, n_bytes })
     }
 
     pub fn n_dims(&self) -> usize {
@@ -116,33 +108,20 @@ pub fn shape_size(shape: &[u64], ggml_type: GgmlType) -> Result<(u64, u64), Shap
         return Err(ShapeProblem::NoDims);
     }
     if shape.len() > MAX_DIMS {
-        return Err(ShapeProblem::TooManyDims {
-            n_dims: shape.len() as u64,
-        });
+        return Err(ShapeProblem::TooManyDims { n_dims: shape.len() as u64 });
     }
     let mut n_elements: u64 = 1;
     for &d in shape {
         n_elements = n_elements
             .checked_mul(d)
             .filter(|&n| n <= i64::MAX as u64)
-            .ok_or_else(|| ShapeProblem::ElementsOverflow {
-                shape: shape.to_vec(),
-            })?;
+            .ok_or_else(|| ShapeProblem::ElementsOverflow { shape: shape.to_vec() })?;
     }
     let block_elems = ggml_type.block_elems();
     if !shape[0].is_multiple_of(block_elems) {
-        return Err(ShapeProblem::RowNotWholeBlocks {
-            row: shape[0],
-            ggml_type,
-            block_elems,
-        });
+        return Err(ShapeProblem::RowNotWholeBlocks { row: shape[0], ggml_type, block_elems });
     }
-    let n_bytes = ggml_type
-        .bytes_for(n_elements)
-        .ok_or(ShapeProblem::BytesOverflow {
-            n_elements,
-            ggml_type,
-        })?;
+    let n_bytes = ggml_type.bytes_for(n_elements).ok_or(ShapeProblem::BytesOverflow { n_elements, ggml_type })?;
     Ok((n_elements, n_bytes))
 }
 
@@ -166,26 +145,11 @@ mod tests {
     fn rejects_bad_shapes() {
         use ShapeProblem::*;
         assert_eq!(shape_size(&[], GgmlType::F32), Err(NoDims));
-        assert_eq!(
-            shape_size(&[1, 1, 1, 1, 1], GgmlType::F32),
-            Err(TooManyDims { n_dims: 5 })
-        );
-        assert!(matches!(
-            shape_size(&[u64::MAX, 2], GgmlType::F32),
-            Err(ElementsOverflow { .. })
-        ));
-        assert!(matches!(
-            shape_size(&[1 << 32, 1 << 31], GgmlType::I8),
-            Err(ElementsOverflow { .. })
-        ));
-        assert!(matches!(
-            shape_size(&[100, 2], GgmlType::Q4_0),
-            Err(RowNotWholeBlocks { row: 100, .. })
-        ));
-        assert!(matches!(
-            shape_size(&[1 << 62], GgmlType::F32),
-            Err(BytesOverflow { .. })
-        ));
+        assert_eq!(shape_size(&[1, 1, 1, 1, 1], GgmlType::F32), Err(TooManyDims { n_dims: 5 }));
+        assert!(matches!(shape_size(&[u64::MAX, 2], GgmlType::F32), Err(ElementsOverflow { .. })));
+        assert!(matches!(shape_size(&[1 << 32, 1 << 31], GgmlType::I8), Err(ElementsOverflow { .. })));
+        assert!(matches!(shape_size(&[100, 2], GgmlType::Q4_0), Err(RowNotWholeBlocks { row: 100, .. })));
+        assert!(matches!(shape_size(&[1 << 62], GgmlType::F32), Err(BytesOverflow { .. })));
         assert_eq!(shape_size(&[0, 7], GgmlType::Q4_K), Ok((0, 0)));
     }
 }

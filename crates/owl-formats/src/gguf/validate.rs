@@ -14,10 +14,8 @@ pub const MAX_ALIGNMENT: u64 = 1 << 20;
 pub const ALIGNMENT_KEY: &str = "general.alignment";
 pub const TOKENS_KEY: &str = "tokenizer.ggml.tokens";
 /// Arrays that must have one entry per token, with the element kind they must hold.
-const PER_TOKEN_KEYS: [(&str, ElementKind); 2] = [
-    ("tokenizer.ggml.scores", ElementKind::Number),
-    ("tokenizer.ggml.token_type", ElementKind::Integer),
-];
+const PER_TOKEN_KEYS: [(&str, ElementKind); 2] =
+    [("tokenizer.ggml.scores", ElementKind::Number), ("tokenizer.ggml.token_type", ElementKind::Integer)];
 
 #[derive(Clone, Copy)]
 enum ElementKind {
@@ -25,15 +23,8 @@ enum ElementKind {
     Integer,
 }
 
-fn find<'m>(
-    metadata: &'m [(String, MetadataValue)],
-    key: &str,
-) -> Option<(usize, &'m MetadataValue)> {
-    metadata
-        .iter()
-        .enumerate()
-        .find(|(_, (k, _))| k == key)
-        .map(|(i, (_, v))| (i, v))
+fn find<'m>(metadata: &'m [(String, MetadataValue)], key: &str) -> Option<(usize, &'m MetadataValue)> {
+    metadata.iter().enumerate().find(|(_, (k, _))| k == key).map(|(i, (_, v))| (i, v))
 }
 
 fn describe(v: &MetadataValue) -> String {
@@ -50,11 +41,7 @@ pub fn alignment(metadata: &[(String, MetadataValue)], offsets: &[u64]) -> Resul
         return Ok(DEFAULT_ALIGNMENT);
     };
     let offset = offsets.get(i).copied().unwrap_or(0);
-    let bad = |reason| GgufError::BadAlignment {
-        offset,
-        value: value.to_string(),
-        reason,
-    };
+    let bad = |reason| GgufError::BadAlignment { offset, value: value.to_string(), reason };
     let Some(a) = value.as_u64() else {
         return Err(bad(match value.as_i64() {
             Some(_) => "it must be positive",
@@ -73,10 +60,7 @@ pub fn alignment(metadata: &[(String, MetadataValue)], offsets: &[u64]) -> Resul
 /// `tokenizer.ggml.tokens` must be an array of strings, and `tokenizer.ggml.scores` /
 /// `tokenizer.ggml.token_type` (when present) numeric arrays of the same length: the
 /// tokenizer indexes all three by token id.
-pub fn tokenizer_arrays(
-    metadata: &[(String, MetadataValue)],
-    offsets: &[u64],
-) -> Result<(), GgufError> {
+pub fn tokenizer_arrays(metadata: &[(String, MetadataValue)], offsets: &[u64]) -> Result<(), GgufError> {
     let Some((ti, tokens)) = find(metadata, TOKENS_KEY) else {
         return Ok(());
     };
@@ -107,21 +91,11 @@ pub fn tokenizer_arrays(
                 ElementKind::Number => "an array of numbers (f32)",
                 ElementKind::Integer => "an array of integers (i32)",
             };
-            return Err(GgufError::WrongValueType {
-                key: key.to_string(),
-                offset,
-                found: describe(value),
-                expected,
-            });
+            return Err(GgufError::WrongValueType { key: key.to_string(), offset, found: describe(value), expected });
         }
         let len = value.as_array().map_or(0, |a| a.len() as u64);
         if len != tokens_len {
-            return Err(GgufError::TokenizerLength {
-                key: key.to_string(),
-                offset,
-                len,
-                tokens_len,
-            });
+            return Err(GgufError::TokenizerLength { key: key.to_string(), offset, len, tokens_len });
         }
     }
     Ok(())
@@ -161,9 +135,7 @@ pub fn tensor_layout(
         }
     }
     // All ranges are inside the file now, so u64 arithmetic is exact.
-    let mut order: Vec<usize> = (0..tensors.len())
-        .filter(|&i| tensors[i].n_bytes > 0)
-        .collect();
+    let mut order: Vec<usize> = (0..tensors.len()).filter(|&i| tensors[i].n_bytes > 0).collect();
     order.sort_by_key(|&i| tensors[i].offset);
     for pair in order.windows(2) {
         let (a, b) = (&tensors[pair[0]], &tensors[pair[1]]);

@@ -156,10 +156,7 @@ impl MetadataValue {
         match *self {
             MetadataValue::F32(v) => Some(v.into()),
             MetadataValue::F64(v) => Some(v),
-            _ => self
-                .as_i64()
-                .map(|v| v as f64)
-                .or_else(|| self.as_u64().map(|v| v as f64)),
+            _ => self.as_i64().map(|v| v as f64).or_else(|| self.as_u64().map(|v| v as f64)),
         }
     }
 
@@ -338,9 +335,7 @@ impl MetadataArray {
         match self {
             MetadataArray::F32(v) => Some(v.clone()),
             MetadataArray::F64(v) => Some(v.iter().map(|&x| x as f32).collect()),
-            _ => self
-                .to_i64s()
-                .map(|v| v.into_iter().map(|x| x as f32).collect()),
+            _ => self.to_i64s().map(|v| v.into_iter().map(|x| x as f32).collect()),
         }
     }
 }
@@ -442,13 +437,7 @@ mod tests {
 
     #[test]
     fn array_accessors_and_display() {
-        let a = MetadataArray::String(vec![
-            "a".into(),
-            "b".into(),
-            "c".into(),
-            "d".into(),
-            "e".into(),
-        ]);
+        let a = MetadataArray::String(vec!["a".into(), "b".into(), "c".into(), "d".into(), "e".into()]);
         assert_eq!(a.len(), 5);
         assert_eq!(a.element_type_name(), "string");
         assert_eq!(a.as_strings().map(|s| s.len()), Some(5));

@@ -72,12 +72,7 @@ impl Default for GgufWriter<'_> {
 impl<'a> GgufWriter<'a> {
     /// An empty GGUF v3 file (alignment 32 unless `general.alignment` is set).
     pub fn new() -> GgufWriter<'a> {
-        GgufWriter {
-            version: 3,
-            metadata: Vec::new(),
-            tensors: Vec::new(),
-            tensor_names: HashSet::new(),
-        }
+        GgufWriter { version: 3, metadata: Vec::new(), tensors: Vec::new(), tensor_names: HashSet::new() }
     }
 
     /// A writer holding `file`'s version, metadata (in order) and tensors (in info order),
@@ -127,11 +122,8 @@ impl<'a> GgufWriter<'a> {
             field: ALIGNMENT_KEY.into(),
             reason: format!("{alignment} does not fit u32"),
         })?;
-        validate::alignment(
-            &[(ALIGNMENT_KEY.to_string(), MetadataValue::U32(value))],
-            &[],
-        )
-        .map_err(invalid_metadata)?;
+        validate::alignment(&[(ALIGNMENT_KEY.to_string(), MetadataValue::U32(value))], &[])
+            .map_err(invalid_metadata)?;
         self.set_metadata(ALIGNMENT_KEY, MetadataValue::U32(value));
         Ok(())
     }
@@ -165,15 +157,11 @@ impl<'a> GgufWriter<'a> {
     ) -> Result<(), GgufError> {
         let name = name.into();
         let data = data.into();
-        let invalid = |reason: String| GgufError::InvalidInput {
-            field: format!("tensor {name:?}"),
-            reason,
-        };
+        let invalid = |reason: String| GgufError::InvalidInput { field: format!("tensor {name:?}"), reason };
         if self.tensor_names.contains(&name) {
             return Err(invalid("a tensor with this name was already added".into()));
         }
-        let (n_elements, n_bytes) =
-            shape_size(&shape, ggml_type).map_err(|p| invalid(p.to_string()))?;
+        let (n_elements, n_bytes) = shape_size(&shape, ggml_type).map_err(|p| invalid(p.to_string()))?;
         if let TensorData::Bytes(b) = &data {
             if b.len() as u64 != n_bytes {
                 return Err(invalid(format!(
@@ -183,14 +171,7 @@ impl<'a> GgufWriter<'a> {
             }
         }
         self.tensor_names.insert(name.clone());
-        self.tensors.push(PendingTensor {
-            name,
-            shape,
-            ggml_type,
-            n_elements,
-            n_bytes,
-            data,
-        });
+        self.tensors.push(PendingTensor { name, shape, ggml_type, n_elements, n_bytes, data });
         Ok(())
     }
 
@@ -208,11 +189,10 @@ impl<'a> GgufWriter<'a> {
                 n_elements: t.n_elements,
                 n_bytes: t.n_bytes,
             });
-            offset =
-                padded(offset, t.n_bytes, alignment).ok_or_else(|| GgufError::InvalidInput {
-                    field: format!("tensor {:?}", t.name),
-                    reason: "data section exceeds 2^64 bytes".into(),
-                })?;
+            offset = padded(offset, t.n_bytes, alignment).ok_or_else(|| GgufError::InvalidInput {
+                field: format!("tensor {:?}", t.name),
+                reason: "data section exceeds 2^64 bytes".into(),
+            })?;
         }
         Ok(infos)
     }
@@ -238,24 +218,13 @@ impl<'a> GgufWriter<'a> {
     pub fn write_to<W: Write>(&self, out: W) -> Result<u64, GgufError> {
         let alignment = self.validate()?;
         let infos = self.tensor_infos()?;
-        let mut w = Counter {
-            inner: BufWriter::with_capacity(1 << 20, out),
-            written: 0,
-        };
+        let mut w = Counter { inner: BufWriter::with_capacity(1 << 20, out), written: 0 };
         match self.write_all(&mut w, &infos, alignment) {
             Ok(()) => {}
-            Err(WriteFailure::Io(source)) => {
-                return Err(GgufError::Stream {
-                    written: w.written,
-                    source,
-                })
-            }
+            Err(WriteFailure::Io(source)) => return Err(GgufError::Stream { written: w.written, source }),
             Err(WriteFailure::Invalid(e)) => return Err(e),
         }
-        w.inner.flush().map_err(|source| GgufError::Stream {
-            written: w.written,
-            source,
-        })?;
+        w.inner.flush().map_err(|source| GgufError::Stream { written: w.written, source })?;
         Ok(w.written)
     }
 
@@ -294,10 +263,7 @@ impl<'a> GgufWriter<'a> {
             if wrote != t.n_bytes {
                 return Err(WriteFailure::Invalid(GgufError::InvalidInput {
                     field: format!("tensor {:?}", t.name),
-                    reason: format!(
-                        "its data source wrote {wrote} bytes, but the tensor takes {}",
-                        t.n_bytes
-                    ),
+                    reason: format!("its data source wrote {wrote} bytes, but the tensor takes {}", t.n_bytes),
                 }));
             }
             pad(w, alignment)?;
@@ -312,11 +278,7 @@ impl<'a> GgufWriter<'a> {
         static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
         let path = path.as_ref();
         self.validate()?;
-        let io_err = |action, source| GgufError::Io {
-            action,
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = |action, source| GgufError::Io { action, path: path.to_path_buf(), source };
         let file_name = path.file_name().ok_or_else(|| GgufError::InvalidInput {
             field: "path".into(),
             reason: format!("{} has no file name", path.display()),
@@ -366,15 +328,10 @@ impl<'a> GgufWriter<'a> {
 fn invalid_metadata(e: GgufError) -> GgufError {
     let field = match &e {
         GgufError::BadAlignment { .. } => ALIGNMENT_KEY.to_string(),
-        GgufError::TokenizerLength { key, .. } | GgufError::WrongValueType { key, .. } => {
-            key.clone()
-        }
+        GgufError::TokenizerLength { key, .. } | GgufError::WrongValueType { key, .. } => key.clone(),
         _ => "metadata".to_string(),
     };
-    GgufError::InvalidInput {
-        field,
-        reason: e.to_string(),
-    }
+    GgufError::InvalidInput { field, reason: e.to_string() }
 }
 
 /// `offset + n` rounded up to a multiple of `alignment`.

@@ -73,31 +73,21 @@ impl<'a> Fields<'a> {
     }
 
     fn wrong(&self, key: &str, expected: &'static str, found: &Value) -> HfConfigError {
-        HfConfigError::WrongType {
-            field: self.name(key),
-            expected,
-            found: kind_of(found),
-        }
+        HfConfigError::WrongType { field: self.name(key), expected, found: kind_of(found) }
     }
 
     pub(crate) fn invalid(&self, key: &str, reason: impl Into<String>) -> HfConfigError {
-        HfConfigError::Invalid {
-            field: self.name(key),
-            reason: reason.into(),
-        }
+        HfConfigError::Invalid { field: self.name(key), reason: reason.into() }
     }
 
     pub(crate) fn missing(&self, key: &str) -> HfConfigError {
-        HfConfigError::MissingField {
-            field: self.name(key),
-        }
+        HfConfigError::MissingField { field: self.name(key) }
     }
 
     /// Converts a JSON number to a non-negative integer; integral floats (`4096.0`) pass.
     fn as_usize(&self, key: &str, v: &Value) -> Result<usize, HfConfigError> {
         if let Some(u) = v.as_u64() {
-            return usize::try_from(u)
-                .map_err(|_| self.invalid(key, format!("{u} does not fit in usize")));
+            return usize::try_from(u).map_err(|_| self.invalid(key, format!("{u} does not fit in usize")));
         }
         if let Some(f) = v.as_f64() {
             if f >= 0.0 && f.fract() == 0.0 && f < 9.007_199_254_740_992e15 {
@@ -128,9 +118,7 @@ impl<'a> Fields<'a> {
     pub(crate) fn opt_u32(&self, key: &str) -> Result<Option<u32>, HfConfigError> {
         match self.opt_usize(key)? {
             None => Ok(None),
-            Some(u) => u32::try_from(u)
-                .map(Some)
-                .map_err(|_| self.invalid(key, format!("{u} does not fit in u32"))),
+            Some(u) => u32::try_from(u).map(Some).map_err(|_| self.invalid(key, format!("{u} does not fit in u32"))),
         }
     }
 
@@ -196,10 +184,7 @@ impl<'a> Fields<'a> {
         self.opt_str(key)?.ok_or_else(|| self.missing(key))
     }
 
-    pub(crate) fn opt_object(
-        &self,
-        key: &str,
-    ) -> Result<Option<&'a Map<String, Value>>, HfConfigError> {
+    pub(crate) fn opt_object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>, HfConfigError> {
         match self.get(key) {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m)),
@@ -264,8 +249,7 @@ impl<'a> Fields<'a> {
                 .map(|(i, v)| {
                     let name = format!("{key}[{i}]");
                     let u = self.as_usize(&name, v)?;
-                    u32::try_from(u)
-                        .map_err(|_| self.invalid(&name, format!("{u} does not fit in u32")))
+                    u32::try_from(u).map_err(|_| self.invalid(&name, format!("{u} does not fit in u32")))
                 })
                 .collect(),
             Some(_) => Ok(self.opt_u32(key)?.into_iter().collect()),

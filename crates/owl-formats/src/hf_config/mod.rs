@@ -41,11 +41,7 @@ pub enum HfConfigError {
     },
     /// The text is not JSON.
     #[error("invalid JSON at line {line} column {column}: {message}")]
-    Json {
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Json { line: usize, column: usize, message: String },
     /// The top level (or `text_config`) is not a JSON object.
     #[error("expected a JSON object at the top level, found {found}")]
     NotAnObject { found: String },
@@ -54,11 +50,7 @@ pub enum HfConfigError {
     MissingField { field: String },
     /// A field holds the wrong kind of JSON value.
     #[error("field `{field}`: expected {expected}, found {found}")]
-    WrongType {
-        field: String,
-        expected: &'static str,
-        found: String,
-    },
+    WrongType { field: String, expected: &'static str, found: String },
     /// A field's value is out of range or inconsistent with another field.
     #[error("field `{field}`: {reason}")]
     Invalid { field: String, reason: String },
@@ -179,14 +171,10 @@ impl HfConfig {
 
     /// Reads a config file; errors carry the path.
     pub fn from_file(path: &Path) -> Result<HfConfig, HfConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| HfConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        HfConfig::from_json_str(&text).map_err(|e| HfConfigError::InFile {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        })
+        let text =
+            std::fs::read_to_string(path).map_err(|source| HfConfigError::Io { path: path.to_path_buf(), source })?;
+        HfConfig::from_json_str(&text)
+            .map_err(|e| HfConfigError::InFile { path: path.to_path_buf(), source: Box::new(e) })
     }
 
     /// Parses config JSON text.
@@ -202,9 +190,7 @@ impl HfConfig {
     /// Normalises an already parsed JSON value.
     pub fn from_value(value: &Value) -> Result<HfConfig, HfConfigError> {
         let Value::Object(obj) = value else {
-            return Err(HfConfigError::NotAnObject {
-                found: fields::kind_of(value),
-            });
+            return Err(HfConfigError::NotAnObject { found: fields::kind_of(value) });
         };
         let top = Fields::new(obj, "");
         // Multimodal wrappers (Gemma3ForConditionalGeneration, ...) keep the language model's
@@ -265,10 +251,7 @@ fn parse_activation(f: Fields<'_>, model_type: &str) -> Result<Activation, HfCon
         "gelu" => Ok(Activation::Gelu),
         "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(Activation::GeluTanh),
         "relu" => Ok(Activation::Relu),
-        other => Err(HfConfigError::Unsupported {
-            field: f.name(key),
-            value: format!("{other:?}"),
-        }),
+        other => Err(HfConfigError::Unsupported { field: f.name(key), value: format!("{other:?}") }),
     }
 }
 
@@ -283,11 +266,7 @@ fn parse_layer_type(f: Fields<'_>, index: usize, name: &str) -> Result<LayerType
     }
 }
 
-fn parse_object(
-    obj: &Map<String, Value>,
-    prefix: &str,
-    parent: Option<Fields<'_>>,
-) -> Result<HfConfig, HfConfigError> {
+fn parse_object(obj: &Map<String, Value>, prefix: &str, parent: Option<Fields<'_>>) -> Result<HfConfig, HfConfigError> {
     let f = Fields::new(obj, prefix);
     let model_type = match (f.opt_str("model_type")?, parent) {
         (Some(t), _) => t.to_string(),
@@ -310,15 +289,11 @@ fn parse_object(
         return Err(f.invalid("num_hidden_layers", format!("{num_hidden_layers} is more than {MAX_LAYERS}")));
     }
     let num_attention_heads = f.req_positive("num_attention_heads")?;
-    let num_key_value_heads = f
-        .opt_usize("num_key_value_heads")?
-        .unwrap_or(num_attention_heads);
+    let num_key_value_heads = f.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
     if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
         return Err(f.invalid(
             "num_key_value_heads",
-            format!(
-                "{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"
-            ),
+            format!("{num_key_value_heads} does not divide num_attention_heads {num_attention_heads}"),
         ));
     }
     let mla = moe::parse_mla(f)?;
@@ -336,10 +311,7 @@ fn parse_object(
         }
     };
     if head_dim == 0 || head_dim % 2 != 0 {
-        return Err(f.invalid(
-            "head_dim",
-            format!("{head_dim} must be a positive even number"),
-        ));
+        return Err(f.invalid("head_dim", format!("{head_dim} must be a positive even number")));
     }
     let max_position_embeddings = f.req_positive("max_position_embeddings")?;
     let rms_norm_eps = f.req_f64("rms_norm_eps")?;
@@ -388,26 +360,11 @@ fn parse_object(
 
     let layer_types: Vec<LayerType> = if let Some(names) = f.opt_str_vec("layer_types")? {
         if names.len() != num_hidden_layers {
-            return Err(f.invalid(
-                "layer_types",
-                format!("has {} entries for {num_hidden_layers} layers", names.len()),
-            ));
+            return Err(f.invalid("layer_types", format!("has {} entries for {num_hidden_layers} layers", names.len())));
         }
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| parse_layer_type(f, i, n))
-            .collect::<Result<_, _>>()?
+        names.iter().enumerate().map(|(i, n)| parse_layer_type(f, i, n)).collect::<Result<_, _>>()?
     } else if gemma2 {
-        (0..num_hidden_layers)
-            .map(|i| {
-                if (i + 1) % 2 != 0 {
-                    LayerType::Sliding
-                } else {
-                    LayerType::Full
-                }
-            })
-            .collect()
+        (0..num_hidden_layers).map(|i| if (i + 1) % 2 != 0 { LayerType::Sliding } else { LayerType::Full }).collect()
     } else if gemma3 {
         let pattern = match f.opt_usize("sliding_window_pattern")? {
             Some(p) => p,
@@ -417,24 +374,20 @@ fn parse_object(
             return Err(f.invalid("sliding_window_pattern", "must be at least 1"));
         }
         (0..num_hidden_layers)
-            .map(|i| {
-                if (i + 1) % pattern != 0 {
-                    LayerType::Sliding
-                } else {
-                    LayerType::Full
-                }
-            })
+            .map(|i| if (i + 1) % pattern != 0 { LayerType::Sliding } else { LayerType::Full })
             .collect()
     } else if is_qwen_family(&model_type) {
         let max_window_layers = f.opt_usize("max_window_layers")?.unwrap_or(28);
         (0..num_hidden_layers)
-            .map(|i| {
-                if sliding_window.is_some() && i >= max_window_layers {
-                    LayerType::Sliding
-                } else {
-                    LayerType::Full
-                }
-            })
+            .map(
+                |i| {
+                    if sliding_window.is_some() && i >= max_window_layers {
+                        LayerType::Sliding
+                    } else {
+                        LayerType::Full
+                    }
+                },
+            )
             .collect()
     } else if sliding_window.is_some() {
         vec![LayerType::Sliding; num_hidden_layers]
@@ -442,10 +395,7 @@ fn parse_object(
         vec![LayerType::Full; num_hidden_layers]
     };
     if sliding_window.is_none() && layer_types.contains(&LayerType::Sliding) {
-        return Err(f.invalid(
-            "layer_types",
-            "names sliding_attention layers but sliding_window is not set",
-        ));
+        return Err(f.invalid("layer_types", "names sliding_attention layers but sliding_window is not set"));
     }
 
     let (query_pre_attn_scalar, attn_logit_softcapping, final_logit_softcapping) = if gemma2 {

@@ -140,19 +140,12 @@ pub(crate) fn parse_moe(
     let moe_intermediate = f.opt_usize("moe_intermediate_size")?;
     let expert_intermediate_size = moe_intermediate.unwrap_or(intermediate_size);
 
-    let norm_topk_prob = if is_mixtral {
-        true
-    } else {
-        f.opt_bool("norm_topk_prob")?.unwrap_or(is_deepseek_v3)
-    };
+    let norm_topk_prob = if is_mixtral { true } else { f.opt_bool("norm_topk_prob")?.unwrap_or(is_deepseek_v3) };
     let scoring = match f.opt_str("scoring_func")? {
         Some("softmax") => RouterScoring::Softmax,
         Some("sigmoid") => RouterScoring::Sigmoid,
         Some(other) => {
-            return Err(HfConfigError::Unsupported {
-                field: f.name("scoring_func"),
-                value: format!("{other:?}"),
-            })
+            return Err(HfConfigError::Unsupported { field: f.name("scoring_func"), value: format!("{other:?}") })
         }
         None if is_deepseek_v3 => RouterScoring::Sigmoid,
         None => RouterScoring::Softmax,
@@ -162,10 +155,7 @@ pub(crate) fn parse_moe(
         Some("group_limited_greedy") => TopkMethod::GroupLimitedGreedy,
         Some("noaux_tc") => TopkMethod::NoAuxTc,
         Some(other) => {
-            return Err(HfConfigError::Unsupported {
-                field: f.name("topk_method"),
-                value: format!("{other:?}"),
-            })
+            return Err(HfConfigError::Unsupported { field: f.name("topk_method"), value: format!("{other:?}") })
         }
         None if is_deepseek_v3 => TopkMethod::NoAuxTc,
         None => TopkMethod::Greedy,
@@ -173,20 +163,12 @@ pub(crate) fn parse_moe(
     let n_group = f.opt_usize("n_group")?.unwrap_or(1);
     let topk_group = f.opt_usize("topk_group")?.unwrap_or(1);
     if n_group == 0 || num_experts % n_group != 0 {
-        return Err(f.invalid(
-            "n_group",
-            format!("{n_group} does not divide the {num_experts} experts"),
-        ));
+        return Err(f.invalid("n_group", format!("{n_group} does not divide the {num_experts} experts")));
     }
     if topk_group == 0 || topk_group > n_group {
-        return Err(f.invalid(
-            "topk_group",
-            format!("{topk_group} is not in 1..={n_group} (n_group)"),
-        ));
+        return Err(f.invalid("topk_group", format!("{topk_group} is not in 1..={n_group} (n_group)")));
     }
-    if topk_method != TopkMethod::Greedy
-        && (num_experts / n_group) * topk_group < num_experts_per_tok
-    {
+    if topk_method != TopkMethod::Greedy && (num_experts / n_group) * topk_group < num_experts_per_tok {
         return Err(f.invalid(
             "topk_group",
             format!(
@@ -202,9 +184,9 @@ pub(crate) fn parse_moe(
             Some(width) if width > 0 => (1, width, true),
             _ => {
                 let n = f.opt_usize("n_shared_experts")?.unwrap_or(0);
-                let width = n.checked_mul(expert_intermediate_size).ok_or_else(|| {
-                    f.invalid("n_shared_experts", "shared expert width overflows")
-                })?;
+                let width = n
+                    .checked_mul(expert_intermediate_size)
+                    .ok_or_else(|| f.invalid("n_shared_experts", "shared expert width overflows"))?;
                 (n, width, false)
             }
         };
@@ -257,10 +239,7 @@ pub(crate) fn parse_mla(f: Fields<'_>) -> Result<Option<MlaConfig>, HfConfigErro
     let q_lora_rank = f.opt_usize("q_lora_rank")?;
     let qk_rope_head_dim = f.req_usize("qk_rope_head_dim")?;
     if qk_rope_head_dim % 2 != 0 {
-        return Err(f.invalid(
-            "qk_rope_head_dim",
-            format!("{qk_rope_head_dim} must be even"),
-        ));
+        return Err(f.invalid("qk_rope_head_dim", format!("{qk_rope_head_dim} must be even")));
     }
     Ok(Some(MlaConfig {
         q_lora_rank,

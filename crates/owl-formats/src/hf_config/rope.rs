@@ -131,10 +131,7 @@ const GEMMA3_LOCAL_THETA: f64 = 10_000.0;
 const LAYER_TYPE_KEYS: [&str; 2] = ["full_attention", "sliding_attention"];
 
 /// Reads the RoPE settings of a config object in either spelling.
-pub(crate) fn parse_rope(
-    top: Fields<'_>,
-    ctx: &RopeContext<'_>,
-) -> Result<ParsedRope, HfConfigError> {
+pub(crate) fn parse_rope(top: Fields<'_>, ctx: &RopeContext<'_>) -> Result<ParsedRope, HfConfigError> {
     let top_theta = top.opt_f64("rope_theta")?;
     let local_base = top.opt_f64("rope_local_base_freq")?;
     let legacy_scaling = top.opt_object("rope_scaling")?;
@@ -149,10 +146,8 @@ pub(crate) fn parse_rope(
     let (global, local) = if let Some(scaling) = legacy_scaling {
         // Hub spelling (transformers: `rope_scaling or rope_parameters`).
         let global = parse_rope_dict(Fields::new(scaling, "rope_scaling"), global_theta, ctx)?;
-        let local = (ctx.is_gemma3() || local_base.is_some()).then_some(RopeConfig {
-            theta: local_theta,
-            scaling: RopeScaling::None,
-        });
+        let local = (ctx.is_gemma3() || local_base.is_some())
+            .then_some(RopeConfig { theta: local_theta, scaling: RopeScaling::None });
         (global, local)
     } else if let (Some(params), true) = (params, nested) {
         // transformers 5, one dict per layer type (Gemma 3).
@@ -164,15 +159,11 @@ pub(crate) fn parse_rope(
         }
         let global = parse_rope_dict(full_fields, global_theta, ctx)?;
         let local = match f.opt_object("sliding_attention")? {
-            Some(sliding) => Some(parse_rope_dict(
-                Fields::new(sliding, "rope_parameters.sliding_attention"),
-                local_theta,
-                ctx,
-            )?),
-            None => (ctx.is_gemma3() || local_base.is_some()).then_some(RopeConfig {
-                theta: local_theta,
-                scaling: RopeScaling::None,
-            }),
+            Some(sliding) => {
+                Some(parse_rope_dict(Fields::new(sliding, "rope_parameters.sliding_attention"), local_theta, ctx)?)
+            }
+            None => (ctx.is_gemma3() || local_base.is_some())
+                .then_some(RopeConfig { theta: local_theta, scaling: RopeScaling::None }),
         };
         (global, local)
     } else if let Some(params) = params {
@@ -182,20 +173,13 @@ pub(crate) fn parse_rope(
             partial = Some(p);
         }
         let global = parse_rope_dict(f, global_theta, ctx)?;
-        let local = (ctx.is_gemma3() || local_base.is_some()).then_some(RopeConfig {
-            theta: local_theta,
-            scaling: RopeScaling::None,
-        });
+        let local = (ctx.is_gemma3() || local_base.is_some())
+            .then_some(RopeConfig { theta: local_theta, scaling: RopeScaling::None });
         (global, local)
     } else {
-        let global = RopeConfig {
-            theta: global_theta,
-            scaling: RopeScaling::None,
-        };
-        let local = (ctx.is_gemma3() || local_base.is_some()).then_some(RopeConfig {
-            theta: local_theta,
-            scaling: RopeScaling::None,
-        });
+        let global = RopeConfig { theta: global_theta, scaling: RopeScaling::None };
+        let local = (ctx.is_gemma3() || local_base.is_some())
+            .then_some(RopeConfig { theta: local_theta, scaling: RopeScaling::None });
         (global, local)
     };
 
@@ -206,19 +190,11 @@ pub(crate) fn parse_rope(
             reason: format!("{partial_rotary_factor} is outside (0, 1]"),
         });
     }
-    Ok(ParsedRope {
-        global,
-        local,
-        partial_rotary_factor,
-    })
+    Ok(ParsedRope { global, local, partial_rotary_factor })
 }
 
 /// One RoPE dict (`rope_parameters`, one of its per-layer-type dicts, or `rope_scaling`).
-fn parse_rope_dict(
-    f: Fields<'_>,
-    theta_fallback: f64,
-    ctx: &RopeContext<'_>,
-) -> Result<RopeConfig, HfConfigError> {
+fn parse_rope_dict(f: Fields<'_>, theta_fallback: f64, ctx: &RopeContext<'_>) -> Result<RopeConfig, HfConfigError> {
     let theta = f.opt_f64("rope_theta")?.unwrap_or(theta_fallback);
     if theta <= 0.0 {
         return Err(f.invalid("rope_theta", format!("{theta} must be positive")));
@@ -242,17 +218,14 @@ fn parse_rope_dict(
         if let Some(v) = f.opt_usize("original_max_position_embeddings")? {
             return Ok(v);
         }
-        ctx.max_position_embeddings
-            .ok_or_else(|| f.missing("original_max_position_embeddings"))
+        ctx.max_position_embeddings.ok_or_else(|| f.missing("original_max_position_embeddings"))
     };
     // `factor` when given, else max_position_embeddings / original (transformers' fallback).
     let factor_or_ratio = |f: &Fields<'_>, orig: usize| -> Result<f64, HfConfigError> {
         if let Some(factor) = f.opt_f64("factor")? {
             return Ok(factor);
         }
-        let max = ctx
-            .max_position_embeddings
-            .ok_or_else(|| f.missing("factor"))?;
+        let max = ctx.max_position_embeddings.ok_or_else(|| f.missing("factor"))?;
         if orig == 0 {
             return Err(f.invalid("original_max_position_embeddings", "must be at least 1"));
         }
@@ -268,9 +241,7 @@ fn parse_rope_dict(
 
     let scaling = match rope_type {
         "default" => RopeScaling::None,
-        "linear" => RopeScaling::Linear {
-            factor: positive(&f, "factor", f.req_f64("factor")?)?,
-        },
+        "linear" => RopeScaling::Linear { factor: positive(&f, "factor", f.req_f64("factor")?)? },
         "dynamic" => RopeScaling::Dynamic {
             factor: positive(&f, "factor", f.req_f64("factor")?)?,
             original_max_position_embeddings: original_max(&f)?,
@@ -279,10 +250,7 @@ fn parse_rope_dict(
             let low = positive(&f, "low_freq_factor", f.req_f64("low_freq_factor")?)?;
             let high = positive(&f, "high_freq_factor", f.req_f64("high_freq_factor")?)?;
             if high <= low {
-                return Err(f.invalid(
-                    "high_freq_factor",
-                    format!("{high} must exceed low_freq_factor {low}"),
-                ));
+                return Err(f.invalid("high_freq_factor", format!("{high} must exceed low_freq_factor {low}")));
             }
             RopeScaling::Llama3 {
                 factor: positive(&f, "factor", f.req_f64("factor")?)?,
@@ -319,28 +287,17 @@ fn parse_rope_dict(
             }
         }
         "longrope" => {
-            let short_factor = f
-                .opt_f64_vec("short_factor")?
-                .ok_or_else(|| f.missing("short_factor"))?;
-            let long_factor = f
-                .opt_f64_vec("long_factor")?
-                .ok_or_else(|| f.missing("long_factor"))?;
+            let short_factor = f.opt_f64_vec("short_factor")?.ok_or_else(|| f.missing("short_factor"))?;
+            let long_factor = f.opt_f64_vec("long_factor")?.ok_or_else(|| f.missing("long_factor"))?;
             if short_factor.len() != long_factor.len() {
                 return Err(f.invalid(
                     "long_factor",
-                    format!(
-                        "has {} entries but short_factor has {}",
-                        long_factor.len(),
-                        short_factor.len()
-                    ),
+                    format!("has {} entries but short_factor has {}", long_factor.len(), short_factor.len()),
                 ));
             }
             let orig = original_max(&f)?;
             if orig < 2 {
-                return Err(f.invalid(
-                    "original_max_position_embeddings",
-                    format!("{orig} must be at least 2"),
-                ));
+                return Err(f.invalid("original_max_position_embeddings", format!("{orig} must be at least 2")));
             }
             let attention_factor = match f.opt_f64("attention_factor")? {
                 Some(a) => a,
@@ -361,10 +318,7 @@ fn parse_rope_dict(
             }
         }
         other => {
-            return Err(HfConfigError::Unsupported {
-                field: f.name(type_key),
-                value: format!("{other:?}"),
-            });
+            return Err(HfConfigError::Unsupported { field: f.name(type_key), value: format!("{other:?}") });
         }
     };
     Ok(RopeConfig { theta, scaling })

@@ -21,9 +21,7 @@ fn base() -> Value {
 }
 
 fn with(mut v: Value, key: &str, val: Value) -> Value {
-    v.as_object_mut()
-        .expect("object")
-        .insert(key.to_string(), val);
+    v.as_object_mut().expect("object").insert(key.to_string(), val);
     v
 }
 
@@ -44,13 +42,7 @@ fn minimal_config_derives_defaults() {
     let c = HfConfig::from_value(&base()).expect("valid");
     assert_eq!(c.head_dim, 16);
     assert_eq!(c.num_key_value_heads, 2);
-    assert_eq!(
-        c.rope,
-        RopeConfig {
-            theta: 10000.0,
-            scaling: RopeScaling::None
-        }
-    );
+    assert_eq!(c.rope, RopeConfig { theta: 10000.0, scaling: RopeScaling::None });
     assert_eq!(c.layer_types, vec![LayerType::Full; 2]);
     assert_eq!(c.hidden_act, Activation::Silu);
     assert!(!c.tie_word_embeddings);
@@ -63,22 +55,14 @@ fn minimal_config_derives_defaults() {
 
 #[test]
 fn missing_required_field_is_named() {
-    for key in [
-        "model_type",
-        "vocab_size",
-        "hidden_size",
-        "num_hidden_layers",
-        "rms_norm_eps",
-        "max_position_embeddings",
-    ] {
+    for key in
+        ["model_type", "vocab_size", "hidden_size", "num_hidden_layers", "rms_norm_eps", "max_position_embeddings"]
+    {
         let msg = err(without(base(), key));
         assert_eq!(msg, format!("missing required field `{key}`"));
     }
     // null counts as missing
-    assert_eq!(
-        err(with(base(), "hidden_size", Value::Null)),
-        "missing required field `hidden_size`"
-    );
+    assert_eq!(err(with(base(), "hidden_size", Value::Null)), "missing required field `hidden_size`");
 }
 
 #[test]
@@ -100,34 +84,22 @@ fn wrong_types_are_named() {
         "field `rope_scaling`: expected an object, found an array of 2"
     );
     assert_eq!(
-        err(with(
-            base(),
-            "rope_scaling",
-            json!({"rope_type": "linear", "factor": "8"})
-        )),
+        err(with(base(), "rope_scaling", json!({"rope_type": "linear", "factor": "8"}))),
         "field `rope_scaling.factor`: expected a number, found string \"8\""
     );
     assert_eq!(
         err(with(base(), "eos_token_id", json!([2, "x"]))),
         "field `eos_token_id[1]`: expected a non-negative integer, found string \"x\""
     );
-    assert!(matches!(
-        HfConfig::from_json_str("[1]"),
-        Err(HfConfigError::NotAnObject { .. })
-    ));
-    assert!(matches!(
-        HfConfig::from_json_str("{\"a\": "),
-        Err(HfConfigError::Json { line: 1, .. })
-    ));
+    assert!(matches!(HfConfig::from_json_str("[1]"), Err(HfConfigError::NotAnObject { .. })));
+    assert!(matches!(HfConfig::from_json_str("{\"a\": "), Err(HfConfigError::Json { line: 1, .. })));
 }
 
 #[test]
 fn integral_floats_are_accepted_as_integers() {
-    let c = HfConfig::from_value(&with(base(), "max_position_embeddings", json!(4096.0)))
-        .expect("valid");
+    let c = HfConfig::from_value(&with(base(), "max_position_embeddings", json!(4096.0))).expect("valid");
     assert_eq!(c.max_position_embeddings, 4096);
-    assert!(err(with(base(), "max_position_embeddings", json!(4096.5)))
-        .contains("max_position_embeddings"));
+    assert!(err(with(base(), "max_position_embeddings", json!(4096.5))).contains("max_position_embeddings"));
 }
 
 #[test]
@@ -136,30 +108,17 @@ fn inconsistent_values_are_rejected() {
         err(with(base(), "num_key_value_heads", json!(3))),
         "field `num_key_value_heads`: 3 does not divide num_attention_heads 4"
     );
-    assert!(err(with(base(), "hidden_size", json!(66)))
-        .starts_with("field `head_dim`: absent, and hidden_size 66"));
+    assert!(err(with(base(), "hidden_size", json!(66))).starts_with("field `head_dim`: absent, and hidden_size 66"));
     assert!(err(with(base(), "vocab_size", json!(0))).contains("`vocab_size`: must be at least 1"));
-    assert!(err(with(base(), "layer_types", json!(["full_attention"])))
-        .contains("has 1 entries for 2 layers"));
+    assert!(err(with(base(), "layer_types", json!(["full_attention"]))).contains("has 1 entries for 2 layers"));
     assert_eq!(
-        err(with(
-            base(),
-            "layer_types",
-            json!(["full_attention", "linear_attention"])
-        )),
+        err(with(base(), "layer_types", json!(["full_attention", "linear_attention"]))),
         "field `layer_types[1]`: unsupported value \"linear_attention\""
     );
-    assert!(err(with(
-        base(),
-        "layer_types",
-        json!(["full_attention", "sliding_attention"])
-    ))
-    .contains("sliding_window is not set"));
+    assert!(err(with(base(), "layer_types", json!(["full_attention", "sliding_attention"])))
+        .contains("sliding_window is not set"));
     assert!(err(with(base(), "partial_rotary_factor", json!(1.5))).contains("outside (0, 1]"));
-    assert_eq!(
-        err(with(base(), "hidden_act", json!("mish"))),
-        "field `hidden_act`: unsupported value \"mish\""
-    );
+    assert_eq!(err(with(base(), "hidden_act", json!("mish"))), "field `hidden_act`: unsupported value \"mish\"");
 }
 
 #[test]
@@ -169,23 +128,16 @@ fn rope_scaling_errors_name_the_field() {
         "field `rope_scaling.type`: unsupported value \"su2\""
     );
     assert_eq!(
-        err(with(
-            base(),
-            "rope_parameters",
-            json!({"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0})
-        )),
+        err(with(base(), "rope_parameters", json!({"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0}))),
         "missing required field `rope_parameters.low_freq_factor`"
     );
     assert_eq!(
         err(with(base(), "rope_scaling", json!({"rope_type": "linear"}))),
         "missing required field `rope_scaling.factor`"
     );
-    assert!(err(with(
-        base(),
-        "rope_scaling",
-        json!({"rope_type": "linear", "factor": 0.0})
-    ))
-    .contains("must be positive"));
+    assert!(
+        err(with(base(), "rope_scaling", json!({"rope_type": "linear", "factor": 0.0}))).contains("must be positive")
+    );
     assert!(err(with(
         base(),
         "rope_scaling",
@@ -203,42 +155,23 @@ fn yarn_attention_factor_follows_transformers() {
                "mscale": 1.0, "mscale_all_dim": 0.707}),
     );
     let c = HfConfig::from_value(&v).expect("valid");
-    let RopeScaling::Yarn {
-        attention_factor,
-        beta_fast,
-        beta_slow,
-        truncate,
-        ..
-    } = c.rope.scaling
-    else {
+    let RopeScaling::Yarn { attention_factor, beta_fast, beta_slow, truncate, .. } = c.rope.scaling else {
         panic!("not yarn: {:?}", c.rope.scaling)
     };
     let want = (0.1 * 40f64.ln() + 1.0) / (0.1 * 0.707 * 40f64.ln() + 1.0);
     assert!((attention_factor - want).abs() < 1e-12);
     assert_eq!((beta_fast, beta_slow, truncate), (32.0, 1.0, true));
     // Without mscale pair: mscale(factor, 1).
-    let v = with(
-        base(),
-        "rope_scaling",
-        json!({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}),
-    );
+    let v =
+        with(base(), "rope_scaling", json!({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32}));
     let c = HfConfig::from_value(&v).expect("valid");
-    let RopeScaling::Yarn {
-        attention_factor, ..
-    } = c.rope.scaling
-    else {
-        panic!()
-    };
+    let RopeScaling::Yarn { attention_factor, .. } = c.rope.scaling else { panic!() };
     assert!((attention_factor - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-12);
 }
 
 #[test]
 fn gemma2_defaults_differ_between_absent_and_null() {
-    let g = with(
-        with(base(), "model_type", json!("gemma2")),
-        "num_hidden_layers",
-        json!(4),
-    );
+    let g = with(with(base(), "model_type", json!("gemma2")), "num_hidden_layers", json!(4));
     let c = HfConfig::from_value(&g).expect("valid");
     assert_eq!(c.attn_logit_softcapping, Some(50.0));
     assert_eq!(c.final_logit_softcapping, Some(30.0));
@@ -254,29 +187,13 @@ fn gemma2_defaults_differ_between_absent_and_null() {
 
 #[test]
 fn gemma3_pattern_defaults_and_text_config_wrapper() {
-    let text = with(
-        with(
-            without(base(), "rope_theta"),
-            "model_type",
-            json!("gemma3_text"),
-        ),
-        "num_hidden_layers",
-        json!(7),
-    );
+    let text =
+        with(with(without(base(), "rope_theta"), "model_type", json!("gemma3_text")), "num_hidden_layers", json!(7));
     let c = HfConfig::from_value(&text).expect("valid");
     use LayerType::{Full, Sliding};
-    assert_eq!(
-        c.layer_types,
-        vec![Sliding, Sliding, Sliding, Sliding, Sliding, Full, Sliding]
-    );
+    assert_eq!(c.layer_types, vec![Sliding, Sliding, Sliding, Sliding, Sliding, Full, Sliding]);
     assert_eq!(c.rope.theta, 1_000_000.0);
-    assert_eq!(
-        c.local_rope,
-        Some(RopeConfig {
-            theta: 10_000.0,
-            scaling: RopeScaling::None
-        })
-    );
+    assert_eq!(c.local_rope, Some(RopeConfig { theta: 10_000.0, scaling: RopeScaling::None }));
     assert_eq!(c.rope_for_layer(0).theta, 10_000.0);
     assert_eq!(c.rope_for_layer(5).theta, 1_000_000.0);
 
@@ -289,10 +206,7 @@ fn gemma3_pattern_defaults_and_text_config_wrapper() {
     });
     let w = HfConfig::from_value(&wrapper).expect("valid");
     assert_eq!(w.model_type, "gemma3_text");
-    assert_eq!(
-        w.architectures,
-        vec!["Gemma3ForConditionalGeneration".to_string()]
-    );
+    assert_eq!(w.architectures, vec!["Gemma3ForConditionalGeneration".to_string()]);
     assert_eq!(w.eos_token_ids, vec![1, 106]);
     assert_eq!(w.dtype.as_deref(), Some("bfloat16"));
     assert_eq!(w.layer_types, c.layer_types);
@@ -302,19 +216,11 @@ fn gemma3_pattern_defaults_and_text_config_wrapper() {
 
 #[test]
 fn qwen_sliding_window_needs_use_sliding_window() {
-    let q = with(
-        with(base(), "model_type", json!("qwen2")),
-        "sliding_window",
-        json!(32768),
-    );
+    let q = with(with(base(), "model_type", json!("qwen2")), "sliding_window", json!(32768));
     let c = HfConfig::from_value(&q).expect("valid");
     assert_eq!(c.sliding_window, None);
     assert!(c.qkv_bias && !c.o_bias);
-    let q = with(
-        with(q, "use_sliding_window", json!(true)),
-        "max_window_layers",
-        json!(1),
-    );
+    let q = with(with(q, "use_sliding_window", json!(true)), "max_window_layers", json!(1));
     let c = HfConfig::from_value(&q).expect("valid");
     assert_eq!(c.sliding_window, Some(32768));
     assert_eq!(c.layer_types, vec![LayerType::Full, LayerType::Sliding]);
@@ -332,52 +238,30 @@ fn moe_layer_rules_and_validation() {
     let c = HfConfig::from_value(&ds).expect("valid");
     let moe = c.moe.as_ref().expect("moe");
     assert_eq!(moe.sparse_layers, vec![false, false, true, false, true]);
-    assert_eq!(
-        (moe.scoring, moe.topk_method),
-        (RouterScoring::Sigmoid, TopkMethod::NoAuxTc)
-    );
+    assert_eq!((moe.scoring, moe.topk_method), (RouterScoring::Sigmoid, TopkMethod::NoAuxTc));
     assert!(moe.norm_topk_prob);
     assert_eq!(moe.shared_expert_intermediate_size, 64);
     assert_eq!(c.head_dim, 8);
     let mla = c.mla.as_ref().expect("mla");
-    assert_eq!(
-        (mla.q_lora_rank, mla.qk_head_dim(), mla.rope_interleave),
-        (None, 24, true)
-    );
+    assert_eq!((mla.q_lora_rank, mla.qk_head_dim(), mla.rope_interleave), (None, 24, true));
     assert_eq!(c.rotary_dim(), 8);
 
-    assert!(err(with(ds.clone(), "n_group", json!(3)))
-        .contains("`n_group`: 3 does not divide the 8 experts"));
-    assert!(
-        err(with(ds.clone(), "topk_group", json!(5))).contains("`topk_group`: 5 is not in 1..=4")
-    );
-    assert!(
-        err(with(ds.clone(), "num_experts_per_tok", json!(9))).contains("exceeds the 8 experts")
-    );
+    assert!(err(with(ds.clone(), "n_group", json!(3))).contains("`n_group`: 3 does not divide the 8 experts"));
+    assert!(err(with(ds.clone(), "topk_group", json!(5))).contains("`topk_group`: 5 is not in 1..=4"));
+    assert!(err(with(ds.clone(), "num_experts_per_tok", json!(9))).contains("exceeds the 8 experts"));
     assert_eq!(
         err(with(ds.clone(), "topk_method", json!("random"))),
         "field `topk_method`: unsupported value \"random\""
     );
-    assert_eq!(
-        err(without(ds.clone(), "qk_rope_head_dim")),
-        "missing required field `qk_rope_head_dim`"
-    );
+    assert_eq!(err(without(ds.clone(), "qk_rope_head_dim")), "missing required field `qk_rope_head_dim`");
 
     let qwen = with(
-        with(
-            with(base(), "model_type", json!("qwen3_moe")),
-            "num_experts",
-            json!(4),
-        ),
+        with(with(base(), "model_type", json!("qwen3_moe")), "num_experts", json!(4)),
         "num_experts_per_tok",
         json!(2),
     );
     let qwen = with(
-        with(
-            with(qwen, "num_hidden_layers", json!(4)),
-            "decoder_sparse_step",
-            json!(2),
-        ),
+        with(with(qwen, "num_hidden_layers", json!(4)), "decoder_sparse_step", json!(2)),
         "mlp_only_layers",
         json!([3]),
     );
@@ -418,13 +302,7 @@ fn hub_config_shapes() {
     assert_eq!(c.head_dim, 128);
     assert_eq!(c.eos_token_ids, vec![128001, 128008, 128009]);
     assert_eq!(c.dtype.as_deref(), Some("bfloat16"));
-    assert!(matches!(
-        c.rope.scaling,
-        RopeScaling::Llama3 {
-            original_max_position_embeddings: 8192,
-            ..
-        }
-    ));
+    assert!(matches!(c.rope.scaling, RopeScaling::Llama3 { original_max_position_embeddings: 8192, .. }));
 
     // Qwen2.5: a sliding_window value that is switched off.
     let c = HfConfig::from_value(&json!({
@@ -449,19 +327,12 @@ fn hub_config_shapes() {
         "rope_scaling": {"long_factor": long, "short_factor": short, "type": "longrope"}
     }))
     .expect("phi-3.5");
-    let RopeScaling::LongRope {
-        original_max_position_embeddings,
-        attention_factor,
-        ref long_factor,
-        ..
-    } = c.rope.scaling
+    let RopeScaling::LongRope { original_max_position_embeddings, attention_factor, ref long_factor, .. } =
+        c.rope.scaling
     else {
         panic!("{:?}", c.rope.scaling)
     };
-    assert_eq!(
-        (original_max_position_embeddings, long_factor.len()),
-        (4096, 48)
-    );
+    assert_eq!((original_max_position_embeddings, long_factor.len()), (4096, 48));
     let want = (1.0 + 32f64.ln() / 4096f64.ln()).sqrt();
     assert!((attention_factor - want).abs() < 1e-12);
     assert_eq!(c.layer_types, vec![LayerType::Sliding; 32]);
@@ -485,19 +356,10 @@ fn hub_config_shapes() {
     assert_eq!((moe.n_group, moe.topk_group, moe.num_experts), (8, 4, 256));
     assert_eq!(moe.sparse_layers.iter().filter(|s| **s).count(), 58);
     assert!(!moe.sparse_layers[2] && moe.sparse_layers[3]);
-    let RopeScaling::Yarn {
-        factor,
-        attention_factor,
-        mscale_all_dim,
-        ..
-    } = c.rope.scaling
-    else {
+    let RopeScaling::Yarn { factor, attention_factor, mscale_all_dim, .. } = c.rope.scaling else {
         panic!("{:?}", c.rope.scaling)
     };
-    assert_eq!(
-        (factor, attention_factor, mscale_all_dim),
-        (40.0, 1.0, Some(1.0))
-    );
+    assert_eq!((factor, attention_factor, mscale_all_dim), (40.0, 1.0, Some(1.0)));
 
     // Gemma 3 270M: explicit layer_types, local base frequency, sliding window 512.
     let mut layer_types = vec!["sliding_attention"; 18];
@@ -513,10 +375,7 @@ fn hub_config_shapes() {
         "final_logit_softcapping": null, "hidden_activation": "gelu_pytorch_tanh"
     }))
     .expect("gemma-3-270m");
-    assert_eq!(
-        (c.head_dim, c.sliding_window, c.query_pre_attn_scalar),
-        (256, Some(512), Some(256.0))
-    );
+    assert_eq!((c.head_dim, c.sliding_window, c.query_pre_attn_scalar), (256, Some(512), Some(256.0)));
     assert!(c.is_sliding_layer(4) && !c.is_sliding_layer(5));
     assert_eq!(c.rope_for_layer(4).theta, 10_000.0);
     assert_eq!(c.rope_for_layer(5).theta, 1_000_000.0);

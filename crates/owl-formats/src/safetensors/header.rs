@@ -219,31 +219,21 @@ pub fn parse_header(bytes: &[u8]) -> Result<SafetensorsHeader, SafetensorsError>
     len_le.copy_from_slice(len_bytes);
     let header_len_u64 = u64::from_le_bytes(len_le);
     if header_len_u64 > MAX_HEADER_LEN {
-        return Err(SafetensorsError::HeaderTooLarge {
-            header_len: header_len_u64,
-            max: MAX_HEADER_LEN,
-        });
+        return Err(SafetensorsError::HeaderTooLarge { header_len: header_len_u64, max: MAX_HEADER_LEN });
     }
     // Fits: <= 100 MB.
     let header_len = header_len_u64 as usize;
     let data_start = 8 + header_len;
     if data_start > file_len {
-        return Err(SafetensorsError::HeaderOutOfBounds {
-            header_len: header_len_u64,
-            file_len,
-        });
+        return Err(SafetensorsError::HeaderOutOfBounds { header_len: header_len_u64, file_len });
     }
     let data_len = file_len - data_start;
     let json = &bytes[8..data_start];
     if json.first() != Some(&b'{') {
-        return Err(SafetensorsError::HeaderJson {
-            message: "header does not start with '{'".into(),
-        });
+        return Err(SafetensorsError::HeaderJson { message: "header does not start with '{'".into() });
     }
     let RawEntries(raw) =
-        serde_json::from_slice(json).map_err(|e| SafetensorsError::HeaderJson {
-            message: e.to_string(),
-        })?;
+        serde_json::from_slice(json).map_err(|e| SafetensorsError::HeaderJson { message: e.to_string() })?;
 
     let mut seen = HashSet::with_capacity(raw.len());
     let mut tensors = Vec::with_capacity(raw.len());
@@ -266,64 +256,38 @@ pub fn parse_header(bytes: &[u8]) -> Result<SafetensorsHeader, SafetensorsError>
     for t in &tensors {
         let [begin, end] = t.data_offsets;
         if begin != expected_begin {
-            let (prev_name, prev_end) = previous.map_or(("<start of data>", 0), |p| {
-                (p.name.as_str(), p.data_offsets[1])
-            });
+            let (prev_name, prev_end) =
+                previous.map_or(("<start of data>", 0), |p| (p.name.as_str(), p.data_offsets[1]));
             let reason = if begin < expected_begin {
                 format!("overlaps `{prev_name}`, which ends at {prev_end}")
             } else {
                 format!("leaves a hole after `{prev_name}`, which ends at {prev_end}")
             };
-            return Err(SafetensorsError::BadOffsets {
-                name: t.name.clone(),
-                begin,
-                end,
-                reason,
-            });
+            return Err(SafetensorsError::BadOffsets { name: t.name.clone(), begin, end, reason });
         }
         expected_begin = end;
         previous = Some(t);
     }
     if expected_begin != data_len {
-        return Err(SafetensorsError::TrailingData {
-            covered: expected_begin,
-            data_len,
-        });
+        return Err(SafetensorsError::TrailingData { covered: expected_begin, data_len });
     }
-    Ok(SafetensorsHeader {
-        header_len,
-        data_start,
-        data_len,
-        tensors,
-        metadata,
-    })
+    Ok(SafetensorsHeader { header_len, data_start, data_len, tensors, metadata })
 }
 
 fn parse_metadata(value: Value) -> Result<Vec<(String, String)>, SafetensorsError> {
     let Value::Object(map) = value else {
-        return Err(SafetensorsError::BadMetadata {
-            reason: "is not an object".into(),
-        });
+        return Err(SafetensorsError::BadMetadata { reason: "is not an object".into() });
     };
     map.into_iter()
         .map(|(k, v)| match v {
             Value::String(s) => Ok((k, s)),
-            _ => Err(SafetensorsError::BadMetadata {
-                reason: format!("value of `{k}` is not a string"),
-            }),
+            _ => Err(SafetensorsError::BadMetadata { reason: format!("value of `{k}` is not a string") }),
         })
         .collect()
 }
 
-fn parse_entry(
-    name: String,
-    value: Value,
-    data_len: usize,
-) -> Result<TensorEntry, SafetensorsError> {
-    let bad = |name: &str, reason: String| SafetensorsError::BadTensorEntry {
-        name: name.to_string(),
-        reason,
-    };
+fn parse_entry(name: String, value: Value, data_len: usize) -> Result<TensorEntry, SafetensorsError> {
+    let bad = |name: &str, reason: String| SafetensorsError::BadTensorEntry { name: name.to_string(), reason };
     let Value::Object(obj) = value else {
         return Err(bad(&name, "entry is not an object".into()));
     };
@@ -333,10 +297,7 @@ fn parse_entry(
         None => return Err(bad(&name, "missing `dtype`".into())),
     };
     let Some(dtype) = Dtype::from_name(dtype_name) else {
-        return Err(SafetensorsError::UnknownDtype {
-            name,
-            dtype: dtype_name.chars().take(32).collect(),
-        });
+        return Err(SafetensorsError::UnknownDtype { name, dtype: dtype_name.chars().take(32).collect() });
     };
     let shape = match obj.get("shape") {
         Some(Value::Array(dims)) => dims
@@ -345,9 +306,7 @@ fn parse_entry(
             .map(|(i, d)| {
                 d.as_u64()
                     .and_then(|u| usize::try_from(u).ok())
-                    .ok_or_else(|| {
-                        bad(&name, format!("`shape[{i}]` is not a non-negative integer"))
-                    })
+                    .ok_or_else(|| bad(&name, format!("`shape[{i}]` is not a non-negative integer")))
             })
             .collect::<Result<Vec<usize>, _>>()?,
         Some(_) => return Err(bad(&name, "`shape` is not an array".into())),
@@ -358,31 +317,16 @@ fn parse_entry(
             let get = |i: usize| {
                 o[i].as_u64()
                     .and_then(|u| usize::try_from(u).ok())
-                    .ok_or_else(|| {
-                        bad(
-                            &name,
-                            format!("`data_offsets[{i}]` is not a non-negative integer"),
-                        )
-                    })
+                    .ok_or_else(|| bad(&name, format!("`data_offsets[{i}]` is not a non-negative integer")))
             };
             [get(0)?, get(1)?]
         }
-        Some(_) => {
-            return Err(bad(
-                &name,
-                "`data_offsets` is not an array of two integers".into(),
-            ))
-        }
+        Some(_) => return Err(bad(&name, "`data_offsets` is not an array of two integers".into())),
         None => return Err(bad(&name, "missing `data_offsets`".into())),
     };
     let [begin, end] = offsets;
     if begin > end {
-        return Err(SafetensorsError::BadOffsets {
-            name,
-            begin,
-            end,
-            reason: "begin is after end".into(),
-        });
+        return Err(SafetensorsError::BadOffsets { name, begin, end, reason: "begin is after end".into() });
     }
     if end > data_len {
         return Err(SafetensorsError::BadOffsets {
@@ -398,25 +342,11 @@ fn parse_entry(
         return Err(SafetensorsError::SizeOverflow { name, shape });
     };
     if n_bits % 8 != 0 {
-        return Err(bad(
-            &name,
-            format!("{dtype} {shape:?} is not a whole number of bytes"),
-        ));
+        return Err(bad(&name, format!("{dtype} {shape:?} is not a whole number of bytes")));
     }
     let expected = n_bits / 8;
     if end - begin != expected {
-        return Err(SafetensorsError::SizeMismatch {
-            name,
-            dtype,
-            shape,
-            expected,
-            actual: end - begin,
-        });
+        return Err(SafetensorsError::SizeMismatch { name, dtype, shape, expected, actual: end - begin });
     }
-    Ok(TensorEntry {
-        name,
-        dtype,
-        shape,
-        data_offsets: offsets,
-    })
+    Ok(TensorEntry { name, dtype, shape, data_offsets: offsets })
 }

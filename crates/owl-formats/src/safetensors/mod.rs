@@ -65,24 +65,11 @@ pub enum SafetensorsError {
     #[error("tensor `{name}`: shape {shape:?} is too large (size overflows)")]
     SizeOverflow { name: String, shape: Vec<usize> },
     /// The byte range does not match the shape and dtype.
-    #[error(
-        "tensor `{name}`: data_offsets cover {actual} bytes but {dtype} {shape:?} needs {expected}"
-    )]
-    SizeMismatch {
-        name: String,
-        dtype: Dtype,
-        shape: Vec<usize>,
-        expected: usize,
-        actual: usize,
-    },
+    #[error("tensor `{name}`: data_offsets cover {actual} bytes but {dtype} {shape:?} needs {expected}")]
+    SizeMismatch { name: String, dtype: Dtype, shape: Vec<usize>, expected: usize, actual: usize },
     /// Offsets reversed, out of range, overlapping or leaving a hole.
     #[error("tensor `{name}`: data_offsets [{begin}, {end}] {reason}")]
-    BadOffsets {
-        name: String,
-        begin: usize,
-        end: usize,
-        reason: String,
-    },
+    BadOffsets { name: String, begin: usize, end: usize, reason: String },
     /// The data section holds bytes no tensor covers.
     #[error("tensors cover {covered} bytes of the {data_len}-byte data section (trailing bytes are not allowed)")]
     TrailingData { covered: usize, data_len: usize },
@@ -91,11 +78,7 @@ pub enum SafetensorsError {
     DuplicateTensor { name: String },
     /// The same tensor name in two shards.
     #[error("tensor `{name}` is in both {} and {}", first.display(), second.display())]
-    DuplicateAcrossShards {
-        name: String,
-        first: PathBuf,
-        second: PathBuf,
-    },
+    DuplicateAcrossShards { name: String, first: PathBuf, second: PathBuf },
     /// The shard index is malformed.
     #[error("{}: {reason}", path.display())]
     BadIndex { path: PathBuf, reason: String },
@@ -109,17 +92,11 @@ pub enum SafetensorsError {
     #[error("no tensor named `{name}`")]
     NoSuchTensor { name: String },
     /// Conversion of a dtype owl does not compute with.
-    #[error(
-        "tensor `{name}` has dtype {dtype}; only F32, F16 and BF16 tensors can be used for compute"
-    )]
+    #[error("tensor `{name}` has dtype {dtype}; only F32, F16 and BF16 tensors can be used for compute")]
     UnsupportedDtype { name: String, dtype: Dtype },
     /// An output buffer of the wrong length.
     #[error("tensor `{name}`: output buffer holds {actual} values, the tensor has {expected}")]
-    OutputLength {
-        name: String,
-        expected: usize,
-        actual: usize,
-    },
+    OutputLength { name: String, expected: usize, actual: usize },
 }
 
 /// One mapped file and its validated header.
@@ -146,10 +123,8 @@ impl SafetensorsModel {
     /// (sharded) or `model.safetensors`.
     pub fn open(path: impl AsRef<Path>) -> Result<SafetensorsModel, SafetensorsError> {
         let path = path.as_ref();
-        let meta = std::fs::metadata(path).map_err(|source| SafetensorsError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let meta =
+            std::fs::metadata(path).map_err(|source| SafetensorsError::Io { path: path.to_path_buf(), source })?;
         if !meta.is_dir() {
             return SafetensorsModel::from_shards(path, vec![map_shard(path)?]);
         }
@@ -161,22 +136,13 @@ impl SafetensorsModel {
         if single.is_file() {
             return SafetensorsModel::from_shards(path, vec![map_shard(&single)?]);
         }
-        Err(SafetensorsError::NoModelFiles {
-            dir: path.to_path_buf(),
-        })
+        Err(SafetensorsError::NoModelFiles { dir: path.to_path_buf() })
     }
 
     fn open_index(dir: &Path, index: &Path) -> Result<SafetensorsModel, SafetensorsError> {
-        let bad = |reason: String| SafetensorsError::BadIndex {
-            path: index.to_path_buf(),
-            reason,
-        };
-        let text = std::fs::read(index).map_err(|source| SafetensorsError::Io {
-            path: index.to_path_buf(),
-            source,
-        })?;
-        let json: Value =
-            serde_json::from_slice(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let bad = |reason: String| SafetensorsError::BadIndex { path: index.to_path_buf(), reason };
+        let text = std::fs::read(index).map_err(|source| SafetensorsError::Io { path: index.to_path_buf(), source })?;
+        let json: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         let Some(weight_map) = json.get("weight_map") else {
             return Err(bad("missing `weight_map`".into()));
         };
@@ -201,23 +167,14 @@ impl SafetensorsModel {
             return Err(bad("`weight_map` is empty".into()));
         }
         let files: Vec<&str> = files.into_iter().collect();
-        let shards = files
-            .iter()
-            .map(|f| map_shard(&dir.join(f)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let shards = files.iter().map(|f| map_shard(&dir.join(f))).collect::<Result<Vec<_>, _>>()?;
         let model = SafetensorsModel::from_shards(dir, shards)?;
         // Every tensor the index lists must be in the shard it names.
         for (name, file) in wanted {
-            let found = model
-                .by_name
-                .get(name)
-                .map(|&i| model.shards[model.order[i].0].path.as_path());
+            let found = model.by_name.get(name).map(|&i| model.shards[model.order[i].0].path.as_path());
             let expected = dir.join(file);
             if found != Some(expected.as_path()) {
-                return Err(SafetensorsError::MissingFromShard {
-                    name: name.to_string(),
-                    shard: expected,
-                });
+                return Err(SafetensorsError::MissingFromShard { name: name.to_string(), shard: expected });
             }
         }
         Ok(model)
@@ -242,12 +199,7 @@ impl SafetensorsModel {
                 order.push((s, e));
             }
         }
-        Ok(SafetensorsModel {
-            path: path.to_path_buf(),
-            shards,
-            order,
-            by_name,
-        })
+        Ok(SafetensorsModel { path: path.to_path_buf(), shards, order, by_name })
     }
 
     /// The path given to [`SafetensorsModel::open`].
@@ -272,9 +224,7 @@ impl SafetensorsModel {
 
     /// The first file's `__metadata__` pairs (e.g. `format: pt`).
     pub fn metadata(&self) -> &[(String, String)] {
-        self.shards
-            .first()
-            .map_or(&[], |s| s.header.metadata.as_slice())
+        self.shards.first().map_or(&[], |s| s.header.metadata.as_slice())
     }
 
     /// Number of tensors.
@@ -292,12 +242,7 @@ impl SafetensorsModel {
         let entry = &shard.header.tensors[e];
         let start = shard.header.data_start + entry.data_offsets[0];
         let end = shard.header.data_start + entry.data_offsets[1];
-        TensorView {
-            name: &entry.name,
-            dtype: entry.dtype,
-            shape: &entry.shape,
-            data: &shard.mmap[start..end],
-        }
+        TensorView { name: &entry.name, dtype: entry.dtype, shape: &entry.shape, data: &shard.mmap[start..end] }
     }
 
     /// Every tensor, in model order (shards by file name, then data order within a file).
@@ -312,10 +257,7 @@ impl SafetensorsModel {
 
     /// The tensor called `name`, or [`SafetensorsError::NoSuchTensor`].
     pub fn require(&self, name: &str) -> Result<TensorView<'_>, SafetensorsError> {
-        self.tensor(name)
-            .ok_or_else(|| SafetensorsError::NoSuchTensor {
-                name: name.to_string(),
-            })
+        self.tensor(name).ok_or_else(|| SafetensorsError::NoSuchTensor { name: name.to_string() })
     }
 
     /// Total number of elements over all tensors (the parameter count of a weights file).
@@ -327,39 +269,26 @@ impl SafetensorsModel {
 /// A shard file name from an index: a single normal path component (no directories, no `..`).
 fn is_plain_file_name(name: &str) -> bool {
     let mut components = Path::new(name).components();
-    matches!(
-        (components.next(), components.next()),
-        (Some(std::path::Component::Normal(_)), None)
-    ) && !name.contains('\\')
+    matches!((components.next(), components.next()), (Some(std::path::Component::Normal(_)), None))
+        && !name.contains('\\')
 }
 
 fn map_shard(path: &Path) -> Result<Shard, SafetensorsError> {
-    let io = |source| SafetensorsError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| SafetensorsError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     if len < 8 {
         return Err(SafetensorsError::InFile {
             path: path.to_path_buf(),
-            source: Box::new(SafetensorsError::TooShort {
-                file_len: len as usize,
-            }),
+            source: Box::new(SafetensorsError::TooShort { file_len: len as usize }),
         });
     }
     // SAFETY: the mapping is read-only; as with every mmap-based loader, the file must not be
     // truncated or rewritten by another process while the model is open.
     let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-    let header = parse_header(&mmap).map_err(|e| SafetensorsError::InFile {
-        path: path.to_path_buf(),
-        source: Box::new(e),
-    })?;
-    Ok(Shard {
-        path: path.to_path_buf(),
-        mmap,
-        header,
-    })
+    let header =
+        parse_header(&mmap).map_err(|e| SafetensorsError::InFile { path: path.to_path_buf(), source: Box::new(e) })?;
+    Ok(Shard { path: path.to_path_buf(), mmap, header })
 }
 
 #[cfg(test)]

@@ -27,10 +27,7 @@ impl TensorView<'_> {
         if self.dtype.is_compute() {
             Ok(())
         } else {
-            Err(SafetensorsError::UnsupportedDtype {
-                name: self.name.to_string(),
-                dtype: self.dtype,
-            })
+            Err(SafetensorsError::UnsupportedDtype { name: self.name.to_string(), dtype: self.dtype })
         }
     }
 

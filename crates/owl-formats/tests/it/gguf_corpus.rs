@@ -90,65 +90,34 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 
     // Header.
     add("empty", vec![], "field `magic` at byte 0 needs 4 bytes");
-    add(
-        "bad_magic",
-        b"GGML\x03\0\0\0".to_vec(),
-        "not a GGUF file: magic at byte 0",
-    );
+    add("bad_magic", b"GGML\x03\0\0\0".to_vec(), "not a GGUF file: magic at byte 0");
     let mut lower = small.clone();
     lower[..4].copy_from_slice(b"gguf");
     add("bad_magic_lowercase", lower, "expected \"GGUF\"");
-    add(
-        "only_magic",
-        b"GGUF".to_vec(),
-        "field `version` at byte 4 needs 4 bytes",
-    );
-    add(
-        "version_1",
-        Raw::header(1, 0, 0).done(),
-        "GGUF version 1 (field `version` at byte 4) is not supported",
-    );
+    add("only_magic", b"GGUF".to_vec(), "field `version` at byte 4 needs 4 bytes");
+    add("version_1", Raw::header(1, 0, 0).done(), "GGUF version 1 (field `version` at byte 4) is not supported");
     add("version_4", Raw::header(4, 0, 0).done(), "GGUF version 4");
     add("version_0", Raw::header(0, 0, 0).done(), "GGUF version 0");
     let mut be = small.clone();
     be[4..8].copy_from_slice(&3u32.to_be_bytes());
     add("big_endian_v3", be, "big-endian GGUF");
-    add(
-        "truncated_tensor_count",
-        b"GGUF\x03\0\0\0\x01\0\0".to_vec(),
-        "field `tensor_count` at byte 8 needs 8 bytes",
-    );
+    add("truncated_tensor_count", b"GGUF\x03\0\0\0\x01\0\0".to_vec(), "field `tensor_count` at byte 8 needs 8 bytes");
     add(
         "tensor_count_huge",
         Raw::header(3, u64::MAX, 0).done(),
         "field `tensor_count` at byte 8 is 18446744073709551615",
     );
-    add(
-        "kv_count_huge",
-        Raw::header(3, 0, 1 << 40).done(),
-        "field `metadata_kv_count` at byte 16 is 1099511627776",
-    );
+    add("kv_count_huge", Raw::header(3, 0, 1 << 40).done(), "field `metadata_kv_count` at byte 16 is 1099511627776");
 
     // Metadata keys and values.
     let mut r = Raw::header(3, 0, 1);
     r.u64(1 << 40).bytes(b"general");
-    add(
-        "key_length_past_eof",
-        r.done(),
-        "metadata entry 0 key (text) at byte 32 needs 1099511627776 bytes",
-    );
+    add("key_length_past_eof", r.done(), "metadata entry 0 key (text) at byte 32 needs 1099511627776 bytes");
     let mut r = Raw::header(3, 0, 1);
     r.str(b"gen\xffral").u32(t::U32).u32(1);
-    add(
-        "key_invalid_utf8",
-        r.done(),
-        "metadata entry 0 key at byte 24 is not valid UTF-8",
-    );
+    add("key_invalid_utf8", r.done(), "metadata entry 0 key at byte 24 is not valid UTF-8");
     let mut r = Raw::header(3, 0, 1);
-    r.str(b"general.name")
-        .u32(t::STRING)
-        .u64(u64::MAX)
-        .bytes(b"x");
+    r.str(b"general.name").u32(t::STRING).u64(u64::MAX).bytes(b"x");
     add(
         "string_length_past_eof",
         r.done(),
@@ -156,25 +125,13 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     );
     let mut r = Raw::header(3, 0, 1);
     r.kv_str("general.name", b"caf\xc3");
-    add(
-        "string_invalid_utf8",
-        r.done(),
-        "metadata \"general.name\" at byte 48 is not valid UTF-8",
-    );
+    add("string_invalid_utf8", r.done(), "metadata \"general.name\" at byte 48 is not valid UTF-8");
     let mut r = Raw::header(3, 0, 1);
     r.str(b"x").u32(13).u32(0);
-    add(
-        "unknown_value_type",
-        r.done(),
-        "metadata \"x\" (value type) at byte 33 has unknown GGUF value type 13",
-    );
+    add("unknown_value_type", r.done(), "metadata \"x\" (value type) at byte 33 has unknown GGUF value type 13");
     let mut r = Raw::header(3, 0, 1);
     r.str(b"x").u32(u32::MAX).u32(0);
-    add(
-        "unknown_value_type_max",
-        r.done(),
-        "unknown GGUF value type 4294967295",
-    );
+    add("unknown_value_type_max", r.done(), "unknown GGUF value type 4294967295");
     let mut r = Raw::header(3, 0, 1);
     r.kv_array("x", 13, 1).u32(0);
     add(
@@ -184,14 +141,9 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     );
     let mut r = Raw::header(3, 0, 1);
     r.str(b"x").u32(t::BOOL).u8(7);
-    add(
-        "bool_not_0_or_1",
-        r.done(),
-        "metadata \"x\" at byte 37 is a bool with byte value 7",
-    );
+    add("bool_not_0_or_1", r.done(), "metadata \"x\" at byte 37 is a bool with byte value 7");
     let mut r = Raw::header(3, 0, 1);
-    r.kv_array("tokenizer.ggml.tokens", t::STRING, 1 << 60)
-        .str(b"a");
+    r.kv_array("tokenizer.ggml.tokens", t::STRING, 1 << 60).str(b"a");
     add(
         "string_array_count_past_eof",
         r.done(),
@@ -206,55 +158,27 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     );
     let mut r = Raw::header(3, 0, 1);
     r.kv_array("x", t::ARRAY, 1 << 50).zeros(24);
-    add(
-        "nested_array_count_past_eof",
-        r.done(),
-        "each entry needs at least 12 bytes",
-    );
+    add("nested_array_count_past_eof", r.done(), "each entry needs at least 12 bytes");
     let mut r = Raw::header(3, 0, 1);
     r.kv_array("x", t::STRING, 2).str(b"ok").str(b"\xc0\x80");
-    add(
-        "string_array_element_invalid_utf8",
-        r.done(),
-        "metadata \"x\" element 1 at byte 59 is not valid UTF-8",
-    );
+    add("string_array_element_invalid_utf8", r.done(), "metadata \"x\" element 1 at byte 59 is not valid UTF-8");
     let mut r = Raw::header(3, 0, 1);
-    r.kv_array("x", t::STRING, 2)
-        .str(b"ok")
-        .u64(100)
-        .bytes(b"short");
-    add(
-        "string_array_element_truncated",
-        r.done(),
-        "metadata \"x\" element 1 (text) at byte 67 needs 100 bytes",
-    );
+    r.kv_array("x", t::STRING, 2).str(b"ok").u64(100).bytes(b"short");
+    add("string_array_element_truncated", r.done(), "metadata \"x\" element 1 (text) at byte 67 needs 100 bytes");
     let mut r = Raw::header(3, 0, 1);
     r.kv_array("x", t::ARRAY, 1);
     for _ in 0..12 {
         r.u32(t::ARRAY).u64(1);
     }
     r.u32(t::U8).u64(0);
-    add(
-        "arrays_nested_too_deep",
-        r.done(),
-        "arrays nested deeper than 8 levels",
-    );
+    add("arrays_nested_too_deep", r.done(), "arrays nested deeper than 8 levels");
     let mut r = Raw::header(3, 0, 2);
-    r.kv_u32("general.alignment", 32)
-        .kv_u32("general.alignment", 64);
-    add(
-        "duplicate_key",
-        r.done(),
-        "metadata key \"general.alignment\" at byte 57 appears twice (first at byte 24)",
-    );
+    r.kv_u32("general.alignment", 32).kv_u32("general.alignment", 64);
+    add("duplicate_key", r.done(), "metadata key \"general.alignment\" at byte 57 appears twice (first at byte 24)");
 
     // Alignment.
     for (name, value, expect) in [
-        (
-            "alignment_not_power_of_two",
-            48u32,
-            "is 48: it must be a power of two",
-        ),
+        ("alignment_not_power_of_two", 48u32, "is 48: it must be a power of two"),
         ("alignment_zero", 0, "is 0: it must be a power of two"),
         ("alignment_absurd", 1 << 30, "it must be at most 1 MiB"),
     ] {
@@ -272,10 +196,7 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 
     // Tokenizer arrays that disagree.
     let tokens = |r: &mut Raw| {
-        r.kv_array("tokenizer.ggml.tokens", t::STRING, 3)
-            .str(b"a")
-            .str(b"b")
-            .str(b"c");
+        r.kv_array("tokenizer.ggml.tokens", t::STRING, 3).str(b"a").str(b"b").str(b"c");
     };
     let mut r = Raw::header(3, 1, 2);
     tokens(&mut r);
@@ -302,10 +223,7 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     );
     let mut r = Raw::header(3, 1, 2);
     tokens(&mut r);
-    r.kv_array("tokenizer.ggml.scores", t::STRING, 3)
-        .str(b"")
-        .str(b"")
-        .str(b"");
+    r.kv_array("tokenizer.ggml.scores", t::STRING, 3).str(b"").str(b"").str(b"");
     add(
         "tokenizer_scores_are_strings",
         with_one_tensor(r),
@@ -320,34 +238,16 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     };
     let mut r = Raw::header(3, 1, 0);
     r.u64(1 << 33).bytes(b"w").zeros(40);
-    add(
-        "tensor_name_length_past_eof",
-        r.done(),
-        "tensor info 0 name (text) at byte 32 needs 8589934592 bytes",
-    );
+    add("tensor_name_length_past_eof", r.done(), "tensor info 0 name (text) at byte 32 needs 8589934592 bytes");
     let mut r = Raw::header(3, 1, 0);
-    r.str(b"\xff")
-        .u32(1)
-        .u64(8)
-        .u32(F32)
-        .u64(0)
-        .pad(32)
-        .zeros(32);
-    add(
-        "tensor_name_invalid_utf8",
-        r.done(),
-        "tensor info 0 name at byte 24 is not valid UTF-8",
-    );
+    r.str(b"\xff").u32(1).u64(8).u32(F32).u64(0).pad(32).zeros(32);
+    add("tensor_name_invalid_utf8", r.done(), "tensor info 0 name at byte 24 is not valid UTF-8");
     add(
         "tensor_unknown_ggml_type",
         one(&[8], 99, 0),
         "tensor \"w\": field `type` at byte 45 is 99, not a known ggml type",
     );
-    add(
-        "tensor_retired_ggml_type",
-        one(&[8], 4, 0),
-        "is 4, not a known ggml type",
-    );
+    add("tensor_retired_ggml_type", one(&[8], 4, 0), "is 4, not a known ggml type");
     add("tensor_zero_dims", one(&[], F32, 0), "field `n_dims` is 0");
     add(
         "tensor_five_dims",
@@ -356,18 +256,10 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     );
     let mut r = Raw::header(3, 1, 0);
     r.str(b"w").u32(u32::MAX).zeros(64);
-    add(
-        "tensor_n_dims_huge",
-        r.done(),
-        "field `n_dims` is 4294967295",
-    );
+    add("tensor_n_dims_huge", r.done(), "field `n_dims` is 4294967295");
     let mut r = Raw::header(3, 1, 0);
     r.str(b"w").u32(4).u64(8).u64(1).u64(1);
-    add(
-        "tensor_truncated_in_dims",
-        r.done(),
-        "tensor \"w\" field `ne[3]` at byte 61 needs 8 bytes",
-    );
+    add("tensor_truncated_in_dims", r.done(), "tensor \"w\" field `ne[3]` at byte 61 needs 8 bytes");
     add(
         "tensor_shape_overflow",
         one(&[1 << 32, 1 << 32], F32, 0),
@@ -398,11 +290,7 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         one(&[8], F32, 8),
         "tensor \"w\": field `offset` at byte 49 is 8, not a multiple of the alignment 32",
     );
-    add(
-        "tensor_offset_past_eof",
-        one(&[8], F32, 1 << 20),
-        "lies past the end of the file",
-    );
+    add("tensor_offset_past_eof", one(&[8], F32, 1 << 20), "lies past the end of the file");
     add("tensor_offset_overflows_u64", one(&[8], F32, u64::MAX - 31), "data at file bytes 18446744073709551648..18446744073709551680 (32 bytes; field `offset` at byte 49) lies past the end of the file (128 bytes)");
     add(
         "tensor_data_truncated",
@@ -410,31 +298,14 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         "(128 bytes; field `offset` at byte 49) lies past the end of the file (128 bytes)",
     );
     let mut r = Raw::header(3, 2, 0);
-    r.tensor("w", &[8], F32, 0)
-        .tensor("w", &[8], F32, 32)
-        .pad(32)
-        .zeros(64);
-    add(
-        "tensor_duplicate_name",
-        r.done(),
-        "tensor name \"w\" at byte 57 appears twice (first at byte 24)",
-    );
+    r.tensor("w", &[8], F32, 0).tensor("w", &[8], F32, 32).pad(32).zeros(64);
+    add("tensor_duplicate_name", r.done(), "tensor name \"w\" at byte 57 appears twice (first at byte 24)");
     let mut r = Raw::header(3, 2, 0);
-    r.tensor("a", &[16], F32, 0)
-        .tensor("b", &[8], F32, 32)
-        .pad(32)
-        .zeros(64);
+    r.tensor("a", &[16], F32, 0).tensor("b", &[8], F32, 32).pad(32).zeros(64);
     add("tensor_overlap", r.done(), "tensor \"b\" (data at file bytes 128..160; field `offset` at byte 82) overlaps tensor \"a\" (data at file bytes 96..160)");
     let mut r = Raw::header(3, 1, 1);
-    r.kv_u32("general.alignment", 64)
-        .tensor("w", &[8], F32, 32)
-        .pad(64)
-        .zeros(128);
-    add(
-        "tensor_misaligned_custom_alignment",
-        r.done(),
-        "is 32, not a multiple of the alignment 64",
-    );
+    r.kv_u32("general.alignment", 64).tensor("w", &[8], F32, 32).pad(64).zeros(128);
+    add("tensor_misaligned_custom_alignment", r.done(), "is 32, not a multiple of the alignment 64");
     let mut cut = small.clone();
     cut.truncate(small.len() - 1);
     add("small_file_missing_last_byte", cut, "tensor \"norm\"");
@@ -475,32 +346,23 @@ fn corpus_files_match_their_generator() {
     let small = small_valid_file();
     for (name, bytes, _) in malformed_cases() {
         let path = dir.join(format!("{name}.gguf"));
-        let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (regenerate with OWL_UPDATE_CORPUS=1)",
-                path.display()
-            )
-        });
+        let on_disk = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (regenerate with OWL_UPDATE_CORPUS=1)", path.display()));
         assert!(
             on_disk == bytes,
             "{} differs from its generator (regenerate with OWL_UPDATE_CORPUS=1)",
             path.display()
         );
     }
-    assert_eq!(
-        std::fs::read(valid.join("small.gguf")).expect("valid seed"),
-        small
-    );
+    assert_eq!(std::fs::read(valid.join("small.gguf")).expect("valid seed"), small);
 }
 
 #[test]
 fn every_corpus_file_is_refused_with_a_meaningful_error() {
     update_corpus_if_requested();
     let expectations = malformed_cases();
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
-        .expect("corpus dir")
-        .map(|e| e.expect("corpus entry").path())
-        .collect();
+    let mut entries: Vec<PathBuf> =
+        std::fs::read_dir(corpus_dir()).expect("corpus dir").map(|e| e.expect("corpus entry").path()).collect();
     entries.sort();
     assert!(
         entries.len() >= expectations.len(),
@@ -510,11 +372,7 @@ fn every_corpus_file_is_refused_with_a_meaningful_error() {
     );
     let mut failures = Vec::new();
     for path in &entries {
-        let name = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("")
-            .to_string();
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
         let outcome = catch_unwind(AssertUnwindSafe(|| GgufFile::open(path)));
         let message = match outcome {
             Err(_) => {

@@ -61,11 +61,7 @@ const MODELS: [Expected; 3] = [
         has_scores: false,
         license: Some("apache-2.0"),
         tensor_count: 272,
-        type_counts: &[
-            (GgmlType::F32, 61),
-            (GgmlType::Q4_1, 210),
-            (GgmlType::Q8_0, 1),
-        ],
+        type_counts: &[(GgmlType::F32, 61), (GgmlType::Q4_1, 210), (GgmlType::Q8_0, 1)],
         parameters: 134_515_008,
         infos_fingerprint: 0x5304_b10a_9861_a8c7,
         samples: &[
@@ -119,15 +115,7 @@ const MODELS: [Expected; 3] = [
         parameters: 268_098_176,
         infos_fingerprint: 0x898e_d245_26d4_3883,
         samples: &[
-            (
-                "output_norm.weight",
-                &[640],
-                GgmlType::F32,
-                0,
-                2560,
-                0x11c2_2e7a_cf60_d9d7,
-                0x11c2_2e7a_cf60_d9d7,
-            ),
+            ("output_norm.weight", &[640], GgmlType::F32, 0, 2560, 0x11c2_2e7a_cf60_d9d7, 0x11c2_2e7a_cf60_d9d7),
             (
                 "blk.17.post_ffw_norm.weight",
                 &[640],
@@ -196,10 +184,7 @@ fn check_model(e: &Expected) {
     let t0 = Instant::now();
     let f = GgufFile::open(&path).unwrap_or_else(|err| panic!("{}: {err}", e.name));
     let open_ms = t0.elapsed().as_secs_f64() * 1e3;
-    eprintln!(
-        "{}: GgufFile::open took {open_ms:.1} ms ({} tokens)",
-        e.name, e.vocab
-    );
+    eprintln!("{}: GgufFile::open took {open_ms:.1} ms ({} tokens)", e.name, e.vocab);
     // A gross regression guard only (shared 2-core machine); measured values are in the report.
     assert!(open_ms < 5000.0, "{}: open took {open_ms} ms", e.name);
 
@@ -211,68 +196,32 @@ fn check_model(e: &Expected) {
     assert_eq!(f.data_offset(), e.data_offset);
     assert_eq!(f.metadata().len(), e.kv_count);
     assert_eq!(f.architecture(), Some(arch));
-    assert_eq!(
-        f.get_u64(&format!("{arch}.block_count")),
-        Some(e.block_count)
-    );
-    assert_eq!(
-        f.get_u64(&format!("{arch}.attention.head_count")),
-        Some(e.head_count)
-    );
-    assert_eq!(
-        f.get_u64(&format!("{arch}.attention.head_count_kv")),
-        Some(e.head_count_kv)
-    );
-    assert_eq!(
-        f.get_u64(&format!("{arch}.embedding_length")),
-        Some(e.embedding_length)
-    );
-    assert_eq!(
-        f.get_u64(&format!("{arch}.feed_forward_length")),
-        Some(e.feed_forward_length)
-    );
-    assert_eq!(
-        f.get_u64(&format!("{arch}.context_length")),
-        Some(e.context_length)
-    );
-    assert_eq!(
-        f.get_f32(&format!("{arch}.rope.freq_base")),
-        Some(e.rope_freq_base)
-    );
-    assert!(matches!(
-        f.get(&format!("{arch}.rope.freq_base")),
-        Some(MetadataValue::F32(_))
-    ));
+    assert_eq!(f.get_u64(&format!("{arch}.block_count")), Some(e.block_count));
+    assert_eq!(f.get_u64(&format!("{arch}.attention.head_count")), Some(e.head_count));
+    assert_eq!(f.get_u64(&format!("{arch}.attention.head_count_kv")), Some(e.head_count_kv));
+    assert_eq!(f.get_u64(&format!("{arch}.embedding_length")), Some(e.embedding_length));
+    assert_eq!(f.get_u64(&format!("{arch}.feed_forward_length")), Some(e.feed_forward_length));
+    assert_eq!(f.get_u64(&format!("{arch}.context_length")), Some(e.context_length));
+    assert_eq!(f.get_f32(&format!("{arch}.rope.freq_base")), Some(e.rope_freq_base));
+    assert!(matches!(f.get(&format!("{arch}.rope.freq_base")), Some(MetadataValue::F32(_))));
     assert_eq!(f.get_str("general.license"), e.license);
     assert_eq!(f.get_u64("general.quantization_version"), Some(2));
 
-    let tokens = f
-        .get_array("tokenizer.ggml.tokens")
-        .and_then(|a| a.as_strings())
-        .expect("tokens");
+    let tokens = f.get_array("tokenizer.ggml.tokens").and_then(|a| a.as_strings()).expect("tokens");
     assert_eq!(tokens.len(), e.vocab);
     assert_eq!(&tokens[..3], &e.first_tokens);
     assert_eq!(tokens[e.vocab - 1], e.last_token);
-    let types = f
-        .get_array("tokenizer.ggml.token_type")
-        .and_then(|a| a.as_i32s())
-        .expect("token_type");
+    let types = f.get_array("tokenizer.ggml.token_type").and_then(|a| a.as_i32s()).expect("token_type");
     assert_eq!(types.len(), e.vocab);
     assert_eq!(f.get_array("tokenizer.ggml.scores").is_some(), e.has_scores);
     if e.has_scores {
-        let scores = f
-            .get_array("tokenizer.ggml.scores")
-            .and_then(|a| a.as_f32s())
-            .expect("f32 scores");
+        let scores = f.get_array("tokenizer.ggml.scores").and_then(|a| a.as_f32s()).expect("f32 scores");
         assert_eq!(scores.len(), e.vocab);
         assert_eq!(scores[0], -1000.0);
     }
     match e.merges {
         Some((n, first)) => {
-            let merges = f
-                .get_array("tokenizer.ggml.merges")
-                .and_then(|a| a.as_strings())
-                .expect("merges");
+            let merges = f.get_array("tokenizer.ggml.merges").and_then(|a| a.as_strings()).expect("merges");
             assert_eq!((merges.len(), merges[0].as_str()), (n, first));
         }
         None => assert!(f.get("tokenizer.ggml.merges").is_none()),
@@ -293,32 +242,14 @@ fn check_model(e: &Expected) {
         .iter()
         .map(|t| {
             let shape: Vec<String> = t.shape.iter().map(u64::to_string).collect();
-            format!(
-                "{}|{}|{}|{}|{}\n",
-                t.name,
-                shape.join(","),
-                t.ggml_type.id(),
-                t.offset,
-                t.n_bytes
-            )
+            format!("{}|{}|{}|{}|{}\n", t.name, shape.join(","), t.ggml_type.id(), t.offset, t.n_bytes)
         })
         .collect();
-    assert_eq!(
-        fnv1a(listing.as_bytes()),
-        e.infos_fingerprint,
-        "{}: tensor infos differ from gguf-py's",
-        e.name
-    );
+    assert_eq!(fnv1a(listing.as_bytes()), e.infos_fingerprint, "{}: tensor infos differ from gguf-py's", e.name);
 
     for &(name, shape, ty, offset, n_bytes, head, tail) in e.samples {
-        let t = f
-            .tensor(name)
-            .unwrap_or_else(|| panic!("{}: no tensor {name}", e.name));
-        assert_eq!(
-            (t.shape.as_slice(), t.ggml_type, t.offset, t.n_bytes),
-            (shape, ty, offset, n_bytes),
-            "{name}"
-        );
+        let t = f.tensor(name).unwrap_or_else(|| panic!("{}: no tensor {name}", e.name));
+        assert_eq!((t.shape.as_slice(), t.ggml_type, t.offset, t.n_bytes), (shape, ty, offset, n_bytes), "{name}");
         let data = f.tensor_data(t);
         assert_eq!(data.len() as u64, n_bytes);
         let k = data.len().min(4096);
@@ -368,10 +299,7 @@ fn open_touches_only_the_header() {
         f.data_offset() / 1024
     );
     // Slack for the kernel's fault-around (it maps up to 64 kB of cached neighbours per fault).
-    assert!(
-        rss_kb * 1024 < f.data_offset() + (1 << 20),
-        "open touched {rss_kb} kB"
-    );
+    assert!(rss_kb * 1024 < f.data_offset() + (1 << 20), "open touched {rss_kb} kB");
 }
 
 /// `release_pages` drops a read tensor's pages from the mapping's resident set (weights

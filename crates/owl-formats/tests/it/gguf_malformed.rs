@@ -11,11 +11,7 @@ fn assert_refused(prefix: &[u8], what: &str) -> String {
         Ok(_) => panic!("{what}: a {}-byte prefix was accepted", prefix.len()),
         Err(e) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains("byte"),
-                "{what}: prefix {}: no byte offset in {msg:?}",
-                prefix.len()
-            );
+            assert!(msg.contains("byte"), "{what}: prefix {}: no byte offset in {msg:?}", prefix.len());
             msg
         }
     }
@@ -31,14 +27,8 @@ fn every_prefix_of_the_small_file_is_refused() {
         kinds.insert(msg.split(':').next().unwrap_or("").to_string());
     }
     // Prefixes end inside every part of the file, so several distinct errors must appear.
-    assert!(
-        kinds.iter().any(|k| k.starts_with("truncated GGUF")),
-        "{kinds:?}"
-    );
-    assert!(
-        kinds.iter().any(|k| k.starts_with("tensor \"norm\"")),
-        "{kinds:?}"
-    );
+    assert!(kinds.iter().any(|k| k.starts_with("truncated GGUF")), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k.starts_with("tensor \"norm\"")), "{kinds:?}");
 }
 
 #[test]
@@ -52,10 +42,7 @@ fn prefixes_of_a_demo_model_are_refused() {
         let name = file.tensors()[0].name.as_bytes();
         let mut pattern = (name.len() as u64).to_le_bytes().to_vec();
         pattern.extend_from_slice(name);
-        bytes[..data_offset]
-            .windows(pattern.len())
-            .rposition(|w| w == pattern)
-            .expect("first tensor info")
+        bytes[..data_offset].windows(pattern.len()).rposition(|w| w == pattern).expect("first tensor info")
     };
     let mut cuts: Vec<usize> = (0..2048).collect();
     cuts.extend((2048..data_offset).step_by(4999));
@@ -70,10 +57,7 @@ fn prefixes_of_a_demo_model_are_refused() {
     for &n in &cuts {
         let msg = assert_refused(&bytes[..n], "smollm2");
         if n >= data_offset {
-            assert!(
-                msg.contains("lies past the end of the file"),
-                "prefix {n}: {msg}"
-            );
+            assert!(msg.contains("lies past the end of the file"), "prefix {n}: {msg}");
         }
         tested += 1;
     }
@@ -84,8 +68,5 @@ fn prefixes_of_a_demo_model_are_refused() {
 fn open_names_the_path_of_a_missing_file() {
     let err = GgufFile::open("/nonexistent/owl/model.gguf").unwrap_err();
     assert!(matches!(err, GgufError::Io { .. }));
-    assert!(
-        err.to_string().contains("/nonexistent/owl/model.gguf"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("/nonexistent/owl/model.gguf"), "{err}");
 }

@@ -6,9 +6,7 @@
 use std::borrow::Cow;
 use std::io::Write;
 
-use owl_formats::gguf::{
-    GgmlType, GgufError, GgufFile, GgufWriter, MetadataArray, MetadataValue, TensorData,
-};
+use owl_formats::gguf::{GgmlType, GgufError, GgufFile, GgufWriter, MetadataArray, MetadataValue, TensorData};
 
 use crate::gguf_support::{small_valid_file, CompareWriter};
 
@@ -16,13 +14,8 @@ fn assert_byte_identical_round_trip(name: &str) {
     let path = owl_test::demo_model(name);
     let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
     let writer = GgufWriter::from_file(&file);
-    let mut cmp = CompareWriter {
-        expected: file.bytes(),
-        pos: 0,
-    };
-    let written = writer
-        .write_to(&mut cmp)
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut cmp = CompareWriter { expected: file.bytes(), pos: 0 };
+    let written = writer.write_to(&mut cmp).unwrap_or_else(|e| panic!("{name}: {e}"));
     assert_eq!(written, file.file_size(), "{name}: written size");
     assert_eq!(cmp.pos as u64, file.file_size(), "{name}: compared bytes");
 }
@@ -61,43 +54,26 @@ fn small_file_round_trips_every_value_type() {
     assert_eq!(f.get_u64("t.i64"), None);
     assert_eq!(f.get("t.f64"), Some(&MetadataValue::F64(-1.5e300)));
     assert_eq!(f.get_str("t.utf8"), Some("héllo ▁wörld 🦉"));
-    let nested = f
-        .get_array("t.nested")
-        .and_then(|a| a.as_arrays())
-        .expect("nested array");
+    let nested = f.get_array("t.nested").and_then(|a| a.as_arrays()).expect("nested array");
     assert_eq!(nested.len(), 4);
     assert_eq!(nested[0], MetadataArray::I64(vec![1, -2]));
     assert_eq!(nested[2].as_bools(), Some(&[false, true][..]));
     assert_eq!(nested[3], MetadataArray::F64(vec![]));
     let keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(
-        keys[..3],
-        ["general.architecture", "general.alignment", "t.u8"]
-    );
+    assert_eq!(keys[..3], ["general.architecture", "general.alignment", "t.u8"]);
 
     let t = f.tensor("blk.0.h").expect("f16 tensor");
     assert_eq!(
-        (
-            t.shape.as_slice(),
-            t.ggml_type,
-            t.n_elements,
-            t.n_bytes,
-            t.offset
-        ),
+        (t.shape.as_slice(), t.ggml_type, t.n_elements, t.n_bytes, t.offset),
         (&[3u64, 2][..], GgmlType::F16, 6, 12, 96)
     );
-    assert_eq!(
-        f.tensor_data(t),
-        (0..12).map(|i| (i * 7) as u8).collect::<Vec<_>>()
-    );
+    assert_eq!(f.tensor_data(t), (0..12).map(|i| (i * 7) as u8).collect::<Vec<_>>());
     assert_eq!(f.tensor("norm").map(|t| t.offset), Some(128));
     assert_eq!(f.data_offset() % 32, 0);
     assert_eq!(f.file_size(), f.data_offset() + 128 + 32);
 
     let mut again = Vec::new();
-    GgufWriter::from_file(&f)
-        .write_to(&mut again)
-        .expect("rewrite");
+    GgufWriter::from_file(&f).write_to(&mut again).expect("rewrite");
     assert_eq!(again, bytes);
 }
 
@@ -107,10 +83,8 @@ fn version_2_and_other_alignments_round_trip() {
     w.set_version(2).expect("v2");
     w.set_alignment(64).expect("alignment");
     w.set_metadata("general.architecture", MetadataValue::String("x".into()));
-    w.add_tensor("a", vec![3], GgmlType::I8, vec![1u8, 2, 3])
-        .expect("a");
-    w.add_tensor("b", vec![256, 1], GgmlType::Q4_K, vec![9u8; 144])
-        .expect("b");
+    w.add_tensor("a", vec![3], GgmlType::I8, vec![1u8, 2, 3]).expect("a");
+    w.add_tensor("b", vec![256, 1], GgmlType::Q4_K, vec![9u8; 144]).expect("b");
     let mut out = Vec::new();
     let n = w.write_to(&mut out).expect("write");
     assert_eq!(n, out.len() as u64);
@@ -120,9 +94,7 @@ fn version_2_and_other_alignments_round_trip() {
     assert_eq!(f.tensor("b").map(|t| t.offset), Some(64));
     assert_eq!(f.data_offset() % 64, 0);
     let mut again = Vec::new();
-    GgufWriter::from_file(&f)
-        .write_to(&mut again)
-        .expect("rewrite");
+    GgufWriter::from_file(&f).write_to(&mut again).expect("rewrite");
     assert_eq!(again, out);
     assert!(w.set_version(1).is_err());
     assert!(w.set_alignment(48).is_err());
@@ -132,43 +104,18 @@ fn version_2_and_other_alignments_round_trip() {
 #[test]
 fn writer_refuses_inconsistent_input() {
     let mut w = GgufWriter::new();
-    let err = w
-        .add_tensor("t", vec![31], GgmlType::Q4_0, vec![0u8; 18])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("not a multiple of the Q4_0 block size 32"),
-        "{err}"
-    );
-    let err = w
-        .add_tensor("t", vec![32], GgmlType::Q4_0, vec![0u8; 17])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("data is 17 bytes, but shape [32] of Q4_0 takes 18"),
-        "{err}"
-    );
-    w.add_tensor("t", vec![32], GgmlType::Q4_0, vec![0u8; 18])
-        .expect("valid");
-    let err = w
-        .add_tensor("t", vec![32], GgmlType::Q4_0, vec![0u8; 18])
-        .unwrap_err()
-        .to_string();
+    let err = w.add_tensor("t", vec![31], GgmlType::Q4_0, vec![0u8; 18]).unwrap_err().to_string();
+    assert!(err.contains("not a multiple of the Q4_0 block size 32"), "{err}");
+    let err = w.add_tensor("t", vec![32], GgmlType::Q4_0, vec![0u8; 17]).unwrap_err().to_string();
+    assert!(err.contains("data is 17 bytes, but shape [32] of Q4_0 takes 18"), "{err}");
+    w.add_tensor("t", vec![32], GgmlType::Q4_0, vec![0u8; 18]).expect("valid");
+    let err = w.add_tensor("t", vec![32], GgmlType::Q4_0, vec![0u8; 18]).unwrap_err().to_string();
     assert!(err.contains("already added"), "{err}");
 
-    w.set_metadata(
-        "tokenizer.ggml.tokens",
-        MetadataValue::Array(MetadataArray::String(vec!["a".into()])),
-    );
-    w.set_metadata(
-        "tokenizer.ggml.scores",
-        MetadataValue::Array(MetadataArray::F32(vec![0.0, 1.0])),
-    );
+    w.set_metadata("tokenizer.ggml.tokens", MetadataValue::Array(MetadataArray::String(vec!["a".into()])));
+    w.set_metadata("tokenizer.ggml.scores", MetadataValue::Array(MetadataArray::F32(vec![0.0, 1.0])));
     let err = w.write_to(Vec::new()).unwrap_err().to_string();
-    assert!(
-        err.contains("tokenizer.ggml.scores") && err.contains("has 2 entries"),
-        "{err}"
-    );
+    assert!(err.contains("tokenizer.ggml.scores") && err.contains("has 2 entries"), "{err}");
     w.remove_metadata("tokenizer.ggml.scores");
     w.set_metadata("general.alignment", MetadataValue::F32(32.0));
     let err = w.write_to(Vec::new()).unwrap_err().to_string();
@@ -187,20 +134,11 @@ fn streamed_tensor_data_is_written_and_size_checked() {
         TensorData::Stream(Box::new(|out: &mut dyn Write| out.write_all(&[1u8; 16]))),
     )
     .expect("streamed tensor");
-    w.add_tensor(
-        "c",
-        vec![2],
-        GgmlType::F16,
-        TensorData::Bytes(Cow::Owned(vec![5u8; 4])),
-    )
-    .expect("owned");
+    w.add_tensor("c", vec![2], GgmlType::F16, TensorData::Bytes(Cow::Owned(vec![5u8; 4]))).expect("owned");
     let mut out = Vec::new();
     w.write_to(&mut out).expect("write");
     let f = GgufFile::from_bytes(out).expect("read back");
-    assert_eq!(
-        f.tensor("s").map(|t| f.tensor_data(t)),
-        Some(&[1u8; 16][..])
-    );
+    assert_eq!(f.tensor("s").map(|t| f.tensor_data(t)), Some(&[1u8; 16][..]));
 
     let mut bad = GgufWriter::new();
     bad.add_tensor(
@@ -211,10 +149,7 @@ fn streamed_tensor_data_is_written_and_size_checked() {
     )
     .expect("accepted until written");
     let err = bad.write_to(Vec::new()).unwrap_err().to_string();
-    assert!(
-        err.contains("wrote 15 bytes, but the tensor takes 16"),
-        "{err}"
-    );
+    assert!(err.contains("wrote 15 bytes, but the tensor takes 16"), "{err}");
 }
 
 #[test]
@@ -223,35 +158,22 @@ fn write_file_is_atomic() {
     let path = dir.path().join("model.gguf");
     let small = small_valid_file();
     let f = GgufFile::from_bytes(small.clone()).expect("parse");
-    let n = GgufWriter::from_file(&f)
-        .write_file(&path)
-        .expect("write_file");
+    let n = GgufWriter::from_file(&f).write_file(&path).expect("write_file");
     assert_eq!(n, small.len() as u64);
     assert_eq!(std::fs::read(&path).expect("read"), small);
     assert_eq!(GgufFile::open(&path).expect("open").tensors().len(), 3);
 
     // A failing write leaves the old file and no temporary behind.
     let mut bad = GgufWriter::new();
-    bad.add_tensor(
-        "s",
-        vec![4],
-        GgmlType::F32,
-        TensorData::Stream(Box::new(|_: &mut dyn Write| Ok(()))),
-    )
-    .expect("accepted until written");
+    bad.add_tensor("s", vec![4], GgmlType::F32, TensorData::Stream(Box::new(|_: &mut dyn Write| Ok(()))))
+        .expect("accepted until written");
     let err = bad.write_file(&path).unwrap_err();
     assert!(matches!(err, GgufError::InvalidInput { .. }), "{err}");
     assert_eq!(std::fs::read(&path).expect("read"), small);
-    let names: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("ls")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
     assert_eq!(names, vec![std::ffi::OsString::from("model.gguf")]);
 
     // A directory that does not exist is an error naming the path.
-    let err = GgufWriter::from_file(&f)
-        .write_file(dir.path().join("missing/x.gguf"))
-        .unwrap_err()
-        .to_string();
+    let err = GgufWriter::from_file(&f).write_file(dir.path().join("missing/x.gguf")).unwrap_err().to_string();
     assert!(err.contains("missing/x.gguf"), "{err}");
 }

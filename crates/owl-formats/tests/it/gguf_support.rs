@@ -21,10 +21,7 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 /// the file ends at a tensor's last byte and every shorter prefix is invalid.
 pub fn small_valid_file() -> Vec<u8> {
     let mut w = GgufWriter::new();
-    w.set_metadata(
-        "general.architecture",
-        MetadataValue::String("llama".into()),
-    );
+    w.set_metadata("general.architecture", MetadataValue::String("llama".into()));
     w.set_metadata("general.alignment", MetadataValue::U32(32));
     w.set_metadata("t.u8", MetadataValue::U8(200));
     w.set_metadata("t.i8", MetadataValue::I8(-100));
@@ -49,29 +46,16 @@ pub fn small_valid_file() -> Vec<u8> {
     );
     w.set_metadata(
         "tokenizer.ggml.tokens",
-        MetadataValue::Array(MetadataArray::String(vec![
-            "<s>".into(),
-            "a".into(),
-            "b".into(),
-        ])),
+        MetadataValue::Array(MetadataArray::String(vec!["<s>".into(), "a".into(), "b".into()])),
     );
-    w.set_metadata(
-        "tokenizer.ggml.scores",
-        MetadataValue::Array(MetadataArray::F32(vec![0.0, -1.0, -2.0])),
-    );
-    w.set_metadata(
-        "tokenizer.ggml.token_type",
-        MetadataValue::Array(MetadataArray::I32(vec![3, 1, 1])),
-    );
+    w.set_metadata("tokenizer.ggml.scores", MetadataValue::Array(MetadataArray::F32(vec![0.0, -1.0, -2.0])));
+    w.set_metadata("tokenizer.ggml.token_type", MetadataValue::Array(MetadataArray::I32(vec![3, 1, 1])));
     let q8: Vec<u8> = (0..34 * 2).map(|i| i as u8).collect();
-    w.add_tensor("blk.0.w", vec![32, 2], GgmlType::Q8_0, q8)
-        .expect("q8 tensor");
+    w.add_tensor("blk.0.w", vec![32, 2], GgmlType::Q8_0, q8).expect("q8 tensor");
     let f16: Vec<u8> = (0..2 * 6).map(|i| (i * 7) as u8).collect();
-    w.add_tensor("blk.0.h", vec![3, 2], GgmlType::F16, f16)
-        .expect("f16 tensor");
+    w.add_tensor("blk.0.h", vec![3, 2], GgmlType::F16, f16).expect("f16 tensor");
     let f32: Vec<u8> = (0..8u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
-    w.add_tensor("norm", vec![8], GgmlType::F32, f32)
-        .expect("f32 tensor");
+    w.add_tensor("norm", vec![8], GgmlType::F32, f32).expect("f32 tensor");
     let mut out = Vec::new();
     w.write_to(&mut out).expect("write small file");
     out

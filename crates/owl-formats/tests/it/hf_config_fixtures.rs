@@ -31,33 +31,15 @@ const VARIANTS: [&str; 19] = [
 
 fn load(variant: &str) -> HfConfig {
     let v5 = HfConfig::from_file(&owl_test::fixture(&format!("models/{variant}/config.json")))
-        .unwrap_or_else(|e| {
-            panic!(
-                "{variant}/config.json: {e}: {:?}",
-                std::error::Error::source(&e)
-            )
-        });
-    let legacy = HfConfig::from_file(&owl_test::fixture(&format!(
-        "models/{variant}/config.legacy.json"
-    )))
-    .unwrap_or_else(|e| {
-        panic!(
-            "{variant}/config.legacy.json: {e}: {:?}",
-            std::error::Error::source(&e)
-        )
-    });
-    assert_eq!(
-        v5, legacy,
-        "{variant}: config.json and config.legacy.json normalise differently"
-    );
+        .unwrap_or_else(|e| panic!("{variant}/config.json: {e}: {:?}", std::error::Error::source(&e)));
+    let legacy = HfConfig::from_file(&owl_test::fixture(&format!("models/{variant}/config.legacy.json")))
+        .unwrap_or_else(|e| panic!("{variant}/config.legacy.json: {e}: {:?}", std::error::Error::source(&e)));
+    assert_eq!(v5, legacy, "{variant}: config.json and config.legacy.json normalise differently");
     v5
 }
 
 fn rope(theta: f64) -> RopeConfig {
-    RopeConfig {
-        theta,
-        scaling: RopeScaling::None,
-    }
+    RopeConfig { theta, scaling: RopeScaling::None }
 }
 
 #[test]
@@ -72,10 +54,7 @@ fn every_fixture_variant_is_covered() {
     found.sort();
     let mut listed: Vec<String> = VARIANTS.iter().map(|s| s.to_string()).collect();
     listed.sort();
-    assert_eq!(
-        found, listed,
-        "fixture variants changed: update VARIANTS and the spot checks"
-    );
+    assert_eq!(found, listed, "fixture variants changed: update VARIANTS and the spot checks");
 }
 
 #[test]
@@ -83,18 +62,8 @@ fn both_spellings_agree_and_common_values() {
     for variant in VARIANTS {
         let c = load(variant);
         let reference = owl_test::fixture_json(&format!("models/{variant}/reference.json"));
-        assert_eq!(
-            c.model_type,
-            reference["model_type"].as_str().expect("model_type"),
-            "{variant}"
-        );
-        assert_eq!(
-            c.architectures,
-            vec![reference["architecture"]
-                .as_str()
-                .expect("architecture")
-                .to_string()]
-        );
+        assert_eq!(c.model_type, reference["model_type"].as_str().expect("model_type"), "{variant}");
+        assert_eq!(c.architectures, vec![reference["architecture"].as_str().expect("architecture").to_string()]);
         assert_eq!(c.vocab_size, 512, "{variant}");
         assert_eq!(c.hidden_size, 64, "{variant}");
         assert_eq!(c.intermediate_size, 128, "{variant}");
@@ -103,39 +72,20 @@ fn both_spellings_agree_and_common_values() {
         assert_eq!(c.bos_token_id, Some(1), "{variant}");
         assert_eq!(c.eos_token_ids, vec![2], "{variant}");
         assert_eq!(c.dtype.as_deref(), Some("float32"), "{variant}");
-        assert!(
-            c.num_hidden_layers == 2 || c.num_hidden_layers == 3,
-            "{variant}"
-        );
+        assert!(c.num_hidden_layers == 2 || c.num_hidden_layers == 3, "{variant}");
     }
 }
 
 #[test]
 fn llama_family() {
     let c = load("llama");
-    assert_eq!(
-        (
-            c.num_attention_heads,
-            c.num_key_value_heads,
-            c.head_dim,
-            c.num_hidden_layers
-        ),
-        (4, 2, 16, 2)
-    );
+    assert_eq!((c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.num_hidden_layers), (4, 2, 16, 2));
     assert_eq!(c.rope, rope(10_000.0));
     assert_eq!(c.rms_norm_eps, 1e-6);
     assert_eq!(c.hidden_act, Activation::Silu);
     assert!(!c.tie_word_embeddings && !c.qkv_bias && !c.o_bias && !c.mlp_bias);
     assert_eq!(c.layer_types, vec![Full, Full]);
-    assert_eq!(
-        (
-            c.sliding_window,
-            c.local_rope.as_ref(),
-            c.moe.as_ref(),
-            c.mla.as_ref()
-        ),
-        (None, None, None, None)
-    );
+    assert_eq!((c.sliding_window, c.local_rope.as_ref(), c.moe.as_ref(), c.mla.as_ref()), (None, None, None, None));
 
     let c = load("llama3_rope");
     assert_eq!(
@@ -221,19 +171,10 @@ fn gemma_family() {
     assert_eq!(c.rope_for_layer(1).theta, 10_000.0);
     assert_eq!(c.rope_for_layer(2).theta, 1_000_000.0);
     assert_eq!(c.query_pre_attn_scalar, Some(32.0));
-    assert_eq!(
-        (c.attn_logit_softcapping, c.final_logit_softcapping),
-        (None, None)
-    );
+    assert_eq!((c.attn_logit_softcapping, c.final_logit_softcapping), (None, None));
 
     let c = load("gemma3_rope_scaling");
-    assert_eq!(
-        c.rope,
-        RopeConfig {
-            theta: 1_000_000.0,
-            scaling: RopeScaling::Linear { factor: 8.0 }
-        }
-    );
+    assert_eq!(c.rope, RopeConfig { theta: 1_000_000.0, scaling: RopeScaling::Linear { factor: 8.0 } });
     assert_eq!(c.local_rope, Some(rope(10_000.0)));
     assert_eq!(c.rope_for_layer(0), &rope(10_000.0));
 }
@@ -252,19 +193,9 @@ fn qwen_family() {
 
     let c = load("qwen3_moe");
     let moe = c.moe.as_ref().expect("qwen3_moe is MoE");
-    assert_eq!(
-        (
-            moe.num_experts,
-            moe.num_experts_per_tok,
-            moe.expert_intermediate_size
-        ),
-        (4, 2, 64)
-    );
+    assert_eq!((moe.num_experts, moe.num_experts_per_tok, moe.expert_intermediate_size), (4, 2, 64));
     assert!(moe.norm_topk_prob);
-    assert_eq!(
-        (moe.scoring, moe.topk_method),
-        (RouterScoring::Softmax, TopkMethod::Greedy)
-    );
+    assert_eq!((moe.scoring, moe.topk_method), (RouterScoring::Softmax, TopkMethod::Greedy));
     assert_eq!(moe.sparse_layers, vec![true, true]);
     assert_eq!(moe.n_shared_experts, 0);
 }
@@ -283,39 +214,21 @@ fn phi3_family() {
 
     let c = load("phi3_longrope");
     assert_eq!(c.partial_rotary_factor, 1.0);
-    let RopeScaling::LongRope {
-        short_factor,
-        long_factor,
-        original_max_position_embeddings,
-        attention_factor,
-    } = &c.rope.scaling
+    let RopeScaling::LongRope { short_factor, long_factor, original_max_position_embeddings, attention_factor } =
+        &c.rope.scaling
     else {
         panic!("phi3_longrope: {:?}", c.rope.scaling)
     };
-    assert_eq!(
-        short_factor,
-        &vec![1.2675, 1.0994, 1.3296, 1.3284, 1.1164, 1.2125, 1.1035, 1.3149]
-    );
-    assert_eq!(
-        long_factor,
-        &vec![1.8253, 2.1474, 2.4371, 2.4613, 2.7804, 3.2037, 4.4051, 4.4198]
-    );
+    assert_eq!(short_factor, &vec![1.2675, 1.0994, 1.3296, 1.3284, 1.1164, 1.2125, 1.1035, 1.3149]);
+    assert_eq!(long_factor, &vec![1.8253, 2.1474, 2.4371, 2.4613, 2.7804, 3.2037, 4.4051, 4.4198]);
     assert_eq!(*original_max_position_embeddings, 64);
     let want = (1.0 + (128.0f64 / 64.0).ln() / 64f64.ln()).sqrt();
-    assert!(
-        (attention_factor - want).abs() < 1e-12,
-        "{attention_factor} vs {want}"
-    );
+    assert!((attention_factor - want).abs() < 1e-12, "{attention_factor} vs {want}");
 
     let c = load("phi3_longrope_long");
     assert_eq!(c.partial_rotary_factor, 0.75);
     assert_eq!(c.rotary_dim(), 12);
-    let RopeScaling::LongRope {
-        long_factor,
-        original_max_position_embeddings,
-        attention_factor,
-        ..
-    } = &c.rope.scaling
+    let RopeScaling::LongRope { long_factor, original_max_position_embeddings, attention_factor, .. } = &c.rope.scaling
     else {
         panic!("phi3_longrope_long: {:?}", c.rope.scaling)
     };
@@ -323,10 +236,7 @@ fn phi3_family() {
     assert_eq!(long_factor[0], 1.8283);
     assert_eq!(*original_max_position_embeddings, 16);
     let want = (1.0 + (128.0f64 / 16.0).ln() / 16f64.ln()).sqrt();
-    assert!(
-        (attention_factor - want).abs() < 1e-12,
-        "{attention_factor} vs {want}"
-    );
+    assert!((attention_factor - want).abs() < 1e-12, "{attention_factor} vs {want}");
 }
 
 #[test]
@@ -334,37 +244,18 @@ fn deepseek_family() {
     let c = load("deepseek_v3");
     let mla = c.mla.as_ref().expect("MLA");
     assert_eq!(
-        (
-            mla.q_lora_rank,
-            mla.kv_lora_rank,
-            mla.qk_nope_head_dim,
-            mla.qk_rope_head_dim,
-            mla.v_head_dim
-        ),
+        (mla.q_lora_rank, mla.kv_lora_rank, mla.qk_nope_head_dim, mla.qk_rope_head_dim, mla.v_head_dim),
         (Some(32), 32, 16, 8, 16)
     );
     assert!(mla.rope_interleave);
     assert_eq!(c.rotary_dim(), 8);
     let moe = c.moe.as_ref().expect("MoE");
-    assert_eq!(
-        (
-            moe.num_experts,
-            moe.num_experts_per_tok,
-            moe.expert_intermediate_size
-        ),
-        (4, 2, 32)
-    );
-    assert_eq!(
-        (moe.scoring, moe.topk_method),
-        (RouterScoring::Sigmoid, TopkMethod::NoAuxTc)
-    );
+    assert_eq!((moe.num_experts, moe.num_experts_per_tok, moe.expert_intermediate_size), (4, 2, 32));
+    assert_eq!((moe.scoring, moe.topk_method), (RouterScoring::Sigmoid, TopkMethod::NoAuxTc));
     assert_eq!((moe.n_group, moe.topk_group), (1, 1));
     assert!(moe.norm_topk_prob);
     assert_eq!(moe.routed_scaling_factor, 2.5);
-    assert_eq!(
-        (moe.n_shared_experts, moe.shared_expert_intermediate_size),
-        (1, 32)
-    );
+    assert_eq!((moe.n_shared_experts, moe.shared_expert_intermediate_size), (1, 32));
     assert_eq!(moe.first_k_dense_replace, 1);
     assert_eq!(moe.sparse_layers, vec![false, true, true]);
     assert_eq!(c.rope, rope(10_000.0));
@@ -393,16 +284,10 @@ fn deepseek_family() {
     let mla = c.mla.as_ref().expect("MLA");
     assert_eq!(mla.q_lora_rank, None);
     let moe = c.moe.as_ref().expect("MoE");
-    assert_eq!(
-        (moe.scoring, moe.topk_method),
-        (RouterScoring::Softmax, TopkMethod::Greedy)
-    );
+    assert_eq!((moe.scoring, moe.topk_method), (RouterScoring::Softmax, TopkMethod::Greedy));
     assert!(!moe.norm_topk_prob);
     assert_eq!(moe.routed_scaling_factor, 2.0);
-    assert_eq!(
-        (moe.n_shared_experts, moe.shared_expert_intermediate_size),
-        (2, 64)
-    );
+    assert_eq!((moe.n_shared_experts, moe.shared_expert_intermediate_size), (2, 64));
     assert_eq!((moe.n_group, moe.topk_group), (1, 1));
     assert_eq!(moe.sparse_layers, vec![false, true, true]);
 }

@@ -124,7 +124,8 @@ fn fused_matvec(
     use dequantize_avx2::DOT_ROWS;
     let x = &x[..w.cols];
     let out = SharedOut { ptr: y.as_mut_ptr(), len: y.len() };
-    let chunk = (w.rows / (n_threads * FUSED_CHUNKS_PER_THREAD)).next_multiple_of(GROUP_CHUNK_ROWS).max(GROUP_CHUNK_ROWS);
+    let chunk =
+        (w.rows / (n_threads * FUSED_CHUNKS_PER_THREAD)).next_multiple_of(GROUP_CHUNK_ROWS).max(GROUP_CHUNK_ROWS);
     let interleaved = w.layout == RowLayout::Interleaved8;
     let mut scratch = lease.take_scratch();
     let region = chunk * row_bytes;
@@ -179,7 +180,8 @@ fn panel_matmul(
     let panel_floats = panel_rows * cols;
     let region = if w.layout == RowLayout::Interleaved8 { panel_rows * row_bytes } else { 0 };
     let mut scratch = lease.take_scratch();
-    let (panels, regions) = scratch.bytes_mut(n_threads * (panel_floats * 4 + region)).split_at_mut(n_threads * panel_floats * 4);
+    let (panels, regions) =
+        scratch.bytes_mut(n_threads * (panel_floats * 4 + region)).split_at_mut(n_threads * panel_floats * 4);
     let panels = bytemuck::cast_slice_mut::<u8, f32>(panels);
     let panels = SharedOut { ptr: panels.as_mut_ptr(), len: panels.len() };
     let row_major = RowMajorChunks::new(w, row_bytes, regions, region);
@@ -187,7 +189,8 @@ fn panel_matmul(
     let run = |thread: usize, rows: std::ops::Range<usize>| {
         // SAFETY: each thread index owns its panel and row region; a thread works on one
         // chunk at a time.
-        let (panel, src) = unsafe { (panels.slice(thread * panel_floats, rows.len() * cols), row_major.rows(thread, rows.clone())) };
+        let (panel, src) =
+            unsafe { (panels.slice(thread * panel_floats, rows.len() * cols), row_major.rows(thread, rows.clone())) };
         for (src, dst) in src.chunks_exact(row_bytes).zip(panel.chunks_exact_mut(cols)) {
             dequantize(src, dst);
         }

@@ -70,13 +70,7 @@ impl<'a> Matrix<'a> {
 ///
 /// Errors: a shape that does not match (`x`, `y`, `w.data` lengths; `cols` not a whole
 /// number of blocks), a weight format with no matmul kernel, or an unusable `OWL_KERNELS`.
-pub fn matmul(
-    pool: &ThreadPool,
-    w: &Matrix<'_>,
-    x: &[f32],
-    n_tokens: usize,
-    y: &mut [f32],
-) -> Result<(), KernelError> {
+pub fn matmul(pool: &ThreadPool, w: &Matrix<'_>, x: &[f32], n_tokens: usize, y: &mut [f32]) -> Result<(), KernelError> {
     matmul_with(dispatch::active()?, pool, w, x, n_tokens, y)
 }
 
@@ -245,8 +239,14 @@ fn panel_prefill(
             // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
             unsafe { pk::unpack_rows(format, w_rows, rows.len(), nb, &mut panel) };
             match kind {
-                KPanelKind::Min => work.panel_tiles(&pk::KTiles::<false>::new(&panel, rows.len(), nb, work.act, stride, work.n_tokens), rows),
-                KPanelKind::Offset32 => work.panel_tiles(&pk::KTiles::<true>::new(&panel, rows.len(), nb, work.act, stride, work.n_tokens), rows),
+                KPanelKind::Min => work.panel_tiles(
+                    &pk::KTiles::<false>::new(&panel, rows.len(), nb, work.act, stride, work.n_tokens),
+                    rows,
+                ),
+                KPanelKind::Offset32 => work.panel_tiles(
+                    &pk::KTiles::<true>::new(&panel, rows.len(), nb, work.act, stride, work.n_tokens),
+                    rows,
+                ),
             }
         });
         return;
@@ -268,7 +268,17 @@ fn panel_prefill(
         macro_rules! sweep {
             ($kind:expr) => {
                 work.panel_tiles(
-                    &p8::Int8Tiles::<{ $kind }>::new(&panel, rows.len(), nb, work.act, stride, act_block, work.n_tokens, da, c),
+                    &p8::Int8Tiles::<{ $kind }>::new(
+                        &panel,
+                        rows.len(),
+                        nb,
+                        work.act,
+                        stride,
+                        act_block,
+                        work.n_tokens,
+                        da,
+                        c,
+                    ),
                     rows,
                 )
             };
@@ -409,15 +419,13 @@ impl<'t> Shape<'t> {
         y: &[f32],
     ) -> Result<Self, KernelError> {
         let kernels = table.get(w.format).ok_or(KernelError::Unsupported { format: w.format, op: "matmul" })?;
-        let not_blocks = |format: BlockFormat| KernelError::RowNotBlockMultiple {
-            format,
-            len: w.cols,
-            block: format.block_elems(),
-        };
+        let not_blocks =
+            |format: BlockFormat| KernelError::RowNotBlockMultiple { format, len: w.cols, block: format.block_elems() };
         let row_bytes = w.format.row_bytes(w.cols).ok_or_else(|| not_blocks(w.format))?;
         let act = kernels.act_format();
         let act_row_bytes = act.row_bytes(w.cols).ok_or_else(|| not_blocks(act))?;
-        let too_big = |what| KernelError::Length { what, expected: usize::MAX, got: usize::MAX, unit: "(size overflows)" };
+        let too_big =
+            |what| KernelError::Length { what, expected: usize::MAX, got: usize::MAX, unit: "(size overflows)" };
         let w_bytes = w.rows.checked_mul(row_bytes).ok_or_else(|| too_big("matmul W"))?;
         if w.data.len() != w_bytes {
             return Err(KernelError::Length { what: "matmul W", expected: w_bytes, got: w.data.len(), unit: "bytes" });
@@ -433,7 +441,10 @@ impl<'t> Shape<'t> {
         if w.layout == RowLayout::Interleaved8
             && !(interleave::can_interleave(w.format, w.rows, w.cols) && kernels.raw_group_matvec().is_some())
         {
-            return Err(KernelError::Unsupported { format: w.format, op: "matmul of this shape in the 8-row interleaved layout" });
+            return Err(KernelError::Unsupported {
+                format: w.format,
+                op: "matmul of this shape in the 8-row interleaved layout",
+            });
         }
         let align = dispatch::weight_align(w.format);
         if !(w.data.as_ptr() as usize).is_multiple_of(align) {
@@ -513,7 +524,6 @@ impl<T> SharedOut<T> {
         // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), len) }
     }
-
 }
 
 impl SharedOut<f32> {
@@ -744,8 +754,22 @@ mod tests {
         };
         let pool = ThreadPool::new(1);
         // 1024×4096, then the demo models' FFN shapes (few blocks per row).
-        for (rows, cols, tokens) in [(1024, 4096, 64), (640, 2048, 128), (2048, 640, 128), (896, 4864, 128), (4864, 896, 128)] {
-            for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q5_0, BlockFormat::Q8_0, BlockFormat::IQ4_NL, BlockFormat::Q4_K, BlockFormat::Q5_K, BlockFormat::Q6_K, BlockFormat::F16, BlockFormat::F32, BlockFormat::BF16] {
+        for (rows, cols, tokens) in
+            [(1024, 4096, 64), (640, 2048, 128), (2048, 640, 128), (896, 4864, 128), (4864, 896, 128)]
+        {
+            for format in [
+                BlockFormat::Q4_0,
+                BlockFormat::Q4_1,
+                BlockFormat::Q5_0,
+                BlockFormat::Q8_0,
+                BlockFormat::IQ4_NL,
+                BlockFormat::Q4_K,
+                BlockFormat::Q5_K,
+                BlockFormat::Q6_K,
+                BlockFormat::F16,
+                BlockFormat::F32,
+                BlockFormat::BF16,
+            ] {
                 let Some(rb) = format.row_bytes(cols) else { continue };
                 let src: Vec<f32> = (0..cols).map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0).collect();
                 let mut row = vec![0u8; rb];

@@ -45,7 +45,9 @@ const QK: usize = 32;
 pub(crate) enum PanelKind {
     /// Unsigned codes; `offset` is the code bias (8 or 16) with `m_w = d_w`, or `None` for
     /// the formats with a stored min (`m_w = m`, `c_a = s`).
-    Unsigned { offset: Option<i32> },
+    Unsigned {
+        offset: Option<i32>,
+    },
     Signed,
 }
 
@@ -400,7 +402,10 @@ mod tests {
                         PanelKind::Unsigned { offset: None } => d * q as f32 + m,
                     };
                     let want = deq[i * QK + j];
-                    assert!((v - want).abs() <= 1e-6 * want.abs().max(1e-3), "{format:?} block {i} elem {j}: {v} vs {want}");
+                    assert!(
+                        (v - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                        "{format:?} block {i} elem {j}: {v} vs {want}"
+                    );
                 }
             }
         }

@@ -314,7 +314,14 @@ pub(crate) struct KTiles<'a, const OFFSET32: bool> {
 impl<'a, const OFFSET32: bool> KTiles<'a, OFFSET32> {
     /// Checks once that the panel holds `rows·nsb` super-blocks and the activations
     /// `n_tokens` rows of `nsb` Q8_K blocks (panics otherwise: a caller bug, not input).
-    pub(crate) fn new(panel: &'a KPanel<'a>, rows: usize, nsb: usize, act: &'a [u8], stride: usize, n_tokens: usize) -> Self {
+    pub(crate) fn new(
+        panel: &'a KPanel<'a>,
+        rows: usize,
+        nsb: usize,
+        act: &'a [u8],
+        stride: usize,
+        n_tokens: usize,
+    ) -> Self {
         let n = rows * nsb;
         assert!(panel.q.len() >= n * QK_K && panel.sc.len() >= n * SUBS * 16 && panel.mins.len() >= n * 16);
         assert!(panel.d.len() >= n && panel.dmin.len() >= n);
@@ -379,7 +386,10 @@ mod tests {
                         KPanelKind::Offset32 => panel.d[i] * (s * q - m),
                     };
                     let want = deq[i * QK_K + e];
-                    assert!((v - want).abs() <= 1e-6 * want.abs().max(1e-3), "{format:?} sb {i} elem {e}: {v} vs {want}");
+                    assert!(
+                        (v - want).abs() <= 1e-6 * want.abs().max(1e-3),
+                        "{format:?} sb {i} elem {e}: {v} vs {want}"
+                    );
                 }
             }
         }

@@ -75,7 +75,12 @@ pub fn dequantize_row(format: BlockFormat, src: &[u8], dst: &mut [f32]) -> Resul
         block: format.block_elems(),
     })?;
     if src.len() != bytes {
-        return Err(KernelError::Length { what: "dequantize_row source", expected: bytes, got: src.len(), unit: "bytes" });
+        return Err(KernelError::Length {
+            what: "dequantize_row source",
+            expected: bytes,
+            got: src.len(),
+            unit: "bytes",
+        });
     }
     // SAFETY: the CPU features were checked above; lengths match.
     unsafe { (k.dequantize)(src, dst) };
@@ -103,11 +108,7 @@ pub(crate) fn kernels(format: BlockFormat) -> Option<RowKernels> {
         BlockFormat::Q5_K => k!(q5_k),
         BlockFormat::Q6_K => k!(q6_k),
         BlockFormat::IQ4_XS => k!(iq4_xs),
-        BlockFormat::F32
-        | BlockFormat::F16
-        | BlockFormat::BF16
-        | BlockFormat::Q8_1
-        | BlockFormat::Q8_K => None,
+        BlockFormat::F32 | BlockFormat::F16 | BlockFormat::BF16 | BlockFormat::Q8_1 | BlockFormat::Q8_K => None,
     }
 }
 

@@ -268,7 +268,12 @@ pub(crate) mod mover_tests {
 
     /// `interleave` then `deinterleave` gives random rows back byte for byte, and the group
     /// is not the rows (the layout moves bytes).
-    pub(crate) fn assert_round_trip(interleave: GroupMove, deinterleave: GroupMove, group_block: usize, cases: &[(usize, u64)]) {
+    pub(crate) fn assert_round_trip(
+        interleave: GroupMove,
+        deinterleave: GroupMove,
+        group_block: usize,
+        cases: &[(usize, u64)],
+    ) {
         for &(nb, seed) in cases {
             let rows = random_bytes(nb * group_block, seed);
             let mut group = vec![0u8; rows.len()];

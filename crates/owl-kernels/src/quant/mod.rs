@@ -19,8 +19,8 @@ pub mod bf16;
 pub mod dequantize_avx2;
 pub mod f16;
 pub mod f32;
-pub mod iq4_nl;
 pub mod interleave;
+pub mod iq4_nl;
 pub mod iq4_xs;
 pub mod q2_k;
 pub mod q3_k;
@@ -77,9 +77,23 @@ pub const QK_K: usize = 256;
 
 impl BlockFormat {
     pub const ALL: [BlockFormat; 17] = [
-        Self::F32, Self::F16, Self::BF16, Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q5_1,
-        Self::Q8_0, Self::Q8_1, Self::Q2_K, Self::Q3_K, Self::Q4_K, Self::Q5_K, Self::Q6_K,
-        Self::Q8_K, Self::IQ4_NL, Self::IQ4_XS,
+        Self::F32,
+        Self::F16,
+        Self::BF16,
+        Self::Q4_0,
+        Self::Q4_1,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::Q8_0,
+        Self::Q8_1,
+        Self::Q2_K,
+        Self::Q3_K,
+        Self::Q4_K,
+        Self::Q5_K,
+        Self::Q6_K,
+        Self::Q8_K,
+        Self::IQ4_NL,
+        Self::IQ4_XS,
     ];
 
     /// Whether elements are stored as plain floats (F32, F16, BF16), not quantized blocks.
@@ -135,9 +149,7 @@ impl BlockFormat {
             Self::BF16 => Self::BF16,
             Self::Q4_0 | Self::Q5_0 | Self::Q8_0 | Self::IQ4_NL => Self::Q8_0,
             Self::Q4_1 | Self::Q5_1 | Self::Q8_1 => Self::Q8_1,
-            Self::Q2_K | Self::Q3_K | Self::Q4_K | Self::Q5_K | Self::Q6_K | Self::Q8_K | Self::IQ4_XS => {
-                Self::Q8_K
-            }
+            Self::Q2_K | Self::Q3_K | Self::Q4_K | Self::Q5_K | Self::Q6_K | Self::Q8_K | Self::IQ4_XS => Self::Q8_K,
         }
     }
 

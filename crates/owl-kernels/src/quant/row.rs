@@ -7,8 +7,8 @@
 use bytemuck::Zeroable;
 
 use super::q8_k::BlockQ8K;
-use super::{bf16, f16, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
 use super::BlockFormat;
+use super::{bf16, f16, iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
 use crate::KernelError;
 
 /// Size of [`BlockQ8K`] in bytes.
@@ -21,21 +21,81 @@ const Q8K_CHUNK: usize = 16;
 macro_rules! with_blocks {
     ($fmt:expr, $bytes:expr, |$blocks:ident, $module:ident| $body:expr, else $other:expr) => {
         match $fmt {
-            BlockFormat::F16 => { use f16 as $module; let $blocks: &[f16::BlockF16] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::BF16 => { use bf16 as $module; let $blocks: &[bf16::BlockBF16] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q4_0 => { use q4_0 as $module; let $blocks: &[q4_0::BlockQ4_0] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q4_1 => { use q4_1 as $module; let $blocks: &[q4_1::BlockQ4_1] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q5_0 => { use q5_0 as $module; let $blocks: &[q5_0::BlockQ5_0] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q5_1 => { use q5_1 as $module; let $blocks: &[q5_1::BlockQ5_1] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q8_0 => { use q8_0 as $module; let $blocks: &[q8_0::BlockQ8_0] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q8_1 => { use q8_1 as $module; let $blocks: &[q8_1::BlockQ8_1] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q2_K => { use q2_k as $module; let $blocks: &[q2_k::BlockQ2K] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q3_K => { use q3_k as $module; let $blocks: &[q3_k::BlockQ3K] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q4_K => { use q4_k as $module; let $blocks: &[q4_k::BlockQ4K] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q5_K => { use q5_k as $module; let $blocks: &[q5_k::BlockQ5K] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::Q6_K => { use q6_k as $module; let $blocks: &[q6_k::BlockQ6K] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::IQ4_NL => { use iq4_nl as $module; let $blocks: &[iq4_nl::BlockIQ4NL] = bytemuck::cast_slice($bytes); $body }
-            BlockFormat::IQ4_XS => { use iq4_xs as $module; let $blocks: &[iq4_xs::BlockIQ4XS] = bytemuck::cast_slice($bytes); $body }
+            BlockFormat::F16 => {
+                use f16 as $module;
+                let $blocks: &[f16::BlockF16] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::BF16 => {
+                use bf16 as $module;
+                let $blocks: &[bf16::BlockBF16] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q4_0 => {
+                use q4_0 as $module;
+                let $blocks: &[q4_0::BlockQ4_0] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q4_1 => {
+                use q4_1 as $module;
+                let $blocks: &[q4_1::BlockQ4_1] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q5_0 => {
+                use q5_0 as $module;
+                let $blocks: &[q5_0::BlockQ5_0] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q5_1 => {
+                use q5_1 as $module;
+                let $blocks: &[q5_1::BlockQ5_1] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q8_0 => {
+                use q8_0 as $module;
+                let $blocks: &[q8_0::BlockQ8_0] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q8_1 => {
+                use q8_1 as $module;
+                let $blocks: &[q8_1::BlockQ8_1] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q2_K => {
+                use q2_k as $module;
+                let $blocks: &[q2_k::BlockQ2K] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q3_K => {
+                use q3_k as $module;
+                let $blocks: &[q3_k::BlockQ3K] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q4_K => {
+                use q4_k as $module;
+                let $blocks: &[q4_k::BlockQ4K] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q5_K => {
+                use q5_k as $module;
+                let $blocks: &[q5_k::BlockQ5K] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::Q6_K => {
+                use q6_k as $module;
+                let $blocks: &[q6_k::BlockQ6K] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::IQ4_NL => {
+                use iq4_nl as $module;
+                let $blocks: &[iq4_nl::BlockIQ4NL] = bytemuck::cast_slice($bytes);
+                $body
+            }
+            BlockFormat::IQ4_XS => {
+                use iq4_xs as $module;
+                let $blocks: &[iq4_xs::BlockIQ4XS] = bytemuck::cast_slice($bytes);
+                $body
+            }
             BlockFormat::F32 | BlockFormat::Q8_K => $other,
         }
     };
@@ -45,21 +105,81 @@ macro_rules! with_blocks {
 macro_rules! with_blocks_mut {
     ($fmt:expr, $bytes:expr, |$blocks:ident, $module:ident| $body:expr, else $other:expr) => {
         match $fmt {
-            BlockFormat::F16 => { use f16 as $module; let $blocks: &mut [f16::BlockF16] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::BF16 => { use bf16 as $module; let $blocks: &mut [bf16::BlockBF16] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q4_0 => { use q4_0 as $module; let $blocks: &mut [q4_0::BlockQ4_0] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q4_1 => { use q4_1 as $module; let $blocks: &mut [q4_1::BlockQ4_1] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q5_0 => { use q5_0 as $module; let $blocks: &mut [q5_0::BlockQ5_0] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q5_1 => { use q5_1 as $module; let $blocks: &mut [q5_1::BlockQ5_1] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q8_0 => { use q8_0 as $module; let $blocks: &mut [q8_0::BlockQ8_0] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q8_1 => { use q8_1 as $module; let $blocks: &mut [q8_1::BlockQ8_1] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q2_K => { use q2_k as $module; let $blocks: &mut [q2_k::BlockQ2K] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q3_K => { use q3_k as $module; let $blocks: &mut [q3_k::BlockQ3K] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q4_K => { use q4_k as $module; let $blocks: &mut [q4_k::BlockQ4K] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q5_K => { use q5_k as $module; let $blocks: &mut [q5_k::BlockQ5K] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::Q6_K => { use q6_k as $module; let $blocks: &mut [q6_k::BlockQ6K] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::IQ4_NL => { use iq4_nl as $module; let $blocks: &mut [iq4_nl::BlockIQ4NL] = bytemuck::cast_slice_mut($bytes); $body }
-            BlockFormat::IQ4_XS => { use iq4_xs as $module; let $blocks: &mut [iq4_xs::BlockIQ4XS] = bytemuck::cast_slice_mut($bytes); $body }
+            BlockFormat::F16 => {
+                use f16 as $module;
+                let $blocks: &mut [f16::BlockF16] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::BF16 => {
+                use bf16 as $module;
+                let $blocks: &mut [bf16::BlockBF16] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q4_0 => {
+                use q4_0 as $module;
+                let $blocks: &mut [q4_0::BlockQ4_0] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q4_1 => {
+                use q4_1 as $module;
+                let $blocks: &mut [q4_1::BlockQ4_1] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q5_0 => {
+                use q5_0 as $module;
+                let $blocks: &mut [q5_0::BlockQ5_0] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q5_1 => {
+                use q5_1 as $module;
+                let $blocks: &mut [q5_1::BlockQ5_1] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q8_0 => {
+                use q8_0 as $module;
+                let $blocks: &mut [q8_0::BlockQ8_0] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q8_1 => {
+                use q8_1 as $module;
+                let $blocks: &mut [q8_1::BlockQ8_1] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q2_K => {
+                use q2_k as $module;
+                let $blocks: &mut [q2_k::BlockQ2K] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q3_K => {
+                use q3_k as $module;
+                let $blocks: &mut [q3_k::BlockQ3K] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q4_K => {
+                use q4_k as $module;
+                let $blocks: &mut [q4_k::BlockQ4K] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q5_K => {
+                use q5_k as $module;
+                let $blocks: &mut [q5_k::BlockQ5K] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::Q6_K => {
+                use q6_k as $module;
+                let $blocks: &mut [q6_k::BlockQ6K] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::IQ4_NL => {
+                use iq4_nl as $module;
+                let $blocks: &mut [iq4_nl::BlockIQ4NL] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
+            BlockFormat::IQ4_XS => {
+                use iq4_xs as $module;
+                let $blocks: &mut [iq4_xs::BlockIQ4XS] = bytemuck::cast_slice_mut($bytes);
+                $body
+            }
             BlockFormat::F32 | BlockFormat::Q8_K => $other,
         }
     };
@@ -76,7 +196,12 @@ fn checked_row_bytes(format: BlockFormat, n: usize) -> Result<usize, KernelError
 pub fn dequantize_row(format: BlockFormat, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
     let bytes = checked_row_bytes(format, dst.len())?;
     if src.len() != bytes {
-        return Err(KernelError::Length { what: "dequantize_row source", expected: bytes, got: src.len(), unit: "bytes" });
+        return Err(KernelError::Length {
+            what: "dequantize_row source",
+            expected: bytes,
+            got: src.len(),
+            unit: "bytes",
+        });
     }
     with_blocks!(format, src, |blocks, m| m::dequantize(blocks, dst), else match format {
         BlockFormat::Q8_K => for_q8k_chunks(src, |first, blocks| {
@@ -99,7 +224,12 @@ pub fn dequantize_row(format: BlockFormat, src: &[u8], dst: &mut [f32]) -> Resul
 pub fn quantize_row(format: BlockFormat, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
     let bytes = checked_row_bytes(format, src.len())?;
     if dst.len() != bytes {
-        return Err(KernelError::Length { what: "quantize_row destination", expected: bytes, got: dst.len(), unit: "bytes" });
+        return Err(KernelError::Length {
+            what: "quantize_row destination",
+            expected: bytes,
+            got: dst.len(),
+            unit: "bytes",
+        });
     }
     with_blocks_mut!(format, dst, |blocks, m| m::quantize(src, blocks), else match format {
         BlockFormat::Q8_K => match bytemuck::try_cast_slice_mut::<u8, BlockQ8K>(dst) {
@@ -130,8 +260,12 @@ pub fn quantize_row(format: BlockFormat, src: &[f32], dst: &mut [u8]) -> Result<
 pub fn vec_dot_scalar(format: BlockFormat, w: &[u8], a: &[u8]) -> f32 {
     let act = format.vec_dot_format();
     let (wb, ab) = (format.block_bytes(), act.block_bytes());
-    debug_assert!(w.len().is_multiple_of(wb) && a.len().is_multiple_of(ab) && w.len() / wb == a.len() / ab,
-        "vec_dot_scalar {format:?}: weight {} bytes vs activation {} bytes", w.len(), a.len());
+    debug_assert!(
+        w.len().is_multiple_of(wb) && a.len().is_multiple_of(ab) && w.len() / wb == a.len() / ab,
+        "vec_dot_scalar {format:?}: weight {} bytes vs activation {} bytes",
+        w.len(),
+        a.len()
+    );
     let nb = (w.len() / wb).min(a.len() / ab);
     let (w, a) = (&w[..nb * wb], &a[..nb * ab]);
     match format {

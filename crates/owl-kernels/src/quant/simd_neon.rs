@@ -161,7 +161,8 @@ pub(crate) fn mins_dot_bsums(mins: &[u8; 8], bsums: &[i16; 16]) -> i32 {
     unsafe {
         let (s_lo, s_hi) = (vpaddlq_s16(load_i16x8_at(bsums, 0)), vpaddlq_s16(load_i16x8_at(bsums, 8)));
         let m = vmovl_u8(vld1_u8(mins.as_ptr()));
-        let (m_lo, m_hi) = (vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(m))), vreinterpretq_s32_u32(vmovl_high_u16(m)));
+        let (m_lo, m_hi) =
+            (vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(m))), vreinterpretq_s32_u32(vmovl_high_u16(m)));
         vaddvq_s32(vmlaq_s32(vmulq_s32(m_lo, s_lo), m_hi, s_hi))
     }
 }
@@ -358,10 +359,13 @@ pub(crate) mod testing {
                         assert_eq!(got.to_bits(), want.to_bits(), "{what}: neon {got:e} vs scalar {want:e}");
                     }
                     let af = dequantized(act, a);
-                    let mag: f64 =
-                        wf.iter().zip(&af).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum::<f64>() + (c.min_magnitude)(w, a);
+                    let mag: f64 = wf.iter().zip(&af).map(|(&x, &y)| (x as f64 * y as f64).abs()).sum::<f64>()
+                        + (c.min_magnitude)(w, a);
                     let err = (got as f64 - want as f64).abs();
-                    assert!(err <= REL_TOL * mag, "{what}: neon {got:e} vs scalar {want:e} (|Δ| {err:e}, Σ|w·a| {mag:e})");
+                    assert!(
+                        err <= REL_TOL * mag,
+                        "{what}: neon {got:e} vs scalar {want:e} (|Δ| {err:e}, Σ|w·a| {mag:e})"
+                    );
                     if mag > 0.0 {
                         report.worst_rel = report.worst_rel.max(err / mag);
                     }
@@ -369,7 +373,10 @@ pub(crate) mod testing {
                 }
             }
         }
-        eprintln!("{:?} neon vs scalar: {} row pairs, worst |Δ|/Σ|w·a| = {:e}", c.format, report.pairs, report.worst_rel);
+        eprintln!(
+            "{:?} neon vs scalar: {} row pairs, worst |Δ|/Σ|w·a| = {:e}",
+            c.format, report.pairs, report.worst_rel
+        );
         report
     }
 }

@@ -131,11 +131,7 @@ pub(crate) unsafe fn prefetch_ahead<T>(p: &T, count: usize) {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn f16_to_f32(h: [u8; 2]) -> f32 {
     // SAFETY: register-only intrinsics; features guaranteed by the caller.
-    unsafe {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-            u16::from_le_bytes(h),
-        ))))
-    }
+    unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(u16::from_le_bytes(h))))) }
 }
 
 /// f32 to IEEE half bits, round to nearest even (F16C), like `half::f16::from_f32`.
@@ -143,8 +139,7 @@ pub(crate) unsafe fn f16_to_f32(h: [u8; 2]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn f32_to_f16(x: f32) -> [u8; 2] {
     // SAFETY: register-only intrinsics.
-    let bits =
-        unsafe { _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) };
+    let bits = unsafe { _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) };
     (bits as u16).to_le_bytes()
 }
 
@@ -202,10 +197,7 @@ pub(crate) unsafe fn k4_scales_mins(q: &[u8; 12]) -> (__m128i, __m128i) {
     let mins_hi = ((u2 >> 4) & 0x0f0f_0f0f) | (((u1 >> 6) & 0x0303_0303) << 4);
     // SAFETY: register-only intrinsics.
     unsafe {
-        (
-            _mm_set_epi32(0, 0, scales_hi as i32, scales_lo as i32),
-            _mm_set_epi32(0, 0, mins_hi as i32, mins_lo as i32),
-        )
+        (_mm_set_epi32(0, 0, scales_hi as i32, scales_lo as i32), _mm_set_epi32(0, 0, mins_hi as i32, mins_lo as i32))
     }
 }
 
@@ -228,12 +220,7 @@ pub(crate) unsafe fn sub16_scale_pair(scales: __m128i, k: usize) -> __m256i {
     let lo = k as u64 * 0x0101_0101_0101_0101;
     let hi = (k as u64 + 1) * 0x0101_0101_0101_0101;
     // SAFETY: register-only intrinsics.
-    unsafe {
-        _mm256_cvtepi8_epi16(_mm_shuffle_epi8(
-            scales,
-            _mm_set_epi64x(hi as i64, lo as i64),
-        ))
-    }
+    unsafe { _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales, _mm_set_epi64x(hi as i64, lo as i64))) }
 }
 
 /// 16 packed bytes → 32 nibbles: the low nibbles of bytes 0..16 in bytes 0..16 and their high
@@ -271,10 +258,7 @@ pub(crate) unsafe fn select_bit(bits: __m256i, mask: u8, value: i8) -> __m256i {
     // SAFETY: register-only intrinsics.
     unsafe {
         let m = _mm256_set1_epi8(mask as i8);
-        _mm256_and_si256(
-            _mm256_cmpeq_epi8(_mm256_and_si256(bits, m), m),
-            _mm256_set1_epi8(value),
-        )
+        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(bits, m), m), _mm256_set1_epi8(value))
     }
 }
 
@@ -310,20 +294,12 @@ pub(crate) unsafe fn f16x8_to_f32(lo: [[u8; 2]; 4], hi: [[u8; 2]; 4]) -> __m256 
 /// scalar code's `x.d() * y.d()` (one f32 multiply of the exact conversions).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn pair_scales(
-    dx0: [u8; 2],
-    dx1: [u8; 2],
-    dy0: [u8; 2],
-    dy1: [u8; 2],
-) -> (__m256, __m256) {
+pub(crate) unsafe fn pair_scales(dx0: [u8; 2], dx1: [u8; 2], dy0: [u8; 2], dy1: [u8; 2]) -> (__m256, __m256) {
     // SAFETY: register-only intrinsics.
     unsafe {
         let f = f16x4_to_f32([dx0, dx1, dy0, dy1]);
         let d = _mm_mul_ps(f, _mm_movehl_ps(f, f));
-        (
-            _mm256_broadcastss_ps(d),
-            _mm256_broadcastss_ps(_mm_movehdup_ps(d)),
-        )
+        (_mm256_broadcastss_ps(d), _mm256_broadcastss_ps(_mm_movehdup_ps(d)))
     }
 }
 
@@ -350,12 +326,7 @@ pub(crate) unsafe fn bits_to_byte_mask(bits: u32) -> __m256i {
         // Byte i gets input byte i / 8; then each byte keeps only its own bit i % 8.
         let spread = _mm256_shuffle_epi8(
             _mm256_set1_epi32(bits as i32),
-            _mm256_set_epi64x(
-                0x0303030303030303,
-                0x0202020202020202,
-                0x0101010101010101,
-                0,
-            ),
+            _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
         );
         let bit = _mm256_set1_epi64x(0x8040201008040201u64 as i64);
         _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit)

@@ -38,7 +38,13 @@ fn same(a: f32, b: f32) -> bool {
 fn assert_same(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     if let Some(i) = (0..got.len()).find(|&i| !same(got[i], want[i])) {
-        panic!("{what}: element {i}: avx2 {:e} ({:#010x}), scalar {:e} ({:#010x})", got[i], got[i].to_bits(), want[i], want[i].to_bits());
+        panic!(
+            "{what}: element {i}: avx2 {:e} ({:#010x}), scalar {:e} ({:#010x})",
+            got[i],
+            got[i].to_bits(),
+            want[i],
+            want[i].to_bits()
+        );
     }
 }
 
@@ -176,7 +182,8 @@ fn f32_activation_matmul_equals_scalar_dequantize_then_float_dot() {
                 let data = random_row(&mut rng, f, scale_at, rows * n_blocks, false);
                 let w = Matrix::new(f, rows, cols, &data);
                 let row_bytes = data.len() / rows;
-                let deq: Vec<Vec<f32>> = (0..rows).map(|r| scalar(f, &data[r * row_bytes..(r + 1) * row_bytes], cols)).collect();
+                let deq: Vec<Vec<f32>> =
+                    (0..rows).map(|r| scalar(f, &data[r * row_bytes..(r + 1) * row_bytes], cols)).collect();
                 for n_tokens in [1, 2, 5] {
                     let x = activation_row(&mut rng, n_tokens * cols, 32);
                     let mut y = vec![f32::NAN; n_tokens * rows];
@@ -240,7 +247,10 @@ fn bench_dequantize_and_f32_matvec() {
         return;
     }
     let mut rng = Rng::new(7);
-    println!("{:<7} {:>10} {:>10} {:>6} | matvec ns/elem: {:>9} {:>9} {:>6}", "format", "scalar", "avx2", "ratio", "quant", "f32", "ratio");
+    println!(
+        "{:<7} {:>10} {:>10} {:>6} | matvec ns/elem: {:>9} {:>9} {:>6}",
+        "format", "scalar", "avx2", "ratio", "quant", "f32", "ratio"
+    );
     let table = dispatch::table(Isa::Avx2).expect("avx2 table");
     let mut quantized = ThreadPool::new(1);
     quantized.set_activation_precision(ActivationPrecision::Quantized);
@@ -252,10 +262,9 @@ fn bench_dequantize_and_f32_matvec() {
         let mut y = vec![0f32; n];
         let mut y2 = vec![0f32; n];
         let t = best_ns(
-            &mut [
-                &mut || quant::dequantize_row(f, std::hint::black_box(&bytes), &mut y).expect("scalar"),
-                &mut || dequantize_avx2::dequantize_row(f, std::hint::black_box(&bytes), &mut y2).expect("avx2"),
-            ],
+            &mut [&mut || quant::dequantize_row(f, std::hint::black_box(&bytes), &mut y).expect("scalar"), &mut || {
+                dequantize_avx2::dequantize_row(f, std::hint::black_box(&bytes), &mut y2).expect("avx2")
+            }],
             20,
             30,
         );
@@ -265,10 +274,9 @@ fn bench_dequantize_and_f32_matvec() {
         let x = activation_row(&mut rng, cols, 32);
         let (mut out, mut out2) = (vec![0f32; rows], vec![0f32; rows]);
         let m = best_ns(
-            &mut [
-                &mut || matmul_with(table, &quantized, &w, &x, 1, &mut out).expect("quantized"),
-                &mut || matmul_with(table, &float, &w, &x, 1, &mut out2).expect("f32"),
-            ],
+            &mut [&mut || matmul_with(table, &quantized, &w, &x, 1, &mut out).expect("quantized"), &mut || {
+                matmul_with(table, &float, &w, &x, 1, &mut out2).expect("f32")
+            }],
             3,
             15,
         );

@@ -1,13 +1,17 @@
 //! owl-kernels integration tests (one binary; one module per area).
 
+#[cfg(target_arch = "x86_64")]
+mod dequantize_simd;
+mod matmul_alloc;
+mod matmul_tests;
+mod pool_tests;
 mod quant_common;
 mod quant_dot;
 mod quant_errors;
 mod quant_fixtures;
 mod quant_roundtrip;
-mod matmul_alloc;
-mod matmul_tests;
-mod pool_tests;
+#[cfg(target_arch = "x86_64")]
+mod simd_bench;
 #[cfg(target_arch = "x86_64")]
 mod simd_common;
 #[cfg(target_arch = "x86_64")]
@@ -15,8 +19,4 @@ mod simd_dot;
 #[cfg(target_arch = "x86_64")]
 mod simd_matvec;
 #[cfg(target_arch = "x86_64")]
-mod simd_bench;
-#[cfg(target_arch = "x86_64")]
 mod simd_quantize;
-#[cfg(target_arch = "x86_64")]
-mod dequantize_simd;

@@ -73,7 +73,8 @@ fn matmul_allocates_nothing_after_warm_up() {
     }
     let x = Rng::new(6).gaussian_row(64 * 1024, 1.0);
     let mut y = vec![0f32; 64 * 256];
-    let tables: Vec<_> = Isa::ALL.into_iter().filter(|i| i.is_available()).map(|i| dispatch::table(i).expect("table")).collect();
+    let tables: Vec<_> =
+        Isa::ALL.into_iter().filter(|i| i.is_available()).map(|i| dispatch::table(i).expect("table")).collect();
     let mut run_all = || {
         for table in &tables {
             for (format, rows, cols, data) in &cases {

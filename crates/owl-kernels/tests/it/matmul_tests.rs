@@ -279,7 +279,11 @@ fn matmul_batch_equals_single_token_calls() {
                 if kernels.prefill_rounds_differently() {
                     for (r, (&b, &o)) in got.iter().zip(&one).enumerate() {
                         let tol = 2.0 * rel_tolerance(format) * want[t * rows + r].1 + 1e-6;
-                        assert!((b - o).abs() as f64 <= tol, "{format:?} {} token {t} row {r}: {b} vs {o}", table.isa());
+                        assert!(
+                            (b - o).abs() as f64 <= tol,
+                            "{format:?} {} token {t} row {r}: {b} vs {o}",
+                            table.isa()
+                        );
                     }
                 } else {
                     let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
@@ -296,10 +300,23 @@ fn matmul_avx2_table_uses_simd_for_every_weight_format() {
     // Guards against a table wiring mistake silently leaving a format on scalar code. (Q8_1
     // and Q8_K are activation formats; as weights they keep the scalar kernels.)
     let Ok(table) = dispatch::table(Isa::Avx2) else { return };
-    for format in [BlockFormat::F32, BlockFormat::F16, BlockFormat::BF16, BlockFormat::Q4_0, BlockFormat::Q4_1,
-        BlockFormat::Q5_0, BlockFormat::Q5_1, BlockFormat::Q8_0, BlockFormat::IQ4_NL, BlockFormat::Q2_K,
-        BlockFormat::Q3_K, BlockFormat::Q4_K, BlockFormat::Q5_K, BlockFormat::Q6_K, BlockFormat::IQ4_XS]
-    {
+    for format in [
+        BlockFormat::F32,
+        BlockFormat::F16,
+        BlockFormat::BF16,
+        BlockFormat::Q4_0,
+        BlockFormat::Q4_1,
+        BlockFormat::Q5_0,
+        BlockFormat::Q5_1,
+        BlockFormat::Q8_0,
+        BlockFormat::IQ4_NL,
+        BlockFormat::Q2_K,
+        BlockFormat::Q3_K,
+        BlockFormat::Q4_K,
+        BlockFormat::Q5_K,
+        BlockFormat::Q6_K,
+        BlockFormat::IQ4_XS,
+    ] {
         let k = table.get(format).expect("kernels");
         assert_eq!(k.dot_isa(), Isa::Avx2, "{format:?}");
         assert!(k.has_multi_token_kernel(), "{format:?}");
@@ -377,7 +394,8 @@ fn matmul_interleaved_layout_matches_row_major() {
             let (data, deq) = random_matrix(format, rows, cols, 0x1eaf ^ format as u64);
             let mut packed = vec![0u8; data.len()];
             interleave_matrix(format, rows, cols, &data, &mut packed).expect("interleave");
-            let (plain, inter) = (Matrix::new(format, rows, cols, &data), Matrix::interleaved(format, rows, cols, &packed));
+            let (plain, inter) =
+                (Matrix::new(format, rows, cols, &data), Matrix::interleaved(format, rows, cols, &packed));
             let x = Rng::new(3 + format as u64).gaussian_row(64 * cols, 1.0);
             for table in available_tables() {
                 let act = table.get(format).expect("kernels").act_format();
@@ -389,15 +407,25 @@ fn matmul_interleaved_layout_matches_row_major() {
                             let (mut want, mut got) = (vec![f32::NAN; rows * n], vec![f32::NAN; rows * n]);
                             matmul_with(table, pool, &plain, xs, n, &mut want).expect("row-major");
                             matmul_with(table, pool, &inter, xs, n, &mut got).expect("interleaved");
-                            let ctx = format!("{format:?} {} {precision:?} {rows}x{cols} tokens={n} threads={}", table.isa(), pool.n_threads());
+                            let ctx = format!(
+                                "{format:?} {} {precision:?} {rows}x{cols} tokens={n} threads={}",
+                                table.isa(),
+                                pool.n_threads()
+                            );
                             if n > 1 || precision == ActivationPrecision::F32 {
-                                assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{ctx}: not bit-identical");
+                                assert!(
+                                    want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                    "{ctx}: not bit-identical"
+                                );
                                 continue;
                             }
                             let reference = reference(act, &deq, rows, cols, xs, 1);
                             for (r, (&g, &(v, scale))) in got.iter().zip(&reference).enumerate() {
                                 let tol = rel_tolerance(format) * scale + 1e-6;
-                                assert!((g as f64 - v).abs() <= tol, "{ctx} row {r}: {g} vs reference {v} (tol {tol:.2e})");
+                                assert!(
+                                    (g as f64 - v).abs() <= tol,
+                                    "{ctx} row {r}: {g} vs reference {v} (tol {tol:.2e})"
+                                );
                             }
                         }
                     }

@@ -79,14 +79,15 @@ fn check_dot(f: BlockFormat, w: &[u8], x: &[f32], what: &str) -> DotCheck {
     );
 
     let exact_x: f64 = wd.iter().zip(x).map(|(&p, &q)| p as f64 * q as f64).sum();
-    let bound: f64 =
-        (0..n).map(|i| (wd[i] as f64).abs() * act_error_bound(act, x, i)).sum::<f64>() + tight_tol + 1e-30;
+    let bound: f64 = (0..n).map(|i| (wd[i] as f64).abs() * act_error_bound(act, x, i)).sum::<f64>() + tight_tol + 1e-30;
     let loose_err = (got - exact_x).abs();
     assert!(
         loose_err <= bound,
         "{f:?} {what}: vec_dot {got:e} vs f64 dot with unquantized activations {exact_x:e}: error {loose_err:e} > bound {bound:e}"
     );
-    let norms = (wd.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() * x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()).sqrt();
+    let norms = (wd.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()
+        * x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>())
+    .sqrt();
     DotCheck {
         tight_rel: (tight_err - s_rounding).max(0.0) / abs_sum.max(1e-30),
         loose_rel_to_bound: loose_err / bound,

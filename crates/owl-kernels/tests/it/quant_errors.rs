@@ -13,7 +13,10 @@ fn dequantize_row_rejects_bad_lengths() {
         if be > 1 {
             let mut dst = vec![0f32; 3 * be + 1];
             let e = dequantize_row(f, &src[..4 * bb], &mut dst).expect_err("partial block");
-            assert!(matches!(e, KernelError::RowNotBlockMultiple { len, block, .. } if len == 3 * be + 1 && block == be), "{f:?}: {e}");
+            assert!(
+                matches!(e, KernelError::RowNotBlockMultiple { len, block, .. } if len == 3 * be + 1 && block == be),
+                "{f:?}: {e}"
+            );
         }
         let mut dst = vec![0f32; 4 * be];
         for len in [0, bb, 4 * bb - 1, 4 * bb + 1, 4 * bb + 7] {
@@ -43,7 +46,10 @@ fn quantize_row_rejects_bad_lengths() {
         }
         for len in [0, 4 * bb - 1, 4 * bb + 1, 4 * bb + 3] {
             let e = quantize_row(f, &src[..4 * be], &mut dst[..len]).expect_err("wrong destination length");
-            assert!(matches!(e, KernelError::Length { expected, got, .. } if expected == 4 * bb && got == len), "{f:?}: {e}");
+            assert!(
+                matches!(e, KernelError::Length { expected, got, .. } if expected == 4 * bb && got == len),
+                "{f:?}: {e}"
+            );
         }
         quantize_row(f, &src[..4 * be], &mut dst[..4 * bb]).expect("right lengths");
         quantize_row(f, &[], &mut []).expect("empty row");

@@ -56,7 +56,8 @@ fn quantize_matches_gguf_py_bytes_exactly() {
         let mut bytes = vec![0u8; case.raw.len()];
         quantize_row(f, input, &mut bytes).unwrap_or_else(|e| panic!("{f:?}: {e}"));
         let bb = f.block_bytes();
-        let bad: Vec<usize> = (0..bytes.len() / bb).filter(|&b| bytes[b * bb..(b + 1) * bb] != case.raw[b * bb..(b + 1) * bb]).collect();
+        let bad: Vec<usize> =
+            (0..bytes.len() / bb).filter(|&b| bytes[b * bb..(b + 1) * bb] != case.raw[b * bb..(b + 1) * bb]).collect();
         assert!(
             bad.is_empty(),
             "{f:?}: {} of {} blocks differ from gguf-py, first {}: ours {:02x?}, gguf-py {:02x?} (input {:?})",

@@ -62,7 +62,10 @@ fn round_trip_error_is_within_the_stated_bound_for_every_format() {
         let (_, yt) = round_trip(f, &xt);
         let et = rel_rmse(&xt, &yt);
         let (bound, bound_outliers) = rel_rmse_bounds(f);
-        println!("{:<7} rel RMSE gaussian {e:.3e} (bound {bound:.2e}), with outliers {et:.3e} (bound {bound_outliers:.2e})", f.name());
+        println!(
+            "{:<7} rel RMSE gaussian {e:.3e} (bound {bound:.2e}), with outliers {et:.3e} (bound {bound_outliers:.2e})",
+            f.name()
+        );
         if e > bound || et > bound_outliers {
             failures.push(format!("{f:?}: rel RMSE {e:e} / with outliers {et:e}"));
         }
@@ -116,7 +119,8 @@ fn extreme_values_keep_their_sign_and_magnitude() {
         let (_, y) = round_trip(f, &x);
         let be = f.block_elems().max(32);
         for (xb, yb) in x.chunks(be).zip(y.chunks(be)) {
-            let (i, _) = xb.iter().enumerate().fold((0, 0.0f32), |m, (i, v)| if v.abs() > m.1 { (i, v.abs()) } else { m });
+            let (i, _) =
+                xb.iter().enumerate().fold((0, 0.0f32), |m, (i, v)| if v.abs() > m.1 { (i, v.abs()) } else { m });
             let tol = 0.25 * xb[i].abs();
             assert!((xb[i] - yb[i]).abs() <= tol, "{f:?}: extreme {} came back as {}", xb[i], yb[i]);
         }

@@ -55,11 +55,7 @@ pub(crate) fn thread_cpu_ns() -> Option<u64> {
 /// wall time): the best of several rounds, the candidates interleaved within each round so
 /// that load from other processes on a shared machine hits them alike.
 pub(crate) fn time_passes(passes: &mut [&mut dyn FnMut() -> f32], bytes: usize) -> Vec<f64> {
-    let reps = if bytes > (64 << 20) {
-        1
-    } else {
-        (32 << 20) / bytes
-    };
+    let reps = if bytes > (64 << 20) { 1 } else { (32 << 20) / bytes };
     let mut best = vec![f64::MAX; passes.len()];
     let mut sink = 0.0f32;
     for round in 0..12 {
@@ -104,28 +100,13 @@ fn run<W: Pod, A: Pod + Zeroable>(b: &Bench<W, A>) {
         let bytes = rows * row_bytes;
         let gbs = |secs: f64| bytes as f64 / secs / 1e9;
         let rows4 = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
-        let mut scalar = || {
-            w.chunks_exact(row_blocks)
-                .map(|r| (b.scalar)(r, a))
-                .sum::<f32>()
-        };
+        let mut scalar = || w.chunks_exact(row_blocks).map(|r| (b.scalar)(r, a)).sum::<f32>();
         // SAFETY (both): avx2_available() was checked by the caller.
-        let mut avx2 = || {
-            w.chunks_exact(row_blocks)
-                .map(|r| unsafe { (b.avx2)(r, a) })
-                .sum::<f32>()
-        };
-        let mut x4 = || {
-            w.chunks_exact(row_blocks)
-                .map(|r| unsafe { (b.avx2_n4)(r, rows4) }[0])
-                .sum::<f32>()
-        };
+        let mut avx2 = || w.chunks_exact(row_blocks).map(|r| unsafe { (b.avx2)(r, a) }).sum::<f32>();
+        let mut x4 = || w.chunks_exact(row_blocks).map(|r| unsafe { (b.avx2_n4)(r, rows4) }[0]).sum::<f32>();
         let t = time_passes(&mut [&mut scalar, &mut avx2, &mut x4], bytes);
         let (scalar, avx2, x4) = (gbs(t[0]), gbs(t[1]), gbs(t[2]));
-        line += &format!(
-            " | {label}: scalar {scalar:5.2}  avx2 {avx2:5.2} GB/s ({:4.1}x)  x4 {x4:5.2}",
-            avx2 / scalar
-        );
+        line += &format!(" | {label}: scalar {scalar:5.2}  avx2 {avx2:5.2} GB/s ({:4.1}x)  x4 {x4:5.2}", avx2 / scalar);
     }
     println!("{line}");
 }
@@ -154,21 +135,14 @@ fn run_quantize<B: Pod + Zeroable>(
     };
     let t = time_passes(&mut [&mut s, &mut v], bytes);
     let gbs = |secs: f64| bytes as f64 / secs / 1e9;
-    println!(
-        "quantize {name:<5} scalar {:6.2}  avx2 {:6.2} GB/s of f32 ({:4.1}x)",
-        gbs(t[0]),
-        gbs(t[1]),
-        t[0] / t[1]
-    );
+    println!("quantize {name:<5} scalar {:6.2}  avx2 {:6.2} GB/s of f32 ({:4.1}x)", gbs(t[0]), gbs(t[1]), t[0] / t[1]);
 }
 
 fn f16_one() -> [u8; 2] {
     quant::f32_to_f16(0.01)
 }
 
-use quant::{
-    iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
-};
+use quant::{iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
 
 #[test]
 #[ignore = "measurement; run explicitly with --ignored --nocapture"]

@@ -10,10 +10,7 @@ use crate::quant_common::Rng;
 /// test — a non-AVX2 CI must be loud, not silently green — unless `OWL_ALLOW_NO_AVX2=1`
 /// says that is expected (then the test returns early and passes).
 pub fn avx2_available() -> bool {
-    if is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
-    {
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
         return true;
     }
     if std::env::var("OWL_ALLOW_NO_AVX2").as_deref() == Ok("1") {
@@ -25,15 +22,8 @@ pub fn avx2_available() -> bool {
 
 /// Bytes reinterpreted as blocks of a plain-old-data block type (alignment 1 or copied).
 pub fn blocks_from_bytes<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
-    assert_eq!(
-        bytes.len() % std::mem::size_of::<T>(),
-        0,
-        "not a whole number of blocks"
-    );
-    bytes
-        .chunks_exact(std::mem::size_of::<T>())
-        .map(bytemuck::pod_read_unaligned)
-        .collect()
+    assert_eq!(bytes.len() % std::mem::size_of::<T>(), 0, "not a whole number of blocks");
+    bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()
 }
 
 /// Uniformly random bytes: every quant value and every sub-block scale code appears.
@@ -89,10 +79,7 @@ pub fn activation_row(rng: &mut Rng, n: usize, block: usize) -> Vec<f32> {
 /// with (a tolerance relative to the result itself would be meaningless under cancellation).
 pub fn abs_dot(w: &[f32], a: &[f32]) -> f64 {
     assert_eq!(w.len(), a.len());
-    w.iter()
-        .zip(a)
-        .map(|(&p, &q)| (p as f64 * q as f64).abs())
-        .sum()
+    w.iter().zip(a).map(|(&p, &q)| (p as f64 * q as f64).abs()).sum()
 }
 
 /// Dequantizes a row of `format` bytes.

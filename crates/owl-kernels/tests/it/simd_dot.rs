@@ -16,8 +16,7 @@ use owl_kernels::quant::{self, BlockFormat};
 
 use crate::quant_common::{fixture_cases, Rng};
 use crate::simd_common::{
-    abs_dot, activation_row, as_bytes, avx2_available, blocks_from_bytes, dequant, random_bytes,
-    random_scale,
+    abs_dot, activation_row, as_bytes, avx2_available, blocks_from_bytes, dequant, random_bytes, random_scale,
 };
 
 /// Relative tolerance of the 32-element formats (see the module docs). Measured maximum on
@@ -64,17 +63,9 @@ fn check_row<W: Pod, A: Pod + Zeroable>(k: &Kernel<W, A>, w: &[W], x: &[f32], wh
     let got = unsafe { (k.avx2)(w, &a) };
 
     if k.bit_exact {
-        assert_eq!(
-            got.to_bits(),
-            want.to_bits(),
-            "{:?} {what}: avx2 {got:e} vs scalar {want:e}",
-            k.format
-        );
+        assert_eq!(got.to_bits(), want.to_bits(), "{:?} {what}: avx2 {got:e} vs scalar {want:e}", k.format);
     }
-    let mag = abs_dot(
-        &dequant(k.format, as_bytes(w), n),
-        &dequant(act, as_bytes(&a), n),
-    ) + (k.min_magnitude)(w, &a);
+    let mag = abs_dot(&dequant(k.format, as_bytes(w), n), &dequant(act, as_bytes(&a), n)) + (k.min_magnitude)(w, &a);
     let err = (got as f64 - want as f64).abs();
     assert!(
         err <= REL_TOL * mag,
@@ -98,12 +89,7 @@ fn check_row<W: Pod, A: Pod + Zeroable>(k: &Kernel<W, A>, w: &[W], x: &[f32], wh
     for t in 0..4 {
         // SAFETY: as above.
         let single = unsafe { (k.avx2)(w, rows4[t]) };
-        assert_eq!(
-            got4[t].to_bits(),
-            single.to_bits(),
-            "{:?} {what}: vec_dot_n::<4> column {t}",
-            k.format
-        );
+        assert_eq!(got4[t].to_bits(), single.to_bits(), "{:?} {what}: vec_dot_n::<4> column {t}", k.format);
         if t > 0 {
             assert_eq!(
                 got3[t - 1].to_bits(),
@@ -130,15 +116,10 @@ fn check_format<W: Pod, A: Pod + Zeroable>(k: &Kernel<W, A>, seed: u64) {
     let mut rng = Rng::new(seed);
     let be = k.format.block_elems();
     let (mut worst, mut rows) = (0.0f64, 0);
-    let counts: &[usize] = if be == 32 {
-        &[1, 2, 3, 8, 33, 128, 257]
-    } else {
-        &[1, 2, 3, 16, 33]
-    };
+    let counts: &[usize] = if be == 32 { &[1, 2, 3, 8, 33, 128, 257] } else { &[1, 2, 3, 16, 33] };
     for &nb in counts {
         for rep in 0..4 {
-            let mut w: Vec<W> =
-                blocks_from_bytes(&random_bytes(&mut rng, nb * std::mem::size_of::<W>()));
+            let mut w: Vec<W> = blocks_from_bytes(&random_bytes(&mut rng, nb * std::mem::size_of::<W>()));
             for b in &mut w {
                 (k.patch_scales)(b, &mut rng);
             }
@@ -149,46 +130,26 @@ fn check_format<W: Pod, A: Pod + Zeroable>(k: &Kernel<W, A>, seed: u64) {
     }
     for case in fixture_cases().into_iter().filter(|c| c.format == k.format) {
         let w: Vec<W> = blocks_from_bytes(&case.raw);
-        let x = activation_row(
-            &mut rng,
-            w.len() * be,
-            k.format.vec_dot_format().block_elems(),
-        );
+        let x = activation_row(&mut rng, w.len() * be, k.format.vec_dot_format().block_elems());
         worst = worst.max(check_row(k, &w, &x, &format!("fixture {}", case.kind)));
         // The fixture rows in odd-length pieces too (tail handling on real data).
         let cut = w.len() / 2 + 1;
-        worst = worst.max(check_row(
-            k,
-            &w[..cut],
-            &x[..cut * be],
-            &format!("fixture {} first {cut}", case.kind),
-        ));
+        worst = worst.max(check_row(k, &w[..cut], &x[..cut * be], &format!("fixture {} first {cut}", case.kind)));
         rows += 2;
     }
     println!(
         "{:<7} {rows} rows: max |avx2 − scalar| / Σ|w·a| = {worst:.1e}{}",
         k.format.name(),
-        if k.bit_exact {
-            " (bit-identical asserted)"
-        } else {
-            ""
-        }
+        if k.bit_exact { " (bit-identical asserted)" } else { "" }
     );
 }
 
 // --- per-format kernels ------------------------------------------------------------------
 
-use quant::{
-    iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k,
-};
+use quant::{iq4_nl, iq4_xs, q2_k, q3_k, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0, q8_1, q8_k};
 
 fn q8_1_min_magnitude<W: Pod>(m: fn(&W) -> f32) -> impl Fn(&[W], &[q8_1::BlockQ8_1]) -> f64 {
-    move |w, a| {
-        w.iter()
-            .zip(a)
-            .map(|(w, a)| (m(w) as f64 * a.s() as f64).abs())
-            .sum()
-    }
+    move |w, a| w.iter().zip(a).map(|(w, a)| (m(w) as f64 * a.s() as f64).abs()).sum()
 }
 
 #[test]

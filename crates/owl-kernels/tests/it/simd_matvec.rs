@@ -22,8 +22,7 @@ use owl_kernels::ThreadPool;
 
 use crate::quant_common::{fixture_cases, Rng};
 use crate::simd_common::{
-    abs_dot, activation_row, as_bytes, avx2_available, blocks_from_bytes, dequant, random_bytes,
-    random_scale,
+    abs_dot, activation_row, as_bytes, avx2_available, blocks_from_bytes, dequant, random_bytes, random_scale,
 };
 
 use quant::{q4_0, q4_1, q4_k, q5_0, q8_0, q8_1, q8_k};
@@ -99,13 +98,7 @@ fn check_windows<W: Pod, A: Pod, const R: usize>(
 /// A matrix of `n_rows` rows of `nb` blocks against one activation row: every window size
 /// and position bit-compared with the one-row kernel, which is compared with the scalar
 /// reference. Returns the largest |avx2 − scalar| / Σ|w·a|.
-fn check_matrix<W: Pod, A: Pod + Zeroable>(
-    k: &Kernels<W, A>,
-    w: &[W],
-    nb: usize,
-    x: &[f32],
-    what: &str,
-) -> f64 {
+fn check_matrix<W: Pod, A: Pod + Zeroable>(k: &Kernels<W, A>, w: &[W], nb: usize, x: &[f32], what: &str) -> f64 {
     let act = k.format.vec_dot_format();
     let n = x.len();
     let mut a = vec![A::zeroed(); n / act.block_elems()];
@@ -146,29 +139,16 @@ fn check_format<W: Pod, A: Pod + Zeroable>(k: &Kernels<W, A>, seed: u64) {
     }
     let mut rng = Rng::new(seed);
     let be = k.format.block_elems();
-    let counts: &[usize] = if be == 32 {
-        &[1, 2, 3, 18, 28, 33, 128]
-    } else {
-        &[1, 2, 3, 6, 19]
-    };
+    let counts: &[usize] = if be == 32 { &[1, 2, 3, 18, 28, 33, 128] } else { &[1, 2, 3, 6, 19] };
     let (mut worst, mut cases) = (0.0f64, 0);
     for &nb in counts {
         for n_rows in [1, 2, 3, 4, 5, 7, 9] {
-            let mut w: Vec<W> = blocks_from_bytes(&random_bytes(
-                &mut rng,
-                n_rows * nb * std::mem::size_of::<W>(),
-            ));
+            let mut w: Vec<W> = blocks_from_bytes(&random_bytes(&mut rng, n_rows * nb * std::mem::size_of::<W>()));
             for b in &mut w {
                 (k.patch_scales)(b, &mut rng);
             }
             let x = activation_row(&mut rng, nb * be, k.format.vec_dot_format().block_elems());
-            worst = worst.max(check_matrix(
-                k,
-                &w,
-                nb,
-                &x,
-                &format!("random {n_rows}x{nb} blocks"),
-            ));
+            worst = worst.max(check_matrix(k, &w, nb, &x, &format!("random {n_rows}x{nb} blocks")));
             cases += 1;
         }
     }
@@ -193,10 +173,7 @@ fn check_format<W: Pod, A: Pod + Zeroable>(k: &Kernels<W, A>, seed: u64) {
 }
 
 fn q4_1_min_magnitude(w: &[q4_1::BlockQ4_1], a: &[q8_1::BlockQ8_1]) -> f64 {
-    w.iter()
-        .zip(a)
-        .map(|(w, a)| (w.m() as f64 * a.s() as f64).abs())
-        .sum()
+    w.iter().zip(a).map(|(w, a)| (w.m() as f64 * a.s() as f64).abs()).sum()
 }
 
 fn no_min<W, A>(_: &[W], _: &[A]) -> f64 {
@@ -205,38 +182,44 @@ fn no_min<W, A>(_: &[W], _: &[A]) -> f64 {
 
 #[test]
 fn q4_0_rows_match_single_row_kernel() {
-    check_format(
-        &kernels!(q4_0, Q4_0, q8_0, |b, r| b.d = random_scale(r), no_min),
-        0x4d40,
-    );
+    check_format(&kernels!(q4_0, Q4_0, q8_0, |b, r| b.d = random_scale(r), no_min), 0x4d40);
 }
 
 #[test]
 fn q4_1_rows_match_single_row_kernel() {
     check_format(
-        &kernels!(q4_1, Q4_1, q8_1, |b, r| {
+        &kernels!(
+            q4_1,
+            Q4_1,
+            q8_1,
+            |b, r| {
                 b.d = random_scale(r);
                 b.m = random_scale(r);
-            }, q4_1_min_magnitude),
+            },
+            q4_1_min_magnitude
+        ),
         0x4d41,
     );
 }
 
 #[test]
 fn q5_0_rows_match_single_row_kernel() {
-    check_format(
-        &kernels!(q5_0, Q5_0, q8_0, |b, r| b.d = random_scale(r), no_min),
-        0x4d50,
-    );
+    check_format(&kernels!(q5_0, Q5_0, q8_0, |b, r| b.d = random_scale(r), no_min), 0x4d50);
 }
 
 #[test]
 fn q4_k_rows_match_single_row_kernel() {
     check_format(
-        &kernels!(q4_k, Q4_K, q8_k, |b, r| {
+        &kernels!(
+            q4_k,
+            Q4_K,
+            q8_k,
+            |b, r| {
                 b.d = random_scale(r);
                 b.dmin = random_scale(r);
-            }, no_min),
+            },
+            no_min
+        ),
         0x4d4b,
     );
 }
@@ -252,17 +235,9 @@ fn matvec_driver_equals_row_kernel() {
     let table = dispatch::table(Isa::Avx2).expect("avx2 table");
     let pool = ThreadPool::new(1);
     let mut rng = Rng::new(0x4d56);
-    for format in [
-        BlockFormat::Q4_0,
-        BlockFormat::Q4_1,
-        BlockFormat::Q5_0,
-        BlockFormat::Q4_K,
-    ] {
+    for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q5_0, BlockFormat::Q4_K] {
         let k = table.get(format).expect("kernels");
-        assert!(
-            k.has_multi_row_matvec(),
-            "{format:?} has a multi-row matvec kernel"
-        );
+        assert!(k.has_multi_row_matvec(), "{format:?} has a multi-row matvec kernel");
         let be = format.block_elems();
         for blocks in [1, 3, 18] {
             let cols = blocks * be;
@@ -275,29 +250,16 @@ fn matvec_driver_equals_row_kernel() {
                 }
                 let x = activation_row(&mut rng, cols, be);
                 let mut y = vec![0f32; rows];
-                matmul_with(
-                    table,
-                    &pool,
-                    &Matrix::new(format, rows, cols, &data),
-                    &x,
-                    1,
-                    &mut y,
-                )
-                .expect("matmul");
+                matmul_with(table, &pool, &Matrix::new(format, rows, cols, &data), &x, 1, &mut y).expect("matmul");
                 let act_format = k.act_format();
                 // Q8_K activations hold an f32: quantize into 4-byte aligned storage.
                 let mut act = vec![0u32; act_format.row_bytes(cols).expect("act row").div_ceil(4)];
-                let act_bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut act)
-                    [..act_format.row_bytes(cols).expect("act row")];
+                let act_bytes =
+                    &mut bytemuck::cast_slice_mut::<u32, u8>(&mut act)[..act_format.row_bytes(cols).expect("act row")];
                 k.quantize_act(&x, act_bytes).expect("quantize act");
                 for r in 0..rows {
                     let want = k.vec_dot(&data[r * rb..(r + 1) * rb], act_bytes);
-                    assert_eq!(
-                        y[r].to_bits(),
-                        want.to_bits(),
-                        "{format:?} {rows}x{cols} row {r}: {} vs {want}",
-                        y[r]
-                    );
+                    assert_eq!(y[r].to_bits(), want.to_bits(), "{format:?} {rows}x{cols} row {r}: {} vs {want}", y[r]);
                 }
             }
         }
@@ -367,26 +329,14 @@ fn matvec_rows_ab() {
             println!("{line}");
         }
     }
-    run(
-        &kernels!(q4_0, Q4_0, q8_0, |_, _| {}, no_min),
-        |b| b.d = quant::f32_to_f16(0.01),
-    );
-    run(
-        &kernels!(q4_1, Q4_1, q8_1, |_, _| {}, no_min),
-        |b| {
-            b.d = quant::f32_to_f16(0.01);
-            b.m = quant::f32_to_f16(0.01);
-        },
-    );
-    run(
-        &kernels!(q5_0, Q5_0, q8_0, |_, _| {}, no_min),
-        |b| b.d = quant::f32_to_f16(0.01),
-    );
-    run(
-        &kernels!(q4_k, Q4_K, q8_k, |_, _| {}, no_min),
-        |b| {
-            b.d = quant::f32_to_f16(0.01);
-            b.dmin = quant::f32_to_f16(0.01);
-        },
-    );
+    run(&kernels!(q4_0, Q4_0, q8_0, |_, _| {}, no_min), |b| b.d = quant::f32_to_f16(0.01));
+    run(&kernels!(q4_1, Q4_1, q8_1, |_, _| {}, no_min), |b| {
+        b.d = quant::f32_to_f16(0.01);
+        b.m = quant::f32_to_f16(0.01);
+    });
+    run(&kernels!(q5_0, Q5_0, q8_0, |_, _| {}, no_min), |b| b.d = quant::f32_to_f16(0.01));
+    run(&kernels!(q4_k, Q4_K, q8_k, |_, _| {}, no_min), |b| {
+        b.d = quant::f32_to_f16(0.01);
+        b.dmin = quant::f32_to_f16(0.01);
+    });
 }

@@ -12,14 +12,8 @@ use crate::simd_common::{as_bytes, avx2_available};
 fn test_rows(block: usize) -> Vec<(String, Vec<f32>)> {
     let mut rng = Rng::new(0x0A4C);
     let mut rows = Vec::new();
-    for (i, sigma) in [1e-30f64, 1e-6, 1e-3, 0.05, 1.0, 30.0, 1e4, 1e30]
-        .into_iter()
-        .enumerate()
-    {
-        rows.push((
-            format!("gaussian sigma {sigma:e}"),
-            rng.gaussian_row(block * (3 + i), sigma),
-        ));
+    for (i, sigma) in [1e-30f64, 1e-6, 1e-3, 0.05, 1.0, 30.0, 1e4, 1e30].into_iter().enumerate() {
+        rows.push((format!("gaussian sigma {sigma:e}"), rng.gaussian_row(block * (3 + i), sigma)));
     }
     // Exact ties: with the block maximum 127 (Q8_0/Q8_1: d = 1) or −127 (Q8_K: iscale = 1)
     // every x·(1/d) lands exactly on k + 0.5.
@@ -28,22 +22,9 @@ fn test_rows(block: usize) -> Vec<(String, Vec<f32>)> {
         x[block / 3] = max;
         rows.push((format!("ties, max {max}"), x));
     }
-    let special = [
-        0.0f32,
-        -0.0,
-        1e-40,
-        -1e-42,
-        3.0e38,
-        -3.0e38,
-        f32::MIN_POSITIVE,
-        0.5,
-        -0.5,
-        1.5,
-        -2.5,
-    ];
-    let mut x: Vec<f32> = (0..block * 4)
-        .map(|i| special[i % special.len()] * (1.0 + (i / special.len()) as f32))
-        .collect();
+    let special = [0.0f32, -0.0, 1e-40, -1e-42, 3.0e38, -3.0e38, f32::MIN_POSITIVE, 0.5, -0.5, 1.5, -2.5];
+    let mut x: Vec<f32> =
+        (0..block * 4).map(|i| special[i % special.len()] * (1.0 + (i / special.len()) as f32)).collect();
     x[..block].fill(0.0); // an all-zero block
     x[block..2 * block].iter_mut().for_each(|v| *v = -0.0);
     rows.push(("specials".into(), x));
@@ -55,16 +36,9 @@ fn test_rows(block: usize) -> Vec<(String, Vec<f32>)> {
     x[block + 7] = -9.0;
     rows.push(("equal magnitudes, both signs".into(), x));
     // Subnormal-only blocks (1/d overflows to inf in the Q8_0 scale).
-    rows.push((
-        "subnormals".into(),
-        (0..block * 2).map(|i| (i as f32 - 7.0) * 1e-44).collect(),
-    ));
+    rows.push(("subnormals".into(), (0..block * 2).map(|i| (i as f32 - 7.0) * 1e-44).collect()));
     // Non-finite values.
-    for (name, v) in [
-        ("inf", f32::INFINITY),
-        ("-inf", f32::NEG_INFINITY),
-        ("nan", f32::NAN),
-    ] {
+    for (name, v) in [("inf", f32::INFINITY), ("-inf", f32::NEG_INFINITY), ("nan", f32::NAN)] {
         let mut x = rng.gaussian_row(block * 3, 1.0);
         x[3] = v;
         x[block + 1] = v;

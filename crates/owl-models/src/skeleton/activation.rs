@@ -272,7 +272,10 @@ pub(crate) mod avx2 {
                     u[k] = *up.add(i + k);
                 }
                 let mut o = [0.0f32; 8];
-                _mm256_storeu_ps(o.as_mut_ptr(), _mm256_mul_ps(act8(act, _mm256_loadu_ps(g.as_ptr())), _mm256_loadu_ps(u.as_ptr())));
+                _mm256_storeu_ps(
+                    o.as_mut_ptr(),
+                    _mm256_mul_ps(act8(act, _mm256_loadu_ps(g.as_ptr())), _mm256_loadu_ps(u.as_ptr())),
+                );
                 for (k, &v) in o.iter().enumerate().take(rest.min(8)) {
                     *out.add(i + k) = v;
                 }
@@ -386,7 +389,11 @@ mod tests {
                     if t.is_finite() {
                         vs_torch = vs_torch.max((g - t).abs() as f64 / (1.0 + t.abs() as f64));
                     }
-                    assert_eq!(g.is_sign_negative(), x.is_sign_negative() != u.is_sign_negative(), "{act:?} {name} at {x}");
+                    assert_eq!(
+                        g.is_sign_negative(),
+                        x.is_sign_negative() != u.is_sign_negative(),
+                        "{act:?} {name} at {x}"
+                    );
                 }
                 println!("{act:?} {name}: relative error / max(1, |z|) vs f64 <= {rel:.2e}, |Δ|/(1+|t|) vs torch f32 <= {vs_torch:.2e}");
                 assert!(rel < 4e-7, "{act:?} {name}: relative error {rel:.3e}");

@@ -255,7 +255,15 @@ mod tests {
     use super::*;
 
     /// Plain two-pass softmax attention in f64 over `rows` (ring rows); `q` has `dk` values.
-    fn reference(q: &[f32], keys: &[f32], values: &[f32], dk: usize, dv: usize, rows: &[usize], p: ScoreParams) -> Vec<f64> {
+    fn reference(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        dk: usize,
+        dv: usize,
+        rows: &[usize],
+        p: ScoreParams,
+    ) -> Vec<f64> {
         let scores: Vec<f64> = rows
             .iter()
             .map(|&j| {
@@ -324,7 +332,9 @@ mod tests {
                 (5, 3, Some(4)),
                 (33, 16, Some(9)),
             ] {
-                for params in [ScoreParams { scale: 0.35, softcap: None }, ScoreParams { scale: 0.35, softcap: Some(1.5) }] {
+                for params in
+                    [ScoreParams { scale: 0.35, softcap: None }, ScoreParams { scale: 0.35, softcap: Some(1.5) }]
+                {
                     let positions: Vec<usize> = (p0..p0 + nq).collect();
                     let last = p0 + nq - 1;
                     if window.is_none() && last >= slots {
@@ -344,7 +354,9 @@ mod tests {
                             let (kf, vf): (&[f32], &[f32]) =
                                 if f16_rows { (&keys_r, &values_r) } else { (&keys, &values) };
                             match path {
-                                Path::Dispatched => attend(&queries, kr, vr, dk, dv, seen, params, &mut scratch, &mut out),
+                                Path::Dispatched => {
+                                    attend(&queries, kr, vr, dk, dv, seen, params, &mut scratch, &mut out)
+                                }
                                 Path::Portable => {
                                     attend_portable(&queries, kf, vf, dk, dv, seen, params, &mut scratch, &mut out)
                                 }
@@ -374,6 +386,9 @@ mod tests {
                 }
             }
         }
-        println!("worst |attend - f64 reference|: dispatched {:.2e}, portable {:.2e}, avx2 {:.2e}", worst[0], worst[1], worst[2]);
+        println!(
+            "worst |attend - f64 reference|: dispatched {:.2e}, portable {:.2e}, avx2 {:.2e}",
+            worst[0], worst[1], worst[2]
+        );
     }
 }

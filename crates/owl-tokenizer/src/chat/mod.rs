@@ -28,7 +28,9 @@ use minijinja::{Environment, Error, ErrorKind, Value};
 
 use crate::error::TemplateError;
 
-pub use builtin::{builtin_template, builtin_template_for_architecture, BUILTIN_TEMPLATES, CHATML_TEMPLATE, GEMMA_TEMPLATE};
+pub use builtin::{
+    builtin_template, builtin_template_for_architecture, BUILTIN_TEMPLATES, CHATML_TEMPLATE, GEMMA_TEMPLATE,
+};
 pub use message::ChatMessage;
 
 const TEMPLATE_NAME: &str = "chat_template";

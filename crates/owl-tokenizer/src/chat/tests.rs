@@ -22,7 +22,9 @@ fn python_semantics() {
     let msgs = [ChatMessage::system("s"), ChatMessage::user("u"), ChatMessage::assistant("a")];
     assert_eq!(render(src, &msgs).unwrap(), "1a=1");
     // bos/eos and add_generation_prompt
-    let t = ChatTemplate::new("{{ bos_token }}{% if add_generation_prompt %}GO{% endif %}{{ eos_token }}", "<s>", "</s>").unwrap();
+    let t =
+        ChatTemplate::new("{{ bos_token }}{% if add_generation_prompt %}GO{% endif %}{{ eos_token }}", "<s>", "</s>")
+            .unwrap();
     assert_eq!(t.render(&[], None, true).unwrap(), "<s>GO</s>");
     assert_eq!(t.render(&[], None, false).unwrap(), "<s></s>");
 }
@@ -39,7 +41,11 @@ fn tojson_matches_python_json_dumps() {
         parts[0],
         r#"[{"type": "function", "function": {"name": "get_weather", "description": "Weather in <city> — it's \"fun\" & free\n", "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1.5}}, "required": ["city"]}}}]"#
     );
-    assert!(parts[1].starts_with("{\n  \"type\": \"function\",\n  \"function\": {\n    \"name\": \"get_weather\","), "{}", parts[1]);
+    assert!(
+        parts[1].starts_with("{\n  \"type\": \"function\",\n  \"function\": {\n    \"name\": \"get_weather\","),
+        "{}",
+        parts[1]
+    );
     assert_eq!(parts[2], r#"{"a": [true, null], "b": 1}"#);
     assert_eq!(parts[3], r#""\u00e9""#);
     assert_eq!(parts[4], "[1,2]");
@@ -47,17 +53,15 @@ fn tojson_matches_python_json_dumps() {
 
 #[test]
 fn tool_calls_reach_the_template_as_objects() {
-    let call = json!([{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{\"a\": 1, \"b\": 2}"}}]);
+    let call =
+        json!([{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{\"a\": 1, \"b\": 2}"}}]);
     let msgs = [
         ChatMessage::user("1+2?"),
         ChatMessage { role: "assistant".into(), content: String::new(), tool_calls: Some(call), ..Default::default() },
         ChatMessage::tool("3", Some("c1".into()), Some("add".into())),
     ];
     let src = "{% for m in messages %}{{ m.role }}:{{ m.content }}{% if m.tool_calls %}{% for c in m.tool_calls %}[{{ c.function.name }} {{ c.function.arguments | tojson }} {{ c.function.arguments.b }}]{% endfor %}{% endif %}{% if m.tool_call_id is defined %}<{{ m.tool_call_id }}/{{ m.name }}>{% endif %};{% endfor %}";
-    assert_eq!(
-        render(src, &msgs).unwrap(),
-        r#"user:1+2?;assistant:[add {"a": 1, "b": 2} 2];tool:3<c1/add>;"#
-    );
+    assert_eq!(render(src, &msgs).unwrap(), r#"user:1+2?;assistant:[add {"a": 1, "b": 2} 2];tool:3<c1/add>;"#);
 }
 
 #[test]
@@ -76,7 +80,8 @@ fn sandboxed_and_bounded() {
     let err = render("{% include '/etc/passwd' %}", &[]).unwrap_err();
     assert!(matches!(err, TemplateError::Render(_)), "{err:?}");
     // an endless-looking loop runs out of fuel instead of running for hours
-    let err = render("{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}", &[]).unwrap_err();
+    let err = render("{% for i in range(100000) %}{% for j in range(100000) %}{{ i }}{% endfor %}{% endfor %}", &[])
+        .unwrap_err();
     assert!(matches!(err, TemplateError::Render(_) | TemplateError::OutputTooLarge { .. }), "{err:?}");
     // output cap
     let t = ChatTemplate::new("{% for i in range(1000) %}{{ 'x' * 100 }}{% endfor %}", "", "")
@@ -97,7 +102,8 @@ fn strftime_now_and_generation_blocks() {
 
 #[test]
 fn builtin_templates() {
-    let msgs = [ChatMessage::system("Sys"), ChatMessage::user(" Hi "), ChatMessage::assistant("Yo"), ChatMessage::user("Q")];
+    let msgs =
+        [ChatMessage::system("Sys"), ChatMessage::user(" Hi "), ChatMessage::assistant("Yo"), ChatMessage::user("Q")];
     let t = ChatTemplate::with_origin(GEMMA_TEMPLATE, "<bos>", "<eos>", TemplateOrigin::Builtin).unwrap();
     assert_eq!(
         t.render(&msgs, None, true).unwrap(),

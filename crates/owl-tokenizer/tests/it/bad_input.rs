@@ -11,9 +11,16 @@ fn toy_spm() -> GgufVocab {
         tokens.push(format!("<0x{b:02X}>"));
         types.push(TokenType::Byte);
     }
-    for (p, t) in [("▁", TokenType::Normal), ("a", TokenType::Normal), ("b", TokenType::Normal), ("▁a", TokenType::Normal),
-        ("ab", TokenType::Normal), ("▁ab", TokenType::Normal), ("<ctrl>", TokenType::Control), ("<user>", TokenType::UserDefined)]
-    {
+    for (p, t) in [
+        ("▁", TokenType::Normal),
+        ("a", TokenType::Normal),
+        ("b", TokenType::Normal),
+        ("▁a", TokenType::Normal),
+        ("ab", TokenType::Normal),
+        ("▁ab", TokenType::Normal),
+        ("<ctrl>", TokenType::Control),
+        ("<user>", TokenType::UserDefined),
+    ] {
         tokens.push(p.into());
         types.push(t);
     }

@@ -85,7 +85,10 @@ fn tool_calls_round_trip_through_the_qwen_template() {
     let prompt = template.render(&messages, Some(&tools), true).unwrap();
     assert!(prompt.contains("<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"add\""), "{prompt}");
     assert!(prompt.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 2, \"b\": 3}}\n</tool_call><|im_end|>"), "{prompt}");
-    assert!(prompt.contains("<|im_start|>user\n<tool_response>\n5\n</tool_response><|im_end|>\n<|im_start|>assistant\n"), "{prompt}");
+    assert!(
+        prompt.contains("<|im_start|>user\n<tool_response>\n5\n</tool_response><|im_end|>\n<|im_start|>assistant\n"),
+        "{prompt}"
+    );
     // and the prompt tokenizes with <tool_call> as one token
     let ids = tok.encode(&prompt, false, true).unwrap();
     assert!(ids.contains(&tok.token_to_id("<tool_call>").unwrap()));

@@ -37,7 +37,11 @@ fn exported_tokenizer_json_loads_back_identically() {
                 let ids = gguf_tok.encode(text, add, parse).unwrap();
                 assert_eq!(hf.encode(text, add, parse).unwrap(), ids, "{model} {text:?} {add} {parse}");
                 for skip in [false, true] {
-                    assert_eq!(hf.decode(&ids, skip).unwrap(), gguf_tok.decode(&ids, skip).unwrap(), "{model} {text:?}");
+                    assert_eq!(
+                        hf.decode(&ids, skip).unwrap(),
+                        gguf_tok.decode(&ids, skip).unwrap(),
+                        "{model} {text:?}"
+                    );
                 }
             }
         }
@@ -99,7 +103,10 @@ fn hand_written_directories() {
 
     // chat_template.jinja wins over tokenizer_config.json, as in transformers
     write(dir.path(), "chat_template.jinja", "{{ bos_token }}J");
-    assert_eq!(Tokenizer::from_hf_dir(dir.path()).unwrap().chat_template().unwrap().render(&[], None, false).unwrap(), "<s>J");
+    assert_eq!(
+        Tokenizer::from_hf_dir(dir.path()).unwrap().chat_template().unwrap().render(&[], None, false).unwrap(),
+        "<s>J"
+    );
 
     // a decoder owl does not tabulate is run by the engine, streaming included
     let mut wp = tokenizer_json.clone();

@@ -45,7 +45,10 @@ fn special_ids_match_the_fixture() {
         let tok = tokenizer(m);
         tok.eog_ids().iter().map(|&i| tok.piece(i).unwrap()).collect()
     };
-    assert_eq!(piece_set("qwen2.5-coder"), ["<|endoftext|>", "<|im_end|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]);
+    assert_eq!(
+        piece_set("qwen2.5-coder"),
+        ["<|endoftext|>", "<|im_end|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]
+    );
     assert_eq!(piece_set("smollm2"), ["<|endoftext|>", "<|im_end|>", "<reponame>"]);
     assert_eq!(piece_set("gemma3"), ["<eos>", "<end_of_turn>"]);
 }
@@ -72,7 +75,10 @@ fn build_times_are_reported() {
         let start = std::time::Instant::now();
         let read = owl_tokenizer::GgufVocab::from_gguf(&gguf).unwrap();
         let read_time = start.elapsed();
-        eprintln!("{model}: {} tokens; tokenizer built in {best:?} (best of 3), vocabulary read in {read_time:?}", read.tokens.len());
+        eprintln!(
+            "{model}: {} tokens; tokenizer built in {best:?} (best of 3), vocabulary read in {read_time:?}",
+            read.tokens.len()
+        );
         assert!(best.as_secs_f64() < 30.0, "{model} took {best:?}");
     }
 }

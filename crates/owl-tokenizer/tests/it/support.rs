@@ -90,7 +90,12 @@ pub fn corpus() -> Vec<String> {
 pub fn diff(ours: &[u32], want: &[u32], tok: &Tokenizer) -> String {
     let at = ours.iter().zip(want).position(|(a, b)| a != b).unwrap_or(ours.len().min(want.len()));
     let show = |v: &[u32]| -> String {
-        v.iter().skip(at.saturating_sub(2)).take(8).map(|&i| format!("{i}:{:?}", tok.piece(i).unwrap_or("?"))).collect::<Vec<_>>().join(" ")
+        v.iter()
+            .skip(at.saturating_sub(2))
+            .take(8)
+            .map(|&i| format!("{i}:{:?}", tok.piece(i).unwrap_or("?")))
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     format!("first difference at {at}: ours [{}] vs reference [{}]", show(ours), show(want))
 }

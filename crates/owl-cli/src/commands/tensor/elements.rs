@@ -46,10 +46,7 @@ impl IntKind {
 }
 
 /// The values of `data`, `W` bytes each, decoded by `f`.
-fn values<'d, const W: usize, T>(
-    data: &'d [u8],
-    f: impl Fn([u8; W]) -> T + 'd,
-) -> impl Iterator<Item = T> + 'd {
+fn values<'d, const W: usize, T>(data: &'d [u8], f: impl Fn([u8; W]) -> T + 'd) -> impl Iterator<Item = T> + 'd {
     data.chunks_exact(W).map(move |c| {
         let mut a = [0u8; W];
         a.copy_from_slice(c);
@@ -103,10 +100,8 @@ macro_rules! with_ints {
 /// exact below 2^127, so the round trip cannot be fooled by saturation (i64::MAX rounds up
 /// to 2^63 as an f32, which an `as i64` cast would clamp back to i64::MAX).
 fn first_inexact_int(kind: IntKind, data: &[u8]) -> Option<(usize, String)> {
-    with_ints!(kind, data, |ints| ints
-        .enumerate()
-        .find(|&(_, v)| (v as f32) as i128 != v))
-    .map(|(i, v)| (i, v.to_string()))
+    with_ints!(kind, data, |ints| ints.enumerate().find(|&(_, v)| (v as f32) as i128 != v))
+        .map(|(i, v)| (i, v.to_string()))
 }
 
 /// The first f64 that float32 cannot hold exactly, with its index. NaN and the infinities
@@ -145,11 +140,7 @@ fn block_format(t: GgmlType) -> Option<BlockFormat> {
 
 /// The GGUF types `owl tensor` reads, for error messages.
 pub(super) fn supported_gguf_types() -> String {
-    let mut names: Vec<&str> = GgmlType::ALL
-        .iter()
-        .filter(|t| block_format(**t).is_some())
-        .map(|t| t.name())
-        .collect();
+    let mut names: Vec<&str> = GgmlType::ALL.iter().filter(|t| block_format(**t).is_some()).map(|t| t.name()).collect();
     names.extend(["I8", "I16", "I32", "I64", "F64"]);
     names.join(", ")
 }
@@ -195,12 +186,7 @@ impl<'a> Elements<'a> {
     }
 
     /// Integers, refused before anything is written if one would change in f32.
-    fn ints(
-        name: &str,
-        type_name: &str,
-        kind: IntKind,
-        data: &'a [u8],
-    ) -> anyhow::Result<Elements<'a>> {
+    fn ints(name: &str, type_name: &str, kind: IntKind, data: &'a [u8]) -> anyhow::Result<Elements<'a>> {
         if let Some((index, value)) = first_inexact_int(kind, data) {
             return Err(inexact(name, type_name, index, &value));
         }
@@ -222,10 +208,8 @@ impl<'a> Elements<'a> {
         match self {
             Elements::Blocks { format, data } => {
                 let from = start / format.block_elems() * format.block_bytes();
-                let bytes = format
-                    .row_bytes(out.len())
-                    .and_then(|n| data.get(from..from + n))
-                    .ok_or_else(ends_early)?;
+                let bytes =
+                    format.row_bytes(out.len()).and_then(|n| data.get(from..from + n)).ok_or_else(ends_early)?;
                 dequantize_row(*format, bytes, out)?;
             }
             Elements::Floats(view) => {
@@ -233,19 +217,14 @@ impl<'a> Elements<'a> {
                 let shape = [out.len()];
                 let part = TensorView {
                     shape: &shape,
-                    data: view
-                        .data
-                        .get(start * width..(start + out.len()) * width)
-                        .ok_or_else(ends_early)?,
+                    data: view.data.get(start * width..(start + out.len()) * width).ok_or_else(ends_early)?,
                     ..*view
                 };
                 part.to_f32_into(out)?;
             }
             Elements::Ints { kind, data } => {
                 let w = kind.bytes();
-                let bytes = data
-                    .get(start * w..(start + out.len()) * w)
-                    .ok_or_else(ends_early)?;
+                let bytes = data.get(start * w..(start + out.len()) * w).ok_or_else(ends_early)?;
                 with_ints!(*kind, bytes, |ints| {
                     for (o, v) in out.iter_mut().zip(ints) {
                         *o = v as f32;
@@ -253,13 +232,8 @@ impl<'a> Elements<'a> {
                 });
             }
             Elements::F64(data) => {
-                let bytes = data
-                    .get(start * 8..(start + out.len()) * 8)
-                    .ok_or_else(ends_early)?;
-                for (o, v) in out
-                    .iter_mut()
-                    .zip(values::<8, f64>(bytes, f64::from_le_bytes))
-                {
+                let bytes = data.get(start * 8..(start + out.len()) * 8).ok_or_else(ends_early)?;
+                for (o, v) in out.iter_mut().zip(values::<8, f64>(bytes, f64::from_le_bytes)) {
                     *o = v as f32;
                 }
             }
@@ -295,39 +269,22 @@ mod tests {
         let i32s = le(&[0i32, -5, 1 << 24, -(1 << 24), 1 << 30], i32::to_le_bytes);
         assert_eq!(first_inexact_int(IntKind::I32, &i32s), None);
         let e = Elements::ints("t", "I32", IntKind::I32, &i32s).expect("exact");
-        assert_eq!(
-            decode_all(&e, 5),
-            [0.0, -5.0, 16_777_216.0, -16_777_216.0, 1_073_741_824.0]
-        );
+        assert_eq!(decode_all(&e, 5), [0.0, -5.0, 16_777_216.0, -16_777_216.0, 1_073_741_824.0]);
         let bad = le(&[3i32, (1 << 24) + 1], i32::to_le_bytes);
-        assert_eq!(
-            first_inexact_int(IntKind::I32, &bad),
-            Some((1, "16777217".to_string()))
-        );
-        let err = Elements::ints("pos", "I32", IntKind::I32, &bad)
-            .err()
-            .expect("inexact");
+        assert_eq!(first_inexact_int(IntKind::I32, &bad), Some((1, "16777217".to_string())));
+        let err = Elements::ints("pos", "I32", IntKind::I32, &bad).err().expect("inexact");
         assert_eq!(
             err.to_string(),
             "tensor `pos` (I32) holds 16777217 at index 1, which float32 cannot represent exactly"
         );
-        assert_eq!(
-            first_inexact_int(IntKind::I64, &i64::MAX.to_le_bytes()),
-            Some((0, i64::MAX.to_string()))
-        );
-        assert_eq!(
-            first_inexact_int(IntKind::U64, &(1u64 << 63).to_le_bytes()),
-            None
-        );
+        assert_eq!(first_inexact_int(IntKind::I64, &i64::MAX.to_le_bytes()), Some((0, i64::MAX.to_string())));
+        assert_eq!(first_inexact_int(IntKind::U64, &(1u64 << 63).to_le_bytes()), None);
         let e = Elements::ints("t", "I8", IntKind::I8, &[0x80, 0x7f]).expect("exact");
         assert_eq!(decode_all(&e, 2), [-128.0, 127.0]);
         let e = Elements::ints("t", "U16", IntKind::U16, &[0xff, 0xff, 1, 0]).expect("exact");
         assert_eq!(decode_all(&e, 2), [65535.0, 1.0]);
 
-        let f64s = le(
-            &[0.5f64, f64::NAN, f64::NEG_INFINITY, 0.1],
-            f64::to_le_bytes,
-        );
+        let f64s = le(&[0.5f64, f64::NAN, f64::NEG_INFINITY, 0.1], f64::to_le_bytes);
         assert_eq!(first_inexact_f64(&f64s), Some((3, "0.1".to_string())));
         let e = Elements::f64("t", "F64", &f64s[..24]).expect("exact");
         let got = decode_all(&e, 3);

@@ -50,20 +50,12 @@ mod tests {
         assert_eq!(&header[..6], b"\x93NUMPY");
         let (version, start, len) = match header[6] {
             1 => (1, 10, u16::from_le_bytes([header[8], header[9]]) as usize),
-            2 => (
-                2,
-                12,
-                u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize,
-            ),
+            2 => (2, 12, u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize),
             v => panic!("version {v}"),
         };
         assert_eq!(header[7], 0);
         assert_eq!(header.len(), start + len);
-        assert_eq!(
-            header.len() % 64,
-            0,
-            "data must start on a 64-byte boundary"
-        );
+        assert_eq!(header.len() % 64, 0, "data must start on a 64-byte boundary");
         assert_eq!(*header.last().expect("nonempty"), b'\n');
         let text = std::str::from_utf8(&header[start..]).expect("ASCII");
         (version, start, text.trim_end().to_string())
@@ -73,20 +65,11 @@ mod tests {
     fn npy_headers() {
         let (v, _, dict) = parse(&npy_header(&[896]));
         assert_eq!(v, 1);
-        assert_eq!(
-            dict,
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (896,), }"
-        );
+        assert_eq!(dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (896,), }");
         let (_, _, dict) = parse(&npy_header(&[151936, 896]));
-        assert_eq!(
-            dict,
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (151936, 896), }"
-        );
+        assert_eq!(dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (151936, 896), }");
         let (_, _, dict) = parse(&npy_header(&[]));
-        assert_eq!(
-            dict,
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (), }"
-        );
+        assert_eq!(dict, "{'descr': '<f4', 'fortran_order': False, 'shape': (), }");
         for n in 0..200 {
             let shape = vec![7; n];
             let (v, _, _) = parse(&npy_header(&shape));

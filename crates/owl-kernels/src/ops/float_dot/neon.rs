@@ -191,7 +191,11 @@ mod tests {
                 ];
                 if format == BlockFormat::F16 {
                     // Finite halves in turn: subnormals, normals, ±65504.
-                    rows.push((0..n).map(|i| f16_bits_to_f32(((i * 97 + n) % 0x7c00) as u16 | ((i as u16 & 1) << 15))).collect());
+                    rows.push(
+                        (0..n)
+                            .map(|i| f16_bits_to_f32(((i * 97 + n) % 0x7c00) as u16 | ((i as u16 & 1) << 15)))
+                            .collect(),
+                    );
                 }
                 let acts = [quant::test_values(n, 0x9abc + n as u64, 0.5, 2.0), vec![1.0; n]];
                 for (ri, x) in rows.iter().enumerate() {

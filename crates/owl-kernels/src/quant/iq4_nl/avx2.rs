@@ -31,8 +31,7 @@ use std::arch::x86_64::*;
 use super::{BlockIQ4NL, KVALUES_IQ4NL};
 use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::simd_x86::{
-    dot_i8x32, f16_to_f32, hsum_f32x8, load_i8x16, load_i8x32, nibbles_32, pair_scales,
-    prefetch_ahead,
+    dot_i8x32, f16_to_f32, hsum_f32x8, load_i8x16, load_i8x32, nibbles_32, pair_scales, prefetch_ahead,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -67,10 +66,8 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockIQ4NL], a: [&[BlockQ8_0]; N]) 
         while i + 1 < nb {
             let (x0, x1) = (w.get_unchecked(i), w.get_unchecked(i + 1));
             prefetch_ahead(x0, 2);
-            let (q0, q1) = (
-                _mm256_shuffle_epi8(table, nibbles_32(&x0.qs)),
-                _mm256_shuffle_epi8(table, nibbles_32(&x1.qs)),
-            );
+            let (q0, q1) =
+                (_mm256_shuffle_epi8(table, nibbles_32(&x0.qs)), _mm256_shuffle_epi8(table, nibbles_32(&x1.qs)));
             for t in 0..N {
                 let (y0, y1) = (a[t].get_unchecked(i), a[t].get_unchecked(i + 1));
                 let (d0, d1) = pair_scales(x0.d, x1.d, y0.d, y1.d);
@@ -87,11 +84,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockIQ4NL], a: [&[BlockQ8_0]; N]) 
             for t in 0..N {
                 let y0 = a[t].get_unchecked(i);
                 let d0 = _mm256_set1_ps(f16_to_f32(x0.d) * f16_to_f32(y0.d));
-                acc0[t] = _mm256_fmadd_ps(
-                    d0,
-                    _mm256_cvtepi32_ps(dot_i8x32(q0, load_i8x32(&y0.qs))),
-                    acc0[t],
-                );
+                acc0[t] = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(dot_i8x32(q0, load_i8x32(&y0.qs))), acc0[t]);
             }
         }
         let mut out = [0.0f32; N];

@@ -132,4 +132,3 @@ pub fn vec_dot(w: &[BlockIQ4NL], a: &[BlockQ8_0]) -> f32 {
     }
     sum
 }
-

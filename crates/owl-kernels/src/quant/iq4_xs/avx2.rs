@@ -25,9 +25,7 @@ use std::arch::x86_64::*;
 use super::BlockIQ4XS;
 use crate::quant::iq4_nl::KVALUES_IQ4NL;
 use crate::quant::q8_k::BlockQ8K;
-use crate::quant::simd_x86::{
-    f16_to_f32, hsum_i32x8, load_i8x16, load_i8x32_at, nibbles_32_at, prefetch_ahead,
-};
+use crate::quant::simd_x86::{f16_to_f32, hsum_i32x8, load_i8x16, load_i8x32_at, nibbles_32_at, prefetch_ahead};
 
 /// Σ w·a over a row; see the module header.
 ///
@@ -60,8 +58,8 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockIQ4XS], a: [&[BlockQ8K]; N]) -
             let high = u16::from_le_bytes(x.scales_h);
             let mut sumi = [_mm256_setzero_si256(); N];
             for ib in 0..8 {
-                let ls = ((x.scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F) as i16
-                    | ((((high >> (2 * ib)) & 3) as i16) << 4);
+                let ls =
+                    ((x.scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0F) as i16 | ((((high >> (2 * ib)) & 3) as i16) << 4);
                 let ls = _mm256_set1_epi16(ls - 32);
                 let q = _mm256_shuffle_epi8(table, nibbles_32_at(&x.qs, 16 * ib));
                 let abs_q = _mm256_sign_epi8(q, q);

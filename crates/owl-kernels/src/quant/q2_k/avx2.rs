@@ -24,8 +24,7 @@ use std::arch::x86_64::*;
 use super::BlockQ2K;
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::simd_x86::{
-    f16_to_f32, hsum_i32x8, load_i16x16_at, load_i8x32_at, load_u8x16, load_u8x32_at,
-    prefetch_ahead, sub16_scale_pair,
+    f16_to_f32, hsum_i32x8, load_i16x16_at, load_i8x32_at, load_u8x16, load_u8x32_at, prefetch_ahead, sub16_scale_pair,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -73,10 +72,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ2K], a: [&[BlockQ8K]; N]) -> 
                     let sc = sub16_scale_pair(scales, 8 * n + 2 * j);
                     for t in 0..N {
                         let y = load_i8x32_at(&a[t].get_unchecked(i).qs, 128 * n + 32 * j);
-                        sumi[t] = _mm256_add_epi32(
-                            sumi[t],
-                            _mm256_madd_epi16(_mm256_maddubs_epi16(qj, y), sc),
-                        );
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(_mm256_maddubs_epi16(qj, y), sc));
                     }
                 }
             }

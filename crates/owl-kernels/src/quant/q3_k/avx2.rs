@@ -23,9 +23,7 @@ use std::arch::x86_64::*;
 
 use super::BlockQ3K;
 use crate::quant::q8_k::BlockQ8K;
-use crate::quant::simd_x86::{
-    f16_to_f32, hsum_i32x8, load_i8x32_at, load_u8x32_at, prefetch_ahead, sub16_scale_pair,
-};
+use crate::quant::simd_x86::{f16_to_f32, hsum_i32x8, load_i8x32_at, load_u8x32_at, prefetch_ahead, sub16_scale_pair};
 
 /// Σ w·a over a row; see the module header.
 ///
@@ -50,11 +48,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ3K], a: [&[BlockQ8K]; N]) -> 
     // SAFETY: features guaranteed by the caller; loads are bounds-checked windows of the
     // blocks' arrays, `get_unchecked(i)` has i < nb ≤ every slice's length.
     unsafe {
-        let (m3, four, zero) = (
-            _mm256_set1_epi8(3),
-            _mm256_set1_epi8(4),
-            _mm256_setzero_si256(),
-        );
+        let (m3, four, zero) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4), _mm256_setzero_si256());
         for i in 0..nb {
             let x = w.get_unchecked(i);
             prefetch_ahead(x, 1);
@@ -73,15 +67,11 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ3K], a: [&[BlockQ8K]; N]) -> 
                 for (j, &lo) in low.iter().enumerate() {
                     // 4 where the high bit (bit 4n + j of hmask[l]) is clear: q = low − 4.
                     let b = _mm256_set1_epi8((1u8 << (4 * n + j)) as i8);
-                    let minus4 =
-                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hmask, b), zero), four);
+                    let minus4 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hmask, b), zero), four);
                     let sc = sub16_scale_pair(scales, 8 * n + 2 * j);
                     for t in 0..N {
                         let y = load_i8x32_at(&a[t].get_unchecked(i).qs, 128 * n + 32 * j);
-                        let p = _mm256_sub_epi16(
-                            _mm256_maddubs_epi16(lo, y),
-                            _mm256_maddubs_epi16(minus4, y),
-                        );
+                        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(lo, y), _mm256_maddubs_epi16(minus4, y));
                         sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
                     }
                 }
@@ -110,10 +100,5 @@ unsafe fn q3k_scales(s: &[u8; 12]) -> __m128i {
     let s2 = ((a0 >> 4) & low) | (((a2 >> 4) & top) << 4);
     let s3 = ((a1 >> 4) & low) | (((a2 >> 6) & top) << 4);
     // SAFETY: register-only intrinsics.
-    unsafe {
-        _mm_sub_epi8(
-            _mm_set_epi32(s3 as i32, s2 as i32, s1 as i32, s0 as i32),
-            _mm_set1_epi8(32),
-        )
-    }
+    unsafe { _mm_sub_epi8(_mm_set_epi32(s3 as i32, s2 as i32, s1 as i32, s0 as i32), _mm_set1_epi8(32)) }
 }

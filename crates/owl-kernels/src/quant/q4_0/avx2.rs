@@ -32,9 +32,8 @@ use std::arch::x86_64::*;
 use super::BlockQ4_0;
 use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::simd_x86::{
-    dot_offset_u8i8x32, dot_u8i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32, halves4, hsum_f32x8,
-    group_prefetch_ahead, load_i8x32, nibbles_32, pair_scales, prefetch_ahead, prefetch_rows_ahead,
-    MATVEC_ROWS,
+    dot_offset_u8i8x32, dot_u8i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32, group_prefetch_ahead, halves4, hsum_f32x8,
+    load_i8x32, nibbles_32, pair_scales, prefetch_ahead, prefetch_rows_ahead, MATVEC_ROWS,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -84,11 +83,8 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ4_0], a: [&[BlockQ8_0]; N]) -
             for t in 0..N {
                 let y0 = a[t].get_unchecked(i);
                 let d0 = _mm256_set1_ps(f16_to_f32(x0.d) * f16_to_f32(y0.d));
-                acc0[t] = _mm256_fmadd_ps(
-                    d0,
-                    _mm256_cvtepi32_ps(dot_offset_u8i8x32(q0, eight, load_i8x32(&y0.qs))),
-                    acc0[t],
-                );
+                acc0[t] =
+                    _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(dot_offset_u8i8x32(q0, eight, load_i8x32(&y0.qs))), acc0[t]);
             }
         }
         let mut out = [0.0f32; N];
@@ -128,10 +124,8 @@ pub unsafe fn vec_dot_rows<const R: usize>(w: &[BlockQ4_0], a: &[BlockQ8_0]) -> 
             prefetch_rows_ahead(base, ahead, i / 2 * STEP * R, STEP * R);
             let (y0, y1) = (a.get_unchecked(i), a.get_unchecked(i + 1));
             // d[r] = dx_r(i)·dy(i), d[4 + r] = dx_r(i+1)·dy(i+1): the scalar code's products.
-            let dx = f16x8_to_f32(
-                halves4::<R>(|r| w[r].get_unchecked(i).d),
-                halves4::<R>(|r| w[r].get_unchecked(i + 1).d),
-            );
+            let dx =
+                f16x8_to_f32(halves4::<R>(|r| w[r].get_unchecked(i).d), halves4::<R>(|r| w[r].get_unchecked(i + 1).d));
             let dy = _mm256_permutevar8x32_ps(
                 _mm256_castps128_ps256(f16x4_to_f32([y0.d, y1.d, [0, 0], [0, 0]])),
                 _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),

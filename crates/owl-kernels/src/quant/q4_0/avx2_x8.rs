@@ -49,7 +49,10 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4);
                 let alo = _mm256_set1_epi32(yq.add(4 * c).cast::<i32>().read_unaligned());
                 let ahi = _mm256_set1_epi32(yq.add(16 + 4 * c).cast::<i32>().read_unaligned());
-                s16 = _mm256_add_epi16(s16, _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi)));
+                s16 = _mm256_add_epi16(
+                    s16,
+                    _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi)),
+                );
             }
             // 8·Σa once per block for the 8 rows (one horizontal sum per 8 row-blocks).
             let ysum = hsum_i32x8(_mm256_madd_epi16(_mm256_maddubs_epi16(eights, load_i8x32(&y.qs)), ones));

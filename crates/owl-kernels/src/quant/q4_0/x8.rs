@@ -11,8 +11,8 @@
 //! the chunk order here is our own, chosen so that the AVX2 kernel needs no shuffles.
 
 use super::{BlockQ4_0, QK4_0};
-use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::interleave::{deinterleave_words, interleave_words};
+use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::util::f16_to_f32;
 
 /// Bytes of one group-block: 8 rows' blocks.
@@ -94,7 +94,11 @@ mod tests {
             let rows: &[BlockQ4_0] = bytemuck::cast_slice(&w);
             let got = dot_x8(&g, a);
             for r in 0..8 {
-                assert_eq!(got[r].to_bits(), super::super::vec_dot(&rows[r * nb..(r + 1) * nb], a).to_bits(), "nb {nb} row {r}");
+                assert_eq!(
+                    got[r].to_bits(),
+                    super::super::vec_dot(&rows[r * nb..(r + 1) * nb], a).to_bits(),
+                    "nb {nb} row {r}"
+                );
             }
         }
     }

@@ -33,9 +33,8 @@ use std::arch::x86_64::*;
 use super::BlockQ4_1;
 use crate::quant::q8_1::BlockQ8_1;
 use crate::quant::simd_x86::{
-    dot_u8i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32, halves4, hsum_f32x8, load_i8x32,
-    nibbles_32, prefetch_ahead, group_prefetch_ahead, prefetch_rows_ahead,
-    MATVEC_ROWS,
+    dot_u8i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32, group_prefetch_ahead, halves4, hsum_f32x8, load_i8x32,
+    nibbles_32, prefetch_ahead, prefetch_rows_ahead, MATVEC_ROWS,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -77,10 +76,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ4_1], a: [&[BlockQ8_1]; N]) -
                 // [dx0, dx1, m0, m1] · [dy0, dy1, s0, s1]: both block scales and both min terms.
                 let f = f16x8_to_f32([x0.d, x1.d, x0.m, x1.m], [y0.d, y1.d, y0.s, y1.s]);
                 let prod = _mm_mul_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps::<1>(f));
-                let (d0, d1) = (
-                    _mm256_broadcastss_ps(prod),
-                    _mm256_broadcastss_ps(_mm_movehdup_ps(prod)),
-                );
+                let (d0, d1) = (_mm256_broadcastss_ps(prod), _mm256_broadcastss_ps(_mm_movehdup_ps(prod)));
                 msum[t] = _mm_add_ps(msum[t], prod);
                 let p0 = _mm256_cvtepi32_ps(dot_u8i8x32(q0, load_i8x32(&y0.qs)));
                 let p1 = _mm256_cvtepi32_ps(dot_u8i8x32(q1, load_i8x32(&y1.qs)));
@@ -95,11 +91,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ4_1], a: [&[BlockQ8_1]; N]) -
             for t in 0..N {
                 let y0 = a[t].get_unchecked(i);
                 let d0 = _mm256_set1_ps(f16_to_f32(x0.d) * f16_to_f32(y0.d));
-                acc0[t] = _mm256_fmadd_ps(
-                    d0,
-                    _mm256_cvtepi32_ps(dot_u8i8x32(q0, load_i8x32(&y0.qs))),
-                    acc0[t],
-                );
+                acc0[t] = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(dot_u8i8x32(q0, load_i8x32(&y0.qs))), acc0[t]);
                 mtail[t] = f16_to_f32(x0.m) * f16_to_f32(y0.s);
             }
         }
@@ -145,14 +137,10 @@ pub unsafe fn vec_dot_rows<const R: usize>(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> 
         while i + 1 < nb {
             prefetch_rows_ahead(base, ahead, i / 2 * STEP * R, STEP * R);
             let (y0, y1) = (a.get_unchecked(i), a.get_unchecked(i + 1));
-            let dx = f16x8_to_f32(
-                halves4::<R>(|r| w[r].get_unchecked(i).d),
-                halves4::<R>(|r| w[r].get_unchecked(i + 1).d),
-            );
-            let mx = f16x8_to_f32(
-                halves4::<R>(|r| w[r].get_unchecked(i).m),
-                halves4::<R>(|r| w[r].get_unchecked(i + 1).m),
-            );
+            let dx =
+                f16x8_to_f32(halves4::<R>(|r| w[r].get_unchecked(i).d), halves4::<R>(|r| w[r].get_unchecked(i + 1).d));
+            let mx =
+                f16x8_to_f32(halves4::<R>(|r| w[r].get_unchecked(i).m), halves4::<R>(|r| w[r].get_unchecked(i + 1).m));
             // [dy0, dy1, s0, s1] spread to [dy0 ×4 | dy1 ×4] and [s0 ×4 | s1 ×4].
             let ys = _mm256_castps128_ps256(f16x4_to_f32([y0.d, y1.d, y0.s, y1.s]));
             let dy = _mm256_permutevar8x32_ps(ys, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));

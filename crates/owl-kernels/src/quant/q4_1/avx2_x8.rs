@@ -74,9 +74,7 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_1]) -> [f32; 8] {
             }
             let isum = _mm256_madd_epi16(s16, ones);
             // [d8, s8] repeated: one conversion, then each spread to all lanes.
-            let ds = _mm256_cvtph_ps(_mm_set1_epi32(
-                (y as *const BlockQ8_1).cast::<i32>().read_unaligned(),
-            ));
+            let ds = _mm256_cvtph_ps(_mm_set1_epi32((y as *const BlockQ8_1).cast::<i32>().read_unaligned()));
             let (dy, sy) = (_mm256_moveldup_ps(ds), _mm256_movehdup_ps(ds));
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(gb.cast()));
             let mw = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(M_OFFSET).cast()));
@@ -125,12 +123,7 @@ mod tests {
         let mag = magnitudes(group, a);
         for r in 0..8 {
             let tol = 1e-6 * mag[r];
-            assert!(
-                (got[r] - want[r]).abs() <= tol,
-                "{what} row {r}: {} vs {} (tol {tol})",
-                got[r],
-                want[r]
-            );
+            assert!((got[r] - want[r]).abs() <= tol, "{what} row {r}: {} vs {} (tol {tol})", got[r], want[r]);
         }
     }
 
@@ -174,7 +167,11 @@ mod tests {
         let mut group = vec![0u8; w.len()];
         interleave(w, nb, &mut group);
         for q in [-128i8, 127] {
-            let a = vec![BlockQ8_1 { d: crate::quant::f32_to_f16(1.0), s: crate::quant::f32_to_f16(2.0), qs: [q; QK8_1] }; nb];
+            let a =
+                vec![
+                    BlockQ8_1 { d: crate::quant::f32_to_f16(1.0), s: crate::quant::f32_to_f16(2.0), qs: [q; QK8_1] };
+                    nb
+                ];
             let want = nb as f32 * (15.0 * 32.0 * q as f32 + 0.5 * 2.0);
             assert_eq!(x8::dot_x8(&group, &a), [want; 8]);
             check(&group, &a, &format!("extreme {q}"));

@@ -78,7 +78,13 @@ mod tests {
 
     #[test]
     fn matches_scalar_reference() {
-        let r = run(&Case { format: BlockFormat::Q4_1, scalar: super::super::vec_dot, neon: vec_dot, min_magnitude, bit_exact: false });
+        let r = run(&Case {
+            format: BlockFormat::Q4_1,
+            scalar: super::super::vec_dot,
+            neon: vec_dot,
+            min_magnitude,
+            bit_exact: false,
+        });
         assert!(r.pairs > 0);
     }
 }

@@ -38,7 +38,6 @@ pub(crate) const M_OFFSET: usize = 16;
 /// Offset of the quant chunks in a group-block.
 pub(crate) const QS_OFFSET: usize = 32;
 
-
 crate::quant::interleave::simd_group_movers!("Q4_1");
 
 /// Copies `N` bytes from `src[from..]` to `dst[to..]` (a fixed-size copy the optimizer turns

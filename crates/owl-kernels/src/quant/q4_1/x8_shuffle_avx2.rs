@@ -20,8 +20,8 @@
 use std::arch::x86_64::*;
 
 use super::x8::{GROUP_BLOCK_BYTES, QS_OFFSET};
-use crate::quant::simd_x86::{load_halves, transpose_words_4x4_halves};
 use super::BlockQ4_1;
+use crate::quant::simd_x86::{load_halves, transpose_words_4x4_halves};
 
 const BLOCK: usize = size_of::<BlockQ4_1>();
 /// Offset of `qs` in a row-major block (`d` at 0, `m` at 2).
@@ -132,8 +132,8 @@ pub(super) unsafe fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::q4_1::x8;
     use crate::quant::interleave::mover_tests::assert_movers_equal;
+    use crate::quant::q4_1::x8;
 
     #[test]
     fn avx2_matches_portable_byte_for_byte() {

@@ -30,9 +30,9 @@ use std::arch::x86_64::*;
 use super::BlockQ4K;
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::simd_x86::{
-    broadcast_i16_mask, f16_to_f32, f16x8_to_f32, halves4, hsum4_i32x4, hsum4_i32x8, hsum_i32x4,
-    hsum_i32x8, k4_scales_mins, load_i16x16_at, load_i8x32_at, load_u8x32_at, prefetch_ahead,
-    group_prefetch_ahead, prefetch_rows_ahead, MATVEC_ROWS,
+    broadcast_i16_mask, f16_to_f32, f16x8_to_f32, group_prefetch_ahead, halves4, hsum4_i32x4, hsum4_i32x8, hsum_i32x4,
+    hsum_i32x8, k4_scales_mins, load_i16x16_at, load_i8x32_at, load_u8x32_at, prefetch_ahead, prefetch_rows_ahead,
+    MATVEC_ROWS,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -75,14 +75,8 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; N]) -> 
                 let sc_hi = _mm256_shuffle_epi8(sc16, broadcast_i16_mask(2 * j + 1));
                 for t in 0..N {
                     let y = a[t].get_unchecked(i);
-                    let p_lo = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(lo, load_i8x32_at(&y.qs, 64 * j)),
-                        sc_lo,
-                    );
-                    let p_hi = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(hi, load_i8x32_at(&y.qs, 64 * j + 32)),
-                        sc_hi,
-                    );
+                    let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load_i8x32_at(&y.qs, 64 * j)), sc_lo);
+                    let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load_i8x32_at(&y.qs, 64 * j + 32)), sc_hi);
                     sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p_lo, p_hi));
                 }
             }
@@ -91,10 +85,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ4K], a: [&[BlockQ8K]; N]) -> 
                 let y = a[t].get_unchecked(i);
                 // Σ_j m_j·(bsums[2j] + bsums[2j+1]): pairs summed by hadd (|pair| ≤ 4096 fits i16).
                 let bs = load_i16x16_at(&y.bsums, 0);
-                let pairs = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bs),
-                    _mm256_extracti128_si256::<1>(bs),
-                );
+                let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
                 let summs = hsum_i32x4(_mm_madd_epi16(mins16, pairs));
                 let isum = hsum_i32x8(sumi[t]);
                 sum[t] += (d * y.d) * isum as f32 - (dmin * y.d) * summs as f32;
@@ -159,10 +150,8 @@ pub unsafe fn vec_dot_rows<const R: usize>(w: &[BlockQ4K], a: &[BlockQ8K]) -> [f
             let summs = _mm_cvtepi32_ps(hsum4_i32x4(summs));
             // [d_0..d_3 | dmin_0..dmin_3], then the scalar expression
             // `(d·y.d)·isum − (dmin·y.d)·summs` lane by lane.
-            let dd = f16x8_to_f32(
-                halves4::<R>(|r| w[r].get_unchecked(i).d),
-                halves4::<R>(|r| w[r].get_unchecked(i).dmin),
-            );
+            let dd =
+                f16x8_to_f32(halves4::<R>(|r| w[r].get_unchecked(i).d), halves4::<R>(|r| w[r].get_unchecked(i).dmin));
             let yd = _mm_set1_ps(y.d);
             let scaled = _mm_mul_ps(_mm_mul_ps(_mm256_castps256_ps128(dd), yd), isum);
             let mins = _mm_mul_ps(_mm_mul_ps(_mm256_extractf128_ps::<1>(dd), yd), summs);

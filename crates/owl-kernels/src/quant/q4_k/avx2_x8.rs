@@ -121,18 +121,9 @@ pub unsafe fn dot_x8_ahead<const AHEAD: usize>(group: &[u8], a: &[BlockQ8K]) -> 
             let lo0 = _mm256_loadu_si256(gb.add(32).cast());
             let lo1 = _mm256_loadu_si256(gb.add(64).cast());
             let hi = _mm256_loadu_si256(gb.add(96).cast());
-            let sc_a = _mm256_or_si256(
-                _mm256_and_si256(lo0, m4),
-                _mm256_and_si256(_mm256_slli_epi16::<4>(hi), m6hi),
-            );
-            let sc_b = _mm256_or_si256(
-                _mm256_and_si256(lo1, m4),
-                _mm256_and_si256(_mm256_slli_epi16::<2>(hi), m6hi),
-            );
-            let mn_a = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(lo0), m4),
-                _mm256_and_si256(hi, m6hi),
-            );
+            let sc_a = _mm256_or_si256(_mm256_and_si256(lo0, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(hi), m6hi));
+            let sc_b = _mm256_or_si256(_mm256_and_si256(lo1, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(hi), m6hi));
+            let mn_a = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(lo0), m4), _mm256_and_si256(hi, m6hi));
             let mn_b = _mm256_or_si256(
                 _mm256_and_si256(_mm256_srli_epi16::<4>(lo1), m4),
                 _mm256_and_si256(_mm256_srli_epi16::<2>(hi), m6hi),
@@ -146,10 +137,7 @@ pub unsafe fn dot_x8_ahead<const AHEAD: usize>(group: &[u8], a: &[BlockQ8K]) -> 
             let bs_b = _mm256_permute2x128_si256::<0x11>(bs, bs);
             macro_rules! mins_term {
                 ($mn:ident, $bs:ident, $s:literal, $imm:literal) => {
-                    _mm256_madd_epi16(
-                        _mm256_shuffle_epi8($mn, masks[$s]),
-                        _mm256_shuffle_epi32::<$imm>($bs),
-                    )
+                    _mm256_madd_epi16(_mm256_shuffle_epi8($mn, masks[$s]), _mm256_shuffle_epi32::<$imm>($bs))
                 };
             }
             let summs = _mm256_add_epi32(
@@ -204,7 +192,10 @@ pub unsafe fn dot_x8_ahead<const AHEAD: usize>(group: &[u8], a: &[BlockQ8K]) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::q4_k::x8::{self, tests::{quantized_rows, random_bytes, reference}};
+    use crate::quant::q4_k::x8::{
+        self,
+        tests::{quantized_rows, random_bytes, reference},
+    };
     use crate::quant::q8_k;
     use crate::quant::QK_K;
 

@@ -9,9 +9,9 @@
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_x8;
-pub mod x8;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
+pub mod x8;
 #[cfg(target_arch = "x86_64")]
 mod x8_shuffle_avx2;
 

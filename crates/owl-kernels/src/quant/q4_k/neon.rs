@@ -21,9 +21,7 @@ use std::arch::aarch64::*;
 
 use super::BlockQ4K;
 use crate::quant::q8_k::BlockQ8K;
-use crate::quant::simd_neon::{
-    as_i8, dot_i8x32, k4_scales_mins, load_i8x16_at, load_u8x16_at, mins_dot_bsums,
-};
+use crate::quant::simd_neon::{as_i8, dot_i8x32, k4_scales_mins, load_i8x16_at, load_u8x16_at, mins_dot_bsums};
 
 /// `Σ_sub-blocks sc·(q·q8)` of one super-block, exact.
 #[inline(always)]
@@ -68,7 +66,13 @@ mod tests {
 
     #[test]
     fn matches_scalar_reference_bit_for_bit() {
-        let r = run(&Case { format: BlockFormat::Q4_K, scalar: super::super::vec_dot, neon: vec_dot, min_magnitude: no_min, bit_exact: true });
+        let r = run(&Case {
+            format: BlockFormat::Q4_K,
+            scalar: super::super::vec_dot,
+            neon: vec_dot,
+            min_magnitude: no_min,
+            bit_exact: true,
+        });
         assert!(r.pairs > 0);
     }
 }

@@ -121,7 +121,6 @@ fn read_u32(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(w)
 }
 
-
 crate::quant::interleave::simd_group_movers!("Q4_K");
 
 /// [`interleave`] without SIMD: row by row, each block's fields moved as u32 words into
@@ -140,10 +139,8 @@ pub(crate) fn interleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
         for (blk, gb) in row.iter().zip(group_blocks.iter_mut()) {
             gb[D_OFF + 2 * r..D_OFF + 2 * r + 2].copy_from_slice(&blk[0..2]);
             gb[DMIN_OFF + 2 * r..DMIN_OFF + 2 * r + 2].copy_from_slice(&blk[2..4]);
-            let (lo0, hi) = group_words_from_scales(
-                read_u32(blk, BLOCK_SCALES_OFF),
-                read_u32(blk, BLOCK_SCALES_OFF + 4),
-            );
+            let (lo0, hi) =
+                group_words_from_scales(read_u32(blk, BLOCK_SCALES_OFF), read_u32(blk, BLOCK_SCALES_OFF + 4));
             let lo1 = read_u32(blk, BLOCK_SCALES_OFF + 8);
             for s in 0..4 {
                 gb[SCALE_LO_OFF + so + 4 * s] = (lo0 >> (8 * s)) as u8;
@@ -172,9 +169,8 @@ pub(crate) fn deinterleave_portable(src: &[u8], nb: usize, dst: &mut [u8]) {
         for (gb, blk) in group_blocks.iter().zip(row.iter_mut()) {
             blk[0..2].copy_from_slice(&gb[D_OFF + 2 * r..D_OFF + 2 * r + 2]);
             blk[2..4].copy_from_slice(&gb[DMIN_OFF + 2 * r..DMIN_OFF + 2 * r + 2]);
-            let gather = |off: usize| {
-                u32::from_le_bytes([gb[off + so], gb[off + so + 4], gb[off + so + 8], gb[off + so + 12]])
-            };
+            let gather =
+                |off: usize| u32::from_le_bytes([gb[off + so], gb[off + so + 4], gb[off + so + 8], gb[off + so + 12]]);
             let (w0, w1) = scale_words_from_groups(gather(SCALE_LO_OFF), gather(SCALE_HI_OFF));
             blk[BLOCK_SCALES_OFF..BLOCK_SCALES_OFF + 4].copy_from_slice(&w0.to_le_bytes());
             blk[BLOCK_SCALES_OFF + 4..BLOCK_SCALES_OFF + 8].copy_from_slice(&w1.to_le_bytes());

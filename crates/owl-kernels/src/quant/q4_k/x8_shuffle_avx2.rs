@@ -196,7 +196,9 @@ pub(crate) unsafe fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
             for j in 0..4 {
                 let chunks = gb.add(QS_OFF + 256 * j);
                 // Chunks k and k + 4, rows 0..4 (`half` 0) or 4..8 (`half` 1).
-                let pair = |k: usize, half: usize| load_lanes(chunks.add(32 * k + 16 * half), chunks.add(32 * (k + 4) + 16 * half));
+                let pair = |k: usize, half: usize| {
+                    load_lanes(chunks.add(32 * k + 16 * half), chunks.add(32 * (k + 4) + 16 * half))
+                };
                 let low_rows = transpose_4x4_epi32(pair(0, 0), pair(1, 0), pair(2, 0), pair(3, 0));
                 let high_rows = transpose_4x4_epi32(pair(0, 1), pair(1, 1), pair(2, 1), pair(3, 1));
                 for r in 0..4 {

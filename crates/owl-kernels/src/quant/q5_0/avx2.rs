@@ -31,9 +31,8 @@ use std::arch::x86_64::*;
 use super::BlockQ5_0;
 use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::simd_x86::{
-    bits_to_byte_mask, dot_offset_u8i8x32, dot_u8i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32,
-    halves4, hsum_f32x8, load_i8x32, nibbles_32, pair_scales, prefetch_ahead, group_prefetch_ahead, prefetch_rows_ahead,
-    MATVEC_ROWS,
+    bits_to_byte_mask, dot_offset_u8i8x32, dot_u8i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32, group_prefetch_ahead,
+    halves4, hsum_f32x8, load_i8x32, nibbles_32, pair_scales, prefetch_ahead, prefetch_rows_ahead, MATVEC_ROWS,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -114,12 +113,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5_0], a: [&[BlockQ8_0]; N]) -
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn quants(x: &BlockQ5_0, bit4: __m256i) -> __m256i {
     // SAFETY: register-only intrinsics and a load of the block's array.
-    unsafe {
-        _mm256_or_si256(
-            nibbles_32(&x.qs),
-            _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(x.qh)), bit4),
-        )
-    }
+    unsafe { _mm256_or_si256(nibbles_32(&x.qs), _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(x.qh)), bit4)) }
 }
 
 /// `R ≤ 4` consecutive weight rows (`w`: `R·a.len()` blocks) against one activation row;
@@ -149,10 +143,8 @@ pub unsafe fn vec_dot_rows<const R: usize>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> 
         while i + 1 < nb {
             prefetch_rows_ahead(base, ahead, i / 2 * STEP * R, STEP * R);
             let (y0, y1) = (a.get_unchecked(i), a.get_unchecked(i + 1));
-            let dx = f16x8_to_f32(
-                halves4::<R>(|r| w[r].get_unchecked(i).d),
-                halves4::<R>(|r| w[r].get_unchecked(i + 1).d),
-            );
+            let dx =
+                f16x8_to_f32(halves4::<R>(|r| w[r].get_unchecked(i).d), halves4::<R>(|r| w[r].get_unchecked(i + 1).d));
             let dy = _mm256_permutevar8x32_ps(
                 _mm256_castps128_ps256(f16x4_to_f32([y0.d, y1.d, [0, 0], [0, 0]])),
                 _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),

@@ -63,10 +63,8 @@ unsafe fn chunk<const LO_SHL: i32, const LO_SHR: i32, const HI_SHL: i32, const H
         let (low4, bit4) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
         let v = _mm256_loadu_si256(gb.add(QS_OFFSET + 32 * c).cast());
         let lo = _mm256_or_si256(_mm256_and_si256(v, low4), plane::<LO_SHL, LO_SHR>(planes, bit4));
-        let hi = _mm256_or_si256(
-            _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4),
-            plane::<HI_SHL, HI_SHR>(planes, bit4),
-        );
+        let hi =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(v), low4), plane::<HI_SHL, HI_SHR>(planes, bit4));
         let alo = _mm256_set1_epi32(yq.add(4 * c).cast::<i32>().read_unaligned());
         let ahi = _mm256_set1_epi32(yq.add(16 + 4 * c).cast::<i32>().read_unaligned());
         _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi))
@@ -115,14 +113,8 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
             let yq = y.qs.as_ptr();
             let planes = _mm256_loadu_si256(gb.add(QH_OFFSET).cast());
             // Planes 2c (low nibbles) and 2c + 1 (high nibbles) of chunk c.
-            let s01 = _mm256_add_epi16(
-                chunk::<4, 0, 3, 0>(gb, yq, 0, planes),
-                chunk::<2, 0, 1, 0>(gb, yq, 1, planes),
-            );
-            let s23 = _mm256_add_epi16(
-                chunk::<0, 0, 0, 1>(gb, yq, 2, planes),
-                chunk::<0, 2, 0, 3>(gb, yq, 3, planes),
-            );
+            let s01 = _mm256_add_epi16(chunk::<4, 0, 3, 0>(gb, yq, 0, planes), chunk::<2, 0, 1, 0>(gb, yq, 1, planes));
+            let s23 = _mm256_add_epi16(chunk::<0, 0, 0, 1>(gb, yq, 2, planes), chunk::<0, 2, 0, 3>(gb, yq, 3, planes));
             let isum = _mm256_sub_epi32(
                 _mm256_add_epi32(_mm256_madd_epi16(s01, ones), _mm256_madd_epi16(s23, ones)),
                 offset_sum(&y.qs),
@@ -169,12 +161,7 @@ mod tests {
         let mag = magnitudes(group, a);
         for r in 0..8 {
             let tol = 1e-6 * mag[r];
-            assert!(
-                (got[r] - want[r]).abs() <= tol,
-                "{what} row {r}: {} vs {} (tol {tol})",
-                got[r],
-                want[r]
-            );
+            assert!((got[r] - want[r]).abs() <= tol, "{what} row {r}: {} vs {} (tol {tol})", got[r], want[r]);
         }
     }
 
@@ -221,10 +208,7 @@ mod tests {
                 // Row r, element e: q = 15 (nibble 15, fifth bit clear: -1); all else q = 16
                 // (fifth bit set: 0). A nibble or fifth bit read from the wrong place gives
                 // ±15 or -16 somewhere.
-                let mut rows = vec![
-                    BlockQ5_0 { d: f32_to_f16(1.0), qh: [0xFF; 4], qs: [0; 16] };
-                    8
-                ];
+                let mut rows = vec![BlockQ5_0 { d: f32_to_f16(1.0), qh: [0xFF; 4], qs: [0; 16] }; 8];
                 let blk = &mut rows[r];
                 blk.qs[e % 16] |= 0x0F << (4 * (e / 16));
                 blk.qh = (u32::MAX ^ (1 << e)).to_le_bytes();
@@ -234,7 +218,10 @@ mod tests {
                 let mut group = vec![0u8; w.len()];
                 interleave(w, nb, &mut group);
                 assert_eq!(x8::dot_x8(&group, &a), row_dot, "scalar x8, row {r} element {e}");
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
+                if is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+                {
                     // SAFETY: features checked.
                     let got = unsafe { dot_x8(&group, &a) };
                     assert_eq!(got, row_dot, "avx2 x8, row {r} element {e}");

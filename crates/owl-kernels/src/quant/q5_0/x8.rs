@@ -42,7 +42,6 @@ pub(crate) const QH_OFFSET: usize = 16;
 /// Offset of the nibble chunks in a group-block.
 pub(crate) const QS_OFFSET: usize = 48;
 
-
 crate::quant::interleave::simd_group_movers!("Q5_0");
 
 /// Exchanges the bits of `x` under `mask` with the bits `shift` places above them (a

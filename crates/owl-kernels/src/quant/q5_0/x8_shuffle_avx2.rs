@@ -21,8 +21,8 @@
 use std::arch::x86_64::*;
 
 use super::x8::{GROUP_BLOCK_BYTES, QH_OFFSET, QH_TO_PLANES, QS_OFFSET};
-use crate::quant::simd_x86::{load_halves, transpose_words_4x4_halves};
 use super::BlockQ5_0;
+use crate::quant::simd_x86::{load_halves, transpose_words_4x4_halves};
 
 const BLOCK: usize = size_of::<BlockQ5_0>();
 /// Offset of `qs` in a row-major block (`qh` is at 2).
@@ -40,9 +40,8 @@ unsafe fn delta_swap<const S: i32>(x: __m256i, m: u32) -> __m256i {
 }
 
 // The shifts are immediates, so [`qh_to_planes`] and [`planes_to_qh`] spell them out.
-const _: () = assert!(
-    QH_TO_PLANES[0].1 == 15 && QH_TO_PLANES[1].1 == 8 && QH_TO_PLANES[2].1 == 14 && QH_TO_PLANES[3].1 == 2
-);
+const _: () =
+    assert!(QH_TO_PLANES[0].1 == 15 && QH_TO_PLANES[1].1 == 8 && QH_TO_PLANES[2].1 == 14 && QH_TO_PLANES[3].1 == 2);
 
 /// [`super::x8::qh_to_planes`] on each 32-bit lane.
 #[inline]
@@ -164,8 +163,8 @@ pub(super) unsafe fn deinterleave(src: &[u8], nb: usize, dst: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::q5_0::x8;
     use crate::quant::interleave::mover_tests::assert_movers_equal;
+    use crate::quant::q5_0::x8;
 
     #[test]
     fn avx2_matches_portable_byte_for_byte() {

@@ -24,8 +24,8 @@ use std::arch::x86_64::*;
 use super::BlockQ5K;
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::simd_x86::{
-    broadcast_i16_mask, f16_to_f32, hsum_i32x4, hsum_i32x8, k4_scales_mins, load_i16x16_at,
-    load_i8x32_at, load_u8x32_at, prefetch_ahead, select_bit,
+    broadcast_i16_mask, f16_to_f32, hsum_i32x4, hsum_i32x8, k4_scales_mins, load_i16x16_at, load_i8x32_at,
+    load_u8x32_at, prefetch_ahead, select_bit,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -62,10 +62,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5K], a: [&[BlockQ8K]; N]) -> 
             let mut sumi = [_mm256_setzero_si256(); N];
             for j in 0..4 {
                 let bits = load_u8x32_at(&x.qs, 32 * j);
-                let lo = _mm256_or_si256(
-                    _mm256_and_si256(bits, m4),
-                    select_bit(high, 1 << (2 * j), 16),
-                );
+                let lo = _mm256_or_si256(_mm256_and_si256(bits, m4), select_bit(high, 1 << (2 * j), 16));
                 let hi = _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4),
                     select_bit(high, 2 << (2 * j), 16),
@@ -74,14 +71,8 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5K], a: [&[BlockQ8K]; N]) -> 
                 let sc_hi = _mm256_shuffle_epi8(sc16, broadcast_i16_mask(2 * j + 1));
                 for t in 0..N {
                     let y = a[t].get_unchecked(i);
-                    let p_lo = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(lo, load_i8x32_at(&y.qs, 64 * j)),
-                        sc_lo,
-                    );
-                    let p_hi = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(hi, load_i8x32_at(&y.qs, 64 * j + 32)),
-                        sc_hi,
-                    );
+                    let p_lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, load_i8x32_at(&y.qs, 64 * j)), sc_lo);
+                    let p_hi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, load_i8x32_at(&y.qs, 64 * j + 32)), sc_hi);
                     sumi[t] = _mm256_add_epi32(sumi[t], _mm256_add_epi32(p_lo, p_hi));
                 }
             }
@@ -89,10 +80,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5K], a: [&[BlockQ8K]; N]) -> 
             for t in 0..N {
                 let y = a[t].get_unchecked(i);
                 let bs = load_i16x16_at(&y.bsums, 0);
-                let pairs = _mm_hadd_epi16(
-                    _mm256_castsi256_si128(bs),
-                    _mm256_extracti128_si256::<1>(bs),
-                );
+                let pairs = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256::<1>(bs));
                 let summs = hsum_i32x4(_mm_madd_epi16(mins16, pairs));
                 let isum = hsum_i32x8(sumi[t]);
                 sum[t] += (d * y.d) * isum as f32 - (dmin * y.d) * summs as f32;

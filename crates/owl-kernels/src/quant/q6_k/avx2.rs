@@ -25,8 +25,7 @@ use std::arch::x86_64::*;
 use super::BlockQ6K;
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::simd_x86::{
-    f16_to_f32, hsum_i32x8, load_i8x16, load_i8x32_at, load_u8x32_at, prefetch_ahead,
-    sub16_scale_pair,
+    f16_to_f32, hsum_i32x8, load_i8x16, load_i8x32_at, load_u8x32_at, prefetch_ahead, sub16_scale_pair,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -52,11 +51,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; N]) -> 
     // SAFETY: features guaranteed by the caller; loads are bounds-checked windows of the
     // blocks' arrays, `get_unchecked(i)` has i < nb ≤ every slice's length.
     unsafe {
-        let (m4, m30, m32) = (
-            _mm256_set1_epi8(0x0F),
-            _mm256_set1_epi8(0x30),
-            _mm256_set1_epi8(32),
-        );
+        let (m4, m30, m32) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30), _mm256_set1_epi8(32));
         for i in 0..nb {
             let x = w.get_unchecked(i);
             prefetch_ahead(x, 1);
@@ -69,18 +64,9 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; N]) -> 
                 // Element 128n + 32k + l: low nibble from ql1/ql2 (k even/odd, nibble k/2),
                 // high two bits = bits 2k..2k+2 of qh[l], moved to bits 4–5.
                 let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, m4),
-                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql2, m4),
-                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                        _mm256_and_si256(qh, m30),
-                    ),
+                    _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30)),
+                    _mm256_or_si256(_mm256_and_si256(ql2, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30)),
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4), _mm256_and_si256(qh, m30)),
                     _mm256_or_si256(
                         _mm256_and_si256(_mm256_srli_epi16::<4>(ql2), m4),
                         _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
@@ -90,10 +76,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ6K], a: [&[BlockQ8K]; N]) -> 
                     let sc = sub16_scale_pair(scales, 8 * n + 2 * k);
                     for t in 0..N {
                         let y = load_i8x32_at(&a[t].get_unchecked(i).qs, 128 * n + 32 * k);
-                        let p = _mm256_sub_epi16(
-                            _mm256_maddubs_epi16(qk, y),
-                            _mm256_maddubs_epi16(m32, y),
-                        );
+                        let p = _mm256_sub_epi16(_mm256_maddubs_epi16(qk, y), _mm256_maddubs_epi16(m32, y));
                         sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(p, sc));
                     }
                 }

@@ -114,22 +114,12 @@ pub unsafe fn dot_x8_ahead<const AHEAD: usize>(group: &[u8], a: &[BlockQ8K]) -> 
                         ),
                         _mm256_srli_epi16::<2>(_mm256_and_si256(b2, top2)),
                     );
-                    let act = |c: usize| {
-                        _mm256_set1_epi32(qs.add(16 * j + 4 * c).cast::<i32>().read_unaligned())
-                    };
-                    let p01 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(q0, act(0)),
-                        _mm256_maddubs_epi16(q1, act(1)),
-                    );
-                    let p23 = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(q2, act(2)),
-                        _mm256_maddubs_epi16(q3, act(3)),
-                    );
+                    let act = |c: usize| _mm256_set1_epi32(qs.add(16 * j + 4 * c).cast::<i32>().read_unaligned());
+                    let p01 = _mm256_add_epi16(_mm256_maddubs_epi16(q0, act(0)), _mm256_maddubs_epi16(q1, act(1)));
+                    let p23 = _mm256_add_epi16(_mm256_maddubs_epi16(q2, act(2)), _mm256_maddubs_epi16(q3, act(3)));
                     let s = _mm256_shuffle_epi8(sc, dup_h);
-                    isum = _mm256_add_epi32(
-                        isum,
-                        _mm256_add_epi32(_mm256_madd_epi16(p01, s), _mm256_madd_epi16(p23, s)),
-                    );
+                    isum =
+                        _mm256_add_epi32(isum, _mm256_add_epi32(_mm256_madd_epi16(p01, s), _mm256_madd_epi16(p23, s)));
                 }
             }
             isum = _mm256_sub_epi32(isum, _mm256_slli_epi32::<5>(offset));
@@ -149,9 +139,7 @@ mod tests {
     use super::*;
 
     fn avx2() -> bool {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
     }
 
     /// The kernel against the portable reference, bit for bit (tolerance 0: both evaluate the
@@ -163,25 +151,11 @@ mod tests {
         let got = unsafe { dot_x8(&g, a) };
         let no_prefetch = unsafe { dot_x8_ahead::<0>(&g, a) };
         for r in 0..8 {
-            assert_eq!(
-                got[r].to_bits(),
-                want[r].to_bits(),
-                "{what} row {r}: {} vs {}",
-                got[r],
-                want[r]
-            );
-            assert_eq!(
-                no_prefetch[r].to_bits(),
-                want[r].to_bits(),
-                "{what} row {r} (no prefetch)"
-            );
+            assert_eq!(got[r].to_bits(), want[r].to_bits(), "{what} row {r}: {} vs {}", got[r], want[r]);
+            assert_eq!(no_prefetch[r].to_bits(), want[r].to_bits(), "{what} row {r} (no prefetch)");
         }
         // And the scalar row-major kernel, as a check of the reference itself.
-        assert_eq!(
-            want.map(f32::to_bits),
-            row_dots(rows, nb, a).map(f32::to_bits),
-            "{what}"
-        );
+        assert_eq!(want.map(f32::to_bits), row_dots(rows, nb, a).map(f32::to_bits), "{what}");
     }
 
     #[test]
@@ -192,18 +166,8 @@ mod tests {
         }
         for (nb, seed) in [(1, 41), (2, 42), (3, 43), (16, 44)] {
             let a = activations(nb, seed + 100);
-            check(
-                &quantized_rows(8, nb, seed),
-                nb,
-                &a,
-                &format!("quantized nb {nb}"),
-            );
-            check(
-                &random_blocks(8, nb, seed + 200),
-                nb,
-                &a,
-                &format!("random bytes nb {nb}"),
-            );
+            check(&quantized_rows(8, nb, seed), nb, &a, &format!("quantized nb {nb}"));
+            check(&random_blocks(8, nb, seed + 200), nb, &a, &format!("random bytes nb {nb}"));
         }
     }
 
@@ -214,19 +178,8 @@ mod tests {
             return;
         }
         // Largest i16 pair sums (63·±128 twice) and largest scales of both signs.
-        for (q, sc, v) in [
-            (63u8, -128i8, 127i8),
-            (63, -128, -128),
-            (0, 127, -128),
-            (63, 127, 127),
-            (0, -128, 127),
-        ] {
-            check(
-                &constant_blocks(8, 3, q, sc),
-                3,
-                &constant_activations(3, v),
-                &format!("q {q} sc {sc} a {v}"),
-            );
+        for (q, sc, v) in [(63u8, -128i8, 127i8), (63, -128, -128), (0, 127, -128), (63, 127, 127), (0, -128, 127)] {
+            check(&constant_blocks(8, 3, q, sc), 3, &constant_activations(3, v), &format!("q {q} sc {sc} a {v}"));
         }
     }
 
@@ -262,9 +215,6 @@ mod tests {
         let zero = unsafe { dot_x8(&[], &[]) };
         assert_eq!(zero, [0.0; 8]);
         let one = unsafe { dot_x8(&g[..GROUP_BLOCK_BYTES], &a[..1]) };
-        assert_eq!(
-            one.map(f32::to_bits),
-            x8::dot_x8(&g[..GROUP_BLOCK_BYTES], &a[..1]).map(f32::to_bits)
-        );
+        assert_eq!(one.map(f32::to_bits), x8::dot_x8(&g[..GROUP_BLOCK_BYTES], &a[..1]).map(f32::to_bits));
     }
 }

@@ -9,11 +9,11 @@
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_x8;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod x8;
 #[cfg(target_arch = "x86_64")]
 mod x8_shuffle_avx2;
-#[cfg(target_arch = "aarch64")]
-pub mod neon;
 
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::scale_search::{make_qx_quants, GROUP_MAX_EPS};

@@ -40,8 +40,11 @@ fn scaled_sum(x: &BlockQ6K, y: &BlockQ8K) -> i32 {
             for k in 0..4 {
                 // Elements 128n + 32k + l: nibble k/2 of ql[32(k%2) + l], bits 2k..2k+2 of qh[l].
                 let (l0, l1) = (ql[2 * (k % 2)], ql[2 * (k % 2) + 1]);
-                let (l0, l1) =
-                    if k < 2 { (vandq_u8(l0, m4), vandq_u8(l1, m4)) } else { (vshrq_n_u8::<4>(l0), vshrq_n_u8::<4>(l1)) };
+                let (l0, l1) = if k < 2 {
+                    (vandq_u8(l0, m4), vandq_u8(l1, m4))
+                } else {
+                    (vshrq_n_u8::<4>(l0), vshrq_n_u8::<4>(l1))
+                };
                 let high = |h: uint8x16_t| match k {
                     0 => vandq_u8(vshlq_n_u8::<4>(h), m2),
                     1 => vandq_u8(vshlq_n_u8::<2>(h), m2),
@@ -79,7 +82,13 @@ mod tests {
 
     #[test]
     fn matches_scalar_reference_bit_for_bit() {
-        let r = run(&Case { format: BlockFormat::Q6_K, scalar: super::super::vec_dot, neon: vec_dot, min_magnitude: no_min, bit_exact: true });
+        let r = run(&Case {
+            format: BlockFormat::Q6_K,
+            scalar: super::super::vec_dot,
+            neon: vec_dot,
+            min_magnitude: no_min,
+            bit_exact: true,
+        });
         assert!(r.pairs > 0);
     }
 }

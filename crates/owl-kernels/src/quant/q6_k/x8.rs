@@ -103,11 +103,7 @@ const _: () = assert!(D_AT + 2 == BLOCK_BYTES);
 /// words, with no intermediate quant array.
 #[inline(always)]
 fn row_words_at(n: usize, h: usize, i: usize) -> [usize; 3] {
-    [
-        QL_AT + 64 * n + 16 * h + 4 * i,
-        QL_AT + 64 * n + 32 + 16 * h + 4 * i,
-        QH_AT + 32 * n + 16 * h + 4 * i,
-    ]
+    [QL_AT + 64 * n + 16 * h + 4 * i, QL_AT + 64 * n + 32 + 16 * h + 4 * i, QH_AT + 32 * n + 16 * h + 4 * i]
 }
 
 /// Offset in a group-block of vector `V_v` of sub-block `8n + 2k + h`.
@@ -180,8 +176,7 @@ fn interleave_row(blk: &[u8; BLOCK_BYTES], r: usize, gb: &mut [u8; GROUP_BLOCK_B
     for n in 0..2 {
         for h in 0..2 {
             // c[i][k]: chunk i of sub-block k.
-            let c: [[u32; 4]; 4] =
-                std::array::from_fn(|i| unpack_chunks(row_words_at(n, h, i).map(|at| rd(blk, at))));
+            let c: [[u32; 4]; 4] = std::array::from_fn(|i| unpack_chunks(row_words_at(n, h, i).map(|at| rd(blk, at))));
             for k in 0..4 {
                 let c3 = c[3][k];
                 for v in 0..3 {
@@ -210,9 +205,7 @@ fn group_quants(gb: &[u8]) -> [[u8; QK_K]; 8] {
             for (i, &bi) in b.iter().enumerate() {
                 put_word(qr, 16 * j + 4 * i, bi & 0x3F3F_3F3F);
             }
-            let top = ((b[0] >> 6) & 0x0303_0303)
-                | ((b[1] >> 4) & 0x0C0C_0C0C)
-                | ((b[2] >> 2) & 0x3030_3030);
+            let top = ((b[0] >> 6) & 0x0303_0303) | ((b[1] >> 4) & 0x0C0C_0C0C) | ((b[2] >> 2) & 0x3030_3030);
             put_word(qr, 16 * j + 12, top);
         }
     }
@@ -312,11 +305,7 @@ pub(crate) mod reference {
                 put_word(&mut b.ql, 64 * n + l, (q1 & nib) | ((q3 & nib) << 4));
                 put_word(&mut b.ql, 64 * n + 32 + l, (q2 & nib) | ((q4 & nib) << 4));
                 let top = |q: u32| (q >> 4) & 0x0303_0303;
-                put_word(
-                    &mut b.qh,
-                    32 * n + l,
-                    top(q1) | (top(q2) << 2) | (top(q3) << 4) | (top(q4) << 6),
-                );
+                put_word(&mut b.qh, 32 * n + l, top(q1) | (top(q2) << 2) | (top(q3) << 4) | (top(q4) << 6));
             }
         }
     }
@@ -327,8 +316,7 @@ pub(crate) mod reference {
             for j in 0..QK_K / 16 {
                 let w3 = word(qr, 16 * j + 12);
                 for i in 0..3 {
-                    let w = (word(qr, 16 * j + 4 * i) & 0x3F3F_3F3F)
-                        | (((w3 >> (2 * i)) & 0x0303_0303) << 6);
+                    let w = (word(qr, 16 * j + 4 * i) & 0x3F3F_3F3F) | (((w3 >> (2 * i)) & 0x0303_0303) << 6);
                     put_word(gb, QUANTS_AT + SUB_BLOCK_BYTES * j + 32 * i + 4 * r, w);
                 }
             }
@@ -399,10 +387,7 @@ pub(crate) mod test_data {
         for (i, blk) in bytes.chunks_exact_mut(BLOCK_BYTES).enumerate() {
             // f16 exponent field 1..=11, random mantissa, random sign.
             let e = 1 + (blk[0] as u16 % 11);
-            let bits = (u16::from(blk[1] & 0x80) << 8)
-                | (e << 10)
-                | (u16::from(blk[2]) << 2)
-                | (i as u16 % 4);
+            let bits = (u16::from(blk[1] & 0x80) << 8) | (e << 10) | (u16::from(blk[2]) << 2) | (i as u16 % 4);
             blk[BLOCK_BYTES - 2..].copy_from_slice(&bits.to_le_bytes());
         }
         bytes
@@ -418,11 +403,7 @@ pub(crate) mod test_data {
 
     /// Q8_K blocks with every quant `v` (bsums consistent), `d = 0.5`.
     pub(crate) fn constant_activations(nb: usize, v: i8) -> Vec<BlockQ8K> {
-        let blk = BlockQ8K {
-            d: 0.5,
-            qs: [v; QK_K],
-            bsums: [16 * v as i16; QK_K / 16],
-        };
+        let blk = BlockQ8K { d: 0.5, qs: [v; QK_K], bsums: [16 * v as i16; QK_K / 16] };
         vec![blk; nb]
     }
 
@@ -438,8 +419,7 @@ pub(crate) mod test_data {
     /// `vec_dot` of each of the 8 row-major rows.
     pub(crate) fn row_dots(rows: &[u8], nb: usize, a: &[BlockQ8K]) -> [f32; 8] {
         std::array::from_fn(|r| {
-            let w: &[BlockQ6K] =
-                bytemuck::cast_slice(&rows[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES]);
+            let w: &[BlockQ6K] = bytemuck::cast_slice(&rows[r * nb * BLOCK_BYTES..(r + 1) * nb * BLOCK_BYTES]);
             super::super::vec_dot(w, a)
         })
     }
@@ -469,10 +449,8 @@ mod tests {
     #[test]
     fn fast_paths_equal_the_reference() {
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-        let mut paths: Vec<(&str, GroupMove, GroupMove)> = vec![
-            ("portable", interleave_portable, deinterleave_portable),
-            ("dispatch", interleave, deinterleave),
-        ];
+        let mut paths: Vec<(&str, GroupMove, GroupMove)> =
+            vec![("portable", interleave_portable, deinterleave_portable), ("dispatch", interleave, deinterleave)];
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
             paths.push((
@@ -498,10 +476,7 @@ mod tests {
         for blk in bytemuck::cast_slice::<u8, BlockQ6K>(&bytes) {
             let q = unpack_quants(blk);
             let want = blk.quants();
-            assert!(q
-                .iter()
-                .zip(&want)
-                .all(|(&u, &s)| u as i32 - 32 == s as i32));
+            assert!(q.iter().zip(&want).all(|(&u, &s)| u as i32 - 32 == s as i32));
             let mut back = *blk;
             back.ql = [0; QK_K / 2];
             back.qh = [0; QK_K / 4];
@@ -516,9 +491,8 @@ mod tests {
         // element 16·3 + 4 + 2 (second chunk, k = 2) share byte 4·5 + 2 of V_1.
         let nb = 2;
         let mut rows = random_blocks(8, nb, 21);
-        let blk: &mut BlockQ6K = bytemuck::from_bytes_mut(
-            &mut rows[(5 * nb + 1) * BLOCK_BYTES..(5 * nb + 2) * BLOCK_BYTES],
-        );
+        let blk: &mut BlockQ6K =
+            bytemuck::from_bytes_mut(&mut rows[(5 * nb + 1) * BLOCK_BYTES..(5 * nb + 2) * BLOCK_BYTES]);
         let mut q = unpack_quants(blk);
         q[16 * 3 + 4 + 2] = 0b10_1101;
         q[16 * 3 + 12 + 2] = 0b01_10_11;
@@ -527,10 +501,7 @@ mod tests {
         let d = blk.d;
         let g = interleaved(&rows, nb);
         let gb = &g[GROUP_BLOCK_BYTES..];
-        assert_eq!(
-            gb[QUANTS_AT + 96 * 3 + 32 + 4 * 5 + 2],
-            (0b10 << 6) | 0b10_1101
-        );
+        assert_eq!(gb[QUANTS_AT + 96 * 3 + 32 + 4 * 5 + 2], (0b10 << 6) | 0b10_1101);
         assert_eq!(gb[SCALES_AT + 16 * 3 + 2 * 5 + 1] as i8, -77);
         assert_eq!(gb[10..12], d);
     }
@@ -541,20 +512,11 @@ mod tests {
     fn dot_x8_equals_scalar_vec_dot_bit_for_bit() {
         for (nb, seed) in [(1, 31), (2, 32), (5, 33)] {
             let a = activations(nb, seed + 100);
-            for rows in [
-                quantized_rows(8, nb, seed),
-                random_blocks(8, nb, seed + 200),
-            ] {
+            for rows in [quantized_rows(8, nb, seed), random_blocks(8, nb, seed + 200)] {
                 let got = dot_x8(&interleaved(&rows, nb), &a);
                 let want = row_dots(&rows, nb, &a);
                 for r in 0..8 {
-                    assert_eq!(
-                        got[r].to_bits(),
-                        want[r].to_bits(),
-                        "nb {nb} row {r}: {} vs {}",
-                        got[r],
-                        want[r]
-                    );
+                    assert_eq!(got[r].to_bits(), want[r].to_bits(), "nb {nb} row {r}: {} vs {}", got[r], want[r]);
                     assert!(want[r] != 0.0);
                 }
             }
@@ -564,13 +526,7 @@ mod tests {
     /// Extreme quants, scales and activations: the integer sums still match (no overflow).
     #[test]
     fn dot_x8_extremes_match_scalar() {
-        for (q, sc, v) in [
-            (63u8, -128i8, 127i8),
-            (63, -128, -128),
-            (0, 127, -128),
-            (63, 127, 127),
-            (0, -128, 127),
-        ] {
+        for (q, sc, v) in [(63u8, -128i8, 127i8), (63, -128, -128), (0, 127, -128), (63, 127, 127), (0, -128, 127)] {
             let rows = constant_blocks(8, 2, q, sc);
             let a = constant_activations(2, v);
             let got = dot_x8(&interleaved(&rows, 2), &a);

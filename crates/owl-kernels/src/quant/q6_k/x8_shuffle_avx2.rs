@@ -103,10 +103,7 @@ unsafe fn load_vector(g: *const u8, n: usize, k: usize, h: usize, v: usize) -> _
 unsafe fn chunk3(v0: __m256i, v1: __m256i, v2: __m256i, m: Masks) -> __m256i {
     unsafe {
         or(
-            or(
-                and(_mm256_srli_epi16::<6>(v0), m.m03),
-                and(_mm256_srli_epi16::<4>(v1), m.m0c),
-            ),
+            or(and(_mm256_srli_epi16::<6>(v0), m.m03), and(_mm256_srli_epi16::<4>(v1), m.m0c)),
             and(_mm256_srli_epi16::<2>(v2), m.m30),
         )
     }
@@ -122,10 +119,7 @@ unsafe fn pack_chunks(c: [__m256i; 4], m: Masks) -> [__m256i; 3] {
             or(and(c[0], m.m0f), _mm256_slli_epi16::<4>(and(c[2], m.m0f))),
             or(and(c[1], m.m0f), _mm256_slli_epi16::<4>(and(c[3], m.m0f))),
             or(
-                or(
-                    and(_mm256_srli_epi16::<4>(c[0]), m.m03),
-                    and(_mm256_srli_epi16::<2>(c[1]), m.m0c),
-                ),
+                or(and(_mm256_srli_epi16::<4>(c[0]), m.m03), and(_mm256_srli_epi16::<2>(c[1]), m.m0c)),
                 or(and(c[2], m.m30), and(_mm256_slli_epi16::<2>(c[3]), m.mc0)),
             ),
         ]
@@ -340,8 +334,7 @@ pub(crate) unsafe fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
         // the row pointers are only read through.
         unsafe {
             let [r0, r1, r2, r3, r4, r5, r6, r7] = row_blocks(base, nb, b);
-            let rows = [r0, r1, r2, r3, r4, r5, r6, r7]
-                .map(|p| p.cast_const());
+            let rows = [r0, r1, r2, r3, r4, r5, r6, r7].map(|p| p.cast_const());
             let g = gb.as_mut_ptr();
             let m = Masks::new();
             for n in 0..2 {
@@ -359,11 +352,7 @@ pub(crate) unsafe fn interleave(src: &[u8], nb: usize, dst: &mut [u8]) {
                     ];
                     for k in 0..4 {
                         let c3 = c[3][k];
-                        let tops = [
-                            _mm256_slli_epi16::<6>(c3),
-                            _mm256_slli_epi16::<4>(c3),
-                            _mm256_slli_epi16::<2>(c3),
-                        ];
+                        let tops = [_mm256_slli_epi16::<6>(c3), _mm256_slli_epi16::<4>(c3), _mm256_slli_epi16::<2>(c3)];
                         for (v, top) in tops.into_iter().enumerate() {
                             let w = or(c[v][k], and(top, m.mc0));
                             _mm256_storeu_si256(g.add(vector_at(n, k, h, v)).cast(), w);

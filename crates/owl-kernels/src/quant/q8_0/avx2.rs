@@ -27,8 +27,8 @@ use std::arch::x86_64::*;
 
 use super::{BlockQ8_0, QK8_0};
 use crate::quant::simd_x86::{
-    dot_i8x32, f16_to_f32, f32_to_f16, hsum_f32x8, load_f32x8_at, load_i8x32, max_abs,
-    pack_i32_to_i8, pair_scales, prefetch_ahead, round_half_away, store_i8x32,
+    dot_i8x32, f16_to_f32, f32_to_f16, hsum_f32x8, load_f32x8_at, load_i8x32, max_abs, pack_i32_to_i8, pair_scales,
+    prefetch_ahead, round_half_away, store_i8x32,
 };
 use crate::quant::util::inverse_or_zero;
 
@@ -78,11 +78,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ8_0], a: [&[BlockQ8_0]; N]) -
             for t in 0..N {
                 let y0 = a[t].get_unchecked(i);
                 let d0 = _mm256_set1_ps(f16_to_f32(x0.d) * f16_to_f32(y0.d));
-                acc0[t] = _mm256_fmadd_ps(
-                    d0,
-                    _mm256_cvtepi32_ps(dot_i8x32(q0, load_i8x32(&y0.qs))),
-                    acc0[t],
-                );
+                acc0[t] = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(dot_i8x32(q0, load_i8x32(&y0.qs))), acc0[t]);
             }
         }
         let mut out = [0.0f32; N];
@@ -103,12 +99,7 @@ pub unsafe fn quantize(src: &[f32], out: &mut [BlockQ8_0]) {
     for (x, b) in src.chunks_exact(QK8_0).zip(out.iter_mut()) {
         // SAFETY: features guaranteed by the caller; `x` is 32 floats long.
         unsafe {
-            let v = [
-                load_f32x8_at(x, 0),
-                load_f32x8_at(x, 8),
-                load_f32x8_at(x, 16),
-                load_f32x8_at(x, 24),
-            ];
+            let v = [load_f32x8_at(x, 0), load_f32x8_at(x, 8), load_f32x8_at(x, 16), load_f32x8_at(x, 24)];
             let (d, q) = quantize_block(&v);
             b.d = f32_to_f16(d);
             store_i8x32(&mut b.qs, pack_i32_to_i8(q[0], q[1], q[2], q[3]));
@@ -139,10 +130,7 @@ unsafe fn round_to_i8_lanes(x: __m256) -> __m256i {
     unsafe {
         let r = round_half_away(x);
         let r = _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
-        let r = _mm256_min_ps(
-            _mm256_max_ps(r, _mm256_set1_ps(-128.0)),
-            _mm256_set1_ps(127.0),
-        );
+        let r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-128.0)), _mm256_set1_ps(127.0));
         _mm256_cvtps_epi32(r)
     }
 }

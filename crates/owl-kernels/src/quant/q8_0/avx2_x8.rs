@@ -80,8 +80,11 @@ mod tests {
             let got = unsafe { dot_x8(&g, a) };
             let rows: &[BlockQ8_0] = bytemuck::cast_slice(&w);
             for r in 0..8 {
-                let mag: f32 =
-                    rows[r * nb..(r + 1) * nb].iter().zip(a).map(|(x, y)| (x.d() * y.d()).abs() * 128.0 * 127.0 * 32.0).sum();
+                let mag: f32 = rows[r * nb..(r + 1) * nb]
+                    .iter()
+                    .zip(a)
+                    .map(|(x, y)| (x.d() * y.d()).abs() * 128.0 * 127.0 * 32.0)
+                    .sum();
                 assert!((got[r] - want[r]).abs() <= 2e-6 * mag, "nb {nb} row {r}: {} vs {}", got[r], want[r]);
             }
         }

@@ -28,7 +28,13 @@ mod tests {
 
     #[test]
     fn matches_scalar_reference() {
-        let r = run(&Case { format: BlockFormat::Q8_0, scalar: super::super::vec_dot, neon: vec_dot, min_magnitude: no_min, bit_exact: false });
+        let r = run(&Case {
+            format: BlockFormat::Q8_0,
+            scalar: super::super::vec_dot,
+            neon: vec_dot,
+            min_magnitude: no_min,
+            bit_exact: false,
+        });
         assert!(r.pairs > 0);
     }
 }

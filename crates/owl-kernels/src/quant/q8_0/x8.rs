@@ -85,7 +85,11 @@ mod tests {
             let rows: &[BlockQ8_0] = bytemuck::cast_slice(&w);
             let got = dot_x8(&g, a);
             for r in 0..8 {
-                assert_eq!(got[r].to_bits(), super::super::vec_dot(&rows[r * nb..(r + 1) * nb], a).to_bits(), "nb {nb} row {r}");
+                assert_eq!(
+                    got[r].to_bits(),
+                    super::super::vec_dot(&rows[r * nb..(r + 1) * nb], a).to_bits(),
+                    "nb {nb} row {r}"
+                );
             }
         }
     }

@@ -27,18 +27,10 @@ pub unsafe fn quantize(src: &[f32], out: &mut [BlockQ8_1]) {
     for (x, b) in src.chunks_exact(QK8_1).zip(out.iter_mut()) {
         // SAFETY: features guaranteed by the caller; `x` is 32 floats long.
         unsafe {
-            let v = [
-                load_f32x8_at(x, 0),
-                load_f32x8_at(x, 8),
-                load_f32x8_at(x, 16),
-                load_f32x8_at(x, 24),
-            ];
+            let v = [load_f32x8_at(x, 0), load_f32x8_at(x, 8), load_f32x8_at(x, 16), load_f32x8_at(x, 24)];
             let (d, q) = quantize_block(&v);
             b.d = f32_to_f16(d);
-            let sum = hsum_i32x8(_mm256_add_epi32(
-                _mm256_add_epi32(q[0], q[1]),
-                _mm256_add_epi32(q[2], q[3]),
-            ));
+            let sum = hsum_i32x8(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
             b.s = f32_to_f16(sum as f32 * d);
             store_i8x32(&mut b.qs, pack_i32_to_i8(q[0], q[1], q[2], q[3]));
         }

@@ -15,9 +15,7 @@
 use std::arch::x86_64::*;
 
 use super::BlockQ8K;
-use crate::quant::simd_x86::{
-    load_f32x8_at, max_lane, pack_i32_to_i8, round_half_even, store_i8x32_at,
-};
+use crate::quant::simd_x86::{load_f32x8_at, max_lane, pack_i32_to_i8, round_half_even, store_i8x32_at};
 use crate::quant::QK_K;
 
 /// Quantizes f32 activations to Q8_K exactly as the scalar [`super::quantize`] does.
@@ -58,10 +56,7 @@ unsafe fn quantize_block(x: &[f32], b: &mut BlockQ8K) {
         let mut max = amax;
         for k in 0..QK_K / 8 {
             let v = load_f32x8_at(x, 8 * k);
-            let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(
-                _mm256_andnot_ps(sign, v),
-                target,
-            ));
+            let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_andnot_ps(sign, v), target));
             if hit != 0 {
                 max = x[8 * k + hit.trailing_zeros() as usize];
                 break;
@@ -89,12 +84,8 @@ unsafe fn quantize_block(x: &[f32], b: &mut BlockQ8K) {
             part[2 * g] = _mm256_add_epi32(q[0], q[1]);
             part[2 * g + 1] = _mm256_add_epi32(q[2], q[3]);
         }
-        let lo = reduce8(&[
-            part[0], part[1], part[2], part[3], part[4], part[5], part[6], part[7],
-        ]);
-        let hi = reduce8(&[
-            part[8], part[9], part[10], part[11], part[12], part[13], part[14], part[15],
-        ]);
+        let lo = reduce8(&[part[0], part[1], part[2], part[3], part[4], part[5], part[6], part[7]]);
+        let hi = reduce8(&[part[8], part[9], part[10], part[11], part[12], part[13], part[14], part[15]]);
         // i32 → i16 (sums of 16 quants fit: |Σ| ≤ 2032); packs works per 128-bit lane.
         let packed = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packs_epi32(lo, hi));
         _mm256_storeu_si256(b.bsums.as_mut_ptr().cast(), packed);
@@ -115,9 +106,6 @@ unsafe fn reduce8(s: &[__m256i; 8]) -> __m256i {
         // Per 128-bit lane: [Σs0, Σs1, Σs2, Σs3] over that lane's 4 elements (u0), s4..s7 (u1).
         let u0 = _mm256_hadd_epi32(t0, t1);
         let u1 = _mm256_hadd_epi32(t2, t3);
-        _mm256_add_epi32(
-            _mm256_permute2x128_si256::<0x20>(u0, u1),
-            _mm256_permute2x128_si256::<0x31>(u0, u1),
-        )
+        _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(u0, u1), _mm256_permute2x128_si256::<0x31>(u0, u1))
     }
 }
