@@ -50,6 +50,9 @@ pub enum TemplateError {
     /// attribute, a type error, or an exhausted instruction budget.
     #[error("chat template failed: {0}")]
     Render(String),
+    /// The template reaches for what a chat template never needs (Python internals).
+    #[error("chat template refused: {0}")]
+    Unsafe(String),
     /// The rendered prompt grew past the output limit.
     #[error("chat template output exceeds {limit} bytes")]
     OutputTooLarge { limit: usize },

@@ -33,7 +33,7 @@ use tokenizers::{
     TokenizerBuilder,
 };
 
-use crate::decode::{byte_to_unicode_table, DecodeTable, PieceRule};
+use crate::decode::{byte_to_unicode_table, byte_token_value, DecodeTable, PieceRule};
 use crate::engine::{Engine, Pipeline, SharedModel};
 use crate::error::TokenizerError;
 use crate::gguf_vocab::{GgufVocab, TokenType};
@@ -60,11 +60,47 @@ pub(crate) fn is_gemma(vocab: &GgufVocab) -> bool {
 }
 
 pub(crate) fn build_from_gguf_vocab(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
+    check_vocabulary(vocab)?;
     match vocab.model.as_str() {
         "gpt2" => build_byte_level(vocab),
         "llama" | "gemma4" => build_sentencepiece(vocab),
         other => Err(TokenizerError::UnsupportedModel(other.to_string())),
     }
+}
+
+/// What every tokenizer family needs of a vocabulary: tokens, special ids inside it, and
+/// byte tokens that really are `<0xHH>` (a byte-typed `<0x-1>` or `<0xZZ>` is how
+/// CVE-2025-49847-class loaders were made to write outside their byte table).
+fn check_vocabulary(vocab: &GgufVocab) -> Result<(), TokenizerError> {
+    let n = vocab.tokens.len();
+    if n == 0 {
+        return Err(TokenizerError::BadKey { key: "tokenizer.ggml.tokens", problem: "the vocabulary is empty".into() });
+    }
+    let ids = [
+        ("tokenizer.ggml.bos_token_id", vocab.bos_id),
+        ("tokenizer.ggml.eos_token_id", vocab.eos_id),
+        ("tokenizer.ggml.unknown_token_id", vocab.unk_id),
+        ("tokenizer.ggml.padding_token_id", vocab.pad_id),
+        ("tokenizer.ggml.eot_token_id", vocab.eot_id),
+        ("tokenizer.ggml.eom_token_id", vocab.eom_id),
+    ];
+    for (key, id) in ids {
+        if let Some(id) = id.filter(|&id| id as usize >= n) {
+            return Err(TokenizerError::BadKey {
+                key,
+                problem: format!("token id {id} is outside the vocabulary of {n} tokens"),
+            });
+        }
+    }
+    for (i, text) in vocab.tokens.iter().enumerate() {
+        if vocab.token_type(i) == TokenType::Byte && byte_token_value(text).is_none() {
+            return Err(TokenizerError::BadKey {
+                key: "tokenizer.ggml.token_type",
+                problem: format!("token {i} is typed as a byte token, but its text {text:?} is not <0xHH>"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Ids that are special: control and unknown types plus the declared bos/eos/unk/pad.

@@ -74,9 +74,18 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<TokenizerParts, TokenizerError> 
     };
 
     // Every id the model or the added vocabulary knows, and its piece.
+    const MAX_TOKEN_ID: u32 = 1 << 24;
     let added = pipeline.get_added_tokens_decoder();
     let model_vocab = pipeline.get_model().get_vocab();
     let max_id = model_vocab.values().chain(added.keys()).copied().max().unwrap_or(0);
+    // The id table is sized by the largest id: a file naming id 4e9 must not make us
+    // allocate 100 GB. No real vocabulary comes near 2^24 tokens.
+    if max_id >= MAX_TOKEN_ID {
+        return Err(TokenizerError::BadFile {
+            path: dir.join("tokenizer.json"),
+            problem: format!("token id {max_id} is beyond any real vocabulary (at most {MAX_TOKEN_ID} ids)"),
+        });
+    }
     let size = max_id as usize + 1;
     let mut pieces = vec![String::new(); size];
     for (piece, id) in &model_vocab {

@@ -11,9 +11,13 @@
 //! `str()` prints them. `{% generation %}` blocks (transformers' assistant-mask extension)
 //! are accepted and render their content.
 //!
-//! Sandbox: there is no loader, so `include`/`import`/`extends` fail; rendering runs on an
-//! instruction budget ("fuel", which also caps the memory a template can allocate) and the
-//! output is capped ([`RenderLimits`]).
+//! Sandbox (docs/SECURITY.md): there is no loader, so `include`/`import`/`extends` fail;
+//! there is no Python object model behind the values, and a template that names a Python
+//! internal (`__class__`, `__globals__`, ...: the server-side template injection payloads of
+//! CVE-2024-34359 and CVE-2026-5760) is refused when it is compiled; rendering runs on an
+//! instruction budget ("fuel", which minijinja also charges for the bytes a string operation
+//! builds, so `'x' * 10**12` and doubling loops run out of it), a recursion limit, and a cap
+//! on the output ([`RenderLimits`]).
 
 mod builtin;
 mod message;
@@ -55,13 +59,18 @@ pub struct RenderLimits {
     pub max_output_bytes: usize,
     /// minijinja instruction budget; also caps allocations at roughly 64 bytes a unit.
     pub fuel: u64,
+    /// Nesting depth of loops, conditionals and macro calls (minijinja counts a macro call
+    /// as several levels); at most minijinja's own cap of 500.
+    pub max_recursion: usize,
 }
 
 impl Default for RenderLimits {
     fn default() -> Self {
         // A 1M-token context is ~4 MiB of text; 16 MiB leaves room for any real prompt.
         // 20M instructions render a 10k-message conversation with tools in well under a second.
-        RenderLimits { max_output_bytes: 16 << 20, fuel: 20_000_000 }
+        // 200 levels stay far inside a 2 MiB thread stack (a server worker's), and no real
+        // template nests a tenth as deep.
+        RenderLimits { max_output_bytes: 16 << 20, fuel: 20_000_000, max_recursion: 200 }
     }
 }
 
@@ -226,7 +235,9 @@ fn parse_tool_call_arguments(calls: &serde_json::Value) -> serde_json::Value {
 }
 
 fn build_environment(source: &str, limits: RenderLimits) -> Result<Environment<'static>, TemplateError> {
+    refuse_python_internals(source)?;
     let mut env = Environment::new();
+    env.set_recursion_limit(limits.max_recursion);
     let syntax = SyntaxConfig::builder()
         .trim_blocks(true)
         .lstrip_blocks(true)
@@ -238,7 +249,13 @@ fn build_environment(source: &str, limits: RenderLimits) -> Result<Environment<'
     env.set_formatter(|out, _state, value| {
         out.write_str(&pyrepr::python_str(value)).map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))
     });
-    env.add_filter("tojson", pyjson::tojson_filter);
+    let max_bytes = limits.max_output_bytes;
+    env.add_filter(
+        "tojson",
+        move |value: Value, ensure_ascii: Option<Value>, indent: Option<Value>, kwargs: minijinja::value::Kwargs| {
+            pyjson::tojson_filter(value, ensure_ascii, indent, kwargs, max_bytes)
+        },
+    );
     env.add_function("raise_exception", |msg: String| -> Result<Value, Error> {
         Err(Error::new(ErrorKind::InvalidOperation, msg))
     });
@@ -250,6 +267,38 @@ fn build_environment(source: &str, limits: RenderLimits) -> Result<Environment<'
     env.add_template_owned(TEMPLATE_NAME, accept_generation_blocks(source))
         .map_err(|e| TemplateError::Syntax(describe(&e)))?;
     Ok(env)
+}
+
+/// Refuses a template that names a Python dunder attribute (`x.__class__`, `x['__globals__']`,
+/// `attr('__init__')`): the path of every Jinja SSTI payload to the interpreter. minijinja
+/// has no such attributes, so such a template could only fail later with an obscure error;
+/// real chat templates never use them. Names are matched in the whole source text, string
+/// literals and plain text included: a dunder anywhere is refused, which no published
+/// template trips over.
+fn refuse_python_internals(source: &str) -> Result<(), TemplateError> {
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    while let Some(at) = source[i..].find("__") {
+        let start = i + at;
+        let word_start = start == 0 || !is_ident(bytes[start - 1]);
+        let mut end = start + 2;
+        while end < bytes.len() && is_ident(bytes[end]) {
+            end += 1;
+        }
+        let word = &source[start..end];
+        if word_start && word.len() > 4 && word.ends_with("__") && word[2..word.len() - 2].bytes().any(|b| b != b'_') {
+            let line = source[..start].matches('\n').count() + 1;
+            return Err(TemplateError::Unsafe(format!(
+                "it names the Python internal `{word}` (line {line}), the way template-injection attacks reach the interpreter; chat templates never need it"
+            )));
+        }
+        i = end.max(start + 2);
+    }
+    Ok(())
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// An error with its chain and the template line it points at, on one line.

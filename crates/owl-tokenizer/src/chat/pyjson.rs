@@ -16,15 +16,21 @@ struct Style {
     key_sep: String,
     sort_keys: bool,
     ensure_ascii: bool,
+    /// The most bytes one call may write: a value built to be exponentially large when
+    /// written (a dict holding itself twice, a lazily doubled list) stops here, not at the
+    /// end of the machine's memory.
+    max_bytes: usize,
 }
 
 /// The filter: `value | tojson(ensure_ascii=False, indent=None, separators=None, sort_keys=False)`;
-/// the first two may be given positionally, in transformers' order.
+/// the first two may be given positionally, in transformers' order. Writes at most
+/// `max_bytes` (the template's output limit).
 pub(crate) fn tojson_filter(
     value: Value,
     ensure_ascii: Option<Value>,
     indent: Option<Value>,
     kwargs: Kwargs,
+    max_bytes: usize,
 ) -> Result<Value, Error> {
     let pick = |positional: Option<Value>, name: &str| -> Result<Option<Value>, Error> {
         match positional {
@@ -54,10 +60,21 @@ pub(crate) fn tojson_filter(
     };
     let sort_keys = pick(None, "sort_keys")?.is_some_and(|v| v.is_true());
     kwargs.assert_all_used()?;
-    let style = Style { indent, item_sep, key_sep, sort_keys, ensure_ascii };
+    let style = Style { indent, item_sep, key_sep, sort_keys, ensure_ascii, max_bytes };
     let mut out = String::new();
     write_value(&mut out, &value, &style, 0)?;
     Ok(Value::from(out))
+}
+
+fn check_size(out: &str, style: &Style) -> Result<(), Error> {
+    if out.len() > style.max_bytes {
+        return Err(too_large(style));
+    }
+    Ok(())
+}
+
+fn too_large(style: &Style) -> Error {
+    bad(&format!("the JSON text would exceed the template output limit of {} bytes", style.max_bytes))
 }
 
 fn bad(msg: &str) -> Error {
@@ -102,20 +119,21 @@ fn write_value(out: &mut String, value: &Value, style: &Style, depth: usize) -> 
             write_str(out, &text, style.ensure_ascii)
         }
         ValueKind::Seq | ValueKind::Iterable => {
-            let items: Vec<Value> = value.try_iter()?.collect();
-            if items.is_empty() {
-                out.push_str("[]");
-                return Ok(());
-            }
+            // Item by item, never collected: a lazy sequence may be far longer than memory.
             out.push('[');
-            for (i, item) in items.iter().enumerate() {
+            let mut empty = true;
+            for (i, item) in value.try_iter()?.enumerate() {
                 if i > 0 {
                     out.push_str(&style.item_sep);
                 }
+                empty = false;
                 newline_indent(out, style, depth + 1);
-                write_value(out, item, style, depth + 1)?;
+                write_value(out, &item, style, depth + 1)?;
+                check_size(out, style)?;
             }
-            newline_indent(out, style, depth);
+            if !empty {
+                newline_indent(out, style, depth);
+            }
             out.push(']');
         }
         ValueKind::Map => {
@@ -123,6 +141,9 @@ fn write_value(out: &mut String, value: &Value, style: &Style, depth: usize) -> 
             for key in value.try_iter()? {
                 let item = value.get_item(&key)?;
                 pairs.push((key_string(&key)?, item));
+                if pairs.len() > style.max_bytes / 4 {
+                    return Err(too_large(style));
+                }
             }
             if style.sort_keys {
                 pairs.sort_by(|a, b| a.0.cmp(&b.0));
@@ -140,6 +161,7 @@ fn write_value(out: &mut String, value: &Value, style: &Style, depth: usize) -> 
                 write_str(out, k, style.ensure_ascii);
                 out.push_str(&style.key_sep);
                 write_value(out, v, style, depth + 1)?;
+                check_size(out, style)?;
             }
             newline_indent(out, style, depth);
             out.push('}');

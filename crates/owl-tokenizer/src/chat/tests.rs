@@ -86,7 +86,7 @@ fn sandboxed_and_bounded() {
     // output cap
     let t = ChatTemplate::new("{% for i in range(1000) %}{{ 'x' * 100 }}{% endfor %}", "", "")
         .unwrap()
-        .with_limits(RenderLimits { max_output_bytes: 10_000, fuel: 10_000_000 })
+        .with_limits(RenderLimits { max_output_bytes: 10_000, fuel: 10_000_000, max_recursion: 200 })
         .unwrap();
     assert_eq!(t.render(&[], None, false).unwrap_err(), TemplateError::OutputTooLarge { limit: 10_000 });
 }
@@ -118,4 +118,24 @@ fn builtin_templates() {
     );
     assert_eq!(builtin_template_for_architecture("gemma3"), Some(GEMMA_TEMPLATE));
     assert_eq!(builtin_template_for_architecture("llama"), None);
+}
+
+#[test]
+fn python_internals_are_refused_at_compile_time() {
+    for src in [
+        "{{ ''.__class__ }}",
+        "{{ x['__globals__'] }}",
+        "{{ cycler.__init__.__globals__.os }}",
+        "{{ x|attr('__class__') }}",
+        "line1\n{{ a.__subclasses__() }}",
+    ] {
+        let err = ChatTemplate::new(src, "", "").unwrap_err();
+        assert!(matches!(err, TemplateError::Unsafe(ref m) if m.contains("Python internal")), "{src}: {err:?}");
+    }
+    let err = ChatTemplate::new("a\nb\n{{ x.__mro__ }}", "", "").unwrap_err();
+    assert!(err.to_string().contains("`__mro__` (line 3)"), "{err}");
+    // Identifiers with underscores are fine.
+    for src in ["{{ __ }}", "{{ a__b__c }}", "{{ x._private_ }}", "{{ ____ }}", "{% set my__var = 1 %}{{ my__var }}"] {
+        ChatTemplate::new(src, "", "").unwrap_or_else(|e| panic!("{src}: {e}"));
+    }
 }

@@ -1,0 +1,155 @@
+//! Crafted vocabularies (tests/corpus/vocab/*.gguf): GGUF files that parse, whose tokenizer
+//! metadata must be refused with an error naming the problem — never a panic, never a
+//! table indexed by a number the file chose. Each file is built here (deterministic,
+//! reviewable) and committed; `OWL_UPDATE_CORPUS=1 cargo test -p owl-tokenizer vocab_corpus`
+//! rewrites them. The owl-cli corpus test replays them through `owl tokenize` under a 2 GiB
+//! address-space limit.
+
+use std::path::{Path, PathBuf};
+
+use owl_formats::gguf::{GgufFile, GgufWriter, MetadataArray, MetadataValue};
+use owl_tokenizer::Tokenizer;
+
+/// A small SentencePiece vocabulary: <unk> <s> </s>, the 256 byte tokens, a few pieces.
+fn base() -> (Vec<String>, Vec<i32>) {
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    let mut types = vec![2, 3, 3];
+    for b in 0..=255u8 {
+        tokens.push(format!("<0x{b:02X}>"));
+        types.push(6);
+    }
+    for p in ["▁", "a", "b", "▁a", "ab", "▁ab"] {
+        tokens.push(p.into());
+        types.push(1);
+    }
+    (tokens, types)
+}
+
+fn gguf(tokens: Vec<String>, types: Vec<i32>, extra: &[(&str, MetadataValue)]) -> Vec<u8> {
+    let n = tokens.len();
+    let mut w = GgufWriter::new();
+    w.set_metadata("general.architecture", MetadataValue::String("llama".into()));
+    w.set_metadata("tokenizer.ggml.model", MetadataValue::String("llama".into()));
+    w.set_metadata("tokenizer.ggml.tokens", MetadataValue::Array(MetadataArray::String(tokens)));
+    w.set_metadata(
+        "tokenizer.ggml.scores",
+        MetadataValue::Array(MetadataArray::F32((0..n).map(|i| -(i as f32)).collect())),
+    );
+    w.set_metadata("tokenizer.ggml.token_type", MetadataValue::Array(MetadataArray::I32(types)));
+    w.set_metadata("tokenizer.ggml.bos_token_id", MetadataValue::U32(1));
+    w.set_metadata("tokenizer.ggml.eos_token_id", MetadataValue::U32(2));
+    for (k, v) in extra {
+        w.set_metadata(*k, v.clone());
+    }
+    let mut out = Vec::new();
+    w.write_to(&mut out).expect("write GGUF");
+    out
+}
+
+/// (name, file bytes, what it stands for, expected error fragment).
+pub fn vocab_cases() -> Vec<(&'static str, Vec<u8>, &'static str, &'static str)> {
+    let mut cases = Vec::new();
+    let with_byte_token = |text: &str| {
+        let (mut tokens, types) = base();
+        tokens[3 + 0x41] = text.to_string();
+        gguf(tokens, types, &[])
+    };
+    cases.push((
+        "cve-2025-49847_byte_token_negative_hex",
+        with_byte_token("<0x-1>"),
+        "CVE-2025-49847 class: a byte-typed token whose hex parses negative, an index before the byte table",
+        "is typed as a byte token, but its text \"<0x-1>\" is not <0xHH>",
+    ));
+    cases.push((
+        "byte_token_not_hex",
+        with_byte_token("<0xZZ>"),
+        "a byte-typed token that is no hex at all (llama.cpp's stoi threw)",
+        "its text \"<0xZZ>\" is not <0xHH>",
+    ));
+    cases.push((
+        "byte_token_past_255",
+        with_byte_token("<0x100>"),
+        "a byte-typed token past 0xFF, an index after the byte table",
+        "its text \"<0x100>\" is not <0xHH>",
+    ));
+    let (tokens, types) = base();
+    cases.push((
+        "bos_id_out_of_range",
+        gguf(tokens.clone(), types.clone(), &[("tokenizer.ggml.bos_token_id", MetadataValue::U32(4_000_000_000))]),
+        "a special token id far outside the vocabulary (ids index the token table)",
+        "token id 4000000000 is outside the vocabulary of 265 tokens",
+    ));
+    cases.push((
+        "eos_id_negative",
+        gguf(tokens.clone(), types.clone(), &[("tokenizer.ggml.eos_token_id", MetadataValue::I32(-1))]),
+        "a negative special token id",
+        "tokenizer.ggml.eos_token_id",
+    ));
+    cases.push((
+        "vocabulary_empty",
+        gguf(Vec::new(), Vec::new(), &[("tokenizer.ggml.bos_token_id", MetadataValue::U32(0))]),
+        "an empty vocabulary with special ids into it",
+        "tokenizer.ggml.tokens",
+    ));
+    cases.push((
+        "tokenizer_model_unknown",
+        gguf(tokens.clone(), types.clone(), &[("tokenizer.ggml.model", MetadataValue::String("plamo2".into()))]),
+        "a tokenizer family owl does not build (PLaMo-2's byte table was CVE material in llama.cpp)",
+        "tokenizer model `plamo2` is not supported",
+    ));
+    cases.push((
+        "merges_name_unknown_tokens",
+        gguf(
+            tokens.clone(),
+            types.clone(),
+            &[
+                ("tokenizer.ggml.model", MetadataValue::String("gpt2".into())),
+                ("tokenizer.ggml.pre", MetadataValue::String("qwen2".into())),
+                ("tokenizer.ggml.merges", MetadataValue::Array(MetadataArray::String(vec!["a zz".into()]))),
+            ],
+        ),
+        "BPE merges that name tokens the vocabulary does not have",
+        "Token `zz` out of vocabulary",
+    ));
+    cases
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/vocab")
+}
+
+#[test]
+fn vocab_corpus_is_refused_with_named_problems() {
+    let dir = corpus_dir();
+    if std::env::var_os("OWL_UPDATE_CORPUS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(&dir).expect("create corpus dir");
+        for (name, bytes, _, _) in vocab_cases() {
+            std::fs::write(dir.join(format!("{name}.gguf")), bytes).expect("write corpus file");
+        }
+    }
+    let cases = vocab_cases();
+    let on_disk = std::fs::read_dir(&dir).expect("corpus dir").count();
+    assert_eq!(on_disk, cases.len(), "one file per case (regenerate with OWL_UPDATE_CORPUS=1)");
+    for (name, bytes, stands_for, expect) in cases {
+        let path = dir.join(format!("{name}.gguf"));
+        let file = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(file == bytes, "{name} differs from its generator (regenerate with OWL_UPDATE_CORPUS=1)");
+        let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{name}: the GGUF itself must parse: {e}"));
+        let err = match Tokenizer::from_gguf(&gguf) {
+            Ok(_) => panic!("{name} ({stands_for}) was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(expect), "{name} ({stands_for}): {err}");
+    }
+}
+
+#[test]
+fn the_base_vocabulary_is_fine() {
+    let (tokens, types) = base();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ok.gguf");
+    std::fs::write(&path, gguf(tokens, types, &[])).expect("write");
+    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).expect("parse")).expect("a valid vocabulary");
+    let ids = tok.encode("ab é", false, true).expect("encode");
+    assert_eq!(tok.decode(&ids, false).expect("decode"), "ab é");
+}
