@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: fetches the demo models into the cache on first use (the tests
-# do that through owl-test), then runs every crate's tests with the optimised test profile.
+# The whole test suite: `cargo fmt --check` and `cargo clippy -D warnings`, then every
+# crate's tests with the optimised test profile (they fetch the demo models into the cache
+# on first use, through owl-test).
 # With no arguments it then runs every shell example of README.md as a user would
 # (scripts/readme-test.sh: a release build, `cargo install --path crates/owl-cli` into a
 # temporary root, then each example), and the NEON kernels' tests: owl-kernels cross-built
@@ -8,6 +9,10 @@
 # host, which it sets up idempotently). Arguments go to `cargo test` and skip those steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# House rules first (issue #19): one format, no clippy warnings.
+cargo fmt --all --check
+rustfmt --check --edition 2021 fuzz/fuzz_targets/*.rs
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --no-fail-fast "$@"
 if (($#)); then
   exit 0

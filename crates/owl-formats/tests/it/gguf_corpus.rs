@@ -248,6 +248,8 @@ pub fn malformed_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         "tensor \"w\": field `type` at byte 45 is 99, not a known ggml type",
     );
     add("tensor_retired_ggml_type", one(&[8], 4, 0), "is 4, not a known ggml type");
+    // An i32 -1 as llama.cpp's enum reads it.
+    add("tensor_negative_ggml_type", one(&[8], u32::MAX, 0), "is 4294967295, not a known ggml type");
     add("tensor_zero_dims", one(&[], F32, 0), "field `n_dims` is 0");
     add(
         "tensor_five_dims",

@@ -6,4 +6,5 @@ mod gguf_malformed;
 mod gguf_roundtrip;
 mod gguf_support;
 mod hf_config_fixtures;
+mod safetensors_corpus;
 mod safetensors_open;
