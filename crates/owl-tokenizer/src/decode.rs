@@ -46,12 +46,33 @@ impl DecodeTable {
         rule: &PieceRule,
         strip_leading_space: bool,
     ) -> Result<DecodeTable, TokenizerError> {
+        DecodeTable::build_with_raw(pieces, special, rule, strip_leading_space, &[])
+    }
+
+    /// As [`DecodeTable::build`], with `raw` `(id, bytes)` (in id order) for the tokens whose
+    /// stored text is not UTF-8: their bytes are used as they are (SentencePiece's `▁` still
+    /// becomes a space), not derived from the escaped text in `pieces`.
+    pub(crate) fn build_with_raw(
+        pieces: &[Option<&str>],
+        special: Vec<bool>,
+        rule: &PieceRule,
+        strip_leading_space: bool,
+        raw: &[(u32, Vec<u8>)],
+    ) -> Result<DecodeTable, TokenizerError> {
         let mut bytes = Vec::with_capacity(pieces.iter().map(|p| p.map_or(0, str::len)).sum());
         let mut offsets = Vec::with_capacity(pieces.len() + 1);
         offsets.push(0u32);
         let unicode_to_byte = byte_level_decode_table();
-        for piece in pieces {
-            if let Some(piece) = piece {
+        let mut raw = raw.iter().peekable();
+        for (id, piece) in pieces.iter().enumerate() {
+            if let Some((_, stored)) = raw.next_if(|(r, _)| *r as usize == id) {
+                match rule {
+                    PieceRule::SentencePiece { replace: Some((from, to)), .. } => {
+                        replace_bytes(stored, from.as_bytes(), to.as_bytes(), &mut bytes)
+                    }
+                    _ => bytes.extend_from_slice(stored),
+                }
+            } else if let Some(piece) = piece {
                 match rule {
                     PieceRule::ByteLevel => byte_level_bytes(piece, &unicode_to_byte, &mut bytes),
                     PieceRule::SentencePiece { replace, byte_fallback } => {
@@ -113,6 +134,20 @@ impl DecodeTable {
             }
             Err(e) => String::from_utf8_lossy(&e.into_bytes()[start..]).into_owned(),
         })
+    }
+}
+
+/// Appends `text` with every `from` replaced by `to`, on bytes.
+fn replace_bytes(text: &[u8], from: &[u8], to: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < text.len() {
+        if !from.is_empty() && text[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
     }
 }
 

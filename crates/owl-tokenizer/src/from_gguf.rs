@@ -241,7 +241,7 @@ fn build_byte_level(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
     let add_eos = vocab.add_eos.unwrap_or(false);
     let (prefix, suffix) = prefix_suffix(vocab, add_bos, add_eos);
     let pieces: Vec<Option<&str>> = vocab.tokens.iter().map(|t| Some(t.as_str())).collect();
-    let table = DecodeTable::build(&pieces, special, &PieceRule::ByteLevel, false)?;
+    let table = DecodeTable::build_with_raw(&pieces, special, &PieceRule::ByteLevel, false, &vocab.raw_tokens)?;
     Ok(Built {
         eog_ids: eog_ids_from_pieces(&vocab.tokens, vocab),
         engine: Engine::new(pipeline, prefix, suffix),
@@ -338,7 +338,7 @@ fn build_sentencepiece(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
     let (prefix, suffix) = prefix_suffix(vocab, add_bos, add_eos);
     let piece_refs: Vec<Option<&str>> = pieces.iter().map(|t| Some(t.as_str())).collect();
     let rule = PieceRule::SentencePiece { replace: Some((SPACE_PIECE.into(), " ".into())), byte_fallback: true };
-    let table = DecodeTable::build(&piece_refs, special, &rule, add_space_prefix)?;
+    let table = DecodeTable::build_with_raw(&piece_refs, special, &rule, add_space_prefix, &vocab.raw_tokens)?;
     Ok(Built {
         eog_ids: eog_ids_from_pieces(&vocab.tokens, vocab),
         engine: Engine::new(pipeline, prefix, suffix),

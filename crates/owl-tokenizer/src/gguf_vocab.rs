@@ -47,7 +47,13 @@ pub struct GgufVocab {
     pub model: String,
     /// `tokenizer.ggml.pre`: the pre-tokenizer family of a `gpt2` vocabulary.
     pub pre: Option<String>,
+    /// The token texts. A token whose stored text is not UTF-8 appears here as
+    /// [`RAW_TOKEN_MARK`] followed by its bytes escaped (`\xe2\x82`): a key no input text
+    /// produces (U+FFFF is a noncharacter), shown escaped; its bytes are in `raw_tokens`.
     pub tokens: Vec<String>,
+    /// `(id, bytes)` of the tokens whose text is not UTF-8, in id order. llama.cpp loads such
+    /// vocabularies (GGUF strings are bytes); decoding these ids yields the bytes as stored.
+    pub raw_tokens: Vec<(u32, Vec<u8>)>,
     pub scores: Option<Vec<f32>>,
     pub token_types: Option<Vec<TokenType>>,
     /// `tokenizer.ggml.merges`: `"left right"` pairs in rank order.
@@ -78,7 +84,7 @@ impl GgufVocab {
     /// Reads the tokenizer metadata of a GGUF file.
     pub fn from_gguf(gguf: &GgufFile) -> Result<GgufVocab, TokenizerError> {
         let model = gguf.get_str(K_MODEL).ok_or(TokenizerError::MissingKey { key: K_MODEL })?.to_string();
-        let tokens = strings(gguf, K_TOKENS)?.ok_or(TokenizerError::MissingKey { key: K_TOKENS })?;
+        let (tokens, raw_tokens) = token_texts(gguf)?;
         let n = tokens.len();
         if n == 0 || n > u32::MAX as usize {
             return Err(TokenizerError::BadKey { key: K_TOKENS, problem: format!("{n} tokens") });
@@ -143,6 +149,7 @@ impl GgufVocab {
             chat_template: gguf.get_str("tokenizer.chat_template").map(str::to_string),
             model,
             tokens,
+            raw_tokens,
         })
     }
 
@@ -153,6 +160,40 @@ impl GgufVocab {
             None => TokenType::Normal,
         }
     }
+}
+
+/// `(id, bytes)` of the tokens whose text is not UTF-8 (see [`GgufVocab::raw_tokens`]).
+type RawTokens = Vec<(u32, Vec<u8>)>;
+
+/// Marks a token text that stands for bytes that are not UTF-8 (see [`GgufVocab::tokens`]).
+pub const RAW_TOKEN_MARK: char = '\u{FFFF}';
+
+/// `tokenizer.ggml.tokens` as texts, with the non-UTF-8 ones escaped and their bytes kept.
+fn token_texts(gguf: &GgufFile) -> Result<(Vec<String>, RawTokens), TokenizerError> {
+    let array = gguf.get_array(K_TOKENS).ok_or(TokenizerError::MissingKey { key: K_TOKENS })?;
+    if let Some(texts) = array.as_strings() {
+        return Ok((texts.to_vec(), Vec::new()));
+    }
+    let raw = array.as_byte_strings().ok_or_else(|| bad_type(K_TOKENS, array, "strings"))?;
+    let mut tokens = Vec::with_capacity(raw.len());
+    let mut raw_tokens = Vec::new();
+    for (id, bytes) in raw.into_iter().enumerate() {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => tokens.push(text.to_string()),
+            Err(_) => {
+                let mut text = String::from(RAW_TOKEN_MARK);
+                for chunk in bytes.utf8_chunks() {
+                    text.push_str(chunk.valid());
+                    for b in chunk.invalid() {
+                        text.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                tokens.push(text);
+                raw_tokens.push((id as u32, bytes.to_vec()));
+            }
+        }
+    }
+    Ok((tokens, raw_tokens))
 }
 
 fn strings(gguf: &GgufFile, key: &'static str) -> Result<Option<Vec<String>>, TokenizerError> {

@@ -33,7 +33,7 @@ mod tokenizer;
 
 pub use chat::{builtin_template, ChatMessage, ChatTemplate, RenderLimits, TemplateOrigin, BUILTIN_TEMPLATES};
 pub use error::{TemplateError, TokenizerError};
-pub use gguf_vocab::{GgufVocab, TokenType};
+pub use gguf_vocab::{GgufVocab, TokenType, RAW_TOKEN_MARK};
 pub use special::EOG_TEXTS;
 pub use stream::StreamDecoder;
 pub use tokenizer::Tokenizer;

@@ -89,6 +89,12 @@ impl<'a> Cursor<'a> {
         self.str(field).map(str::to_owned)
     }
 
+    /// A GGUF string's bytes, borrowed from the buffer, UTF-8 or not.
+    pub(crate) fn byte_string(&mut self, field: impl Fn() -> String) -> Result<&'a [u8], GgufError> {
+        let len = self.u64(|| format!("{} (length)", field()))?;
+        self.take(len, || format!("{} (text)", field()))
+    }
+
     /// A GGUF string borrowed from the buffer.
     pub(crate) fn str(&mut self, field: impl Fn() -> String) -> Result<&'a str, GgufError> {
         let offset = self.pos();

@@ -113,11 +113,15 @@ fn read_array(c: &mut Cursor<'_>, field: &dyn Fn() -> String, depth: u32) -> Res
         t::STRING => {
             c.check_count(n, MIN_STRING_BYTES, count_offset, count_field)?;
             // n * 8 <= remaining bytes, so n fits in usize and the capacity is bounded by the file.
-            let mut out = Vec::with_capacity(n as usize);
+            let mut raw: Vec<&[u8]> = Vec::with_capacity(n as usize);
             for i in 0..n {
-                out.push(c.string(|| format!("{} element {i}", field()))?);
+                raw.push(c.byte_string(|| format!("{} element {i}", field()))?);
             }
-            MetadataArray::String(out)
+            // Text when every element is UTF-8; raw bytes otherwise (as llama.cpp keeps them).
+            match raw.iter().map(|b| std::str::from_utf8(b)).collect::<Result<Vec<&str>, _>>() {
+                Ok(strings) => MetadataArray::String(strings.into_iter().map(str::to_owned).collect()),
+                Err(_) => MetadataArray::ByteStrings(raw.into_iter().map(<[u8]>::to_vec).collect()),
+            }
         }
         t::ARRAY => {
             if depth >= MAX_ARRAY_DEPTH {

@@ -67,6 +67,7 @@ pub fn tokenizer_arrays(metadata: &[(String, MetadataValue)], offsets: &[u64]) -
     let offset_of = |i: usize| offsets.get(i).copied().unwrap_or(0);
     let tokens_len = match tokens {
         MetadataValue::Array(MetadataArray::String(t)) => t.len() as u64,
+        MetadataValue::Array(MetadataArray::ByteStrings(t)) => t.len() as u64,
         other => {
             return Err(GgufError::WrongValueType {
                 key: TOKENS_KEY.to_string(),

@@ -82,6 +82,10 @@ pub enum MetadataArray {
     F32(Vec<f32>),
     Bool(Vec<bool>),
     String(Vec<String>),
+    /// A string array with at least one element that is not valid UTF-8, every element
+    /// kept as its raw bytes. GGUF strings are bytes (llama.cpp reads them as such) and
+    /// some real vocabularies hold pieces that are partial characters.
+    ByteStrings(Vec<Vec<u8>>),
     U64(Vec<u64>),
     I64(Vec<i64>),
     F64(Vec<f64>),
@@ -196,6 +200,7 @@ impl MetadataArray {
             MetadataArray::F32(v) => v.len(),
             MetadataArray::Bool(v) => v.len(),
             MetadataArray::String(v) => v.len(),
+            MetadataArray::ByteStrings(v) => v.len(),
             MetadataArray::U64(v) => v.len(),
             MetadataArray::I64(v) => v.len(),
             MetadataArray::F64(v) => v.len(),
@@ -218,7 +223,7 @@ impl MetadataArray {
             MetadataArray::I32(_) => type_id::I32,
             MetadataArray::F32(_) => type_id::F32,
             MetadataArray::Bool(_) => type_id::BOOL,
-            MetadataArray::String(_) => type_id::STRING,
+            MetadataArray::String(_) | MetadataArray::ByteStrings(_) => type_id::STRING,
             MetadataArray::U64(_) => type_id::U64,
             MetadataArray::I64(_) => type_id::I64,
             MetadataArray::F64(_) => type_id::F64,
@@ -282,6 +287,14 @@ impl MetadataArray {
     pub fn as_strings(&self) -> Option<&[String]> {
         match self {
             MetadataArray::String(v) => Some(v),
+            _ => None,
+        }
+    }
+    /// The elements of a string array as bytes, whether or not they are all UTF-8.
+    pub fn as_byte_strings(&self) -> Option<Vec<&[u8]>> {
+        match self {
+            MetadataArray::String(v) => Some(v.iter().map(|s| s.as_bytes()).collect()),
+            MetadataArray::ByteStrings(v) => Some(v.iter().map(Vec::as_slice).collect()),
             _ => None,
         }
     }
@@ -389,6 +402,7 @@ impl fmt::Display for MetadataArray {
             MetadataArray::F32(v) => items(f, v),
             MetadataArray::Bool(v) => items(f, v),
             MetadataArray::String(v) => items(f, v),
+            MetadataArray::ByteStrings(v) => items(f, &v.iter().map(|b| EscapedBytes(b)).collect::<Vec<_>>()),
             MetadataArray::U64(v) => items(f, v),
             MetadataArray::I64(v) => items(f, v),
             MetadataArray::F64(v) => items(f, v),
@@ -406,6 +420,25 @@ impl fmt::Display for MetadataArray {
                 f.write_str("]")
             }
         }
+    }
+}
+
+/// Bytes shown as a quoted string: valid UTF-8 as text (escaped like `{:?}`), other
+/// bytes as `\xHH`.
+pub struct EscapedBytes<'a>(pub &'a [u8]);
+
+impl fmt::Debug for EscapedBytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        for chunk in self.0.utf8_chunks() {
+            for c in chunk.valid().chars() {
+                write!(f, "{}", c.escape_debug())?;
+            }
+            for b in chunk.invalid() {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        f.write_str("\"")
     }
 }
 

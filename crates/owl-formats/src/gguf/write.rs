@@ -441,6 +441,13 @@ fn write_array(w: &mut impl Write, a: &MetadataArray) -> io::Result<()> {
             }
             Ok(())
         }
+        MetadataArray::ByteStrings(v) => {
+            for s in v {
+                w.write_all(&(s.len() as u64).to_le_bytes())?;
+                w.write_all(s)?;
+            }
+            Ok(())
+        }
         MetadataArray::U64(v) => numbers!(v),
         MetadataArray::I64(v) => numbers!(v),
         MetadataArray::F64(v) => numbers!(v),

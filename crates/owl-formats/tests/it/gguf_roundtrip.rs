@@ -177,3 +177,30 @@ fn write_file_is_atomic() {
     let err = GgufWriter::from_file(&f).write_file(dir.path().join("missing/x.gguf")).unwrap_err().to_string();
     assert!(err.contains("missing/x.gguf"), "{err}");
 }
+
+/// A string array with elements that are not UTF-8 (real vocabularies hold partial
+/// characters) loads with its raw bytes, shows them escaped, and writes back identically.
+#[test]
+fn string_arrays_keep_non_utf8_bytes() {
+    use owl_formats::gguf::{GgufFile, GgufWriter, MetadataArray, MetadataValue};
+    let raw: Vec<Vec<u8>> = vec![b"ok".to_vec(), vec![0xe2, 0x82], vec![0xac], vec![0xc0, 0x80]];
+    let mut w = GgufWriter::new();
+    w.set_metadata("tokenizer.ggml.tokens", MetadataValue::Array(MetadataArray::ByteStrings(raw.clone())));
+    let mut bytes = Vec::new();
+    w.write_to(&mut bytes).expect("write");
+    let file = GgufFile::from_bytes(bytes.clone()).expect("a non-UTF-8 string array loads");
+    let array = file.get_array("tokenizer.ggml.tokens").expect("array");
+    assert!(array.as_strings().is_none());
+    assert_eq!(array.as_byte_strings().expect("strings"), raw.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    assert_eq!(array.to_string(), r#"[string; 4] ["ok", "\xe2\x82", "\xac", "\xc0\x80"]"#);
+    let mut again = Vec::new();
+    GgufWriter::from_file(&file).write_to(&mut again).expect("rewrite");
+    assert!(again == bytes, "write -> read -> write is byte-identical");
+    // All-UTF-8 arrays stay text.
+    let mut w = GgufWriter::new();
+    w.set_metadata("x", MetadataValue::Array(MetadataArray::ByteStrings(vec![b"a".to_vec()])));
+    let mut bytes = Vec::new();
+    w.write_to(&mut bytes).expect("write");
+    let file = GgufFile::from_bytes(bytes).expect("load");
+    assert_eq!(file.get_array("x").and_then(|a| a.as_strings()).map(|s| s.to_vec()), Some(vec!["a".to_string()]));
+}

@@ -126,6 +126,11 @@ fn vocab_corpus_is_refused_with_named_problems() {
         for (name, bytes, _, _) in vocab_cases() {
             std::fs::write(dir.join(format!("{name}.gguf")), bytes).expect("write corpus file");
         }
+        // The valid base is the fuzzer's seed for the tokenizer target.
+        let (tokens, types) = base();
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/gguf_tokenizer");
+        std::fs::create_dir_all(&seeds).expect("create seed dir");
+        std::fs::write(seeds.join("spm_base.gguf"), gguf(tokens, types, &[])).expect("write seed");
     }
     let cases = vocab_cases();
     let on_disk = std::fs::read_dir(&dir).expect("corpus dir").count();
@@ -152,4 +157,64 @@ fn the_base_vocabulary_is_fine() {
     let tok = Tokenizer::from_gguf(&GgufFile::open(&path).expect("parse")).expect("a valid vocabulary");
     let ids = tok.encode("ab é", false, true).expect("encode");
     assert_eq!(tok.decode(&ids, false).expect("decode"), "ab é");
+}
+
+/// A vocabulary whose token texts are not all UTF-8 (partial characters, as some real
+/// vocabularies have): it loads as llama.cpp loads it, the raw tokens decode to their bytes,
+/// show escaped, and text still round-trips through the byte tokens.
+pub fn non_utf8_vocabulary() -> Vec<u8> {
+    let (tokens, mut types) = base();
+    let mut raw: Vec<Vec<u8>> = tokens.into_iter().map(String::into_bytes).collect();
+    raw.push(vec![0xe2, 0x82]); // the first two bytes of "€"
+    raw.push(vec![0xac]); // its last byte
+    raw.push("▁".bytes().chain([0xe2]).collect()); // a space, then a partial character
+    types.extend([1, 1, 1]);
+    let n = raw.len();
+    let mut w = GgufWriter::new();
+    w.set_metadata("general.architecture", MetadataValue::String("llama".into()));
+    w.set_metadata("tokenizer.ggml.model", MetadataValue::String("llama".into()));
+    w.set_metadata("tokenizer.ggml.tokens", MetadataValue::Array(MetadataArray::ByteStrings(raw)));
+    w.set_metadata(
+        "tokenizer.ggml.scores",
+        MetadataValue::Array(MetadataArray::F32((0..n).map(|i| -(i as f32)).collect())),
+    );
+    w.set_metadata("tokenizer.ggml.token_type", MetadataValue::Array(MetadataArray::I32(types)));
+    w.set_metadata("tokenizer.ggml.bos_token_id", MetadataValue::U32(1));
+    w.set_metadata("tokenizer.ggml.eos_token_id", MetadataValue::U32(2));
+    let mut out = Vec::new();
+    w.write_to(&mut out).expect("write GGUF");
+    out
+}
+
+/// Where the valid non-UTF-8 vocabulary is kept (the CLI's tests load it too).
+fn non_utf8_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/vocab_valid/non_utf8_tokens.gguf")
+}
+
+#[test]
+fn non_utf8_token_strings_load_and_byte_tokens_round_trip() {
+    let path = non_utf8_path();
+    if std::env::var_os("OWL_UPDATE_CORPUS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("create dir");
+        std::fs::write(&path, non_utf8_vocabulary()).expect("write");
+    }
+    let on_disk = std::fs::read(&path).expect("the non-UTF-8 vocabulary (regenerate with OWL_UPDATE_CORPUS=1)");
+    assert!(on_disk == non_utf8_vocabulary(), "{} differs from its generator", path.display());
+    let tok = Tokenizer::from_gguf(&GgufFile::open(&path).expect("parse")).expect("loads");
+    let (e2_82, ac, space_e2) = (265, 266, 267);
+    assert_eq!(tok.decode(&[e2_82, ac], false).expect("decode"), "€");
+    assert_eq!(tok.piece(e2_82), Some("\u{FFFF}\\xe2\\x82"));
+    assert_eq!(tok.token_bytes(space_e2), Some(vec![b' ', 0xe2]));
+    // Streaming keeps the partial character until it is whole.
+    let mut stream = tok.stream_decoder(false);
+    assert_eq!(stream.push(e2_82).expect("push"), "");
+    assert_eq!(stream.push(ac).expect("push"), "€");
+    // Text never maps onto the raw tokens; it goes through the byte tokens and back.
+    for text in ["€ x", "a € b", "ab\u{FFFF}\\xe2\\x82"] {
+        let ids = tok.encode(text, false, true).expect("encode");
+        assert!(!ids.contains(&e2_82) && !ids.contains(&ac), "{text:?}: {ids:?}");
+        let back = tok.decode(&ids, false).expect("decode");
+        assert_eq!(back, text);
+        assert_eq!(tok.encode(&back, false, true).expect("encode"), ids, "{text:?}");
+    }
 }
