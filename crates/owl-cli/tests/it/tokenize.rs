@@ -50,3 +50,29 @@ fn special_tokens_and_detokenize() {
     let err = assert_one_line_error(&owl(["detokenize", "smollm2", "abc"]));
     assert!(err.contains("`abc`"), "{err}");
 }
+
+/// A GGUF whose token strings are not all UTF-8 (owl-tokenizer's vocab_valid corpus) loads
+/// as llama.cpp loads it; its raw tokens detokenize to their bytes, and text round-trips
+/// through the byte tokens (issue #19).
+#[test]
+fn non_utf8_token_strings_load_and_round_trip() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../owl-tokenizer/tests/corpus/vocab_valid/non_utf8_tokens.gguf");
+    let file = file.to_str().unwrap();
+    let raw = owl(["detokenize", file, "265", "266"]);
+    assert_eq!(raw.code, Some(0), "{}", raw.stderr);
+    assert_eq!(raw.stdout.trim_end(), "€");
+    for text in ["€ x", "naïve café ☕"] {
+        let ids = owl(["tokenize", file, text, "--no-bos"]);
+        assert_eq!(ids.code, Some(0), "{}", ids.stderr);
+        let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
+        assert!(ids.iter().all(|id| !["265", "266", "267"].contains(id)), "{ids:?}");
+        let mut args = vec!["detokenize", file];
+        args.extend(&ids);
+        let back = owl(args);
+        assert_eq!(back.code, Some(0), "{}", back.stderr);
+        assert_eq!(back.stdout.strip_suffix('\n').unwrap_or(&back.stdout), text);
+        let again = owl(["tokenize", file, &back.stdout[..back.stdout.len() - 1], "--no-bos"]);
+        assert_eq!(again.stdout.split_whitespace().collect::<Vec<_>>(), ids, "{text:?} round-trips");
+    }
+}
