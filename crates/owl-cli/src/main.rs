@@ -10,6 +10,7 @@ mod commands;
 mod demo_models;
 mod model_ref;
 mod printer;
+mod template_sandbox;
 
 use std::process::ExitCode;
 
@@ -26,6 +27,11 @@ fn main() -> ExitCode {
         let at = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         printer::progress(&format!("error: internal error (a bug in owl): {message}{at}"));
     }));
+
+    // The chat template renderer, started by owl itself in a limited child process.
+    if std::env::args_os().nth(1).is_some_and(|a| a == template_sandbox::SUBCOMMAND) {
+        return template_sandbox::serve();
+    }
 
     let cli = match args::Cli::try_parse() {
         Ok(cli) => cli,

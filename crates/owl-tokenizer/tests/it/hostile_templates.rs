@@ -1,7 +1,9 @@
 //! The hostile chat-template corpus (tests/corpus/templates, listed with what each stands
 //! for in INDEX.tsv): every template must end in a clear error within the default render
 //! limits — compile-time refusal, an undefined name, no loader, fuel, recursion depth or
-//! output size — in bounded time, and none may touch a file.
+//! output size — in bounded time, and none may touch a file. Cases whose expectation starts
+//! with `sandbox:` escape minijinja's own limits and are stopped by the limits of the
+//! process owl renders templates in; crates/owl-cli/tests/it/corpus.rs runs those.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -43,6 +45,10 @@ fn every_hostile_template_ends_in_a_clear_error() {
     let _ = std::fs::remove_file(marker);
     let messages = [ChatMessage::system("You are helpful."), ChatMessage::user("Hi")];
     for (file, stands_for, expect) in &cases {
+        // Contained only by the renderer process's limits: the owl-cli corpus test runs it.
+        if expect.starts_with("sandbox:") {
+            continue;
+        }
         let source = std::fs::read_to_string(corpus_dir().join(file)).expect("template");
         let started = Instant::now();
         let outcome = ChatTemplate::new(&source, "<s>", "</s>").and_then(|t| t.render(&messages, None, true));
