@@ -80,7 +80,7 @@ fn prompting(args: &RunArgs, generator: &Generator) -> anyhow::Result<Prompting>
     let tokenizer = &generator.tokenizer;
     if let Some(choice) = &args.template {
         let path = std::path::Path::new(choice);
-        let source = if path.is_file() {
+        let source = if path.exists() && !path.is_dir() {
             std::fs::read_to_string(path).with_context(|| format!("--template {}", path.display()))?
         } else {
             let name = choice.to_string_lossy();
