@@ -26,11 +26,17 @@ fn base() -> (Vec<String>, Vec<i32>) {
 }
 
 fn gguf(tokens: Vec<String>, types: Vec<i32>, extra: &[(&str, MetadataValue)]) -> Vec<u8> {
+    gguf_of(MetadataArray::String(tokens), types, extra)
+}
+
+/// A SentencePiece GGUF vocabulary from a token array (text or raw bytes), with descending
+/// scores, the given types, BOS 1 and EOS 2, then `extra` keys.
+fn gguf_of(tokens: MetadataArray, types: Vec<i32>, extra: &[(&str, MetadataValue)]) -> Vec<u8> {
     let n = tokens.len();
     let mut w = GgufWriter::new();
     w.set_metadata("general.architecture", MetadataValue::String("llama".into()));
     w.set_metadata("tokenizer.ggml.model", MetadataValue::String("llama".into()));
-    w.set_metadata("tokenizer.ggml.tokens", MetadataValue::Array(MetadataArray::String(tokens)));
+    w.set_metadata("tokenizer.ggml.tokens", MetadataValue::Array(tokens));
     w.set_metadata(
         "tokenizer.ggml.scores",
         MetadataValue::Array(MetadataArray::F32((0..n).map(|i| -(i as f32)).collect())),
@@ -169,21 +175,7 @@ pub fn non_utf8_vocabulary() -> Vec<u8> {
     raw.push(vec![0xac]); // its last byte
     raw.push("▁".bytes().chain([0xe2]).collect()); // a space, then a partial character
     types.extend([1, 1, 1]);
-    let n = raw.len();
-    let mut w = GgufWriter::new();
-    w.set_metadata("general.architecture", MetadataValue::String("llama".into()));
-    w.set_metadata("tokenizer.ggml.model", MetadataValue::String("llama".into()));
-    w.set_metadata("tokenizer.ggml.tokens", MetadataValue::Array(MetadataArray::ByteStrings(raw)));
-    w.set_metadata(
-        "tokenizer.ggml.scores",
-        MetadataValue::Array(MetadataArray::F32((0..n).map(|i| -(i as f32)).collect())),
-    );
-    w.set_metadata("tokenizer.ggml.token_type", MetadataValue::Array(MetadataArray::I32(types)));
-    w.set_metadata("tokenizer.ggml.bos_token_id", MetadataValue::U32(1));
-    w.set_metadata("tokenizer.ggml.eos_token_id", MetadataValue::U32(2));
-    let mut out = Vec::new();
-    w.write_to(&mut out).expect("write GGUF");
-    out
+    gguf_of(MetadataArray::ByteStrings(raw), types, &[])
 }
 
 /// Where the valid non-UTF-8 vocabulary is kept (the CLI's tests load it too).
