@@ -92,6 +92,12 @@ fn check_vocabulary(vocab: &GgufVocab) -> Result<(), TokenizerError> {
             });
         }
     }
+    if let Some((i, score)) = vocab.scores.iter().flatten().enumerate().find(|(_, s)| !s.is_finite()) {
+        return Err(TokenizerError::BadKey {
+            key: "tokenizer.ggml.scores",
+            problem: format!("token {i} has score {score}; scores must be finite numbers"),
+        });
+    }
     for (i, text) in vocab.tokens.iter().enumerate() {
         if vocab.token_type(i) == TokenType::Byte && byte_token_value(text).is_none() {
             return Err(TokenizerError::BadKey {

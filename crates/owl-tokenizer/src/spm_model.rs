@@ -112,7 +112,9 @@ impl SpmModel {
         drop(first_seen);
         // Dense ranks of the scores, best first, so pair ranks compare as integers.
         let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_by(|&a, &b| rank_score[b as usize].partial_cmp(&rank_score[a as usize]).unwrap_or(Ordering::Equal));
+        // total_cmp: a total order even for NaN (vocabularies from files are checked for
+        // finite scores, but the sort must never depend on that).
+        order.sort_by(|&a, &b| rank_score[b as usize].total_cmp(&rank_score[a as usize]));
         let mut score_rank = vec![0u32; n];
         let mut rank = 0u32;
         for (k, &id) in order.iter().enumerate() {

@@ -97,6 +97,18 @@ pub fn vocab_cases() -> Vec<(&'static str, Vec<u8>, &'static str, &'static str)>
         "an empty vocabulary with special ids into it",
         "tokenizer.ggml.tokens",
     ));
+    let nan_scores = {
+        let (tokens, types) = base();
+        let n = tokens.len();
+        let scores: Vec<f32> = (0..n).map(|i| if i == 7 { f32::NAN } else { -(i as f32) }).collect();
+        gguf(tokens, types, &[("tokenizer.ggml.scores", MetadataValue::Array(MetadataArray::F32(scores)))])
+    };
+    cases.push((
+        "scores_nan",
+        nan_scores,
+        "a NaN score: sorting by it panicked in owl's SentencePiece ranks (found by fuzzing)",
+        "token 7 has score NaN; scores must be finite numbers",
+    ));
     cases.push((
         "tokenizer_model_unknown",
         gguf(tokens.clone(), types.clone(), &[("tokenizer.ggml.model", MetadataValue::String("plamo2".into()))]),
