@@ -17,6 +17,7 @@ use crate::batch::Batch;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::kv_cache::{KvCache, KvCacheOptions, KvDtype, KvLayerShape};
+use crate::memory;
 use crate::skeleton::attend::QUERY_BLOCK;
 use crate::skeleton::block::{Block, BlockBuffers, ForwardCtx, TokenRun};
 use crate::skeleton::norm::RmsNorm;
@@ -132,14 +133,28 @@ impl Model {
         let ropes = config.ropes.iter().cloned().map(Rope::new).collect::<Result<Vec<_>, _>>()?;
         let h = config.hidden_size;
         let arena = blocks.iter().map(|b| b.scratch_floats(max_tokens, pool.n_threads())).max().unwrap_or(0);
+        // Sized from the file's width and the caller's batch: checked, then allocated
+        // fallibly, so an absurd batch is an error naming the bytes, not an abort.
+        let what = format!("the activation scratch for {max_tokens} tokens a forward call");
+        let per_row = max_tokens.checked_mul(h);
+        let floats = per_row.and_then(|n| n.checked_mul(3)).and_then(|n| n.checked_add(arena));
+        let bytes = floats.and_then(|n| n.checked_mul(4)).map_or(u64::MAX, |b| b as u64);
+        memory::check(&what, bytes)?;
+        let per_row = per_row.unwrap_or(usize::MAX);
+        let mut runs = Vec::new();
+        runs.try_reserve_exact(max_tokens).map_err(|_| ModelError::OutOfMemory {
+            what: what.clone(),
+            needed: bytes,
+            available: memory::available_bytes().unwrap_or(0),
+        })?;
         let scratch = Scratch {
-            x: vec![0.0; max_tokens * h],
-            normed: vec![0.0; max_tokens * h],
-            branch: vec![0.0; max_tokens * h],
-            arena: vec![0.0; arena],
+            x: memory::zeroed_vec(&what, per_row)?,
+            normed: memory::zeroed_vec(&what, per_row)?,
+            branch: memory::zeroed_vec(&what, per_row)?,
+            arena: memory::zeroed_vec(&what, arena)?,
             tables: ropes.iter().map(|r| RopeTable::with_capacity(r, max_tokens)).collect(),
-            seq_ends: vec![0; max_tokens],
-            runs: Vec::with_capacity(max_tokens),
+            seq_ends: memory::zeroed_vec(&what, max_tokens)?,
+            runs,
         };
         Ok(Model { config, embedding, blocks, final_norm, head, ropes, pool, max_tokens, scratch })
     }

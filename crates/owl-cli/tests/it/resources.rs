@@ -78,3 +78,14 @@ fn threads_and_max_tokens_are_bounded_with_a_word() {
         run.stderr
     );
 }
+
+#[test]
+fn an_absurd_batch_is_an_error_naming_the_scratch_bytes() {
+    let run = crate::support::owl(["bench", "smollm2", "-b", "1000000000", "-p", "8", "-n", "0", "-r", "1"]);
+    let line = assert_one_line_error(&run);
+    assert!(
+        line.contains("the activation scratch for 1000000000 tokens a forward call needs ")
+            && line.contains(" of memory is available"),
+        "{line}"
+    );
+}
