@@ -98,6 +98,9 @@ fn strftime_now_and_generation_blocks() {
     let src = "{%- for m in messages -%}{%- if m.role == 'assistant' -%}{% generation %}[{{ m.content }}]{% endgeneration %}{%- else -%}{{ m.content }}{%- endif -%}{%- endfor -%}";
     assert_eq!(render(src, &[ChatMessage::user("q"), ChatMessage::assistant("a")]).unwrap(), "q[a]");
     assert_eq!(accept_generation_blocks("{%- generation -%}x{%+ endgeneration %}"), "{%- if true -%}x{%+ endif %}");
+    // Found by fuzzing: an opening and a closing delimiter that overlap panicked here.
+    assert_eq!(accept_generation_blocks("{%} generation %}"), "{%} generation %}");
+    assert!(ChatTemplate::new("{%}\n{% generation %}x{% endgeneration %}", "", "").is_err());
 }
 
 #[test]
