@@ -51,15 +51,24 @@ pub enum ModelError {
     Kernel(#[from] KernelError),
 }
 
-/// Bytes for a message: decimal units, as `ls -h --si` and llama.cpp print them.
+/// Bytes for a message: decimal units, as `ls -h --si` and llama.cpp print them (the same
+/// text as the CLI's sizes, so a message reads alike whichever layer wrote it).
 fn bytes_text(bytes: u64) -> String {
-    match bytes {
-        u64::MAX => "more than 16 EB".to_string(),
-        0..1000 => format!("{bytes} B"),
-        1000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
-        _ => format!("{:.2} GB", bytes as f64 / 1e9),
+    const UNITS: [&str; 6] = ["kB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes == u64::MAX {
+        // What an overflowing size computation reports.
+        return "more than 16 EB".to_string();
     }
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.2} {}", UNITS[unit])
 }
 
 impl ModelError {

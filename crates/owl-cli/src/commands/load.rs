@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use owl_engine::ModelRunner;
 use owl_formats::gguf::GgufFile;
 use owl_formats::safetensors::SafetensorsModel;
-use owl_models::{memory, ActivationPrecision, KvDtype, LoadOptions, Model};
+use owl_models::{memory, ActivationPrecision, KvDtype, LoadOptions, MemoryReport, Model, ModelError};
 use owl_tokenizer::Tokenizer;
 
 use crate::model_ref::{self, ModelSource};
@@ -82,41 +82,36 @@ fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::R
 /// The KV cache's element type on every command.
 pub const KV_DTYPE: KvDtype = KvDtype::F16;
 
-/// Bytes of a one-sequence KV cache of `n_ctx` positions for `model` (saturating).
-fn kv_bytes(model: &Model, n_ctx: usize) -> u64 {
-    let report = model.memory_report(KV_DTYPE);
-    (report.kv_bytes_per_token as u64)
-        .saturating_mul(n_ctx as u64)
-        .saturating_add(report.kv_window_bytes_per_seq as u64)
-}
-
 /// The largest context whose KV cache fits in the memory available now, rounded down to a
 /// multiple of 256 where it is that large; `None` when nothing says how much is available.
 pub fn context_that_fits(model: &Model) -> Option<usize> {
-    let available = memory::available_bytes()?;
-    let report = model.memory_report(KV_DTYPE);
+    Some(context_fitting(&model.memory_report(KV_DTYPE), memory::available_bytes()?))
+}
+
+/// The largest context whose KV cache fits in `available` bytes (rounded as above).
+fn context_fitting(report: &MemoryReport, available: u64) -> usize {
     let per_token = (report.kv_bytes_per_token as u64).max(1);
     let room = available.saturating_sub(report.kv_window_bytes_per_seq as u64);
     let n = usize::try_from(room / per_token).unwrap_or(usize::MAX);
-    Some(if n >= 512 { n / 256 * 256 } else { n })
+    if n >= 512 {
+        n / 256 * 256
+    } else {
+        n
+    }
 }
 
-/// `model` with a KV cache of `n_ctx` positions, after checking that the cache fits in the
-/// memory available: a cache too large is an error naming the bytes needed, the bytes
-/// available and the `-c` that fits, never an aborted allocation.
+/// `model` with a KV cache of `n_ctx` positions. The cache checks itself against the memory
+/// available before it allocates (owl_models::memory); a cache too large is that error —
+/// the bytes needed and available — with the `-c` that fits, never an aborted allocation.
 pub fn runner(model: Model, n_ctx: usize) -> anyhow::Result<ModelRunner> {
-    let needed = kv_bytes(&model, n_ctx);
-    if let Some(available) = memory::available_bytes() {
-        if needed > available {
-            let fits = context_that_fits(&model).unwrap_or(0);
-            bail!(
-                "a KV cache of {n_ctx} tokens needs {} but {} of memory is available; -c {fits} fits",
-                printer::human_bytes(needed),
-                printer::human_bytes(available)
-            );
+    let report = model.memory_report(KV_DTYPE);
+    match ModelRunner::new(model, n_ctx, KV_DTYPE) {
+        Ok(runner) => Ok(runner),
+        Err(e @ ModelError::OutOfMemory { available, .. }) => {
+            bail!("{e}; -c {} fits", context_fitting(&report, available))
         }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("a KV cache of {n_ctx} tokens"))),
     }
-    ModelRunner::new(model, n_ctx, KV_DTYPE).with_context(|| format!("a KV cache of {n_ctx} tokens"))
 }
 
 /// `-t N` as given, else the number of physical cores. More threads than the CPUs this
