@@ -2,8 +2,6 @@
 //! so a bad value is reported before anything runs, as
 //! `invalid value 'X' for '--top-p <P>': must be in [0, 1]` — the flag the user typed.
 
-use std::fmt;
-
 /// `-n/--max-tokens`: a positive count, or `-1` for no limit (llama.cpp's spelling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenLimit(pub Option<usize>);
@@ -108,15 +106,6 @@ pub fn unescape(s: &str) -> String {
         chars.next();
     }
     out
-}
-
-impl fmt::Display for TokenLimit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(n) => write!(f, "{n}"),
-            None => f.write_str("-1"),
-        }
-    }
 }
 
 #[cfg(test)]
