@@ -10,7 +10,7 @@
 //! Attention streams over the cache (see `skeleton::attend`), so scratch does not grow with
 //! the context length.
 
-use owl_kernels::ops::{matmul, ActivationPrecision};
+use owl_kernels::ops::{matmul, matmul_batch_invariant, ActivationPrecision};
 use owl_kernels::ThreadPool;
 
 use crate::batch::Batch;
@@ -85,6 +85,7 @@ pub struct Model {
     ropes: Vec<Rope>,
     pool: ThreadPool,
     max_tokens: usize,
+    batch_invariant: bool,
     scratch: Scratch,
 }
 
@@ -156,7 +157,18 @@ impl Model {
             seq_ends: memory::zeroed_vec(&what, max_tokens)?,
             runs,
         };
-        Ok(Model { config, embedding, blocks, final_norm, head, ropes, pool, max_tokens, scratch })
+        Ok(Model {
+            config,
+            embedding,
+            blocks,
+            final_norm,
+            head,
+            ropes,
+            pool,
+            max_tokens,
+            batch_invariant: false,
+            scratch,
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -184,6 +196,24 @@ impl Model {
 
     pub fn activation_precision(&self) -> ActivationPrecision {
         self.pool.activation_precision()
+    }
+
+    /// Batch-invariant forward passes: a token's logits no longer depend on the other
+    /// sequences of its batch. A sequence with one token in the batch (a decode step) takes
+    /// the one-token kernels, bit for bit as if it ran alone; a sequence with several (a
+    /// prompt chunk) takes the many-token kernels, whose bits per token do not depend on
+    /// the batch; every logits row takes the one-token kernels. The batch must list its
+    /// one-token sequences first (later ones are computed as prompt chunks). Mixture-of-
+    /// experts layers group tokens per expert and stay batch-dependent.
+    ///
+    /// What this costs: decode steps of several sequences read each weight chunk once but
+    /// multiply it once per token, from cache, rather than in one tile.
+    pub fn set_batch_invariant(&mut self, on: bool) {
+        self.batch_invariant = on;
+    }
+
+    pub fn batch_invariant(&self) -> bool {
+        self.batch_invariant
     }
 
     /// The KV layout of every layer.
@@ -297,6 +327,7 @@ impl Model {
             table.fill(rope, batch.positions(), &s.seq_ends[..n]);
         }
         TokenRun::split(batch.seqs(), batch.positions(), QUERY_BLOCK, &mut s.runs);
+        let n_single = self.batch_invariant.then(|| leading_single_tokens(batch.seqs()));
         let ctx = ForwardCtx {
             pool: &self.pool,
             n_tokens: n,
@@ -304,6 +335,7 @@ impl Model {
             positions: batch.positions(),
             ropes: &s.tables,
             runs: &s.runs,
+            n_single,
         };
         let mut buffers = BlockBuffers { normed: &mut s.normed, branch: &mut s.branch, arena: &mut s.arena };
         for (i, block) in self.blocks.iter().enumerate() {
@@ -321,7 +353,11 @@ impl Model {
         let normed = &s.normed[..m * h];
         inspect(Stage::FinalNorm, normed);
         if m > 0 {
-            matmul(&self.pool, &self.head.matrix(), normed, m, logits)?;
+            if self.batch_invariant {
+                matmul_batch_invariant(&self.pool, &self.head.matrix(), normed, m, m, logits)?;
+            } else {
+                matmul(&self.pool, &self.head.matrix(), normed, m, logits)?;
+            }
             if let Some(cap) = self.config.final_softcap {
                 logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
             }
@@ -329,4 +365,10 @@ impl Model {
         kv.commit();
         Ok(())
     }
+}
+
+/// How many tokens at the start of a batch are the only token of their sequence in it.
+fn leading_single_tokens(seqs: &[usize]) -> usize {
+    let alone = |t: usize| (t == 0 || seqs[t - 1] != seqs[t]) && seqs.get(t + 1).is_none_or(|&s| s != seqs[t]);
+    (0..seqs.len()).take_while(|&t| alone(t)).count()
 }

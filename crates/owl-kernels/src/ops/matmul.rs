@@ -83,10 +83,69 @@ pub fn matmul_with(
     n_tokens: usize,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    matmul_impl(table, pool, w, x, n_tokens, y, true)
+    matmul_impl(table, pool, w, x, n_tokens, y, Path::Auto)
 }
 
-/// [`matmul_with`], with the int8 panel path allowed or not (A/B measurements).
+/// [`matmul`] whose result for a token does not depend on the batch it came in: tokens
+/// `0..n_single` each get exactly the bits a one-token call gives them, and tokens
+/// `n_single..` exactly the bits of the many-token kernels, however many there are.
+///
+/// This is what lets a continuous-batching scheduler promise that a greedy reply is the
+/// same whether its request ran alone or beside others: a decode step (one token of its
+/// sequence) always takes the one-token kernel, a prompt chunk always the prefill kernels.
+/// The one-token part streams each chunk of weight rows once for all its tokens (the chunk
+/// stays in cache while every token's dot products run over it).
+pub fn matmul_batch_invariant(
+    pool: &ThreadPool,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    n_single: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_batch_invariant_with(dispatch::active()?, pool, w, x, n_tokens, n_single, y)
+}
+
+/// [`matmul_batch_invariant`] with the kernels of a given table.
+pub fn matmul_batch_invariant_with(
+    table: &KernelTable,
+    pool: &ThreadPool,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    n_single: usize,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    if n_single > n_tokens {
+        let what = "one-token rows of a batch (at most its tokens)";
+        return Err(KernelError::Length { what, expected: n_tokens, got: n_single, unit: "tokens" });
+    }
+    let (xs, xm) = x.split_at(x.len().min(n_single.saturating_mul(w.cols)));
+    let (ys, ym) = y.split_at_mut(y.len().min(n_single.saturating_mul(w.rows)));
+    if n_single > 0 {
+        matmul_impl(table, pool, w, xs, n_single, ys, Path::PerToken)?;
+    }
+    if n_tokens > n_single {
+        matmul_impl(table, pool, w, xm, n_tokens - n_single, ym, Path::Many)?;
+    }
+    Ok(())
+}
+
+/// Which kernels a matmul call takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// The fastest for the token count: one-token kernels for one token, else the panels
+    /// (from `PANEL_MIN_TOKENS`) or the multi-token kernels.
+    Auto,
+    /// As `Auto`, never the panels (A/B measurements).
+    #[cfg_attr(not(test), allow(dead_code))]
+    NoPanel,
+    /// Every token through the one-token kernels.
+    PerToken,
+    /// Every token through the many-token kernels (the panels where the format has them).
+    Many,
+}
+
 fn matmul_impl(
     table: &KernelTable,
     pool: &ThreadPool,
@@ -94,7 +153,7 @@ fn matmul_impl(
     x: &[f32],
     n_tokens: usize,
     y: &mut [f32],
-    allow_panel: bool,
+    path: Path,
 ) -> Result<(), KernelError> {
     let shape = Shape::validate(table, w, x, n_tokens, y)?;
     if w.rows == 0 || n_tokens == 0 {
@@ -110,11 +169,18 @@ fn matmul_impl(
         return Ok(());
     }
     let n_threads = compute_threads(&lease, w, n_tokens);
-    let panel = allow_panel && n_tokens >= PANEL_MIN_TOKENS && shape.kernels.has_prefill_panel();
+    let per_token = path == Path::PerToken || (n_tokens == 1 && path != Path::Many);
+    let panel = !per_token
+        && shape.kernels.has_prefill_panel()
+        && match path {
+            Path::Auto => n_tokens >= PANEL_MIN_TOKENS,
+            Path::Many => true,
+            Path::NoPanel | Path::PerToken => false,
+        };
     let nb = w.cols / w.format.block_elems();
     let interleaved = w.layout == RowLayout::Interleaved8;
     let chunk = if panel { PANEL_ROWS } else { prefill_chunk_rows(w.rows, shape.row_bytes, n_threads, interleaved) };
-    let row_chunks = if interleaved && n_tokens > 1 { n_threads } else { 0 };
+    let row_chunks = if interleaved && !per_token { n_threads } else { 0 };
     let layout = ScratchLayout::new(&shape, n_tokens, nb, if panel { n_threads } else { 0 }, row_chunks, chunk);
     let mut scratch = lease.take_scratch();
     let buf = scratch.bytes_mut(layout.total);
@@ -138,12 +204,23 @@ fn matmul_impl(
     };
     let out = SharedOut { ptr: y.as_mut_ptr(), len: y.len() };
     let work = Work { w, shape: &shape, act, n_tokens, out: &out, row_major: &row_major };
-    if n_tokens == 1 {
-        let chunk = matvec_chunk_rows(w.rows, shape.row_bytes, n_threads);
-        if n_threads == 1 {
-            work.matvec_rows(0..w.rows);
+    if per_token {
+        let mut chunk = matvec_chunk_rows(w.rows, shape.row_bytes, n_threads);
+        if n_tokens > 1 {
+            // The chunk is read once per token: keep it small enough to stay in L2.
+            chunk = chunk.min((PREFILL_CHUNK_BYTES / shape.row_bytes.max(1)).next_multiple_of(INTERLEAVE_ROWS));
+        }
+        let rows_all_tokens = |rows: std::ops::Range<usize>| {
+            for t in 0..n_tokens {
+                work.matvec_rows(t, rows.clone());
+            }
+        };
+        if n_threads == 1 && n_tokens == 1 {
+            work.matvec_rows(0, 0..w.rows);
+        } else if n_threads == 1 {
+            for_each_chunk(w.rows, chunk, rows_all_tokens);
         } else {
-            lease.parallel_for(w.rows, chunk, &|_, rows| work.matvec_rows(rows));
+            lease.parallel_for(w.rows, chunk, &|_, rows| rows_all_tokens(rows));
         }
     } else if panel {
         #[cfg(target_arch = "x86_64")]
@@ -554,34 +631,34 @@ impl Work<'_, '_> {
         &self.act[t * self.shape.act_stride..t * self.shape.act_stride + self.shape.act_row_bytes]
     }
 
-    /// One token: one pass over the rows — several rows per kernel call where the format has
-    /// a multi-row kernel (each activation block then serves all of them), else one dot
+    /// One token `t`: one pass over the rows — several rows per kernel call where the format
+    /// has a multi-row kernel (each activation block then serves all of them), else one dot
     /// product per row. Both give the same bits.
-    fn matvec_rows(&self, rows: std::ops::Range<usize>) {
+    fn matvec_rows(&self, t: usize, rows: std::ops::Range<usize>) {
         let dot = self.shape.kernels.raw_dot();
-        let a = self.act_row(0);
+        let a = self.act_row(t);
         let rb = self.shape.row_bytes;
+        let base = t * self.w.rows;
         if self.w.layout == RowLayout::Interleaved8 {
             let Some(group_matvec) = self.shape.kernels.raw_group_matvec() else {
                 unreachable!("validated: interleaved weights have a group kernel")
             };
             // SAFETY: as below; chunks are whole groups (a multiple of 8 rows, validated
             // `rows` a multiple of 8), so their bytes are whole groups too.
-            let out = unsafe { self.out.slice(rows.start, rows.len()) };
+            let out = unsafe { self.out.slice(base + rows.start, rows.len()) };
             group_matvec(&self.w.data[rows.start * rb..rows.end * rb], a, out);
             return;
         }
         if let Some(matvec) = self.shape.kernels.raw_matvec() {
-            // SAFETY: one token, so output index = row; the rows of a chunk belong to this
-            // thread only.
-            let out = unsafe { self.out.slice(rows.start, rows.len()) };
+            // SAFETY: token t's outputs of the rows of a chunk belong to this thread only.
+            let out = unsafe { self.out.slice(base + rows.start, rows.len()) };
             matvec(&self.w.data[rows.start * rb..rows.end * rb], rb, a, out);
             return;
         }
         for r in rows {
             let v = dot(&self.w.data[r * rb..(r + 1) * rb], a);
             // SAFETY: row r belongs to this chunk only.
-            unsafe { self.out.write(r, v) };
+            unsafe { self.out.write(base + r, v) };
         }
     }
 
@@ -661,8 +738,10 @@ impl Work<'_, '_> {
 
     /// Many tokens: token tiles that fit L2, each swept by every row of the chunk; four
     /// tokens per kernel call where the format has a multi-token kernel (each weight block is
-    /// then unpacked once for four tokens). Its columns equal the one-token kernel bit for
-    /// bit, so a token's output does not depend on the batch it came in.
+    /// then unpacked once for four tokens). The 1×4 kernels' columns equal the one-token
+    /// kernel bit for bit; the float 3×4 tiles sum in their own order, and every token of a
+    /// 3-row group goes through them. Either way a token's output does not depend on the
+    /// batch it came in.
     fn prefill_rows(&self, thread: usize, rows: std::ops::Range<usize>) {
         // SAFETY: each thread index makes one chunk at a time row-major in its own region.
         let chunk = unsafe { self.row_major.rows(thread, rows.clone()) };
@@ -691,10 +770,16 @@ impl Work<'_, '_> {
                         }
                         t += 4;
                     }
-                    for t in t..t1 {
-                        for (i, wr) in wr.iter().enumerate() {
-                            // SAFETY: as above.
-                            unsafe { self.out.write(t * n_rows + r + i, dot(wr, self.act_row(t))) };
+                    if t < t1 {
+                        // The last 1–3 tokens take the tile too (the last one repeated to fill
+                        // it), not the one-token kernel: a token's bits then do not depend on
+                        // where the batch's tile edges fall (`matmul_batch_invariant`).
+                        let a = [0, 1, 2, 3].map(|k| self.act_row((t + k).min(t1 - 1)));
+                        for (i, v) in tile3x4(wr, a).into_iter().enumerate() {
+                            for (k, v) in v.into_iter().enumerate().take(t1 - t) {
+                                // SAFETY: as above.
+                                unsafe { self.out.write((t + k) * n_rows + r + i, v) };
+                            }
                         }
                     }
                     r += 3;
@@ -781,9 +866,10 @@ mod tests {
                 let mut best = [f64::MAX; 2];
                 for round in 0..40 {
                     let panel = round % 2 == 0;
+                    let path = if panel { Path::Auto } else { Path::NoPanel };
                     let c0 = cpu_ns();
                     for _ in 0..3 {
-                        matmul_impl(table, &pool, &w, &x, tokens, &mut y, panel).expect("matmul");
+                        matmul_impl(table, &pool, &w, &x, tokens, &mut y, path).expect("matmul");
                     }
                     let secs = (cpu_ns() - c0) as f64 * 1e-9 / 3.0;
                     best[panel as usize] = best[panel as usize].min(secs);

@@ -9,4 +9,4 @@ pub(crate) mod prefill_int8;
 pub(crate) mod prefill_kquant;
 
 pub use f32_activations::ActivationPrecision;
-pub use matmul::{matmul, matmul_with, Matrix};
+pub use matmul::{matmul, matmul_batch_invariant, matmul_batch_invariant_with, matmul_with, Matrix};

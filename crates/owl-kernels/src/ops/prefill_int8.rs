@@ -358,10 +358,12 @@ pub(crate) unsafe fn hsums<const RM: usize, const RN: usize>(acc: [[__m256; RN];
             unsafe { _mm_storeu_ps(o[t..t + 4].as_mut_ptr(), v) };
             t += 4;
         }
+        // The same order of additions as the four-at-a-time sums above, so that a token's
+        // result does not depend on whether its tile held four tokens or one.
         for t in t..RN {
-            let h = _mm_add_ps(_mm256_castps256_ps128(a[t]), _mm256_extractf128_ps::<1>(a[t]));
-            let h = _mm_hadd_ps(h, h);
-            o[t] = _mm_cvtss_f32(_mm_hadd_ps(h, h));
+            let s = _mm256_hadd_ps(a[t], a[t]);
+            let s = _mm256_hadd_ps(s, s);
+            o[t] = _mm_cvtss_f32(_mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s)));
         }
     }
     out

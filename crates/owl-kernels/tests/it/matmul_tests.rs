@@ -453,3 +453,72 @@ fn matmul_rejects_impossible_interleaved_matrices() {
     let f16 = Matrix::interleaved(BlockFormat::F16, 8, 64, &data);
     assert!(matches!(matmul(&pool, &f16, &x, 1, &mut y[..8]), Err(KernelError::Unsupported { .. })));
 }
+
+/// `matmul_batch_invariant`: a one-token row gets the bits of a one-token call, a many-token
+/// row the same bits in every batch it lands in (alone, first, last, beside 1 or 40 others),
+/// for every format, both layouts, every table and thread count.
+#[test]
+fn matmul_batch_invariant_rows_do_not_depend_on_the_batch() {
+    use owl_kernels::ops::matmul::matmul_batch_invariant_with;
+    use owl_kernels::quant::interleave::{can_interleave, has_interleaved_layout, interleave_matrix};
+    let pools = pools();
+    let (rows, cols) = (48, 512);
+    for format in BlockFormat::ALL {
+        let (data, _) = random_matrix(format, rows, cols, 0xba7c ^ format as u64);
+        let mut packed = vec![0u8; data.len()];
+        let interleaved = has_interleaved_layout(format) && can_interleave(format, rows, cols);
+        if interleaved {
+            interleave_matrix(format, rows, cols, &data, &mut packed).expect("interleave");
+        }
+        let mut matrices = vec![Matrix::new(format, rows, cols, &data)];
+        if interleaved {
+            matrices.push(Matrix::interleaved(format, rows, cols, &packed));
+        }
+        let x = Rng::new(7 + format as u64).gaussian_row(41 * cols, 1.0);
+        let token = |t: usize| &x[t * cols..(t + 1) * cols];
+        for table in available_tables() {
+            for pool in &pools {
+                for w in &matrices {
+                    let ctx = format!("{format:?} {:?} {} threads={}", w.layout, table.isa(), pool.n_threads());
+                    // Token 0 as a one-token row: alone (a plain one-token call), and first of
+                    // 1, 3 or 9 one-token rows followed by many-token rows.
+                    let mut alone = vec![0f32; rows];
+                    matmul_with(table, pool, w, token(0), 1, &mut alone).expect("one token");
+                    // Token 5 as a many-token row: alone, and at several places of bigger batches.
+                    let mut many_alone = vec![0f32; rows];
+                    matmul_batch_invariant_with(table, pool, w, token(5), 1, 0, &mut many_alone).expect("many");
+                    for (n_single, n) in [(1, 1), (1, 2), (3, 8), (9, 41), (0, 41), (0, 2)] {
+                        // Batch: token 0 first, then tokens 1.., with token 5 moved to slot `n - 1`.
+                        let mut order: Vec<usize> = (0..n).collect();
+                        if n > 5 {
+                            order.swap(5, n - 1);
+                        }
+                        let xs: Vec<f32> = order.iter().flat_map(|&t| token(t).iter().copied()).collect();
+                        let mut y = vec![f32::NAN; n * rows];
+                        matmul_batch_invariant_with(table, pool, w, &xs, n, n_single, &mut y).expect("batch");
+                        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                        if n_single > 0 {
+                            assert_eq!(bits(&y[..rows]), bits(&alone), "{ctx} ({n_single}, {n}): one-token row");
+                        } else {
+                            assert_eq!(
+                                bits(&y[..rows]),
+                                bits(&{
+                                    let mut v = vec![0f32; rows];
+                                    matmul_batch_invariant_with(table, pool, w, token(0), 1, 0, &mut v)
+                                        .expect("many 0");
+                                    v
+                                }),
+                                "{ctx} ({n_single}, {n}): first many-token row"
+                            );
+                        }
+                        if n > 5 && n_single < n {
+                            let last = &y[(n - 1) * rows..];
+                            assert_eq!(bits(last), bits(&many_alone), "{ctx} ({n_single}, {n}): many-token row");
+                        }
+                    }
+                    assert!(matmul_batch_invariant_with(table, pool, w, token(0), 1, 2, &mut alone).is_err());
+                }
+            }
+        }
+    }
+}

@@ -118,15 +118,15 @@ impl Mixer for Attention {
         // Projections.
         let rest = match &self.qkv {
             QkvProj::Separate { q: wq, k: wk, v: wv } => {
-                wq.forward(ctx.pool, x, n, q)?;
-                wk.forward(ctx.pool, x, n, k)?;
-                wv.forward(ctx.pool, x, n, v)?;
+                wq.project(ctx, x, q)?;
+                wk.project(ctx, x, k)?;
+                wv.project(ctx, x, v)?;
                 rest
             }
             QkvProj::Fused(w) => {
                 let width = qw + 2 * kw;
                 let (fused, rest) = rest.split_at_mut(n * width);
-                w.forward(ctx.pool, x, n, fused)?;
+                w.project(ctx, x, fused)?;
                 for t in 0..n {
                     let row = &fused[t * width..(t + 1) * width];
                     q[t * qw..(t + 1) * qw].copy_from_slice(&row[..qw]);
@@ -189,6 +189,6 @@ impl Mixer for Attention {
             }
         });
 
-        self.o.forward(ctx.pool, attn, n, out)
+        self.o.project(ctx, attn, out)
     }
 }

@@ -31,6 +31,11 @@ pub struct ForwardCtx<'a> {
     /// The batch cut into runs of consecutive rows of one sequence at consecutive
     /// positions, each at most `attend::QUERY_BLOCK` long: attention's work units.
     pub runs: &'a [TokenRun],
+    /// Batch-invariant projections: `Some(k)` sends the first `k` tokens (the decode steps,
+    /// one token of their sequence each) through the one-token kernels and the rest through
+    /// the many-token kernels, so that no token's result depends on what else is in the
+    /// batch; `None` picks the fastest kernels for the batch size.
+    pub n_single: Option<usize>,
 }
 
 /// Batch rows `start..start + len`: one sequence, consecutive positions.

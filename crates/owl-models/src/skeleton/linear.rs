@@ -1,9 +1,10 @@
 //! `y = x W^T (+ b)` over a batch of tokens, through owl-kernels' matmul in the weight's
 //! stored format.
 
-use owl_kernels::ops::matmul;
+use owl_kernels::ops::{matmul, matmul_batch_invariant};
 use owl_kernels::ThreadPool;
 
+use super::block::ForwardCtx;
 use crate::error::ModelError;
 use crate::weights::Weight;
 
@@ -36,9 +37,29 @@ impl Linear {
     /// `y[t] = W x[t] + b` for `n` tokens: `x` is `[n][in]`, `y` is `[n][out]` (longer
     /// buffers are cut to size).
     pub fn forward(&self, pool: &ThreadPool, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+        self.run(pool, x, n, None, y)
+    }
+
+    /// [`Linear::forward`] over the batch of `ctx`, batch-invariant when it asks for that
+    /// (`ForwardCtx::n_single`).
+    pub fn project(&self, ctx: &ForwardCtx<'_>, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
+        self.run(ctx.pool, x, ctx.n_tokens, ctx.n_single, y)
+    }
+
+    fn run(
+        &self,
+        pool: &ThreadPool,
+        x: &[f32],
+        n: usize,
+        n_single: Option<usize>,
+        y: &mut [f32],
+    ) -> Result<(), ModelError> {
         let (rows, cols) = (self.weight.rows, self.weight.cols);
         let y = &mut y[..n * rows];
-        matmul(pool, &self.weight.matrix(), &x[..n * cols], n, y)?;
+        match n_single {
+            None => matmul(pool, &self.weight.matrix(), &x[..n * cols], n, y)?,
+            Some(k) => matmul_batch_invariant(pool, &self.weight.matrix(), &x[..n * cols], n, k, y)?,
+        }
         if let Some(b) = &self.bias {
             for row in y.chunks_exact_mut(rows) {
                 for (v, b) in row.iter_mut().zip(b) {

@@ -157,29 +157,29 @@ impl Mixer for LatentAttention {
 
         // Queries.
         match &self.q {
-            QueryProj::Direct(w) => w.forward(ctx.pool, x, n, q)?,
+            QueryProj::Direct(w) => w.project(ctx, x, q)?,
             QueryProj::LowRank { a, norm, b } => {
-                a.forward(ctx.pool, x, n, qa)?;
+                a.project(ctx, x, qa)?;
                 norm.apply_in_place(qa);
-                b.forward(ctx.pool, qa, n, q)?;
+                b.project(ctx, qa, q)?;
             }
         }
 
         // The latent and the shared rope key; then per-head keys/values from the latent.
-        self.kv_a.forward(ctx.pool, x, n, kva)?;
+        self.kv_a.project(ctx, x, kva)?;
         for t in 0..n {
             self.kv_norm.apply(&kva[t * kva_w..t * kva_w + rank], &mut latent[t * rank..(t + 1) * rank]);
         }
         // Per token and head: k_nope at `k_at(t, h)`, v at `v_at(t, h)` in `up`.
         let (k_stride, k_base, v_stride, v_base, head_k, head_v) = match &self.kv_up {
             KvUp::Fused(w) => {
-                w.forward(ctx.pool, latent, n, up)?;
+                w.project(ctx, latent, up)?;
                 (up_w, 0, up_w, nope, nope + vd, nope + vd)
             }
             KvUp::Split { k, v } => {
                 let (ku, vu) = up.split_at_mut(n * heads * nope);
-                k.forward(ctx.pool, latent, n, ku)?;
-                v.forward(ctx.pool, latent, n, vu)?;
+                k.project(ctx, latent, ku)?;
+                v.project(ctx, latent, vu)?;
                 (heads * nope, 0, heads * vd, n * heads * nope, nope, vd)
             }
         };
@@ -242,6 +242,6 @@ impl Mixer for LatentAttention {
             }
         });
 
-        self.o.forward(ctx.pool, attn, n, out)
+        self.o.project(ctx, attn, out)
     }
 }

@@ -53,8 +53,8 @@ impl FeedForward for GatedMlp {
         let b = &mut rest[..n * f];
         match &self.gate_up {
             GateUp::Separate { gate, up } => {
-                gate.forward(ctx.pool, x, n, a)?;
-                up.forward(ctx.pool, x, n, b)?;
+                gate.project(ctx, x, a)?;
+                up.project(ctx, x, b)?;
                 // a = act(gate) * up, in place; split over the pool for a prompt's many rows.
                 let act = self.act;
                 let rows_per_chunk = (PARALLEL_GLU_FLOATS / f).max(1);
@@ -74,11 +74,11 @@ impl FeedForward for GatedMlp {
                 // [n][gate | up] spans both halves of the scratch; the products are compacted
                 // into the first n*f values.
                 let both = &mut scratch[..2 * n * f];
-                w.forward(ctx.pool, x, n, both)?;
+                w.project(ctx, x, both)?;
                 self.act.glu_fused_rows(both, n, f);
             }
         }
         let h = &scratch[..n * f];
-        self.down.forward(ctx.pool, h, n, out)
+        self.down.project(ctx, h, out)
     }
 }

@@ -432,7 +432,7 @@ impl FeedForward for SparseMoe {
         let (ids, order, ends) = (as_u32(ids), as_u32(order), as_u32(ends));
 
         // Route every token.
-        self.router.gate.forward(ctx.pool, x, n, logits)?;
+        self.router.gate.project(ctx, x, logits)?;
         let bias = self.router.choice_bias.as_deref();
         for t in 0..n {
             let (tid, tw) = (&mut ids[t * k..(t + 1) * k], &mut weights[t * k..(t + 1) * k]);

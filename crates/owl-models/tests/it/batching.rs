@@ -156,3 +156,71 @@ fn full_trained_context_in_chunks_equals_one_shot() {
         assert!(small.scratch_bytes < large.scratch_bytes, "scratch follows the batch size, not the context");
     }
 }
+
+/// Batch-invariant mode: a sequence's logits are bit for bit the same alone (its prompt in
+/// one call, then one decode step a call) and beside others (its prompt cut into chunks
+/// that share calls with other prompts, its decode steps listed first beside other decode
+/// steps and a prompt chunk). Not LongRoPE past its switch: there the factors of a prompt
+/// chunk depend on how far its sequence reaches in that call, which is a matter of chunking.
+#[test]
+fn batch_invariant_mode_gives_the_same_bits_alone_and_together() {
+    for variant in ["llama", "mistral", "gemma2", "gemma3", "qwen2"] {
+        let r = reference(variant);
+        let a = ids(&r["input_ids"]);
+        let b: Vec<u32> = a.iter().rev().take(9).copied().collect();
+        let c: Vec<u32> = a[3..17].to_vec();
+        let mut model = load_variant(variant, "config.json", 64);
+        model.set_batch_invariant(true);
+        let vocab = model.vocab_size();
+        let steps = 4;
+
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        // Alone: the prompt, then greedy decode steps, one token per call.
+        let mut kv = new_cache(&model, 1, KvDtype::F16);
+        let mut batch = Batch::new();
+        batch.push_sequence(0, 0, &a, false);
+        let mut row = vec![0.0; vocab];
+        model.forward(&batch, &mut kv, &mut row).unwrap();
+        let mut alone = vec![bits(&row)];
+        let mut tokens = Vec::new();
+        for s in 0..steps {
+            let next = argmax(&row) as u32;
+            tokens.push(next);
+            batch.clear();
+            batch.push(next, 0, a.len() + s, true);
+            model.forward(&batch, &mut kv, &mut row).unwrap();
+            alone.push(bits(&row));
+        }
+
+        // Together: b's prompt and a's first 7 tokens; then b decodes (first) beside the
+        // rest of a's prompt; then a and b decode (a first, then b) beside c's prompt.
+        let mut kv = new_cache(&model, 3, KvDtype::F16);
+        batch.clear();
+        batch.push_sequence(1, 0, &b, false);
+        batch.push_sequence(0, 0, &a[..7], false);
+        let mut out = vec![0.0; batch.n_logits() * vocab];
+        model.forward(&batch, &mut kv, &mut out).unwrap();
+        batch.clear();
+        batch.push(b[0], 1, b.len(), true);
+        batch.push_sequence(0, 7, &a[7..], false);
+        let mut out = vec![0.0; 2 * vocab];
+        model.forward(&batch, &mut kv, &mut out).unwrap();
+        let mut together = vec![bits(&out[vocab..])];
+        for (s, &t) in tokens.iter().enumerate() {
+            batch.clear();
+            batch.push(t, 0, a.len() + s, true);
+            batch.push(b[1], 1, b.len() + 1 + s, true);
+            if s == 0 {
+                batch.push_sequence(2, 0, &c, false);
+            } else {
+                batch.push(c[0], 2, c.len() + s - 1, true);
+            }
+            let mut out = vec![0.0; batch.n_logits() * vocab];
+            model.forward(&batch, &mut kv, &mut out).unwrap();
+            together.push(bits(&out[..vocab]));
+        }
+        for (i, (x, y)) in alone.iter().zip(&together).enumerate() {
+            assert!(x == y, "{variant}: logits row {i} of sequence a differ alone and together");
+        }
+    }
+}
