@@ -57,6 +57,10 @@ pub enum EngineError {
     #[error("{what} needs {needed} positions but the model's context holds {n_ctx}")]
     ContextTooSmall { what: String, needed: usize, n_ctx: usize },
 
+    /// Every sequence slot is busy and the queue of waiting requests is full.
+    #[error("the server is busy: all sequence slots are in use and {waiting} requests are already waiting")]
+    QueueFull { waiting: usize },
+
     /// The run was stopped through its cancellation flag (perplexity, bench).
     #[error("cancelled")]
     Cancelled,

@@ -1,6 +1,10 @@
 //! owl-engine: turning a model's logits into generated text.
 //!
-//! - [`Session`]: one model with its KV cache; [`Session::generate`] prefills a prompt
+//! - [`Scheduler`]: continuous batching over a [`BatchModel`] of several sequence slots —
+//!   one batched forward per step, chunked prefill beside decoding, a bounded queue,
+//!   prefix reuse across requests, batch-invariant results; [`TextStream`] turns a
+//!   sequence's tokens into text and stop strings.
+//! - [`Session`]: one model with its KV cache (a one-slot scheduler); [`Session::generate`] prefills a prompt
 //!   (reusing the cached common prefix from the previous turn), then samples, detokenizes
 //!   and streams [`Event`]s ([`TokenEvent`] per token, final text pieces) until an EOG
 //!   token, a stop string, the token limit, the context limit or cancellation
@@ -17,6 +21,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod batch_model;
 pub mod bench;
 mod detokenizer;
 mod error;
@@ -27,10 +32,13 @@ pub mod perplexity;
 pub mod rng;
 mod runner;
 pub mod sampler;
+pub mod scheduler;
 mod select;
 pub mod session;
 pub mod stop;
+pub mod text_stream;
 
+pub use batch_model::{BatchModel, OneSlot};
 pub use bench::{bench_test, run_bench, BenchParams, BenchResult, BenchTest};
 pub use detokenizer::TokenizerDecoder;
 pub use error::{EngineError, ModelError};
@@ -39,5 +47,9 @@ pub use model::{ByteTableDecoder, LanguageModel, TextDecoder};
 pub use perplexity::{perplexity, Perplexity, PerplexityParams, PerplexityProgress};
 pub use runner::ModelRunner;
 pub use sampler::{Sampler, SamplingParams};
+pub use scheduler::{
+    Sampled, Scheduler, SchedulerConfig, SchedulerEvent, SchedulerStats, SeqId, SeqOutcome, SeqRequest, Verdict,
+};
 pub use session::{ContextOverflow, Event, GenerateParams, Generation, Session, SessionConfig, Timings, TokenEvent};
 pub use stop::{EogSet, StopMatcher, StopReason};
+pub use text_stream::TextStream;

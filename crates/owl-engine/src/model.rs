@@ -36,6 +36,10 @@ pub trait LanguageModel {
     /// and ids below `vocab_size()`. On error the cache may hold part of the batch; the
     /// engine then clears it.
     fn forward(&mut self, tokens: &[u32], first_output: usize, logits: &mut [f32]) -> Result<(), ModelError>;
+
+    /// Asks for batch-invariant forward passes where the model offers them (see
+    /// [`crate::BatchModel::set_batch_invariant`]).
+    fn set_batch_invariant(&mut self, _on: bool) {}
 }
 
 /// Streaming detokenization: token ids in, complete UTF-8 text out.
@@ -75,6 +79,9 @@ impl<M: LanguageModel + ?Sized> LanguageModel for &mut M {
     fn forward(&mut self, tokens: &[u32], first_output: usize, logits: &mut [f32]) -> Result<(), ModelError> {
         (**self).forward(tokens, first_output, logits)
     }
+    fn set_batch_invariant(&mut self, on: bool) {
+        (**self).set_batch_invariant(on)
+    }
 }
 
 impl<M: LanguageModel + ?Sized> LanguageModel for Box<M> {
@@ -92,6 +99,9 @@ impl<M: LanguageModel + ?Sized> LanguageModel for Box<M> {
     }
     fn forward(&mut self, tokens: &[u32], first_output: usize, logits: &mut [f32]) -> Result<(), ModelError> {
         (**self).forward(tokens, first_output, logits)
+    }
+    fn set_batch_invariant(&mut self, on: bool) {
+        (**self).set_batch_invariant(on)
     }
 }
 

@@ -1,5 +1,6 @@
-//! [`ModelRunner`]: an owl-models [`Model`] with a one-sequence [`KvCache`], as a
-//! [`LanguageModel`] the engine can drive.
+//! [`ModelRunner`]: an owl-models [`Model`] with a [`KvCache`] of one or more sequence
+//! slots, as a [`LanguageModel`] (slot 0) and a [`BatchModel`] (every slot) the engine can
+//! drive.
 //!
 //! Batches longer than the model's `max_batch_tokens` are split into several forward calls
 //! (the model sized its scratch for that many tokens). A cut of the cache that the model
@@ -10,10 +11,11 @@ use std::borrow::BorrowMut;
 
 use owl_models::{Batch, KvCache, KvDtype, Model, ModelError as OwlModelError};
 
+use crate::batch_model::BatchModel;
 use crate::error::ModelError;
 use crate::model::LanguageModel;
 
-/// The model (owned, or borrowed as `&mut Model`) and its cache for one sequence.
+/// The model (owned, or borrowed as `&mut Model`) and its cache.
 pub struct ModelRunner<M: BorrowMut<Model> = Model> {
     model: M,
     kv: KvCache,
@@ -28,7 +30,13 @@ impl<M: BorrowMut<Model>> ModelRunner<M> {
     // owl-models' error type is large; it is returned once, at setup.
     #[allow(clippy::result_large_err)]
     pub fn new(model: M, n_ctx: usize, dtype: KvDtype) -> Result<Self, OwlModelError> {
-        let kv = model.borrow().new_kv_cache(1, n_ctx, dtype)?;
+        Self::with_slots(model, 1, n_ctx, dtype)
+    }
+
+    /// A runner with a cache of `n_slots` sequences of `n_ctx` positions each.
+    #[allow(clippy::result_large_err)]
+    pub fn with_slots(model: M, n_slots: usize, n_ctx: usize, dtype: KvDtype) -> Result<Self, OwlModelError> {
+        let kv = model.borrow().new_kv_cache(n_slots, n_ctx, dtype)?;
         let batch = Batch::with_capacity(model.borrow().max_batch_tokens());
         Ok(ModelRunner { model, kv, batch })
     }
@@ -96,5 +104,59 @@ impl<M: BorrowMut<Model>> LanguageModel for ModelRunner<M> {
             row += rows;
         }
         Ok(())
+    }
+
+    fn set_batch_invariant(&mut self, on: bool) {
+        self.model.borrow_mut().set_batch_invariant(on);
+    }
+}
+
+impl<M: BorrowMut<Model>> BatchModel for ModelRunner<M> {
+    fn vocab_size(&self) -> usize {
+        self.model.borrow().vocab_size()
+    }
+
+    fn context_size(&self) -> usize {
+        self.kv.n_ctx()
+    }
+
+    fn n_slots(&self) -> usize {
+        self.kv.n_seqs()
+    }
+
+    fn max_batch_tokens(&self) -> usize {
+        self.model.borrow().max_batch_tokens()
+    }
+
+    fn slot_len(&self, slot: usize) -> usize {
+        self.kv.seq_len(slot)
+    }
+
+    fn truncate(&mut self, slot: usize, n: usize) -> usize {
+        let len = self.kv.seq_len(slot);
+        if n >= len {
+            return len;
+        }
+        if n > 0 && self.kv.truncate_seq(slot, n).is_ok() {
+            return n;
+        }
+        let _ = self.kv.clear_seq(slot);
+        self.kv.seq_len(slot)
+    }
+
+    fn copy_prefix(&mut self, src: usize, dst: usize, len: usize) -> bool {
+        if self.kv.copy_prefix(src, dst, len).is_ok() {
+            return true;
+        }
+        let _ = self.kv.clear_seq(dst);
+        false
+    }
+
+    fn set_batch_invariant(&mut self, on: bool) {
+        self.model.borrow_mut().set_batch_invariant(on);
+    }
+
+    fn forward(&mut self, batch: &Batch, logits: &mut [f32]) -> Result<(), ModelError> {
+        Ok(self.model.borrow_mut().forward(batch, &mut self.kv, logits)?)
     }
 }

@@ -1,13 +1,13 @@
-//! A generation session: one model with its KV cache, a sampler, and the loop that turns
-//! prompt ids into a stream of tokens and text.
+//! A generation session: one model with its KV cache, generating one request at a time
+//! through a one-slot [`Scheduler`] (the engine path of every request) and a [`TextStream`].
 //!
 //! [`Session::generate`] does, in order:
 //!
 //! 1. fit the prompt into the context ([`ContextOverflow`]: error, or drop the oldest
 //!    tokens after a kept prefix such as BOS);
 //! 2. reuse the KV cache: keep the longest common prefix of the new prompt with the cached
-//!    tokens (at most `prompt.len() - 1`, since the last prompt token's logits are needed),
-//!    drop the rest, prefill only the new suffix, in chunks of `n_batch` tokens;
+//!    tokens (at most `prompt.len() - 2`, so the rest runs as one piece; see the scheduler's
+//!    batch invariance), prefill only the new suffix, in chunks of `n_batch` tokens;
 //! 3. decode: logprobs (optional) → sample → EOG? → detokenize → stop strings → emit
 //!    [`Event::Token`] and [`Event::Text`] → forward the token; until an EOG token, a stop
 //!    string, the token limit, a full context, the cancellation flag or the callback's
@@ -16,22 +16,20 @@
 //! The last sampled token is not run through the model (its logits are never needed), so
 //! after a reply the cache holds the prompt and all generated tokens but the last; the
 //! next turn's prompt, rendered through the chat template, shares most of that prefix.
-//!
-//! Per token the loop allocates nothing once warmed up: the logits row, the sampler's
-//! buffers, the event (its text and top list are cleared and refilled) and the stop
-//! matcher's buffers are all reused. Growing the result's `ids`/`text` is amortised.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::batch_model::OneSlot;
 use crate::error::EngineError;
-use crate::logprobs::{LogSoftmax, TokenLogprob, TopLogprobs};
+use crate::logprobs::TokenLogprob;
 use crate::model::{LanguageModel, TextDecoder};
-use crate::sampler::{Sampler, SamplingParams};
-use crate::stop::{EogSet, StopMatcher, StopReason};
+use crate::sampler::SamplingParams;
+use crate::scheduler::{Scheduler, SchedulerConfig, SchedulerEvent, SeqOutcome, SeqRequest, Verdict};
+use crate::stop::{EogSet, StopReason};
+use crate::text_stream::TextStream;
 
 /// Session-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,79 +151,58 @@ pub struct Generation {
     pub seed: u64,
 }
 
-/// One model, its KV cache and a sampler: a conversation or a sequence of requests that
-/// may share prefixes.
+/// One model and its KV cache: a conversation, or a sequence of requests that may share
+/// prefixes. A [`Scheduler`] of one slot underneath: `owl run` and `owl generate` take the
+/// same engine path as every request of the server.
 pub struct Session<M: LanguageModel> {
-    model: M,
-    config: SessionConfig,
-    /// The tokens whose KV entries are in the cache, in order (== `model.kv_len()`).
-    cached: Vec<u32>,
-    logits: Vec<f32>,
-    sampler: Sampler,
-    top: TopLogprobs,
-    matcher: StopMatcher,
-    event: TokenEvent,
-    released: String,
+    scheduler: Scheduler<OneSlot<M>>,
+    stream: TextStream,
 }
 
 impl<M: LanguageModel> Session<M> {
     /// A session over `model`, whose cache is cleared first.
-    pub fn new(mut model: M, config: SessionConfig) -> Result<Self, EngineError> {
-        if config.n_batch == 0 {
-            return Err(EngineError::invalid("n_batch", 0, "must be at least 1"));
+    pub fn new(model: M, config: SessionConfig) -> Result<Self, EngineError> {
+        if config.n_batch < 2 {
+            return Err(EngineError::invalid("n_batch", config.n_batch, "must be at least 2"));
         }
-        let vocab = model.vocab_size();
-        let sampler = Sampler::new(vocab, SamplingParams::greedy())?;
-        let kept = model.kv_truncate(0);
-        if kept != 0 || model.kv_len() != 0 {
-            return Err(EngineError::CacheMismatch { got: model.kv_len(), expected: 0 });
-        }
-        Ok(Session {
-            model,
-            config,
-            cached: Vec::new(),
-            logits: vec![0.0; vocab],
-            sampler,
-            top: TopLogprobs::new(),
-            matcher: StopMatcher::default(),
-            event: TokenEvent::default(),
-            released: String::new(),
-        })
+        // One slot: a queue of one is enough for the request being generated.
+        let scheduler_config = SchedulerConfig { max_batch_tokens: config.n_batch.max(3), max_queue: 1 };
+        let scheduler = Scheduler::new(OneSlot(model), scheduler_config)?;
+        Ok(Session { scheduler, stream: TextStream::new() })
     }
 
     pub fn model(&self) -> &M {
-        &self.model
+        &self.scheduler.model().0
     }
 
     /// The model, e.g. to change threads. Touching its cache here is noticed: the next
     /// `generate` then starts from an empty cache.
     pub fn model_mut(&mut self) -> &mut M {
-        &mut self.model
+        &mut self.scheduler.model_mut().0
     }
 
     pub fn into_model(self) -> M {
-        self.model
+        self.scheduler.into_model().0
     }
 
     pub fn context_size(&self) -> usize {
-        self.model.context_size()
+        self.scheduler.context_size()
     }
 
     /// The tokens currently in the KV cache.
     pub fn cached_tokens(&self) -> &[u32] {
-        &self.cached
+        self.scheduler.cached_tokens(0)
     }
 
     /// Empties the KV cache (e.g. `/clear` in a chat).
     pub fn clear_cache(&mut self) {
-        self.model.kv_truncate(0);
-        self.cached.clear();
+        self.scheduler.clear_cache();
     }
 
     /// Generates a continuation of `prompt`, streaming events to `on_event` (return
     /// `ControlFlow::Break(())` to stop, reported as [`StopReason::Cancelled`]).
-    /// `cancel` is polled between prefill chunks and before every token; the caller
-    /// clears it before the next request.
+    /// `cancel` is polled before every step (a prompt chunk or a token); the caller clears
+    /// it before the next request.
     pub fn generate<D, F>(
         &mut self,
         prompt: &[u32],
@@ -238,185 +215,46 @@ impl<M: LanguageModel> Session<M> {
         D: TextDecoder + ?Sized,
         F: FnMut(Event<'_>) -> ControlFlow<()>,
     {
-        let vocab = self.model.vocab_size();
-        let n_ctx = self.model.context_size();
-        if prompt.is_empty() {
-            return Err(EngineError::EmptyPrompt);
-        }
-        if n_ctx == 0 {
-            return Err(EngineError::ContextTooSmall { what: "generation".into(), needed: prompt.len() + 1, n_ctx });
-        }
-        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab) {
-            return Err(EngineError::TokenOutOfRange { id, vocab_size: vocab, what: "prompt" });
-        }
-        self.sampler.reset(params.sampling.clone())?;
-        let prompt = fit_prompt(prompt, n_ctx, params)?;
-
-        // Reuse the cached prefix; keep at least the last prompt token to run.
-        self.sync_cache()?;
-        let common = common_prefix_len(&self.cached, &prompt).min(prompt.len() - 1);
-        let kept = self.model.kv_truncate(common);
-        if kept > common || self.model.kv_len() != kept {
-            let got = self.model.kv_len();
-            self.clear_cache();
-            return Err(EngineError::CacheMismatch { got, expected: common });
-        }
-        self.cached.truncate(kept);
-
-        // Penalties look at the prompt too (only the window's worth matters).
-        let window = params.sampling.repeat_last_n;
-        for &t in &prompt[prompt.len().saturating_sub(window)..] {
-            self.sampler.accept(t);
-        }
-
-        let mut generation = Generation {
-            prompt_ids: Vec::new(),
-            ids: Vec::new(),
-            text: String::new(),
-            stop_reason: StopReason::MaxTokens,
-            timings: Timings { cached_tokens: kept, ..Timings::default() },
-            seed: self.sampler.seed(),
-        };
-
-        // Prefill the new suffix; logits only for the very last prompt token.
-        let started = Instant::now();
-        let suffix = &prompt[kept..];
-        let n_chunks = suffix.len().div_ceil(self.config.n_batch);
-        for (i, chunk) in suffix.chunks(self.config.n_batch).enumerate() {
+        let seq = self.scheduler.submit(SeqRequest { prompt: prompt.to_vec(), params: params.clone() })?;
+        let fitted = fit_prompt(prompt, self.scheduler.context_size(), params)?;
+        let stream = &mut self.stream;
+        stream.start(decoder, &fitted, &params.stop);
+        let mut outcome = None;
+        while outcome.is_none() {
             if cancel.load(Ordering::Relaxed) {
-                generation.stop_reason = StopReason::Cancelled;
-                generation.timings.prompt_ms = ms_since(started);
-                generation.prompt_ids = prompt;
-                return Ok(generation);
+                self.scheduler.cancel(seq);
             }
-            let first_output = if i + 1 == n_chunks { chunk.len() - 1 } else { chunk.len() };
-            self.forward(chunk, first_output)?;
-            generation.timings.prompt_tokens += chunk.len();
-        }
-        generation.timings.prompt_ms = ms_since(started);
-
-        // Decode.
-        let started = Instant::now();
-        decoder.reset(&prompt);
-        self.matcher.set_stops(params.stop.iter().map(String::as_str));
-        let max_tokens = params.max_tokens.unwrap_or(usize::MAX);
-        let want_logprob = params.logprobs || params.top_logprobs > 0;
-        let mut reason = loop {
-            if generation.ids.len() >= max_tokens {
-                break StopReason::MaxTokens;
+            if !self.scheduler.has_work() {
+                break;
             }
-            if cancel.load(Ordering::Relaxed) {
-                break StopReason::Cancelled;
-            }
-            let row = &self.logits[..vocab];
-            let norm = want_logprob.then(|| LogSoftmax::of(row));
-            let id = self.sampler.sample(row)?;
-            self.sampler.accept(id);
-            if params.eog.contains(id) {
-                break StopReason::Eog { id };
-            }
-            generation.ids.push(id);
-
-            let event = &mut self.event;
-            event.id = id;
-            event.text.clear();
-            event.bytes.clear();
-            decoder.push(id, &mut event.text, &mut event.bytes);
-            event.logprob = norm.map(|n| n.logprob(row[id as usize]) as f32);
-            match &norm {
-                Some(n) if params.top_logprobs > 0 => self.top.select(row, params.top_logprobs, n, &mut event.top),
-                _ => event.top.clear(),
-            }
-            self.released.clear();
-            let hit = self.matcher.push(&event.text, &mut self.released);
-            let mut flow = on_event(Event::Token(event));
-            if !self.released.is_empty() {
-                generation.text.push_str(&self.released);
-                if on_event(Event::Text(&self.released)).is_break() {
-                    flow = ControlFlow::Break(());
+            self.scheduler.step(|event| match event {
+                SchedulerEvent::Token { token, .. } => stream.push(decoder, &token, &mut on_event),
+                SchedulerEvent::Finished { outcome: o, .. } => {
+                    outcome = Some(o.clone());
+                    Verdict::Continue
                 }
-            }
-            if let Some(index) = hit {
-                break StopReason::Stop { index, text: params.stop[index].clone() };
-            }
-            if flow.is_break() {
-                break StopReason::Cancelled;
-            }
-            if generation.ids.len() >= max_tokens {
-                break StopReason::MaxTokens;
-            }
-            if self.model.kv_len() >= n_ctx {
-                break StopReason::ContextFull;
-            }
-            self.forward(&[id], 0)?;
-        };
-
-        // End of stream: flush the detokenizer and the held-back text.
-        if !matches!(reason, StopReason::Stop { .. }) {
-            self.event.text.clear();
-            decoder.finish(&mut self.event.text);
-            self.released.clear();
-            let hit = match self.matcher.push(&self.event.text, &mut self.released) {
-                Some(k) => Some(k),
-                None => self.matcher.finish(&mut self.released),
-            };
-            if !self.released.is_empty() {
-                generation.text.push_str(&self.released);
-                // The stream is over: a Break here changes nothing.
-                let _ = on_event(Event::Text(&self.released));
-            }
-            if let Some(index) = hit {
-                reason = StopReason::Stop { index, text: params.stop[index].clone() };
-            }
+            })?;
         }
-        generation.stop_reason = reason;
-        generation.timings.gen_tokens = generation.ids.len();
-        generation.timings.gen_ms = ms_since(started);
-        generation.prompt_ids = prompt;
-        Ok(generation)
-    }
-
-    /// Runs `tokens` through the model, keeping `cached` in step; the logits of
-    /// `tokens[first_output..]` (at most one row here) land in `self.logits`.
-    fn forward(&mut self, tokens: &[u32], first_output: usize) -> Result<(), EngineError> {
-        let vocab = self.logits.len();
-        let position = self.model.kv_len();
-        let rows = tokens.len() - first_output;
-        debug_assert!(rows <= 1);
-        let out = &mut self.logits[..rows * vocab];
-        if let Err(source) = self.model.forward(tokens, first_output, out) {
-            self.clear_cache();
-            return Err(EngineError::Model { position, source });
-        }
-        if self.model.kv_len() != position + tokens.len() {
-            let got = self.model.kv_len();
-            self.clear_cache();
-            return Err(EngineError::CacheMismatch { got, expected: position + tokens.len() });
-        }
-        self.cached.extend_from_slice(tokens);
-        Ok(())
-    }
-
-    /// If the model's cache was changed behind our back, start from empty.
-    fn sync_cache(&mut self) -> Result<(), EngineError> {
-        if self.model.kv_len() != self.cached.len() {
-            self.clear_cache();
-            if self.model.kv_len() != 0 {
-                return Err(EngineError::CacheMismatch { got: self.model.kv_len(), expected: 0 });
-            }
-        }
-        Ok(())
+        let outcome = outcome.unwrap_or_else(|| SeqOutcome {
+            prompt_ids: fitted,
+            ids: Vec::new(),
+            stop_reason: StopReason::Cancelled,
+            timings: Timings::default(),
+            seed: params.sampling.seed.unwrap_or(0),
+        });
+        let stop_reason = stream.finish(decoder, outcome.stop_reason, &mut on_event);
+        Ok(Generation {
+            prompt_ids: outcome.prompt_ids,
+            ids: outcome.ids,
+            text: stream.take_text(),
+            stop_reason,
+            timings: outcome.timings,
+            seed: outcome.seed,
+        })
     }
 }
 
-fn ms_since(t: Instant) -> f64 {
-    t.elapsed().as_secs_f64() * 1000.0
-}
-
-/// Length of the longest common prefix of two id sequences.
-pub fn common_prefix_len(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
+pub use crate::scheduler::common_prefix_len;
 
 /// Applies [`ContextOverflow`] to a prompt for a context of `n_ctx` positions.
 pub fn fit_prompt(prompt: &[u32], n_ctx: usize, params: &GenerateParams) -> Result<Vec<u32>, EngineError> {

@@ -49,7 +49,7 @@ fn one_shot_reply_without_template_tokens() {
 fn interactive_session_on_a_terminal() {
     let owl = env!("CARGO_BIN_EXE_owl");
     let mut child = Command::new("script")
-        .args(["-q", "-e", "-c", &format!("{owl} run smollm2 --temperature 0 -n 8 --verbose"), "/dev/null"])
+        .args(["-q", "-e", "-c", &format!("{owl} run smollm2 --temperature 0 -n 16 --verbose"), "/dev/null"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -63,7 +63,7 @@ fn interactive_session_on_a_terminal() {
     let owl_out = &text[text.find(">>> ").unwrap_or_else(|| panic!("no prompt: {text}"))..];
     let replies: Vec<&str> =
         owl_out.lines().filter_map(|l| l.strip_prefix(">>> ")).map(|l| l.trim_start_matches("... ")).collect();
-    let one_shot = crate::support::owl(["run", "smollm2", "Say hi", "--temperature", "0", "-n", "8"]);
+    let one_shot = crate::support::owl(["run", "smollm2", "Say hi", "--temperature", "0", "-n", "16"]);
     assert_eq!(one_shot.code, Some(0), "{}", one_shot.stderr);
     let first = one_shot.stdout.trim_end();
     assert!(!first.is_empty());

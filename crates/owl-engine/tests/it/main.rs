@@ -10,5 +10,6 @@ mod fake;
 mod logprobs_fixture;
 mod perplexity;
 mod real_models;
+mod scheduler;
 mod session;
 mod stop_props;
