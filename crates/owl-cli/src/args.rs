@@ -7,9 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod generation;
+mod serve;
 pub mod values;
 
 pub use generation::{BenchArgs, GenerateArgs, GenerationArgs, PerplexityArgs, RunArgs};
+pub use serve::ServeArgs;
 
 /// What a MODEL argument may be, said the same way in every command's help.
 pub const MODEL_HELP: &str = "A .gguf file, a Hugging Face model directory (config.json + \
@@ -78,6 +80,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Perplexity of a model over a text file, with llama-perplexity's windowed scheme.
     Perplexity(PerplexityArgs),
+    /// Serve MODEL over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions,
+    /// /v1/models), many requests at once (continuous batching).
+    Serve(ServeArgs),
 }
 
 /// `owl inspect MODEL [--json] [--tensors]`.

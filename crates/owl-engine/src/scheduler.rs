@@ -45,8 +45,8 @@ pub type SeqId = u64;
 pub struct SchedulerConfig {
     /// Most tokens per forward call (at most the model's own limit).
     pub max_batch_tokens: usize,
-    /// Most requests waiting for a slot; beyond it [`Scheduler::submit`] refuses
-    /// ([`EngineError::QueueFull`]).
+    /// Most requests waiting for a slot (beyond those that free slots take at the next
+    /// step); beyond it [`Scheduler::submit`] refuses ([`EngineError::QueueFull`]).
     pub max_queue: usize,
 }
 
@@ -289,8 +289,11 @@ impl<M: BatchModel> Scheduler<M> {
         }
         let prompt = fit_prompt(&request.prompt, n_ctx, &request.params)?;
         let sampler = Sampler::new(vocab, request.params.sampling.clone())?;
-        if self.queue.len() >= self.config.max_queue {
-            return Err(EngineError::QueueFull { waiting: self.queue.len() });
+        // Requests that free slots will take at the next step do not count as waiting.
+        let free = self.slots.iter().filter(|s| s.active.is_none()).count();
+        let waiting = self.queue.len().saturating_sub(free);
+        if self.queue.len() >= free + self.config.max_queue {
+            return Err(EngineError::QueueFull { waiting });
         }
         let id = self.next_id;
         self.next_id += 1;

@@ -64,7 +64,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
         let name = model_name(&loaded.path);
         let (size, parameters) = (loaded.file_size, loaded.parameters);
-        let mut runner = load::runner(loaded.model, longest)?;
+        let mut runner = load::runner(loaded.model, 1, longest)?;
         let params = BenchParams {
             n_prompt: args.n_prompt.clone(),
             n_gen: args.n_gen.clone(),

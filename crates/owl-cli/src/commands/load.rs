@@ -100,15 +100,15 @@ fn context_fitting(report: &MemoryReport, available: u64) -> usize {
     }
 }
 
-/// `model` with a KV cache of `n_ctx` positions. The cache checks itself against the memory
+/// `model` with a KV cache of `sequences` slots of `n_ctx` positions. The cache checks itself against the memory
 /// available before it allocates (owl_models::memory); a cache too large is that error —
 /// the bytes needed and available — with the `-c` that fits, never an aborted allocation.
-pub fn runner(model: Model, n_ctx: usize) -> anyhow::Result<ModelRunner> {
+pub fn runner(model: Model, sequences: usize, n_ctx: usize) -> anyhow::Result<ModelRunner> {
     let report = model.memory_report(KV_DTYPE);
-    match ModelRunner::new(model, n_ctx, KV_DTYPE) {
+    match ModelRunner::with_slots(model, sequences, n_ctx, KV_DTYPE) {
         Ok(runner) => Ok(runner),
         Err(e @ ModelError::OutOfMemory { available, .. }) => {
-            bail!("{e}; -c {} fits", context_fitting(&report, available))
+            bail!("{e}; -c {} fits", context_fitting(&report, available) / sequences.max(1))
         }
         Err(e) => Err(anyhow::Error::new(e).context(format!("a KV cache of {n_ctx} tokens"))),
     }

@@ -9,6 +9,7 @@ mod load;
 mod perplexity;
 mod run;
 mod sampling;
+mod serve;
 mod tensor;
 mod token_report;
 mod tokenize;
@@ -26,5 +27,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Perplexity(args) => perplexity::run(&args),
+        Command::Serve(args) => serve::run(&args),
     }
 }

@@ -54,7 +54,7 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     // token text left as plain text.
     let tokens = loaded.tokenizer.encode(&text, true, false)?;
     let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
-    let mut runner = load::runner(loaded.model, n_ctx.max(3))?;
+    let mut runner = load::runner(loaded.model, 1, n_ctx.max(3))?;
     let params = PerplexityParams { n_ctx, bos, n_batch, max_chunks: args.chunks };
     if tokens.len() < 2 * n_ctx {
         bail!(

@@ -33,9 +33,26 @@ pub struct Generator {
 pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
     let threads = load::threads_or_default(args.threads);
     let loaded = load::load(model, threads, N_BATCH, args.f32_activations)?;
-    let trained = loaded.model.config().context_length;
-    let fits = load::context_that_fits(&loaded.model);
-    let n_ctx = match args.ctx_size {
+    let n_ctx = context_size(&loaded.model, args.ctx_size, 1)?;
+    if let Some(TokenLimit(Some(n))) = args.max_tokens {
+        if n > n_ctx {
+            printer::note(&format!(
+                "--max-tokens {n} is more than the context of {n_ctx} tokens: the reply ends when the context is full"
+            ));
+        }
+    }
+    let runner = load::runner(loaded.model, 1, n_ctx)?;
+    let session = Session::new(runner, SessionConfig { n_batch: N_BATCH })?;
+    Ok(Generator { session, tokenizer: loaded.tokenizer, name: loaded.name })
+}
+
+/// The context of each of `sequences` sequences that `-c` asks for: 0 is the model's trained
+/// context, none is that capped at [`DEFAULT_CTX_CAP`]; either capped by what fits in memory
+/// (with a note saying so).
+pub fn context_size(model: &owl_models::Model, requested: Option<usize>, sequences: usize) -> anyhow::Result<usize> {
+    let trained = model.config().context_length;
+    let fits = load::context_that_fits(model).map(|n| n / sequences.max(1));
+    let n_ctx = match requested {
         Some(0) if trained == 0 => {
             bail!("--ctx-size 0 asks for the model's trained context, but the model does not state one; give a size")
         }
@@ -55,7 +72,7 @@ pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
             if trained > 0 && n > trained {
                 printer::warning(&format!(
                     "--ctx-size {n} is more than the {trained} tokens the model was trained for; {}",
-                    beyond_training(&loaded.model)
+                    beyond_training(model)
                 ));
             }
             n
@@ -73,16 +90,7 @@ pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
             }
         }
     };
-    if let Some(TokenLimit(Some(n))) = args.max_tokens {
-        if n > n_ctx {
-            printer::note(&format!(
-                "--max-tokens {n} is more than the context of {n_ctx} tokens: the reply ends when the context is full"
-            ));
-        }
-    }
-    let runner = load::runner(loaded.model, n_ctx)?;
-    let session = Session::new(runner, SessionConfig { n_batch: N_BATCH })?;
-    Ok(Generator { session, tokenizer: loaded.tokenizer, name: loaded.name })
+    Ok(n_ctx)
 }
 
 /// The engine's request from the flags. `logprobs`: compute each token's log-probability

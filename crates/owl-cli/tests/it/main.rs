@@ -9,6 +9,7 @@ mod interface;
 mod perplexity;
 mod resources;
 mod run;
+mod serve;
 mod support;
 mod tensor;
 mod tokenize;

@@ -1,0 +1,59 @@
+//! Arguments of `owl serve`.
+
+use std::ffi::OsString;
+
+use clap::Args;
+
+use super::values;
+use super::MODEL_HELP;
+
+/// `owl serve MODEL [--host H] [--port P] [--parallel N] ...`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(value_name = "MODEL", help = MODEL_HELP)]
+    pub model: OsString,
+
+    /// Address to listen on; anything but a loopback address exposes the model to the
+    /// network (set --api-key then).
+    #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
+    pub host: String,
+
+    /// Port to listen on (0: any free port, printed at start).
+    #[arg(long, value_name = "PORT", default_value_t = 11435)]
+    pub port: u16,
+
+    /// Require this key on every route but /health, as `Authorization: Bearer KEY` or
+    /// `x-api-key: KEY`.
+    #[arg(long, value_name = "KEY", env = "OWL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
+    /// Sequences generated at once (each holds a KV cache of --ctx-size tokens).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = values::positive)]
+    pub parallel: usize,
+
+    /// Requests that may wait for a free sequence; beyond it the answer is 429.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub queue: usize,
+
+    /// Context of each sequence in tokens; 0: the model's trained context [default: the
+    /// model's context length, at most 4096, within the memory available].
+    #[arg(short = 'c', long = "ctx-size", visible_alias = "ctx", value_name = "N")]
+    pub ctx_size: Option<usize>,
+
+    /// Compute threads [default: the number of physical cores].
+    #[arg(short = 't', long, value_name = "N", value_parser = values::positive)]
+    pub threads: Option<usize>,
+
+    /// Allow browsers on this origin to call the API (CORS; repeatable; `*` for any).
+    /// Without it no CORS headers are sent.
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = values::positive)]
+    pub max_body_bytes: usize,
+
+    /// The name clients give as `model` [default: the MODEL argument].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}

@@ -1,0 +1,145 @@
+//! `owl serve`: the model behind OpenAI's HTTP API, through owl-server.
+//!
+//! Loads the model with a KV cache of `--parallel` sequences, starts the engine thread
+//! (continuous batching), and serves until SIGINT or SIGTERM: then it stops accepting
+//! connections and lets the replies in flight finish for up to [`GRACE`], after which the
+//! process ends and their streams with it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use owl_engine::{Scheduler, SchedulerConfig};
+use owl_server::{AppState, ChatRenderer, EngineHandle, ServedModel, ServerOptions};
+use owl_tokenizer::{ChatMessage, TemplateOrigin, Tokenizer};
+
+use crate::args::ServeArgs;
+use crate::commands::{load, sampling};
+use crate::printer;
+
+/// Tokens per forward call: prompt chunks and the decode steps of every sequence together.
+const MAX_BATCH_TOKENS: usize = 512;
+
+/// How long replies in flight may go on after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// The model's chat template, rendered in the limited child process as `owl run` does.
+struct TemplateRenderer {
+    tokenizer: Arc<Tokenizer>,
+}
+
+impl ChatRenderer for TemplateRenderer {
+    fn render(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
+        let template = self.tokenizer.chat_template().ok_or("the model has no chat template")?;
+        let text = crate::template_sandbox::render(template, messages, true).map_err(|e| format!("{e:#}"))?;
+        let bos = template.bos_token();
+        let template_wrote_bos = !bos.is_empty() && text.starts_with(bos);
+        self.tokenizer.encode(&text, !template_wrote_bos, true).map_err(|e| e.to_string())
+    }
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let threads = load::threads_or_default(args.threads);
+    let loaded = load::load(&args.model, threads, MAX_BATCH_TOKENS, false)?;
+    let n_ctx = sampling::context_size(&loaded.model, args.ctx_size, args.parallel)?;
+    let runner = load::runner(loaded.model, args.parallel, n_ctx)?;
+    let config = SchedulerConfig { max_batch_tokens: MAX_BATCH_TOKENS, max_queue: args.queue };
+    let scheduler = Scheduler::new(runner, config)?;
+    let tokenizer = Arc::new(loaded.tokenizer);
+    let renderer: Option<Arc<dyn ChatRenderer>> = match tokenizer.chat_template() {
+        Some(t) if t.origin() == TemplateOrigin::Model => {
+            Some(Arc::new(TemplateRenderer { tokenizer: tokenizer.clone() }))
+        }
+        _ => {
+            printer::note(&format!(
+                "{} has no chat template of its own (a base model): /v1/chat/completions answers 400; \
+                 /v1/completions works",
+                loaded.name
+            ));
+            None
+        }
+    };
+    let engine = EngineHandle::start(scheduler, tokenizer.clone()).context("starting the engine thread")?;
+    let name = args.name.clone().unwrap_or_else(|| loaded.name.clone());
+    let model = ServedModel { name: name.clone(), tokenizer, renderer, engine, created: owl_server::unix_now() };
+    let options = ServerOptions {
+        api_key: args.api_key.clone().filter(|k| !k.is_empty()),
+        cors_origins: args.cors_origins.clone(),
+        max_body_bytes: args.max_body_bytes,
+    };
+    let open = options.api_key.is_none();
+    let app = owl_server::router(AppState { model, options });
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the HTTP runtime")?;
+    runtime.block_on(async move {
+        let addr: SocketAddr = format!("{}:{}", bracket_ipv6(&args.host), args.port)
+            .parse()
+            .map_err(|e| anyhow!("--host {} --port {}: {e}", args.host, args.port))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}"))?;
+        let local = listener.local_addr()?;
+        if !local.ip().is_loopback() && open {
+            printer::warning(&format!(
+                "listening on {local} without --api-key: anyone who can reach it can use the model"
+            ));
+        }
+        printer::progress(&format!(
+            "owl serve: {name} on http://{local} ({} sequences of {n_ctx} tokens; OpenAI API under /v1)",
+            args.parallel
+        ));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            printer::progress("owl serve: shutting down; replies in flight may finish");
+            let _ = stop_tx.send(());
+        });
+        let serving = tokio::spawn(async move { server.await });
+        // After the signal: the grace period, then the end whatever is still streaming.
+        let grace = async {
+            if stop_rx.await.is_ok() {
+                tokio::time::sleep(GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = serving => result.context("the HTTP server")?.context("the HTTP server")?,
+            () = grace => printer::progress("owl serve: grace period over; ending the remaining streams"),
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// `::1` → `[::1]` so that `HOST:PORT` parses.
+fn bracket_ipv6(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

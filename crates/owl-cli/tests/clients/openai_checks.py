@@ -1,0 +1,250 @@
+"""The official `openai` Python client against a running `owl serve` (smollm2).
+
+    python openai_checks.py BASE_URL API_KEY CHECK...
+
+CHECK is any of: basics, errors, concurrency, cancel. Each asserts; the script exits
+non-zero (with the traceback) on the first failure and prints one line per passed check.
+"""
+
+import asyncio
+import sys
+import time
+
+import httpx
+import openai
+from openai import AsyncOpenAI, OpenAI
+
+BASE, KEY = sys.argv[1], sys.argv[2]
+CHECKS = sys.argv[3:]
+MODEL = "smollm2"
+
+
+def client(key=KEY, **kw):
+    return OpenAI(base_url=f"{BASE}/v1", api_key=key, max_retries=0, timeout=120, **kw)
+
+
+def greedy_chat(c, content, max_tokens=12, **kw):
+    kw.setdefault("temperature", 0)
+    return c.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": content}],
+        max_tokens=max_tokens,
+        **kw,
+    )
+
+
+def check_basics():
+    c = client()
+    ids = [m.id for m in c.models.list().data]
+    assert ids == [MODEL], ids
+    assert c.models.retrieve(MODEL).id == MODEL
+
+    # Chat, not streamed, with logprobs: one entry per generated token, the chosen token
+    # the most likely one (greedy), alternatives in descending order.
+    r = greedy_chat(c, "Name a colour.", logprobs=True, top_logprobs=3)
+    choice = r.choices[0]
+    assert r.object == "chat.completion" and r.model == MODEL
+    assert choice.message.role == "assistant" and choice.message.content, r
+    assert choice.finish_reason in ("stop", "length"), choice.finish_reason
+    entries = choice.logprobs.content
+    assert len(entries) == r.usage.completion_tokens > 0, (len(entries), r.usage)
+    for e in entries:
+        assert len(e.top_logprobs) == 3
+        tops = [t.logprob for t in e.top_logprobs]
+        assert tops == sorted(tops, reverse=True), tops
+        assert abs(e.logprob - tops[0]) < 1e-6 and e.token == e.top_logprobs[0].token, e
+        assert e.logprob <= 0 and bytes(e.bytes).decode("utf-8", "replace") == e.token
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+    assert r.usage.prompt_tokens_details.cached_tokens >= 0
+
+    # The same request streamed: the same text, a role first, a finish reason last, usage.
+    stream = greedy_chat(c, "Name a colour.", stream=True, stream_options={"include_usage": True},
+                         logprobs=True)
+    text, roles, reasons, usage, lp = "", [], [], None, 0
+    for chunk in stream:
+        assert chunk.object == "chat.completion.chunk"
+        if chunk.usage is not None:
+            usage = chunk.usage
+            assert chunk.choices == []
+            continue
+        d = chunk.choices[0].delta
+        roles += [d.role] if d.role else []
+        text += d.content or ""
+        if chunk.choices[0].logprobs and chunk.choices[0].logprobs.content:
+            lp += len(chunk.choices[0].logprobs.content)
+        if chunk.choices[0].finish_reason:
+            reasons.append(chunk.choices[0].finish_reason)
+    assert roles == ["assistant"], roles
+    assert text == choice.message.content, (text, choice.message.content)
+    assert reasons == [choice.finish_reason], reasons
+    assert usage is not None and usage.completion_tokens == r.usage.completion_tokens, usage
+    assert lp == usage.completion_tokens, (lp, usage)
+
+    # Stop strings end the reply before them; max_completion_tokens counts like max_tokens.
+    full = greedy_chat(c, "Count from 1 to 10, separated by commas.", max_tokens=30).choices[0].message.content
+    assert "," in full, full
+    cut = greedy_chat(c, "Count from 1 to 10, separated by commas.", max_tokens=30, stop=[","])
+    assert cut.choices[0].message.content == full.split(",")[0], (cut.choices[0].message.content, full)
+    assert cut.choices[0].finish_reason == "stop"
+    r = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                                  max_completion_tokens=3, temperature=0)
+    assert r.usage.completion_tokens <= 3
+
+    # n choices, system and earlier turns, a seed: the same seed gives the same choices.
+    msgs = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "Tell me a fruit."},
+    ]
+    a = c.chat.completions.create(model=MODEL, messages=msgs, n=2, seed=7, temperature=1.0, max_tokens=8)
+    b = c.chat.completions.create(model=MODEL, messages=msgs, n=2, seed=7, temperature=1.0, max_tokens=8)
+    assert [x.index for x in a.choices] == [0, 1]
+    assert [x.message.content for x in a.choices] == [x.message.content for x in b.choices]
+
+    # Legacy completions: echo, logprobs, token-id prompts.
+    p = "The capital of France is"
+    r = c.completions.create(model=MODEL, prompt=p, max_tokens=6, temperature=0, echo=True)
+    assert r.object == "text_completion" and r.choices[0].text.startswith(p), r.choices[0].text
+    r2 = c.completions.create(model=MODEL, prompt=p, max_tokens=6, temperature=0, logprobs=2)
+    assert r.choices[0].text == p + r2.choices[0].text
+    lp = r2.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == r2.usage.completion_tokens
+    assert all(len(t) <= 2 for t in lp.top_logprobs)
+    assert "".join(lp.tokens) == r2.choices[0].text
+    streamed = "".join(ch.choices[0].text for ch in
+                       c.completions.create(model=MODEL, prompt=p, max_tokens=6, temperature=0, stream=True)
+                       if ch.choices)
+    assert streamed == r2.choices[0].text, (streamed, r2.choices[0].text)
+    print("basics: ok")
+
+
+def check_errors():
+    c = client()
+    # A bad field: 400 naming it.
+    try:
+        greedy_chat(c, "x", temperature=7)
+        raise AssertionError("temperature 7 accepted")
+    except openai.BadRequestError as e:
+        assert e.status_code == 400 and e.body["param"] == "temperature", e.body
+    try:
+        c.chat.completions.create(model=MODEL, messages=[{"role": "wizard", "content": "x"}])
+        raise AssertionError("role wizard accepted")
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "messages[0].role", e.body
+    try:
+        greedy_chat(c, "x", top_logprobs=3)
+        raise AssertionError("top_logprobs without logprobs accepted")
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "top_logprobs", e.body
+    # An unknown model: 404.
+    try:
+        c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+        raise AssertionError("unknown model accepted")
+    except openai.NotFoundError as e:
+        assert e.body["code"] == "model_not_found", e.body
+    # An oversize body: 413.
+    try:
+        greedy_chat(c, "a" * (9 << 20))
+        raise AssertionError("oversize body accepted")
+    except openai.APIStatusError as e:
+        assert e.status_code == 413, e.status_code
+    # A wrong key: 401; no key at all (the client refuses to send none): 401 too; the
+    # x-api-key header works as well; /health needs no key.
+    try:
+        client(key="wrong-key").models.list()
+        raise AssertionError("a wrong key accepted")
+    except openai.AuthenticationError as e:
+        assert e.status_code == 401 and e.body["code"] == "invalid_api_key", e.body
+    assert httpx.get(f"{BASE}/v1/models").status_code == 401
+    assert httpx.get(f"{BASE}/v1/models", headers={"x-api-key": KEY}).status_code == 200
+    assert httpx.get(f"{BASE}/health").status_code == 200
+    # A prompt longer than the context, and max_tokens beyond it: 400, never truncated.
+    try:
+        greedy_chat(c, "word " * 3000)
+        raise AssertionError("over-long prompt accepted")
+    except openai.BadRequestError as e:
+        assert e.body["code"] == "context_length_exceeded", e.body
+    try:
+        greedy_chat(c, "Hi", max_tokens=100000)
+        raise AssertionError("max_tokens beyond the context accepted")
+    except openai.BadRequestError as e:
+        assert e.body["code"] == "context_length_exceeded" and e.body["param"] == "max_tokens", e.body
+    print("errors: ok")
+
+
+PROMPTS = [
+    "Write a short poem about the sea.",
+    "What is 12 times 12?",
+    "List three animals that live in the desert.",
+    "Explain gravity to a child.",
+    "Give me a name for a cat.",
+    "What colour is the sky at sunset?",
+    "Say something kind.",
+    "Describe a tree in one sentence.",
+]
+
+
+def check_concurrency():
+    c = client()
+    requests = [PROMPTS[i % len(PROMPTS)] for i in range(32)]
+    one_at_a_time = [greedy_chat(c, p, max_tokens=16).choices[0].message.content for p in PROMPTS]
+
+    async def stream_one(ac, prompt):
+        s = await ac.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": prompt}], max_tokens=16, temperature=0,
+            stream=True,
+        )
+        text, reason = "", None
+        async for chunk in s:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                reason = chunk.choices[0].finish_reason or reason
+        return text, reason
+
+    async def all_at_once():
+        ac = AsyncOpenAI(base_url=f"{BASE}/v1", api_key=KEY, max_retries=0, timeout=300)
+        return await asyncio.gather(*(stream_one(ac, p) for p in requests))
+
+    results = asyncio.run(all_at_once())
+    for i, (text, reason) in enumerate(results):
+        assert reason in ("stop", "length"), (i, reason)
+        want = one_at_a_time[i % len(PROMPTS)]
+        assert text == want, f"request {i}: concurrent {text!r} != alone {want!r}"
+    print("concurrency: ok (32 streams identical to one at a time)")
+
+
+def check_cancel():
+    # The server runs --parallel 1 --queue 0: while a sequence holds the slot, another
+    # request is refused (429). A stream closed early must free the slot at once.
+    c = client()
+    s = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Tell a long story."}],
+                                  max_tokens=900, temperature=0, stream=True)
+    got = 0
+    for chunk in s:
+        if chunk.choices and chunk.choices[0].delta.content:
+            got += 1
+            if got == 3:
+                break
+    # While it runs, the slot is taken.
+    busy = None
+    try:
+        greedy_chat(c, "Hi", max_tokens=2)
+    except openai.RateLimitError as e:
+        busy = e
+    assert busy is not None and busy.status_code == 429, "a second request got in beside the first"
+    s.close()
+    started = time.time()
+    while True:
+        try:
+            r = greedy_chat(c, "Hi", max_tokens=2)
+            break
+        except openai.RateLimitError:
+            assert time.time() - started < 3, "the cancelled stream still holds its slot"
+            time.sleep(0.02)
+    assert r.choices[0].message.content is not None
+    print(f"cancel: ok (slot free after {time.time() - started:.2f} s)")
+
+
+for name in CHECKS:
+    globals()[f"check_{name}"]()

@@ -1,0 +1,166 @@
+//! owl-server: the HTTP APIs that existing clients speak, over the owl engine.
+//!
+//! - [`engine`]: the engine thread (a continuous-batching `Scheduler`) and its handle;
+//! - [`openai`]: `/v1/chat/completions`, `/v1/completions`, `/v1/models`;
+//! - [`error`]: OpenAI's error object with the right status for every failure;
+//! - this file: the router, shared state, API-key check, CORS, body limit, `/health`.
+//!
+//! The server translates; the engine decides. Handlers turn a request into prompt ids and
+//! [`owl_engine::GenerateParams`], submit it to the engine thread and stream its events
+//! back in their own wire format. Nothing is kept between requests but the engine's prefix
+//! cache, which changes no answer, so replicas can stand behind any load balancer.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod engine;
+pub mod error;
+mod fields;
+pub mod openai;
+mod params;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use owl_tokenizer::{ChatMessage, Tokenizer};
+use serde_json::json;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub use engine::EngineHandle;
+pub use error::ApiError;
+
+/// Turns a conversation into the prompt ids of the assistant's next turn (the model's chat
+/// template, rendered with the same limits as `owl run`).
+pub trait ChatRenderer: Send + Sync {
+    fn render(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String>;
+}
+
+/// The model a server runs.
+pub struct ServedModel {
+    /// The name clients use (`model` field) and `/v1/models` lists.
+    pub name: String,
+    pub tokenizer: Arc<Tokenizer>,
+    /// `None`: a base model without a chat template; chat routes answer 400.
+    pub renderer: Option<Arc<dyn ChatRenderer>>,
+    pub engine: EngineHandle,
+    /// Unix seconds when the model was loaded.
+    pub created: u64,
+}
+
+/// Server settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Required on every route but `/health` (Bearer, or `x-api-key`).
+    pub api_key: Option<String>,
+    /// Origins allowed by CORS; empty: no CORS headers at all.
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { api_key: None, cors_origins: Vec::new(), max_body_bytes: 8 << 20 }
+    }
+}
+
+/// What every handler sees.
+pub struct AppState {
+    pub model: ServedModel,
+    pub options: ServerOptions,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The router with every route and layer.
+pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.options.cors_origins);
+    let limit = state.options.max_body_bytes;
+    let state = Arc::new(state);
+    let api = Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/models", get(openai::models))
+        .route("/v1/models/{id}", get(openai::model))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+    let router = Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state);
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    let allow = if origins.iter().any(|o| o == "*") { AllowOrigin::any() } else { AllowOrigin::list(list) };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, "x-api-key".parse().expect("header name")]),
+    )
+}
+
+async fn require_api_key(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    if let Some(key) = &state.options.api_key {
+        let headers = request.headers();
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        let given = bearer.or(x_api_key).map(str::trim);
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without an early exit, so the time taken does not tell how much of a guessed
+/// key was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(state): State<SharedState>) -> impl IntoResponse {
+    (StatusCode::OK, Json(json!({"status": "ok", "model": state.model.name})))
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
