@@ -36,6 +36,17 @@ pub trait BatchModel {
     /// sequences of its batch) where the model offers them.
     fn set_batch_invariant(&mut self, _on: bool) {}
 
+    /// Width of the final hidden states ([`BatchModel::embed`]); 0: the model cannot embed.
+    fn hidden_size(&self) -> usize {
+        0
+    }
+
+    /// Runs `tokens` alone in `slot` (cleared before and after) and writes the mean of their
+    /// final hidden states to `mean` (`hidden_size()` floats).
+    fn embed(&mut self, _slot: usize, _tokens: &[u32], _mean: &mut [f32]) -> Result<(), ModelError> {
+        Err("this model does not give hidden states".into())
+    }
+
     /// Runs `batch` (every sequence continuing its slot's cached positions), writing the
     /// logits of the tokens that want them, in batch order, to `logits`
     /// (`[batch.n_logits()][vocab_size()]`).

@@ -156,6 +156,40 @@ impl<M: BorrowMut<Model>> BatchModel for ModelRunner<M> {
         self.model.borrow_mut().set_batch_invariant(on);
     }
 
+    fn hidden_size(&self) -> usize {
+        self.model.borrow().config().hidden_size
+    }
+
+    fn embed(&mut self, slot: usize, tokens: &[u32], mean: &mut [f32]) -> Result<(), ModelError> {
+        let model = self.model.borrow_mut();
+        let h = model.config().hidden_size;
+        if mean.len() != h {
+            return Err(format!("{} floats for a hidden size of {h}", mean.len()).into());
+        }
+        self.kv.clear_seq(slot)?;
+        let max = model.max_batch_tokens().max(1);
+        let mut hidden = vec![0f32; max.min(tokens.len()) * h];
+        let mut sum = vec![0f64; h];
+        let mut result = Ok(());
+        for (c, chunk) in tokens.chunks(max).enumerate() {
+            self.batch.clear();
+            self.batch.push_sequence(slot, c * max, chunk, true);
+            let out = &mut hidden[..chunk.len() * h];
+            if let Err(e) = model.forward_hidden(&self.batch, &mut self.kv, out) {
+                result = Err(e);
+                break;
+            }
+            for row in out.chunks_exact(h) {
+                sum.iter_mut().zip(row).for_each(|(s, &v)| *s += f64::from(v));
+            }
+        }
+        let _ = self.kv.clear_seq(slot);
+        result?;
+        let n = tokens.len().max(1) as f64;
+        mean.iter_mut().zip(&sum).for_each(|(m, &s)| *m = (s / n) as f32);
+        Ok(())
+    }
+
     fn forward(&mut self, batch: &Batch, logits: &mut [f32]) -> Result<(), ModelError> {
         Ok(self.model.borrow_mut().forward(batch, &mut self.kv, logits)?)
     }

@@ -301,6 +301,43 @@ impl<M: BatchModel> Scheduler<M> {
         Ok(id)
     }
 
+    /// An embedding of `tokens`: the mean of their final hidden states, L2-normalised, run
+    /// alone in a free slot (whose cached prefix is given up). `Ok(None)`: every slot is
+    /// busy; ask again after a step. Errors: an empty input, ids outside the vocabulary,
+    /// more tokens than a slot's context, a model without hidden states.
+    pub fn embed(&mut self, tokens: &[u32]) -> Result<Option<Vec<f32>>, EngineError> {
+        let vocab = self.model.vocab_size();
+        let n_ctx = self.model.context_size();
+        let h = self.model.hidden_size();
+        if tokens.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab) {
+            return Err(EngineError::TokenOutOfRange { id, vocab_size: vocab, what: "input" });
+        }
+        if tokens.len() > n_ctx {
+            return Err(EngineError::PromptTooLong { prompt_tokens: tokens.len(), n_ctx });
+        }
+        if h == 0 {
+            return Err(EngineError::Model { position: 0, source: "this model does not give hidden states".into() });
+        }
+        let free =
+            (0..self.slots.len()).filter(|&i| self.slots[i].active.is_none()).min_by_key(|&i| self.slots[i].used);
+        let Some(slot) = free else { return Ok(None) };
+        let mut mean = vec![0f32; h];
+        self.slots[slot].cached.clear();
+        let result = self.model.embed(slot, tokens, &mut mean);
+        if self.model.slot_len(slot) != 0 {
+            self.model.truncate(slot, 0);
+        }
+        result.map_err(|source| EngineError::Model { position: 0, source })?;
+        let norm = mean.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            mean.iter_mut().for_each(|v| *v = (f64::from(*v) / norm) as f32);
+        }
+        Ok(Some(mean))
+    }
+
     /// Ends a request: a waiting one leaves the queue at once (true), a running one ends at
     /// the next step as [`StopReason::Cancelled`] and frees its slot there. False: unknown
     /// (already finished).

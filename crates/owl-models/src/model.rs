@@ -64,6 +64,14 @@ pub struct MemoryReport {
     pub scratch_bytes: usize,
 }
 
+/// Where a forward call's result goes.
+enum Output<'a> {
+    /// `[n_logits][vocab]`.
+    Logits(&'a mut [f32]),
+    /// `[n_logits][hidden]`, the final norm's output.
+    Hidden(&'a mut [f32]),
+}
+
 /// A point of the forward pass whose activations [`Model::forward_inspect`] reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -256,7 +264,14 @@ impl Model {
     /// Runs `batch`, storing its keys/values in `kv`, and writes the logits of the tokens
     /// that want them, in batch order, to `logits` (`[batch.n_logits()][vocab]`).
     pub fn forward(&mut self, batch: &Batch, kv: &mut KvCache, logits: &mut [f32]) -> Result<(), ModelError> {
-        self.run(batch, kv, logits, &mut |_, _| {})
+        self.run(batch, kv, Output::Logits(logits), &mut |_, _| {})
+    }
+
+    /// Runs `batch` like [`Model::forward`] but stops before the output projection: writes
+    /// the final-norm hidden states of the tokens that want logits (`[n][hidden]`), the
+    /// last hidden states transformers' models return (embeddings pool them).
+    pub fn forward_hidden(&mut self, batch: &Batch, kv: &mut KvCache, hidden: &mut [f32]) -> Result<(), ModelError> {
+        self.run(batch, kv, Output::Hidden(hidden), &mut |_, _| {})
     }
 
     /// [`Model::forward`], reporting the activations at every [`Stage`] to `inspect`.
@@ -267,7 +282,7 @@ impl Model {
         logits: &mut [f32],
         inspect: &mut dyn FnMut(Stage, &[f32]),
     ) -> Result<(), ModelError> {
-        self.run(batch, kv, logits, inspect)
+        self.run(batch, kv, Output::Logits(logits), inspect)
     }
 
     fn check_cache(&self, kv: &KvCache) -> Result<(), ModelError> {
@@ -286,11 +301,16 @@ impl Model {
         &mut self,
         batch: &Batch,
         kv: &mut KvCache,
-        logits: &mut [f32],
+        output: Output<'_>,
         inspect: &mut dyn FnMut(Stage, &[f32]),
     ) -> Result<(), ModelError> {
         let n = batch.len();
         let (h, vocab) = (self.config.hidden_size, self.config.vocab_size);
+        let (logits, hidden_only) = match output {
+            Output::Logits(l) => (l, false),
+            Output::Hidden(x) => (x, true),
+        };
+        let (width, what) = if hidden_only { (h, "hidden states") } else { (vocab, "logits") };
         if n > self.max_tokens {
             return Err(ModelError::batch(
                 self.max_tokens,
@@ -298,8 +318,8 @@ impl Model {
             ));
         }
         let n_logits = batch.n_logits();
-        if logits.len() != n_logits * vocab {
-            return Err(ModelError::OutputLength { what: "logits", expected: n_logits * vocab, got: logits.len() });
+        if logits.len() != n_logits * width {
+            return Err(ModelError::OutputLength { what, expected: n_logits * width, got: logits.len() });
         }
         if n == 0 {
             return Ok(());
@@ -352,7 +372,9 @@ impl Model {
         }
         let normed = &s.normed[..m * h];
         inspect(Stage::FinalNorm, normed);
-        if m > 0 {
+        if hidden_only {
+            logits.copy_from_slice(normed);
+        } else if m > 0 {
             if self.batch_invariant {
                 matmul_batch_invariant(&self.pool, &self.head.matrix(), normed, m, m, logits)?;
             } else {

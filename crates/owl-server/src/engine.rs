@@ -48,7 +48,11 @@ pub struct Submit {
 enum Command {
     Submit(Box<Submit>, oneshot::Sender<Result<SeqId, EngineError>>),
     Cancel(SeqId),
+    Embed(Vec<u32>, oneshot::Sender<Result<Vec<f32>, EngineError>>),
 }
+
+/// Embedding requests waiting for a free slot.
+type PendingEmbeds = std::collections::VecDeque<(Vec<u32>, oneshot::Sender<Result<Vec<f32>, EngineError>>)>;
 
 /// Live numbers of the engine for `/metrics` and `/api/ps`.
 #[derive(Debug, Default)]
@@ -98,6 +102,15 @@ impl EngineHandle {
         &self.gauges
     }
 
+    /// The L2-normalised mean of the final hidden states of `tokens` (run between steps in a
+    /// free slot).
+    pub async fn embed(&self, tokens: Vec<u32>) -> Result<Vec<f32>, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || EngineError::Model { position: 0, source: "the engine thread has stopped".into() };
+        self.commands.send(Command::Embed(tokens, reply)).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
     /// Queues a request; the guard cancels it when dropped (a handler that ends early, a
     /// client that went away).
     pub async fn submit(&self, submit: Submit) -> Result<RequestGuard, EngineError> {
@@ -135,16 +148,32 @@ fn run<M: BatchModel>(
     gauges: &EngineGauges,
 ) {
     let mut streams: HashMap<SeqId, Stream<'_>> = HashMap::new();
+    let mut embeds = PendingEmbeds::new();
     loop {
         // Idle: block for the next command; busy: take what arrived and step.
-        if !scheduler.has_work() {
+        if !scheduler.has_work() && embeds.is_empty() {
             match inbox.recv() {
-                Ok(command) => handle(command, &mut scheduler, tokenizer, &mut streams),
+                Ok(command) => handle(command, &mut scheduler, tokenizer, &mut streams, &mut embeds),
                 Err(_) => return,
             }
         }
         while let Ok(command) = inbox.try_recv() {
-            handle(command, &mut scheduler, tokenizer, &mut streams);
+            handle(command, &mut scheduler, tokenizer, &mut streams, &mut embeds);
+        }
+        // Embeddings take free slots between steps, oldest first.
+        while let Some((tokens, reply)) = embeds.pop_front() {
+            match scheduler.embed(&tokens) {
+                Ok(Some(v)) => {
+                    let _ = reply.send(Ok(v));
+                }
+                Ok(None) => {
+                    embeds.push_front((tokens, reply));
+                    break;
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
         }
         let result = scheduler.step(|event| match event {
             SchedulerEvent::Token { seq, token } => {
@@ -194,6 +223,7 @@ fn handle<'t, M: BatchModel>(
     scheduler: &mut Scheduler<M>,
     tokenizer: &'t Tokenizer,
     streams: &mut HashMap<SeqId, Stream<'t>>,
+    embeds: &mut PendingEmbeds,
 ) {
     match command {
         Command::Submit(submit, reply) => {
@@ -214,5 +244,6 @@ fn handle<'t, M: BatchModel>(
             streams.remove(&seq);
             scheduler.cancel(seq);
         }
+        Command::Embed(tokens, reply) => embeds.push_back((tokens, reply)),
     }
 }

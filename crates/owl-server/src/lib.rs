@@ -1,8 +1,9 @@
 //! owl-server: the HTTP APIs that existing clients speak, over the owl engine.
 //!
 //! - [`engine`]: the engine thread (a continuous-batching `Scheduler`) and its handle;
-//! - [`openai`]: `/v1/chat/completions`, `/v1/completions`, `/v1/models`;
+//! - [`openai`]: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`;
 //! - [`error`]: OpenAI's error object with the right status for every failure;
+//! - [`metrics`]: `/metrics` (Prometheus) and one log line per request;
 //! - this file: the router, shared state, API-key check, CORS, body limit, `/health`.
 //!
 //! The server translates; the engine decides. Handlers turn a request into prompt ids and
@@ -15,6 +16,7 @@
 pub mod engine;
 pub mod error;
 mod fields;
+pub mod metrics;
 pub mod openai;
 mod params;
 
@@ -48,6 +50,8 @@ pub struct ServedModel {
     /// `None`: a base model without a chat template; chat routes answer 400.
     pub renderer: Option<Arc<dyn ChatRenderer>>,
     pub engine: EngineHandle,
+    /// Width of the embeddings (`/v1/embeddings`).
+    pub hidden_size: usize,
     /// Unix seconds when the model was loaded.
     pub created: u64,
 }
@@ -73,6 +77,13 @@ impl Default for ServerOptions {
 pub struct AppState {
     pub model: ServedModel,
     pub options: ServerOptions,
+    pub metrics: metrics::Metrics,
+}
+
+impl AppState {
+    pub fn new(model: ServedModel, options: ServerOptions) -> Self {
+        AppState { model, options, metrics: metrics::Metrics::default() }
+    }
 }
 
 pub type SharedState = Arc<AppState>;
@@ -90,12 +101,15 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
+        .route("/metrics", get(metrics::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let router = Router::new()
         .route("/health", get(health))
         .merge(api)
+        .route_layer(middleware::from_fn_with_state(state.clone(), metrics::observe))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state);

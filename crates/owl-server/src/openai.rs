@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use crate::engine::{RequestGuard, StreamEvent, Submit};
 use crate::error::ApiError;
 use crate::fields::Fields;
+use crate::metrics::TokenClock;
 use crate::params::{check_fits, generate_params, json_body, MAX_TOP_LOGPROBS};
 use crate::{unix_now, SharedState};
 
@@ -76,6 +77,8 @@ struct Job {
     n: usize,
     stream: bool,
     include_usage: bool,
+    /// Started when the request arrived: time to first token and between tokens.
+    clock: TokenClock,
 }
 
 /// Reads `max_tokens` (or its newer name), `n`, `logprobs`/`top_logprobs`, `stream`.
@@ -114,6 +117,7 @@ pub async fn chat_completions(
     State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let clock = TokenClock::start();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
     check_model(&state, f.str("model")?)?;
@@ -132,7 +136,7 @@ pub async fn chat_completions(
         .map_err(|e| ApiError::field("messages", e))?;
     let field = if f.get("max_completion_tokens").is_some() { "max_completion_tokens" } else { "max_tokens" };
     check_fits(prompt.len(), params.max_tokens, state.model.engine.context_size(), field)?;
-    let job = Job { prompt, params, n, stream, include_usage };
+    let job = Job { prompt, params, n, stream, include_usage, clock };
     run(state, job, Dialect::Chat).await
 }
 
@@ -165,6 +169,7 @@ pub async fn completions(
     State(state): State<SharedState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let clock = TokenClock::start();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
     check_model(&state, f.str("model")?)?;
@@ -189,7 +194,7 @@ pub async fn completions(
     } else {
         String::new()
     };
-    let job = Job { prompt, params, n, stream, include_usage };
+    let job = Job { prompt, params, n, stream, include_usage, clock };
     run(state, job, Dialect::Completion { echo: echoed }).await
 }
 
@@ -282,6 +287,7 @@ async fn run(state: SharedState, job: Job, dialect: Dialect) -> Result<Response,
     }
     let tokenizer = state.model.tokenizer.clone();
     let mut choices: Vec<Choice> = (0..job.n).map(|_| Choice::default()).collect();
+    let mut clocks: Vec<TokenClock> = (0..job.n).map(|_| job.clock.clone()).collect();
     let mut done = 0;
     while done < job.n {
         let Some((i, event)) = events.recv().await else {
@@ -290,6 +296,7 @@ async fn run(state: SharedState, job: Job, dialect: Dialect) -> Result<Response,
         let c = &mut choices[i];
         match event {
             StreamEvent::Token(t) => {
+                clocks[i].tick(&state.metrics);
                 if job.params.logprobs {
                     c.logprobs.push(logprob_entry(&t, &tokenizer, &dialect));
                 }
@@ -441,6 +448,8 @@ fn stream_response(
         guards,
         choices: (0..job.n).map(|_| Choice::default()).collect(),
         pending_logprobs: vec![Vec::new(); job.n],
+        clocks: (0..job.n).map(|_| job.clock.clone()).collect(),
+        state: state.clone(),
         done: 0,
         finished: false,
     };
@@ -463,6 +472,7 @@ fn stream_response(
                 };
                 match event {
                     StreamEvent::Token(t) => {
+                        s.clocks[i].tick(&s.state.metrics);
                         if logprobs {
                             s.pending_logprobs[i].push(logprob_entry(&t, &tokenizer, &dialect));
                         }
@@ -531,6 +541,142 @@ struct StreamState {
     guards: Vec<RequestGuard>,
     choices: Vec<Choice>,
     pending_logprobs: Vec<Vec<Value>>,
+    clocks: Vec<TokenClock>,
+    state: SharedState,
     done: usize,
     finished: bool,
+}
+
+/// Most inputs one embeddings request may carry.
+const MAX_EMBED_INPUTS: usize = 256;
+
+/// `POST /v1/embeddings`: per input, the mean of the model's final hidden states (after its
+/// final norm) over the input's tokens, L2-normalised. `input`: a string, an array of
+/// strings, an array of token ids, or an array of such arrays; `encoding_format` `float`
+/// (default) or `base64` (little-endian f32, as OpenAI's client asks for by default).
+pub async fn embeddings(
+    State(state): State<SharedState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = json_body(body)?;
+    let f = Fields::new(&body)?;
+    check_model(&state, f.str("model")?)?;
+    let base64 = match f.str("encoding_format")? {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => return Err(ApiError::field("encoding_format", format!("'{other}' is not float or base64"))),
+    };
+    let tokenizer = state.model.tokenizer.clone();
+    let inputs = embedding_inputs(&f, &tokenizer)?;
+    if let Some(d) = f.integer("dimensions", 1, i64::from(u32::MAX))? {
+        let width = state.model.hidden_size;
+        if d as usize != width {
+            return Err(ApiError::field(
+                "dimensions",
+                format!("this model's embeddings have {width} dimensions, not {d}"),
+            ));
+        }
+    }
+    let n_ctx = state.model.engine.context_size();
+    let mut data = Vec::with_capacity(inputs.len());
+    let mut total = 0;
+    for (i, tokens) in inputs.into_iter().enumerate() {
+        if tokens.len() > n_ctx {
+            return Err(ApiError {
+                code: Some("context_length_exceeded"),
+                ..ApiError::field(
+                    &format!("input[{i}]"),
+                    format!("{} tokens exceed the context of {n_ctx}", tokens.len()),
+                )
+            });
+        }
+        total += tokens.len();
+        let v = state.model.engine.embed(tokens).await?;
+        let embedding = if base64 { Value::String(base64_f32(&v)) } else { json!(v) };
+        data.push(json!({"object": "embedding", "index": i, "embedding": embedding}));
+    }
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": state.model.name,
+        "usage": {"prompt_tokens": total, "total_tokens": total},
+    }))
+    .into_response())
+}
+
+fn embedding_inputs(f: &Fields<'_>, tokenizer: &Tokenizer) -> Result<Vec<Vec<u32>>, ApiError> {
+    let encode = |name: &str, text: &str| -> Result<Vec<u32>, ApiError> {
+        let ids = tokenizer.encode(text, true, false).map_err(|e| ApiError::field(name, e.to_string()))?;
+        if ids.is_empty() {
+            return Err(ApiError::field(name, "encodes to no tokens"));
+        }
+        Ok(ids)
+    };
+    let ids_of = |name: &str, items: &[Value]| -> Result<Vec<u32>, ApiError> {
+        if items.is_empty() {
+            return Err(ApiError::field(name, "must not be empty"));
+        }
+        items
+            .iter()
+            .map(|v| match v.as_u64() {
+                Some(id) if (id as usize) < tokenizer.vocab_size() => Ok(id as u32),
+                _ => Err(ApiError::field(name, format!("{v} is not a token id of this model"))),
+            })
+            .collect()
+    };
+    let inputs = match f.get("input") {
+        None => return Err(ApiError::field("input", "is required")),
+        Some(Value::String(s)) => vec![encode("input", s)?],
+        Some(Value::Array(items)) if items.is_empty() => return Err(ApiError::field("input", "must not be empty")),
+        Some(Value::Array(items)) if items.iter().all(Value::is_number) => vec![ids_of("input", items)?],
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let name = format!("input[{i}]");
+                match item {
+                    Value::String(s) => encode(&name, s),
+                    Value::Array(ids) => ids_of(&name, ids),
+                    _ => Err(ApiError::field(&name, "must be a string or an array of token ids")),
+                }
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(ApiError::field("input", "must be a string or an array")),
+    };
+    if inputs.len() > MAX_EMBED_INPUTS {
+        return Err(ApiError::field("input", format!("at most {MAX_EMBED_INPUTS} inputs, got {}", inputs.len())));
+    }
+    Ok(inputs)
+}
+
+/// Standard base64 (RFC 4648, with padding) of the little-endian bytes of `v`.
+fn base64_f32(v: &[f32]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * k)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc_4648() {
+        // 1.0f32 = 00 00 80 3f; 0.5 = 00 00 00 3f.
+        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
+        assert_eq!(base64_f32(&[1.0, 0.5]), "AACAPwAAAD8=");
+        assert_eq!(base64_f32(&[]), "");
+    }
 }

@@ -43,6 +43,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let threads = load::threads_or_default(args.threads);
     let loaded = load::load(&args.model, threads, MAX_BATCH_TOKENS, false)?;
     let n_ctx = sampling::context_size(&loaded.model, args.ctx_size, args.parallel)?;
+    let hidden_size = loaded.model.config().hidden_size;
     let runner = load::runner(loaded.model, args.parallel, n_ctx)?;
     let config = SchedulerConfig { max_batch_tokens: MAX_BATCH_TOKENS, max_queue: args.queue };
     let scheduler = Scheduler::new(runner, config)?;
@@ -62,14 +63,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let engine = EngineHandle::start(scheduler, tokenizer.clone()).context("starting the engine thread")?;
     let name = args.name.clone().unwrap_or_else(|| loaded.name.clone());
-    let model = ServedModel { name: name.clone(), tokenizer, renderer, engine, created: owl_server::unix_now() };
+    let model =
+        ServedModel { name: name.clone(), tokenizer, renderer, engine, hidden_size, created: owl_server::unix_now() };
     let options = ServerOptions {
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         cors_origins: args.cors_origins.clone(),
         max_body_bytes: args.max_body_bytes,
     };
     let open = options.api_key.is_none();
-    let app = owl_server::router(AppState { model, options });
+    let app = owl_server::router(AppState::new(model, options));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

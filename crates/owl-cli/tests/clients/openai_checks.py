@@ -116,6 +116,43 @@ def check_basics():
                        c.completions.create(model=MODEL, prompt=p, max_tokens=6, temperature=0, stream=True)
                        if ch.choices)
     assert streamed == r2.choices[0].text, (streamed, r2.choices[0].text)
+
+    # Embeddings: unit length, the same text twice gives the same vector, another text
+    # another one; the client's default base64 and floats agree.
+    texts = ["The cat sat on the mat.", "The cat sat on the mat.", "Quarterly revenue grew by four percent."]
+    e = c.embeddings.create(model=MODEL, input=texts)
+    fl = c.embeddings.create(model=MODEL, input=texts, encoding_format="float")
+    vs = [d.embedding for d in e.data]
+    assert [d.index for d in e.data] == [0, 1, 2] and len(vs[0]) == 576, len(vs[0])
+    dot = lambda a, b: sum(x * y for x, y in zip(a, b))
+    for v in vs:
+        assert abs(dot(v, v) - 1) < 1e-4
+    assert dot(vs[0], vs[1]) > 0.99999 and dot(vs[0], vs[2]) < 0.99, (dot(vs[0], vs[1]), dot(vs[0], vs[2]))
+    assert max(abs(x - y) for x, y in zip(vs[2], fl.data[2].embedding)) < 1e-6
+    assert e.usage.prompt_tokens == e.usage.total_tokens > 10
+    try:
+        c.embeddings.create(model=MODEL, input=[])
+        raise AssertionError("empty input accepted")
+    except openai.BadRequestError as err:
+        assert err.body["param"] == "input", err.body
+
+    # /metrics (Prometheus text, behind the key): requests by route and status, tokens,
+    # prefix-cache hits, queue and slots, latency histograms.
+    assert httpx.get(f"{BASE}/metrics").status_code == 401
+    text = httpx.get(f"{BASE}/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    assert values['owl_requests_total{route="/v1/chat/completions",status="200"}'] == 7, text
+    assert values['owl_requests_total{route="/v1/completions",status="200"}'] == 3, text
+    assert values["owl_prompt_tokens_cached_total"] > 0 and values["owl_generated_tokens_total"] > 0, text
+    assert 0 < values["owl_prefix_cache_hit_ratio"] < 1, text
+    assert values["owl_queue_depth"] == 0 and values["owl_active_sequences"] == 0, text
+    assert values["owl_time_to_first_token_seconds_count"] >= 10, text
+    assert values["owl_inter_token_seconds_count"] > 0, text
+    assert values['owl_time_to_first_token_seconds_bucket{le="+Inf"}'] == values["owl_time_to_first_token_seconds_count"]
     print("basics: ok")
 
 

@@ -188,6 +188,43 @@ fn queue_limit_cancellation_and_prefix_reuse_across_slots() {
     assert!(matches!(oov, Err(EngineError::TokenOutOfRange { .. })));
 }
 
+/// An embedding is the L2-normalised mean of the final-norm hidden states, as the model's
+/// own forward pass reports them (`Stage::FinalNorm`), and leaves the slots usable.
+#[test]
+fn embeddings_are_normalised_mean_final_hidden_states() {
+    let (model, tokenizer) = smollm2(16);
+    let text = "Embeddings pool the last hidden states of every token of this sentence, which is long enough.";
+    let tokens = tokenizer.encode(text, true, false).unwrap();
+    assert!(tokens.len() > 16, "more tokens than one forward call holds");
+    let (mut reference, _) = smollm2(64);
+    let mut kv = reference.new_kv_cache(1, 256, KvDtype::F16).unwrap();
+    let mut batch = owl_models::Batch::new();
+    batch.push_sequence(0, 0, &tokens, true);
+    let h = reference.config().hidden_size;
+    let mut logits = vec![0.0; tokens.len() * reference.vocab_size()];
+    let mut want = vec![0f64; h];
+    reference
+        .forward_inspect(&batch, &mut kv, &mut logits, &mut |stage, x| {
+            if stage == owl_models::Stage::FinalNorm {
+                for row in x.chunks_exact(h) {
+                    want.iter_mut().zip(row).for_each(|(w, &v)| *w += f64::from(v));
+                }
+            }
+        })
+        .unwrap();
+    let norm = want.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let mut s = scheduler(model, 2, 16, 4);
+    let got = s.embed(&tokens).unwrap().expect("a free slot");
+    assert_eq!(got.len(), h);
+    let err = got.iter().zip(&want).map(|(&g, &w)| (f64::from(g) - w / norm).abs()).fold(0.0, f64::max);
+    assert!(err < 2e-4, "max difference {err}");
+    assert!(matches!(s.embed(&[]), Err(EngineError::EmptyPrompt)));
+    // Generation still works after it.
+    s.submit(SeqRequest { prompt: tokens[..5].to_vec(), params: params(2, None) }).unwrap();
+    let done = drain(&mut s);
+    assert_eq!(done.values().next().unwrap().ids.len(), 2);
+}
+
 /// Aggregate decode rate with 1, 4 and 8 sequences at once (a measurement, not a check):
 /// `cargo test -p owl-engine --test it aggregate_decode_rate -- --ignored --nocapture`.
 #[test]
