@@ -2,6 +2,7 @@
 //!
 //! - [`engine`]: the engine thread (a continuous-batching `Scheduler`) and its handle;
 //! - [`openai`]: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`;
+//! - [`ollama`]: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/show`, ...;
 //! - [`error`]: OpenAI's error object with the right status for every failure;
 //! - [`metrics`]: `/metrics` (Prometheus) and one log line per request;
 //! - this file: the router, shared state, API-key check, CORS, body limit, `/health`.
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod error;
 mod fields;
 pub mod metrics;
+pub mod ollama;
 pub mod openai;
 mod params;
 
@@ -52,8 +54,26 @@ pub struct ServedModel {
     pub engine: EngineHandle,
     /// Width of the embeddings (`/v1/embeddings`).
     pub hidden_size: usize,
+    /// What `/api/tags` and `/api/show` report.
+    pub details: ModelDetails,
     /// Unix seconds when the model was loaded.
     pub created: u64,
+}
+
+/// Facts about the served model's file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelDetails {
+    /// `gguf` or `safetensors`.
+    pub format: String,
+    /// The architecture (`llama`, `gemma3`, `qwen2`, ...).
+    pub family: String,
+    /// Parameters, e.g. `135M`.
+    pub parameter_size: String,
+    pub parameters: u64,
+    /// The file type as llama.cpp names it without `MOSTLY_` (`Q4_1`), when the file says.
+    pub quantization_level: String,
+    /// Bytes of the weight file(s).
+    pub size: u64,
 }
 
 /// Server settings.
@@ -105,6 +125,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate_route))
+        .route("/api/embed", post(ollama::embed))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/show", post(ollama::show))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/version", get(ollama::version))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
     let router = Router::new()
         .route("/health", get(health))

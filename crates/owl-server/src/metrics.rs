@@ -81,7 +81,12 @@ pub struct TokenClock {
 
 impl TokenClock {
     pub fn start() -> Self {
-        TokenClock { started: Instant::now(), last: None }
+        TokenClock::start_at(Instant::now())
+    }
+
+    /// A clock for a request that arrived at `started`.
+    pub fn start_at(started: Instant) -> Self {
+        TokenClock { started, last: None }
     }
 
     /// A token arrived.

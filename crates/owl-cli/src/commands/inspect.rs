@@ -133,7 +133,7 @@ fn type_usage<'a>(items: impl Iterator<Item = (&'a str, u64)>) -> Vec<TypeUsage>
 }
 
 /// llama.cpp's `llama_ftype` names (gguf-py `LlamaFileType`) for `general.file_type`.
-fn file_type_name(id: u64) -> Option<&'static str> {
+pub(crate) fn file_type_name(id: u64) -> Option<&'static str> {
     Some(match id {
         0 => "ALL_F32",
         1 => "MOSTLY_F16",

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use owl_engine::{Scheduler, SchedulerConfig};
-use owl_server::{AppState, ChatRenderer, EngineHandle, ServedModel, ServerOptions};
+use owl_server::{AppState, ChatRenderer, EngineHandle, ModelDetails, ServedModel, ServerOptions};
 use owl_tokenizer::{ChatMessage, TemplateOrigin, Tokenizer};
 
 use crate::args::ServeArgs;
@@ -44,6 +44,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let loaded = load::load(&args.model, threads, MAX_BATCH_TOKENS, false)?;
     let n_ctx = sampling::context_size(&loaded.model, args.ctx_size, args.parallel)?;
     let hidden_size = loaded.model.config().hidden_size;
+    let details = model_details(&loaded);
     let runner = load::runner(loaded.model, args.parallel, n_ctx)?;
     let config = SchedulerConfig { max_batch_tokens: MAX_BATCH_TOKENS, max_queue: args.queue };
     let scheduler = Scheduler::new(runner, config)?;
@@ -63,8 +64,15 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let engine = EngineHandle::start(scheduler, tokenizer.clone()).context("starting the engine thread")?;
     let name = args.name.clone().unwrap_or_else(|| loaded.name.clone());
-    let model =
-        ServedModel { name: name.clone(), tokenizer, renderer, engine, hidden_size, created: owl_server::unix_now() };
+    let model = ServedModel {
+        name: name.clone(),
+        tokenizer,
+        renderer,
+        engine,
+        hidden_size,
+        details,
+        created: owl_server::unix_now(),
+    };
     let options = ServerOptions {
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         cors_origins: args.cors_origins.clone(),
@@ -114,6 +122,27 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// What Ollama's `/api/tags` and `/api/show` report of the model.
+fn model_details(loaded: &load::LoadedModel) -> ModelDetails {
+    let gguf = loaded.path.is_file().then(|| owl_formats::gguf::GgufFile::open(&loaded.path).ok()).flatten();
+    let quantization_level = gguf
+        .as_ref()
+        .and_then(|g| g.get_u64("general.file_type"))
+        .and_then(crate::commands::inspect::file_type_name)
+        .map(|n| n.trim_start_matches("MOSTLY_").trim_start_matches("ALL_").to_string())
+        .unwrap_or_default();
+    let p = loaded.parameters as f64;
+    let parameter_size = if p >= 1e9 { format!("{:.1}B", p / 1e9) } else { format!("{:.0}M", p / 1e6) };
+    ModelDetails {
+        format: if gguf.is_some() { "gguf" } else { "safetensors" }.to_string(),
+        family: loaded.model.config().architecture.clone(),
+        parameter_size,
+        parameters: loaded.parameters,
+        quantization_level,
+        size: loaded.file_size,
+    }
 }
 
 /// `::1` → `[::1]` so that `HOST:PORT` parses.

@@ -1,4 +1,4 @@
-//! `owl serve` driven by the official `openai` Python client (installed by
+//! `owl serve` driven by the official `openai` and `ollama` Python clients (installed by
 //! scripts/api_clients/setup.sh into a cached venv; a failed install fails the test):
 //! chat streamed and not, logprobs, completions, models, every error case, 32 concurrent
 //! streams identical to the same requests one at a time, and a cancelled stream's slot
@@ -64,8 +64,14 @@ impl Server {
     }
 
     fn run_checks(&self, python: &Path, checks: &[&str]) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/openai_checks.py");
-        let out = Command::new(python).arg(script).arg(&self.url).arg(KEY).args(checks).output().expect("python");
+        self.run_script(python, "openai_checks.py", checks);
+    }
+
+    /// Runs tests/clients/SCRIPT with the server's URL and key, and ARGS; each ARG (or the
+    /// script's name without `_checks.py`) must report `NAME: ok`.
+    fn run_script(&self, python: &Path, script: &str, checks: &[&str]) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients").join(script);
+        let out = Command::new(python).arg(&script).arg(&self.url).arg(KEY).args(checks).output().expect("python");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -73,7 +79,10 @@ impl Server {
             "{checks:?} failed:\n{stdout}\n{stderr}\nserver: {:?}",
             self.log.try_iter().collect::<Vec<_>>()
         );
-        for check in checks {
+        let name = script.file_name().and_then(|n| n.to_str()).unwrap_or("").trim_end_matches("_checks.py").to_string();
+        let expected: Vec<String> =
+            if checks.is_empty() { vec![name] } else { checks.iter().map(|c| c.to_string()).collect() };
+        for check in expected {
             assert!(stdout.contains(&format!("{check}: ok")), "{stdout}");
         }
         eprint!("{stdout}");
@@ -94,6 +103,14 @@ fn openai_client_basics_errors_and_concurrency() {
     let python = client_python();
     let server = Server::start(&["--parallel", "8"]);
     server.run_checks(&python, &["basics", "errors", "concurrency"]);
+    server.stop();
+}
+
+#[test]
+fn ollama_client() {
+    let python = client_python();
+    let server = Server::start(&["--parallel", "2"]);
+    server.run_script(&python, "ollama_checks.py", &[]);
     server.stop();
 }
 
