@@ -2,6 +2,7 @@
 //!
 //! - [`engine`]: the engine thread (a continuous-batching `Scheduler`) and its handle;
 //! - [`openai`]: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/models`;
+//! - [`anthropic`]: `/v1/messages` (Anthropic's Messages API);
 //! - [`ollama`]: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/show`, ...;
 //! - [`error`]: OpenAI's error object with the right status for every failure;
 //! - [`metrics`]: `/metrics` (Prometheus) and one log line per request;
@@ -14,6 +15,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod anthropic;
 pub mod engine;
 pub mod error;
 mod fields;
@@ -122,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
         .route("/metrics", get(metrics::metrics))

@@ -1,4 +1,4 @@
-//! `owl serve` driven by the official `openai` and `ollama` Python clients (installed by
+//! `owl serve` driven by the official `openai`, `ollama` and `anthropic` Python clients (installed by
 //! scripts/api_clients/setup.sh into a cached venv; a failed install fails the test):
 //! chat streamed and not, logprobs, completions, models, every error case, 32 concurrent
 //! streams identical to the same requests one at a time, and a cancelled stream's slot
@@ -107,10 +107,11 @@ fn openai_client_basics_errors_and_concurrency() {
 }
 
 #[test]
-fn ollama_client() {
+fn ollama_and_anthropic_clients() {
     let python = client_python();
     let server = Server::start(&["--parallel", "2"]);
     server.run_script(&python, "ollama_checks.py", &[]);
+    server.run_script(&python, "anthropic_checks.py", &[]);
     server.stop();
 }
 
