@@ -149,30 +149,20 @@ pub async fn messages(
     let model = state.model.name.clone();
     let mut clock = clock;
     if !stream {
-        let mut text = String::new();
-        while let Some(event) = rx.recv().await {
-            match event {
-                StreamEvent::Token(_) => clock.tick(&state.metrics),
-                StreamEvent::Text(t) => text.push_str(&t),
-                StreamEvent::Done(f) => {
-                    drop(guard);
-                    let (reason, sequence) = stop_reason(&f);
-                    return Ok(Json(json!({
-                        "id": id, "type": "message", "role": "assistant", "model": model,
-                        "content": [{"type": "text", "text": text}],
-                        "stop_reason": reason, "stop_sequence": sequence,
-                        "usage": {
-                            "input_tokens": input_tokens,
-                            "output_tokens": f.outcome.ids.len(),
-                            "cache_read_input_tokens": f.outcome.timings.cached_tokens,
-                        },
-                    }))
-                    .into_response());
-                }
-                StreamEvent::Failed(e) => return Err(ApiError::internal(format!("generation failed: {e}")).into()),
-            }
-        }
-        return Err(ApiError::internal("the engine stopped before the reply was complete").into());
+        let (text, f) = crate::engine::collect_text(&mut rx, &mut clock, &state.metrics).await?;
+        drop(guard);
+        let (reason, sequence) = stop_reason(&f);
+        return Ok(Json(json!({
+            "id": id, "type": "message", "role": "assistant", "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": reason, "stop_sequence": sequence,
+            "usage": {
+                "input_tokens": input_tokens,
+                "output_tokens": f.outcome.ids.len(),
+                "cache_read_input_tokens": f.outcome.timings.cached_tokens,
+            },
+        }))
+        .into_response());
     }
     let event = |name: &str, data: Value| SseEvent::default().event(name).data(data.to_string());
     let head = vec![

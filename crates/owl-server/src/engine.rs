@@ -38,6 +38,26 @@ pub struct Finished {
     pub stop_reason: StopReason,
 }
 
+/// Reads a request's events to its end: the visible text and how the sequence finished;
+/// every token ticks `clock` (the non-streaming answers of every route).
+pub async fn collect_text(
+    events: &mut tmpsc::UnboundedReceiver<StreamEvent>,
+    clock: &mut crate::metrics::TokenClock,
+    metrics: &crate::metrics::Metrics,
+) -> Result<(String, Box<Finished>), crate::error::ApiError> {
+    use crate::error::ApiError;
+    let mut text = String::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            StreamEvent::Token(_) => clock.tick(metrics),
+            StreamEvent::Text(t) => text.push_str(&t),
+            StreamEvent::Done(f) => return Ok((text, f)),
+            StreamEvent::Failed(e) => return Err(ApiError::internal(format!("generation failed: {e}"))),
+        }
+    }
+    Err(ApiError::internal("the engine stopped before the reply was complete"))
+}
+
 /// A generation request for the engine thread.
 pub struct Submit {
     pub request: SeqRequest,

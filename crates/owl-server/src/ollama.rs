@@ -64,20 +64,9 @@ fn tag(state: &SharedState) -> String {
     format!("{}:latest", state.model.name)
 }
 
-/// RFC 3339 in UTC from Unix seconds (civil-from-days, H. Hinnant's algorithm).
+/// RFC 3339 in UTC from Unix seconds.
 pub fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+    owl_tokenizer::format_unix_utc(secs as i64, "%Y-%m-%dT%H:%M:%SZ").unwrap_or_default()
 }
 
 /// `keep_alive`: a duration string (`5m`, `1h`, `30s`, `-1`) or a number of seconds.
@@ -280,19 +269,9 @@ async fn generate(
     let guard = state.model.engine.submit(Submit { request: SeqRequest { prompt, params }, stops, events: tx }).await?;
     let mut clock = crate::metrics::TokenClock::start_at(started);
     if !stream {
-        let mut text = String::new();
-        while let Some(event) = rx.recv().await {
-            match event {
-                StreamEvent::Token(_) => clock.tick(&state.metrics),
-                StreamEvent::Text(t) => text.push_str(&t),
-                StreamEvent::Done(f) => {
-                    drop(guard);
-                    return Ok(Json(last(&state, shape, &text, &f, started)).into_response());
-                }
-                StreamEvent::Failed(e) => return Err(ApiError::internal(format!("generation failed: {e}")).into()),
-            }
-        }
-        return Err(ApiError::internal("the engine stopped before the reply was complete").into());
+        let (text, f) = crate::engine::collect_text(&mut rx, &mut clock, &state.metrics).await?;
+        drop(guard);
+        return Ok(Json(last(&state, shape, &text, &f, started)).into_response());
     }
     let lines = stream::unfold(Some((rx, guard, clock)), move |s| {
         let state = state.clone();

@@ -31,7 +31,9 @@ mod spm_model;
 mod stream;
 mod tokenizer;
 
-pub use chat::{builtin_template, ChatMessage, ChatTemplate, RenderLimits, TemplateOrigin, BUILTIN_TEMPLATES};
+pub use chat::{
+    builtin_template, format_unix_utc, ChatMessage, ChatTemplate, RenderLimits, TemplateOrigin, BUILTIN_TEMPLATES,
+};
 pub use error::{TemplateError, TokenizerError};
 pub use gguf_vocab::{GgufVocab, TokenType, RAW_TOKEN_MARK};
 pub use special::EOG_TEXTS;

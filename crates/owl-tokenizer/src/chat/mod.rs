@@ -24,6 +24,7 @@ mod message;
 mod pyjson;
 mod pyrepr;
 mod strftime;
+pub use strftime::format_unix_utc;
 
 use std::io::Write;
 

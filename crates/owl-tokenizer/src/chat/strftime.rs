@@ -76,6 +76,12 @@ impl CivilTime {
     }
 }
 
+/// Formats the UTC time `secs` after the Unix epoch with C/Python strftime directives (what
+/// templates' `strftime_now` uses; the server's RFC 3339 timestamps too).
+pub fn format_unix_utc(secs: i64, format: &str) -> Result<String, String> {
+    strftime(&CivilTime::from_unix(secs), format)
+}
+
 /// Formats `t` with C/Python strftime directives.
 pub(crate) fn strftime(t: &CivilTime, format: &str) -> Result<String, String> {
     let mut out = String::with_capacity(format.len() + 16);
