@@ -16,7 +16,7 @@ seconds="${1:-120}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(gguf_read safetensors_header gguf_tokenizer chat_template tokenizer_text)
+  targets=(gguf_read safetensors_header gguf_tokenizer chat_template tokenizer_text server_request)
 fi
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install --locked cargo-fuzz >&2 || exit 1

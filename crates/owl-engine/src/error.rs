@@ -61,6 +61,10 @@ pub enum EngineError {
     #[error("the server is busy: all sequence slots are in use and {waiting} requests are already waiting")]
     QueueFull { waiting: usize },
 
+    /// The engine is shutting down and takes no new requests.
+    #[error("the server is shutting down and takes no new requests")]
+    ShuttingDown,
+
     /// The run was stopped through its cancellation flag (perplexity, bench).
     #[error("cancelled")]
     Cancelled,

@@ -355,6 +355,18 @@ impl<M: BatchModel> Scheduler<M> {
         false
     }
 
+    /// Ends every request (a server shutting down): the waiting ones leave the queue at
+    /// once and are returned, the running ones end at the next step as
+    /// [`StopReason::Cancelled`], reported like any finished sequence.
+    pub fn cancel_all(&mut self) -> Vec<SeqId> {
+        for slot in &mut self.slots {
+            if let Some(a) = slot.active.as_mut() {
+                a.stop.get_or_insert(StopReason::Cancelled);
+            }
+        }
+        self.queue.drain(..).map(|w| w.id).collect()
+    }
+
     /// One step (see the module docs). `on_event` hears every token and every finished
     /// sequence (cancelled waiting requests are not reported). On a forward error every
     /// running sequence is dropped without a report and the error returned.

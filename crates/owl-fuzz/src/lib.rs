@@ -11,12 +11,16 @@
 //! | [`gguf_tokenizer`] | a GGUF file | a tokenizer or an error; on success encode/decode of a fixed text never panics |
 //! | [`chat_template`] | a Jinja template | compile and render within the limits, or an error |
 //! | [`tokenizer_text`] | text | the byte-level and SentencePiece toy tokenizers encode and decode it back exactly |
+//! | [`server_request`] | `PATH\nBODY` | every POST route of the HTTP server answers, never 5xx, errors as JSON, streams ended |
+
+mod server;
 
 use std::sync::OnceLock;
 
 use owl_formats::gguf::{GgufFile, GgufWriter};
 use owl_formats::safetensors::parse_header;
 use owl_tokenizer::{ChatMessage, ChatTemplate, GgufVocab, RenderLimits, TokenType, Tokenizer};
+pub use server::{server_request, ROUTES};
 
 /// GGUF reader on arbitrary bytes.
 pub fn gguf_read(data: &[u8]) {
@@ -126,7 +130,13 @@ pub fn tokenizer_text(data: &[u8]) {
 /// 256 byte symbols: both can spell any text, so decoding must return it exactly.
 fn toy_tokenizers() -> &'static [Tokenizer; 2] {
     static TOKENIZERS: OnceLock<[Tokenizer; 2]> = OnceLock::new();
-    TOKENIZERS.get_or_init(|| {
+    TOKENIZERS
+        .get_or_init(|| toy_vocabularies().map(|v| Tokenizer::from_gguf_vocab(&v).expect("the toy vocabularies build")))
+}
+
+/// The vocabularies of [`toy_tokenizers`]: SentencePiece, then byte-level BPE.
+fn toy_vocabularies() -> [GgufVocab; 2] {
+    {
         let mut spm_tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
         let mut spm_types = vec![TokenType::Unknown, TokenType::Control, TokenType::Control];
         for b in 0..=255u8 {
@@ -175,9 +185,6 @@ fn toy_tokenizers() -> &'static [Tokenizer; 2] {
             tokens: bpe_tokens,
             ..GgufVocab::default()
         };
-        [
-            Tokenizer::from_gguf_vocab(&spm).expect("the toy SentencePiece vocabulary builds"),
-            Tokenizer::from_gguf_vocab(&bpe).expect("the toy byte-level vocabulary builds"),
-        ]
-    })
+        [spm, bpe]
+    }
 }

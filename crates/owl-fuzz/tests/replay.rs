@@ -72,3 +72,8 @@ fn chat_template() {
 fn tokenizer_text() {
     replay("tokenizer_text", &[], owl_fuzz::tokenizer_text);
 }
+
+#[test]
+fn server_request() {
+    replay("server_request", &[], owl_fuzz::server_request);
+}

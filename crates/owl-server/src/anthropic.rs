@@ -33,17 +33,23 @@ impl<E: Into<ApiError>> From<E> for AnthropicError {
     }
 }
 
-impl IntoResponse for AnthropicError {
-    fn into_response(self) -> Response {
-        let kind = match self.0.status.as_u16() {
+impl AnthropicError {
+    /// Anthropic's error `type` for the status.
+    fn kind(&self) -> &'static str {
+        match self.0.status.as_u16() {
             401 => "authentication_error",
             404 => "not_found_error",
             413 => "request_too_large",
             429 => "rate_limit_error",
             s if s >= 500 => "api_error",
             _ => "invalid_request_error",
-        };
-        let body = json!({"type": "error", "error": {"type": kind, "message": self.0.message}});
+        }
+    }
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let body = json!({"type": "error", "error": {"type": self.kind(), "message": self.0.message}});
         (self.0.status, Json(body)).into_response()
     }
 }
@@ -78,7 +84,10 @@ fn stop_reason(f: &Finished) -> (&'static str, Value) {
     match &f.stop_reason {
         StopReason::Stop { text, .. } => ("stop_sequence", json!(text)),
         StopReason::MaxTokens | StopReason::ContextFull => ("max_tokens", Value::Null),
-        _ => ("end_turn", Value::Null),
+        // Only a server shutting down reports a cancelled reply (a client that cancels is
+        // gone): the turn was interrupted and may be continued by sending it back.
+        StopReason::Cancelled => ("pause_turn", Value::Null),
+        StopReason::Eog { .. } => ("end_turn", Value::Null),
     }
 }
 
@@ -206,7 +215,7 @@ pub async fn messages(
                         return Some((out, None));
                     }
                     Some(StreamEvent::Failed(e)) => {
-                        let err = json!({"type": "error", "error": {"type": "api_error", "message": format!("generation failed: {e}")}});
+                        let err = json!({"type": "error", "error": {"type": AnthropicError(e.clone()).kind(), "message": e.message}});
                         return Some((vec![event("error", err)], None));
                     }
                     None => {

@@ -28,7 +28,8 @@ pub enum StreamEvent {
     Token(TokenEvent),
     Text(String),
     Done(Box<Finished>),
-    Failed(String),
+    /// The request could not be completed: a failed step, a server shutting down.
+    Failed(crate::error::ApiError),
 }
 
 /// The end of a sequence, with the text side's final word on the stop reason.
@@ -52,7 +53,7 @@ pub async fn collect_text(
             StreamEvent::Token(_) => clock.tick(metrics),
             StreamEvent::Text(t) => text.push_str(&t),
             StreamEvent::Done(f) => return Ok((text, f)),
-            StreamEvent::Failed(e) => return Err(ApiError::internal(format!("generation failed: {e}"))),
+            StreamEvent::Failed(e) => return Err(e),
         }
     }
     Err(ApiError::internal("the engine stopped before the reply was complete"))
@@ -69,6 +70,7 @@ enum Command {
     Submit(Box<Submit>, oneshot::Sender<Result<SeqId, EngineError>>),
     Cancel(SeqId),
     Embed(Vec<u32>, oneshot::Sender<Result<Vec<f32>, EngineError>>),
+    Shutdown,
 }
 
 /// Embedding requests waiting for a free slot.
@@ -131,6 +133,13 @@ impl EngineHandle {
         answer.await.map_err(|_| gone())?
     }
 
+    /// Ends every request (a server whose grace period is over): the running ones get their
+    /// final event (`Done`, stopped as cancelled) within one step, the waiting ones and every
+    /// later request are refused as [`EngineError::ShuttingDown`].
+    pub fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+    }
+
     /// Queues a request; the guard cancels it when dropped (a handler that ends early, a
     /// client that went away).
     pub async fn submit(&self, submit: Submit) -> Result<RequestGuard, EngineError> {
@@ -169,16 +178,17 @@ fn run<M: BatchModel>(
 ) {
     let mut streams: HashMap<SeqId, Stream<'_>> = HashMap::new();
     let mut embeds = PendingEmbeds::new();
+    let mut closing = false;
     loop {
         // Idle: block for the next command; busy: take what arrived and step.
         if !scheduler.has_work() && embeds.is_empty() {
             match inbox.recv() {
-                Ok(command) => handle(command, &mut scheduler, tokenizer, &mut streams, &mut embeds),
+                Ok(command) => handle(command, &mut scheduler, tokenizer, &mut streams, &mut embeds, &mut closing),
                 Err(_) => return,
             }
         }
         while let Ok(command) = inbox.try_recv() {
-            handle(command, &mut scheduler, tokenizer, &mut streams, &mut embeds);
+            handle(command, &mut scheduler, tokenizer, &mut streams, &mut embeds, &mut closing);
         }
         // Embeddings take free slots between steps, oldest first.
         while let Some((tokens, reply)) = embeds.pop_front() {
@@ -214,8 +224,9 @@ fn run<M: BatchModel>(
         });
         if let Err(e) = result {
             gauges.failures.fetch_add(1, Ordering::Relaxed);
+            let failed = crate::error::ApiError::internal(format!("generation failed: {e}"));
             for (_, s) in streams.drain() {
-                let _ = s.events.send(StreamEvent::Failed(e.to_string()));
+                let _ = s.events.send(StreamEvent::Failed(failed.clone()));
             }
         }
         gauges.queued.store(scheduler.queued(), Ordering::Relaxed);
@@ -244,8 +255,12 @@ fn handle<'t, M: BatchModel>(
     tokenizer: &'t Tokenizer,
     streams: &mut HashMap<SeqId, Stream<'t>>,
     embeds: &mut PendingEmbeds,
+    closing: &mut bool,
 ) {
     match command {
+        Command::Submit(_, reply) if *closing => {
+            let _ = reply.send(Err(EngineError::ShuttingDown));
+        }
         Command::Submit(submit, reply) => {
             let Submit { request, stops, events } = *submit;
             let fitted = owl_engine::session::fit_prompt(&request.prompt, scheduler.context_size(), &request.params);
@@ -264,6 +279,21 @@ fn handle<'t, M: BatchModel>(
             streams.remove(&seq);
             scheduler.cancel(seq);
         }
+        Command::Embed(_, reply) if *closing => {
+            let _ = reply.send(Err(EngineError::ShuttingDown));
+        }
         Command::Embed(tokens, reply) => embeds.push_back((tokens, reply)),
+        Command::Shutdown => {
+            *closing = true;
+            let refused = crate::error::ApiError::from(EngineError::ShuttingDown);
+            for seq in scheduler.cancel_all() {
+                if let Some(s) = streams.remove(&seq) {
+                    let _ = s.events.send(StreamEvent::Failed(refused.clone()));
+                }
+            }
+            for (_, reply) in embeds.drain(..) {
+                let _ = reply.send(Err(EngineError::ShuttingDown));
+            }
+        }
     }
 }

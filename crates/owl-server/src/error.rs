@@ -80,6 +80,9 @@ impl From<EngineError> for ApiError {
             EngineError::TokenOutOfRange { what, .. } => {
                 ApiError { status: StatusCode::BAD_REQUEST, message, param: Some(what.into()), code: None }
             }
+            EngineError::ShuttingDown => {
+                ApiError { status: StatusCode::SERVICE_UNAVAILABLE, message, param: None, code: Some("shutting_down") }
+            }
             EngineError::QueueFull { .. } => {
                 ApiError { status: StatusCode::TOO_MANY_REQUESTS, message, param: None, code: Some("server_busy") }
             }

@@ -245,7 +245,10 @@ fn last(state: &SharedState, shape: Shape, text: &str, f: &crate::engine::Finish
     v["done"] = json!(true);
     v["done_reason"] = json!(match f.stop_reason {
         StopReason::MaxTokens | StopReason::ContextFull => "length",
-        _ => "stop",
+        // Only a server shutting down reports a cancelled reply: Ollama's reason when the
+        // model leaves memory mid-reply.
+        StopReason::Cancelled => "unload",
+        StopReason::Eog { .. } | StopReason::Stop { .. } => "stop",
     });
     v["total_duration"] = json!(started.elapsed().as_nanos() as u64);
     v["load_duration"] = json!(0);
@@ -290,7 +293,7 @@ async fn generate(
                         drop(guard);
                         return Some((Ok::<_, std::convert::Infallible>(Bytes::from(bytes)), None));
                     }
-                    Some(StreamEvent::Failed(e)) => json!({"error": format!("generation failed: {e}")}),
+                    Some(StreamEvent::Failed(e)) => json!({"error": e.message}),
                     None => json!({"error": "the engine stopped"}),
                 };
                 let mut bytes = line.to_string().into_bytes();

@@ -309,7 +309,7 @@ async fn run(state: SharedState, job: Job, dialect: Dialect) -> Result<Response,
                 c.cached_tokens = f.outcome.timings.cached_tokens;
                 done += 1;
             }
-            StreamEvent::Failed(e) => return Err(ApiError::internal(format!("generation failed: {e}"))),
+            StreamEvent::Failed(e) => return Err(e),
         }
     }
     drop(guards);
@@ -523,8 +523,7 @@ fn stream_response(
                     }
                     StreamEvent::Failed(e) => {
                         s.finished = true;
-                        let error =
-                            json!({"error": {"message": format!("generation failed: {e}"), "type": "server_error"}});
+                        let error = json!({"error": {"message": e.message, "type": e.kind(), "code": e.code}});
                         return Some((vec![SseEvent::default().data(error.to_string())], s));
                     }
                 }

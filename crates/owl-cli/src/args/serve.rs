@@ -53,6 +53,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 8 << 20, value_parser = values::positive)]
     pub max_body_bytes: usize,
 
+    /// Seconds that replies in flight may go on after SIGTERM or Ctrl-C; then each open
+    /// stream gets its final chunk (finish_reason "cancelled") and the server exits.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = values::grace_seconds)]
+    pub shutdown_grace: f64,
+
     /// The name clients give as `model` [default: the MODEL argument].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,

@@ -38,6 +38,14 @@ pub fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `serve --shutdown-grace`: seconds, 0 to one day.
+pub fn grace_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if (0.0..=86_400.0).contains(&x) => Ok(x),
+        _ => Err("must be a number of seconds from 0 to 86400".into()),
+    }
+}
+
 /// `perplexity -c`: a window of at least 2 tokens, or 0 for the model's trained context.
 pub fn window(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {

@@ -2,8 +2,8 @@
 //!
 //! Loads the model with a KV cache of `--parallel` sequences, starts the engine thread
 //! (continuous batching), and serves until SIGINT or SIGTERM: then it stops accepting
-//! connections and lets the replies in flight finish for up to [`GRACE`], after which the
-//! process ends and their streams with it.
+//! connections and lets the replies in flight finish for up to `--shutdown-grace` seconds;
+//! then the engine ends the rest, each stream gets its final chunk, and the process exits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,8 +21,8 @@ use crate::printer;
 /// Tokens per forward call: prompt chunks and the decode steps of every sequence together.
 const MAX_BATCH_TOKENS: usize = 512;
 
-/// How long replies in flight may go on after a shutdown signal.
-const GRACE: Duration = Duration::from_secs(10);
+/// How long, after the grace period, the final chunks may take to reach the clients.
+const FINAL_CHUNKS: Duration = Duration::from_secs(5);
 
 /// The model's chat template, rendered in the limited child process as `owl run` does.
 struct TemplateRenderer {
@@ -63,6 +63,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         }
     };
     let engine = EngineHandle::start(scheduler, tokenizer.clone()).context("starting the engine thread")?;
+    let engine_for_shutdown = engine.clone();
+    let grace_period = Duration::from_secs_f64(args.shutdown_grace);
     let name = args.name.clone().unwrap_or_else(|| loaded.name.clone());
     let model = ServedModel {
         name: name.clone(),
@@ -107,20 +109,27 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             printer::progress("owl serve: shutting down; replies in flight may finish");
             let _ = stop_tx.send(());
         });
-        let serving = tokio::spawn(async move { server.await });
-        // After the signal: the grace period, then the end whatever is still streaming.
+        let mut serving = tokio::spawn(async move { server.await });
+        // After the signal: the grace period, then the end of whatever is still streaming.
         let grace = async {
             if stop_rx.await.is_ok() {
-                tokio::time::sleep(GRACE).await;
+                tokio::time::sleep(grace_period).await;
             } else {
                 std::future::pending::<()>().await;
             }
         };
         tokio::select! {
-            result = serving => result.context("the HTTP server")?.context("the HTTP server")?,
-            () = grace => printer::progress("owl serve: grace period over; ending the remaining streams"),
+            result = &mut serving => return result.context("the HTTP server")?.context("the HTTP server"),
+            () = grace => {}
         }
-        anyhow::Ok(())
+        printer::progress("owl serve: grace period over; ending the remaining replies");
+        engine_for_shutdown.shutdown();
+        // The engine ends every sequence within one step; the streams then send their
+        // final chunks and close. A connection that does not drain is not waited for.
+        match tokio::time::timeout(FINAL_CHUNKS, serving).await {
+            Ok(result) => result.context("the HTTP server")?.context("the HTTP server"),
+            Err(_) => anyhow::Ok(()),
+        }
     })
 }
 

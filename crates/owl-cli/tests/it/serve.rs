@@ -2,7 +2,8 @@
 //! scripts/api_clients/setup.sh into a cached venv; a failed install fails the test):
 //! chat streamed and not, logprobs, completions, models, every error case, 32 concurrent
 //! streams identical to the same requests one at a time, and a cancelled stream's slot
-//! going to the next request. Ends each server with SIGTERM and expects a clean exit.
+//! going to the next request. Ends each server with SIGTERM and expects a clean exit; with
+//! streams open, SIGTERM ends them with a final chunk after the grace period.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -121,4 +122,35 @@ fn a_cancelled_stream_frees_its_slot() {
     let server = Server::start(&["--parallel", "1", "--queue", "0"]);
     server.run_checks(&python, &["cancel"]);
     server.stop();
+}
+
+/// SIGTERM with replies in flight: after `--shutdown-grace` each open stream ends with its
+/// final chunk, the waiting request gets 503, and the server exits 0.
+#[test]
+fn sigterm_ends_open_streams_with_a_final_chunk() {
+    let python = client_python();
+    let mut server = Server::start(&["--parallel", "2", "--queue", "4", "--shutdown-grace", "1"]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/shutdown_checks.py");
+    let mut checks =
+        Command::new(&python).arg(&script).arg(&server.url).arg(KEY).stdout(Stdio::piped()).spawn().expect("python");
+    let mut stdout = BufReader::new(checks.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    while line.trim() != "streaming" {
+        line.clear();
+        let n = stdout.read_line(&mut line).expect("read");
+        assert!(n > 0, "the checks ended before the streams were open: {:?}", checks.wait());
+    }
+    let signalled = std::time::Instant::now();
+    // SAFETY: kill(2) with a pid we own and a valid signal.
+    assert_eq!(unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) }, 0);
+    let status = server.child.wait().expect("wait");
+    let took = signalled.elapsed();
+    assert!(status.success(), "owl serve exited with {status}: {:?}", server.log.try_iter().collect::<Vec<_>>());
+    // The grace (1 s) and one step: far below the 5 s allowed for the final chunks.
+    assert!(took < Duration::from_secs(5), "the shutdown took {took:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
+    assert!(checks.wait().expect("wait").success(), "{rest}");
+    assert!(rest.contains("shutdown: ok"), "{rest}");
+    eprint!("{rest}");
 }

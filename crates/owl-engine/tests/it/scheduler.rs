@@ -186,6 +186,25 @@ fn queue_limit_cancellation_and_prefix_reuse_across_slots() {
     assert!(matches!(long, Err(EngineError::PromptTooLong { prompt_tokens: 300, n_ctx: 256 })), "{long:?}");
     let oov = s.submit(SeqRequest { prompt: vec![1, u32::MAX], params: params(3, None) });
     assert!(matches!(oov, Err(EngineError::TokenOutOfRange { .. })));
+
+    // Shutting down: the waiting request leaves at once, the running ones end in one step.
+    let e = s.submit(SeqRequest { prompt: prompts[2].clone(), params: params(200, None) }).unwrap();
+    let f = s.submit(SeqRequest { prompt: prompts[3].clone(), params: params(200, None) }).unwrap();
+    s.step(|_| Verdict::Continue).unwrap();
+    let g = s.submit(SeqRequest { prompt: prompts[4].clone(), params: params(200, None) }).unwrap();
+    assert_eq!((s.active(), s.queued()), (2, 1));
+    assert_eq!(s.cancel_all(), vec![g]);
+    let mut ended = Vec::new();
+    s.step(|e| {
+        if let SchedulerEvent::Finished { seq, outcome } = e {
+            ended.push((seq, outcome.stop_reason.clone()));
+        }
+        Verdict::Continue
+    })
+    .unwrap();
+    ended.sort_by_key(|(seq, _)| *seq);
+    assert_eq!(ended, vec![(e, StopReason::Cancelled), (f, StopReason::Cancelled)]);
+    assert!(!s.has_work());
 }
 
 /// An embedding is the L2-normalised mean of the final-norm hidden states, as the model's
