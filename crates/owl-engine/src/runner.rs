@@ -53,6 +53,11 @@ impl<M: BorrowMut<Model>> ModelRunner<M> {
         &self.kv
     }
 
+    /// See [`KvCache::make_resident`].
+    pub fn make_kv_cache_resident(&mut self) {
+        self.kv.make_resident();
+    }
+
     pub fn into_model(self) -> M {
         self.model
     }

@@ -73,6 +73,23 @@ impl KvStore {
         })
     }
 
+    /// Rewrites one element of every 4 KiB page with its own value, so that each page is
+    /// resident now rather than on first use; the contents do not change.
+    fn touch(&mut self) {
+        fn each_page<T: Copy>(v: &mut [T]) {
+            let step = (4096 / std::mem::size_of::<T>()).max(1);
+            for x in v.iter_mut().step_by(step) {
+                // SAFETY: `x` is a valid, aligned, exclusive reference; the volatile pair
+                // keeps the compiler from dropping a store of the value just read.
+                unsafe { std::ptr::write_volatile(x, std::ptr::read_volatile(x)) };
+            }
+        }
+        match self {
+            KvStore::F16(v) => each_page(v),
+            KvStore::F32(v) => each_page(v),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             KvStore::F16(v) => v.len(),
@@ -292,6 +309,17 @@ impl KvCache {
         &mut self.layers[i]
     }
 
+    /// Makes the whole cache resident now. The zeroed allocation is only address space until
+    /// written; a long-running server touches it at start so that its memory use is known
+    /// (and fails, if it must, at start) and stays flat afterwards, as llama.cpp's cleared
+    /// buffers do. Contents are unchanged.
+    pub fn make_resident(&mut self) {
+        for layer in &mut self.layers {
+            layer.k.touch();
+            layer.v.touch();
+        }
+    }
+
     /// Positions held for `seq` (= the position of its next token).
     pub fn seq_len(&self, seq: usize) -> usize {
         self.lens.get(seq).copied().unwrap_or(0)
@@ -468,6 +496,22 @@ mod tests {
         assert_eq!(row, vec![2.0, 2.5, 3.0, 3.5]);
         let KvRows::F16(vals) = kv.layer(0).values(1, 0) else { panic!("f16 cache") };
         assert_eq!(vals[5 * 4 + 3].to_f32(), -3.0);
+    }
+
+    #[test]
+    fn making_resident_keeps_contents() {
+        let options = KvCacheOptions { n_seqs: 2, n_ctx: 3000, dtype: KvDtype::F16 };
+        let mut kv = KvCache::new(&shapes(), 1, options).unwrap();
+        let k: Vec<f32> = (0..8).map(|i| i as f32 + 1.0).collect();
+        kv.layer_mut(0).write(1, 2999, &k, &k);
+        kv.set_len(1, 3000);
+        kv.make_resident();
+        let KvRows::F16(keys) = kv.layer(0).keys(1, 1) else { panic!("f16 cache") };
+        let row: Vec<f32> = keys[2999 * 4..3000 * 4].iter().map(|x| x.to_f32()).collect();
+        assert_eq!(row, vec![5.0, 6.0, 7.0, 8.0]);
+        assert_eq!(kv.seq_len(1), 3000);
+        let KvRows::F16(keys) = kv.layer(0).keys(0, 0) else { panic!("f16 cache") };
+        assert!(keys.iter().all(|x| *x == f16::ZERO));
     }
 
     #[test]

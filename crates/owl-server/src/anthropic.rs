@@ -6,8 +6,6 @@
 
 use std::convert::Infallible;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +19,7 @@ use crate::engine::{Finished, StreamEvent, Submit};
 use crate::error::ApiError;
 use crate::fields::Fields;
 use crate::metrics::TokenClock;
-use crate::params::{check_fits, generate_params, json_body};
+use crate::params::{check_fits, generate_params, json_body, RequestBody};
 use crate::SharedState;
 
 /// An [`ApiError`] in Anthropic's shape.
@@ -98,10 +96,7 @@ fn message_id() -> String {
     format!("msg_{t:016x}{n:04x}")
 }
 
-pub async fn messages(
-    State(state): State<SharedState>,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
+pub async fn messages(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
     let clock = TokenClock::start();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;

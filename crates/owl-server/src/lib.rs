@@ -141,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::observe))
         .fallback(not_found)
+        .layer(middleware::map_response(close_after_413))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state);
     match cors {
@@ -186,6 +187,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A 413 may leave part of its body unread; the connection cannot carry another request, so
+/// say so (`Connection: close`) rather than let the client reuse it and find it gone.
+async fn close_after_413(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn health(State(state): State<SharedState>) -> impl IntoResponse {

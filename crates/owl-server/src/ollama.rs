@@ -10,7 +10,6 @@
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +22,7 @@ use serde_json::{json, Value};
 use crate::engine::{StreamEvent, Submit};
 use crate::error::ApiError;
 use crate::fields::Fields;
-use crate::params::{check_fits, generate_params, json_body};
+use crate::params::{check_fits, generate_params, json_body, RequestBody};
 use crate::{unix_now, SharedState};
 
 /// An [`ApiError`] in Ollama's shape.
@@ -131,10 +130,7 @@ fn params(state: &SharedState, f: &Fields<'_>) -> Result<GenerateParams> {
     Ok(p)
 }
 
-pub async fn chat(
-    State(state): State<SharedState>,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
+pub async fn chat(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
     let started = Instant::now();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
@@ -167,10 +163,7 @@ pub async fn chat(
     generate(state, prompt, params, stream, started, Shape::Chat).await
 }
 
-pub async fn generate_route(
-    State(state): State<SharedState>,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
+pub async fn generate_route(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
     let started = Instant::now();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
@@ -306,10 +299,7 @@ async fn generate(
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
 }
 
-pub async fn embed(
-    State(state): State<SharedState>,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
+pub async fn embed(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
     let started = Instant::now();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
@@ -400,10 +390,7 @@ pub async fn ps(State(state): State<SharedState>) -> Json<Value> {
     }]}))
 }
 
-pub async fn show(
-    State(state): State<SharedState>,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Response> {
+pub async fn show(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
     let model = f.str("model")?.or(f.str("name")?);

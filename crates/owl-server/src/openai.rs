@@ -10,8 +10,6 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
@@ -26,7 +24,7 @@ use crate::engine::{RequestGuard, StreamEvent, Submit};
 use crate::error::ApiError;
 use crate::fields::Fields;
 use crate::metrics::TokenClock;
-use crate::params::{check_fits, generate_params, json_body, MAX_TOP_LOGPROBS};
+use crate::params::{check_fits, generate_params, json_body, RequestBody, MAX_TOP_LOGPROBS};
 use crate::{unix_now, SharedState};
 
 /// Most choices one request may ask for.
@@ -113,10 +111,7 @@ fn common_fields(f: &Fields<'_>, params: &mut GenerateParams, chat: bool) -> Res
     Ok((n, stream, include_usage))
 }
 
-pub async fn chat_completions(
-    State(state): State<SharedState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+pub async fn chat_completions(State(state): State<SharedState>, body: RequestBody) -> Result<Response, ApiError> {
     let clock = TokenClock::start();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
@@ -165,10 +160,7 @@ fn chat_messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-pub async fn completions(
-    State(state): State<SharedState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+pub async fn completions(State(state): State<SharedState>, body: RequestBody) -> Result<Response, ApiError> {
     let clock = TokenClock::start();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
@@ -553,10 +545,7 @@ const MAX_EMBED_INPUTS: usize = 256;
 /// final norm) over the input's tokens, L2-normalised. `input`: a string, an array of
 /// strings, an array of token ids, or an array of such arrays; `encoding_format` `float`
 /// (default) or `base64` (little-endian f32, as OpenAI's client asks for by default).
-pub async fn embeddings(
-    State(state): State<SharedState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+pub async fn embeddings(State(state): State<SharedState>, body: RequestBody) -> Result<Response, ApiError> {
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
     check_model(&state, f.str("model")?)?;

@@ -2,14 +2,20 @@
 //! (OpenAI's names; llama.cpp's `top_k`, `min_p`, `repeat_penalty` too), each validated
 //! with a 400 naming it.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, StatusCode};
+use futures_util::StreamExt;
 use owl_engine::{ContextOverflow, EogSet, GenerateParams, SamplingParams};
 use owl_tokenizer::Tokenizer;
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::fields::Fields;
+use crate::SharedState;
 
 /// Most stop strings a request may give (OpenAI allows 4; llama.cpp more).
 pub const MAX_STOPS: usize = 16;
@@ -17,14 +23,67 @@ pub const MAX_STOPS: usize = 16;
 /// Most `top_logprobs` (OpenAI's limit).
 pub const MAX_TOP_LOGPROBS: i64 = 20;
 
-/// The body as JSON; a body over the limit is 413, anything unparsable 400.
-pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
-    let bytes = body.map_err(|r| ApiError {
-        status: r.status(),
-        message: format!("request body: {}", r.body_text()),
+/// How much of an over-limit body is read and thrown away, and for how long, before the 413.
+/// A client still sending when the server closes gets a TCP reset, which on Linux discards
+/// the 413 it has not read yet; reading the rest first (nginx's "lingering close") lets the
+/// answer arrive. Beyond these bounds the connection is closed at once.
+const DRAIN_BYTES: usize = 32 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// A request body read up to `--max-body-bytes`; over it, a 413 (the rest of the body read
+/// and discarded within bounds, see [`DRAIN_BYTES`]). Never rejects by itself, so that
+/// each route answers the failure in its own dialect.
+pub struct RequestBody(pub Result<Bytes, ApiError>);
+
+impl FromRequest<SharedState> for RequestBody {
+    type Rejection = Infallible;
+
+    async fn from_request(request: Request, state: &SharedState) -> Result<Self, Infallible> {
+        Ok(RequestBody(read_body(request, state.options.max_body_bytes).await))
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        message: format!("the request body is larger than this server accepts ({limit} bytes; see --max-body-bytes)"),
         param: None,
         code: None,
-    })?;
+    }
+}
+
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > (limit.saturating_add(DRAIN_BYTES)) as u64) {
+        return Err(too_large(limit));
+    }
+    let mut chunks = request.into_body().into_data_stream();
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            let mut seen = body.len() + chunk.len();
+            drop(body);
+            let drain = async {
+                while let Some(Ok(chunk)) = chunks.next().await {
+                    seen += chunk.len();
+                    if seen > limit.saturating_add(DRAIN_BYTES) {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            return Err(too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+/// The body as JSON; a body over the limit is 413, anything unparsable 400.
+pub fn json_body(body: RequestBody) -> Result<Value, ApiError> {
+    let bytes = body.0?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
 }
 
@@ -77,6 +136,11 @@ pub fn generate_params(f: &Fields<'_>, tokenizer: &Tokenizer) -> Result<Generate
             let b = if b <= -100.0 { f32::NEG_INFINITY } else { b as f32 };
             s.logit_bias.push((id, b));
         }
+    }
+    // llama.cpp's `ignore_eos`: no end-of-generation token may be sampled, so the reply
+    // runs to `max_tokens` (or a stop string); load generators rely on it.
+    if f.bool("ignore_eos")? == Some(true) {
+        s.logit_bias.extend(tokenizer.eog_ids().iter().map(|&id| (id, f32::NEG_INFINITY)));
     }
     s.validate(tokenizer.vocab_size())?;
     let stop = f.strings("stop", MAX_STOPS)?;

@@ -45,7 +45,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let n_ctx = sampling::context_size(&loaded.model, args.ctx_size, args.parallel)?;
     let hidden_size = loaded.model.config().hidden_size;
     let details = model_details(&loaded);
-    let runner = load::runner(loaded.model, args.parallel, n_ctx)?;
+    let mut runner = load::runner(loaded.model, args.parallel, n_ctx)?;
+    // A server's footprint is fixed from its first second: no creep as slots first reach
+    // deep positions, and no out-of-memory in the middle of a request.
+    runner.make_kv_cache_resident();
     let config = SchedulerConfig { max_batch_tokens: MAX_BATCH_TOKENS, max_queue: args.queue };
     let scheduler = Scheduler::new(runner, config)?;
     let tokenizer = Arc::new(loaded.tokenizer);

@@ -7,6 +7,7 @@ non-zero (with the traceback) on the first failure and prints one line per passe
 """
 
 import asyncio
+import socket
 import sys
 import time
 
@@ -153,6 +154,13 @@ def check_basics():
     assert values["owl_time_to_first_token_seconds_count"] >= 10, text
     assert values["owl_inter_token_seconds_count"] > 0, text
     assert values['owl_time_to_first_token_seconds_bucket{le="+Inf"}'] == values["owl_time_to_first_token_seconds_count"]
+
+    # llama.cpp's ignore_eos: a reply that ends by itself runs to max_tokens instead.
+    short = greedy_chat(c, "Say hi.", max_tokens=120)
+    assert short.choices[0].finish_reason == "stop" and short.usage.completion_tokens < 120, short.usage
+    long = greedy_chat(c, "Say hi.", max_tokens=120, extra_body={"ignore_eos": True})
+    assert long.choices[0].finish_reason == "length" and long.usage.completion_tokens == 120, long.usage
+    assert long.choices[0].message.content.startswith(short.choices[0].message.content), long.choices[0].message
     print("basics: ok")
 
 
@@ -186,6 +194,26 @@ def check_errors():
         raise AssertionError("oversize body accepted")
     except openai.APIStatusError as e:
         assert e.status_code == 413, e.status_code
+    # The same over a bare socket, as a client without retries sees it: the whole 413
+    # arrives (the server reads the rest of the body before it closes, so no reset eats the
+    # answer) and says `Connection: close`.
+    host, port = BASE.split("//")[1].split(":")
+    body = b'{"prompt": "' + b"a" * (9 << 20) + b'"}'
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    for _ in range(10):
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            try:
+                s.sendall(head + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the answer may come before the upload ends; it must still be readable
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        status, _, rest = answer.partition(b"\r\n")
+        assert status.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"\r\nconnection: close\r\n" in rest.lower(), answer[:300]
+        assert b'"error"' in rest, answer[:300]
     # A wrong key: 401; no key at all (the client refuses to send none): 401 too; the
     # x-api-key header works as well; /health needs no key.
     try:
