@@ -35,6 +35,19 @@ fn params(max_tokens: usize, seed: Option<u64>) -> GenerateParams {
 }
 
 /// Steps until every sequence ended; returns the outcomes by id.
+/// One step; the sequences it finished, with why.
+fn finished_in_one_step(s: &mut Scheduler<ModelRunner>) -> Vec<(SeqId, StopReason)> {
+    let mut ended = Vec::new();
+    s.step(|e| {
+        if let SchedulerEvent::Finished { seq, outcome } = e {
+            ended.push((seq, outcome.stop_reason.clone()));
+        }
+        Verdict::Continue
+    })
+    .unwrap();
+    ended
+}
+
 fn drain(s: &mut Scheduler<ModelRunner>) -> HashMap<SeqId, SeqOutcome> {
     let mut done = HashMap::new();
     while s.has_work() {
@@ -139,14 +152,7 @@ fn queue_limit_cancellation_and_prefix_reuse_across_slots() {
     // c shares the system prompt with a, which is running: its prefix is copied over when
     // it gets b's slot. b is cancelled; within one step b ends and c runs.
     assert!(s.cancel(b));
-    let mut ended = Vec::new();
-    s.step(|e| {
-        if let SchedulerEvent::Finished { seq, outcome } = e {
-            ended.push((seq, outcome.stop_reason.clone()));
-        }
-        Verdict::Continue
-    })
-    .unwrap();
+    let ended = finished_in_one_step(&mut s);
     assert_eq!(ended, vec![(b, StopReason::Cancelled)]);
     assert_eq!((s.active(), s.queued()), (2, 0));
     let before = s.stats();
@@ -194,14 +200,7 @@ fn queue_limit_cancellation_and_prefix_reuse_across_slots() {
     let g = s.submit(SeqRequest { prompt: prompts[4].clone(), params: params(200, None) }).unwrap();
     assert_eq!((s.active(), s.queued()), (2, 1));
     assert_eq!(s.cancel_all(), vec![g]);
-    let mut ended = Vec::new();
-    s.step(|e| {
-        if let SchedulerEvent::Finished { seq, outcome } = e {
-            ended.push((seq, outcome.stop_reason.clone()));
-        }
-        Verdict::Continue
-    })
-    .unwrap();
+    let mut ended = finished_in_one_step(&mut s);
     ended.sort_by_key(|(seq, _)| *seq);
     assert_eq!(ended, vec![(e, StopReason::Cancelled), (f, StopReason::Cancelled)]);
     assert!(!s.has_work());
