@@ -165,6 +165,10 @@ pub(crate) type MatvecFn = fn(&[u8], usize, &[u8], &mut [f32]);
 /// `nb` group-blocks) · one activation row of `nb` blocks: `out[r]` is row `r`'s dot product
 /// (decode matvec).
 pub(crate) type GroupMatvecFn = fn(&[u8], &[u8], &mut [f32]);
+/// One group of an interleaved matrix (`nb` group-blocks) · the first `n` (1..=4) of four
+/// activation rows: `out[t]` is the 8 rows' dot products for token `t`, the same bits
+/// [`GroupMatvecFn`] gives that token alone (batch-invariant decode of several sequences).
+pub(crate) type GroupDot4Fn = fn(&[u8], [&[u8]; 4], usize) -> [[f32; 8]; 4];
 
 /// The row kernels of one weight format on one instruction set.
 #[derive(Clone, Copy)]
@@ -178,6 +182,9 @@ pub struct FormatKernels {
     dot: DotFn,
     /// The multi-token dot product (prefill), where the instruction set has one.
     dot4: Option<Dot4Fn>,
+    /// `dot4` gives each token the bits `dot` gives it (so decode of several sequences may
+    /// take it without depending on the batch).
+    dot4_exact: bool,
     /// The multi-row one-token kernel (decode), where the instruction set has one.
     matvec: Option<MatvecFn>,
     /// The one-token kernel over the 8-row interleaved layout: every table has it for every
@@ -185,6 +192,8 @@ pub struct FormatKernels {
     group_matvec: Option<GroupMatvecFn>,
     /// `group_matvec` is a SIMD kernel: weights are worth storing interleaved.
     group_matvec_simd: bool,
+    /// `group_matvec` for up to four tokens at once, each weight block unpacked once.
+    group_dot4: Option<GroupDot4Fn>,
     /// Prefill goes through the AVX2 panel kernels (`ops::prefill_int8`, `ops::prefill_kquant`).
     prefill_panel: bool,
     /// Prefill register tile of 3 rows × 4 tokens (float weights).
@@ -287,6 +296,12 @@ impl FormatKernels {
         self.dot4
     }
 
+    /// The raw one-row × four-token dot product if each of its columns is the bits of
+    /// [`Self::raw_dot`] for that token (several one-token rows of a batch-invariant step).
+    pub(crate) fn raw_exact_dot4(&self) -> Option<Dot4Fn> {
+        self.dot4.filter(|_| self.dot4_exact && group_tokens_enabled())
+    }
+
     /// The raw multi-row matvec kernel, if there is one. The caller guarantees
     /// `w.len() == out.len() * row_bytes`, `row_bytes` a whole weight row, and what
     /// [`vec_dot`](Self::vec_dot) asserts of each row and `a`.
@@ -302,6 +317,14 @@ impl FormatKernels {
     /// a row.
     pub(crate) fn raw_group_matvec(&self) -> Option<GroupMatvecFn> {
         self.group_matvec
+    }
+
+    /// The raw several-token group kernel, if there is one: the caller guarantees `w` is
+    /// one whole group and each used activation row matches it, as for `raw_group_matvec`.
+    /// `OWL_GROUP_TOKENS=0` (read once) turns it off, to compare decode steps of several
+    /// sequences with and without it in one build; the bits are the same either way.
+    pub(crate) fn raw_group_dot4(&self) -> Option<GroupDot4Fn> {
+        self.group_dot4.filter(|_| group_tokens_enabled())
     }
 
     /// Whether weights of this format are best stored in the 8-row interleaved layout for
@@ -345,6 +368,11 @@ impl FormatKernels {
 fn multi_row_matvec_enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     *ENABLED.get_or_init(|| std::env::var("OWL_MATVEC_ROWS").map_or(true, |v| v.trim() != "0"))
+}
+
+fn group_tokens_enabled() -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    *ENABLED.get_or_init(|| std::env::var("OWL_GROUP_TOKENS").map_or(true, |v| v.trim() != "0"))
 }
 
 /// Alignment a weight row of `format` needs: its block type's (only Q8_K's blocks hold an
@@ -497,9 +525,11 @@ const fn entry(
         quantize_act,
         dot,
         dot4,
+        dot4_exact: false,
         matvec: None,
         group_matvec: scalar_group_matvec(weight),
         group_matvec_simd: false,
+        group_dot4: None,
         prefill_panel: false,
         tile3x4: None,
     })
@@ -630,6 +660,29 @@ mod avx2 {
         };
     }
 
+    /// `$name`: a [`GroupDot4Fn`] over `quant::$m::avx2_x8::dot_x8_tokens`.
+    macro_rules! avx2_group_dot4 {
+        ($name:ident, $m:ident, $A:ty) => {
+            pub(super) fn $name(g: &[u8], a: [&[u8]; 4], n: usize) -> [[f32; 8]; 4] {
+                use quant::$m::avx2_x8::{dot_x8, dot_x8_tokens};
+                let a = a.map(cast_slice::<u8, $A>);
+                let mut out = [[0.0; 8]; 4];
+                // SAFETY: AVX2 table only (module docs).
+                unsafe {
+                    match n {
+                        4 => out = dot_x8_tokens::<4>(g, a),
+                        3 => out[..3].copy_from_slice(&dot_x8_tokens::<3>(g, [a[0], a[1], a[2]])),
+                        2 => out[..2].copy_from_slice(&dot_x8_tokens::<2>(g, [a[0], a[1]])),
+                        _ => out[0] = dot_x8(g, a[0]),
+                    }
+                }
+                out
+            }
+        };
+    }
+
+    avx2_group_dot4!(group_dot4_q4_1, q4_1, BlockQ8_1);
+
     avx2_group_matvec!(group_matvec_q4_0, q4_0, BlockQ8_0);
     avx2_group_matvec!(group_matvec_q4_1, q4_1, BlockQ8_1);
     avx2_group_matvec!(group_matvec_q5_0, q5_0, BlockQ8_0);
@@ -739,6 +792,19 @@ mod avx2 {
         set_group_matvec!(Q8_0, group_matvec_q8_0);
         set_group_matvec!(Q4_K, group_matvec_q4_k);
         set_group_matvec!(Q6_K, group_matvec_q6_k);
+        if let Some(k) = &mut e[BlockFormat::Q4_1 as usize] {
+            k.group_dot4 = Some(group_dot4_q4_1);
+        }
+        // `vec_dot_n` columns equal `vec_dot` bit for bit in these formats (their module
+        // docs; tests in each).
+        let exact = [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q5_0, BlockFormat::Q5_1, BlockFormat::Q8_0];
+        let mut i = 0;
+        while i < exact.len() {
+            if let Some(k) = &mut e[exact[i] as usize] {
+                k.dot4_exact = true;
+            }
+            i += 1;
+        }
         let mut i = 0;
         while i < e.len() {
             if let Some(k) = &mut e[i] {

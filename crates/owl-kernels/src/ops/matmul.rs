@@ -210,9 +210,15 @@ fn matmul_impl(
             // The chunk is read once per token: keep it small enough to stay in L2.
             chunk = chunk.min((PREFILL_CHUNK_BYTES / shape.row_bytes.max(1)).next_multiple_of(INTERLEAVE_ROWS));
         }
-        let rows_all_tokens = |rows: std::ops::Range<usize>| {
-            for t in 0..n_tokens {
-                work.matvec_rows(t, rows.clone());
+        let group_dot4 = if interleaved && n_tokens > 1 { shape.kernels.raw_group_dot4() } else { None };
+        let row_dot4 = if !interleaved && n_tokens > 1 { shape.kernels.raw_exact_dot4() } else { None };
+        let rows_all_tokens = |rows: std::ops::Range<usize>| match (group_dot4, row_dot4) {
+            (Some(dot4), _) => work.group_rows_tokens(dot4, rows),
+            (None, Some(dot4)) => work.rows_tokens_dot4(dot4, rows),
+            (None, None) => {
+                for t in 0..n_tokens {
+                    work.matvec_rows(t, rows.clone());
+                }
             }
         };
         if n_threads == 1 && n_tokens == 1 {
@@ -659,6 +665,48 @@ impl Work<'_, '_> {
             let v = dot(&self.w.data[r * rb..(r + 1) * rb], a);
             // SAFETY: row r belongs to this chunk only.
             unsafe { self.out.write(base + r, v) };
+        }
+    }
+
+    /// Every token over whole groups of interleaved `rows`, up to four tokens per kernel
+    /// call: each token gets the bits [`Self::matvec_rows`] gives it.
+    fn group_rows_tokens(&self, dot4: crate::dispatch::GroupDot4Fn, rows: std::ops::Range<usize>) {
+        let rb = self.shape.row_bytes;
+        let group_bytes = INTERLEAVE_ROWS * rb;
+        let chunk = &self.w.data[rows.start * rb..rows.end * rb];
+        for t0 in (0..self.n_tokens).step_by(4) {
+            let n = (self.n_tokens - t0).min(4);
+            let acts: [&[u8]; 4] = std::array::from_fn(|i| self.act_row(t0 + i.min(n - 1)));
+            for (g, group) in chunk.chunks_exact(group_bytes).enumerate() {
+                let out = dot4(group, acts, n);
+                let r0 = rows.start + g * INTERLEAVE_ROWS;
+                for (i, token) in out.iter().enumerate().take(n) {
+                    // SAFETY: token t0 + i's outputs of the rows of this chunk belong to
+                    // this thread only.
+                    let o = unsafe { self.out.slice((t0 + i) * self.w.rows + r0, INTERLEAVE_ROWS) };
+                    o.copy_from_slice(token);
+                }
+            }
+        }
+    }
+
+    /// Every token over row-major `rows`, four tokens per call of a `dot4` whose columns are
+    /// `dot`'s bits, the tokens left over one at a time ([`Self::matvec_rows`]).
+    fn rows_tokens_dot4(&self, dot4: crate::dispatch::Dot4Fn, rows: std::ops::Range<usize>) {
+        let rb = self.shape.row_bytes;
+        let whole = self.n_tokens / 4 * 4;
+        for t0 in (0..whole).step_by(4) {
+            let acts: [&[u8]; 4] = std::array::from_fn(|i| self.act_row(t0 + i));
+            for r in rows.clone() {
+                let v = dot4(&self.w.data[r * rb..(r + 1) * rb], acts);
+                for (i, v) in v.into_iter().enumerate() {
+                    // SAFETY: row r of every token belongs to this chunk's thread only.
+                    unsafe { self.out.write((t0 + i) * self.w.rows + r, v) };
+                }
+            }
+        }
+        for t in whole..self.n_tokens {
+            self.matvec_rows(t, rows.clone());
         }
     }
 

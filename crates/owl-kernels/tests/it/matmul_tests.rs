@@ -499,6 +499,14 @@ fn matmul_batch_invariant_rows_do_not_depend_on_the_batch() {
                         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                         if n_single > 0 {
                             assert_eq!(bits(&y[..rows]), bits(&alone), "{ctx} ({n_single}, {n}): one-token row");
+                            // Every one-token row, wherever it sits among the others (the
+                            // several-token group kernels take them four at a time).
+                            for (slot, &t) in order.iter().enumerate().take(n_single).skip(1) {
+                                let mut one = vec![0f32; rows];
+                                matmul_with(table, pool, w, token(t), 1, &mut one).expect("one token");
+                                let got = &y[slot * rows..(slot + 1) * rows];
+                                assert_eq!(bits(got), bits(&one), "{ctx} ({n_single}, {n}): one-token row {slot}");
+                            }
                         } else {
                             assert_eq!(
                                 bits(&y[..rows]),

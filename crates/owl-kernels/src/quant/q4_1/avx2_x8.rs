@@ -87,6 +87,66 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_1]) -> [f32; 8] {
     }
 }
 
+/// The 8 rows of one x8 group against `T` activation rows: for each token exactly the
+/// operations of [`dot_x8`], in the same order, so each token's 8 results are the same bits
+/// a [`dot_x8`] call gives (what a batch-invariant decode step needs). Each weight chunk is
+/// loaded and split into nibbles once for all `T` tokens, and the block's scales converted
+/// once, instead of once per token.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_x8_tokens<const T: usize>(group: &[u8], a: [&[BlockQ8_1]; T]) -> [[f32; 8]; T] {
+    let nb = a.iter().fold(group.len() / GROUP_BLOCK_BYTES, |n, a| n.min(a.len()));
+    debug_assert!(a.iter().all(|a| group.len() == a.len() * GROUP_BLOCK_BYTES));
+    let base = group.as_ptr();
+    // SAFETY: as in `dot_x8`, for every token: group-block `b < nb` lies within `group`,
+    // activation block `b < nb <= a[t].len()`.
+    unsafe {
+        let low4 = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); T];
+        let mut macc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let gb = base.add(b * GROUP_BLOCK_BYTES);
+            let ahead = gb.wrapping_add(PREFETCH_AHEAD);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
+            let mut s16 = [_mm256_setzero_si256(); T];
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(gb.add(QS_OFFSET + 32 * c).cast());
+                let lo = _mm256_and_si256(v, low4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), low4);
+                for t in 0..T {
+                    let yq = a[t].get_unchecked(b).qs.as_ptr();
+                    let alo = _mm256_set1_epi32(yq.add(4 * c).cast::<i32>().read_unaligned());
+                    let ahi = _mm256_set1_epi32(yq.add(16 + 4 * c).cast::<i32>().read_unaligned());
+                    s16[t] = _mm256_add_epi16(
+                        s16[t],
+                        _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi)),
+                    );
+                }
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(gb.cast()));
+            let mw = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(M_OFFSET).cast()));
+            for t in 0..T {
+                let y = a[t].get_unchecked(b);
+                let isum = _mm256_madd_epi16(s16[t], ones);
+                let ds = _mm256_cvtph_ps(_mm_set1_epi32((y as *const BlockQ8_1).cast::<i32>().read_unaligned()));
+                let (dy, sy) = (_mm256_moveldup_ps(ds), _mm256_movehdup_ps(ds));
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(isum), acc[t]);
+                macc[t] = _mm256_fmadd_ps(mw, sy, macc[t]);
+            }
+        }
+        let mut out = [[0.0f32; 8]; T];
+        for t in 0..T {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), _mm256_add_ps(acc[t], macc[t]));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +213,30 @@ mod tests {
             let mut group = vec![0u8; bytes.len()];
             interleave(&bytes, nb, &mut group);
             check(&group, &a, name);
+        }
+    }
+
+    /// Several tokens at once give each token the bits of a one-token call.
+    #[test]
+    fn tokens_kernel_is_bit_identical_to_dot_x8() {
+        if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")) {
+            eprintln!("skipped: no AVX2/FMA/F16C");
+            return;
+        }
+        for nb in [1, 3, 18] {
+            let (w, _) = random_case(nb, 59);
+            let mut group = vec![0u8; w.len()];
+            interleave(&w, nb, &mut group);
+            let acts: Vec<Vec<BlockQ8_1>> = (0..4).map(|t| random_case(nb, 61 + t).1).collect();
+            // SAFETY: features checked above.
+            let one: Vec<[f32; 8]> = acts.iter().map(|a| unsafe { dot_x8(&group, a) }).collect();
+            let bits = |v: &[[f32; 8]]| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+            // SAFETY: features checked above.
+            let four = unsafe { dot_x8_tokens::<4>(&group, [&acts[0], &acts[1], &acts[2], &acts[3]]) };
+            assert_eq!(bits(&four), bits(&one), "nb {nb}, 4 tokens");
+            // SAFETY: features checked above.
+            let two = unsafe { dot_x8_tokens::<2>(&group, [&acts[2], &acts[0]]) };
+            assert_eq!(bits(&two), bits(&[one[2], one[0]]), "nb {nb}, 2 tokens");
         }
     }
 
