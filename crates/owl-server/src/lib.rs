@@ -24,6 +24,7 @@ pub mod ollama;
 pub mod openai;
 mod params;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -141,7 +142,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::observe))
         .fallback(not_found)
-        .layer(middleware::map_response(close_after_413))
+        .layer(middleware::from_fn(close_if_body_unread))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state);
     match cors {
@@ -174,6 +175,7 @@ async fn require_api_key(State(state): State<SharedState>, request: Request, nex
         let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
         let given = bearer.or(x_api_key).map(str::trim);
         if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+            params::discard_body(request.into_body(), state.options.max_body_bytes).await;
             return ApiError::unauthorized().into_response();
         }
     }
@@ -189,21 +191,65 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A 413 may leave part of its body unread; the connection cannot carry another request, so
-/// say so (`Connection: close`) rather than let the client reuse it and find it gone.
-async fn close_after_413(mut response: Response) -> Response {
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+/// A response given before its request body was read to the end leaves the rest of that
+/// body on the connection, where hyper cannot parse the next request: it closes the
+/// connection after the response. Without a word, a client that reuses the kept-alive
+/// connection finds it gone ("Server disconnected without sending a response"), so such
+/// responses say `Connection: close`. Early answers (401, 404) read and drop the body within
+/// bounds first ([`params::discard_body`]), which keeps the connection; a 413 always closes.
+async fn close_if_body_unread(request: Request, next: Next) -> Response {
+    use http_body::Body as _;
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let ended = Arc::new(AtomicBool::new(false));
+    let tracked = ended.clone();
+    let request = request.map(|inner| axum::body::Body::new(TrackedBody { inner, ended: tracked }));
+    let mut response = next.run(request).await;
+    if !ended.load(Ordering::Acquire) || response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
+}
+
+/// A request body that records when it has been read to its end.
+struct TrackedBody {
+    inner: axum::body::Body,
+    ended: Arc<AtomicBool>,
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.ended.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 async fn health(State(state): State<SharedState>) -> impl IntoResponse {
     (StatusCode::OK, Json(json!({"status": "ok", "model": state.model.name})))
 }
 
-async fn not_found(request: Request) -> ApiError {
-    ApiError::not_found(format!("no route for {} {}", request.method(), request.uri().path()))
+async fn not_found(State(state): State<SharedState>, request: Request) -> ApiError {
+    let error = ApiError::not_found(format!("no route for {} {}", request.method(), request.uri().path()));
+    params::discard_body(request.into_body(), state.options.max_body_bytes).await;
+    error
 }
 
 #[cfg(test)]

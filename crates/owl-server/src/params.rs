@@ -63,22 +63,36 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
         if body.len() + chunk.len() > limit {
-            let mut seen = body.len() + chunk.len();
+            let seen = body.len() + chunk.len();
             drop(body);
-            let drain = async {
-                while let Some(Ok(chunk)) = chunks.next().await {
-                    seen += chunk.len();
-                    if seen > limit.saturating_add(DRAIN_BYTES) {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+            discard_stream(&mut chunks, limit.saturating_add(DRAIN_BYTES).saturating_sub(seen)).await;
             return Err(too_large(limit));
         }
         body.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(body))
+}
+
+/// Reads and drops the rest of a request body that will not be used (an early 401 or 404),
+/// at most `budget` bytes and for at most [`DRAIN_TIME`], so that the answer is not lost to a
+/// reset and the connection can carry the next request. True if the body ended in bounds.
+pub(crate) async fn discard_body(body: axum::body::Body, budget: usize) -> bool {
+    discard_stream(&mut body.into_data_stream(), budget).await
+}
+
+async fn discard_stream(chunks: &mut axum::body::BodyDataStream, budget: usize) -> bool {
+    let mut seen = 0usize;
+    let drain = async {
+        while let Some(chunk) = chunks.next().await {
+            let Ok(chunk) = chunk else { return false };
+            seen = seen.saturating_add(chunk.len());
+            if seen > budget {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_TIME, drain).await.unwrap_or(false)
 }
 
 /// The body as JSON; a body over the limit is 413, anything unparsable 400.

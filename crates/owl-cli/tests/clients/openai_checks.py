@@ -164,6 +164,30 @@ def check_basics():
     print("basics: ok")
 
 
+def read_http_response(s):
+    """One HTTP/1.1 response with a Content-Length from a socket: (status line, lower-cased
+    headers, body); an empty status line if the server closed the connection first."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            return b"", {}, buf
+        buf += chunk
+    head, _, body = buf.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {k.strip().lower(): v.strip().lower() for k, _, v in (line.partition(b":") for line in lines)}
+    n = int(headers.get(b"content-length", b"0"))
+    while len(body) < n:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return status, headers, body
+
+
 def check_errors():
     c = client()
     # A bad field: 400 naming it.
@@ -214,6 +238,28 @@ def check_errors():
         assert status.startswith(b"HTTP/1.1 413"), answer[:200]
         assert b"\r\nconnection: close\r\n" in rest.lower(), answer[:300]
         assert b'"error"' in rest, answer[:300]
+    # Early answers (a wrong key, no such route) that leave the body unread: on a kept-alive
+    # connection, the answer says `Connection: close` or the connection carries the next
+    # request; never a silent close that a reusing client meets as "Server disconnected".
+    for path, key, size, want in [("/v1/chat/completions", "wrong-key", 100, b"401"),
+                                  ("/v1/chat/completions", "wrong-key", 300_000, b"401"),
+                                  ("/v1/no-such-route", KEY, 100, b"404"),
+                                  ("/v1/completions", KEY, 2000, b"400")]:
+        body = b'{"prompt": "' + b"a" * size + b'", "max_tokens": -1}'
+        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            try:
+                s.sendall(head + body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            status, headers, rest = read_http_response(s)
+            assert status.startswith(b"HTTP/1.1 " + want), (path, status, rest[:200])
+            if headers.get(b"connection") == b"close":
+                continue
+            s.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            status, _, rest = read_http_response(s)
+            assert status.startswith(b"HTTP/1.1 200"), (path, size, "no close, yet the next request failed", status)
     # A wrong key: 401; no key at all (the client refuses to send none): 401 too; the
     # x-api-key header works as well; /health needs no key.
     try:
