@@ -681,7 +681,12 @@ mod avx2 {
         };
     }
 
+    avx2_group_dot4!(group_dot4_q4_0, q4_0, BlockQ8_0);
     avx2_group_dot4!(group_dot4_q4_1, q4_1, BlockQ8_1);
+    avx2_group_dot4!(group_dot4_q5_0, q5_0, BlockQ8_0);
+    avx2_group_dot4!(group_dot4_q8_0, q8_0, BlockQ8_0);
+    avx2_group_dot4!(group_dot4_q4_k, q4_k, BlockQ8K);
+    avx2_group_dot4!(group_dot4_q6_k, q6_k, BlockQ8K);
 
     avx2_group_matvec!(group_matvec_q4_0, q4_0, BlockQ8_0);
     avx2_group_matvec!(group_matvec_q4_1, q4_1, BlockQ8_1);
@@ -779,22 +784,20 @@ mod avx2 {
         set_matvec!(Q5_0, matvec_q5_0);
         set_matvec!(Q4_K, matvec_q4_k);
         macro_rules! set_group_matvec {
-            ($f:ident, $k:expr) => {
+            ($f:ident, $k:expr, $k4:expr) => {
                 if let Some(k) = &mut e[BlockFormat::$f as usize] {
                     k.group_matvec = Some($k);
                     k.group_matvec_simd = true;
+                    k.group_dot4 = Some($k4);
                 }
             };
         }
-        set_group_matvec!(Q4_0, group_matvec_q4_0);
-        set_group_matvec!(Q4_1, group_matvec_q4_1);
-        set_group_matvec!(Q5_0, group_matvec_q5_0);
-        set_group_matvec!(Q8_0, group_matvec_q8_0);
-        set_group_matvec!(Q4_K, group_matvec_q4_k);
-        set_group_matvec!(Q6_K, group_matvec_q6_k);
-        if let Some(k) = &mut e[BlockFormat::Q4_1 as usize] {
-            k.group_dot4 = Some(group_dot4_q4_1);
-        }
+        set_group_matvec!(Q4_0, group_matvec_q4_0, group_dot4_q4_0);
+        set_group_matvec!(Q4_1, group_matvec_q4_1, group_dot4_q4_1);
+        set_group_matvec!(Q5_0, group_matvec_q5_0, group_dot4_q5_0);
+        set_group_matvec!(Q8_0, group_matvec_q8_0, group_dot4_q8_0);
+        set_group_matvec!(Q4_K, group_matvec_q4_k, group_dot4_q4_k);
+        set_group_matvec!(Q6_K, group_matvec_q6_k, group_dot4_q6_k);
         // `vec_dot_n` columns equal `vec_dot` bit for bit in these formats (their module
         // docs; tests in each).
         let exact = [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q5_0, BlockFormat::Q5_1, BlockFormat::Q8_0];
@@ -893,6 +896,58 @@ static NEON: KernelTable = KernelTable { isa: Isa::Neon, entries: scalar_entries
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every several-token group kernel gives each of its 1-4 tokens the bits the one-token
+    /// group kernel gives that token alone (what batch-invariant decode relies on), on
+    /// reference-quantized random rows of every format that has one.
+    #[test]
+    fn group_dot4_gives_each_token_the_one_token_bits() {
+        use crate::quant::interleave::interleave_matrix;
+        use crate::quant::{test_rows, test_values};
+        let mut checked = Vec::new();
+        for isa in Isa::ALL {
+            let Ok(t) = table(isa) else { continue };
+            for format in BlockFormat::ALL {
+                let Some(k) = t.get(format) else { continue };
+                let (Some(dot4), Some(one)) = (k.group_dot4, k.group_matvec) else { continue };
+                checked.push(format);
+                for (cols, seed) in [(512, 1u64), (256, 2), (2048, 3)] {
+                    let (w, _) = test_rows(format, &test_values(8 * cols, seed, 0.1, 1.5), 8, cols);
+                    let mut g = vec![0u8; w.len()];
+                    interleave_matrix(format, 8, cols, &w, &mut g).expect("interleave");
+                    let ab = k.act_format().row_bytes(cols).expect("act row");
+                    // f32 storage: Q8_K activation blocks need 4-byte alignment.
+                    let mut acts = vec![vec![0f32; ab.div_ceil(4)]; 4];
+                    for (i, a) in acts.iter_mut().enumerate() {
+                        let x = test_values(cols, seed * 10 + i as u64, 0.0, 3.0);
+                        k.quantize_act(&x, &mut cast_slice_mut::<f32, u8>(a)[..ab]).expect("quantize");
+                    }
+                    let rows: [&[u8]; 4] = std::array::from_fn(|i| &cast_slice::<f32, u8>(&acts[i])[..ab]);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    for n in 1..=4 {
+                        let got = dot4(&g, rows, n);
+                        for (i, got) in got.iter().enumerate().take(n) {
+                            let mut want = [0f32; 8];
+                            one(&g, rows[i], &mut want);
+                            assert_eq!(bits(got), bits(&want), "{isa:?} {format:?} cols {cols}: token {i} of {n}");
+                        }
+                    }
+                }
+            }
+        }
+        if Isa::Avx2.is_available() {
+            for f in [
+                BlockFormat::Q4_0,
+                BlockFormat::Q4_1,
+                BlockFormat::Q5_0,
+                BlockFormat::Q8_0,
+                BlockFormat::Q4_K,
+                BlockFormat::Q6_K,
+            ] {
+                assert!(checked.contains(&f), "{f:?}: no AVX2 several-token group kernel was checked");
+            }
+        }
+    }
 
     #[test]
     fn select_parses_names_and_rejects_unknown() {

@@ -15,7 +15,11 @@ use owl_models::{KvDtype, LoadOptions, Model};
 use owl_tokenizer::Tokenizer;
 
 fn smollm2(max_batch_tokens: usize) -> (Model, Tokenizer) {
-    let path = owl_test::demo_model("smollm2");
+    demo("smollm2", max_batch_tokens)
+}
+
+fn demo(name: &str, max_batch_tokens: usize) -> (Model, Tokenizer) {
+    let path = owl_test::demo_model(name);
     let model = Model::load_gguf(&path, &LoadOptions { threads: 2, max_batch_tokens }).expect("model");
     let gguf = owl_formats::gguf::GgufFile::open(&path).expect("gguf");
     (model, Tokenizer::from_gguf(&gguf).expect("tokenizer"))
@@ -244,11 +248,13 @@ fn embeddings_are_normalised_mean_final_hidden_states() {
 }
 
 /// Aggregate decode rate with 1, 4 and 8 sequences at once (a measurement, not a check):
-/// `cargo test -p owl-engine --test it aggregate_decode_rate -- --ignored --nocapture`.
+/// `cargo test -p owl-engine --test it aggregate_decode_rate -- --ignored --nocapture`;
+/// `OWL_BENCH_MODEL=gemma3` (a demo model's name) measures another model than smollm2.
 #[test]
 #[ignore]
 fn aggregate_decode_rate() {
-    let (mut model, tokenizer) = smollm2(512);
+    let name = std::env::var("OWL_BENCH_MODEL").unwrap_or_else(|_| "smollm2".into());
+    let (mut model, tokenizer) = demo(&name, 512);
     let prompt = tokenizer.encode("Tell me a long story about a dragon.", true, false).unwrap();
     for parallel in [1, 4, 8] {
         let mut s = scheduler(model, parallel, 512, 64);
@@ -262,7 +268,7 @@ fn aggregate_decode_rate() {
         let (t0, g0) = (std::time::Instant::now(), s.stats().generated_tokens);
         drain(&mut s);
         let rate = (s.stats().generated_tokens - g0) as f64 / t0.elapsed().as_secs_f64();
-        println!("parallel {parallel}: {rate:.1} tokens/s aggregate");
+        println!("{name} parallel {parallel}: {rate:.1} tokens/s aggregate");
         model = s.into_model().into_model();
     }
 }

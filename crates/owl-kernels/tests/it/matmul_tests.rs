@@ -487,7 +487,7 @@ fn matmul_batch_invariant_rows_do_not_depend_on_the_batch() {
                     // Token 5 as a many-token row: alone, and at several places of bigger batches.
                     let mut many_alone = vec![0f32; rows];
                     matmul_batch_invariant_with(table, pool, w, token(5), 1, 0, &mut many_alone).expect("many");
-                    for (n_single, n) in [(1, 1), (1, 2), (3, 8), (9, 41), (0, 41), (0, 2)] {
+                    for (n_single, n) in [(1, 1), (1, 2), (2, 3), (3, 8), (9, 41), (0, 41), (0, 2)] {
                         // Batch: token 0 first, then tokens 1.., with token 5 moved to slot `n - 1`.
                         let mut order: Vec<usize> = (0..n).collect();
                         if n > 5 {

@@ -189,6 +189,128 @@ pub unsafe fn dot_x8_ahead<const AHEAD: usize>(group: &[u8], a: &[BlockQ8K]) -> 
     out
 }
 
+/// The 8 rows of one group against `T` activation rows: for each token the integers and
+/// float operations of [`dot_x8`], so each token's results are the bits a [`dot_x8`] call
+/// gives it (a batch-invariant decode step of several sequences). The scales and mins are
+/// unpacked, and each 32-byte chunk of quants split into nibbles, once for all `T` tokens.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_x8_tokens<const T: usize>(group: &[u8], a: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
+    debug_assert!(a.iter().all(|a| group.len() == a.len() * GROUP_BLOCK_BYTES));
+    let nb = a.iter().fold(group.len() / GROUP_BLOCK_BYTES, |n, a| n.min(a.len()));
+    // SAFETY: as in `dot_x8_ahead`, for every token: group-block `i < nb` lies within
+    // `group`, activation block `i < nb <= a[t].len()`.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0F);
+        let m6hi = _mm256_set1_epi8(0x30);
+        let masks = [
+            _mm256_loadu_si256(PAIR_MASKS[0].as_ptr().cast()),
+            _mm256_loadu_si256(PAIR_MASKS[1].as_ptr().cast()),
+            _mm256_loadu_si256(PAIR_MASKS[2].as_ptr().cast()),
+            _mm256_loadu_si256(PAIR_MASKS[3].as_ptr().cast()),
+        ];
+        let base = group.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); T];
+        for i in 0..nb {
+            let gb = base.add(i * GROUP_BLOCK_BYTES);
+            let p = gb.wrapping_add(PREFETCH_AHEAD);
+            let mut line = 0;
+            while line < GROUP_BLOCK_BYTES {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line).cast());
+                line += 64;
+            }
+            let lo0 = _mm256_loadu_si256(gb.add(32).cast());
+            let lo1 = _mm256_loadu_si256(gb.add(64).cast());
+            let hi = _mm256_loadu_si256(gb.add(96).cast());
+            let sc_a = _mm256_or_si256(_mm256_and_si256(lo0, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(hi), m6hi));
+            let sc_b = _mm256_or_si256(_mm256_and_si256(lo1, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(hi), m6hi));
+            let mn_a = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(lo0), m4), _mm256_and_si256(hi, m6hi));
+            let mn_b = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(lo1), m4),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(hi), m6hi),
+            );
+            // The mins per sub-block, spread once (the same for every token).
+            let mins = [
+                _mm256_shuffle_epi8(mn_a, masks[0]),
+                _mm256_shuffle_epi8(mn_a, masks[1]),
+                _mm256_shuffle_epi8(mn_a, masks[2]),
+                _mm256_shuffle_epi8(mn_a, masks[3]),
+                _mm256_shuffle_epi8(mn_b, masks[0]),
+                _mm256_shuffle_epi8(mn_b, masks[1]),
+                _mm256_shuffle_epi8(mn_b, masks[2]),
+                _mm256_shuffle_epi8(mn_b, masks[3]),
+            ];
+            let mut isum = [_mm256_setzero_si256(); T];
+            for j in 0..4 {
+                let sc = if j < 2 { sc_a } else { sc_b };
+                let sc_lo = _mm256_shuffle_epi8(sc, masks[(2 * j) % 4]);
+                let sc_hi = _mm256_shuffle_epi8(sc, masks[(2 * j + 1) % 4]);
+                let q = gb.add(QS_OFF + 256 * j);
+                let mut s_lo = [_mm256_setzero_si256(); T];
+                let mut s_hi = [_mm256_setzero_si256(); T];
+                for c in 0..8 {
+                    let bits = _mm256_loadu_si256(q.add(32 * c).cast());
+                    let lo = _mm256_and_si256(bits, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(bits), m4);
+                    for t in 0..T {
+                        let yq = a[t].get_unchecked(i).qs.as_ptr();
+                        let alo = _mm256_set1_epi32(yq.add(64 * j + 4 * c).cast::<i32>().read_unaligned());
+                        let ahi = _mm256_set1_epi32(yq.add(64 * j + 32 + 4 * c).cast::<i32>().read_unaligned());
+                        s_lo[t] = _mm256_add_epi16(s_lo[t], _mm256_maddubs_epi16(lo, alo));
+                        s_hi[t] = _mm256_add_epi16(s_hi[t], _mm256_maddubs_epi16(hi, ahi));
+                    }
+                }
+                for t in 0..T {
+                    let pair = _mm256_add_epi32(_mm256_madd_epi16(s_lo[t], sc_lo), _mm256_madd_epi16(s_hi[t], sc_hi));
+                    isum[t] = _mm256_add_epi32(isum[t], pair);
+                }
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.cast()));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(16).cast()));
+            for t in 0..T {
+                let y = a[t].get_unchecked(i);
+                let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+                let bs_a = _mm256_permute2x128_si256::<0x00>(bs, bs);
+                let bs_b = _mm256_permute2x128_si256::<0x11>(bs, bs);
+                // Σ_s m·(bsums[2s] + bsums[2s+1]) per row (exact in i32, any order).
+                let summs = _mm256_add_epi32(
+                    _mm256_add_epi32(
+                        _mm256_add_epi32(
+                            _mm256_madd_epi16(mins[0], _mm256_shuffle_epi32::<0x00>(bs_a)),
+                            _mm256_madd_epi16(mins[1], _mm256_shuffle_epi32::<0x55>(bs_a)),
+                        ),
+                        _mm256_add_epi32(
+                            _mm256_madd_epi16(mins[2], _mm256_shuffle_epi32::<0xAA>(bs_a)),
+                            _mm256_madd_epi16(mins[3], _mm256_shuffle_epi32::<0xFF>(bs_a)),
+                        ),
+                    ),
+                    _mm256_add_epi32(
+                        _mm256_add_epi32(
+                            _mm256_madd_epi16(mins[4], _mm256_shuffle_epi32::<0x00>(bs_b)),
+                            _mm256_madd_epi16(mins[5], _mm256_shuffle_epi32::<0x55>(bs_b)),
+                        ),
+                        _mm256_add_epi32(
+                            _mm256_madd_epi16(mins[6], _mm256_shuffle_epi32::<0xAA>(bs_b)),
+                            _mm256_madd_epi16(mins[7], _mm256_shuffle_epi32::<0xFF>(bs_b)),
+                        ),
+                    ),
+                );
+                let yd = _mm256_set1_ps(y.d);
+                let scaled = _mm256_mul_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(isum[t]));
+                let mins = _mm256_mul_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(summs));
+                acc[t] = _mm256_add_ps(acc[t], _mm256_sub_ps(scaled, mins));
+            }
+        }
+        let mut out = [[0.0f32; 8]; T];
+        for t in 0..T {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

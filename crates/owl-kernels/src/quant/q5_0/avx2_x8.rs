@@ -46,8 +46,43 @@ unsafe fn plane<const SHL: i32, const SHR: i32>(planes: __m256i, bit4: __m256i) 
     unsafe { _mm256_and_si256(_mm256_srli_epi16::<SHR>(_mm256_slli_epi16::<SHL>(planes)), bit4) }
 }
 
-/// Chunk `c` of a group-block: Σ over its low and high nibbles (fifth bits OR-ed in) times
-/// the broadcast activation bytes, as 16 i16 pair sums (each within ±2·7936).
+/// Chunk `c` of a group-block as unsigned 5-bit quants: its low and high nibbles with the
+/// fifth bits of planes `2c` and `2c + 1` OR-ed in.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_quants<const LO_SHL: i32, const LO_SHR: i32, const HI_SHL: i32, const HI_SHR: i32>(
+    gb: *const u8,
+    c: usize,
+    planes: __m256i,
+) -> (__m256i, __m256i) {
+    // SAFETY: `gb` points at a whole group-block (the caller's contract); the load reads
+    // bytes `QS_OFFSET + 32c .. + 32` of it, c < 4.
+    unsafe {
+        let (low4, bit4) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
+        let v = _mm256_loadu_si256(gb.add(QS_OFFSET + 32 * c).cast());
+        let lo = _mm256_or_si256(_mm256_and_si256(v, low4), plane::<LO_SHL, LO_SHR>(planes, bit4));
+        let hi =
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(v), low4), plane::<HI_SHL, HI_SHR>(planes, bit4));
+        (lo, hi)
+    }
+}
+
+/// Chunk `c`'s quants `(lo, hi)` times the broadcast activation bytes, as 16 i16 pair sums
+/// (each within ±2·7936).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_dot((lo, hi): (__m256i, __m256i), yq: *const i8, c: usize) -> __m256i {
+    // SAFETY: `yq` points at 32 activation bytes (the caller's contract); the loads read
+    // bytes `4c .. 4c + 4` and `16 + 4c .. 16 + 4c + 4`, c < 4.
+    unsafe {
+        let alo = _mm256_set1_epi32(yq.add(4 * c).cast::<i32>().read_unaligned());
+        let ahi = _mm256_set1_epi32(yq.add(16 + 4 * c).cast::<i32>().read_unaligned());
+        _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi))
+    }
+}
+
+/// Chunk `c` of a group-block: Σ over its 5-bit quants times the broadcast activation bytes,
+/// as 16 i16 pair sums (each within ±2·7936).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn chunk<const LO_SHL: i32, const LO_SHR: i32, const HI_SHL: i32, const HI_SHR: i32>(
@@ -56,19 +91,8 @@ unsafe fn chunk<const LO_SHL: i32, const LO_SHR: i32, const HI_SHL: i32, const H
     c: usize,
     planes: __m256i,
 ) -> __m256i {
-    // SAFETY: `gb` points at a whole group-block and `yq` at 32 activation bytes (the
-    // caller's contract); the loads read bytes `QS_OFFSET + 32c .. + 32` of the former and
-    // `4c .. 4c + 4`, `16 + 4c .. 16 + 4c + 4` of the latter, c < 4.
-    unsafe {
-        let (low4, bit4) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
-        let v = _mm256_loadu_si256(gb.add(QS_OFFSET + 32 * c).cast());
-        let lo = _mm256_or_si256(_mm256_and_si256(v, low4), plane::<LO_SHL, LO_SHR>(planes, bit4));
-        let hi =
-            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(v), low4), plane::<HI_SHL, HI_SHR>(planes, bit4));
-        let alo = _mm256_set1_epi32(yq.add(4 * c).cast::<i32>().read_unaligned());
-        let ahi = _mm256_set1_epi32(yq.add(16 + 4 * c).cast::<i32>().read_unaligned());
-        _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi))
-    }
+    // SAFETY: the contracts of `chunk_quants` and `chunk_dot`, which the caller keeps.
+    unsafe { chunk_dot(chunk_quants::<LO_SHL, LO_SHR, HI_SHL, HI_SHR>(gb, c, planes), yq, c) }
 }
 
 /// `16·Σ qs` of an activation block in all 8 i32 lanes (exact: |16·Σ| ≤ 16·32·128).
@@ -125,6 +149,58 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
         }
         let mut out = [0.0f32; 8];
         _mm256_storeu_ps(out.as_mut_ptr(), acc);
+        out
+    }
+}
+
+/// The 8 rows of one x8 group against `T` activation rows: for each token the operations of
+/// [`dot_x8`] in the same order, so each token's results are the bits a [`dot_x8`] call
+/// gives it (a batch-invariant decode step of several sequences); each chunk's 5-bit quants
+/// are rebuilt once for all `T` tokens.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_x8_tokens<const T: usize>(group: &[u8], a: [&[BlockQ8_0]; T]) -> [[f32; 8]; T] {
+    debug_assert!(a.iter().all(|a| group.len() == a.len() * GROUP_BLOCK_BYTES));
+    let nb = a.iter().fold(group.len() / GROUP_BLOCK_BYTES, |n, a| n.min(a.len()));
+    let base = group.as_ptr();
+    // SAFETY: as in `dot_x8`, for every token: group-block `b < nb` lies within `group`,
+    // activation block `b < nb <= a[t].len()`.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let gb = base.add(b * GROUP_BLOCK_BYTES);
+            let ahead = gb.wrapping_add(PREFETCH_AHEAD);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
+            let planes = _mm256_loadu_si256(gb.add(QH_OFFSET).cast());
+            let q = [
+                chunk_quants::<4, 0, 3, 0>(gb, 0, planes),
+                chunk_quants::<2, 0, 1, 0>(gb, 1, planes),
+                chunk_quants::<0, 0, 0, 1>(gb, 2, planes),
+                chunk_quants::<0, 2, 0, 3>(gb, 3, planes),
+            ];
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(gb.cast()));
+            for t in 0..T {
+                let y = a[t].get_unchecked(b);
+                let yq = y.qs.as_ptr();
+                let s01 = _mm256_add_epi16(chunk_dot(q[0], yq, 0), chunk_dot(q[1], yq, 1));
+                let s23 = _mm256_add_epi16(chunk_dot(q[2], yq, 2), chunk_dot(q[3], yq, 3));
+                let isum = _mm256_sub_epi32(
+                    _mm256_add_epi32(_mm256_madd_epi16(s01, ones), _mm256_madd_epi16(s23, ones)),
+                    offset_sum(&y.qs),
+                );
+                let dy = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(y.d)));
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(isum), acc[t]);
+            }
+        }
+        let mut out = [[0.0f32; 8]; T];
+        for t in 0..T {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
         out
     }
 }

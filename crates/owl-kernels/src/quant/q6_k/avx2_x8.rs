@@ -133,6 +133,88 @@ pub unsafe fn dot_x8_ahead<const AHEAD: usize>(group: &[u8], a: &[BlockQ8K]) -> 
     out
 }
 
+/// The 8 rows of `group` against `T` activation rows: for each token the integers and float
+/// operations of [`dot_x8`], so each token's results are the bits a [`dot_x8`] call gives it
+/// (a batch-invariant decode step of several sequences). Each sub-block's 6-bit quants are
+/// rebuilt, and its scales spread, once for all `T` tokens.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_x8_tokens<const T: usize>(group: &[u8], a: [&[BlockQ8K]; T]) -> [[f32; 8]; T] {
+    debug_assert!(a.iter().all(|a| group.len() == a.len() * GROUP_BLOCK_BYTES));
+    let nb = a.iter().fold(group.len() / GROUP_BLOCK_BYTES, |n, a| n.min(a.len()));
+    // SAFETY: as in `dot_x8_ahead`, for every token: every load reads inside group-block
+    // `i < nb` of `group` or inside the fields of `a[t][i]`; prefetches never fault.
+    unsafe {
+        let low6 = _mm256_set1_epi8(0x3F);
+        let top2 = _mm256_set1_epi8(0xC0u8 as i8);
+        #[rustfmt::skip]
+        let dup = [
+            _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13,
+                             0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13),
+            _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15,
+                             2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15),
+        ];
+        let mut acc = [_mm256_setzero_ps(); T];
+        for i in 0..nb {
+            let gb = group.as_ptr().add(i * GROUP_BLOCK_BYTES);
+            let mut isum = [_mm256_setzero_si256(); T];
+            let mut offset = [_mm256_setzero_si256(); T];
+            for p in 0..8 {
+                let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(gb.add(SCALES_AT + 16 * p).cast()));
+                for t in 0..T {
+                    let bsums = a[t].get_unchecked(i).bsums.as_ptr();
+                    let bs = _mm256_set1_epi32(bsums.add(2 * p).cast::<i32>().read_unaligned());
+                    offset[t] = _mm256_add_epi32(offset[t], _mm256_madd_epi16(sc, bs));
+                }
+                for (h, &dup_h) in dup.iter().enumerate() {
+                    let j = 2 * p + h;
+                    let pf = gb.wrapping_add(PREFETCH_AHEAD + HINT_STRIDE * j);
+                    _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(HINT_STRIDE / 2).cast());
+                    let v = gb.add(QUANTS_AT + SUB_BLOCK_BYTES * j);
+                    let b0 = _mm256_loadu_si256(v.cast());
+                    let b1 = _mm256_loadu_si256(v.add(32).cast());
+                    let b2 = _mm256_loadu_si256(v.add(64).cast());
+                    let q0 = _mm256_and_si256(b0, low6);
+                    let q1 = _mm256_and_si256(b1, low6);
+                    let q2 = _mm256_and_si256(b2, low6);
+                    let q3 = _mm256_or_si256(
+                        _mm256_or_si256(
+                            _mm256_srli_epi16::<6>(_mm256_and_si256(b0, top2)),
+                            _mm256_srli_epi16::<4>(_mm256_and_si256(b1, top2)),
+                        ),
+                        _mm256_srli_epi16::<2>(_mm256_and_si256(b2, top2)),
+                    );
+                    let s = _mm256_shuffle_epi8(sc, dup_h);
+                    for t in 0..T {
+                        let qs = a[t].get_unchecked(i).qs.as_ptr().add(16 * j);
+                        let act = |c: usize| _mm256_set1_epi32(qs.add(4 * c).cast::<i32>().read_unaligned());
+                        let p01 = _mm256_add_epi16(_mm256_maddubs_epi16(q0, act(0)), _mm256_maddubs_epi16(q1, act(1)));
+                        let p23 = _mm256_add_epi16(_mm256_maddubs_epi16(q2, act(2)), _mm256_maddubs_epi16(q3, act(3)));
+                        isum[t] = _mm256_add_epi32(
+                            isum[t],
+                            _mm256_add_epi32(_mm256_madd_epi16(p01, s), _mm256_madd_epi16(p23, s)),
+                        );
+                    }
+                }
+            }
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(gb.cast()));
+            for t in 0..T {
+                let isum = _mm256_sub_epi32(isum[t], _mm256_slli_epi32::<5>(offset[t]));
+                let dd = _mm256_mul_ps(d, _mm256_set1_ps(a[t].get_unchecked(i).d));
+                acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(dd, _mm256_cvtepi32_ps(isum)));
+            }
+        }
+        let mut out = [[0.0f32; 8]; T];
+        for t in 0..T {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::x8::{self, test_data::*};

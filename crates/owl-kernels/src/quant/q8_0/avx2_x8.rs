@@ -52,6 +52,50 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
     }
 }
 
+/// The 8 rows of one x8 group against `T` activation rows: for each token the operations of
+/// [`dot_x8`] in the same order, so each token's results are the bits a [`dot_x8`] call
+/// gives it (a batch-invariant decode step of several sequences); each weight chunk is
+/// loaded and its absolute value taken once for all `T` tokens.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_x8_tokens<const T: usize>(group: &[u8], a: [&[BlockQ8_0]; T]) -> [[f32; 8]; T] {
+    debug_assert!(a.iter().all(|a| group.len() == a.len() * GROUP_BLOCK_BYTES));
+    let nb = a.iter().fold(group.len() / GROUP_BLOCK_BYTES, |n, a| n.min(a.len()));
+    // SAFETY: as in `dot_x8`, for every token: block `b < nb` lies within `group` and within
+    // each `a[t]`.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); T];
+        for b in 0..nb {
+            let g = group.as_ptr().add(b * GROUP_BLOCK_BYTES);
+            prefetch_ahead(&*g, GROUP_BLOCK_BYTES);
+            let mut s32 = [_mm256_setzero_si256(); T];
+            for c in 0..8 {
+                let w = _mm256_loadu_si256(g.add(16 + 32 * c).cast());
+                let wabs = _mm256_sign_epi8(w, w);
+                for t in 0..T {
+                    let yq = a[t].get_unchecked(b).qs.as_ptr();
+                    let ya = _mm256_set1_epi32(yq.add(4 * c).cast::<i32>().read_unaligned());
+                    let p = _mm256_maddubs_epi16(wabs, _mm256_sign_epi8(ya, w));
+                    s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(p, ones));
+                }
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(g.cast()));
+            for t in 0..T {
+                let dy = _mm256_set1_ps(f16_to_f32(a[t].get_unchecked(b).d));
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(s32[t]), acc[t]);
+            }
+        }
+        let mut out = [[0.0f32; 8]; T];
+        for t in 0..T {
+            _mm256_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::x8;
