@@ -10,7 +10,7 @@ mod generation;
 mod serve;
 pub mod values;
 
-pub use generation::{BenchArgs, GenerateArgs, GenerationArgs, PerplexityArgs, RunArgs};
+pub use generation::{BenchArgs, ConstraintArgs, GenerateArgs, GenerationArgs, PerplexityArgs, RunArgs};
 pub use serve::ServeArgs;
 
 /// What a MODEL argument may be, said the same way in every command's help.

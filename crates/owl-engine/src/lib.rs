@@ -12,6 +12,8 @@
 //! - [`Sampler`] / [`SamplingParams`]: llama.cpp's sampler chain (logit bias → penalties →
 //!   top-k → top-p → min-p → temperature → seeded draw; temperature 0 = argmax), with
 //!   no allocation per token. Randomness from [`rng`] (xoshiro256**, splitmix64 seeding).
+//! - [`GrammarCompiler`], [`Constraint`]: constrained decoding (JSON Schema, regex, Lark)
+//!   with llguidance: a per-step mask of the tokens that keep the output in the grammar.
 //! - [`StopMatcher`], [`EogSet`]: stop strings across token boundaries, end-of-generation ids.
 //! - [`LogSoftmax`], [`TopLogprobs`]: log-probabilities and top-K alternatives.
 //! - [`perplexity()`]: llama-perplexity's windowed scheme; [`run_bench`]: llama-bench's pp/tg.
@@ -26,6 +28,7 @@ pub mod bench;
 mod detokenizer;
 mod error;
 pub mod fastmath;
+pub mod grammar;
 pub mod logprobs;
 pub mod model;
 pub mod perplexity;
@@ -42,6 +45,7 @@ pub use batch_model::{BatchModel, OneSlot};
 pub use bench::{bench_test, run_bench, BenchParams, BenchResult, BenchTest};
 pub use detokenizer::TokenizerDecoder;
 pub use error::{EngineError, ModelError};
+pub use grammar::{Constraint, GrammarCompiler, GrammarError, GrammarSpec};
 pub use logprobs::{LogSoftmax, TokenLogprob, TopLogprobs};
 pub use model::{ByteTableDecoder, LanguageModel, TextDecoder};
 pub use perplexity::{perplexity, Perplexity, PerplexityParams, PerplexityProgress};

@@ -32,6 +32,7 @@ use owl_models::Batch;
 
 use crate::batch_model::BatchModel;
 use crate::error::EngineError;
+use crate::grammar::Constraint;
 use crate::logprobs::{LogSoftmax, TokenLogprob, TopLogprobs};
 use crate::sampler::Sampler;
 use crate::session::{fit_prompt, GenerateParams, Timings};
@@ -563,7 +564,15 @@ impl<M: BatchModel> Scheduler<M> {
         let row = &self.logits[r * vocab..(r + 1) * vocab];
         let want_logprob = a.params.logprobs || a.params.top_logprobs > 0;
         let norm = want_logprob.then(|| LogSoftmax::of(row));
-        let id = match a.sampler.sample(row) {
+        let allowed = match a.params.grammar.as_mut().map(Constraint::allowed) {
+            None => None,
+            Some(Ok(words)) => Some(words),
+            Some(Err(e)) => {
+                a.stop = Some(StopReason::Grammar { error: Some(e.to_string()) });
+                return Ok(());
+            }
+        };
+        let id = match a.sampler.sample_allowed(row, allowed) {
             Ok(id) => id,
             Err(e) => {
                 self.drop_all();
@@ -571,9 +580,18 @@ impl<M: BatchModel> Scheduler<M> {
             }
         };
         a.sampler.accept(id);
-        if a.params.eog.contains(id) {
+        // Under a grammar, an end-of-generation id was allowed only where the grammar may end.
+        if a.params.eog.contains(id) || a.params.grammar.as_ref().is_some_and(|g| g.is_end(id)) {
             a.stop = Some(StopReason::Eog { id });
             return Ok(());
+        }
+        let mut grammar_stop = None;
+        if let Some(g) = a.params.grammar.as_mut() {
+            match g.accept(id) {
+                Ok(()) if g.is_complete() => grammar_stop = Some(StopReason::Grammar { error: None }),
+                Ok(()) => {}
+                Err(e) => grammar_stop = Some(StopReason::Grammar { error: Some(e.to_string()) }),
+            }
         }
         a.ids.push(id);
         self.stats.generated_tokens += 1;
@@ -583,6 +601,8 @@ impl<M: BatchModel> Scheduler<M> {
         }
         let token = Sampled { id, logprob: norm.map(|n| n.logprob(row[id as usize]) as f32), top: &self.top_buf };
         if let Verdict::Stop(reason) = on_event(SchedulerEvent::Token { seq: a.id, token }) {
+            a.stop = Some(reason);
+        } else if let Some(reason) = grammar_stop {
             a.stop = Some(reason);
         } else if a.ids.len() >= max_tokens {
             a.stop = Some(StopReason::MaxTokens);

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch_model::OneSlot;
 use crate::error::EngineError;
+use crate::grammar::Constraint;
 use crate::logprobs::TokenLogprob;
 use crate::model::{LanguageModel, TextDecoder};
 use crate::sampler::SamplingParams;
@@ -72,6 +73,9 @@ pub struct GenerateParams {
     /// Also list this many most likely tokens per step (implies `logprobs`).
     pub top_logprobs: usize,
     pub overflow: ContextOverflow,
+    /// A grammar the output must follow ([`crate::GrammarCompiler::compile`]): each
+    /// token is sampled among those that keep the output in it.
+    pub grammar: Option<Constraint>,
 }
 
 /// One generated token, as streamed (JSON: `{"id","text","logprob","top"}`).

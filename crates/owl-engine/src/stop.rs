@@ -26,13 +26,17 @@ pub enum StopReason {
     ContextFull,
     /// The cancellation flag was raised (Ctrl-C, a client that went away).
     Cancelled,
+    /// The output's grammar ([`crate::GrammarSpec`]) is complete: nothing may follow. With
+    /// `error`, the grammar engine failed and the output stops where it was (a grammar
+    /// beyond its limits); the text so far is still a prefix of the grammar's language.
+    Grammar { error: Option<String> },
 }
 
 impl StopReason {
     /// OpenAI's `finish_reason`: `stop`, `length` or `cancelled`.
     pub fn finish_reason(&self) -> &'static str {
         match self {
-            StopReason::Eog { .. } | StopReason::Stop { .. } => "stop",
+            StopReason::Eog { .. } | StopReason::Stop { .. } | StopReason::Grammar { .. } => "stop",
             StopReason::MaxTokens | StopReason::ContextFull => "length",
             StopReason::Cancelled => "cancelled",
         }

@@ -85,7 +85,7 @@ fn stop_reason(f: &Finished) -> (&'static str, Value) {
         // Only a server shutting down reports a cancelled reply (a client that cancels is
         // gone): the turn was interrupted and may be continued by sending it back.
         StopReason::Cancelled => ("pause_turn", Value::Null),
-        StopReason::Eog { .. } => ("end_turn", Value::Null),
+        StopReason::Eog { .. } | StopReason::Grammar { .. } => ("end_turn", Value::Null),
     }
 }
 

@@ -241,7 +241,7 @@ fn last(state: &SharedState, shape: Shape, text: &str, f: &crate::engine::Finish
         // Only a server shutting down reports a cancelled reply: Ollama's reason when the
         // model leaves memory mid-reply.
         StopReason::Cancelled => "unload",
-        StopReason::Eog { .. } | StopReason::Stop { .. } => "stop",
+        StopReason::Eog { .. } | StopReason::Stop { .. } | StopReason::Grammar { .. } => "stop",
     });
     v["total_duration"] = json!(started.elapsed().as_nanos() as u64);
     v["load_duration"] = json!(0);

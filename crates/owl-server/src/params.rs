@@ -166,6 +166,7 @@ pub fn generate_params(f: &Fields<'_>, tokenizer: &Tokenizer) -> Result<Generate
         logprobs: false,
         top_logprobs: 0,
         overflow: ContextOverflow::Error,
+        grammar: None,
     })
 }
 

@@ -128,7 +128,29 @@ pub struct GenerateArgs {
     pub json: bool,
 
     #[command(flatten)]
+    pub constraint: ConstraintArgs,
+
+    #[command(flatten)]
     pub generation: GenerationArgs,
+}
+
+/// A grammar the output must follow (at most one).
+#[derive(Debug, Args)]
+#[group(multiple = false)]
+pub struct ConstraintArgs {
+    /// Output JSON valid against the JSON Schema in FILE (`-`: stdin). A keyword that
+    /// cannot be enforced (`uniqueItems`, `not`, an unknown `format`) is an error.
+    #[arg(long, value_name = "FILE")]
+    pub json_schema: Option<PathBuf>,
+
+    /// Output matching the regular expression R as a whole (Rust regex syntax).
+    #[arg(long, value_name = "R")]
+    pub regex: Option<String>,
+
+    /// Output in the language of the grammar in FILE: Lark (llguidance's dialect, top
+    /// rule `start`), or llama.cpp GBNF (`root ::= ...`), translated to Lark.
+    #[arg(long, value_name = "FILE")]
+    pub grammar: Option<PathBuf>,
 }
 
 /// `owl bench MODEL [-p 64,512] [-n 128] [-r 5] [-t N,...] [--json]`.

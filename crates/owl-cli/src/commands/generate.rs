@@ -19,11 +19,11 @@ use std::ops::ControlFlow;
 use anyhow::{anyhow, bail, Context};
 use serde::Serialize;
 
-use owl_engine::{Event, StopReason, Timings, TokenizerDecoder};
+use owl_engine::{Event, LanguageModel, StopReason, Timings, TokenizerDecoder};
 
 use crate::args::GenerateArgs;
 use crate::commands::token_report::{self, TokenReport};
-use crate::commands::{interrupt, sampling};
+use crate::commands::{constraint, interrupt, sampling};
 use crate::printer;
 
 #[derive(Debug, Serialize)]
@@ -59,7 +59,11 @@ fn read_prompt(arg: Option<&std::ffi::OsStr>) -> anyhow::Result<String> {
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let prompt = read_prompt(args.prompt.as_deref())?;
     let mut generator = sampling::open(&args.model, &args.generation)?;
-    let params = sampling::generate_params(&args.generation, &generator.tokenizer, args.json)?;
+    let mut params = sampling::generate_params(&args.generation, &generator.tokenizer, args.json)?;
+    if let Some(spec) = constraint::spec(&args.constraint)? {
+        let vocab = generator.session.model().vocab_size();
+        params.grammar = Some(constraint::compile(&spec, &generator.tokenizer, vocab)?);
+    }
     let prompt_ids = generator.tokenizer.encode(&prompt, true, true)?;
     let report_tokens = args.json || args.generation.top_logprobs > 0;
     let mut decoder = TokenizerDecoder::new(&generator.tokenizer, false);

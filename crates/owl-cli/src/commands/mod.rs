@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches on the parsed command line.
 
 mod bench;
+mod constraint;
 mod detokenize;
 mod generate;
 mod inspect;

@@ -2,6 +2,7 @@
 //! [`GenerateParams`], a [`Session`] over the loaded model, and the `--verbose` timings.
 
 use std::ffi::OsStr;
+use std::sync::Arc;
 
 use anyhow::bail;
 
@@ -25,7 +26,7 @@ const N_BATCH: usize = 512;
 /// A loaded model in a generation session, with its tokenizer.
 pub struct Generator {
     pub session: Session<ModelRunner>,
-    pub tokenizer: Tokenizer,
+    pub tokenizer: Arc<Tokenizer>,
     pub name: String,
 }
 
@@ -43,7 +44,7 @@ pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
     }
     let runner = load::runner(loaded.model, 1, n_ctx)?;
     let session = Session::new(runner, SessionConfig { n_batch: N_BATCH })?;
-    Ok(Generator { session, tokenizer: loaded.tokenizer, name: loaded.name })
+    Ok(Generator { session, tokenizer: Arc::new(loaded.tokenizer), name: loaded.name })
 }
 
 /// The context of each of `sequences` sequences that `-c` asks for: 0 is the model's trained
@@ -121,6 +122,7 @@ pub fn generate_params(args: &GenerationArgs, tokenizer: &Tokenizer, logprobs: b
         logprobs: logprobs || args.top_logprobs > 0,
         top_logprobs: args.top_logprobs,
         overflow,
+        grammar: None,
     })
 }
 

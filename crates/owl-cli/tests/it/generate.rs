@@ -188,3 +188,47 @@ fn bad_flags_and_context_overflow() {
     let full = u32s(&full["ids"]);
     assert_eq!(prompt_ids, full[full.len() - 5..]);
 }
+
+/// `--json-schema`, `--regex`, `--grammar` (GBNF): outputs follow them; bad grammars and two
+/// grammars at once are one-line errors before the model runs.
+#[test]
+fn grammars_shape_the_output_and_bad_ones_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type":"object","properties":{"ok":{"type":"boolean"},"n":{"type":"integer","minimum":1,"maximum":9}},"required":["ok","n"],"additionalProperties":false}"#,
+    )
+    .unwrap();
+    let schema = schema.to_str().unwrap();
+    for seed in ["1", "2"] {
+        let out = owl_json(["generate", "smollm2", "JSON:", "--json-schema", schema, "--seed", seed, "--json"]);
+        assert_eq!(out["finish_reason"], "stop", "{out}");
+        let v: Value = serde_json::from_str(out["text"].as_str().unwrap()).unwrap();
+        assert!(v["ok"].is_boolean() && (1..=9).contains(&v["n"].as_i64().unwrap()), "{v}");
+        assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+    }
+    let out = owl(["generate", "smollm2", "Pick:", "--regex", "(red|green|blue)!", "--temperature", "1"]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(["red!\n", "green!\n", "blue!\n"].contains(&out.stdout.as_str()), "{:?}", out.stdout);
+    let gbnf = dir.path().join("g.gbnf");
+    std::fs::write(&gbnf, "root ::= \"Answer: \" digit digit?\ndigit ::= [0-9]\n").unwrap();
+    let out = owl(["generate", "smollm2", "Count:", "--grammar", gbnf.to_str().unwrap()]);
+    let digits = out.stdout.trim_end().strip_prefix("Answer: ").unwrap_or_else(|| panic!("{:?}", out.stdout));
+    assert!((1..=2).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()), "{:?}", out.stdout);
+
+    let err = |args: &[&str]| {
+        let run = owl(args);
+        assert_ne!(run.code, Some(0), "{args:?} succeeded");
+        assert_one_line_error(&run)
+    };
+    let e = err(&["generate", "smollm2", "x", "--regex", "("]);
+    assert!(e.contains("invalid regular expression") && e.contains("unclosed group"), "{e}");
+    let e = err(&["generate", "smollm2", "x", "--regex", "a", "--json-schema", schema]);
+    assert!(e.contains("cannot be used with"), "{e}");
+    std::fs::write(&gbnf, "root ::= \"a\n").unwrap();
+    let e = err(&["generate", "smollm2", "x", "--grammar", gbnf.to_str().unwrap()]);
+    assert!(e.contains("line 1: unterminated string"), "{e}");
+    let e = err(&["generate", "smollm2", "x", "--json-schema", gbnf.to_str().unwrap()]);
+    assert!(e.contains("not valid JSON"), "{e}");
+}

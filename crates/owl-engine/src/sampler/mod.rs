@@ -197,6 +197,14 @@ impl Sampler {
     /// Picks the next token from one row of logits (length = vocabulary size). NaN logits
     /// count as -inf. Errors only on a wrong row length or when no token is possible.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32, EngineError> {
+        self.sample_allowed(logits, None)
+    }
+
+    /// [`Sampler::sample`] among the tokens set in `allowed` (a bitset: bit `i % 32` of word
+    /// `i / 32` is token `i`; ids past its end are not allowed): a grammar's mask, applied
+    /// after biases and penalties. If the biases leave no allowed token possible, the
+    /// allowed token with the highest raw logit is taken, so the output stays in the grammar.
+    pub fn sample_allowed(&mut self, logits: &[f32], allowed: Option<&[u32]>) -> Result<u32, EngineError> {
         if logits.len() != self.vocab_size {
             return Err(EngineError::LogitsLength { got: logits.len(), expected: self.vocab_size });
         }
@@ -209,6 +217,16 @@ impl Sampler {
             work[id as usize] += bias;
         }
         self.window.apply(work, p.repeat_penalty, p.frequency_penalty, p.presence_penalty);
+        if let Some(allowed) = allowed {
+            apply_mask(work, allowed);
+            if !work.iter().any(|w| w.is_finite()) {
+                work.iter_mut()
+                    .zip(logits)
+                    .for_each(|(w, &l)| *w = if l.is_nan() { f32::NEG_INFINITY } else { l.min(f32::MAX) });
+                apply_mask(work, allowed);
+                return filters::argmax(work).ok_or(EngineError::NoFiniteLogits);
+            }
+        }
 
         if p.is_greedy() {
             return filters::argmax(work).ok_or(EngineError::NoFiniteLogits);
@@ -236,6 +254,21 @@ impl Sampler {
     }
 }
 
+/// Sets every logit whose bit in `allowed` is clear (or past its end) to -inf.
+fn apply_mask(work: &mut [f32], allowed: &[u32]) {
+    for (chunk, &bits) in work.chunks_mut(32).zip(allowed) {
+        if bits == u32::MAX {
+            continue;
+        }
+        for (i, w) in chunk.iter_mut().enumerate() {
+            if bits & (1 << i) == 0 {
+                *w = f32::NEG_INFINITY;
+            }
+        }
+    }
+    work.iter_mut().skip(allowed.len() * 32).for_each(|w| *w = f32::NEG_INFINITY);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -251,6 +284,46 @@ mod tests {
         };
         f(&mut p);
         p
+    }
+
+    /// A bitset over `n` ids with `ids` set.
+    fn mask(n: usize, ids: &[u32]) -> Vec<u32> {
+        let mut m = vec![0u32; n.div_ceil(32)];
+        for &i in ids {
+            m[i as usize / 32] |= 1 << (i % 32);
+        }
+        m
+    }
+
+    #[test]
+    fn a_mask_limits_every_draw_to_its_tokens() {
+        let logits: Vec<f32> = (0..70).map(|i| (i % 7) as f32).collect();
+        let allowed = mask(70, &[3, 33, 64, 69]);
+        let mut greedy = Sampler::new(70, SamplingParams::greedy()).unwrap();
+        // Allowed logits: 3 → 3, 33 → 5, 64 → 1, 69 → 6.
+        assert_eq!(greedy.sample_allowed(&logits, Some(&allowed)).unwrap(), 69);
+        assert_eq!(greedy.sample(&logits).unwrap(), 6);
+        let mut s = Sampler::new(70, params(|p| p.temperature = 5.0)).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..400 {
+            seen.insert(s.sample_allowed(&logits, Some(&allowed)).unwrap());
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [3, 33, 64, 69]);
+        // A mask shorter than the vocabulary allows nothing past its end.
+        assert_eq!(greedy.sample_allowed(&logits, Some(&mask(32, &[3, 5]))).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_mask_wins_over_biases_that_ban_all_it_allows() {
+        let logits = [0.0, 4.0, 1.0, 2.0, 3.0];
+        let p = SamplingParams {
+            logit_bias: vec![(2, f32::NEG_INFINITY), (3, f32::NEG_INFINITY)],
+            ..SamplingParams::greedy()
+        };
+        let mut s = Sampler::new(5, p).unwrap();
+        assert_eq!(s.sample_allowed(&logits, Some(&mask(5, &[2, 3]))).unwrap(), 3);
+        assert_eq!(s.sample_allowed(&logits, Some(&mask(5, &[0, 2, 3]))).unwrap(), 0);
+        assert!(matches!(s.sample_allowed(&[f32::NAN; 5], Some(&mask(5, &[2]))), Err(EngineError::NoFiniteLogits)));
     }
 
     #[test]

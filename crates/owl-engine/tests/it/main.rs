@@ -7,6 +7,7 @@
 mod alloc_count;
 mod bench;
 mod fake;
+mod grammar;
 mod logprobs_fixture;
 mod perplexity;
 mod real_models;
