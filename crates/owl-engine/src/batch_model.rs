@@ -36,6 +36,14 @@ pub trait BatchModel {
     /// sequences of its batch) where the model offers them.
     fn set_batch_invariant(&mut self, _on: bool) {}
 
+    /// Threads a forward pass keeps busy (`usize::MAX`: unknown, assume all of the
+    /// machine's). The scheduler computes grammar masks beside the forward pass only where
+    /// a core is left over: on a machine the pass fills, a second thread only steals time
+    /// from the pass's own workers.
+    fn compute_threads(&self) -> usize {
+        usize::MAX
+    }
+
     /// Width of the final hidden states ([`BatchModel::embed`]); 0: the model cannot embed.
     fn hidden_size(&self) -> usize {
         0

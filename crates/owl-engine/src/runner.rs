@@ -133,6 +133,10 @@ impl<M: BorrowMut<Model>> BatchModel for ModelRunner<M> {
         self.model.borrow().max_batch_tokens()
     }
 
+    fn compute_threads(&self) -> usize {
+        self.model.borrow().pool().n_threads()
+    }
+
     fn slot_len(&self, slot: usize) -> usize {
         self.kv.seq_len(slot)
     }

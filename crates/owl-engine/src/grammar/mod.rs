@@ -142,7 +142,7 @@ impl GrammarCompiler {
     pub fn compile(&self, spec: &GrammarSpec) -> Result<Constraint, GrammarError> {
         let grammar = match spec {
             GrammarSpec::JsonObject => {
-                TopLevelGrammar::from_json_schema(json_options(serde_json::json!({"type": "object"}), true))
+                TopLevelGrammar::from_json_schema(json_schema_options(serde_json::json!({"type": "object"}), true))
             }
             GrammarSpec::JsonSchema { schema, strict } => {
                 if !schema.is_object() && !schema.is_boolean() {
@@ -151,7 +151,7 @@ impl GrammarCompiler {
                         message: "a schema is a JSON object (or true/false)".into(),
                     });
                 }
-                TopLevelGrammar::from_json_schema(json_options(schema.clone(), *strict))
+                TopLevelGrammar::from_json_schema(json_schema_options(schema.clone(), *strict))
             }
             GrammarSpec::Regex(rx) => TopLevelGrammar::from_regex(rx),
             GrammarSpec::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
@@ -169,7 +169,8 @@ impl GrammarCompiler {
 pub struct Constraint {
     matcher: Matcher,
     spec: GrammarSpec,
-    mask: Option<SimpleVob>,
+    /// The mask for the next token, once computed (cleared by each accepted token).
+    mask: Option<Result<SimpleVob, GrammarError>>,
     eog: Arc<[u32]>,
 }
 
@@ -179,16 +180,31 @@ impl Constraint {
         &self.spec
     }
 
+    /// Computes the next mask now, so that [`Constraint::allowed`] has it at once: the
+    /// scheduler calls this on a second thread while the forward pass computes the logits
+    /// (the mask depends only on the tokens accepted so far).
+    pub fn prepare(&mut self) {
+        if self.mask.is_none() {
+            let mask = self.matcher.compute_mask_or_eos().map_err(|e| self.failed(&e.to_string()));
+            self.mask = Some(mask);
+        }
+    }
+
     /// The allowed next tokens as a bitset (bit `i % 32` of word `i / 32` is token `i`),
     /// covering [`GrammarCompiler::vocab_size`] ids. End-of-generation ids are set where the
     /// grammar may end; once it cannot go on, they are the only ones.
     pub fn allowed(&mut self) -> Result<&[u32], GrammarError> {
-        let mask = self.matcher.compute_mask_or_eos().map_err(|e| self.failed(&e.to_string()))?;
-        Ok(self.mask.insert(mask).as_slice())
+        self.prepare();
+        match &self.mask {
+            Some(Ok(mask)) => Ok(mask.as_slice()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(self.failed("no mask was computed")),
+        }
     }
 
     /// Advances past a sampled token (not an end-of-generation id: those end the sequence).
     pub fn accept(&mut self, id: u32) -> Result<(), GrammarError> {
+        self.mask = None;
         self.matcher.consume_token(id).map_err(|e| self.failed(&e.to_string()))
     }
 
@@ -232,9 +248,11 @@ impl PartialEq for Constraint {
 /// schema grammars bound it the same way).
 const JSON_WHITESPACE: &str = r"[\x20\x0A\x0D\x09]{1,24}";
 
-/// `schema` with owl's compile options under `x-guidance` (llguidance's key), where the
-/// schema does not set them itself: bounded whitespace, and `lenient` unless `strict`.
-fn json_options(mut schema: Value, strict: bool) -> Value {
+/// A JSON Schema with owl's llguidance options in its `x-guidance` (unless it sets them):
+/// whitespace between tokens limited to [`JSON_WHITESPACE`], so that a model cannot pad
+/// forever; unless `strict`, keywords the grammar cannot enforce are left unenforced instead
+/// of failing. Also for `%json {...}` inside a Lark grammar.
+pub fn json_schema_options(mut schema: Value, strict: bool) -> Value {
     if let Value::Object(map) = &mut schema {
         if let Value::Object(options) = map.entry("x-guidance").or_insert_with(|| serde_json::json!({})) {
             if !options.contains_key("whitespace_flexible") {

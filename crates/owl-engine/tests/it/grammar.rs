@@ -23,8 +23,12 @@ struct Demo {
 }
 
 fn demo(name: &str) -> Demo {
+    demo_with_threads(name, 2)
+}
+
+fn demo_with_threads(name: &str, threads: usize) -> Demo {
     let path = owl_test::demo_model(name);
-    let model = Model::load_gguf(&path, &LoadOptions { threads: 2, max_batch_tokens: 64 }).expect("model");
+    let model = Model::load_gguf(&path, &LoadOptions { threads, max_batch_tokens: 64 }).expect("model");
     let gguf = GgufFile::open(&path).expect("gguf");
     let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf).expect("tokenizer"));
     let vocab = model.config().vocab_size;
@@ -177,6 +181,36 @@ fn json_schema_outputs_parse_and_validate_on_every_demo_model() {
                 validate(&v, schema, "$").unwrap_or_else(|e| panic!("{what}: {e}"));
             }
         }
+    }
+}
+
+/// With one forward thread on a machine of two or more cores, the scheduler computes each
+/// mask on a second thread during the forward pass; the output is the same as with the
+/// masks computed at sampling time (two forward threads fill a 2-core machine).
+#[test]
+fn masks_computed_beside_the_forward_pass_give_the_same_output() {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if cores < 2 {
+        println!("skipped: one core, so the masks are never computed beside the forward pass");
+        return;
+    }
+    let schema = json!({
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "colours": {"type": "array",
+            "items": {"enum": ["red", "green", "blue"]}, "maxItems": 3}},
+        "required": ["name", "colours"],
+        "additionalProperties": false
+    });
+    let spec = GrammarSpec::JsonSchema { schema: schema.clone(), strict: true };
+    let mut beside = demo_with_threads("smollm2", 1);
+    let mut reference = demo_with_threads("smollm2", cores);
+    for sampling in samplings() {
+        let (a, stop) = generate(&mut beside, "A painter as JSON:", &spec, sampling.clone());
+        let (b, _) = generate(&mut reference, "A painter as JSON:", &spec, sampling);
+        assert!(matches!(stop, StopReason::Grammar { error: None } | StopReason::Eog { .. }), "{stop:?}: {a}");
+        let v: Value = serde_json::from_str(&a).unwrap_or_else(|e| panic!("{e}: {a:?}"));
+        validate(&v, &schema, "$").unwrap();
+        assert_eq!(a, b);
     }
 }
 
