@@ -35,6 +35,9 @@ struct Request {
     bos_token: String,
     eos_token: String,
     messages: Vec<ChatMessage>,
+    /// OpenAI's `tools` array, as the template sees it (`none` when absent).
+    #[serde(default)]
+    tools: Option<serde_json::Value>,
     add_generation_prompt: bool,
 }
 
@@ -48,6 +51,7 @@ enum Reply {
 pub fn render(
     template: &ChatTemplate,
     messages: &[ChatMessage],
+    tools: Option<&serde_json::Value>,
     add_generation_prompt: bool,
 ) -> anyhow::Result<String> {
     let request = Request {
@@ -55,6 +59,7 @@ pub fn render(
         bos_token: template.bos_token().to_string(),
         eos_token: template.eos_token().to_string(),
         messages: messages.to_vec(),
+        tools: tools.cloned(),
         add_generation_prompt,
     };
     let exe = std::env::current_exe().context("locating the owl binary to render the chat template")?;
@@ -97,7 +102,7 @@ pub fn serve() -> ExitCode {
     let reply = match serde_json::from_slice::<Request>(&input) {
         Err(e) => Reply::Error(format!("bad render request: {e}")),
         Ok(r) => match ChatTemplate::with_origin(&r.source, &r.bos_token, &r.eos_token, TemplateOrigin::User)
-            .and_then(|t| t.render(&r.messages, None, r.add_generation_prompt))
+            .and_then(|t| t.render(&r.messages, r.tools.as_ref(), r.add_generation_prompt))
         {
             Ok(text) => Reply::Text(text),
             Err(e) => Reply::Error(e.to_string()),

@@ -118,13 +118,20 @@ impl BatchModel for ToyModel {
 struct PlainRenderer(Arc<Tokenizer>);
 
 impl ChatRenderer for PlainRenderer {
-    fn render(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String> {
+    fn render(&self, messages: &[ChatMessage], tools: Option<&serde_json::Value>) -> Result<Vec<u32>, String> {
         let mut text = String::new();
+        if let Some(tools) = tools {
+            text.push_str(&format!("tools: {tools}\n"));
+        }
         for m in messages {
             text.push_str(&format!("{}: {}\n", m.role, m.content));
         }
         text.push_str("assistant:");
         self.0.encode(&text, false, false).map_err(|e| e.to_string())
+    }
+
+    fn template_source(&self) -> &str {
+        "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:"
     }
 }
 

@@ -1,7 +1,9 @@
 //! Anthropic's Messages API: `POST /v1/messages`, streamed as Anthropic streams it
 //! (`message_start`, `content_block_start`, `ping`, `content_block_delta`…,
 //! `content_block_stop`, `message_delta` with the stop reason and usage, `message_stop`),
-//! errors as `{"type":"error","error":{"type","message"}}`. The key may come as
+//! errors as `{"type":"error","error":{"type","message"}}`; tools as `tool_use` /
+//! `tool_result` blocks and `tool_choice` (`auto`, `any`, `tool`, `none`), reasoning as
+//! `thinking` blocks. The key may come as
 //! `x-api-key`, as Anthropic's clients send it.
 
 use std::convert::Infallible;
@@ -20,6 +22,7 @@ use crate::error::ApiError;
 use crate::fields::Fields;
 use crate::metrics::TokenClock;
 use crate::params::{check_fits, generate_params, json_body, RequestBody};
+use crate::tools::{anthropic_tools, ReplyParser, ReplyPiece, ToolCall};
 use crate::SharedState;
 
 /// An [`ApiError`] in Anthropic's shape.
@@ -54,23 +57,14 @@ impl IntoResponse for AnthropicError {
 
 type Result<T> = std::result::Result<T, AnthropicError>;
 
-/// Text of a `content` (a string, or blocks of which only text is accepted here).
+/// Text of a `content`: a string, or text blocks.
 fn text_of(name: &str, v: &Value) -> std::result::Result<String, ApiError> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Array(blocks) => {
             let mut out = Vec::with_capacity(blocks.len());
             for (i, b) in blocks.iter().enumerate() {
-                match (b.get("type").and_then(Value::as_str), b.get("text").and_then(Value::as_str)) {
-                    (Some("text"), Some(t)) => out.push(t),
-                    (Some(kind), _) => {
-                        return Err(ApiError::field(
-                            &format!("{name}[{i}].type"),
-                            format!("'{kind}' blocks are not supported; text only"),
-                        ))
-                    }
-                    _ => return Err(ApiError::field(&format!("{name}[{i}]"), "a block needs type and text")),
-                }
+                out.push(block_text(&format!("{name}[{i}]"), b)?);
             }
             Ok(out.join("\n"))
         }
@@ -78,8 +72,93 @@ fn text_of(name: &str, v: &Value) -> std::result::Result<String, ApiError> {
     }
 }
 
-fn stop_reason(f: &Finished) -> (&'static str, Value) {
+fn block_text<'a>(name: &str, b: &'a Value) -> std::result::Result<&'a str, ApiError> {
+    match (b.get("type").and_then(Value::as_str), b.get("text").and_then(Value::as_str)) {
+        (Some("text"), Some(t)) => Ok(t),
+        (Some("text"), None) => Err(ApiError::field(&format!("{name}.text"), "is required (a string)")),
+        (Some(kind), _) => {
+            Err(ApiError::field(&format!("{name}.type"), format!("'{kind}' blocks are not supported here")))
+        }
+        _ => Err(ApiError::field(&format!("{name}.type"), "is required")),
+    }
+}
+
+/// One Anthropic message as chat turns. A user message's `tool_result` blocks become tool
+/// turns (before its text, as Anthropic orders them); an assistant message's `tool_use`
+/// blocks become its calls, and its `thinking` blocks are dropped (templates drop earlier
+/// reasoning too).
+fn turns_of(name: &str, role: &str, content: &Value, out: &mut Vec<ChatMessage>) -> std::result::Result<(), ApiError> {
+    let blocks = match content {
+        Value::String(s) => {
+            out.push(ChatMessage::new(role, s.clone()));
+            return Ok(());
+        }
+        Value::Array(blocks) => blocks,
+        _ => return Err(ApiError::field(name, "must be a string or an array of content blocks")),
+    };
+    let mut text = Vec::new();
+    let mut calls = Vec::new();
+    for (i, b) in blocks.iter().enumerate() {
+        let at = format!("{name}[{i}]");
+        match (role, b.get("type").and_then(Value::as_str)) {
+            (_, Some("text")) => text.push(block_text(&at, b)?),
+            ("user", Some("tool_result")) => {
+                let id = b
+                    .get("tool_use_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| ApiError::field(&format!("{at}.tool_use_id"), "is required (a string)"))?;
+                let mut result = match b.get("content") {
+                    None | Some(Value::Null) => String::new(),
+                    Some(c) => text_of(&format!("{at}.content"), c)?,
+                };
+                if b.get("is_error").and_then(Value::as_bool) == Some(true) {
+                    result = format!("Error: {result}");
+                }
+                out.push(ChatMessage::tool(result, Some(id.to_string()), None));
+            }
+            ("assistant", Some("tool_use")) => {
+                let field = |k: &str| {
+                    b.get(k)
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| ApiError::field(&format!("{at}.{k}"), "is required (a string)"))
+                };
+                let input = match b.get("input") {
+                    Some(v @ Value::Object(_)) => v.clone(),
+                    _ => return Err(ApiError::field(&format!("{at}.input"), "is required (an object)")),
+                };
+                calls.push(json!({"id": field("id")?, "type": "function",
+                    "function": {"name": field("name")?, "arguments": input}}));
+            }
+            ("assistant", Some("thinking" | "redacted_thinking")) => {}
+            (_, Some(kind)) => {
+                return Err(ApiError::field(
+                    &format!("{at}.type"),
+                    format!("'{kind}' blocks are not supported in a {role} message"),
+                ))
+            }
+            (_, None) => return Err(ApiError::field(&format!("{at}.type"), "is required")),
+        }
+    }
+    if !text.is_empty() || !calls.is_empty() {
+        let mut m = ChatMessage::new(role, text.join("\n"));
+        if !calls.is_empty() {
+            m.tool_calls = Some(Value::Array(calls));
+        }
+        out.push(m);
+    }
+    Ok(())
+}
+
+/// An Anthropic tool-use id for a call (`toolu_`, as Anthropic's are).
+fn tool_use(call: &ToolCall) -> Value {
+    let id = call.id.replacen("call_", "toolu_", 1);
+    json!({"type": "tool_use", "id": id, "name": call.name, "input": call.arguments})
+}
+
+/// The stop reason (`tool_use` when the model called tools and stopped of itself).
+fn stop_reason(f: &Finished, made_calls: bool) -> (&'static str, Value) {
     match &f.stop_reason {
+        StopReason::Eog { .. } | StopReason::Grammar { .. } if made_calls => ("tool_use", Value::Null),
         StopReason::Stop { text, .. } => ("stop_sequence", json!(text)),
         StopReason::MaxTokens | StopReason::ContextFull => ("max_tokens", Value::Null),
         // Only a server shutting down reports a cancelled reply (a client that cancels is
@@ -133,18 +212,16 @@ pub async fn messages(State(state): State<SharedState>, body: RequestBody) -> Re
             return Err(ApiError::field(&format!("{name}.role"), format!("'{role}' is not user or assistant")).into());
         }
         let content = m.get("content").ok_or_else(|| ApiError::field(&format!("{name}.content"), "is required"))?;
-        messages.push(ChatMessage::new(role, text_of(&format!("{name}.content"), content)?));
+        turns_of(&format!("{name}.content"), role, content, &mut messages)?;
     }
     let stream = f.bool("stream")?.unwrap_or(false);
-    let renderer =
-        state.model.renderer.clone().ok_or_else(|| {
-            ApiError::bad_request(format!("'{}' has no chat template (a base model)", state.model.name))
-        })?;
-    let prompt = tokio::task::spawn_blocking(move || renderer.render(&messages))
-        .await
-        .map_err(|e| ApiError::internal(format!("chat template: {e}")))?
-        .map_err(|e| ApiError::field("messages", e))?;
-    check_fits(prompt.len(), params.max_tokens, state.model.engine.context_size(), "max_tokens")?;
+    let tools = anthropic_tools(&f)?;
+    let chat = crate::chat::render(&state, messages, &tools, "this route needs a chat model").await?;
+    check_fits(chat.ids.len(), params.max_tokens, state.model.engine.context_size(), "max_tokens")?;
+    if let Some(call) = chat.forced_call {
+        params.grammar = Some(state.compile_grammar(call, "tool_choice").await?);
+    }
+    let prompt = chat.ids;
     let input_tokens = prompt.len();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stops = params.stop.clone();
@@ -152,13 +229,46 @@ pub async fn messages(State(state): State<SharedState>, body: RequestBody) -> Re
     let id = message_id();
     let model = state.model.name.clone();
     let mut clock = clock;
+    let mut parser = chat.split.map(|s| s.parser());
     if !stream {
         let (text, f) = crate::engine::collect_text(&mut rx, &mut clock, &state.metrics).await?;
         drop(guard);
-        let (reason, sequence) = stop_reason(&f);
+        let pieces = match &mut parser {
+            Some(p) => {
+                let mut pieces = Vec::new();
+                p.push(&text, &mut pieces);
+                p.finish(&mut pieces);
+                pieces
+            }
+            None => vec![ReplyPiece::Content(text)],
+        };
+        let mut content: Vec<Value> = Vec::new();
+        for piece in pieces {
+            let (kind, key, text) = match piece {
+                ReplyPiece::Call(call) => {
+                    content.push(tool_use(&call));
+                    continue;
+                }
+                ReplyPiece::Content(t) => ("text", "text", t),
+                ReplyPiece::Reasoning(t) => ("thinking", "thinking", t),
+            };
+            match content.last_mut() {
+                Some(last) if last["type"] == kind => {
+                    let joined = format!("{}{text}", last[key].as_str().unwrap_or_default());
+                    last[key] = json!(joined);
+                }
+                _ if kind == "thinking" => content.push(json!({"type": "thinking", "thinking": text, "signature": ""})),
+                _ => content.push(json!({"type": "text", "text": text})),
+            }
+        }
+        if content.is_empty() {
+            content.push(json!({"type": "text", "text": ""}));
+        }
+        let made_calls = parser.as_ref().is_some_and(ReplyParser::made_calls);
+        let (reason, sequence) = stop_reason(&f, made_calls);
         return Ok(Json(json!({
             "id": id, "type": "message", "role": "assistant", "model": model,
-            "content": [{"type": "text", "text": text}],
+            "content": content,
             "stop_reason": reason, "stop_sequence": sequence,
             "usage": {
                 "input_tokens": input_tokens,
@@ -168,7 +278,6 @@ pub async fn messages(State(state): State<SharedState>, body: RequestBody) -> Re
         }))
         .into_response());
     }
-    let event = |name: &str, data: Value| SseEvent::default().event(name).data(data.to_string());
     let head = vec![
         event(
             "message_start",
@@ -178,35 +287,54 @@ pub async fn messages(State(state): State<SharedState>, body: RequestBody) -> Re
                 "usage": {"input_tokens": input_tokens, "output_tokens": 0},
             }}),
         ),
-        event(
-            "content_block_start",
-            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-        ),
         event("ping", json!({"type": "ping"})),
     ];
-    let body = stream::unfold(Some((rx, guard, clock)), move |s| {
+    let blocks = Blocks { open: None, next: 0 };
+    let body = stream::unfold(Some((rx, guard, clock, parser, blocks)), move |s| {
         let state = state.clone();
         async move {
-            let (mut rx, guard, mut clock) = s?;
+            let (mut rx, guard, mut clock, mut parser, mut blocks) = s?;
             loop {
                 match rx.recv().await {
                     Some(StreamEvent::Token(_)) => clock.tick(&state.metrics),
                     Some(StreamEvent::Text(t)) => {
-                        let e = event("content_block_delta", json!({"type": "content_block_delta", "index": 0,
-                            "delta": {"type": "text_delta", "text": t}}));
-                        return Some((vec![e], Some((rx, guard, clock))));
+                        let pieces = match &mut parser {
+                            Some(p) => {
+                                let mut pieces = Vec::new();
+                                p.push(&t, &mut pieces);
+                                pieces
+                            }
+                            None => vec![ReplyPiece::Content(t)],
+                        };
+                        let mut out = Vec::new();
+                        for piece in pieces {
+                            blocks.piece(piece, &mut out);
+                        }
+                        if !out.is_empty() {
+                            return Some((out, Some((rx, guard, clock, parser, blocks))));
+                        }
                     }
                     Some(StreamEvent::Done(f)) => {
                         drop(guard);
-                        let (reason, sequence) = stop_reason(&f);
-                        let out = vec![
-                            event("content_block_stop", json!({"type": "content_block_stop", "index": 0})),
-                            event("message_delta", json!({"type": "message_delta",
-                                "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                                "usage": {"output_tokens": f.outcome.ids.len(),
-                                          "cache_read_input_tokens": f.outcome.timings.cached_tokens}})),
-                            event("message_stop", json!({"type": "message_stop"})),
-                        ];
+                        let mut out = Vec::new();
+                        if let Some(p) = &mut parser {
+                            let mut pieces = Vec::new();
+                            p.finish(&mut pieces);
+                            for piece in pieces {
+                                blocks.piece(piece, &mut out);
+                            }
+                        }
+                        if blocks.next == 0 {
+                            blocks.piece(ReplyPiece::Content(String::new()), &mut out);
+                        }
+                        blocks.close(&mut out);
+                        let made_calls = parser.as_ref().is_some_and(ReplyParser::made_calls);
+                        let (reason, sequence) = stop_reason(&f, made_calls);
+                        out.push(event("message_delta", json!({"type": "message_delta",
+                            "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                            "usage": {"output_tokens": f.outcome.ids.len(),
+                                      "cache_read_input_tokens": f.outcome.timings.cached_tokens}})));
+                        out.push(event("message_stop", json!({"type": "message_stop"})));
                         return Some((out, None));
                     }
                     Some(StreamEvent::Failed(e)) => {
@@ -223,4 +351,69 @@ pub async fn messages(State(state): State<SharedState>, body: RequestBody) -> Re
     })
     .flat_map(|events| stream::iter(events.into_iter().map(Ok::<_, Infallible>)));
     Ok(Sse::new(stream::iter(head.into_iter().map(Ok)).chain(body)).into_response())
+}
+
+fn event(name: &str, data: Value) -> SseEvent {
+    SseEvent::default().event(name).data(data.to_string())
+}
+
+/// The content blocks of a streamed message: a block opens when a piece of another kind
+/// arrives, text and thinking stream as deltas, and a tool call is one block whose input
+/// arrives whole in one `input_json_delta`.
+struct Blocks {
+    /// The kind of the open block ("text" or "thinking").
+    open: Option<&'static str>,
+    /// The index the next block gets.
+    next: usize,
+}
+
+impl Blocks {
+    fn close(&mut self, out: &mut Vec<SseEvent>) {
+        if self.open.take().is_some() {
+            out.push(event("content_block_stop", json!({"type": "content_block_stop", "index": self.next - 1})));
+        }
+    }
+
+    fn start(&mut self, block: Value, out: &mut Vec<SseEvent>) {
+        out.push(event(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": self.next, "content_block": block}),
+        ));
+        self.next += 1;
+    }
+
+    fn piece(&mut self, piece: ReplyPiece, out: &mut Vec<SseEvent>) {
+        let (kind, delta) = match piece {
+            ReplyPiece::Call(call) => {
+                self.close(out);
+                let mut block = tool_use(&call);
+                let input = std::mem::replace(&mut block["input"], json!({}));
+                let index = self.next;
+                self.start(block, out);
+                out.push(event(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}),
+                ));
+                out.push(event("content_block_stop", json!({"type": "content_block_stop", "index": index})));
+                return;
+            }
+            ReplyPiece::Content(t) => ("text", json!({"type": "text_delta", "text": t})),
+            ReplyPiece::Reasoning(t) => ("thinking", json!({"type": "thinking_delta", "thinking": t})),
+        };
+        if self.open != Some(kind) {
+            self.close(out);
+            let block = if kind == "text" {
+                json!({"type": "text", "text": ""})
+            } else {
+                json!({"type": "thinking", "thinking": "", "signature": ""})
+            };
+            self.start(block, out);
+            self.open = Some(kind);
+        }
+        out.push(event(
+            "content_block_delta",
+            json!({"type": "content_block_delta", "index": self.next - 1, "delta": delta}),
+        ));
+    }
 }

@@ -93,6 +93,7 @@ pub struct EngineHandle {
     gauges: Arc<EngineGauges>,
     n_ctx: usize,
     slots: usize,
+    vocab_size: usize,
 }
 
 impl EngineHandle {
@@ -105,11 +106,12 @@ impl EngineHandle {
         let gauges = Arc::new(EngineGauges::default());
         let n_ctx = scheduler.context_size();
         let slots = scheduler.n_slots();
+        let vocab_size = scheduler.model().vocab_size();
         let thread_gauges = gauges.clone();
         std::thread::Builder::new()
             .name("owl-engine".into())
             .spawn(move || run(scheduler, &tokenizer, inbox, &thread_gauges))?;
-        Ok(EngineHandle { commands, gauges, n_ctx, slots })
+        Ok(EngineHandle { commands, gauges, n_ctx, slots, vocab_size })
     }
 
     pub fn context_size(&self) -> usize {
@@ -118,6 +120,11 @@ impl EngineHandle {
 
     pub fn slots(&self) -> usize {
         self.slots
+    }
+
+    /// The model's logits per position (a grammar's mask covers as many).
+    pub fn vocab_size(&self) -> usize {
+        self.vocab_size
     }
 
     pub fn gauges(&self) -> &EngineGauges {

@@ -16,6 +16,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod anthropic;
+pub mod chat;
 pub mod engine;
 pub mod error;
 mod fields;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod ollama;
 pub mod openai;
 mod params;
+pub mod tools;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -34,6 +36,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use owl_engine::{Constraint, GrammarCompiler, GrammarError, GrammarSpec};
 use owl_tokenizer::{ChatMessage, Tokenizer};
 use serde_json::json;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -44,7 +47,11 @@ pub use error::ApiError;
 /// Turns a conversation into the prompt ids of the assistant's next turn (the model's chat
 /// template, rendered with the same limits as `owl run`).
 pub trait ChatRenderer: Send + Sync {
-    fn render(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, String>;
+    /// `tools`: OpenAI's `tools` array for the template (`None`: no tools offered).
+    fn render(&self, messages: &[ChatMessage], tools: Option<&serde_json::Value>) -> Result<Vec<u32>, String>;
+
+    /// The template's source (the tool-call format and `<think>` support are read from it).
+    fn template_source(&self) -> &str;
 }
 
 /// The model a server runs.
@@ -101,11 +108,56 @@ pub struct AppState {
     pub model: ServedModel,
     pub options: ServerOptions,
     pub metrics: metrics::Metrics,
+    /// The grammar compiler for the model's vocabulary, built by the first request that
+    /// asks for structured output (a few hundred milliseconds for a large vocabulary, which
+    /// a server that never sees one should not pay at start).
+    grammar: tokio::sync::OnceCell<Result<Arc<GrammarCompiler>, GrammarError>>,
+    /// How the model writes tool calls (read from its chat template).
+    pub tool_format: tools::ToolFormat,
+    /// The template knows `<think>` sections: replies are split into reasoning and content.
+    pub think: bool,
 }
 
 impl AppState {
     pub fn new(model: ServedModel, options: ServerOptions) -> Self {
-        AppState { model, options, metrics: metrics::Metrics::default() }
+        let source = model.renderer.as_ref().map_or("", |r| r.template_source());
+        let tool_format = tools::ToolFormat::detect(source);
+        let think = source.contains("</think>");
+        AppState {
+            model,
+            options,
+            metrics: metrics::Metrics::default(),
+            grammar: tokio::sync::OnceCell::new(),
+            tool_format,
+            think,
+        }
+    }
+
+    /// `spec` compiled for the served model, off the async workers. A grammar that does not
+    /// compile is a 400 naming `field`, the request parameter it came from.
+    pub async fn compile_grammar(&self, spec: GrammarSpec, field: &str) -> Result<Constraint, ApiError> {
+        let compiler = self
+            .grammar
+            .get_or_init(|| async {
+                let tokenizer = self.model.tokenizer.clone();
+                let vocab = self.model.engine.vocab_size();
+                tokio::task::spawn_blocking(move || GrammarCompiler::new(tokenizer, vocab).map(Arc::new))
+                    .await
+                    .unwrap_or_else(|e| Err(GrammarError::Setup(e.to_string())))
+            })
+            .await
+            .clone()
+            .map_err(|e| match e {
+                GrammarError::NoEndOfGeneration => ApiError::field(field, e.to_string()),
+                other => ApiError::internal(other.to_string()),
+            })?;
+        tokio::task::spawn_blocking(move || compiler.compile(&spec))
+            .await
+            .map_err(|e| ApiError::internal(format!("compiling the grammar: {e}")))?
+            .map_err(|e| match e {
+                GrammarError::Invalid { .. } | GrammarError::NoEndOfGeneration => ApiError::field(field, e.to_string()),
+                other => ApiError::internal(other.to_string()),
+            })
     }
 }
 

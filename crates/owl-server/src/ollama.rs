@@ -19,10 +19,12 @@ use owl_engine::{GenerateParams, SeqRequest, StopReason};
 use owl_tokenizer::ChatMessage;
 use serde_json::{json, Value};
 
+use crate::chat::ReplySplit;
 use crate::engine::{StreamEvent, Submit};
 use crate::error::ApiError;
 use crate::fields::Fields;
-use crate::params::{check_fits, generate_params, json_body, RequestBody};
+use crate::params::{check_fits, generate_params, json_body, ollama_grammar, RequestBody};
+use crate::tools::ReplyPiece;
 use crate::{unix_now, SharedState};
 
 /// An [`ApiError`] in Ollama's shape.
@@ -85,16 +87,6 @@ fn check_keep_alive(f: &Fields<'_>) -> Result<()> {
     }
 }
 
-/// `format`: constrained output arrives with structured output; until then it is refused
-/// rather than ignored (a client relying on it would get unparsable text).
-fn check_format(f: &Fields<'_>) -> Result<()> {
-    match f.get("format") {
-        None => Ok(()),
-        Some(Value::String(s)) if s.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::field("format", "constrained output (json or a schema) is not supported yet").into()),
-    }
-}
-
 /// `options` → the engine's parameters, each checked under its Ollama name.
 fn params(state: &SharedState, f: &Fields<'_>) -> Result<GenerateParams> {
     let empty = json!({});
@@ -136,7 +128,7 @@ pub async fn chat(State(state): State<SharedState>, body: RequestBody) -> Result
     let f = Fields::new(&body)?;
     check_model(&state, f.str("model")?)?;
     check_keep_alive(&f)?;
-    check_format(&f)?;
+    let grammar = ollama_grammar(&f)?;
     let messages: Vec<ChatMessage> = match f.get("messages") {
         None => Vec::new(),
         Some(Value::Array(list)) => list
@@ -157,10 +149,15 @@ pub async fn chat(State(state): State<SharedState>, body: RequestBody) -> Result
         }))
         .into_response());
     }
-    let params = params(&state, &f)?;
-    let prompt = render(&state, messages).await?;
-    check_fits(prompt.len(), params.max_tokens, state.model.engine.context_size(), "options.num_predict")?;
-    generate(state, prompt, params, stream, started, Shape::Chat).await
+    let mut params = params(&state, &f)?;
+    // Ollama's `tools` are OpenAI's; there is no tool_choice (the model decides).
+    let tools = crate::tools::openai_tools(&f)?;
+    let chat = crate::chat::render(&state, messages, &tools, "use /api/generate with raw").await?;
+    check_fits(chat.ids.len(), params.max_tokens, state.model.engine.context_size(), "options.num_predict")?;
+    if let Some(g) = grammar {
+        params.grammar = Some(state.compile_grammar(g.spec, g.field).await?);
+    }
+    generate(state, chat.ids, params, stream, started, Shape::Chat, chat.split).await
 }
 
 pub async fn generate_route(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
@@ -169,7 +166,7 @@ pub async fn generate_route(State(state): State<SharedState>, body: RequestBody)
     let f = Fields::new(&body)?;
     check_model(&state, f.str("model")?)?;
     check_keep_alive(&f)?;
-    check_format(&f)?;
+    let grammar = ollama_grammar(&f)?;
     let prompt_text = f.str("prompt")?.unwrap_or("");
     let stream = f.bool("stream")?.unwrap_or(true);
     if f.get("suffix").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
@@ -184,7 +181,7 @@ pub async fn generate_route(State(state): State<SharedState>, body: RequestBody)
         }))
         .into_response());
     }
-    let params = params(&state, &f)?;
+    let mut params = params(&state, &f)?;
     let raw = f.bool("raw")?.unwrap_or(false);
     let prompt = if raw || state.model.renderer.is_none() {
         // Raw, or a base model without a template: the text as it is.
@@ -198,24 +195,20 @@ pub async fn generate_route(State(state): State<SharedState>, body: RequestBody)
         render(&state, messages).await?
     };
     check_fits(prompt.len(), params.max_tokens, state.model.engine.context_size(), "options.num_predict")?;
-    generate(state, prompt, params, stream, started, Shape::Generate).await
+    if let Some(g) = grammar {
+        params.grammar = Some(state.compile_grammar(g.spec, g.field).await?);
+    }
+    generate(state, prompt, params, stream, started, Shape::Generate, None).await
 }
 
 async fn render(state: &SharedState, messages: Vec<ChatMessage>) -> Result<Vec<u32>> {
-    let renderer = state.model.renderer.clone().ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "'{}' has no chat template (a base model): use /api/generate with raw",
-            state.model.name
-        ))
-    })?;
-    Ok(tokio::task::spawn_blocking(move || renderer.render(&messages))
-        .await
-        .map_err(|e| ApiError::internal(format!("chat template: {e}")))?
-        .map_err(|e| ApiError::field("messages", e))?)
+    let tools = crate::tools::ToolRequest::none();
+    Ok(crate::chat::render(state, messages, &tools, "use /api/generate with raw").await?.ids)
 }
 
 #[derive(Clone, Copy, PartialEq)]
 enum Shape {
+    /// `/api/chat`.
     Chat,
     Generate,
 }
@@ -259,6 +252,8 @@ async fn generate(
     stream: bool,
     started: Instant,
     shape: Shape,
+    // With a split, the reply's thinking and tool calls are their own fields.
+    split: Option<ReplySplit>,
 ) -> Result<Response> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let stops = params.stop.clone();
@@ -267,21 +262,48 @@ async fn generate(
     if !stream {
         let (text, f) = crate::engine::collect_text(&mut rx, &mut clock, &state.metrics).await?;
         drop(guard);
-        return Ok(Json(last(&state, shape, &text, &f, started)).into_response());
+        let Some(split) = split else {
+            return Ok(Json(last(&state, shape, &text, &f, started)).into_response());
+        };
+        let mut parser = split.parser();
+        let mut pieces = Vec::new();
+        parser.push(&text, &mut pieces);
+        parser.finish(&mut pieces);
+        let mut answer = last(&state, shape, "", &f, started);
+        answer["message"] = reply_message(pieces);
+        return Ok(Json(answer).into_response());
     }
-    let lines = stream::unfold(Some((rx, guard, clock)), move |s| {
+    let parser = split.map(|s| s.parser());
+    let lines = stream::unfold(Some((rx, guard, clock, parser)), move |s| {
         let state = state.clone();
         async move {
-            let (mut rx, guard, mut clock) = s?;
+            let (mut rx, guard, mut clock, mut parser) = s?;
             loop {
                 let line = match rx.recv().await {
                     Some(StreamEvent::Token(_)) => {
                         clock.tick(&state.metrics);
                         continue;
                     }
-                    Some(StreamEvent::Text(t)) => piece(&state, shape, &t),
+                    Some(StreamEvent::Text(t)) => {
+                        if let Some(p) = parser.as_mut() {
+                            let mut pieces = Vec::new();
+                            p.push(&t, &mut pieces);
+                            if pieces.is_empty() {
+                                continue;
+                            }
+                            let bytes = split_lines(&state, shape, pieces);
+                            return Some((Ok(Bytes::from(bytes)), Some((rx, guard, clock, parser))));
+                        }
+                        piece(&state, shape, &t)
+                    }
                     Some(StreamEvent::Done(f)) => {
-                        let mut bytes = last(&state, shape, "", &f, started).to_string().into_bytes();
+                        let mut bytes = Vec::new();
+                        if let Some(mut parser) = parser.take() {
+                            let mut pieces = Vec::new();
+                            parser.finish(&mut pieces);
+                            bytes = split_lines(&state, shape, pieces);
+                        }
+                        bytes.extend_from_slice(last(&state, shape, "", &f, started).to_string().as_bytes());
                         bytes.push(b'\n');
                         drop(guard);
                         return Some((Ok::<_, std::convert::Infallible>(Bytes::from(bytes)), None));
@@ -292,11 +314,44 @@ async fn generate(
                 let mut bytes = line.to_string().into_bytes();
                 bytes.push(b'\n');
                 let failed = line.get("error").is_some();
-                return Some((Ok(Bytes::from(bytes)), if failed { None } else { Some((rx, guard, clock)) }));
+                return Some((Ok(Bytes::from(bytes)), if failed { None } else { Some((rx, guard, clock, parser)) }));
             }
         }
     });
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response())
+}
+
+/// A chat message from reply pieces: `content`, `thinking` (Ollama's name for reasoning)
+/// and `tool_calls` (`[{"function": {"name", "arguments": {...}}}]`, the arguments an object).
+fn reply_message(pieces: Vec<ReplyPiece>) -> Value {
+    let (mut content, mut thinking, mut calls) = (String::new(), String::new(), Vec::new());
+    for p in pieces {
+        match p {
+            ReplyPiece::Content(t) => content.push_str(&t),
+            ReplyPiece::Reasoning(t) => thinking.push_str(&t),
+            ReplyPiece::Call(c) => calls.push(json!({"function": {"name": c.name, "arguments": c.arguments}})),
+        }
+    }
+    let mut m = json!({"role": "assistant", "content": content});
+    if !thinking.is_empty() {
+        m["thinking"] = json!(thinking);
+    }
+    if !calls.is_empty() {
+        m["tool_calls"] = json!(calls);
+    }
+    m
+}
+
+/// NDJSON lines for streamed reply pieces: one per piece.
+fn split_lines(state: &SharedState, shape: Shape, pieces: Vec<ReplyPiece>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for p in pieces {
+        let mut line = piece(state, shape, "");
+        line["message"] = reply_message(vec![p]);
+        bytes.extend_from_slice(line.to_string().as_bytes());
+        bytes.push(b'\n');
+    }
+    bytes
 }
 
 pub async fn embed(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {

@@ -20,11 +20,13 @@ use owl_tokenizer::{ChatMessage, Tokenizer};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use crate::chat::ReplySplit;
 use crate::engine::{RequestGuard, StreamEvent, Submit};
 use crate::error::ApiError;
 use crate::fields::Fields;
 use crate::metrics::TokenClock;
-use crate::params::{check_fits, generate_params, json_body, RequestBody, MAX_TOP_LOGPROBS};
+use crate::params::{check_fits, generate_params, json_body, openai_grammar, RequestBody, MAX_TOP_LOGPROBS};
+use crate::tools::{openai_tools, ReplyParser, ReplyPiece};
 use crate::{unix_now, SharedState};
 
 /// Most choices one request may ask for.
@@ -77,6 +79,8 @@ struct Job {
     include_usage: bool,
     /// Started when the request arrived: time to first token and between tokens.
     clock: TokenClock,
+    /// How a chat reply is split into reasoning, content and calls (`None`: all content).
+    split: Option<ReplySplit>,
 }
 
 /// Reads `max_tokens` (or its newer name), `n`, `logprobs`/`top_logprobs`, `stream`.
@@ -119,19 +123,23 @@ pub async fn chat_completions(State(state): State<SharedState>, body: RequestBod
     let messages = chat_messages(&f)?;
     let mut params = generate_params(&f, &state.model.tokenizer)?;
     let (n, stream, include_usage) = common_fields(&f, &mut params, true)?;
-    let renderer = state.model.renderer.clone().ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "'{}' has no chat template (a base model): use /v1/completions with a plain prompt",
-            state.model.name
-        ))
-    })?;
-    let prompt = tokio::task::spawn_blocking(move || renderer.render(&messages))
-        .await
-        .map_err(|e| ApiError::internal(format!("chat template: {e}")))?
-        .map_err(|e| ApiError::field("messages", e))?;
+    let grammar = openai_grammar(&f)?;
+    let tools = openai_tools(&f)?;
+    let chat = crate::chat::render(&state, messages, &tools, "use /v1/completions with a plain prompt").await?;
     let field = if f.get("max_completion_tokens").is_some() { "max_completion_tokens" } else { "max_tokens" };
-    check_fits(prompt.len(), params.max_tokens, state.model.engine.context_size(), field)?;
-    let job = Job { prompt, params, n, stream, include_usage, clock };
+    check_fits(chat.ids.len(), params.max_tokens, state.model.engine.context_size(), field)?;
+    match (grammar, chat.forced_call) {
+        (Some(g), Some(_)) => {
+            return Err(ApiError::field(
+                g.field,
+                "a forced tool call (tool_choice) and structured output cannot be combined",
+            ))
+        }
+        (Some(g), None) => params.grammar = Some(state.compile_grammar(g.spec, g.field).await?),
+        (None, Some(call)) => params.grammar = Some(state.compile_grammar(call, "tools").await?),
+        (None, None) => {}
+    }
+    let job = Job { prompt: chat.ids, params, n, stream, include_usage, clock, split: chat.split };
     run(state, job, Dialect::Chat).await
 }
 
@@ -169,6 +177,7 @@ pub async fn completions(State(state): State<SharedState>, body: RequestBody) ->
     let prompt = completion_prompt(&f, &tokenizer)?;
     let mut params = generate_params(&f, &tokenizer)?;
     let (n, stream, include_usage) = common_fields(&f, &mut params, false)?;
+    let grammar = openai_grammar(&f)?;
     let echo = f.bool("echo")?.unwrap_or(false);
     if echo && params.logprobs {
         return Err(ApiError::field("echo", "echo together with logprobs (prompt log-probabilities) is not supported"));
@@ -181,12 +190,15 @@ pub async fn completions(State(state): State<SharedState>, body: RequestBody) ->
     // OpenAI's legacy default is 16 tokens.
     params.max_tokens = params.max_tokens.or(Some(16));
     check_fits(prompt.len(), params.max_tokens, state.model.engine.context_size(), "max_tokens")?;
+    if let Some(g) = grammar {
+        params.grammar = Some(state.compile_grammar(g.spec, g.field).await?);
+    }
     let echoed = if echo {
         tokenizer.decode(&prompt, false).map_err(|e| ApiError::field("prompt", e.to_string()))?
     } else {
         String::new()
     };
-    let job = Job { prompt, params, n, stream, include_usage, clock };
+    let job = Job { prompt, params, n, stream, include_usage, clock, split: None };
     run(state, job, Dialect::Completion { echo: echoed }).await
 }
 
@@ -263,6 +275,9 @@ async fn submit_all(
 #[derive(Default)]
 struct Choice {
     text: String,
+    /// With a reply split: `<think>` sections, and the calls made.
+    reasoning: String,
+    calls: Vec<crate::tools::ToolCall>,
     logprobs: Vec<Value>,
     finish_reason: Option<&'static str>,
     completion_tokens: usize,
@@ -305,6 +320,24 @@ async fn run(state: SharedState, job: Job, dialect: Dialect) -> Result<Response,
         }
     }
     drop(guards);
+    if let Some(split) = job.split {
+        for c in &mut choices {
+            let mut parser = split.parser();
+            let mut pieces = Vec::new();
+            parser.push(&std::mem::take(&mut c.text), &mut pieces);
+            parser.finish(&mut pieces);
+            for piece in pieces {
+                match piece {
+                    ReplyPiece::Content(t) => c.text.push_str(&t),
+                    ReplyPiece::Reasoning(t) => c.reasoning.push_str(&t),
+                    ReplyPiece::Call(call) => c.calls.push(call),
+                }
+            }
+            if !c.calls.is_empty() && c.finish_reason == Some("stop") {
+                c.finish_reason = Some("tool_calls");
+            }
+        }
+    }
     let usage = usage(&choices);
     let body = match &dialect {
         Dialect::Chat => json!({
@@ -315,7 +348,7 @@ async fn run(state: SharedState, job: Job, dialect: Dialect) -> Result<Response,
             "system_fingerprint": FINGERPRINT,
             "choices": choices.iter().enumerate().map(|(i, c)| json!({
                 "index": i,
-                "message": {"role": "assistant", "content": c.text},
+                "message": chat_message(c),
                 "logprobs": if job.params.logprobs { json!({"content": c.logprobs}) } else { Value::Null },
                 "finish_reason": c.finish_reason,
             })).collect::<Vec<_>>(),
@@ -337,6 +370,41 @@ async fn run(state: SharedState, job: Job, dialect: Dialect) -> Result<Response,
         }),
     };
     Ok(Json(body).into_response())
+}
+
+/// A chat choice's `message`: the content (`null` when the reply is only calls), the calls,
+/// and the reasoning when there was any (`reasoning_content`, as DeepSeek's and vLLM's APIs
+/// name it).
+fn chat_message(c: &Choice) -> Value {
+    let mut m = json!({"role": "assistant", "content": c.text});
+    if !c.calls.is_empty() {
+        m["tool_calls"] = c.calls.iter().map(crate::tools::ToolCall::openai).collect();
+        if c.text.is_empty() {
+            m["content"] = Value::Null;
+        }
+    }
+    if !c.reasoning.is_empty() {
+        m["reasoning_content"] = json!(c.reasoning);
+    }
+    m
+}
+
+/// A streamed chat choice's deltas for the pieces of its reply; `calls` counts the calls
+/// of the choice so far (each call's `index`).
+fn chat_deltas(pieces: Vec<ReplyPiece>, calls: &mut usize) -> Vec<Value> {
+    pieces
+        .into_iter()
+        .map(|piece| match piece {
+            ReplyPiece::Content(t) => json!({"content": t}),
+            ReplyPiece::Reasoning(t) => json!({"reasoning_content": t}),
+            ReplyPiece::Call(call) => {
+                let mut entry = call.openai();
+                entry["index"] = json!(*calls);
+                *calls += 1;
+                json!({"tool_calls": [entry]})
+            }
+        })
+        .collect()
 }
 
 /// `usage`: the prompt counted once (the n choices share it), completions summed.
@@ -436,6 +504,8 @@ fn stream_response(
         }
     }
     let state_machine = StreamState {
+        parsers: (0..job.n).map(|_| job.split.as_ref().map(ReplySplit::parser)).collect(),
+        call_counts: vec![0; job.n],
         events,
         guards,
         choices: (0..job.n).map(|_| Choice::default()).collect(),
@@ -470,6 +540,15 @@ fn stream_response(
                         }
                     }
                     StreamEvent::Text(text) => {
+                        if let Some(parser) = s.parsers[i].as_mut() {
+                            let mut pieces = Vec::new();
+                            parser.push(&text, &mut pieces);
+                            if pieces.is_empty() {
+                                continue;
+                            }
+                            let out = s.split_chunks(i, pieces, logprobs, &chunk);
+                            return Some((out, s));
+                        }
                         let lp = std::mem::take(&mut s.pending_logprobs[i]);
                         let lp = if logprobs { json!({"content": lp}) } else { Value::Null };
                         let c = match dialect {
@@ -487,9 +566,18 @@ fn stream_response(
                         c.completion_tokens = f.outcome.ids.len();
                         c.prompt_tokens = f.outcome.prompt_ids.len();
                         c.cached_tokens = f.outcome.timings.cached_tokens;
+                        let mut out = Vec::new();
+                        let mut reason = f.stop_reason.finish_reason();
+                        if let Some(mut parser) = s.parsers[i].take() {
+                            let mut pieces = Vec::new();
+                            parser.finish(&mut pieces);
+                            out = s.split_chunks(i, pieces, logprobs, &chunk);
+                            if parser.made_calls() && reason == "stop" {
+                                reason = "tool_calls";
+                            }
+                        }
                         let lp = std::mem::take(&mut s.pending_logprobs[i]);
                         let lp = if logprobs { json!({"content": lp}) } else { Value::Null };
-                        let reason = f.stop_reason.finish_reason();
                         let last = match dialect {
                             Dialect::Chat => {
                                 json!([{"index": i, "delta": {}, "logprobs": lp, "finish_reason": reason}])
@@ -498,7 +586,7 @@ fn stream_response(
                                 json!([{"index": i, "text": "", "logprobs": lp, "finish_reason": reason}])
                             }
                         };
-                        let mut out = vec![chunk(last)];
+                        out.push(chunk(last));
                         s.done += 1;
                         if s.done == s.choices.len() {
                             if include_usage {
@@ -528,6 +616,9 @@ fn stream_response(
 }
 
 struct StreamState {
+    /// Per choice, the splitter of a chat reply into reasoning, content and calls.
+    parsers: Vec<Option<ReplyParser>>,
+    call_counts: Vec<usize>,
     events: mpsc::UnboundedReceiver<Tagged>,
     guards: Vec<RequestGuard>,
     choices: Vec<Choice>,
@@ -536,6 +627,29 @@ struct StreamState {
     state: SharedState,
     done: usize,
     finished: bool,
+}
+
+impl StreamState {
+    /// One chunk per piece of choice `i`'s reply; the logprobs gathered so far go with the
+    /// first.
+    fn split_chunks(
+        &mut self,
+        i: usize,
+        pieces: Vec<ReplyPiece>,
+        logprobs: bool,
+        chunk: &impl Fn(Value) -> SseEvent,
+    ) -> Vec<SseEvent> {
+        let mut out = Vec::new();
+        for delta in chat_deltas(pieces, &mut self.call_counts[i]) {
+            let lp = if logprobs && out.is_empty() {
+                json!({"content": std::mem::take(&mut self.pending_logprobs[i])})
+            } else {
+                Value::Null
+            };
+            out.push(chunk(json!([{"index": i, "delta": delta, "logprobs": lp, "finish_reason": null}])));
+        }
+        out
+    }
 }
 
 /// Most inputs one embeddings request may carry.

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
 use futures_util::StreamExt;
-use owl_engine::{ContextOverflow, EogSet, GenerateParams, SamplingParams};
+use owl_engine::{ContextOverflow, EogSet, GenerateParams, GrammarSpec, SamplingParams};
 use owl_tokenizer::Tokenizer;
 use serde_json::Value;
 
@@ -199,4 +199,151 @@ pub fn check_fits(prompt_tokens: usize, max_tokens: Option<usize>, n_ctx: usize,
         }
     }
     Ok(())
+}
+
+/// A grammar a request asks for, and the parameter that asked (errors name it).
+pub struct GrammarRequest {
+    pub spec: GrammarSpec,
+    pub field: &'static str,
+}
+
+/// The structured-output parameters of the OpenAI routes, in every dialect clients send:
+/// OpenAI's `response_format` (`text`, `json_object`, `json_schema` with `strict`),
+/// llama.cpp's `json_schema` and `grammar` (GBNF, or Lark), vLLM's `guided_json`,
+/// `guided_regex`, `guided_grammar` and `guided_choice`. At most one per request.
+pub fn openai_grammar(f: &Fields<'_>) -> Result<Option<GrammarRequest>, ApiError> {
+    let mut found: Vec<GrammarRequest> = Vec::new();
+    if let Some(format) = f.object("response_format")? {
+        let kind = match format.get("type") {
+            Some(Value::String(kind)) => Some(kind.as_str()),
+            Some(_) => return Err(ApiError::field("response_format.type", "must be a string")),
+            None => None,
+        };
+        let spec = match kind {
+            Some("text") => None,
+            Some("json_object") => Some(match format.get("schema") {
+                // llama.cpp: `{"type": "json_object", "schema": {...}}`.
+                Some(schema) => schema_spec("response_format.schema", schema, false)?,
+                None => GrammarSpec::JsonObject,
+            }),
+            Some("json_schema") => {
+                let inner = match format.get("json_schema") {
+                    Some(Value::Object(inner)) => inner,
+                    Some(_) => return Err(ApiError::field("response_format.json_schema", "must be an object")),
+                    None => {
+                        return Err(ApiError::field("response_format.json_schema", "is required with type json_schema"))
+                    }
+                };
+                let strict = match inner.get("strict") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => {
+                        return Err(ApiError::field("response_format.json_schema.strict", "must be true or false"))
+                    }
+                };
+                // OpenAI: the schema is optional; without one any JSON value is allowed.
+                let schema = inner.get("schema").cloned().unwrap_or(Value::Bool(true));
+                Some(schema_spec("response_format.json_schema.schema", &schema, strict)?)
+            }
+            Some(other) => {
+                return Err(ApiError::field(
+                    "response_format.type",
+                    format!("'{other}' is not one of text, json_object, json_schema"),
+                ))
+            }
+            None => return Err(ApiError::field("response_format.type", "is required")),
+        };
+        if let Some(spec) = spec {
+            found.push(GrammarRequest { spec, field: "response_format" });
+        }
+    }
+    for field in ["json_schema", "guided_json"] {
+        if let Some(schema) = f.get(field) {
+            // vLLM also takes the schema as a JSON string.
+            let parsed;
+            let schema = match schema {
+                Value::String(text) => {
+                    parsed = serde_json::from_str::<Value>(text)
+                        .map_err(|e| ApiError::field(field, format!("not a JSON schema: {e}")))?;
+                    &parsed
+                }
+                other => other,
+            };
+            found.push(GrammarRequest { spec: schema_spec(field, schema, false)?, field });
+        }
+    }
+    for field in ["grammar", "guided_grammar"] {
+        if let Some(text) = f.str(field)? {
+            found.push(GrammarRequest { spec: grammar_text(field, text)?, field });
+        }
+    }
+    if let Some(rx) = f.str("guided_regex")? {
+        found.push(GrammarRequest { spec: GrammarSpec::Regex(rx.to_string()), field: "guided_regex" });
+    }
+    if let Some(choices) = f.get("guided_choice") {
+        found.push(GrammarRequest { spec: choice_spec("guided_choice", choices)?, field: "guided_choice" });
+    }
+    one_grammar(found)
+}
+
+/// Ollama's `format`: `"json"` (any JSON object) or a JSON Schema; `""` is none.
+pub fn ollama_grammar(f: &Fields<'_>) -> Result<Option<GrammarRequest>, ApiError> {
+    let spec = match f.get("format") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if s.is_empty() => return Ok(None),
+        Some(Value::String(s)) if s == "json" => GrammarSpec::JsonObject,
+        Some(Value::String(s)) => {
+            return Err(ApiError::field("format", format!("'{s}' is not \"json\" or a JSON schema object")))
+        }
+        Some(schema) => schema_spec("format", schema, false)?,
+    };
+    Ok(Some(GrammarRequest { spec, field: "format" }))
+}
+
+fn schema_spec(field: &str, schema: &Value, strict: bool) -> Result<GrammarSpec, ApiError> {
+    if !schema.is_object() && !schema.is_boolean() {
+        return Err(ApiError::field(field, "a JSON schema is an object"));
+    }
+    Ok(GrammarSpec::JsonSchema { schema: schema.clone(), strict })
+}
+
+/// Grammar text: llama.cpp's GBNF (translated to Lark) or Lark itself.
+fn grammar_text(field: &str, text: &str) -> Result<GrammarSpec, ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::field(field, "the grammar is empty"));
+    }
+    if owl_engine::grammar::gbnf::looks_like_gbnf(text) {
+        let lark = owl_engine::grammar::gbnf::to_lark(text)
+            .map_err(|e| ApiError::field(field, format!("a GBNF grammar owl cannot translate: {e}")))?;
+        return Ok(GrammarSpec::Lark(lark));
+    }
+    Ok(GrammarSpec::Lark(text.to_string()))
+}
+
+/// vLLM's `guided_choice`: the output is exactly one of the strings.
+fn choice_spec(field: &str, choices: &Value) -> Result<GrammarSpec, ApiError> {
+    let list = match choices {
+        Value::Array(list) if !list.is_empty() => list,
+        _ => return Err(ApiError::field(field, "must be a non-empty array of strings")),
+    };
+    let mut alternatives = Vec::with_capacity(list.len());
+    for (i, choice) in list.iter().enumerate() {
+        match choice {
+            // A Lark string literal takes JSON's escapes.
+            Value::String(s) if !s.is_empty() => alternatives.push(Value::String(s.clone()).to_string()),
+            _ => return Err(ApiError::field(&format!("{field}[{i}]"), "must be a non-empty string")),
+        }
+    }
+    Ok(GrammarSpec::Lark(format!("start: {}\n", alternatives.join(" | "))))
+}
+
+fn one_grammar(mut found: Vec<GrammarRequest>) -> Result<Option<GrammarRequest>, ApiError> {
+    if found.len() > 1 {
+        let names: Vec<&str> = found.iter().map(|g| g.field).collect();
+        return Err(ApiError::field(
+            found[1].field,
+            format!("one kind of structured output per request, got {}", names.join(" and ")),
+        ));
+    }
+    Ok(found.pop())
 }

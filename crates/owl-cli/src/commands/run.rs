@@ -124,7 +124,7 @@ fn prompt_ids(tokenizer: &Tokenizer, prompting: &Prompting, messages: &[ChatMess
         Prompting::Chat(None) => tokenizer.chat_template().ok_or_else(|| anyhow!("the model has no chat template"))?,
         Prompting::Completion => return Ok(tokenizer.encode(&continuation_text(messages), true, true)?),
     };
-    let text = crate::template_sandbox::render(template, messages, true)?;
+    let text = crate::template_sandbox::render(template, messages, None, true)?;
     let bos = template.bos_token();
     let template_wrote_bos = !bos.is_empty() && text.starts_with(bos);
     Ok(tokenizer.encode(&text, !template_wrote_bos, true)?)

@@ -5,10 +5,14 @@
 Asserts; exits non-zero with the traceback on the first failure, prints `ollama: ok`.
 """
 
+import json
 import sys
+from typing import Literal
 
 import httpx
+import jsonschema
 import ollama
+import pydantic
 
 BASE, KEY = sys.argv[1], sys.argv[2]
 c = ollama.Client(host=BASE, headers={"Authorization": f"Bearer {KEY}"})
@@ -62,11 +66,37 @@ dot = lambda a, b: sum(x * y for x, y in zip(a, b))
 assert abs(dot(e.embeddings[0], e.embeddings[0]) - 1) < 1e-4 and dot(e.embeddings[0], e.embeddings[1]) > 0.99999
 assert dot(e.embeddings[0], e.embeddings[2]) < 0.99
 
+# Structured output: format "json" gives an object; a schema (here from pydantic, as Ollama's
+# documentation shows) gives an object that validates, streamed or not.
+j = c.generate(model="smollm2", prompt="List two colours as a JSON object with the keys first and second.", format="json", options={"temperature": 0, "num_predict": 200})
+assert j.done_reason == "stop" and isinstance(json.loads(j.response), dict), j
+
+
+class Pet(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=20)
+    kind: Literal["cat", "dog", "bird"]
+    age: int = pydantic.Field(ge=0, le=30)
+
+
+schema = Pet.model_json_schema()
+pc = c.chat(model="smollm2", messages=[{"role": "user", "content": "Describe a pet."}], format=schema,
+            options={"temperature": 1.0, "seed": 3, "num_predict": 200})
+pet = Pet.model_validate_json(pc.message.content)
+jsonschema.validate(json.loads(pc.message.content), schema)
+parts = "".join(p.message.content for p in c.chat(model="smollm2", messages=[{"role": "user", "content": "A pet?"}],
+                                                   format=schema, options={"temperature": 0, "num_predict": 200},
+                                                   stream=True))
+Pet.model_validate_json(parts)
+
+bad = httpx.post(f"{BASE}/api/generate", headers={"Authorization": f"Bearer {KEY}"},
+                 json={"model": "smollm2", "prompt": "x", "format": "yaml"})
+assert bad.status_code == 400 and "format" in bad.json()["error"], bad.text
+
 # Errors: Ollama's {"error": ...} with the status.
 for call, status, words in [
     (lambda: c.chat(model="smollm2", messages=messages, options={"temperature": "hot"}), 400, "options.temperature"),
     (lambda: c.chat(model="llama9", messages=messages), 404, "llama9"),
-    (lambda: c.generate(model="smollm2", prompt="x", format="json"), 400, "format"),
+    (lambda: c.generate(model="smollm2", prompt="x", format={"type": "bogus"}), 400, "format"),
     (lambda: c.generate(model="smollm2", prompt="word " * 3000), 400, "context"),
     (lambda: c.chat(model="smollm2", messages=messages, keep_alive="soon"), 400, "keep_alive"),
 ]:

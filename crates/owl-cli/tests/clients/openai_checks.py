@@ -2,17 +2,21 @@
 
     python openai_checks.py BASE_URL API_KEY CHECK...
 
-CHECK is any of: basics, errors, concurrency, cancel. Each asserts; the script exits
+CHECK is any of: basics, structured, errors, concurrency, cancel. Each asserts; the script exits
 non-zero (with the traceback) on the first failure and prints one line per passed check.
 """
 
 import asyncio
+import json
+import re
 import socket
 import sys
 import time
 
 import httpx
+import jsonschema
 import openai
+import pydantic
 from openai import AsyncOpenAI, OpenAI
 
 BASE, KEY = sys.argv[1], sys.argv[2]
@@ -186,6 +190,91 @@ def read_http_response(s):
             break
         body += chunk
     return status, headers, body
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 20},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "pets": {"type": "array", "items": {"enum": ["cat", "dog", "fish"]}, "maxItems": 3},
+    },
+    "required": ["name", "age", "pets"],
+    "additionalProperties": False,
+}
+
+
+class City(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=30)
+    country: str = pydantic.Field(max_length=30)
+    population_millions: float
+
+
+def check_structured():
+    c = client()
+    ask = [{"role": "user", "content": "Describe a person as JSON."}]
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON, "strict": True}}
+
+    # response_format json_schema, strict, n=2 sampled at temperature 1: every choice parses
+    # and validates.
+    r = c.chat.completions.create(model=MODEL, messages=ask, response_format=fmt, n=2, temperature=1.0,
+                                  seed=11, max_tokens=200)
+    assert len(r.choices) == 2
+    for ch in r.choices:
+        assert ch.finish_reason == "stop", (ch.finish_reason, ch.message.content)
+        jsonschema.validate(json.loads(ch.message.content), PERSON)
+
+    # Streamed: the deltas assemble into a valid object.
+    text = ""
+    for chunk in c.chat.completions.create(model=MODEL, messages=ask, response_format=fmt, temperature=0,
+                                           max_tokens=200, stream=True):
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+    jsonschema.validate(json.loads(text), PERSON)
+
+    # The client's own structured-output helper: a pydantic model in, a parsed object out.
+    parsed = c.chat.completions.parse(
+        model=MODEL, messages=[{"role": "user", "content": "Tell me about Paris."}], response_format=City,
+        temperature=0, max_tokens=200)
+    city = parsed.choices[0].message.parsed
+    assert isinstance(city, City) and city.name, parsed.choices[0].message
+
+    # json_object: any object; llama.cpp's json_schema field; vLLM's guided_json.
+    r = greedy_chat(c, "List two colours as a JSON object.", max_tokens=200,
+                    response_format={"type": "json_object"})
+    assert r.choices[0].finish_reason == "stop", r.choices[0]
+    assert isinstance(json.loads(r.choices[0].message.content), dict)
+    for field in ["json_schema", "guided_json"]:
+        r = greedy_chat(c, "A person, please.", max_tokens=200, extra_body={field: PERSON})
+        jsonschema.validate(json.loads(r.choices[0].message.content), PERSON)
+
+    # Legacy completions with a regex (vLLM's guided_regex), a GBNF grammar (llama.cpp's
+    # grammar) and a choice list.
+    r = c.completions.create(model=MODEL, prompt="The year the war ended was", max_tokens=20, temperature=0,
+                             extra_body={"guided_regex": r" [12][0-9]{3}\."})
+    assert re.fullmatch(r" [12][0-9]{3}\.", r.choices[0].text), r.choices[0].text
+    gbnf = 'root ::= answer "!"\nanswer ::= "yes" | "no"\n'
+    r = greedy_chat(c, "Is the sky blue?", max_tokens=10, extra_body={"grammar": gbnf})
+    assert r.choices[0].message.content in ("yes!", "no!"), r.choices[0].message.content
+    r = greedy_chat(c, "Pick a fruit.", max_tokens=10, extra_body={"guided_choice": ["apple", "pear", "fig"]})
+    assert r.choices[0].message.content in ("apple", "pear", "fig"), r.choices[0].message.content
+
+    # Bad grammars are 400s naming the parameter.
+    bad = [
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "bogus"}}}},
+         "response_format"),
+        ({"response_format": {"type": "yaml"}}, "response_format.type"),
+        ({"extra_body": {"guided_regex": "(unclosed"}}, "guided_regex"),
+        ({"extra_body": {"grammar": "root ::= missing"}}, "grammar"),
+        ({"response_format": {"type": "json_object"}, "extra_body": {"guided_regex": "a"}}, "guided_regex"),
+    ]
+    for kw, param in bad:
+        try:
+            greedy_chat(c, "x", **kw)
+            raise AssertionError(f"{kw} accepted")
+        except openai.BadRequestError as e:
+            assert e.body["param"] == param, (kw, e.body)
+    print("structured: ok")
 
 
 def check_errors():
