@@ -692,6 +692,9 @@ fn forward_beside_masks<M: BatchModel>(
     slots: &mut [Slot],
     rows: &[usize],
 ) -> Result<(), crate::error::ModelError> {
+    if !spare_core(model.compute_threads()) {
+        return model.forward(batch, logits);
+    }
     let mut constraints: Vec<&mut Constraint> = slots
         .iter_mut()
         .enumerate()
@@ -700,7 +703,7 @@ fn forward_beside_masks<M: BatchModel>(
         .filter(|a| a.stop.is_none())
         .filter_map(|a| a.params.grammar.as_mut())
         .collect();
-    if constraints.is_empty() || !spare_core(model.compute_threads()) {
+    if constraints.is_empty() {
         return model.forward(batch, logits);
     }
     std::thread::scope(|scope| {

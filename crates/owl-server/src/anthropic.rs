@@ -17,6 +17,7 @@ use owl_engine::{SeqRequest, StopReason};
 use owl_tokenizer::ChatMessage;
 use serde_json::{json, Value};
 
+use crate::chat::ReplySplit;
 use crate::engine::{Finished, StreamEvent, Submit};
 use crate::error::ApiError;
 use crate::fields::Fields;
@@ -229,19 +230,14 @@ pub async fn messages(State(state): State<SharedState>, body: RequestBody) -> Re
     let id = message_id();
     let model = state.model.name.clone();
     let mut clock = clock;
-    let mut parser = chat.split.map(|s| s.parser());
     if !stream {
         let (text, f) = crate::engine::collect_text(&mut rx, &mut clock, &state.metrics).await?;
         drop(guard);
-        let pieces = match &mut parser {
-            Some(p) => {
-                let mut pieces = Vec::new();
-                p.push(&text, &mut pieces);
-                p.finish(&mut pieces);
-                pieces
-            }
+        let pieces = match &chat.split {
+            Some(split) => split.pieces(&text),
             None => vec![ReplyPiece::Content(text)],
         };
+        let made_calls = pieces.iter().any(|p| matches!(p, ReplyPiece::Call(_)));
         let mut content: Vec<Value> = Vec::new();
         for piece in pieces {
             let (kind, key, text) = match piece {
@@ -264,7 +260,6 @@ pub async fn messages(State(state): State<SharedState>, body: RequestBody) -> Re
         if content.is_empty() {
             content.push(json!({"type": "text", "text": ""}));
         }
-        let made_calls = parser.as_ref().is_some_and(ReplyParser::made_calls);
         let (reason, sequence) = stop_reason(&f, made_calls);
         return Ok(Json(json!({
             "id": id, "type": "message", "role": "assistant", "model": model,
@@ -289,6 +284,7 @@ pub async fn messages(State(state): State<SharedState>, body: RequestBody) -> Re
         ),
         event("ping", json!({"type": "ping"})),
     ];
+    let parser = chat.split.as_ref().map(ReplySplit::parser);
     let blocks = Blocks { open: None, next: 0 };
     let body = stream::unfold(Some((rx, guard, clock, parser, blocks)), move |s| {
         let state = state.clone();

@@ -8,7 +8,7 @@ use owl_engine::GrammarSpec;
 use owl_tokenizer::ChatMessage;
 
 use crate::error::ApiError;
-use crate::tools::{format, ReplyParser, ToolFormat, ToolRequest};
+use crate::tools::{format, ReplyParser, ReplyPiece, ToolFormat, ToolRequest};
 use crate::SharedState;
 
 /// How a reply is split into reasoning, content and calls.
@@ -27,6 +27,15 @@ pub struct ReplySplit {
 impl ReplySplit {
     pub fn parser(&self) -> ReplyParser {
         ReplyParser::new(self.tools, self.think, self.in_think).with_tool_names(self.names.clone())
+    }
+
+    /// The pieces of a whole (not streamed) reply.
+    pub fn pieces(&self, text: &str) -> Vec<ReplyPiece> {
+        let mut parser = self.parser();
+        let mut pieces = Vec::new();
+        parser.push(text, &mut pieces);
+        parser.finish(&mut pieces);
+        pieces
     }
 }
 

@@ -265,12 +265,8 @@ async fn generate(
         let Some(split) = split else {
             return Ok(Json(last(&state, shape, &text, &f, started)).into_response());
         };
-        let mut parser = split.parser();
-        let mut pieces = Vec::new();
-        parser.push(&text, &mut pieces);
-        parser.finish(&mut pieces);
         let mut answer = last(&state, shape, "", &f, started);
-        answer["message"] = reply_message(pieces);
+        answer["message"] = reply_message(split.pieces(&text));
         return Ok(Json(answer).into_response());
     }
     let parser = split.map(|s| s.parser());

@@ -322,11 +322,7 @@ async fn run(state: SharedState, job: Job, dialect: Dialect) -> Result<Response,
     drop(guards);
     if let Some(split) = job.split {
         for c in &mut choices {
-            let mut parser = split.parser();
-            let mut pieces = Vec::new();
-            parser.push(&std::mem::take(&mut c.text), &mut pieces);
-            parser.finish(&mut pieces);
-            for piece in pieces {
+            for piece in split.pieces(&std::mem::take(&mut c.text)) {
                 match piece {
                     ReplyPiece::Content(t) => c.text.push_str(&t),
                     ReplyPiece::Reasoning(t) => c.reasoning.push_str(&t),

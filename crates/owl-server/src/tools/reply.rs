@@ -215,7 +215,7 @@ impl ReplyParser {
                             }
                         }
                         None => {
-                            let keep = if end { 0 } else { held_suffix(&self.buf, &markers) };
+                            let keep = if end { 0 } else { held_suffix(&self.buf, markers) };
                             let settled = self.buf.len() - keep;
                             if settled == 0 {
                                 return;
@@ -253,12 +253,12 @@ impl ReplyParser {
         }
     }
 
-    fn markers(&self) -> Vec<&'static str> {
+    fn markers(&self) -> &'static [&'static str] {
         match self.tools {
-            None => Vec::new(),
-            Some(ToolFormat::Hermes | ToolFormat::Generic) => vec![HERMES_OPEN],
-            Some(ToolFormat::Llama3) => vec![PYTHON_TAG],
-            Some(ToolFormat::Mistral | ToolFormat::MistralArgs) => vec![MISTRAL_CALLS],
+            None => &[],
+            Some(ToolFormat::Hermes | ToolFormat::Generic) => &[HERMES_OPEN],
+            Some(ToolFormat::Llama3) => &[PYTHON_TAG],
+            Some(ToolFormat::Mistral | ToolFormat::MistralArgs) => &[MISTRAL_CALLS],
         }
     }
 
