@@ -3,7 +3,8 @@
 # follows the page would: the set-up blocks build owl and install it (into a temporary
 # CARGO_INSTALL_ROOT put first on PATH, so the user's own ~/.cargo/bin is left alone), and
 # the examples then call that `owl`. A block fails when any of its commands fails
-# (bash -e, pipefail). A block preceded by `<!-- readme-test: skip: REASON -->` is not run
+# (bash -e, pipefail). The blocks share one model store, empty at the start (OWL_HOME).
+# A block preceded by `<!-- readme-test: skip: REASON -->` is not run
 # and the reason is printed; only the test command itself is marked so.
 #
 #   scripts/readme-test.sh [README]     (default: README.md)
@@ -17,6 +18,8 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 export CARGO_INSTALL_ROOT="$work/cargo-root"
 export PATH="$CARGO_INSTALL_ROOT/bin:$PATH"
+# A reader starts with an empty model store: the main command must pull what it needs.
+export OWL_HOME="$work/owl-home"
 
 # Split the README into numbered block files: blocks/N.sh, with blocks/N.line (its first
 # line number) and blocks/N.skip (the reason) where it is marked.

@@ -13,18 +13,5 @@ PINS=(
   "ollama==0.6.3"
   "jsonschema==4.26.0"
 )
-STAMP="$VENV/.owl-pins"
-WANT="$(printf '%s\n' "${PINS[@]}")"
-
-if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
-  echo "$VENV/bin/python"
-  exit 0
-fi
-
-mkdir -p "$(dirname "$VENV")"
-# A half-made venv from an interrupted run is replaced, not patched.
-rm -rf "$VENV"
-python3 -m venv "$VENV" >&2
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PINS[@]}" >&2
-printf '%s' "$WANT" > "$STAMP"
-echo "$VENV/bin/python"
+source "$(dirname "$0")/../pinned-venv.sh"
+pinned_venv "$VENV" "${PINS[@]}"

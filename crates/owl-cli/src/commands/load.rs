@@ -23,6 +23,8 @@ pub struct LoadedModel {
     pub tokenizer: Tokenizer,
     /// What to call the model in output: the MODEL argument as given.
     pub name: String,
+    /// The model file's own name (a store model's, not its blob's digest name).
+    pub file_name: String,
     /// The file (GGUF) or directory (safetensors) MODEL resolved to.
     pub path: PathBuf,
     /// Bytes of the weight file(s).
@@ -50,7 +52,8 @@ pub fn load(
 fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::Result<LoadedModel> {
     let options = LoadOptions { threads, max_batch_tokens };
     let name = arg.to_string_lossy().into_owned();
-    match model_ref::resolve(arg)? {
+    let (source, file_name) = model_ref::resolve_with_label(arg)?;
+    match source {
         ModelSource::Gguf(path) => {
             let gguf = GgufFile::open(&path).with_context(|| format!("{}", path.display()))?;
             let tokenizer = Tokenizer::from_gguf(&gguf).with_context(|| format!("{}: tokenizer", path.display()))?;
@@ -59,7 +62,7 @@ fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::R
             drop(gguf);
             let model =
                 Model::load_gguf(&path, &options).with_context(|| format!("{}: loading the model", path.display()))?;
-            Ok(LoadedModel { model, tokenizer, name, path, file_size, parameters })
+            Ok(LoadedModel { model, tokenizer, name, file_name, path, file_size, parameters })
         }
         ModelSource::Safetensors { dir, weights } => {
             if !weights.is_dir() {
@@ -74,7 +77,7 @@ fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::R
             let tokenizer = Tokenizer::from_hf_dir(&dir).with_context(|| format!("{}: tokenizer", dir.display()))?;
             let model =
                 Model::load_hf_dir(&dir, &options).with_context(|| format!("{}: loading the model", dir.display()))?;
-            Ok(LoadedModel { model, tokenizer, name, path: dir, file_size, parameters })
+            Ok(LoadedModel { model, tokenizer, name, file_name, path: dir, file_size, parameters })
         }
     }
 }

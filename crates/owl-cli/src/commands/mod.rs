@@ -1,6 +1,8 @@
 //! One module per subcommand; `run` dispatches on the parsed command line.
 
 mod bench;
+mod bom;
+mod catalog;
 mod constraint;
 mod detokenize;
 mod generate;
@@ -8,9 +10,12 @@ mod inspect;
 mod interrupt;
 mod load;
 mod perplexity;
+pub mod pull_progress;
 mod run;
 mod sampling;
 mod serve;
+mod show;
+mod store;
 mod tensor;
 mod token_report;
 mod tokenize;
@@ -29,5 +34,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Perplexity(args) => perplexity::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Pull(args) => store::pull(&args),
+        Command::List(args) => store::list(&args),
+        Command::Rm(args) => store::rm(&args),
+        Command::Import(args) => store::import(&args),
+        Command::Show(args) => show::run(&args),
+        Command::Catalog(args) => catalog::run(&args),
+        Command::Bom(args) => bom::run(&args),
     }
 }

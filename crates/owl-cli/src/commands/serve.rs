@@ -146,7 +146,7 @@ fn model_details(loaded: &load::LoadedModel) -> ModelDetails {
     let quantization_level = gguf
         .as_ref()
         .and_then(|g| g.get_u64("general.file_type"))
-        .and_then(crate::commands::inspect::file_type_name)
+        .and_then(owl_formats::gguf::file_type_name)
         .map(|n| n.trim_start_matches("MOSTLY_").trim_start_matches("ALL_").to_string())
         .unwrap_or_default();
     let p = loaded.parameters as f64;

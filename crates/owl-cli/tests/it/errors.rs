@@ -10,7 +10,7 @@ fn missing_path() {
     let line = assert_one_line_error(&owl(["inspect", "/nonexistent"]));
     assert_eq!(
         line,
-        "error: /nonexistent: no such file or directory, and not a known model name (known: smollm2, gemma3, qwen2.5-coder)"
+        "error: /nonexistent: no such file or directory, and not a name in the store or the catalog (`owl list` shows the store, `owl catalog` the names owl can pull)"
     );
 }
 

@@ -10,6 +10,7 @@ mod perplexity;
 mod resources;
 mod run;
 mod serve;
+mod store;
 mod support;
 mod tensor;
 mod tokenize;

