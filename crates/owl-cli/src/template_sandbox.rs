@@ -62,7 +62,14 @@ pub fn render(
         tools: tools.cloned(),
         add_generation_prompt,
     };
-    let exe = std::env::current_exe().context("locating the owl binary to render the chat template")?;
+    // The running binary itself, even when the file on disk was replaced since it started
+    // (an upgrade under a running server): Linux's /proc/self/exe is that inode.
+    let proc_exe = std::path::Path::new("/proc/self/exe");
+    let exe = if proc_exe.exists() {
+        proc_exe.to_path_buf()
+    } else {
+        std::env::current_exe().context("locating the owl binary to render the chat template")?
+    };
     let mut command = Command::new(exe);
     command.arg(SUBCOMMAND).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
     limit_child(&mut command);

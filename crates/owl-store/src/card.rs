@@ -210,7 +210,17 @@ impl Store {
             None => catalog.find(text),
         };
         let facts = match &local {
-            Some(r) => Some(file_facts(&r.path)?),
+            Some(r) => {
+                let mut facts = file_facts(&r.path)?;
+                // A GGUF pulled from a hub came with the repository's model card: what the
+                // file itself leaves unsaid, the card's front matter may say.
+                if r.manifest.format == ModelFormat::Gguf {
+                    if let Some(readme) = self.readme_facts(&r.manifest.files) {
+                        facts.metadata.fill_from(readme);
+                    }
+                }
+                Some(facts)
+            }
             None => None,
         };
         let store = local.as_ref().map(record);

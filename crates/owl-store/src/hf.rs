@@ -84,6 +84,9 @@ fn list_tree(http: &Http, base: &str, repo: &str, revision: &str) -> Result<Vec<
                 continue;
             }
             let Some(path) = item["path"].as_str() else { continue };
+            if !is_safe_relative_path(path) {
+                return Err(StoreError::data(&url, format!("the listing names an unsafe path '{path}'")));
+            }
             let sha256 = item["lfs"]["oid"]
                 .as_str()
                 .or_else(|| item["lfs"]["sha256"].as_str())
@@ -93,11 +96,28 @@ fn list_tree(http: &Http, base: &str, repo: &str, revision: &str) -> Result<Vec<
             out.push(TreeEntry { path: path.to_string(), size, sha256 });
         }
         match page.next {
-            Some(next) => url = crate::pypi::join_url(&url, &next),
+            // The token goes only to the endpoint's own origin.
+            Some(next) => {
+                let next = crate::pypi::join_url(&url, &next);
+                if !crate::pypi::same_origin(&next, base) {
+                    return Err(StoreError::data(&url, format!("the listing continues on another host ({next})")));
+                }
+                url = next;
+            }
             None => return Ok(out),
         }
     }
     Err(StoreError::data(format!("hf:{repo}"), "the listing did not end after 1000 pages"))
+}
+
+/// A relative path that stays inside the directory it is joined to: no absolute path, no
+/// `..`, `.` or empty segment, no backslash (a listing is the server's word, not ours).
+pub(crate) fn is_safe_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\\')
+        && !path.contains('\0')
+        && path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 /// Whether a GGUF file name carries `quant` as its own token (`…-Q4_K_M.gguf`,
@@ -185,6 +205,11 @@ pub(crate) fn plan(
         size: e.size,
     };
     let src = format!("hf:{repo}");
+    // The repository's model card goes along with a GGUF file (second, after the model):
+    // its front matter (license, base_model, datasets) is what `owl show` reports for a
+    // file the catalog does not know.
+    let readme = tree.iter().find(|e| e.path.eq_ignore_ascii_case("README.md")).map(remote);
+    let with_readme = |gguf: RemoteFile| -> Vec<RemoteFile> { std::iter::once(gguf).chain(readme.clone()).collect() };
     if let Some(file) = file {
         let entry = tree
             .iter()
@@ -196,7 +221,7 @@ pub(crate) fn plan(
                 format!("'{file}' is not a .gguf file; name the repository alone to pull a safetensors model as a directory"),
             ));
         }
-        return Ok(Plan { format: ModelFormat::Gguf, files: vec![remote(entry)] });
+        return Ok(Plan { format: ModelFormat::Gguf, files: with_readme(remote(entry)) });
     }
     let ggufs: Vec<&TreeEntry> = tree
         .iter()
@@ -207,7 +232,7 @@ pub(crate) fn plan(
         return match matching.as_slice() {
             [] if ggufs.is_empty() => Err(StoreError::NotFound(format!("{src}: the repository holds no GGUF file"))),
             [] => Err(StoreError::NotFound(format!("{src}: no GGUF file for {q} (available: {})", quants(&ggufs)))),
-            [one] => Ok(Plan { format: ModelFormat::Gguf, files: vec![remote(one)] }),
+            [one] => Ok(Plan { format: ModelFormat::Gguf, files: with_readme(remote(one)) }),
             many if many.iter().all(|e| is_shard(&e.path)) => Err(StoreError::data(
                 &src,
                 format!("{q} is split into {} files (gguf-split); owl loads single-file GGUF only", many.len()),
@@ -223,7 +248,7 @@ pub(crate) fn plan(
         };
     }
     match ggufs.as_slice() {
-        [one] => return Ok(Plan { format: ModelFormat::Gguf, files: vec![remote(one)] }),
+        [one] => return Ok(Plan { format: ModelFormat::Gguf, files: with_readme(remote(one)) }),
         [] => {}
         _ => {
             return Err(StoreError::data(
@@ -235,7 +260,17 @@ pub(crate) fn plan(
             ))
         }
     }
-    let files: Vec<RemoteFile> = tree.iter().filter(|e| wanted_in_safetensors_repo(&e.path)).map(remote).collect();
+    // Mistral's repositories hold the weights twice: HF shards and `consolidated.*`.
+    let has_hf_weights = tree.iter().any(|e| {
+        let name = e.path.rsplit('/').next().unwrap_or(&e.path);
+        name.starts_with("model") && name.ends_with(".safetensors")
+    });
+    let files: Vec<RemoteFile> = tree
+        .iter()
+        .filter(|e| wanted_in_safetensors_repo(&e.path))
+        .filter(|e| !(has_hf_weights && e.path.starts_with("consolidated") && e.path.ends_with(".safetensors")))
+        .map(remote)
+        .collect();
     if !files.iter().any(|f| f.path.ends_with(".safetensors")) {
         return Err(StoreError::NotFound(format!("{src}: the repository holds neither GGUF nor safetensors weights")));
     }
@@ -263,5 +298,9 @@ mod tests {
         );
         assert!(!wanted_in_safetensors_repo(".gitattributes"));
         assert_eq!(encode_path("a b/c+d.gguf"), "a%20b/c%2Bd.gguf");
+        assert!(is_safe_relative_path("sub/model.safetensors") && is_safe_relative_path("a..b/c"));
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\\..\\b"] {
+            assert!(!is_safe_relative_path(bad), "{bad}");
+        }
     }
 }

@@ -49,9 +49,11 @@ impl Http {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
-            // A stalled body read fails so the download can resume; a slow one is fine.
+            // A whole body may take as long as it takes; a read that stalls for a minute
+            // fails, and the download resumes on a new connection.
             .timeout_recv_body(None)
             .timeout_per_call(None)
+            .timeout_per_read(Some(Duration::from_secs(60)))
             .user_agent(concat!("owl/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
@@ -91,6 +93,11 @@ impl Http {
     /// Downloads `url` into `part`, resuming what `part` already holds with a Range request,
     /// and retrying a dropped connection. Returns the file's sha256 and size after checking
     /// them against `expected`; on a mismatch `part` is deleted.
+    ///
+    /// A part is only resumed when the result can be trusted to be one file: with an
+    /// expected digest, or with the validator (strong ETag, else Last-Modified) its first
+    /// response gave, sent back as `If-Range` so that a file changed in between comes whole
+    /// (200) rather than spliced. The validator is kept beside the part (`.validator`).
     pub(crate) fn download(
         &self,
         url: &str,
@@ -101,6 +108,11 @@ impl Http {
         events: &dyn Fn(&PullEvent),
     ) -> Result<(String, u64)> {
         let what = |s: &str| format!("{s} {}", part.display());
+        let validator_path = {
+            let mut p = part.as_os_str().to_owned();
+            p.push(".validator");
+            std::path::PathBuf::from(p)
+        };
         let mut file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -108,22 +120,26 @@ impl Http {
             .open(part)
             .map_err(StoreError::io(what("cannot open")))?;
         let mut have = file.metadata().map_err(StoreError::io(what("cannot stat")))?.len();
-        if expected.size.is_some_and(|size| have > size) {
+        let mut validator = std::fs::read_to_string(&validator_path).ok().filter(|v| !v.trim().is_empty());
+        let unverifiable = expected.sha256.is_none() && validator.is_none();
+        if have > 0 && (unverifiable || expected.size.is_some_and(|size| have > size)) {
             file.set_len(0).map_err(StoreError::io(what("cannot truncate")))?;
             have = 0;
         }
+        let fetch = Fetch { url, headers, label, expected_size: expected.size, validator_path: &validator_path };
         let mut failures = 0;
         let mut restarted = false;
         loop {
             if expected.size == Some(have) && have > 0 {
                 break;
             }
-            match self.fetch_into(url, headers, &mut file, &mut have, label, expected.size, events) {
+            let before = have;
+            match self.fetch_into(&fetch, &mut file, &mut have, &mut validator, events) {
                 Ok(Fetched::Complete) => break,
                 Ok(Fetched::RangeNotSatisfiable) if have > 0 && !restarted => {
                     // Either the file was complete, or the part is not a prefix of it: the
-                    // digest below tells; a wrong part restarts once from zero.
-                    if verify(part, &mut file, label, expected, events).is_ok() {
+                    // digest tells; a wrong part restarts once from zero.
+                    if matches_expected(part, expected)? {
                         break;
                     }
                     file.set_len(0).map_err(StoreError::io(what("cannot truncate")))?;
@@ -133,6 +149,11 @@ impl Http {
                 Ok(Fetched::RangeNotSatisfiable) => return Err(status_error(url, 416)),
                 Err(FetchError::Fatal(e)) => return Err(e),
                 Err(FetchError::Dropped(message)) => {
+                    // Attempts count from the last one that made progress: a long download
+                    // over a flaky link goes on as long as it gets somewhere.
+                    if have > before {
+                        failures = 0;
+                    }
                     failures += 1;
                     if failures >= ATTEMPTS {
                         return Err(StoreError::Http {
@@ -146,23 +167,37 @@ impl Http {
                 }
             }
         }
-        verify(part, &mut file, label, expected, events)
+        let result = verify(part, &mut file, label, expected, events);
+        let _ = std::fs::remove_file(&validator_path);
+        result
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
+/// One download's fixed facts.
+struct Fetch<'a> {
+    url: &'a str,
+    headers: &'a [(&'a str, String)],
+    label: &'a str,
+    expected_size: Option<u64>,
+    validator_path: &'a Path,
+}
+
+impl Http {
     fn fetch_into(
         &self,
-        url: &str,
-        headers: &[(&str, String)],
+        fetch: &Fetch<'_>,
         file: &mut File,
         have: &mut u64,
-        label: &str,
-        expected_size: Option<u64>,
+        validator: &mut Option<String>,
         events: &dyn Fn(&PullEvent),
     ) -> std::result::Result<Fetched, FetchError> {
-        let mut all: Vec<(&str, String)> = headers.to_vec();
+        let (url, label, expected_size) = (fetch.url, fetch.label, fetch.expected_size);
+        let mut all: Vec<(&str, String)> = fetch.headers.to_vec();
         if *have > 0 {
             all.push(("Range", format!("bytes={have}-")));
+            if let Some(v) = validator.as_deref() {
+                all.push(("If-Range", v.to_string()));
+            }
         }
         let resp = self.get(url, &all).map_err(|e| match e {
             // Connection-level failures are worth another attempt.
@@ -173,9 +208,20 @@ impl Http {
         let total = match status {
             200 => {
                 if *have > 0 {
-                    // The server ignored the Range: start again.
+                    // The server ignored the Range, or the file changed (If-Range): start again.
                     file.set_len(0).map_err(|e| fatal_io(e, "cannot truncate"))?;
                     *have = 0;
+                }
+                // What a later resume must find unchanged.
+                let etag = header(&resp, "etag").filter(|e| !e.starts_with("W/"));
+                *validator = etag.or_else(|| header(&resp, "last-modified"));
+                match validator.as_deref() {
+                    Some(v) => {
+                        let _ = std::fs::write(fetch.validator_path, v);
+                    }
+                    None => {
+                        let _ = std::fs::remove_file(fetch.validator_path);
+                    }
                 }
                 header(&resp, "content-length").and_then(|v| v.parse::<u64>().ok())
             }
@@ -248,6 +294,18 @@ enum FetchError {
 
 fn fatal_io(e: std::io::Error, what: &str) -> FetchError {
     FetchError::Fatal(StoreError::Io { what: format!("{what} a download"), source: e })
+}
+
+/// Whether the part is the expected file (digest, else size); nothing is deleted.
+fn matches_expected(part: &Path, expected: Expected<'_>) -> Result<bool> {
+    let size = std::fs::metadata(part).map_err(StoreError::io(format!("cannot stat {}", part.display())))?.len();
+    if expected.size.is_some_and(|want| want != size) {
+        return Ok(false);
+    }
+    match expected.sha256 {
+        Some(want) => Ok(crate::hash::sha256_file(part)? == want),
+        None => Ok(expected.size.is_some()),
+    }
 }
 
 /// Hashes the finished part, syncs it, and checks it; a mismatch deletes it.

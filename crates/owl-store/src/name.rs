@@ -45,14 +45,6 @@ impl ModelName {
         p.push(format!("{}.json", self.tag));
         p
     }
-
-    /// `links/NAME.../TAG`, relative to the store.
-    pub(crate) fn links_path(&self) -> PathBuf {
-        let mut p = PathBuf::from("links");
-        p.extend(self.name.split('/'));
-        p.push(&self.tag);
-        p
-    }
 }
 
 fn check_segment(s: &str) -> std::result::Result<(), String> {

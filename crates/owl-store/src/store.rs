@@ -179,8 +179,8 @@ impl Store {
         Ok(out)
     }
 
-    /// The path to load: the blob of a GGUF, or `links/NAME/TAG/` holding a link per file
-    /// (made on first use) for a safetensors directory.
+    /// The path to load: the blob of a GGUF, or for a safetensors directory `links/KEY/`
+    /// holding a link per file (made on first use), KEY naming exactly this set of files.
     pub fn model_path(&self, manifest: &Manifest) -> Result<PathBuf> {
         for f in &manifest.files {
             let blob = self.blob_path(f.sha256());
@@ -198,19 +198,38 @@ impl Store {
                 Ok(self.blob_path(f.sha256()))
             }
             ModelFormat::Safetensors => {
-                let name = ModelName::parse(&manifest.name)?;
-                let dir = self.home.join(name.links_path());
+                if let Some(bad) = manifest.files.iter().find(|f| !crate::hf::is_safe_relative_path(&f.path)) {
+                    return Err(StoreError::data(
+                        &manifest.name,
+                        format!("the manifest names an unsafe path '{}'", bad.path),
+                    ));
+                }
+                let key = links_key(manifest);
+                let dir = self.home.join("links").join(&key);
+                if dir.is_dir() {
+                    return Ok(dir);
+                }
+                // Built aside and renamed into place: two first uses at once each build
+                // their own, one rename wins, and nobody sees a half-made directory.
+                let links = self.dir("links")?;
+                let tmp = tempfile::Builder::new()
+                    .prefix(".building-")
+                    .tempdir_in(&links)
+                    .map_err(StoreError::io(format!("cannot create a directory in {}", links.display())))?;
                 for f in &manifest.files {
-                    let link = dir.join(&f.path);
-                    if std::fs::read_link(&link).is_ok_and(|t| t == self.blob_path(f.sha256())) {
-                        continue;
-                    }
+                    let link = tmp.path().join(&f.path);
                     if let Some(parent) = link.parent() {
                         std::fs::create_dir_all(parent)
                             .map_err(StoreError::io(format!("cannot create {}", parent.display())))?;
                     }
-                    let _ = std::fs::remove_file(&link);
                     link_file(&self.blob_path(f.sha256()), &link)?;
+                }
+                let built = tmp.keep();
+                if std::fs::rename(&built, &dir).is_err() {
+                    let _ = std::fs::remove_dir_all(&built);
+                    if !dir.is_dir() {
+                        return Err(StoreError::NotFound(format!("cannot make {}", dir.display())));
+                    }
                 }
                 Ok(dir)
             }
@@ -223,19 +242,29 @@ impl Store {
             let source = Source::parse(text)?.to_string();
             self.list()?.into_iter().find(|m| m.source == source)
         } else {
-            let name = match Catalog::builtin().find(text) {
-                Some(entry) => ModelName::parse(&entry.name)?,
-                None => match ModelName::parse(text) {
-                    Ok(n) => n,
-                    Err(_) => return Ok(None),
-                },
-            };
-            self.manifest(&name)?
+            self.named_manifest(text)?.map(|(_, m)| m)
         };
         match manifest {
             Some(manifest) => Ok(Some(ResolvedModel { path: self.model_path(&manifest)?, manifest })),
             None => Ok(None),
         }
+    }
+
+    /// The manifest a name means: the store name as written first (a user's own
+    /// `smollm2:latest` is theirs), else the catalog name it is an alias of.
+    fn named_manifest(&self, text: &str) -> Result<Option<(ModelName, Manifest)>> {
+        if let Ok(name) = ModelName::parse(text) {
+            if let Some(m) = self.manifest(&name)? {
+                return Ok(Some((name, m)));
+            }
+        }
+        if let Some(entry) = Catalog::builtin().find(text) {
+            let name = ModelName::parse(&entry.name)?;
+            if let Some(m) = self.manifest(&name)? {
+                return Ok(Some((name, m)));
+            }
+        }
+        Ok(None)
     }
 
     /// A model by store name, catalog name or source: from the store, else pulled first
@@ -251,47 +280,72 @@ impl Store {
         Ok(None)
     }
 
-    /// Removes a name; its blobs go too unless another name references them.
+    /// Removes a name; then every blob no name references goes (this name's, and any left
+    /// behind by a re-pull or a failed pull), while blobs another name uses stay.
     pub fn remove(&self, text: &str) -> Result<RemoveReport> {
-        let name = match Catalog::builtin().find(text) {
-            Some(entry) => ModelName::parse(&entry.name)?,
-            None => ModelName::parse(text)?,
-        };
         let _gc = self.lock_gc(true)?;
-        let Some(manifest) = self.manifest(&name)? else {
+        let Some((name, manifest)) = self.named_manifest(text)? else {
+            let name = ModelName::parse(text)?;
             return Err(StoreError::NotFound(format!("{name} is not in the store ({})", self.home.display())));
         };
         let path = self.home.join(name.manifest_path());
         std::fs::remove_file(&path).map_err(StoreError::io(format!("cannot remove {}", path.display())))?;
-        let links = self.home.join(name.links_path());
-        if links.exists() {
-            std::fs::remove_dir_all(&links).map_err(StoreError::io(format!("cannot remove {}", links.display())))?;
-        }
         remove_empty_parents(path.parent(), &self.home.join("manifests"));
-        let still_used: std::collections::HashSet<String> =
-            self.list()?.iter().flat_map(|m| m.files.iter().map(|f| f.digest.clone())).collect();
-        let mut report = RemoveReport::default();
-        for f in &manifest.files {
-            if still_used.contains(&f.digest) {
-                report.kept_blobs.push(f.digest.clone());
-                continue;
-            }
-            let blob = self.blob_path(f.sha256());
-            match std::fs::remove_file(&blob) {
-                Ok(()) => {
-                    report.freed_bytes += f.size;
-                    report.deleted_blobs.push(f.digest.clone());
+        let remaining = self.list()?;
+        let referenced: std::collections::HashSet<&str> =
+            remaining.iter().flat_map(|m| m.files.iter().map(|f| f.sha256())).collect();
+        let mut report = RemoveReport {
+            kept_blobs: manifest
+                .files
+                .iter()
+                .filter(|f| referenced.contains(f.sha256()))
+                .map(|f| f.digest.clone())
+                .collect(),
+            ..RemoveReport::default()
+        };
+        let blobs = self.home.join("blobs");
+        if let Ok(entries) = std::fs::read_dir(&blobs) {
+            for entry in entries.flatten() {
+                let file_name = entry.file_name();
+                let Some(hex) = file_name.to_str().and_then(|n| n.strip_prefix("sha256-")) else { continue };
+                if referenced.contains(hex) {
+                    continue;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::Io { what: format!("cannot remove {}", blob.display()), source: e }),
+                let size = entry.metadata().map_or(0, |m| m.len());
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => {
+                        report.freed_bytes += size;
+                        report.deleted_blobs.push(format!("sha256:{hex}"));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(StoreError::Io {
+                            what: format!("cannot remove {}", entry.path().display()),
+                            source: e,
+                        })
+                    }
+                }
             }
         }
+        // Link directories of file sets no manifest has any more.
+        let live: std::collections::HashSet<String> = remaining.iter().map(links_key).collect();
+        if let Ok(entries) = std::fs::read_dir(self.home.join("links")) {
+            for entry in entries.flatten() {
+                if !entry.file_name().to_str().is_some_and(|n| live.contains(n)) {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        report.deleted_blobs.sort();
         Ok(report)
     }
 
     /// Copies a local GGUF (or safetensors directory) into the store under `name`.
     pub fn import(&self, path: &Path, name: &str, events: &dyn Fn(&PullEvent)) -> Result<Manifest> {
         let name = ModelName::parse(name)?;
+        // Held from the first blob to the manifest, as a pull does: `rm` cannot collect a
+        // blob this import found already there and is about to name.
+        let _gc = self.lock_gc(false)?;
         let (format, files): (ModelFormat, Vec<(String, PathBuf)>) = if path.is_dir() {
             let mut files = Vec::new();
             collect_dir(path, path, &mut files)?;
@@ -348,10 +402,15 @@ impl Store {
             catalog: None,
             pulled: crate::time::rfc3339_utc(std::time::SystemTime::now()),
         };
-        let _gc = self.lock_gc(false)?;
         self.write_manifest(&name, &manifest)?;
         Ok(manifest)
     }
+}
+
+/// The name of a manifest's link directory: a digest of its files' paths and digests.
+fn links_key(manifest: &Manifest) -> String {
+    let listing: String = manifest.files.iter().map(|f| format!("{}\0{}\n", f.path, f.digest)).collect();
+    crate::hash::sha256_str(&listing)
 }
 
 fn walk_manifests(dir: &Path, out: &mut Vec<Manifest>) -> Result<()> {

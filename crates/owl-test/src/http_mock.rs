@@ -26,6 +26,8 @@ pub struct Route {
     pub ranges: bool,
     /// Answer only requests that carry this Authorization header value; others get 401.
     pub require_auth: Option<String>,
+    /// Sent as `ETag`; a Range request whose `If-Range` differs gets the whole body (200).
+    pub etag: Option<String>,
 }
 
 impl Route {
@@ -153,7 +155,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         return respond(&mut out, route.status, &route.content_type, &route.headers, &route.body);
     }
     let total = route.body.len();
-    let start = match headers.get("range").and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')) {
+    let if_range_fails = headers.get("if-range").is_some_and(|v| route.etag.as_deref() != Some(v.as_str()));
+    let range = if if_range_fails { None } else { headers.get("range") };
+    let start = match range.and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.strip_suffix('-')) {
         Some(s) if route.ranges => match s.parse::<usize>() {
             Ok(n) if n < total => Some(n),
             Ok(_) => {
@@ -178,6 +182,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     }
     if route.ranges {
         head.push_str("Accept-Ranges: bytes\r\n");
+    }
+    if let Some(etag) = &route.etag {
+        head.push_str(&format!("ETag: {etag}\r\n"));
     }
     for (k, v) in &route.headers {
         head.push_str(&format!("{k}: {v}\r\n"));

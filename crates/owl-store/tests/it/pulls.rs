@@ -32,12 +32,14 @@ fn hf_gguf_by_quant_resumes_after_a_dropped_connection() {
     let mut file = Route::file(q4.clone());
     file.drop_first = Some((1, 100_000));
     server.route("/org/repo-GGUF/resolve/main/m-Q4_K_M.gguf", file);
+    server.route("/org/repo-GGUF/resolve/main/README.md", Route::file(b"hi".to_vec()));
     let (home, store) = store_for(&server);
     let events = Events::default();
     let m = store.pull("hf:org/repo-GGUF:Q4_K_M", None, &events.sink()).expect("pull");
     assert_eq!(m.name, "hf.co/org/repo-gguf:q4_k_m");
     assert_eq!(m.format, ModelFormat::Gguf);
-    assert_eq!(m.files.len(), 1);
+    assert_eq!(m.files.len(), 2, "the GGUF, then the repository's model card");
+    assert_eq!(m.files[1].path, "README.md");
     assert_eq!(m.files[0].digest, format!("sha256:{}", sha256_hex(&q4)));
     assert_eq!(m.files[0].size, q4.len() as u64);
     let path = store.model_path(&m).expect("path");
@@ -124,7 +126,10 @@ fn concurrent_pulls_of_one_model_download_it_once() {
     let waited = Events::default();
     let (a, b) = std::thread::scope(|s| {
         let first = s.spawn(|| store.pull("hf:o/c:Q8_0", None, &|_| {}));
-        std::thread::sleep(Duration::from_millis(100));
+        // The second pull starts once the first is downloading (and holds the file's lock).
+        while server.requests("/o/c/resolve/main/c-Q8_0.gguf").is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let second = s.spawn(|| store.pull("hf:o/c:Q8_0", Some("other:name"), &waited.sink()));
         (first.join().expect("join"), second.join().expect("join"))
     });
@@ -182,4 +187,82 @@ fn gated_repositories_ask_for_a_token() {
     let (_home, store) = store_for(&server);
     let err = store.pull("hf:o/gated:Q4_K_M", None, &|_| {}).expect_err("401").to_string();
     assert!(err.contains("HTTP 401") && err.contains("HF_TOKEN"), "{err}");
+}
+
+/// The awkward answers to a resumed download: 416 for a part that is already whole, a
+/// server that ignores Range, and a file that changed between two attempts.
+#[test]
+fn resume_edge_cases() {
+    let server = MockServer::start();
+    let body = gguf_bytes(80_000, 11);
+    let home = tempfile::tempdir().expect("home");
+    let store = owl_store::Store::open(home.path());
+    let digest = sha256_hex(&body);
+
+    // A complete part left by a pull killed before it renamed it: the Range request gets
+    // 416, the part's digest is right, it is installed without a byte downloaded.
+    let partial = home.path().join("partial");
+    std::fs::create_dir_all(&partial).expect("mkdir");
+    std::fs::write(partial.join(format!("{digest}.part")), &body).expect("part");
+    server.route("/a.gguf", Route::file(body.clone()));
+    let m = store.pull(&format!("{}/a.gguf#sha256={digest}", server.url()), Some("a"), &|_| {}).expect("whole part");
+    assert_eq!(m.files[0].digest, format!("sha256:{digest}"));
+    assert!(server.requests("/a.gguf").iter().all(|r| r.header("range").is_some()), "only a range probe");
+
+    // A wrong part of the full length: 416, the digest says no, it starts over once.
+    store.remove("a").expect("rm");
+    let mut wrong = body.clone();
+    wrong[100] ^= 0xff;
+    std::fs::write(partial.join(format!("{digest}.part")), &wrong).expect("part");
+    let m = store.pull(&format!("{}/a.gguf#sha256={digest}", server.url()), Some("a"), &|_| {}).expect("restart");
+    assert_eq!(m.files[0].digest, format!("sha256:{digest}"));
+
+    // A server that ignores Range: the partial copy is dropped and the whole file taken.
+    store.remove("a").expect("rm");
+    let mut no_ranges = Route::file(body.clone());
+    no_ranges.ranges = false;
+    no_ranges.drop_first = Some((1, 30_000));
+    server.route("/b.gguf", no_ranges);
+    let m = store.pull(&format!("{}/b.gguf#sha256={digest}", server.url()), Some("b"), &|_| {}).expect("no ranges");
+    assert_eq!(m.files[0].digest, format!("sha256:{digest}"));
+
+    // No digest to check: a resume must prove the file unchanged (If-Range with its ETag).
+    // The file changes after the first attempt breaks off: the second answer is the whole
+    // new file, never the old prefix spliced to the new rest.
+    let old = gguf_bytes(60_000, 21);
+    let new = gguf_bytes(60_000, 22);
+    let mut first = Route::file(old.clone());
+    first.etag = Some("\"v1\"".into());
+    first.drop_first = Some((1, 20_000));
+    server.route("/c.gguf", first);
+    let url = format!("{}/c.gguf", server.url());
+    let err = {
+        // Break off after the first attempt by letting every later one fail too.
+        let mut gone = Route::file(Vec::new());
+        gone.status = 404;
+        let store2 = store.clone();
+        let handle = std::thread::spawn(move || store2.pull(&url, Some("c"), &|_| {}));
+        std::thread::sleep(Duration::from_millis(150));
+        server.route("/c.gguf", gone);
+        handle.join().expect("join")
+    };
+    assert!(err.is_err(), "the file went away");
+    let mut changed = Route::file(new.clone());
+    changed.etag = Some("\"v2\"".into());
+    server.route("/c.gguf", changed);
+    let m = store.pull(&format!("{}/c.gguf", server.url()), Some("c"), &|_| {}).expect("changed file");
+    assert_eq!(std::fs::read(store.model_path(&m).expect("path")).expect("read"), new, "the new file, whole");
+    let last = server.requests("/c.gguf").pop().expect("requests");
+    assert_eq!(last.header("if-range"), Some("\"v1\""), "the resume named the version it had");
+}
+
+#[test]
+fn a_catalog_listing_that_continues_elsewhere_is_refused() {
+    let server = MockServer::start();
+    let mut page = listing(&[]);
+    page.headers.push(("Link".into(), "<https://elsewhere.example/api/next>; rel=\"next\"".into()));
+    server.route("/api/models/o/pg/tree/main", page);
+    let (_home, store) = store_for(&server);
+    let err = store.pull("hf:o/pg:Q4_0", None, &|_| {}).expect_err("other host").to_string();
+    assert!(err.contains("another host"), "{err}");
 }

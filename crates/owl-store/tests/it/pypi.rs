@@ -77,3 +77,27 @@ fn a_model_split_over_two_packages_on_two_indexes() {
     assert!(err.contains("expected"), "{err}");
     assert_eq!(store.list().expect("list").len(), 1);
 }
+
+/// An index behind credentials (`https://user:password@host/simple`): the index page and
+/// the wheels on the index's own host get them; percent-encoding in them is decoded.
+#[test]
+fn a_private_index_gets_its_credentials_for_the_wheels_too() {
+    let server = MockServer::start();
+    let model = gguf_bytes(5_000, 3);
+    let w = wheel(&[("p/model.gguf", &model)]);
+    let auth = "Basic dTpwQHNz"; // base64("u:p@ss")
+    let mut page =
+        Route::html(&format!("<a href=\"/files/priv-1.0-py3-none-any.whl#sha256={}\">w</a>", sha256_hex(&w)));
+    page.require_auth = Some(auth.into());
+    server.route("/simple/priv/", page);
+    let mut file = Route::file(w);
+    file.require_auth = Some(auth.into());
+    server.route("/files/priv-1.0-py3-none-any.whl", file);
+    let home = tempfile::tempdir().expect("home");
+    let index = server.url().replace("http://", "http://u:p%40ss@");
+    let store = Store::open(home.path())
+        .with_index(IndexConfig { index_url: format!("{index}/simple"), extra_index_urls: vec![] });
+    let m = store.pull("pypi:priv", None, &|_| {}).expect("pull with credentials");
+    assert_eq!(m.files[0].digest, format!("sha256:{}", sha256_hex(&model)));
+    assert_eq!(m.source, "pypi:priv", "credentials never reach the manifest");
+}

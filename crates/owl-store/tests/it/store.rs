@@ -58,3 +58,28 @@ fn a_corrupt_manifest_is_an_error_that_names_it() {
     let err = store.list().expect_err("corrupt").to_string();
     assert!(err.contains("broken/latest.json") && err.contains("not a valid manifest"), "{err}");
 }
+
+/// A name the user gave wins over the catalog alias it shadows, and `rm` sweeps blobs no
+/// name references any more (left by a re-pull under the same name).
+#[test]
+fn own_names_shadow_catalog_aliases_and_rm_sweeps_orphans() {
+    let home = tempfile::tempdir().expect("home");
+    let store = Store::open(home.path());
+    let src = tempfile::tempdir().expect("src");
+    let (one, two) = (src.path().join("one.gguf"), src.path().join("two.gguf"));
+    std::fs::write(&one, gguf_bytes(3_000, 1)).expect("write");
+    std::fs::write(&two, gguf_bytes(3_000, 2)).expect("write");
+    let mine = store.import(&one, "smollm2", &|_| {}).expect("import");
+    assert_eq!(mine.name, "smollm2:latest");
+    let found = store.find_local("smollm2").expect("find").expect("the user's model");
+    assert_eq!(found.manifest.source, mine.source);
+    // Re-importing under the same name leaves the first file without a name.
+    let again = store.import(&two, "smollm2", &|_| {}).expect("again");
+    assert_ne!(again.files[0].digest, mine.files[0].digest);
+    assert_eq!(files_under(&home.path().join("blobs")).len(), 2);
+    let other = store.import(&two, "other", &|_| {}).expect("other");
+    let r = store.remove("smollm2").expect("rm the user's own");
+    assert_eq!(r.deleted_blobs, [mine.files[0].digest.clone()], "the orphan goes; the shared one stays");
+    assert_eq!(r.kept_blobs, [other.files[0].digest.clone()]);
+    assert!(store.find_local("smollm2").expect("find").is_none(), "the catalog's smollm2 was never pulled here");
+}
