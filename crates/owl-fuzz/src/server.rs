@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use owl_engine::{BatchModel, ModelError, Scheduler, SchedulerConfig};
 use owl_models::Batch;
-use owl_server::{AppState, ChatRenderer, EngineHandle, ModelDetails, ServedModel, ServerOptions};
+use owl_server::{ChatRenderer, EngineHandle, ModelDetails, Registry, ServedModel, ServerOptions};
 use owl_tokenizer::{ChatMessage, Tokenizer};
 use tower::ServiceExt;
 
@@ -151,15 +151,18 @@ fn harness() -> &'static Harness {
         let engine = EngineHandle::start(scheduler, tokenizer.clone()).expect("the engine thread starts");
         let model = ServedModel {
             name: "toy".into(),
+            aliases: Vec::new(),
             tokenizer: tokenizer.clone(),
             renderer: Some(Arc::new(PlainRenderer(tokenizer))),
             engine,
             hidden_size: 8,
             details: ModelDetails::default(),
             created: 0,
+            card: None,
         };
-        let options = ServerOptions { api_key: None, cors_origins: Vec::new(), max_body_bytes: MAX_BODY };
-        let router = owl_server::router(AppState::new(model, options));
+        let options = ServerOptions { max_body_bytes: MAX_BODY, ..ServerOptions::default() };
+        let registry = Registry::new(vec![model], options).expect("one model");
+        let router = owl_server::router(registry);
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         Harness { runtime, router }
     })

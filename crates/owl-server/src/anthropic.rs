@@ -24,7 +24,7 @@ use crate::fields::Fields;
 use crate::metrics::TokenClock;
 use crate::params::{check_fits, generate_params, json_body, RequestBody};
 use crate::tools::{anthropic_tools, ReplyParser, ReplyPiece, ToolCall};
-use crate::SharedState;
+use crate::Shared;
 
 /// An [`ApiError`] in Anthropic's shape.
 pub struct AnthropicError(pub ApiError);
@@ -176,21 +176,11 @@ fn message_id() -> String {
     format!("msg_{t:016x}{n:04x}")
 }
 
-pub async fn messages(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
+pub async fn messages(State(registry): State<Shared>, body: RequestBody) -> Result<Response> {
     let clock = TokenClock::start();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
-    match f.str("model")? {
-        Some(m) if m.eq_ignore_ascii_case(&state.model.name) => {}
-        Some(m) => {
-            return Err(ApiError::not_found(format!(
-                "model '{m}' is not served here; this server runs '{}'",
-                state.model.name
-            ))
-            .into())
-        }
-        None => return Err(ApiError::field("model", "is required").into()),
-    }
+    let state = registry.select_required(f.str("model")?)?;
     let max_tokens =
         f.integer("max_tokens", 1, i64::from(u32::MAX))?.ok_or_else(|| ApiError::field("max_tokens", "is required"))?;
     // Anthropic's temperature range is [0, 1].

@@ -6,7 +6,9 @@
 //! - [`ollama`]: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, `/api/show`, ...;
 //! - [`error`]: OpenAI's error object with the right status for every failure;
 //! - [`metrics`]: `/metrics` (Prometheus) and one log line per request;
-//! - this file: the router, shared state, API-key check, CORS, body limit, `/health`.
+//! - [`webui`]: the chat page at `/` (static files built in, a strict CSP);
+//! - this file: the router, the models served ([`Registry`]), API-key check, CORS, body
+//!   limit, `/health`.
 //!
 //! The server translates; the engine decides. Handlers turn a request into prompt ids and
 //! [`owl_engine::GenerateParams`], submit it to the engine thread and stream its events
@@ -25,6 +27,7 @@ pub mod ollama;
 pub mod openai;
 mod params;
 pub mod tools;
+mod webui;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -54,10 +57,12 @@ pub trait ChatRenderer: Send + Sync {
     fn template_source(&self) -> &str;
 }
 
-/// The model a server runs.
+/// A model a server runs.
 pub struct ServedModel {
     /// The name clients use (`model` field) and `/v1/models` lists.
     pub name: String,
+    /// Other names a request may give for it (the store's `name:tag`, the file's stem).
+    pub aliases: Vec<String>,
     pub tokenizer: Arc<Tokenizer>,
     /// `None`: a base model without a chat template; chat routes answer 400.
     pub renderer: Option<Arc<dyn ChatRenderer>>,
@@ -68,6 +73,9 @@ pub struct ServedModel {
     pub details: ModelDetails,
     /// Unix seconds when the model was loaded.
     pub created: u64,
+    /// What `owl show --json` says about it (license, openness card), for `/v1/models/{id}`
+    /// and the chat page's model panel.
+    pub card: Option<serde_json::Value>,
 }
 
 /// Facts about the served model's file.
@@ -95,19 +103,22 @@ pub struct ServerOptions {
     pub cors_origins: Vec<String>,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// Serve the chat page at `/` (off: `--no-webui`).
+    pub webui: bool,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { api_key: None, cors_origins: Vec::new(), max_body_bytes: 8 << 20 }
+        ServerOptions { api_key: None, cors_origins: Vec::new(), max_body_bytes: 8 << 20, webui: true }
     }
 }
 
-/// What every handler sees.
+/// What a handler sees of the model a request names.
 pub struct AppState {
     pub model: ServedModel,
     pub options: ServerOptions,
-    pub metrics: metrics::Metrics,
+    /// The server's metrics, shared by every model.
+    pub metrics: Arc<metrics::Metrics>,
     /// The grammar compiler for the model's vocabulary, built by the first request that
     /// asks for structured output (a few hundred milliseconds for a large vocabulary, which
     /// a server that never sees one should not pay at start).
@@ -119,18 +130,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(model: ServedModel, options: ServerOptions) -> Self {
+    pub fn new(model: ServedModel, options: ServerOptions, metrics: Arc<metrics::Metrics>) -> Self {
         let source = model.renderer.as_ref().map_or("", |r| r.template_source());
         let tool_format = tools::ToolFormat::detect(source);
         let think = source.contains("</think>");
-        AppState {
-            model,
-            options,
-            metrics: metrics::Metrics::default(),
-            grammar: tokio::sync::OnceCell::new(),
-            tool_format,
-            think,
-        }
+        AppState { model, options, metrics, grammar: tokio::sync::OnceCell::new(), tool_format, think }
     }
 
     /// `spec` compiled for the served model, off the async workers. A grammar that does not
@@ -163,17 +167,81 @@ impl AppState {
 
 pub type SharedState = Arc<AppState>;
 
+/// Every model a server runs; a request picks one by its `model` field.
+pub struct Registry {
+    /// In the order given; the first answers requests that name no model.
+    pub models: Vec<SharedState>,
+    pub options: ServerOptions,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+pub type Shared = Arc<Registry>;
+
+impl Registry {
+    /// At least one model; names (and aliases) must not collide.
+    pub fn new(models: Vec<ServedModel>, options: ServerOptions) -> Result<Registry, String> {
+        if models.is_empty() {
+            return Err("a server needs at least one model".into());
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for m in &models {
+            let name = m.name.to_ascii_lowercase();
+            if seen.contains(&name) {
+                return Err(format!("two models are called '{}'; give each its own name", m.name));
+            }
+            seen.push(name);
+        }
+        let metrics = Arc::new(metrics::Metrics::default());
+        let models = models.into_iter().map(|m| Arc::new(AppState::new(m, options.clone(), metrics.clone()))).collect();
+        Ok(Registry { models, options, metrics })
+    }
+
+    /// The model a request names: its name or an alias, in any letter case, with or without
+    /// Ollama's `:latest`; `None` (no `model` field) is the first model.
+    pub fn select(&self, requested: Option<&str>) -> Result<SharedState, ApiError> {
+        let Some(wanted) = requested else { return Ok(self.models[0].clone()) };
+        self.find(wanted).ok_or_else(|| ApiError {
+            code: Some("model_not_found"),
+            param: Some("model".into()),
+            ..ApiError::not_found(format!("model '{wanted}' is not served here; this server runs {}", self.names()))
+        })
+    }
+
+    /// As [`Registry::select`], for APIs where `model` is required (Ollama, Anthropic).
+    pub fn select_required(&self, requested: Option<&str>) -> Result<SharedState, ApiError> {
+        match requested {
+            None => Err(ApiError::field("model", "is required")),
+            some => self.select(some),
+        }
+    }
+
+    pub fn find(&self, wanted: &str) -> Option<SharedState> {
+        let matches = |name: &str| {
+            name.eq_ignore_ascii_case(wanted)
+                || wanted.strip_suffix(":latest").is_some_and(|w| name.eq_ignore_ascii_case(w))
+                || name.strip_suffix(":latest").is_some_and(|n| n.eq_ignore_ascii_case(wanted))
+        };
+        self.models.iter().find(|s| matches(&s.model.name) || s.model.aliases.iter().any(|a| matches(a))).cloned()
+    }
+
+    /// `'a', 'b'` for messages.
+    pub fn names(&self) -> String {
+        self.models.iter().map(|s| format!("'{}'", s.model.name)).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The router with every route and layer.
-pub fn router(state: AppState) -> Router {
-    let cors = cors_layer(&state.options.cors_origins);
-    let limit = state.options.max_body_bytes;
-    let state = Arc::new(state);
-    let api = Router::new()
+pub fn router(registry: Registry) -> Router {
+    let cors = cors_layer(&registry.options.cors_origins);
+    let limit = registry.options.max_body_bytes;
+    let webui = registry.options.webui;
+    let state = Arc::new(registry);
+    let api: Router<Shared> = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
@@ -189,9 +257,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/ps", get(ollama::ps))
         .route("/api/version", get(ollama::version))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
-    let router = Router::new()
-        .route("/health", get(health))
-        .merge(api)
+    let mut router = Router::new().route("/health", get(health)).merge(api);
+    if webui {
+        router = router.merge(webui::routes());
+    }
+    let router = router
         .route_layer(middleware::from_fn_with_state(state.clone(), metrics::observe))
         .fallback(not_found)
         .layer(middleware::from_fn(close_if_body_unread))
@@ -217,7 +287,7 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-async fn require_api_key(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+async fn require_api_key(State(state): State<Shared>, request: Request, next: Next) -> Response {
     if let Some(key) = &state.options.api_key {
         let headers = request.headers();
         let bearer = headers
@@ -294,11 +364,12 @@ impl http_body::Body for TrackedBody {
     }
 }
 
-async fn health(State(state): State<SharedState>) -> impl IntoResponse {
-    (StatusCode::OK, Json(json!({"status": "ok", "model": state.model.name})))
+async fn health(State(state): State<Shared>) -> impl IntoResponse {
+    let names: Vec<&str> = state.models.iter().map(|m| m.model.name.as_str()).collect();
+    (StatusCode::OK, Json(json!({"status": "ok", "model": names[0], "models": names})))
 }
 
-async fn not_found(State(state): State<SharedState>, request: Request) -> ApiError {
+async fn not_found(State(state): State<Shared>, request: Request) -> ApiError {
     let error = ApiError::not_found(format!("no route for {} {}", request.method(), request.uri().path()));
     params::discard_body(request.into_body(), state.options.max_body_bytes).await;
     error

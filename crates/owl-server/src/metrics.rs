@@ -16,7 +16,7 @@ use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::SharedState;
+use crate::Shared;
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
@@ -102,7 +102,7 @@ impl TokenClock {
 
 /// Counts and logs every request: one JSON line on stderr with method, route, status and
 /// milliseconds (never the body or the key).
-pub async fn observe(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+pub async fn observe(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route =
@@ -123,7 +123,7 @@ pub async fn observe(State(state): State<SharedState>, request: Request, next: N
     response
 }
 
-pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+pub async fn metrics(State(state): State<Shared>) -> impl IntoResponse {
     let mut out = String::new();
     let m = &state.metrics;
     let _ = writeln!(
@@ -135,8 +135,23 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
             let _ = writeln!(out, "owl_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
         }
     }
-    let gauges = state.model.engine.gauges();
-    let stats = gauges.stats.lock().map(|s| *s).unwrap_or_default();
+    // Totals over every model served.
+    let mut stats = owl_engine::SchedulerStats::default();
+    let (mut failures, mut queued, mut active, mut slots) = (0u64, 0usize, 0usize, 0usize);
+    for served in &state.models {
+        let gauges = served.model.engine.gauges();
+        let s = gauges.stats.lock().map(|s| *s).unwrap_or_default();
+        stats.steps += s.steps;
+        stats.admitted += s.admitted;
+        stats.finished += s.finished;
+        stats.prompt_tokens += s.prompt_tokens;
+        stats.cached_prompt_tokens += s.cached_prompt_tokens;
+        stats.generated_tokens += s.generated_tokens;
+        failures += gauges.failures.load(Ordering::Relaxed);
+        queued += gauges.queued.load(Ordering::Relaxed);
+        active += gauges.active.load(Ordering::Relaxed);
+        slots += served.model.engine.slots();
+    }
     let counter = |out: &mut String, name: &str, help: &str, v: u64| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
     };
@@ -153,26 +168,16 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
     counter(&mut out, "owl_generated_tokens_total", "Tokens generated.", stats.generated_tokens);
     counter(&mut out, "owl_sequences_finished_total", "Sequences that ended.", stats.finished);
     counter(&mut out, "owl_engine_steps_total", "Batched forward steps.", stats.steps);
-    counter(&mut out, "owl_engine_failures_total", "Steps that failed.", gauges.failures.load(Ordering::Relaxed));
+    counter(&mut out, "owl_engine_failures_total", "Steps that failed.", failures);
     gauge(
         &mut out,
         "owl_prefix_cache_hit_ratio",
         "Share of prompt tokens reused from the cache.",
         stats.prefix_hit_rate(),
     );
-    gauge(
-        &mut out,
-        "owl_queue_depth",
-        "Requests waiting for a sequence slot.",
-        gauges.queued.load(Ordering::Relaxed) as f64,
-    );
-    gauge(&mut out, "owl_active_sequences", "Sequences being generated.", gauges.active.load(Ordering::Relaxed) as f64);
-    gauge(
-        &mut out,
-        "owl_sequence_slots",
-        "Sequences generated at once at most (--parallel).",
-        state.model.engine.slots() as f64,
-    );
+    gauge(&mut out, "owl_queue_depth", "Requests waiting for a sequence slot.", queued as f64);
+    gauge(&mut out, "owl_active_sequences", "Sequences being generated.", active as f64);
+    gauge(&mut out, "owl_sequence_slots", "Sequences generated at once at most (--parallel).", slots as f64);
     m.request_duration.write(
         &mut out,
         "owl_request_duration_seconds",

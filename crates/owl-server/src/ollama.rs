@@ -25,7 +25,7 @@ use crate::error::ApiError;
 use crate::fields::Fields;
 use crate::params::{check_fits, generate_params, json_body, ollama_grammar, RequestBody};
 use crate::tools::ReplyPiece;
-use crate::{unix_now, SharedState};
+use crate::{unix_now, Shared, SharedState};
 
 /// An [`ApiError`] in Ollama's shape.
 pub struct OllamaError(pub ApiError);
@@ -51,16 +51,6 @@ impl IntoResponse for OllamaError {
 type Result<T> = std::result::Result<T, OllamaError>;
 
 /// Ollama names models `name:tag`; ours is `name` or `name:latest`.
-fn check_model(state: &SharedState, model: Option<&str>) -> Result<()> {
-    let Some(m) = model else { return Err(ApiError::field("model", "is required").into()) };
-    let base = m.strip_suffix(":latest").unwrap_or(m);
-    if base.eq_ignore_ascii_case(&state.model.name) {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!("model '{m}' not found; this server runs '{}'", state.model.name)).into())
-    }
-}
-
 fn tag(state: &SharedState) -> String {
     format!("{}:latest", state.model.name)
 }
@@ -122,11 +112,11 @@ fn params(state: &SharedState, f: &Fields<'_>) -> Result<GenerateParams> {
     Ok(p)
 }
 
-pub async fn chat(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
+pub async fn chat(State(registry): State<Shared>, body: RequestBody) -> Result<Response> {
     let started = Instant::now();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
-    check_model(&state, f.str("model")?)?;
+    let state = registry.select_required(f.str("model")?)?;
     check_keep_alive(&f)?;
     let grammar = ollama_grammar(&f)?;
     let messages: Vec<ChatMessage> = match f.get("messages") {
@@ -160,11 +150,11 @@ pub async fn chat(State(state): State<SharedState>, body: RequestBody) -> Result
     generate(state, chat.ids, params, stream, started, Shape::Chat, chat.split).await
 }
 
-pub async fn generate_route(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
+pub async fn generate_route(State(registry): State<Shared>, body: RequestBody) -> Result<Response> {
     let started = Instant::now();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
-    check_model(&state, f.str("model")?)?;
+    let state = registry.select_required(f.str("model")?)?;
     check_keep_alive(&f)?;
     let grammar = ollama_grammar(&f)?;
     let prompt_text = f.str("prompt")?.unwrap_or("");
@@ -350,11 +340,11 @@ fn split_lines(state: &SharedState, shape: Shape, pieces: Vec<ReplyPiece>) -> Ve
     bytes
 }
 
-pub async fn embed(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
+pub async fn embed(State(registry): State<Shared>, body: RequestBody) -> Result<Response> {
     let started = Instant::now();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
-    check_model(&state, f.str("model")?)?;
+    let state = registry.select_required(f.str("model")?)?;
     check_keep_alive(&f)?;
     let texts: Vec<String> = match f.get("input") {
         Some(Value::String(s)) => vec![s.clone()],
@@ -418,34 +408,48 @@ fn details(state: &SharedState) -> Value {
     })
 }
 
-pub async fn tags(State(state): State<SharedState>) -> Json<Value> {
-    Json(json!({"models": [{
-        "name": tag(&state),
-        "model": tag(&state),
-        "modified_at": rfc3339(state.model.created),
-        "size": state.model.details.size,
-        "details": details(&state),
-    }]}))
+pub async fn tags(State(registry): State<Shared>) -> Json<Value> {
+    let models: Vec<Value> = registry
+        .models
+        .iter()
+        .map(|state| {
+            json!({
+                "name": tag(state),
+                "model": tag(state),
+                "modified_at": rfc3339(state.model.created),
+                "size": state.model.details.size,
+                "details": details(state),
+            })
+        })
+        .collect();
+    Json(json!({ "models": models }))
 }
 
-pub async fn ps(State(state): State<SharedState>) -> Json<Value> {
+pub async fn ps(State(registry): State<Shared>) -> Json<Value> {
     // Loaded for the server's lifetime: no expiry to report but the far future.
-    Json(json!({"models": [{
-        "name": tag(&state),
-        "model": tag(&state),
-        "size": state.model.details.size,
-        "details": details(&state),
-        "expires_at": "2318-01-01T00:00:00Z",
-        "size_vram": 0,
-        "context_length": state.model.engine.context_size(),
-    }]}))
+    let models: Vec<Value> = registry
+        .models
+        .iter()
+        .map(|state| {
+            json!({
+                "name": tag(state),
+                "model": tag(state),
+                "size": state.model.details.size,
+                "details": details(state),
+                "expires_at": "2318-01-01T00:00:00Z",
+                "size_vram": 0,
+                "context_length": state.model.engine.context_size(),
+            })
+        })
+        .collect();
+    Json(json!({ "models": models }))
 }
 
-pub async fn show(State(state): State<SharedState>, body: RequestBody) -> Result<Response> {
+pub async fn show(State(registry): State<Shared>, body: RequestBody) -> Result<Response> {
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
     let model = f.str("model")?.or(f.str("name")?);
-    check_model(&state, model)?;
+    let state = registry.select_required(model)?;
     let template = state.model.tokenizer.chat_template().map(|t| t.source().to_string()).unwrap_or_default();
     let capabilities = ["completion", "embedding"];
     Ok(Json(json!({

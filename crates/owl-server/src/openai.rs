@@ -27,7 +27,7 @@ use crate::fields::Fields;
 use crate::metrics::TokenClock;
 use crate::params::{check_fits, generate_params, json_body, openai_grammar, RequestBody, MAX_TOP_LOGPROBS};
 use crate::tools::{openai_tools, ReplyParser, ReplyPiece};
-use crate::{unix_now, SharedState};
+use crate::{unix_now, Shared, SharedState};
 
 /// Most choices one request may ask for.
 const MAX_N: i64 = 8;
@@ -35,30 +35,24 @@ const MAX_N: i64 = 8;
 /// `system_fingerprint`: this build.
 const FINGERPRINT: &str = concat!("owl-", env!("CARGO_PKG_VERSION"));
 
-pub async fn models(State(state): State<SharedState>) -> Json<Value> {
-    Json(json!({"object": "list", "data": [model_object(&state)]}))
+pub async fn models(State(registry): State<Shared>) -> Json<Value> {
+    let data: Vec<Value> = registry.models.iter().map(model_object).collect();
+    Json(json!({"object": "list", "data": data}))
 }
 
-pub async fn model(State(state): State<SharedState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    check_model(&state, Some(&id))?;
-    Ok(Json(model_object(&state)))
+/// One model; beyond OpenAI's fields, `owl` carries what `owl show --json` knows of it
+/// (license, openness card) when the server was given it.
+pub async fn model(State(registry): State<Shared>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let state = registry.select(Some(&id))?;
+    let mut object = model_object(&state);
+    if let Some(card) = &state.model.card {
+        object["owl"] = card.clone();
+    }
+    Ok(Json(object))
 }
 
 fn model_object(state: &SharedState) -> Value {
     json!({"id": state.model.name, "object": "model", "created": state.model.created, "owned_by": "owl"})
-}
-
-/// The request's `model`: absent, or the served model's name (any case).
-fn check_model(state: &SharedState, model: Option<&str>) -> Result<(), ApiError> {
-    match model {
-        None => Ok(()),
-        Some(m) if m.eq_ignore_ascii_case(&state.model.name) => Ok(()),
-        Some(m) => Err(ApiError {
-            code: Some("model_not_found"),
-            param: Some("model".into()),
-            ..ApiError::not_found(format!("model '{m}' is not served here; this server runs '{}'", state.model.name))
-        }),
-    }
 }
 
 /// A fresh id like OpenAI's (`chatcmpl-…`): unique within the process, unpredictable enough
@@ -115,11 +109,11 @@ fn common_fields(f: &Fields<'_>, params: &mut GenerateParams, chat: bool) -> Res
     Ok((n, stream, include_usage))
 }
 
-pub async fn chat_completions(State(state): State<SharedState>, body: RequestBody) -> Result<Response, ApiError> {
+pub async fn chat_completions(State(registry): State<Shared>, body: RequestBody) -> Result<Response, ApiError> {
     let clock = TokenClock::start();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
-    check_model(&state, f.str("model")?)?;
+    let state = registry.select(f.str("model")?)?;
     let messages = chat_messages(&f)?;
     let mut params = generate_params(&f, &state.model.tokenizer)?;
     let (n, stream, include_usage) = common_fields(&f, &mut params, true)?;
@@ -168,11 +162,11 @@ fn chat_messages(f: &Fields<'_>) -> Result<Vec<ChatMessage>, ApiError> {
         .collect()
 }
 
-pub async fn completions(State(state): State<SharedState>, body: RequestBody) -> Result<Response, ApiError> {
+pub async fn completions(State(registry): State<Shared>, body: RequestBody) -> Result<Response, ApiError> {
     let clock = TokenClock::start();
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
-    check_model(&state, f.str("model")?)?;
+    let state = registry.select(f.str("model")?)?;
     let tokenizer = state.model.tokenizer.clone();
     let prompt = completion_prompt(&f, &tokenizer)?;
     let mut params = generate_params(&f, &tokenizer)?;
@@ -655,10 +649,10 @@ const MAX_EMBED_INPUTS: usize = 256;
 /// final norm) over the input's tokens, L2-normalised. `input`: a string, an array of
 /// strings, an array of token ids, or an array of such arrays; `encoding_format` `float`
 /// (default) or `base64` (little-endian f32, as OpenAI's client asks for by default).
-pub async fn embeddings(State(state): State<SharedState>, body: RequestBody) -> Result<Response, ApiError> {
+pub async fn embeddings(State(registry): State<Shared>, body: RequestBody) -> Result<Response, ApiError> {
     let body = json_body(body)?;
     let f = Fields::new(&body)?;
-    check_model(&state, f.str("model")?)?;
+    let state = registry.select(f.str("model")?)?;
     let base64 = match f.str("encoding_format")? {
         None | Some("float") => false,
         Some("base64") => true,

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::fields::Fields;
-use crate::SharedState;
+use crate::Shared;
 
 /// Most stop strings a request may give (OpenAI allows 4; llama.cpp more).
 pub const MAX_STOPS: usize = 16;
@@ -35,10 +35,10 @@ const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// each route answers the failure in its own dialect.
 pub struct RequestBody(pub Result<Bytes, ApiError>);
 
-impl FromRequest<SharedState> for RequestBody {
+impl FromRequest<Shared> for RequestBody {
     type Rejection = Infallible;
 
-    async fn from_request(request: Request, state: &SharedState) -> Result<Self, Infallible> {
+    async fn from_request(request: Request, state: &Shared) -> Result<Self, Infallible> {
         Ok(RequestBody(read_body(request, state.options.max_body_bytes).await))
     }
 }

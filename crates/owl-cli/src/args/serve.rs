@@ -5,13 +5,20 @@ use std::ffi::OsString;
 use clap::Args;
 
 use super::values;
-use super::MODEL_HELP;
 
-/// `owl serve MODEL [--host H] [--port P] [--parallel N] ...`.
+/// `owl serve MODEL... [--model MODEL]... [--host H] [--port P] [--parallel N] ...`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    #[arg(value_name = "MODEL", help = MODEL_HELP)]
-    pub model: OsString,
+    /// One or more models, each loaded at start and named in requests by its MODEL argument
+    /// (or its store name, or its file's stem); the first answers requests that name none.
+    /// Each is one of: a .gguf file, a Hugging Face model directory, or a store name such
+    /// as smollm2 (pulled on first use when the catalog knows it).
+    #[arg(value_name = "MODEL")]
+    pub models: Vec<OsString>,
+
+    /// Another model to serve (repeatable; the same as a further MODEL argument).
+    #[arg(long = "model", value_name = "MODEL")]
+    pub more_models: Vec<OsString>,
 
     /// Address to listen on; anything but a loopback address exposes the model to the
     /// network (set --api-key then).
@@ -58,7 +65,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = values::grace_seconds)]
     pub shutdown_grace: f64,
 
-    /// The name clients give as `model` [default: the MODEL argument].
+    /// The name clients give as `model` [default: the MODEL argument]; only with one model.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+
+    /// Do not serve the chat page at `/`.
+    #[arg(long)]
+    pub no_webui: bool,
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use owl_engine::{Scheduler, SchedulerConfig};
-use owl_server::{AppState, ChatRenderer, EngineHandle, ModelDetails, ServedModel, ServerOptions};
+use owl_server::{ChatRenderer, EngineHandle, ModelDetails, Registry, ServedModel, ServerOptions};
 use owl_tokenizer::{ChatMessage, TemplateOrigin, Tokenizer};
 
 use crate::args::ServeArgs;
@@ -43,9 +43,14 @@ impl ChatRenderer for TemplateRenderer {
     }
 }
 
-pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    let threads = load::threads_or_default(args.threads);
-    let loaded = load::load(&args.model, threads, MAX_BATCH_TOKENS, false)?;
+/// One model loaded, its engine thread started.
+struct Loaded {
+    model: ServedModel,
+    n_ctx: usize,
+}
+
+fn load_served(arg: &std::ffi::OsStr, name: Option<&str>, args: &ServeArgs, threads: usize) -> anyhow::Result<Loaded> {
+    let loaded = load::load(arg, threads, MAX_BATCH_TOKENS, false)?;
     let n_ctx = sampling::context_size(&loaded.model, args.ctx_size, args.parallel)?;
     let hidden_size = loaded.model.config().hidden_size;
     let details = model_details(&loaded);
@@ -70,25 +75,65 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         }
     };
     let engine = EngineHandle::start(scheduler, tokenizer.clone()).context("starting the engine thread")?;
-    let engine_for_shutdown = engine.clone();
-    let grace_period = Duration::from_secs_f64(args.shutdown_grace);
-    let name = args.name.clone().unwrap_or_else(|| loaded.name.clone());
+    // What `owl show --json` says, for /v1/models/{id} and the chat page; the card reads
+    // metadata only, and a model without one is still served.
+    let card = crate::commands::show::card_for(arg).ok().and_then(|c| serde_json::to_value(c).ok());
+    let mut aliases: Vec<String> = Vec::new();
+    let mut alias = |a: &str| {
+        if !a.is_empty() && !aliases.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+            aliases.push(a.to_string());
+        }
+    };
+    if let Some(card) = &card {
+        for key in [&card["name"], &card["store"]["name"]] {
+            if let Some(a) = key.as_str().filter(|a| !a.contains('/') || card["store"].is_object()) {
+                alias(a);
+            }
+        }
+    }
+    alias(loaded.file_name.strip_suffix(".gguf").unwrap_or(&loaded.file_name));
     let model = ServedModel {
-        name: name.clone(),
+        name: name.map_or_else(|| loaded.name.clone(), str::to_string),
+        aliases,
         tokenizer,
         renderer,
         engine,
         hidden_size,
         details,
         created: owl_server::unix_now(),
+        card,
     };
+    Ok(Loaded { model, n_ctx })
+}
+
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let threads = load::threads_or_default(args.threads);
+    let arguments: Vec<&std::ffi::OsString> = args.models.iter().chain(&args.more_models).collect();
+    if arguments.is_empty() {
+        anyhow::bail!("no model to serve: give one or more MODEL arguments (or --model MODEL)");
+    }
+    if args.name.is_some() && arguments.len() > 1 {
+        anyhow::bail!("--name names a single model; with several, each is named by its MODEL argument");
+    }
+    let mut served = Vec::new();
+    let mut contexts = Vec::new();
+    for arg in &arguments {
+        let loaded = load_served(arg, args.name.as_deref(), args, threads)?;
+        contexts.push(format!("{} ({} sequences of {} tokens)", loaded.model.name, args.parallel, loaded.n_ctx));
+        served.push(loaded.model);
+    }
+    let engines: Vec<EngineHandle> = served.iter().map(|m| m.engine.clone()).collect();
+    let grace_period = Duration::from_secs_f64(args.shutdown_grace);
     let options = ServerOptions {
         api_key: args.api_key.clone().filter(|k| !k.is_empty()),
         cors_origins: args.cors_origins.clone(),
         max_body_bytes: args.max_body_bytes,
+        webui: !args.no_webui,
     };
     let open = options.api_key.is_none();
-    let app = owl_server::router(AppState::new(model, options));
+    let webui = options.webui;
+    let registry = Registry::new(served, options).map_err(|e| anyhow!(e))?;
+    let app = owl_server::router(registry);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -106,9 +151,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                 "listening on {local} without --api-key: anyone who can reach it can use the model"
             ));
         }
+        let page = if webui { format!("; chat page at http://{local}/") } else { String::new() };
         printer::progress(&format!(
-            "owl serve: {name} on http://{local} ({} sequences of {n_ctx} tokens; OpenAI API under /v1)",
-            args.parallel
+            "owl serve: {} on http://{local} (OpenAI API under /v1{page})",
+            contexts.join(", ")
         ));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -130,7 +176,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             () = grace => {}
         }
         printer::progress("owl serve: grace period over; ending the remaining replies");
-        engine_for_shutdown.shutdown();
+        for engine in &engines {
+            engine.shutdown();
+        }
         // The engine ends every sequence within one step; the streams then send their
         // final chunks and close. A connection that does not drain is not waited for.
         match tokio::time::timeout(FINAL_CHUNKS, serving).await {

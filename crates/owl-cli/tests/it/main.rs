@@ -14,3 +14,4 @@ mod store;
 mod support;
 mod tensor;
 mod tokenize;
+mod webui;

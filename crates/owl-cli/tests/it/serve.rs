@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const KEY: &str = "test-key-123";
+pub(crate) const KEY: &str = "test-key-123";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -29,21 +29,28 @@ fn client_python() -> PathBuf {
 }
 
 /// A running `owl serve smollm2` on a free port.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     log: mpsc::Receiver<String>,
 }
 
 impl Server {
-    fn start(extra: &[&str]) -> Server {
+    pub(crate) fn start(extra: &[&str]) -> Server {
         Server::start_model("smollm2", &[&["-c", "1024"], extra].concat())
     }
 
     /// `owl serve MODEL` with `extra` flags (which set `-c`).
     fn start_model(model: &str, extra: &[&str]) -> Server {
+        Server::start_models(&[model], extra)
+    }
+
+    /// `owl serve MODEL...` with `extra` flags (which set `-c`).
+    pub(crate) fn start_models(models: &[&str], extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_owl"))
-            .args(["serve", model, "--port", "0", "--api-key", KEY, "-t", "2"])
+            .arg("serve")
+            .args(models)
+            .args(["--port", "0", "--api-key", KEY, "-t", "2"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -100,8 +107,13 @@ impl Server {
         eprint!("{stdout}");
     }
 
+    /// What the server logged so far.
+    pub(crate) fn log_lines(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+
     /// SIGTERM: the server stops accepting and exits 0.
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         // SAFETY: kill(2) with a pid we own and a valid signal.
         let rc = unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         assert_eq!(rc, 0);
