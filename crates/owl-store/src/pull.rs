@@ -103,7 +103,9 @@ impl Store {
                     sha256: sha256.as_deref().or(known.and_then(|k| k.sha256.as_deref())),
                     size: known.and_then(|k| k.size),
                 };
-                let file = self.fetch_file(http, url, &[], &label, expected, true, events)?;
+                // Credentials in the URL go as Basic auth, never into names or manifests.
+                let (plain, auth) = pypi::with_credentials(url);
+                let file = self.fetch_file(http, &plain, &auth, &label, expected, true, events)?;
                 (ModelFormat::Gguf, vec![file])
             }
             Source::HuggingFace { repo, revision, file, quant } => {

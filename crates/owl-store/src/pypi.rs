@@ -379,7 +379,7 @@ pub(crate) fn same_origin(a: &str, b: &str) -> bool {
 }
 
 /// `https://user:pass@host/…` → the URL without credentials and a Basic Authorization header.
-fn with_credentials(url: &str) -> (String, Vec<(&'static str, String)>) {
+pub(crate) fn with_credentials(url: &str) -> (String, Vec<(&'static str, String)>) {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return (url.to_string(), vec![]) };
     let host_end = url[scheme_end..].find('/').map_or(url.len(), |i| scheme_end + i);
     let Some(at) = url[scheme_end..host_end].rfind('@').map(|i| scheme_end + i) else {
@@ -411,7 +411,7 @@ fn percent_decode(s: &str) -> Vec<u8> {
     out
 }
 
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     with_credentials(url).0
 }
 

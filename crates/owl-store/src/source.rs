@@ -140,9 +140,10 @@ impl fmt::Display for Source {
                 }
                 Ok(())
             }
+            // Without credentials: this is what manifests, lists and BOMs show.
             Source::Url { url, sha256 } => match sha256 {
-                Some(h) => write!(f, "{url}#sha256={h}"),
-                None => write!(f, "{url}"),
+                Some(h) => write!(f, "{}#sha256={h}", crate::pypi::redact(url)),
+                None => write!(f, "{}", crate::pypi::redact(url)),
             },
             Source::PyPi { packages } => {
                 let specs: Vec<String> = packages
@@ -215,6 +216,7 @@ mod tests {
             assert!(Source::parse(bad).is_err(), "{bad} should be refused");
         }
         assert!(Source::looks_like_source("HF:a/b") && !Source::looks_like_source("smollm2"));
+        assert_eq!(Source::parse("https://user:secret@h/m.gguf").expect("creds").to_string(), "https://h/m.gguf");
         // Not ASCII: no slicing inside a character.
         for text in ["模型", "ééé", "h\u{e9}:x"] {
             assert!(!Source::looks_like_source(text));

@@ -266,3 +266,20 @@ fn a_catalog_listing_that_continues_elsewhere_is_refused() {
     let err = store.pull("hf:o/pg:Q4_0", None, &|_| {}).expect_err("other host").to_string();
     assert!(err.contains("another host"), "{err}");
 }
+
+/// Credentials in a URL source are sent as Basic auth and kept out of the manifest.
+#[test]
+fn url_credentials_are_used_but_never_stored() {
+    let server = MockServer::start();
+    let body = gguf_bytes(2_000, 31);
+    let mut file = Route::file(body.clone());
+    file.require_auth = Some("Basic dTpw".into()); // base64("u:p")
+    server.route("/priv/m.gguf", file);
+    let home = tempfile::tempdir().expect("home");
+    let store = owl_store::Store::open(home.path());
+    let url = server.url().replace("http://", "http://u:p@") + "/priv/m.gguf";
+    let m = store.pull(&url, None, &|_| {}).expect("pull with credentials");
+    assert_eq!(m.source, format!("{}/priv/m.gguf", server.url()));
+    let text = std::fs::read_to_string(home.path().join("manifests/m/latest.json")).expect("manifest");
+    assert!(!text.contains("u:p@"), "{text}");
+}
