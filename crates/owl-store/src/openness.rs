@@ -44,6 +44,30 @@ pub enum Osaid {
     Unknown,
 }
 
+impl MofClass {
+    /// As the card writes it: `I`, `II`, `III`, `none`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MofClass::I => "I",
+            MofClass::II => "II",
+            MofClass::III => "III",
+            MofClass::None => "none",
+            MofClass::Unknown => "unknown",
+        }
+    }
+}
+
+impl Osaid {
+    /// As the card writes it: `open source`, `open weights`, `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Osaid::OpenSource => "open source",
+            Osaid::OpenWeights => "open weights",
+            Osaid::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OpennessComponent {
     pub name: String,
@@ -319,6 +343,16 @@ pub fn front_matter(readme: &str) -> BTreeMap<String, String> {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
+
+    #[test]
+    fn names_match_the_json() {
+        for c in [MofClass::I, MofClass::II, MofClass::III, MofClass::None, MofClass::Unknown] {
+            assert_eq!(serde_json::to_value(c).expect("json"), c.as_str());
+        }
+        for v in [Osaid::OpenSource, Osaid::OpenWeights, Osaid::Unknown] {
+            assert_eq!(serde_json::to_value(v).expect("json"), v.as_str());
+        }
+    }
 
     #[test]
     fn licenses() {

@@ -145,21 +145,16 @@ impl Store {
         must_be_gguf: bool,
         events: &dyn Fn(&PullEvent),
     ) -> Result<ManifestFile> {
-        let stored = |digest: &str, size: u64, cached: bool| {
-            events(&PullEvent::Stored { file: label.to_string(), digest: format!("sha256:{digest}"), size, cached });
-            ManifestFile { path: label.to_string(), digest: format!("sha256:{digest}"), size }
-        };
-        let cached_size =
-            |digest: &str| std::fs::metadata(self.blob_path(digest)).ok().filter(|m| m.is_file()).map(|m| m.len());
+        let stored = |digest: &str, size: u64, cached: bool| self.stored(label, digest, size, cached, events);
         if let Some(digest) = expected.sha256 {
-            if let Some(size) = cached_size(digest) {
+            if let Some(size) = self.blob_size(digest) {
                 return Ok(stored(digest, size, true));
             }
         }
         let key = expected.sha256.map_or_else(|| sha256_str(url), str::to_string);
         let _lock = self.lock_download(&key, label, events)?;
         if let Some(digest) = expected.sha256 {
-            if let Some(size) = cached_size(digest) {
+            if let Some(size) = self.blob_size(digest) {
                 return Ok(stored(digest, size, true));
             }
         }
@@ -169,7 +164,7 @@ impl Store {
             let _ = std::fs::remove_file(&part);
             return Err(StoreError::data(label, "not a GGUF file (no GGUF magic); nothing was installed"));
         }
-        let cached = cached_size(&digest).is_some();
+        let cached = self.blob_size(&digest).is_some();
         if cached {
             let _ = std::fs::remove_file(&part);
         } else {

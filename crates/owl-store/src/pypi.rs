@@ -538,18 +538,14 @@ pub(crate) fn pull(
     events: &dyn Fn(&PullEvent),
 ) -> Result<ManifestFile> {
     let known_sha = known.and_then(|k| k.sha256.as_deref());
-    let stored = |name: &str, digest: &str, size: u64, cached: bool| {
-        events(&PullEvent::Stored { file: name.to_string(), digest: format!("sha256:{digest}"), size, cached });
-        ManifestFile { path: name.to_string(), digest: format!("sha256:{digest}"), size }
-    };
-    let cached_size = |digest: &str| std::fs::metadata(store.blob_path(digest)).ok().map(|m| m.len());
+    let stored = |name: &str, digest: &str, size: u64, cached: bool| store.stored(name, digest, size, cached, events);
     let label = known.and_then(|k| k.file.clone()).unwrap_or_else(|| source.to_string());
-    if let Some(size) = known_sha.and_then(cached_size) {
+    if let Some(size) = known_sha.and_then(|d| store.blob_size(d)) {
         return Ok(stored(&label, known_sha.unwrap_or_default(), size, true));
     }
     let key = known_sha.map_or_else(|| sha256_str(source), str::to_string);
     let _lock = store.lock_download(&key, &label, events)?;
-    if let Some(size) = known_sha.and_then(cached_size) {
+    if let Some(size) = known_sha.and_then(|d| store.blob_size(d)) {
         return Ok(stored(&label, known_sha.unwrap_or_default(), size, true));
     }
     let config = store.index_config();
@@ -603,7 +599,7 @@ pub(crate) fn pull(
         let _ = std::fs::remove_file(&assembled);
         return Err(StoreError::data(&label, "the assembled payload is not a GGUF file; nothing was installed"));
     }
-    let cached = cached_size(&digest).is_some();
+    let cached = store.blob_size(&digest).is_some();
     if cached {
         let _ = std::fs::remove_file(&assembled);
     } else {

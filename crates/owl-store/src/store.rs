@@ -86,6 +86,25 @@ impl Store {
         self.home.join("blobs").join(format!("sha256-{sha256_hex}"))
     }
 
+    /// The size of the blob with this digest, when the store has it.
+    pub(crate) fn blob_size(&self, sha256_hex: &str) -> Option<u64> {
+        std::fs::metadata(self.blob_path(sha256_hex)).ok().filter(|m| m.is_file()).map(|m| m.len())
+    }
+
+    /// A file now in the store, as a manifest lists it; says so to `events`.
+    pub(crate) fn stored(
+        &self,
+        label: &str,
+        sha256_hex: &str,
+        size: u64,
+        cached: bool,
+        events: &dyn Fn(&PullEvent),
+    ) -> ManifestFile {
+        let digest = format!("sha256:{sha256_hex}");
+        events(&PullEvent::Stored { file: label.to_string(), digest: digest.clone(), size, cached });
+        ManifestFile { path: label.to_string(), digest, size }
+    }
+
     pub(crate) fn dir(&self, rel: &str) -> Result<PathBuf> {
         let dir = self.home.join(rel);
         std::fs::create_dir_all(&dir).map_err(StoreError::io(format!("cannot create {}", dir.display())))?;

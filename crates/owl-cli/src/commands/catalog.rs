@@ -28,10 +28,8 @@ pub fn run(args: &CatalogArgs) -> anyhow::Result<()> {
         .iter()
         .map(|e| {
             let o = Openness::from_catalog(e);
-            let verdict =
-                serde_json::to_value(o.osaid).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            let class =
-                serde_json::to_value(o.mof_class).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let verdict = o.osaid.as_str();
+            let class = o.mof_class.as_str();
             let name =
                 if e.aliases.is_empty() { e.name.clone() } else { format!("{} ({})", e.name, e.aliases.join(", ")) };
             [

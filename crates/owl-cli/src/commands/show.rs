@@ -81,8 +81,8 @@ fn text(card: &ModelCard) -> Vec<String> {
     let mut out: Vec<String> = rows.iter().map(|(k, v)| format!("{k:<width$}  {v}")).collect();
 
     let o = &card.openness;
-    let verdict = serde_json::to_value(o.osaid).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-    let class = serde_json::to_value(o.mof_class).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let verdict = o.osaid.as_str();
+    let class = o.mof_class.as_str();
     out.push(String::new());
     out.push(format!("openness: {verdict} (OSI Open Source AI Definition), MOF class {class}"));
     out.push(format!("  {}", o.basis));

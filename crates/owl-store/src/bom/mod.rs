@@ -196,24 +196,6 @@ pub(super) fn released_comment(c: &OpennessComponent) -> String {
     }
 }
 
-pub(super) fn mof_class(class: MofClass) -> Option<&'static str> {
-    match class {
-        MofClass::I => Some("I"),
-        MofClass::II => Some("II"),
-        MofClass::III => Some("III"),
-        MofClass::None => Some("none"),
-        MofClass::Unknown => None,
-    }
-}
-
-pub(super) fn osaid(verdict: Osaid) -> Option<&'static str> {
-    match verdict {
-        Osaid::OpenSource => Some("open source"),
-        Osaid::OpenWeights => Some("open weights"),
-        Osaid::Unknown => None,
-    }
-}
-
 /// owl's own facts as `owl:*` name/value pairs: the openness card (every component, with
 /// what is known of it), the model's size, and the store's record.
 pub(super) fn owl_facts(card: &ModelCard) -> Vec<(String, String)> {
@@ -224,8 +206,9 @@ pub(super) fn owl_facts(card: &ModelCard) -> Vec<(String, String)> {
         }
     };
     let o = &card.openness;
-    put("openness:mof_class", mof_class(o.mof_class).map(str::to_string));
-    put("openness:osaid", osaid(o.osaid).map(str::to_string));
+    // "unknown" is left out, like every fact the card lacks.
+    put("openness:mof_class", Some(o.mof_class).filter(|c| *c != MofClass::Unknown).map(|c| c.as_str().to_string()));
+    put("openness:osaid", Some(o.osaid).filter(|v| *v != Osaid::Unknown).map(|v| v.as_str().to_string()));
     put("openness:basis", Some(o.basis.clone()));
     for c in &o.components {
         let key = |field: &str| format!("openness:component:{}:{field}", c.name);
