@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod convert;
 mod generation;
 mod serve;
 mod store;
 pub mod values;
 
+pub use convert::{ConvertArgs, QuantizeArgs};
 pub use generation::{BenchArgs, ConstraintArgs, GenerateArgs, GenerationArgs, PerplexityArgs, RunArgs};
 pub use serve::ServeArgs;
 pub use store::{BomArgs, BomFormat, CatalogArgs, ImportArgs, ListArgs, PullArgs, RmArgs, ShowArgs};
@@ -101,6 +103,11 @@ pub enum Command {
     Catalog(CatalogArgs),
     /// An AI bill of materials for a model: CycloneDX 1.6 or SPDX 3.0.1.
     Bom(BomArgs),
+    /// Convert a Hugging Face model directory (safetensors) to a GGUF file that llama.cpp,
+    /// Ollama and owl load: llama.cpp's tensor names, metadata and per-tensor types.
+    Convert(ConvertArgs),
+    /// Requantize a GGUF file to another type, with llama-quantize's per-tensor mixes.
+    Quantize(QuantizeArgs),
 }
 
 /// `owl inspect MODEL [--json] [--tensors]`.

@@ -7,4 +7,5 @@
 
 pub mod gguf;
 pub mod hf_config;
+mod mapped;
 pub mod safetensors;

@@ -4,6 +4,7 @@ mod bench;
 mod bom;
 mod catalog;
 mod constraint;
+mod convert;
 mod detokenize;
 mod generate;
 mod inspect;
@@ -41,5 +42,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => show::run(&args),
         Command::Catalog(args) => catalog::run(&args),
         Command::Bom(args) => bom::run(&args),
+        Command::Convert(args) => convert::convert(&args),
+        Command::Quantize(args) => convert::quantize(&args),
     }
 }

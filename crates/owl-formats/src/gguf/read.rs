@@ -154,23 +154,8 @@ impl GgufFile {
     /// for an owned (not mapped) file or a range outside the file; the OS may refuse the
     /// hint, which is not an error.
     pub fn release_pages(&self, range: &[u8]) {
-        #[cfg(unix)]
         if let Backing::Mmap(m) = &self.backing {
-            let base = m.as_ptr() as usize;
-            let (start, end) = (range.as_ptr() as usize, range.as_ptr() as usize + range.len());
-            if start < base || end > base + m.len() {
-                return;
-            }
-            const PAGE: usize = 4096;
-            let (first, last) = ((start - base).next_multiple_of(PAGE), (end - base) / PAGE * PAGE);
-            if first < last {
-                // SAFETY: MADV_DONTNEED on a read-only file mapping: the pages are dropped
-                // and refilled from the file on the next access, so every byte reads the
-                // same before and after (this map is never written through). The range is
-                // inside the map and page-aligned (the map itself starts on a page; 4 KiB
-                // divides every page size Linux uses).
-                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, first, last - first) };
-            }
+            crate::mapped::release_pages(m, range);
         }
     }
 

@@ -255,6 +255,15 @@ impl SafetensorsModel {
         self.by_name.get(name).map(|&i| self.view(self.order[i]))
     }
 
+    /// Drops the mapped pages lying wholly inside `range` (part of a tensor's `data`) from
+    /// resident memory, for bytes already copied elsewhere: a converter streaming tensor by
+    /// tensor keeps its footprint near one tensor. Later reads fault them in again.
+    pub fn release_pages(&self, range: &[u8]) {
+        for shard in &self.shards {
+            crate::mapped::release_pages(&shard.mmap, range);
+        }
+    }
+
     /// The tensor called `name`, or [`SafetensorsError::NoSuchTensor`].
     pub fn require(&self, name: &str) -> Result<TensorView<'_>, SafetensorsError> {
         self.tensor(name).ok_or_else(|| SafetensorsError::NoSuchTensor { name: name.to_string() })

@@ -1,0 +1,182 @@
+//! `owl quantize`: a GGUF file to another file type, tensor by tensor, with llama-quantize's
+//! per-tensor choices ([`crate::mix`]), tensor order and metadata.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use owl_formats::gguf::{GgmlType, GgufFile, GgufWriter, MetadataValue, TensorData, TensorInfo};
+use owl_kernels::quant::dequantize_row;
+
+use crate::error::ConvertError;
+use crate::file_type::FileType;
+use crate::mix::{self, MixModel, MixTensor};
+use crate::progress::Progress;
+use crate::stream::{block_format, RowSink};
+
+/// ggml's `GGML_QNT_VERSION`, which llama.cpp writes as `general.quantization_version`.
+pub const QUANTIZATION_VERSION: u32 = 2;
+
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    pub file_type: FileType,
+    /// Quantize tensors that are already quantized (llama-quantize's `--allow-requantize`):
+    /// the error of both roundings adds up, so it is refused unless asked for.
+    pub allow_requantize: bool,
+    /// Every quantizable tensor in the default type, no mix (llama-quantize's `--pure`).
+    pub pure: bool,
+}
+
+impl QuantizeOptions {
+    pub fn new(file_type: FileType) -> Self {
+        QuantizeOptions { file_type, allow_requantize: false, pure: false }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct QuantizeSummary {
+    pub path: PathBuf,
+    pub tensors: usize,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Tensors per element type written.
+    pub types: BTreeMap<String, usize>,
+    /// Tensors whose stored bytes were copied unchanged.
+    pub copied: usize,
+}
+
+/// What llama-quantize reads from a file's metadata to pick types.
+pub(crate) fn mix_model(meta: &dyn Fn(&str) -> Option<u64>, arch: &str, has_imatrix: bool) -> MixModel {
+    let get = |k: &str| meta(&format!("{arch}.{k}"));
+    let n_layer = get("block_count").unwrap_or(0) as usize;
+    let n_head = get("attention.head_count").unwrap_or(0) as usize;
+    let n_head_kv = get("attention.head_count_kv").map_or(n_head, |v| v as usize);
+    let is_70b = match arch {
+        "llama" => n_layer == 80 && n_head != n_head_kv,
+        "qwen2" => n_layer == 80,
+        _ => false,
+    };
+    MixModel {
+        n_layer,
+        n_expert: get("expert_count").unwrap_or(0) as usize,
+        n_gqa: n_head.checked_div(n_head_kv).unwrap_or(0),
+        is_70b,
+        has_imatrix,
+    }
+}
+
+/// Quantizes `input` to `out` (written atomically).
+pub fn quantize(
+    input: &Path,
+    out: &Path,
+    options: &QuantizeOptions,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<QuantizeSummary, ConvertError> {
+    let file = GgufFile::open(input)?;
+    let arch = file
+        .architecture()
+        .ok_or_else(|| ConvertError::Invalid(format!("{}: no general.architecture", input.display())))?
+        .to_string();
+    let model = mix_model(&|k| file.get_u64(k), &arch, false);
+    let mut tensors: Vec<&TensorInfo> = file.tensors().iter().collect();
+    tensors.sort_by(|a, b| mix::quantize_order(&a.name, &b.name));
+    let mix_tensors: Vec<MixTensor<'_>> = tensors.iter().map(|t| MixTensor { name: &t.name, ne: &t.shape }).collect();
+    let chosen: Vec<Option<GgmlType>> = if options.pure {
+        mix_tensors.iter().map(|&t| mix::allows_quantization(t).then(|| options.file_type.default_type())).collect()
+    } else {
+        mix::quantize_types(options.file_type, &model, &mix_tensors)
+    };
+    let types: Vec<GgmlType> = tensors.iter().zip(&chosen).map(|(t, c)| c.unwrap_or(t.ggml_type)).collect();
+
+    for (t, &ty) in tensors.iter().zip(&types) {
+        if ty == t.ggml_type {
+            continue;
+        }
+        if block_format(t.ggml_type).is_none() {
+            return Err(ConvertError::tensor(&t.name, format!("element type {} cannot be read", t.ggml_type)));
+        }
+        let requant = !matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
+        if requant && !options.allow_requantize {
+            return Err(ConvertError::tensor(
+                &t.name,
+                format!(
+                    "is already {}: requantizing to {ty} compounds both roundings; start from an F32/F16/BF16 \
+                     file, or pass --allow-requantize",
+                    t.ggml_type
+                ),
+            ));
+        }
+    }
+
+    let mut writer = GgufWriter::new();
+    writer.set_version(file.version())?;
+    for (k, v) in file.metadata() {
+        writer.set_metadata(k.clone(), v.clone());
+    }
+    // llama_model_quantize_impl: both keys removed, then appended, in this order.
+    for key in ["general.quantization_version", "general.file_type"] {
+        writer.remove_metadata(key);
+    }
+    writer.set_metadata("general.quantization_version", MetadataValue::U32(QUANTIZATION_VERSION));
+    writer.set_metadata("general.file_type", MetadataValue::U32(options.file_type.llama_ftype()));
+
+    let total: u64 = tensors.iter().zip(&types).map(|(t, ty)| ty.bytes_for(t.n_elements).unwrap_or(0)).sum();
+    progress(Progress::Start { tensors: tensors.len(), bytes: total });
+    let mut summary_types: BTreeMap<String, usize> = BTreeMap::new();
+    let mut copied = 0;
+    for (index, (t, &ty)) in tensors.iter().zip(&types).enumerate() {
+        *summary_types.entry(ty.name().to_string()).or_default() += 1;
+        let bytes = ty.bytes_for(t.n_elements).unwrap_or(0);
+        let data = file.tensor_data(t);
+        let file = &file;
+        let produce: owl_formats::gguf::TensorWriteFn<'_> = if ty == t.ggml_type {
+            copied += 1;
+            Box::new(move |w: &mut dyn std::io::Write| {
+                progress(Progress::Tensor { index, name: &t.name, ggml_type: ty.name(), bytes });
+                w.write_all(data)?;
+                file.release_pages(data);
+                Ok(())
+            })
+        } else {
+            Box::new(move |w: &mut dyn std::io::Write| {
+                progress(Progress::Tensor { index, name: &t.name, ggml_type: ty.name(), bytes });
+                requantize(file, t, ty, w)
+            })
+        };
+        writer.add_tensor(t.name.clone(), t.shape.clone(), ty, TensorData::Stream(produce))?;
+    }
+    let bytes_out = writer.write_file(out)?;
+    Ok(QuantizeSummary {
+        path: out.to_path_buf(),
+        tensors: tensors.len(),
+        bytes_in: file.file_size(),
+        bytes_out,
+        types: summary_types,
+        copied,
+    })
+}
+
+/// Dequantizes `t` row by row (slabs of about 8 MiB of f32) and writes it as `ty`.
+fn requantize(file: &GgufFile, t: &TensorInfo, ty: GgmlType, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("tensor {}: {e}", t.name));
+    let cols = t.shape.first().copied().unwrap_or(1) as usize;
+    let rows = (t.n_elements as usize) / cols.max(1);
+    let src_format = block_format(t.ggml_type).ok_or_else(|| invalid(format!("cannot read {}", t.ggml_type)))?;
+    let src_row = src_format.row_bytes(cols).ok_or_else(|| invalid("rows are not whole blocks".into()))?;
+    let data = file.tensor_data(t);
+    let mut sink = RowSink::new(w, &t.name, ty, cols)?;
+    let slab_rows = ((8 << 20) / 4 / cols.max(1)).clamp(1, rows.max(1));
+    let mut buf = vec![0f32; slab_rows * cols];
+    let mut r0 = 0;
+    while r0 < rows {
+        let r1 = (r0 + slab_rows).min(rows);
+        let slab = &mut buf[..(r1 - r0) * cols];
+        for (i, row) in slab.chunks_exact_mut(cols).enumerate() {
+            let at = (r0 + i) * src_row;
+            dequantize_row(src_format, &data[at..at + src_row], row).map_err(|e| invalid(e.to_string()))?;
+        }
+        sink.rows(slab)?;
+        file.release_pages(&data[r0 * src_row..r1 * src_row]);
+        r0 = r1;
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! owl-convert's cross-crate tests: fixture models converted and run through owl-models.
+
+mod fixtures;
