@@ -53,6 +53,10 @@ pub enum EngineError {
     )]
     NotEnoughTokens { have: usize, needed: usize, n_ctx: usize },
 
+    /// A KL-divergence base model with another vocabulary than the model's.
+    #[error("the base model has a vocabulary of {base} tokens, the model {model}: they cannot be compared")]
+    VocabularyMismatch { model: usize, base: usize },
+
     /// A perplexity window or a bench test does not fit into the model's context.
     #[error("{what} needs {needed} positions but the model's context holds {n_ctx}")]
     ContextTooSmall { what: String, needed: usize, n_ctx: usize },

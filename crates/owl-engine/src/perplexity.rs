@@ -83,30 +83,9 @@ pub fn perplexity<M: LanguageModel + ?Sized>(
     cancel: &AtomicBool,
     mut on_chunk: impl FnMut(PerplexityProgress),
 ) -> Result<Perplexity, EngineError> {
+    check_window(model, tokens, params)?;
     let n_ctx = params.n_ctx;
     let vocab = model.vocab_size();
-    if n_ctx < 3 {
-        return Err(EngineError::invalid("ctx", n_ctx, "must be at least 3 (half a window is scored)"));
-    }
-    if params.n_batch == 0 {
-        return Err(EngineError::invalid("n_batch", 0, "must be at least 1"));
-    }
-    if n_ctx > model.context_size() {
-        return Err(EngineError::ContextTooSmall {
-            what: format!("a perplexity window of {n_ctx} tokens"),
-            needed: n_ctx,
-            n_ctx: model.context_size(),
-        });
-    }
-    if tokens.len() < 2 * n_ctx {
-        return Err(EngineError::NotEnoughTokens { have: tokens.len(), needed: 2 * n_ctx, n_ctx });
-    }
-    for (what, id) in tokens.iter().map(|&t| ("input", t)).chain(params.bos.map(|b| ("bos", b))) {
-        if id as usize >= vocab {
-            return Err(EngineError::TokenOutOfRange { id, vocab_size: vocab, what });
-        }
-    }
-
     let n_chunks = (tokens.len() / n_ctx).min(params.max_chunks.unwrap_or(usize::MAX));
     let first = n_ctx / 2;
     let rows_per_batch = (LOGITS_BUDGET / vocab.max(1)).clamp(1, params.n_batch);
@@ -159,7 +138,40 @@ pub fn perplexity<M: LanguageModel + ?Sized>(
     Ok(Perplexity { ppl, chunks: n_chunks, tokens: count, nll: mean, ppl_stderr, input_tokens: tokens.len(), n_ctx })
 }
 
-fn run<M: LanguageModel + ?Sized>(
+/// The checks every windowed measurement makes before running anything.
+pub(crate) fn check_window<M: LanguageModel + ?Sized>(
+    model: &M,
+    tokens: &[u32],
+    params: &PerplexityParams,
+) -> Result<(), EngineError> {
+    let n_ctx = params.n_ctx;
+    let vocab = model.vocab_size();
+    if n_ctx < 3 {
+        return Err(EngineError::invalid("ctx", n_ctx, "must be at least 3 (half a window is scored)"));
+    }
+    if params.n_batch == 0 {
+        return Err(EngineError::invalid("n_batch", 0, "must be at least 1"));
+    }
+    if n_ctx > model.context_size() {
+        return Err(EngineError::ContextTooSmall {
+            what: format!("a perplexity window of {n_ctx} tokens"),
+            needed: n_ctx,
+            n_ctx: model.context_size(),
+        });
+    }
+    if tokens.len() < 2 * n_ctx {
+        return Err(EngineError::NotEnoughTokens { have: tokens.len(), needed: 2 * n_ctx, n_ctx });
+    }
+    for (what, id) in tokens.iter().map(|&t| ("input", t)).chain(params.bos.map(|b| ("bos", b))) {
+        if id as usize >= vocab {
+            return Err(EngineError::TokenOutOfRange { id, vocab_size: vocab, what });
+        }
+    }
+
+    Ok(())
+}
+
+pub(crate) fn run<M: LanguageModel + ?Sized>(
     model: &mut M,
     tokens: &[u32],
     first_output: usize,

@@ -220,6 +220,17 @@ pub struct PerplexityArgs {
     #[arg(long)]
     pub f32_activations: bool,
 
+    /// What a quantization costs: compare MODEL with BASE (its higher-precision source, same
+    /// vocabulary) over the same windows, and report llama-perplexity's KL-divergence
+    /// statistics: both perplexities, KL(base ‖ MODEL) per token, Δp of the actual next
+    /// token, and how often both pick the same top token.
+    #[arg(long = "kl-divergence", value_name = "BASE")]
+    pub kl_divergence: Option<OsString>,
+
+    /// Run BASE with float32 activations (a float32 reference's numerics).
+    #[arg(long, requires = "kl_divergence")]
+    pub base_f32_activations: bool,
+
     /// Print `{"ppl":..,"chunks":..,"tokens":..}` (and details) instead of a summary line.
     #[arg(long)]
     pub json: bool,

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use owl_engine::{perplexity, PerplexityParams};
+use owl_engine::{kl_divergence, perplexity, LanguageModel, PerplexityParams};
 
 use crate::args::PerplexityArgs;
 use crate::commands::load;
@@ -56,6 +56,19 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
     let mut runner = load::runner(loaded.model, 1, n_ctx.max(3))?;
     let params = PerplexityParams { n_ctx, bos, n_batch, max_chunks: args.chunks };
+    if let Some(base) = &args.kl_divergence {
+        let base_loaded = load::load(base, threads, load_batch, args.base_f32_activations)
+            .context("loading the --kl-divergence base")?;
+        let base_tokens = base_loaded.tokenizer.encode(&text, true, false)?;
+        if base_tokens != tokens {
+            bail!(
+                "the base model tokenizes {} differently from the model: KL divergence compares the same tokens, so both need the same tokenizer",
+                args.file.display()
+            );
+        }
+        let mut base_runner = load::runner(base_loaded.model, 1, n_ctx.max(3))?;
+        return kl_report(args, &mut runner, &mut base_runner, &tokens, &params);
+    }
     if tokens.len() < 2 * n_ctx {
         bail!(
             "{}: {} tokens; perplexity with --ctx-size {n_ctx} needs at least {} (two windows)",
@@ -90,6 +103,47 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
             "Final estimate: PPL = {:.4} +/- {:.5} ({} chunks, {} tokens scored)",
             result.ppl, result.ppl_stderr, result.chunks, result.tokens
         )])?;
+    }
+    Ok(())
+}
+
+/// `--kl-divergence BASE`: both models over the same windows; llama-perplexity's report.
+fn kl_report(
+    args: &PerplexityArgs,
+    model: &mut dyn LanguageModel,
+    base: &mut dyn LanguageModel,
+    tokens: &[u32],
+    params: &PerplexityParams,
+) -> anyhow::Result<()> {
+    if tokens.len() < 2 * params.n_ctx {
+        bail!(
+            "{}: {} tokens; a KL divergence with --ctx-size {} needs at least {} (two windows)",
+            args.file.display(),
+            tokens.len(),
+            params.n_ctx,
+            2 * params.n_ctx
+        );
+    }
+    let planned = (tokens.len() / params.n_ctx).min(args.chunks.unwrap_or(usize::MAX));
+    printer::progress(&format!(
+        "{}: {} tokens, {planned} chunks of {} tokens, model and base",
+        args.file.display(),
+        tokens.len(),
+        params.n_ctx
+    ));
+    let cancel = AtomicBool::new(false);
+    let result = kl_divergence(model, base, tokens, params, &cancel, |p| {
+        let mut err = io::stderr().lock();
+        let _ = write!(err, "[{}]{:.4},", p.chunk, p.ppl);
+        if p.chunk == p.chunks {
+            let _ = writeln!(err);
+        }
+        let _ = err.flush();
+    })?;
+    if args.json {
+        printer::json(&result)?;
+    } else {
+        printer::lines(result.report_lines())?;
     }
     Ok(())
 }

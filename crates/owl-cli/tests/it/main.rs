@@ -1,6 +1,7 @@
 //! Integration tests of the `owl` binary (one test binary; one module per command).
 
 mod bench;
+mod convert;
 mod corpus;
 mod errors;
 mod generate;

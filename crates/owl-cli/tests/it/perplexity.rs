@@ -39,3 +39,32 @@ fn perplexity_of_a_license_text() {
     ]));
     assert!(err.contains("256") || err.contains("tokens"), "{err}");
 }
+
+/// `--kl-divergence`: a model against itself diverges by nothing; the default (8-bit
+/// activation) path against the float32-activation path of the same file by a little.
+#[test]
+fn kl_divergence_against_a_base() {
+    let args = ["perplexity", "smollm2", TEXT, "--ctx", "128", "--chunks", "2", "--kl-divergence", "smollm2"];
+    let same = owl_json(args.iter().copied().chain(["--json"]));
+    assert_eq!(same["tokens"], 2 * 63);
+    assert_eq!(same["kld"]["value"], 0.0, "{same}");
+    assert_eq!(same["same_top"]["value"], 1.0, "{same}");
+    assert_eq!(same["ppl"]["value"], same["ppl_base"]["value"], "{same}");
+    let plain = owl_json(["perplexity", "smollm2", TEXT, "--ctx", "128", "--chunks", "2", "--json"]);
+    assert_eq!(same["ppl"]["value"], plain["ppl"], "the model's side is plain perplexity");
+
+    let f32_base = owl_json(args.iter().copied().chain(["--base-f32-activations", "--json"]));
+    let kld = f32_base["kld"]["value"].as_f64().unwrap();
+    let top = f32_base["same_top"]["value"].as_f64().unwrap();
+    assert!(kld > 0.0 && kld < 0.05, "{f32_base}");
+    assert!(top > 0.85, "{f32_base}");
+    let q = &f32_base["kld_quantiles"];
+    assert!(q["min"].as_f64().unwrap() <= q["median"].as_f64().unwrap(), "{q}");
+    assert!(q["median"].as_f64().unwrap() <= q["max"].as_f64().unwrap(), "{q}");
+    // The text report has llama-perplexity's three sections.
+    let run = owl(args);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for line in ["Mean PPL(Q)", "Mean    KLD:", "99.0%   KLD:", "RMS Δp", "Same top p:"] {
+        assert!(run.stdout.contains(line), "{line} missing:\n{}", run.stdout);
+    }
+}

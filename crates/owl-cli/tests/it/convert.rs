@@ -1,0 +1,94 @@
+//! `owl convert` and `owl quantize` through the binary: JSON progress events, the file
+//! type and mix they write, what a requantized demo model generates, and the errors.
+
+use crate::support::{assert_one_line_error, owl, owl_json};
+
+fn lines_json(stdout: &str) -> Vec<serde_json::Value> {
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect()
+}
+
+#[test]
+fn convert_writes_a_llama_quantize_mix_with_json_events() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("qwen3_moe.q4_k_m.gguf");
+    let dir = owl_test::fixture("models/qwen3_moe");
+    let run = owl([
+        "convert".as_ref(),
+        dir.as_os_str(),
+        out.as_os_str(),
+        "--type".as_ref(),
+        "q4_k_m".as_ref(),
+        "--no-tokenizer".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let events = lines_json(&run.stdout);
+    assert_eq!(events[0]["event"], "start");
+    let n = events[0]["tensors"].as_u64().expect("tensors") as usize;
+    assert_eq!(events.len(), n + 2, "start, one event per tensor, done");
+    let last = &events[n + 1];
+    assert_eq!(last["event"], "done");
+    assert_eq!(last["architecture"], "qwen3moe");
+    // 64-wide rows are not whole 256-blocks: Q4_K falls back to Q5_0, and the untied
+    // output's Q6_K to Q8_0; norms and routers stay F32 (llama-quantize's choices).
+    assert_eq!(last["types"], serde_json::json!({"F32": 11, "Q5_0": 13, "Q8_0": 3}));
+    let report = owl_json(["inspect".as_ref(), out.as_os_str(), "--json".as_ref(), "--tensors".as_ref()]);
+    assert_eq!(report["file_type"], "MOSTLY_Q4_K_M");
+    let tensors = report["tensors"].as_array().expect("tensors");
+    let type_of = |name: &str| tensors.iter().find(|t| t["name"] == name).map(|t| t["type"].clone());
+    assert_eq!(type_of("blk.0.ffn_gate_inp.weight"), Some("F32".into()));
+    assert_eq!(type_of("blk.1.ffn_down_exps.weight"), Some("Q8_0".into()));
+    // llama-quantize's order: tensors outside the blocks first, then block by block.
+    assert_eq!(tensors[0]["name"], "output.weight");
+}
+
+#[test]
+fn quantize_requantizes_a_demo_model_only_when_asked() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("smollm2.q8_0.gguf");
+    let refused = owl(["quantize".as_ref(), "smollm2".as_ref(), out.as_os_str(), "q8_0".as_ref()]);
+    let line = assert_one_line_error(&refused);
+    assert!(line.contains("--allow-requantize") && line.contains("Q4_1"), "{line}");
+    assert!(!out.exists(), "nothing is written on refusal");
+
+    let run =
+        owl(["quantize".as_ref(), "smollm2".as_ref(), out.as_os_str(), "q8_0".as_ref(), "--allow-requantize".as_ref()]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let report = owl_json(["inspect".as_ref(), out.as_os_str(), "--json".as_ref()]);
+    assert_eq!(report["file_type"], "MOSTLY_Q8_0");
+    // Q4_1 → Q8_0 keeps the Q4_1 values to within Q8_0's rounding: the same first greedy
+    // tokens (later ones may part where the original's top two are close).
+    let prompt = "The capital of France is";
+    let gen = |model: &std::ffi::OsStr| {
+        let out = owl_json([
+            "generate".as_ref(),
+            model,
+            prompt.as_ref(),
+            "-n".as_ref(),
+            "8".as_ref(),
+            "--temperature".as_ref(),
+            "0".as_ref(),
+            "--json".as_ref(),
+        ]);
+        out["text"].as_str().expect("text").to_string()
+    };
+    let (requantized, original) = (gen(out.as_os_str()), gen("smollm2".as_ref()));
+    assert!(original.starts_with(" Paris."), "{original:?}");
+    assert!(requantized.starts_with(" Paris."), "{requantized:?} (original {original:?})");
+}
+
+#[test]
+fn bad_requests_are_one_line_errors() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = tmp.path().join("x.gguf");
+    let dir = owl_test::fixture("models/llama");
+    let bad_type = owl(["convert".as_ref(), dir.as_os_str(), out.as_os_str(), "--type".as_ref(), "q4_k".as_ref()]);
+    assert!(assert_one_line_error(&bad_type).contains("q4_k_m"), "{}", bad_type.stderr);
+    let gguf = owl(["convert".as_ref(), "smollm2".as_ref(), out.as_os_str()]);
+    assert!(assert_one_line_error(&gguf).contains("owl quantize"), "{}", gguf.stderr);
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let no_config = owl(["convert".as_ref(), empty.as_os_str(), out.as_os_str()]);
+    assert!(assert_one_line_error(&no_config).contains("config.json"), "{}", no_config.stderr);
+    assert!(!out.exists());
+}
