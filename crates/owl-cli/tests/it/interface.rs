@@ -99,8 +99,10 @@ fn one_line_errors_keep_clap_suggestions() {
     assert_eq!(run.code, Some(2));
     let line = assert_one_line_error(&run);
     assert!(line.contains("tip: a similar argument exists: '--temperature'"), "{line}");
+    // clap lists every close subcommand ("'convert', 'generate'" once convert exists), so only
+    // the tip and the intended name are pinned.
     let line = assert_one_line_error(&owl(["generat", "smollm2"]));
-    assert!(line.contains("tip: a similar subcommand exists: 'generate'"), "{line}");
+    assert!(line.contains("tip: ") && line.contains("'generate'"), "{line}");
 }
 
 #[test]
