@@ -42,11 +42,13 @@ pub(crate) mod simd_neon;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod simd_x86;
 mod util;
+mod weighted;
 
 pub use row::{dequantize_row, quantize_row, vec_dot_scalar};
 #[cfg(test)]
 pub(crate) use row::{test_rows, test_values};
 pub use util::{f16_bits_to_f32, f16_to_f32, f32_to_f16, nearest_int};
+pub use weighted::quantize_row_weighted;
 
 /// A tensor element format. Not the GGUF type id (that is owl-formats' `GgmlType`): this is
 /// what the kernels compute with; owl-models maps one to the other.

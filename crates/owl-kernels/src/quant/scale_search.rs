@@ -1,5 +1,6 @@
 //! ggml's scale searches for the K-quants and IQ4 quantizers (`ggml-quants.c`:
-//! `make_qx_quants`, `make_q3_quants`, `make_qkx2_quants`, `best_index_int8`).
+//! `make_qx_quants`, `make_q3_quants`, `make_qkx2_quants`, `best_index_int8`, and for
+//! the importance-weighted quantizers `make_qkx3_quants` and `make_qp_quants`).
 //!
 //! They pick, per sub-block, the scale (and for the "x = a·q + b" formats the minimum)
 //! that minimises a weighted squared (or absolute) error, by trying a few scales around
@@ -210,6 +211,177 @@ pub(crate) fn make_qkx2_quants(
         }
     }
     (scale, -min)
+}
+
+/// The importance-weighted twin of [`make_qkx2_quants`] (`make_qkx3_quants` with
+/// `weights` given): asymmetric quants `L[i]` in `0..=nmax` for `x ≈ scale·L − min`,
+/// trying `nstep + 1` scales `(rmin + rdelta·is + nmax)/(max − min)` and keeping the one
+/// whose weighted least-squares fit has the smallest weighted error. Unlike `qkx2`, a
+/// block with `max ≤ min` (after clamping `min ≤ 0`) returns scale 0. Returns
+/// `(scale, min)` with `min ≥ 0` the amount subtracted. `l_aux` is scratch of `x.len()`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn make_qkx3_quants(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    l_out: &mut [u8],
+    l_aux: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+) -> (f32, f32) {
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for (&v, &w) in x.iter().zip(weights).skip(1) {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+        sum_w += w;
+        sum_x += w * v;
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max <= min {
+        l_out.fill(0);
+        return (0.0, -min);
+    }
+    let err = |diff: f32| if use_mad { diff.abs() } else { diff * diff };
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_mad = 0.0f32;
+    for ((dst, &v), &w) in l_out.iter_mut().zip(x).zip(weights) {
+        let l = nearest_int(iscale * (v - min)).clamp(0, nmax);
+        *dst = l as u8;
+        best_mad += w * err(scale * l as f32 + min - v);
+    }
+    if nstep < 1 {
+        return (scale, -min);
+    }
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for ((dst, &v), &w) in l_aux.iter_mut().zip(x).zip(weights) {
+            let l = nearest_int(iscale * (v - min)).clamp(0, nmax);
+            *dst = l as u8;
+            let lf = l as f32;
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * v;
+        }
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut mad = 0.0f32;
+            for ((&l, &v), &w) in l_aux.iter().zip(x).zip(weights) {
+                mad += w * err(this_scale * l as f32 + this_min - v);
+            }
+            if mad < best_mad {
+                l_out.copy_from_slice(&l_aux[..l_out.len()]);
+                best_mad = mad;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// Non-negative quants `L[i]` in `0..=nmax` for `x ≈ scale·L` with weights `qw`
+/// (`make_qp_quants`): the K-quants' search for the super-block scale of their sub-block
+/// scales and mins. Tries 8 scales `(nmax + 0.1·is)/max` around the naive one by weighted
+/// squared error, then up to 5 passes of coordinate descent on each quant. Returns the
+/// scale (0 for an all-zero or all-negative `x`).
+///
+/// As in ggml, `L` is a `uint8_t` that takes the plain `nearest_int` result (only capped at
+/// `nmax`), so a negative `x` wraps; `as u8` reproduces that.
+pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32]) -> f32 {
+    let mut max = 0.0f32;
+    for &v in x {
+        // C's MAX(max, v): `max > v ? max : v`.
+        max = if max > v { max } else { v };
+    }
+    if max < GROUP_MAX_EPS {
+        l_out.fill(0);
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / max;
+    for (dst, &v) in l_out.iter_mut().zip(x) {
+        *dst = nearest_int(iscale * v) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0.0f32;
+    for ((&l, &v), &w) in l_out.iter().zip(x).zip(qw) {
+        let diff = v - scale * l as f32;
+        best_mse += w * diff * diff;
+    }
+    for is in -4..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = (0.1 * is as f32 + nmax as f32) / max;
+        let scale_is = 1.0 / iscale_is;
+        let mut mse = 0.0f32;
+        for (&v, &w) in x.iter().zip(qw) {
+            let l = nearest_int(iscale_is * v).min(nmax);
+            let diff = v - scale_is * l as f32;
+            mse += w * diff * diff;
+        }
+        if mse < best_mse {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for ((dst, &v), &w) in l_out.iter_mut().zip(x).zip(qw) {
+        let l = nearest_int(iscale * v).min(nmax);
+        *dst = l as u8;
+        // These sums take the int `l`; the descent below reads the stored (wrapped) byte.
+        let lf = l as f32;
+        sumlx += w * v * lf;
+        suml2 += w * lf * lf;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for ((dst, &v), &w) in l_out.iter_mut().zip(x).zip(qw) {
+            let li = *dst as f32;
+            let mut slx = sumlx - w * v * li;
+            let mut sl2 = suml2 - w * li * li;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nearest_int(v * sl2 / slx).min(nmax);
+                if new_l != *dst as i32 {
+                    let nl = new_l as f32;
+                    slx += w * v * nl;
+                    sl2 += w * nl * nl;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        *dst = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
 }
 
 /// Index of the entry of the ascending table `values` nearest to `x` (ties go up).

@@ -10,6 +10,7 @@ mod quant_dot;
 mod quant_errors;
 mod quant_fixtures;
 mod quant_roundtrip;
+mod quant_weighted;
 #[cfg(target_arch = "x86_64")]
 mod simd_bench;
 #[cfg(target_arch = "x86_64")]
