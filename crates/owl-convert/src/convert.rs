@@ -17,16 +17,21 @@ use crate::progress::Progress;
 use crate::quantize::{mix_model, QUANTIZATION_VERSION};
 use crate::{hparams, mix, stream};
 
+use crate::vocab;
+
 #[derive(Debug, Clone)]
 pub struct ConvertOptions {
     pub file_type: FileType,
     /// Write the weights without tokenizer metadata (the directory has no tokenizer).
     pub no_tokenizer: bool,
+    /// The `tokenizer.ggml.pre` to write for a BPE tokenizer whose pre-tokenizer llama.cpp's
+    /// table does not recognise (without it that is an error naming the hash).
+    pub tokenizer_pre: Option<String>,
 }
 
 impl Default for ConvertOptions {
     fn default() -> Self {
-        ConvertOptions { file_type: FileType::F16, no_tokenizer: false }
+        ConvertOptions { file_type: FileType::F16, no_tokenizer: false, tokenizer_pre: None }
     }
 }
 
@@ -64,14 +69,24 @@ pub fn convert(
     let mut meta = Metadata::default();
     meta.string("general.architecture", arch.gguf_name());
     hparams::write(&mut meta, arch, &cfg, &raw, options.file_type, &planned)?;
+    // TextModel.prepare_metadata: the tokenizer after the hyper-parameters and
+    // general.quantization_version (llama-quantize later moves that key and
+    // general.file_type to the end).
+    let vocab = if options.no_tokenizer {
+        Metadata::default()
+    } else {
+        vocab::metadata(dir, arch, &raw, options.tokenizer_pre.as_deref())?
+    };
     let ft = options.file_type;
     let types = if mix::converter_type(ft, "blk.0.attn_q.weight", &[32, 32]).is_some() {
         meta.u32("general.quantization_version", QUANTIZATION_VERSION as usize);
+        meta.entries.extend(vocab.entries);
         planned.iter().map(|t| mix::converter_type(ft, &t.name, &t.shape).unwrap_or(GgmlType::F16)).collect()
     } else {
         // As llama.cpp users make these files: convert to F16, then llama-quantize, which
         // reorders the tensors and moves these two keys to the end.
         planned.sort_by(|a, b| mix::quantize_order(&a.name, &b.name));
+        meta.entries.extend(vocab.entries);
         mixed_types(ft, arch, &mut meta, &planned)
     };
     let mut writer = GgufWriter::new();

@@ -12,6 +12,7 @@ mod convert;
 mod error;
 mod file_type;
 mod hparams;
+pub mod imatrix;
 mod metadata;
 pub mod mix;
 pub mod plan;
@@ -19,6 +20,7 @@ mod progress;
 mod quantize;
 mod stream;
 pub mod tensor_names;
+mod vocab;
 
 pub use convert::{convert, ConvertOptions, ConvertSummary};
 pub use error::ConvertError;

@@ -9,6 +9,7 @@ use owl_kernels::quant::dequantize_row;
 
 use crate::error::ConvertError;
 use crate::file_type::FileType;
+use crate::imatrix::Imatrix;
 use crate::mix::{self, MixModel, MixTensor};
 use crate::progress::Progress;
 use crate::stream::{block_format, RowSink};
@@ -24,11 +25,13 @@ pub struct QuantizeOptions {
     pub allow_requantize: bool,
     /// Every quantizable tensor in the default type, no mix (llama-quantize's `--pure`).
     pub pure: bool,
+    /// An importance matrix and the path it was read from (written into the metadata).
+    pub imatrix: Option<(String, Imatrix)>,
 }
 
 impl QuantizeOptions {
     pub fn new(file_type: FileType) -> Self {
-        QuantizeOptions { file_type, allow_requantize: false, pure: false }
+        QuantizeOptions { file_type, allow_requantize: false, pure: false, imatrix: None }
     }
 }
 
@@ -76,7 +79,8 @@ pub fn quantize(
         .architecture()
         .ok_or_else(|| ConvertError::Invalid(format!("{}: no general.architecture", input.display())))?
         .to_string();
-    let model = mix_model(&|k| file.get_u64(k), &arch, false);
+    let imatrix = options.imatrix.as_ref().map(|(_, m)| m);
+    let model = mix_model(&|k| file.get_u64(k), &arch, imatrix.is_some_and(|m| !m.entries.is_empty()));
     let mut tensors: Vec<&TensorInfo> = file.tensors().iter().collect();
     tensors.sort_by(|a, b| mix::quantize_order(&a.name, &b.name));
     let mix_tensors: Vec<MixTensor<'_>> = tensors.iter().map(|t| MixTensor { name: &t.name, ne: &t.shape }).collect();
@@ -118,12 +122,36 @@ pub fn quantize(
     }
     writer.set_metadata("general.quantization_version", MetadataValue::U32(QUANTIZATION_VERSION));
     writer.set_metadata("general.file_type", MetadataValue::U32(options.file_type.llama_ftype()));
+    if let Some((path, m)) = &options.imatrix {
+        imatrix_metadata(&mut writer, path, m);
+    }
+    // Importance per converted tensor, checked before anything is written.
+    let mut importance: Vec<Option<Vec<f32>>> = Vec::with_capacity(tensors.len());
+    for (t, &ty) in tensors.iter().zip(&types) {
+        let found = match imatrix {
+            Some(m) if ty != t.ggml_type => m.importance(&t.name),
+            _ => None,
+        };
+        let want = t.shape.first().copied().unwrap_or(1) * t.shape.get(2).copied().unwrap_or(1);
+        importance.push(match found {
+            Some(v) if v.len() as u64 == want => Some(v),
+            // llama-quantize: embeddings are quantized without; anything else is an error.
+            Some(_) if t.name == "token_embd.weight" || t.name == "per_layer_token_embd.weight" => None,
+            Some(v) => {
+                return Err(ConvertError::tensor(
+                    &t.name,
+                    format!("the importance matrix has {} values for it, the tensor needs {want}", v.len()),
+                ))
+            }
+            None => None,
+        });
+    }
 
     let total: u64 = tensors.iter().zip(&types).map(|(t, ty)| ty.bytes_for(t.n_elements).unwrap_or(0)).sum();
     progress(Progress::Start { tensors: tensors.len(), bytes: total });
     let mut summary_types: BTreeMap<String, usize> = BTreeMap::new();
     let mut copied = 0;
-    for (index, (t, &ty)) in tensors.iter().zip(&types).enumerate() {
+    for (index, ((t, &ty), importance)) in tensors.iter().zip(&types).zip(importance).enumerate() {
         *summary_types.entry(ty.name().to_string()).or_default() += 1;
         let bytes = ty.bytes_for(t.n_elements).unwrap_or(0);
         let data = file.tensor_data(t);
@@ -139,7 +167,7 @@ pub fn quantize(
         } else {
             Box::new(move |w: &mut dyn std::io::Write| {
                 progress(Progress::Tensor { index, name: &t.name, ggml_type: ty.name(), bytes });
-                requantize(file, t, ty, w)
+                requantize(file, t, ty, importance.clone(), w)
             })
         };
         writer.add_tensor(t.name.clone(), t.shape.clone(), ty, TensorData::Stream(produce))?;
@@ -156,7 +184,13 @@ pub fn quantize(
 }
 
 /// Dequantizes `t` row by row (slabs of about 8 MiB of f32) and writes it as `ty`.
-fn requantize(file: &GgufFile, t: &TensorInfo, ty: GgmlType, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+fn requantize(
+    file: &GgufFile,
+    t: &TensorInfo,
+    ty: GgmlType,
+    importance: Option<Vec<f32>>,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("tensor {}: {e}", t.name));
     let cols = t.shape.first().copied().unwrap_or(1) as usize;
     let rows = (t.n_elements as usize) / cols.max(1);
@@ -164,6 +198,10 @@ fn requantize(file: &GgufFile, t: &TensorInfo, ty: GgmlType, w: &mut dyn std::io
     let src_row = src_format.row_bytes(cols).ok_or_else(|| invalid("rows are not whole blocks".into()))?;
     let data = file.tensor_data(t);
     let mut sink = RowSink::new(w, &t.name, ty, cols)?;
+    if let Some(v) = importance {
+        let rows_per_matrix = t.shape.get(1).copied().unwrap_or(1) as usize;
+        sink = sink.with_importance(v, rows_per_matrix);
+    }
     let slab_rows = ((8 << 20) / 4 / cols.max(1)).clamp(1, rows.max(1));
     let mut buf = vec![0f32; slab_rows * cols];
     let mut r0 = 0;
@@ -179,4 +217,24 @@ fn requantize(file: &GgufFile, t: &TensorInfo, ty: GgmlType, w: &mut dyn std::io
         r0 = r1;
     }
     Ok(())
+}
+
+/// The `quantize.imatrix.*` keys llama-quantize writes (tools/quantize/quantize.cpp): the
+/// file and first dataset (each cut to 127 bytes), the entry and chunk counts.
+fn imatrix_metadata(writer: &mut GgufWriter<'_>, path: &str, m: &Imatrix) {
+    let cut = |s: &str| {
+        let mut end = s.len().min(127);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s[..end].to_string()
+    };
+    writer.set_metadata("quantize.imatrix.file", MetadataValue::String(cut(path)));
+    if let Some(d) = m.datasets.first() {
+        writer.set_metadata("quantize.imatrix.dataset", MetadataValue::String(cut(d)));
+    }
+    writer.set_metadata("quantize.imatrix.entries_count", MetadataValue::U32(m.entries.len() as u32));
+    if m.chunk_count > 0 {
+        writer.set_metadata("quantize.imatrix.chunks_count", MetadataValue::U32(m.chunk_count));
+    }
 }

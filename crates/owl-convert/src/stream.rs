@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use owl_formats::gguf::GgmlType;
 use owl_formats::safetensors::{SafetensorsModel, TensorView};
-use owl_kernels::quant::quantize_row;
+use owl_kernels::quant::{quantize_row, quantize_row_weighted};
 use owl_kernels::BlockFormat;
 
 use crate::plan::{KvPart, PlannedTensor, Producer};
@@ -49,6 +49,11 @@ pub(crate) struct RowSink<'w> {
     row_bytes: usize,
     buf: Vec<u8>,
     name: String,
+    /// Per-column importance (`n_mat` blocks of `cols`) and rows per matrix, when an
+    /// importance matrix steers this tensor.
+    importance: Option<(Vec<f32>, usize)>,
+    /// Rows written so far (which matrix of a stack the next row belongs to).
+    row: usize,
 }
 
 impl<'w> RowSink<'w> {
@@ -57,7 +62,14 @@ impl<'w> RowSink<'w> {
         let row_bytes = format
             .row_bytes(cols)
             .ok_or_else(|| invalid(name, format!("rows of {cols} are not whole {} blocks", format.name())))?;
-        Ok(RowSink { out, format, cols, row_bytes, buf: Vec::new(), name: name.to_string() })
+        Ok(RowSink { out, format, cols, row_bytes, buf: Vec::new(), name: name.to_string(), importance: None, row: 0 })
+    }
+
+    /// Quantizes with per-column importance: `importance` holds one block of `cols` values
+    /// per matrix of `rows_per_matrix` rows (one per expert of a stack).
+    pub(crate) fn with_importance(mut self, importance: Vec<f32>, rows_per_matrix: usize) -> Self {
+        self.importance = Some((importance, rows_per_matrix.max(1)));
+        self
     }
 
     /// Writes whole rows (`values.len()` a multiple of `cols`).
@@ -65,7 +77,16 @@ impl<'w> RowSink<'w> {
         let n = values.len() / self.cols.max(1);
         self.buf.resize(n * self.row_bytes, 0);
         for (src, dst) in values.chunks_exact(self.cols).zip(self.buf.chunks_exact_mut(self.row_bytes)) {
-            quantize_row(self.format, src, dst).map_err(|e| invalid(&self.name, e))?;
+            let done = match &self.importance {
+                Some((w, per)) => {
+                    let m = self.row / per;
+                    let w = &w[m * self.cols..(m + 1) * self.cols];
+                    quantize_row_weighted(self.format, src, dst, w)
+                }
+                None => quantize_row(self.format, src, dst),
+            };
+            done.map_err(|e| invalid(&self.name, e))?;
+            self.row += 1;
         }
         self.out.write_all(&self.buf)
     }

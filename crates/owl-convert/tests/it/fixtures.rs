@@ -7,7 +7,7 @@ use std::path::Path;
 use owl_convert::{convert, ConvertOptions, FileType};
 use owl_models::{ActivationPrecision, Batch, KvDtype, LoadOptions, Model};
 
-const VARIANTS: [&str; 19] = [
+pub(crate) const VARIANTS: [&str; 19] = [
     "llama",
     "llama3_rope",
     "llama_tied",
@@ -56,9 +56,9 @@ fn reference_logits(variant: &str) -> Vec<f32> {
     r["logits"].data.clone()
 }
 
-fn converted(variant: &str, ft: FileType, dir: &Path) -> std::path::PathBuf {
+pub(crate) fn converted(variant: &str, ft: FileType, dir: &Path) -> std::path::PathBuf {
     let out = dir.join(format!("{variant}.{ft}.gguf"));
-    let options = ConvertOptions { file_type: ft, no_tokenizer: true };
+    let options = ConvertOptions { file_type: ft, no_tokenizer: true, tokenizer_pre: None };
     convert(&owl_test::fixture(&format!("models/{variant}")), &out, &options, &|_| {})
         .unwrap_or_else(|e| panic!("{variant}: convert to {ft}: {e}"));
     out

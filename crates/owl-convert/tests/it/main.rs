@@ -1,3 +1,5 @@
 //! owl-convert's cross-crate tests: fixture models converted and run through owl-models.
 
 mod fixtures;
+mod gguf_py;
+mod vocab;
