@@ -12,7 +12,7 @@ mod serve;
 mod store;
 pub mod values;
 
-pub use convert::{ConvertArgs, QuantizeArgs};
+pub use convert::{ConvertArgs, ImatrixArgs, QuantizeArgs};
 pub use generation::{BenchArgs, ConstraintArgs, GenerateArgs, GenerationArgs, PerplexityArgs, RunArgs};
 pub use serve::ServeArgs;
 pub use store::{BomArgs, BomFormat, CatalogArgs, ImportArgs, ListArgs, PullArgs, RmArgs, ShowArgs};
@@ -108,6 +108,9 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Requantize a GGUF file to another type, with llama-quantize's per-tensor mixes.
     Quantize(QuantizeArgs),
+    /// Compute an importance matrix over a calibration text, in llama.cpp's format, for
+    /// `owl quantize --imatrix`.
+    Imatrix(ImatrixArgs),
 }
 
 /// `owl inspect MODEL [--json] [--tensors]`.

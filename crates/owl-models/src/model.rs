@@ -10,6 +10,8 @@
 //! Attention streams over the cache (see `skeleton::attend`), so scratch does not grow with
 //! the context length.
 
+use std::sync::Arc;
+
 use owl_kernels::ops::{matmul, matmul_batch_invariant, ActivationPrecision};
 use owl_kernels::ThreadPool;
 
@@ -18,6 +20,7 @@ use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::kv_cache::{KvCache, KvCacheOptions, KvDtype, KvLayerShape};
 use crate::memory;
+use crate::observe::ActivationObserver;
 use crate::skeleton::attend::QUERY_BLOCK;
 use crate::skeleton::block::{Block, BlockBuffers, ForwardCtx, TokenRun};
 use crate::skeleton::norm::RmsNorm;
@@ -95,6 +98,7 @@ pub struct Model {
     max_tokens: usize,
     batch_invariant: bool,
     scratch: Scratch,
+    observer: Option<Arc<dyn ActivationObserver>>,
 }
 
 /// Activation buffers, sized for `max_tokens`.
@@ -176,6 +180,7 @@ impl Model {
             max_tokens,
             batch_invariant: false,
             scratch,
+            observer: None,
         })
     }
 
@@ -200,6 +205,12 @@ impl Model {
     /// numerics; see `owl_kernels::ops::f32_activations`).
     pub fn set_activation_precision(&mut self, precision: ActivationPrecision) {
         self.pool.set_activation_precision(precision);
+    }
+
+    /// Shows every projection's input of the decoder layers to `observer` (the output head is
+    /// not observed: llama-imatrix skips it by default too); `None` detaches it.
+    pub fn set_activation_observer(&mut self, observer: Option<Arc<dyn ActivationObserver>>) {
+        self.observer = observer;
     }
 
     pub fn activation_precision(&self) -> ActivationPrecision {
@@ -356,6 +367,7 @@ impl Model {
             ropes: &s.tables,
             runs: &s.runs,
             n_single,
+            observer: self.observer.as_deref(),
         };
         let mut buffers = BlockBuffers { normed: &mut s.normed, branch: &mut s.branch, arena: &mut s.arena };
         for (i, block) in self.blocks.iter().enumerate() {

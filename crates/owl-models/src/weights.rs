@@ -88,6 +88,19 @@ pub struct Weight {
     pub cols: usize,
     bytes: WeightBytes,
     layout: RowLayout,
+    /// The stored tensor this matrix was bound from, when it came through a [`Binder`]
+    /// (boxed: a weight is embedded in every projection, and this is rarely read).
+    origin: Option<Arc<WeightOrigin>>,
+}
+
+/// Which stored tensor a weight is, for tools that follow activations per tensor (an
+/// importance matrix): its name as stored, and for one matrix of a stacked 3-D tensor
+/// (llama.cpp's `*_exps`) its index among `of`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightOrigin {
+    pub tensor: Arc<str>,
+    pub index: usize,
+    pub of: usize,
 }
 
 impl Weight {
@@ -98,7 +111,7 @@ impl Weight {
         if row.checked_mul(rows) != Some(bytes.len()) {
             return Err(format!("{} bytes for {rows}x{cols} {}", bytes.len(), format.name()));
         }
-        Ok(Weight { format, rows, cols, bytes, layout: RowLayout::RowMajor })
+        Ok(Weight { format, rows, cols, bytes, layout: RowLayout::RowMajor, origin: None })
     }
 
     /// A 0x0 stand-in for a tensor that failed to bind (never used: loading then fails).
@@ -109,6 +122,7 @@ impl Weight {
             cols: 0,
             bytes: WeightBytes::from_vec(Vec::new()),
             layout: RowLayout::RowMajor,
+            origin: None,
         }
     }
 
@@ -123,6 +137,16 @@ impl Weight {
 
     pub fn bytes(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// The stored tensor this weight is (see [`WeightOrigin`]).
+    pub fn origin(&self) -> Option<&WeightOrigin> {
+        self.origin.as_deref()
+    }
+
+    /// This weight, recorded as matrix `index` of `of` of stored tensor `tensor`.
+    pub fn with_origin(self, tensor: &str, index: usize, of: usize) -> Weight {
+        Weight { origin: Some(Arc::new(WeightOrigin { tensor: tensor.into(), index, of })), ..self }
     }
 
     /// How the rows are laid out in memory.
@@ -228,12 +252,20 @@ impl Weight {
                     cols: self.cols,
                     bytes,
                     layout: RowLayout::RowMajor,
+                    origin: self.origin.clone(),
                 };
             }
         }
         let owner = Arc::new(self.bytes.clone());
         let bytes = WeightBytes::view(&owner, |b| &b.as_slice()[range.start * rb..range.end * rb]);
-        Weight { format: self.format, rows: range.len(), cols: self.cols, bytes, layout: self.layout }
+        Weight {
+            format: self.format,
+            rows: range.len(),
+            cols: self.cols,
+            bytes,
+            layout: self.layout,
+            origin: self.origin.clone(),
+        }
     }
 }
 
@@ -437,7 +469,7 @@ impl<'a> Binder<'a> {
             return Some(Weight::absent());
         }
         match Weight::new(format, rows, cols, t.bytes.clone()) {
-            Ok(w) => Some(w),
+            Ok(w) => Some(w.with_origin(name, 0, 1)),
             Err(e) => {
                 self.problems.push(format!("{name}: {e}"));
                 Some(Weight::absent())

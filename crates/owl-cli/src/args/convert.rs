@@ -25,6 +25,12 @@ pub struct ConvertArgs {
     #[arg(long)]
     pub no_tokenizer: bool,
 
+    /// The `tokenizer.ggml.pre` to write for a BPE tokenizer whose pre-tokenizer llama.cpp's
+    /// converter does not recognise (it compares a hash of how the tokenizer splits a probe
+    /// text against a table); without it such a tokenizer is an error naming the hash.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_tokenizer")]
+    pub tokenizer_pre: Option<String>,
+
     /// Print one JSON progress event a line on stdout instead of a progress bar.
     #[arg(long)]
     pub json: bool,
@@ -50,12 +56,52 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub allow_requantize: bool,
 
+    /// An importance matrix (llama.cpp's imatrix format, GGUF or legacy .dat, as `owl
+    /// imatrix` or llama-imatrix write it): rounding favours the input columns that carry
+    /// the most activation energy, and Q4_0/Q5_0 files get llama-quantize's imatrix mix.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+
     /// Every quantizable tensor in TYPE's own element type: no mix, no larger types for the
     /// sensitive tensors.
     #[arg(long)]
     pub pure: bool,
 
     /// Print one JSON progress event a line on stdout instead of a progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `owl imatrix MODEL TEXT [-o imatrix.gguf] [-c 512] [--chunks N] [--json]`.
+#[derive(Debug, clap::Args)]
+pub struct ImatrixArgs {
+    /// The model whose activations are measured (best its F32/F16 source or a Q8_0), a GGUF
+    /// file or a store name.
+    #[arg(value_name = "MODEL")]
+    pub model: std::ffi::OsString,
+
+    /// A UTF-8 calibration text.
+    #[arg(value_name = "TEXT")]
+    pub text: PathBuf,
+
+    /// The importance matrix to write, in llama.cpp's GGUF format (atomically).
+    #[arg(short = 'o', long = "output", value_name = "FILE", default_value = "imatrix.gguf")]
+    pub out: PathBuf,
+
+    /// Window size in tokens; the text is run in windows of this many tokens, each from an
+    /// empty cache with BOS first where the model adds one (llama-imatrix's scheme).
+    #[arg(short = 'c', long = "ctx-size", value_name = "N", default_value_t = 512, value_parser = crate::args::values::window)]
+    pub ctx: usize,
+
+    /// Use at most N windows [default: all that fit in the text].
+    #[arg(long, value_name = "N", value_parser = crate::args::values::positive)]
+    pub chunks: Option<usize>,
+
+    /// Compute threads [default: the number of physical cores].
+    #[arg(short = 't', long, value_name = "N", value_parser = crate::args::values::positive)]
+    pub threads: Option<usize>,
+
+    /// Print `{"output":..,"entries":..,"chunks":..,"tokens":..,"ppl":..}` instead of a summary.
     #[arg(long)]
     pub json: bool,
 }

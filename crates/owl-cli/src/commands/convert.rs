@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use owl_convert::imatrix::Imatrix;
 use owl_convert::{ConvertOptions, FileType, Progress, QuantizeOptions};
 use serde_json::json;
 
@@ -79,7 +80,8 @@ fn types_line(types: &std::collections::BTreeMap<String, usize>) -> String {
 
 pub fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
     let file_type: FileType = args.file_type.parse().map_err(anyhow::Error::msg).context("--type")?;
-    let options = ConvertOptions { file_type, no_tokenizer: args.no_tokenizer };
+    let options =
+        ConvertOptions { file_type, no_tokenizer: args.no_tokenizer, tokenizer_pre: args.tokenizer_pre.clone() };
     let dir = match model_ref::resolve(args.dir.as_os_str())? {
         ModelSource::Safetensors { dir, .. } => dir,
         ModelSource::Gguf(path) => {
@@ -111,7 +113,11 @@ pub fn convert(args: &ConvertArgs) -> anyhow::Result<()> {
 
 pub fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
     let file_type: FileType = args.file_type.parse().map_err(anyhow::Error::msg).context("TYPE")?;
-    let options = QuantizeOptions { file_type, allow_requantize: args.allow_requantize, pure: args.pure };
+    let imatrix = match &args.imatrix {
+        Some(path) => Some((path.display().to_string(), Imatrix::read(path)?)),
+        None => None,
+    };
+    let options = QuantizeOptions { file_type, allow_requantize: args.allow_requantize, pure: args.pure, imatrix };
     let input = match model_ref::resolve(args.input.as_os_str())? {
         ModelSource::Gguf(path) => path,
         ModelSource::Safetensors { dir, .. } => {

@@ -7,6 +7,7 @@ mod constraint;
 mod convert;
 mod detokenize;
 mod generate;
+mod imatrix;
 mod inspect;
 mod interrupt;
 mod load;
@@ -44,5 +45,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bom(args) => bom::run(&args),
         Command::Convert(args) => convert::convert(&args),
         Command::Quantize(args) => convert::quantize(&args),
+        Command::Imatrix(args) => imatrix::run(&args),
     }
 }

@@ -141,9 +141,28 @@ fn kl_report(
         let _ = err.flush();
     })?;
     if args.json {
-        printer::json(&result)?;
+        printer::json(&kl_json(&result))?;
     } else {
         printer::lines(result.report_lines())?;
     }
     Ok(())
+}
+
+/// The perplexity object of the model under test with the CLI contract's KL summary added
+/// (`kld_mean`, `kld_p99`, `top1_agreement`, `ppl_base`), and the whole llama-perplexity
+/// report under `kl_divergence`.
+fn kl_json(r: &owl_engine::KlDivergence) -> serde_json::Value {
+    let p99 = r.kld_quantiles.percentiles.iter().find(|(p, _)| (*p - 99.0).abs() < 1e-9).map(|&(_, v)| v);
+    serde_json::json!({
+        "ppl": r.ppl.value,
+        "ppl_stderr": r.ppl.stderr,
+        "chunks": r.chunks,
+        "tokens": r.tokens,
+        "n_ctx": r.n_ctx,
+        "ppl_base": r.ppl_base.value,
+        "kld_mean": r.kld.value,
+        "kld_p99": p99,
+        "top1_agreement": r.same_top.value,
+        "kl_divergence": r,
+    })
 }

@@ -92,3 +92,83 @@ fn bad_requests_are_one_line_errors() {
     assert!(assert_one_line_error(&no_config).contains("config.json"), "{}", no_config.stderr);
     assert!(!out.exists());
 }
+
+/// `owl imatrix`: one entry per decoder projection with llama-imatrix's sums and counts,
+/// collected without changing the forward pass; `owl quantize --imatrix` then records it
+/// and quantizes differently.
+#[test]
+fn imatrix_measures_every_projection_and_steers_quantize() {
+    use owl_convert::imatrix::Imatrix;
+    const TEXT: &str = "/usr/share/common-licenses/GPL-3";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let im = tmp.path().join("smollm2.imatrix.gguf");
+    let window = ["-c", "128", "--chunks", "2"];
+    let args = ["imatrix".as_ref(), "smollm2".as_ref(), TEXT.as_ref(), "-o".as_ref(), im.as_os_str()];
+    let out = owl_json(args.into_iter().chain(window.iter().map(|s| s.as_ref())).chain(["--json".as_ref()]));
+    assert_eq!(out["chunks"], 2, "{out}");
+    assert_eq!(out["entries"], 30 * 7, "{out}");
+    // The observer only reads: the windows' perplexity is plain perplexity's, bit for bit.
+    let plain = owl_json(["perplexity", "smollm2", TEXT, "--ctx", "128", "--chunks", "2", "--json"]);
+    assert_eq!(out["ppl"], plain["ppl"], "{out} vs {plain}");
+
+    let m = Imatrix::read(&im).expect("owl reads what it wrote");
+    assert_eq!((m.chunk_count, m.chunk_size), (2, 128));
+    assert_eq!(m.datasets, ["GPL-3"]);
+    for (name, e) in &m.entries {
+        let width = if name.ends_with("ffn_down.weight") { 1536 } else { 576 };
+        assert_eq!((e.sums.len(), e.counts.as_slice()), (width, &[256][..]), "{name}");
+        assert!(e.sums.iter().all(|v| v.is_finite() && *v >= 0.0), "{name}");
+        assert!(e.sums.iter().any(|v| *v > 0.0), "{name}");
+    }
+    // q, k and v read the same normalised input; gate and up too.
+    let sums = |n: &str| &m.entries[&format!("blk.3.{n}.weight")].sums;
+    assert_eq!(sums("attn_q"), sums("attn_k"));
+    assert_eq!(sums("attn_q"), sums("attn_v"));
+    assert_eq!(sums("ffn_gate"), sums("ffn_up"));
+    assert_ne!(sums("attn_q"), sums("ffn_up"));
+
+    let quantize = |out: &std::path::Path, imatrix: bool| {
+        let mut a: Vec<&std::ffi::OsStr> = vec![
+            "quantize".as_ref(),
+            "smollm2".as_ref(),
+            out.as_os_str(),
+            "q4_k_m".as_ref(),
+            "--allow-requantize".as_ref(),
+        ];
+        if imatrix {
+            a.extend(["--imatrix".as_ref(), im.as_os_str()]);
+        }
+        let run = owl(a);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+    };
+    let (with, without) = (tmp.path().join("with.gguf"), tmp.path().join("without.gguf"));
+    quantize(&with, true);
+    quantize(&without, false);
+    let file = owl_formats::gguf::GgufFile::open(&with).expect("a GGUF");
+    assert_eq!(file.get_u64("quantize.imatrix.entries_count"), Some(210));
+    assert_eq!(file.get_u64("quantize.imatrix.chunks_count"), Some(2));
+    drop(file);
+    let (a, b) = (std::fs::read(&with).expect("read"), std::fs::read(&without).expect("read"));
+    assert_ne!(a.len(), 0);
+    assert!(a != b, "the importance matrix changed no weight");
+    let kl = |model: &std::path::Path| {
+        let r = owl_json([
+            "perplexity".as_ref(),
+            model.as_os_str(),
+            TEXT.as_ref(),
+            "--ctx".as_ref(),
+            "128".as_ref(),
+            "--chunks".as_ref(),
+            "4".as_ref(),
+            "--kl-divergence".as_ref(),
+            "smollm2".as_ref(),
+            "--json".as_ref(),
+        ]);
+        r["kld_mean"].as_f64().expect("kld_mean")
+    };
+    let (kl_with, kl_without) = (kl(&with), kl(&without));
+    eprintln!("KL vs the Q4_1 source over 4 windows: {kl_with:.5} with the imatrix, {kl_without:.5} without");
+    // Measured: 0.078 with, 0.120 without (Q4_1 → Q4_K_M of a 135M model costs that much).
+    assert!(kl_with > 0.0 && kl_without < 0.3, "{kl_with} {kl_without}");
+    assert!(kl_with < kl_without, "the importance matrix did not help: {kl_with} vs {kl_without}");
+}

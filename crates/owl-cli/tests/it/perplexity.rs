@@ -47,20 +47,25 @@ fn kl_divergence_against_a_base() {
     let args = ["perplexity", "smollm2", TEXT, "--ctx", "128", "--chunks", "2", "--kl-divergence", "smollm2"];
     let same = owl_json(args.iter().copied().chain(["--json"]));
     assert_eq!(same["tokens"], 2 * 63);
-    assert_eq!(same["kld"]["value"], 0.0, "{same}");
-    assert_eq!(same["same_top"]["value"], 1.0, "{same}");
-    assert_eq!(same["ppl"]["value"], same["ppl_base"]["value"], "{same}");
+    assert_eq!(same["kld_mean"], 0.0, "{same}");
+    assert_eq!(same["kld_p99"], 0.0, "{same}");
+    assert_eq!(same["top1_agreement"], 1.0, "{same}");
+    assert_eq!(same["ppl"], same["ppl_base"], "{same}");
     let plain = owl_json(["perplexity", "smollm2", TEXT, "--ctx", "128", "--chunks", "2", "--json"]);
-    assert_eq!(same["ppl"]["value"], plain["ppl"], "the model's side is plain perplexity");
+    assert_eq!(same["ppl"], plain["ppl"], "the model's side is plain perplexity");
+    assert_eq!(same["kl_divergence"]["ppl"]["value"], plain["ppl"], "{same}");
 
     let f32_base = owl_json(args.iter().copied().chain(["--base-f32-activations", "--json"]));
-    let kld = f32_base["kld"]["value"].as_f64().unwrap();
-    let top = f32_base["same_top"]["value"].as_f64().unwrap();
+    let kld = f32_base["kld_mean"].as_f64().unwrap();
+    let top = f32_base["top1_agreement"].as_f64().unwrap();
     assert!(kld > 0.0 && kld < 0.05, "{f32_base}");
     assert!(top > 0.85, "{f32_base}");
-    let q = &f32_base["kld_quantiles"];
+    let report = &f32_base["kl_divergence"];
+    assert_eq!(report["kld"]["value"], f32_base["kld_mean"], "{f32_base}");
+    let q = &report["kld_quantiles"];
     assert!(q["min"].as_f64().unwrap() <= q["median"].as_f64().unwrap(), "{q}");
-    assert!(q["median"].as_f64().unwrap() <= q["max"].as_f64().unwrap(), "{q}");
+    assert!(q["median"].as_f64().unwrap() <= f32_base["kld_p99"].as_f64().unwrap(), "{q}");
+    assert!(f32_base["kld_p99"].as_f64().unwrap() <= q["max"].as_f64().unwrap(), "{q}");
     // The text report has llama-perplexity's three sections.
     let run = owl(args);
     assert_eq!(run.code, Some(0), "{}", run.stderr);

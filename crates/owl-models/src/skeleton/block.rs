@@ -16,6 +16,7 @@ use super::norm::RmsNorm;
 use super::rope::RopeTable;
 use crate::error::ModelError;
 use crate::kv_cache::{KvLayerShape, LayerKv};
+use crate::observe::ActivationObserver;
 
 /// What a layer needs to know about the batch being processed.
 pub struct ForwardCtx<'a> {
@@ -36,6 +37,8 @@ pub struct ForwardCtx<'a> {
     /// the many-token kernels, so that no token's result depends on what else is in the
     /// batch; `None` picks the fastest kernels for the batch size.
     pub n_single: Option<usize>,
+    /// Sees every projection's input when attached (`owl imatrix`).
+    pub observer: Option<&'a dyn ActivationObserver>,
 }
 
 /// Batch rows `start..start + len`: one sequence, consecutive positions.

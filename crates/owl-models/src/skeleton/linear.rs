@@ -43,7 +43,22 @@ impl Linear {
     /// [`Linear::forward`] over the batch of `ctx`, batch-invariant when it asks for that
     /// (`ForwardCtx::n_single`).
     pub fn project(&self, ctx: &ForwardCtx<'_>, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
+        self.observe(ctx, x, ctx.n_tokens);
         self.run(ctx.pool, x, ctx.n_tokens, ctx.n_single, y)
+    }
+
+    /// [`Linear::forward`] of `n` rows on the pool of `ctx`, shown to its observer (a routed
+    /// expert's share of the batch).
+    pub fn project_rows(&self, ctx: &ForwardCtx<'_>, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+        self.observe(ctx, x, n);
+        self.run(ctx.pool, x, n, None, y)
+    }
+
+    #[inline]
+    fn observe(&self, ctx: &ForwardCtx<'_>, x: &[f32], n: usize) {
+        if let (Some(observer), Some(origin)) = (ctx.observer, self.weight.origin()) {
+            observer.observe(origin, &x[..n * self.weight.cols], n);
+        }
     }
 
     fn run(

@@ -24,7 +24,6 @@
 //!   0.0, which differs only when a biased score inside a kept group is negative).
 
 use owl_formats::hf_config::{MoeConfig, RouterScoring, TopkMethod};
-use owl_kernels::ThreadPool;
 
 use super::activation::Activation;
 use super::block::{FeedForward, ForwardCtx};
@@ -328,7 +327,7 @@ impl Expert {
     #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
-        pool: &ThreadPool,
+        ctx: &ForwardCtx<'_>,
         act: Activation,
         ffn: usize,
         xs: &[f32],
@@ -339,18 +338,18 @@ impl Expert {
         match &self.gate_up {
             GateUp::Separate { gate, up } => {
                 let (a, b) = h[..2 * n * ffn].split_at_mut(n * ffn);
-                gate.forward(pool, xs, n, a)?;
-                up.forward(pool, xs, n, b)?;
+                gate.project_rows(ctx, xs, n, a)?;
+                up.project_rows(ctx, xs, n, b)?;
                 act.glu_in_place(a, b);
             }
             GateUp::Fused(w) => {
                 // Rows [gate | up] per token; compacted in place as in `GatedMlp`.
                 let both = &mut h[..2 * n * ffn];
-                w.forward(pool, xs, n, both)?;
+                w.project_rows(ctx, xs, n, both)?;
                 act.glu_fused_rows(both, n, ffn);
             }
         }
-        self.down.forward(pool, &h[..n * ffn], n, ys)
+        self.down.project_rows(ctx, &h[..n * ffn], n, ys)
     }
 }
 
@@ -470,7 +469,7 @@ impl FeedForward for SparseMoe {
                 let t = t as usize;
                 xs[i * h..(i + 1) * h].copy_from_slice(&x[t * h..(t + 1) * h]);
             }
-            expert.forward(ctx.pool, self.act, f, &xs[..c * h], c, hbuf, &mut ys[..c * h])?;
+            expert.forward(ctx, self.act, f, &xs[..c * h], c, hbuf, &mut ys[..c * h])?;
             for (i, (&t, &w)) in order[b..end].iter().zip(&order_w[b..end]).enumerate() {
                 let t = t as usize;
                 for (o, y) in out[t * h..(t + 1) * h].iter_mut().zip(&ys[i * h..(i + 1) * h]) {
@@ -583,7 +582,7 @@ pub fn stacked_whole(w: &mut Binder<'_>, name: &str, n: usize, rows: usize, cols
         return None;
     };
     match Weight::new(format, n * rows, cols, t.bytes.clone()) {
-        Ok(all) => Some(all),
+        Ok(all) => Some(all.with_origin(name, 0, 1)),
         Err(e) => {
             w.problem(format!("{name}: {e}"));
             None
@@ -595,7 +594,7 @@ pub fn stacked_whole(w: &mut Binder<'_>, name: &str, n: usize, rows: usize, cols
 /// bytes (no copy); placeholders when [`stacked_whole`] fails.
 pub fn stacked(w: &mut Binder<'_>, name: &str, n: usize, rows: usize, cols: usize) -> Vec<Weight> {
     match stacked_whole(w, name, n, rows, cols) {
-        Some(all) => (0..n).map(|e| all.rows_view(e * rows..(e + 1) * rows)).collect(),
+        Some(all) => (0..n).map(|e| all.rows_view(e * rows..(e + 1) * rows).with_origin(name, e, n)).collect(),
         None => vec![placeholder(); n],
     }
 }

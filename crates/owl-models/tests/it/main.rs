@@ -15,3 +15,4 @@ mod float_formats;
 mod gguf_conventions;
 mod moe_fixtures;
 mod moe_gguf;
+mod observe;
