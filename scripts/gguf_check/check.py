@@ -9,8 +9,9 @@
   (gguf.MODEL_TENSORS, formatted for every block) does not have;
 - "unknown_keys": metadata keys that are not among gguf.Keys (with {arch} filled in);
 - with HF_DIR: "hf_names", each tensor name of the directory's model*.safetensors with the
-  GGUF name gguf.TensorNameMap (what convert_hf_to_gguf.py uses) gives it (per-expert
-  names as the stacked tensor they join), or null.
+  GGUF names gguf.TensorNameMap (what convert_hf_to_gguf.py uses) gives it (per-expert
+  names as the stacked tensor they join; DeepSeek's kv_b_proj as the k_b and v_b it is
+  split into), or null.
 """
 
 import json
@@ -99,7 +100,13 @@ def main():
                         # DeepSeek's modify_tensors renames the router's correction bias so
                         # that the map's ".bias" suffix applies.
                         merged = merged.replace("e_score_correction_bias", "e_score_correction.bias")
-                        names[hf] = tmap.get_name(merged, try_suffixes=(".weight", ".bias"))
+                        # ...and splits kv_b_proj into k_b_proj and v_b_proj (absorbed MLA).
+                        if arch_name == "deepseek2" and merged.endswith("kv_b_proj.weight"):
+                            parts = [merged.replace("kv_b_proj", p) for p in ("k_b_proj", "v_b_proj")]
+                        else:
+                            parts = [merged]
+                        got = [tmap.get_name(p, try_suffixes=(".weight", ".bias")) for p in parts]
+                        names[hf] = None if None in got else got
             out["hf_names"] = names
     else:
         out["unknown_architecture"] = True

@@ -26,8 +26,7 @@ pub enum Producer {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvPart {
-    /// `attn_k_b`: each head's key up-projection transposed, `[H][nope][rank]` → stored
-    /// `[H][rank][nope]`... as llama.cpp writes it: `[H][nope... ]` (see `KvB` producer).
+    /// `attn_k_b`: each head's key up-projection `[nope][rank]`, transposed: `[H][rank][nope]`.
     K,
     /// `attn_v_b`: each head's value up-projection, `[H][v][rank]`.
     V,
@@ -213,14 +212,36 @@ fn extra_tensors(arch: Arch, cfg: &HfConfig) -> Result<Vec<PlannedTensor>, Conve
     }
 }
 
-/// DeepSeek's `kv_b_proj`, kept whole; a split form is planned here if llama.cpp's
-/// converter writes one (see `KvPart`).
+/// DeepSeek's `kv_b_proj` `[H·(nope+v)][rank]`, split as llama.cpp's converter does for
+/// the absorbed form of MLA (conversion/deepseek.py, "MLA with the absorption
+/// optimization"): `attn_k_b` `[H][rank][nope]` (each head's key rows, transposed) and
+/// `attn_v_b` `[H][v][rank]`; `attn_kv_b` itself is not written.
 fn kv_b_split(
-    _arch: Arch,
-    _cfg: &HfConfig,
-    _gguf: &str,
-    _hf: &str,
-    _shape: &[usize],
+    arch: Arch,
+    cfg: &HfConfig,
+    gguf: &str,
+    hf: &str,
+    shape: &[usize],
 ) -> Result<Option<Vec<PlannedTensor>>, ConvertError> {
-    Ok(None)
+    let Some(prefix) = gguf.strip_suffix("attn_kv_b.weight") else { return Ok(None) };
+    if arch != Arch::Deepseek2 {
+        return Ok(None);
+    }
+    let mla = cfg.mla.as_ref().ok_or_else(|| ConvertError::field("kv_lora_rank", "missing for DeepSeek"))?;
+    let (heads, nope, v, rank) = (cfg.num_key_value_heads, mla.qk_nope_head_dim, mla.v_head_dim, mla.kv_lora_rank);
+    if shape != [heads * (nope + v), rank] {
+        return Err(ConvertError::tensor(
+            hf,
+            format!("shape {shape:?}, expected [{heads}·({nope}+{v}), {rank}] (num_key_value_heads, qk_nope_head_dim, v_head_dim, kv_lora_rank)"),
+        ));
+    }
+    let part = |name: &str, part: KvPart, shape: Vec<usize>| PlannedTensor {
+        name: format!("{prefix}{name}"),
+        shape,
+        producer: Producer::KvB { hf: hf.to_string(), part, heads, nope, v, rank },
+    };
+    Ok(Some(vec![
+        part("attn_k_b.weight", KvPart::K, vec![heads, rank, nope]),
+        part("attn_v_b.weight", KvPart::V, vec![heads, v, rank]),
+    ]))
 }

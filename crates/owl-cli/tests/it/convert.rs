@@ -172,3 +172,78 @@ fn imatrix_measures_every_projection_and_steers_quantize() {
     assert!(kl_with > 0.0 && kl_without < 0.3, "{kl_with} {kl_without}");
     assert!(kl_with < kl_without, "the importance matrix did not help: {kl_with} vs {kl_without}");
 }
+
+/// Peak resident memory of `owl convert IN OUT --type f32 --no-tokenizer`, in bytes: run
+/// from a fresh Python process whose only child it is (`ru_maxrss` of its children).
+fn convert_peak_rss(input: &std::path::Path, out: &std::path::Path) -> u64 {
+    let script = "import resource, subprocess, sys\n\
+                  r = subprocess.run(sys.argv[1:], capture_output=True)\n\
+                  sys.stderr.write(r.stderr.decode())\n\
+                  print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)";
+    let run = std::process::Command::new("python3")
+        .args(["-c", script, env!("CARGO_BIN_EXE_owl"), "convert"])
+        .args([input.as_os_str(), out.as_os_str()])
+        .args(["--type", "f32", "--no-tokenizer", "--json"])
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let mut fields = stdout.split_whitespace();
+    assert_eq!(fields.next(), Some("0"), "owl convert failed: {}", String::from_utf8_lossy(&run.stderr));
+    fields.next().and_then(|kib| kib.parse::<u64>().ok()).expect("ru_maxrss") * 1024
+}
+
+/// Round trip of a real model: SmolLM2 (Q4_1) dequantized by gguf-py into a Hugging Face
+/// directory (scripts/gguf_check/export_hf.py: names back through gguf.TensorNameMap, q/k
+/// rows un-permuted), converted back to F32 by owl in memory near one tensor, computes the
+/// original's float32-activation logits; and the largest fixture converts in as little.
+#[test]
+fn a_demo_model_round_trips_through_safetensors_in_bounded_memory() {
+    use owl_models::{ActivationPrecision, Batch, KvDtype, LoadOptions, Model};
+    const MIB: u64 = 1 << 20;
+    let setup = owl_test::workspace_root().join("scripts/gguf_check/setup.sh");
+    let py = std::process::Command::new("bash").arg(&setup).output().expect("setup.sh");
+    assert!(py.status.success(), "installing gguf-py failed: {}", String::from_utf8_lossy(&py.stderr));
+    let python = String::from_utf8(py.stdout).expect("utf-8").trim().to_string();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let source = owl_test::demo_model("smollm2");
+    let hf = tmp.path().join("smollm2-hf");
+    let export = std::process::Command::new(&python)
+        .arg(owl_test::workspace_root().join("scripts/gguf_check/export_hf.py"))
+        .args([source.as_os_str(), hf.as_os_str()])
+        .output()
+        .expect("export_hf.py");
+    assert!(export.status.success(), "export: {}", String::from_utf8_lossy(&export.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&export.stdout).expect("json");
+    let largest = info["largest"].as_u64().expect("largest");
+    assert_eq!(largest, 49152 * 576 * 4, "token_embd in F32");
+
+    let back = tmp.path().join("smollm2-f32.gguf");
+    let peak = convert_peak_rss(&hf, &back);
+    eprintln!("owl convert of SmolLM2 in F32 (538 MB): peak RSS {} MiB", peak / MIB);
+    assert!(peak < 2 * largest + 100 * MIB, "peak RSS {} MiB", peak / MIB);
+    let _ = std::fs::remove_dir_all(&hf);
+
+    let logits = |path: &std::path::Path| {
+        let mut model = Model::load(path, &LoadOptions { threads: 2, max_batch_tokens: 16 }).expect("load");
+        model.set_activation_precision(ActivationPrecision::F32);
+        let mut kv = model.new_kv_cache(1, 32, KvDtype::F32).expect("kv");
+        let tokens = [1u32, 504, 3458, 282, 4649, 314, 30, 2330, 1209, 28];
+        let mut batch = Batch::new();
+        batch.push_sequence(0, 0, &tokens, true);
+        let mut out = vec![0.0; tokens.len() * model.vocab_size()];
+        model.forward(&batch, &mut kv, &mut out).expect("forward");
+        out
+    };
+    let (a, b) = (logits(&source), logits(&back));
+    let err = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    let scale = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    eprintln!("round trip: max |Δlogit| {err:.2e} of max |logit| {scale:.1}");
+    assert!(err <= 1e-4 * scale.max(1.0), "round trip moved the logits by {err} (measured 1.7e-5)");
+
+    // The largest fixture checkpoint (Mixtral's): near one tensor too.
+    let fixture = owl_test::fixture("models/mixtral");
+    let peak = convert_peak_rss(&fixture, &tmp.path().join("mixtral.gguf"));
+    let size = std::fs::metadata(fixture.join("model.safetensors")).expect("size").len();
+    eprintln!("owl convert of the mixtral fixture ({} KiB): peak RSS {} MiB", size / 1024, peak / MIB);
+    assert!(peak < size * 2 + 100 * MIB, "peak RSS {} MiB", peak / MIB);
+}

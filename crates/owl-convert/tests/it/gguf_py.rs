@@ -77,8 +77,14 @@ fn llama_cpp_gguf_library_reads_every_converted_fixture() {
             if keys != my_keys {
                 problems.push(format!("keys differ:\n gguf-py {keys:?}\n owl     {my_keys:?}"));
             }
-            let mapped: BTreeSet<&str> =
-                view["hf_names"].as_object().expect("hf_names").values().filter_map(|v| v.as_str()).collect();
+            let mapped: BTreeSet<&str> = view["hf_names"]
+                .as_object()
+                .expect("hf_names")
+                .values()
+                .filter_map(|v| v.as_array())
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
             let unmapped: Vec<&String> = view["hf_names"]
                 .as_object()
                 .expect("hf_names")
