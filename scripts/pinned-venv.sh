@@ -10,6 +10,10 @@ pinned_venv() {
   shift
   local stamp="$venv/.owl-pins" want
   want="$(printf '%s\n' "$@")"
+  # Tests running at once may ask for the same venv: one builds it, the others wait for it.
+  mkdir -p "$(dirname "$venv")"
+  exec {lock_fd}>"$venv.lock"
+  flock "$lock_fd"
   if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     echo "$venv/bin/python"
     return 0

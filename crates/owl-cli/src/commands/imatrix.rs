@@ -22,14 +22,7 @@ use crate::printer;
 const N_BATCH: usize = 512;
 
 pub fn run(args: &ImatrixArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.text).with_context(|| format!("cannot read {}", args.text.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not UTF-8 text (invalid byte at offset {})",
-            args.text.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
+    let text = load::read_text(&args.text)?;
     let threads = load::threads_or_default(args.threads);
     let n_ctx = args.ctx;
     let mut loaded = load::load(&args.model, threads, N_BATCH.min(n_ctx), false)?;

@@ -119,6 +119,14 @@ pub fn runner(model: Model, sequences: usize, n_ctx: usize) -> anyhow::Result<Mo
 
 /// `-t N` as given, else the number of physical cores. More threads than the CPUs this
 /// process may run on only contend for them: a warning, then clamped (clap already refused 0).
+/// A text file (a perplexity or calibration text), which must be UTF-8.
+pub fn read_text(path: &std::path::Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!("{}: not UTF-8 text (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to())
+    })
+}
+
 pub fn threads_or_default(threads: Option<usize>) -> usize {
     match threads {
         Some(n) => clamp_threads(n),

@@ -20,14 +20,7 @@ use crate::printer;
 const N_BATCH: usize = 512;
 
 pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
-    let text = String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not UTF-8 text (invalid byte at offset {})",
-            args.file.display(),
-            e.utf8_error().valid_up_to()
-        )
-    })?;
+    let text = load::read_text(&args.file)?;
     let threads = load::threads_or_default(args.threads);
     // Windows never need larger forward calls than themselves.
     let load_batch = if args.ctx == 0 { N_BATCH } else { N_BATCH.min(args.ctx) };
