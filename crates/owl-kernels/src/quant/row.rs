@@ -186,7 +186,7 @@ macro_rules! with_blocks_mut {
 }
 
 /// The row's byte length for `n` elements, or the error naming why there is none.
-fn checked_row_bytes(format: BlockFormat, n: usize) -> Result<usize, KernelError> {
+pub(super) fn checked_row_bytes(format: BlockFormat, n: usize) -> Result<usize, KernelError> {
     format.row_bytes(n).ok_or(KernelError::RowNotBlockMultiple { format, len: n, block: format.block_elems() })
 }
 

@@ -130,10 +130,17 @@ pub(crate) fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
     }
 }
 
-/// Asymmetric quants `L[i]` in `0..=nmax` for `x ≈ scale·L − min` (`make_qkx2_quants`):
-/// tries `nstep + 1` scales `(rmin + rdelta·is + nmax)/(max − min)` and solves the
-/// weighted least-squares scale and min for each, keeping the best. Returns
-/// `(scale, min)` with `min ≥ 0` the amount subtracted. `l_aux` is scratch of `x.len()`.
+/// Asymmetric quants `L[i]` in `0..=nmax` for `x ≈ scale·L − min`: tries `nstep + 1`
+/// scales `(rmin + rdelta·is + nmax)/(max − min)`, solves the weighted least-squares scale
+/// and min for each and keeps the one with the smallest weighted error (squared, or
+/// absolute with `use_mad`). Returns `(scale, min)` with `min ≥ 0` the amount subtracted;
+/// scale 0 for a constant block. `l_aux` is scratch of `x.len()`.
+///
+/// This is ggml's `make_qkx2_quants` and, with `weights` given, its `make_qkx3_quants`:
+/// the two run the same operations in the same order and differ only in the test for a
+/// degenerate block, `max == min` against `max <= min`. Those agree: `max ≥ min` holds
+/// after clamping `min ≤ 0` (both are seeded with `x[0]`, and `min` is raised to 0 only
+/// when `max ≥ min > 0`), and both comparisons are false for a NaN.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn make_qkx2_quants(
     nmax: i32,
@@ -163,7 +170,7 @@ pub(crate) fn make_qkx2_quants(
     if min > 0.0 {
         min = 0.0;
     }
-    if max == min {
+    if max <= min {
         l_out.fill(0);
         return (0.0, -min);
     }
@@ -213,90 +220,9 @@ pub(crate) fn make_qkx2_quants(
     (scale, -min)
 }
 
-/// The importance-weighted twin of [`make_qkx2_quants`] (`make_qkx3_quants` with
-/// `weights` given): asymmetric quants `L[i]` in `0..=nmax` for `x ≈ scale·L − min`,
-/// trying `nstep + 1` scales `(rmin + rdelta·is + nmax)/(max − min)` and keeping the one
-/// whose weighted least-squares fit has the smallest weighted error. Unlike `qkx2`, a
-/// block with `max ≤ min` (after clamping `min ≤ 0`) returns scale 0. Returns
-/// `(scale, min)` with `min ≥ 0` the amount subtracted. `l_aux` is scratch of `x.len()`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn make_qkx3_quants(
-    nmax: i32,
-    x: &[f32],
-    weights: &[f32],
-    l_out: &mut [u8],
-    l_aux: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-) -> (f32, f32) {
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for (&v, &w) in x.iter().zip(weights).skip(1) {
-        if v < min {
-            min = v;
-        }
-        if v > max {
-            max = v;
-        }
-        sum_w += w;
-        sum_x += w * v;
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max <= min {
-        l_out.fill(0);
-        return (0.0, -min);
-    }
-    let err = |diff: f32| if use_mad { diff.abs() } else { diff * diff };
-    let mut iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_mad = 0.0f32;
-    for ((dst, &v), &w) in l_out.iter_mut().zip(x).zip(weights) {
-        let l = nearest_int(iscale * (v - min)).clamp(0, nmax);
-        *dst = l as u8;
-        best_mad += w * err(scale * l as f32 + min - v);
-    }
-    if nstep < 1 {
-        return (scale, -min);
-    }
-    for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for ((dst, &v), &w) in l_aux.iter_mut().zip(x).zip(weights) {
-            let l = nearest_int(iscale * (v - min)).clamp(0, nmax);
-            *dst = l as u8;
-            let lf = l as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * v;
-        }
-        let det = sum_w * sum_l2 - sum_l * sum_l;
-        if det > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut mad = 0.0f32;
-            for ((&l, &v), &w) in l_aux.iter().zip(x).zip(weights) {
-                mad += w * err(this_scale * l as f32 + this_min - v);
-            }
-            if mad < best_mad {
-                l_out.copy_from_slice(&l_aux[..l_out.len()]);
-                best_mad = mad;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    (scale, -min)
-}
+/// ggml's `make_qkx3_quants` with `weights` given, the importance-weighted quantizers'
+/// search: the same function as [`make_qkx2_quants`] (see there).
+pub(crate) use self::make_qkx2_quants as make_qkx3_quants;
 
 /// Non-negative quants `L[i]` in `0..=nmax` for `x ≈ scale·L` with weights `qw`
 /// (`make_qp_quants`): the K-quants' search for the super-block scale of their sub-block

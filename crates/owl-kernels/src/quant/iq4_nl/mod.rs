@@ -10,6 +10,7 @@ pub mod avx2;
 use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::scale_search::{best_index_int8, GROUP_MAX_EPS};
 use crate::quant::util::{f16_to_f32, f32_to_f16};
+use crate::quant::weighted::{fill_weights, sum_squares};
 
 /// Elements per block.
 pub const QK4_NL: usize = 32;
@@ -54,13 +55,25 @@ pub fn dequantize(blocks: &[BlockIQ4NL], out: &mut [f32]) {
 /// for the nearest table levels, refined over 15 trial scales.
 pub fn quantize(src: &[f32], out: &mut [BlockIQ4NL]) {
     debug_assert_eq!(src.len(), out.len() * QK4_NL);
-    for (x, y) in src.chunks_exact(QK4_NL).zip(out.iter_mut()) {
-        let mut l = [0u8; QK4_NL];
-        let (d, _) = best_block_scale(x, &mut l, 7);
+    quantize_with(src, out, None);
+}
+
+/// ggml's `quantize_iq4_nl` (`quantize_row_iq4_nl_impl`, super-block 32, `ntry = 7`)
+/// with importance `qw` (`quant_weights`, one per element) or without (`None`, weights
+/// x²): per block σ² = 2·Σx²/32 and the weighted search of [`best_block_scale`], then the
+/// levels recomputed against the unrounded best scale.
+pub(crate) fn quantize_with(src: &[f32], out: &mut [BlockIQ4NL], qw: Option<&[f32]>) {
+    let mut weight = [0f32; QK4_NL];
+    let mut l = [0u8; QK4_NL];
+    for (ib, (xb, y)) in src.chunks_exact(QK4_NL).zip(out.iter_mut()).enumerate() {
+        let qb = qw.map(|qw| &qw[QK4_NL * ib..QK4_NL * ib + QK4_NL]);
+        let sigma2 = if qb.is_some() { sum_squares(xb) * (2.0 / QK4_NL as f32) } else { 0.0 };
+        block_weights(&mut weight, xb, qb, sigma2);
+        let d = best_block_scale(xb, &weight, &mut l, 7);
         y.d = f32_to_f16(d);
         // A single block: the levels are recomputed against the (unrounded) best scale.
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        for (lj, &v) in l.iter_mut().zip(x) {
+        for (lj, &v) in l.iter_mut().zip(xb) {
             *lj = best_index_int8(&KVALUES_IQ4NL, id * v) as u8;
         }
         pack_nibbles(&l, &mut y.qs);
@@ -76,23 +89,37 @@ pub(crate) fn pack_nibbles(l: &[u8], qs: &mut [u8]) {
     }
 }
 
-/// The per-block part of ggml's `quantize_row_iq4_nl_impl` (no importance weights) for a
-/// block of 32: fills `l` with table indices and returns `(scale, |x|max)`; scale 0 for an
-/// all-zero block. `ntry > 0` also tries scales `(itry + T[0])/max`, `|itry| ≤ ntry`.
-pub(crate) fn best_block_scale(xb: &[f32], l: &mut [u8], ntry: i32) -> (f32, f32) {
+/// The weights of one block of 32 in `quantize_row_iq4_nl_impl`: `qw[j]·sqrt(σ² + x[j]²)`
+/// with importance `qw`, else `x[j]²`.
+#[inline]
+pub(crate) fn block_weights(weight: &mut [f32], xb: &[f32], qw: Option<&[f32]>, sigma2: f32) {
+    match qw {
+        Some(qw) => fill_weights(weight, qw, xb, sigma2),
+        None => {
+            for (w, &v) in weight.iter_mut().zip(xb) {
+                *w = v * v;
+            }
+        }
+    }
+}
+
+/// The per-block search of ggml's `quantize_row_iq4_nl_impl` for a block of 32 with
+/// weights `weight` ([`block_weights`]): fills `l` with table indices and returns the
+/// scale, 0 for an all-zero block (`l` then untouched). `ntry > 0` also tries scales
+/// `(itry + T[0])/max`, `|itry| ≤ ntry`.
+pub(crate) fn best_block_scale(xb: &[f32], weight: &[f32], l: &mut [u8], ntry: i32) -> f32 {
     let values = &KVALUES_IQ4NL;
     let (max, amax) = crate::quant::util::signed_abs_max(xb);
     if amax < GROUP_MAX_EPS {
-        return (0.0, amax);
+        return 0.0;
     }
     let mut d = if ntry > 0 { -max / values[0] as f32 } else { max / values[0] as f32 };
     let mut id = 1.0 / d;
     let (mut sumqx, mut sumq2) = (0.0f32, 0.0f32);
-    for (lj, &v) in l.iter_mut().zip(xb) {
+    for ((lj, &v), &w) in l.iter_mut().zip(xb).zip(weight) {
         let idx = best_index_int8(values, id * v);
         *lj = idx as u8;
         let q = values[idx] as f32;
-        let w = v * v;
         sumqx += w * q * v;
         sumq2 += w * q * q;
     }
@@ -101,9 +128,8 @@ pub(crate) fn best_block_scale(xb: &[f32], l: &mut [u8], ntry: i32) -> (f32, f32
     for itry in -ntry..=ntry {
         id = (itry as f32 + values[0] as f32) / max;
         let (mut sumqx, mut sumq2) = (0.0f32, 0.0f32);
-        for &v in xb {
+        for (&v, &w) in xb.iter().zip(weight) {
             let q = values[best_index_int8(values, id * v)] as f32;
-            let w = v * v;
             sumqx += w * q * v;
             sumq2 += w * q * q;
         }
@@ -112,7 +138,7 @@ pub(crate) fn best_block_scale(xb: &[f32], l: &mut [u8], ntry: i32) -> (f32, f32
             best = d * sumqx;
         }
     }
-    (d, amax)
+    d
 }
 
 /// Σ w·a: per block the integer sum of T[q]·q8, times both scales

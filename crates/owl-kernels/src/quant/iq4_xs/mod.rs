@@ -8,10 +8,11 @@
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 
-use crate::quant::iq4_nl::{best_block_scale, pack_nibbles, KVALUES_IQ4NL};
+use crate::quant::iq4_nl::{best_block_scale, block_weights, pack_nibbles, KVALUES_IQ4NL};
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::scale_search::best_index_int8;
 use crate::quant::util::{f16_to_f32, f32_to_f16, inverse_or_zero, nearest_int};
+use crate::quant::weighted::sum_squares;
 use crate::quant::QK_K;
 
 /// ggml `block_iq4_xs`: 136 bytes, alignment 1.
@@ -65,12 +66,26 @@ pub fn dequantize(blocks: &[BlockIQ4XS], out: &mut [f32]) {
 /// quantized to 6 bits against `−max/32`, levels recomputed against the stored scales.
 pub fn quantize(src: &[f32], out: &mut [BlockIQ4XS]) {
     debug_assert_eq!(src.len(), out.len() * QK_K);
-    for (x, y) in src.chunks_exact(QK_K).zip(out.iter_mut()) {
+    quantize_with(src, out, None);
+}
+
+/// ggml's `quantize_iq4_xs` (`quantize_row_iq4_nl_impl`, super-block 256, `ntry = 7`)
+/// with importance `qw` (`quant_weights`, one per element; σ² = 2·Σx²/256 per
+/// super-block) or without (`None`, weights x²): per block of 32 the weighted search of
+/// [`best_block_scale`], then 6-bit block scales against `d = −max_scale/32` and levels
+/// recomputed against them.
+pub(crate) fn quantize_with(src: &[f32], out: &mut [BlockIQ4XS], qw: Option<&[f32]>) {
+    for (ibl, (x, y)) in src.chunks_exact(QK_K).zip(out.iter_mut()).enumerate() {
+        let qw = qw.map(|qw| &qw[QK_K * ibl..QK_K * ibl + QK_K]);
         let mut l = [0u8; QK_K];
+        let mut weight = [0f32; 32];
         let mut scales = [0f32; QK_K / 32];
+        let sigma2 = if qw.is_some() { sum_squares(x) * (2.0 / QK_K as f32) } else { 0.0 };
         let (mut max_scale, mut amax_scale) = (0.0f32, 0.0f32);
         for (ib, s) in scales.iter_mut().enumerate() {
-            let (d, _) = best_block_scale(&x[32 * ib..32 * ib + 32], &mut l[32 * ib..32 * ib + 32], 7);
+            let r = 32 * ib..32 * ib + 32;
+            block_weights(&mut weight, &x[r.clone()], qw.map(|qw| &qw[r.clone()]), sigma2);
+            let d = best_block_scale(&x[r.clone()], &weight, &mut l[r], 7);
             *s = d;
             if d.abs() > amax_scale {
                 amax_scale = d.abs();

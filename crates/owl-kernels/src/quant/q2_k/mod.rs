@@ -72,7 +72,7 @@ pub fn dequantize(blocks: &[BlockQ2K], out: &mut [f32]) {
 
 /// ggml's `quantize_row_q2_K_ref`: per sub-block `make_qkx2_quants` (3 levels, weights
 /// |x|, absolute-error criterion), scales and mins quantized to 4 bits against their
-/// maxima, then the quants recomputed against the stored scales.
+/// maxima, then the quants recomputed against the stored scales ([`pack_quants`]).
 pub fn quantize(src: &[f32], out: &mut [BlockQ2K]) {
     debug_assert_eq!(src.len(), out.len() * QK_K);
     const Q4SCALE: f32 = 15.0;
@@ -118,22 +118,29 @@ pub fn quantize(src: &[f32], out: &mut [BlockQ2K]) {
         } else {
             y.dmin = f32_to_f16(0.0);
         }
-        let (d_all, dmin_all) = (y.d(), y.dmin());
-        for j in 0..QK_K / 16 {
-            let d = d_all * (y.scales[j] & 0x0F) as f32;
-            if d == 0.0 {
-                continue;
-            }
-            let dm = dmin_all * (y.scales[j] >> 4) as f32;
-            for ii in 0..16 {
-                l[16 * j + ii] = nearest_int((x[16 * j + ii] + dm) / d).clamp(0, 3) as u8;
-            }
+        pack_quants(y, x, &mut l);
+    }
+}
+
+/// The tail shared by ggml's `quantize_row_q2_K_ref` and `quantize_row_q2_K_impl`: with
+/// `d`, `dmin` and the 4-bit scales and mins of `y` stored, recomputes the quants against
+/// the stored values and packs them (`l` is scratch).
+pub(crate) fn pack_quants(y: &mut BlockQ2K, x: &[f32], l: &mut [u8; QK_K]) {
+    let (d_all, dmin_all) = (y.d(), y.dmin());
+    for j in 0..QK_K / 16 {
+        let d = d_all * (y.scales[j] & 0x0F) as f32;
+        if d == 0.0 {
+            continue;
         }
-        for n in 0..2 {
-            for i in 0..32 {
-                let e = 128 * n + i;
-                y.qs[32 * n + i] = l[e] | (l[e + 32] << 2) | (l[e + 64] << 4) | (l[e + 96] << 6);
-            }
+        let dm = dmin_all * (y.scales[j] >> 4) as f32;
+        for ii in 0..16 {
+            l[16 * j + ii] = nearest_int((x[16 * j + ii] + dm) / d).clamp(0, 3) as u8;
+        }
+    }
+    for n in 0..2 {
+        for i in 0..32 {
+            let e = 128 * n + i;
+            y.qs[32 * n + i] = l[e] | (l[e + 32] << 2) | (l[e + 64] << 4) | (l[e + 96] << 6);
         }
     }
 }

@@ -83,7 +83,7 @@ pub fn dequantize(blocks: &[BlockQ3K], out: &mut [f32]) {
 
 /// ggml's `quantize_row_q3_K_ref`: per sub-block `make_q3_quants` (coordinate descent,
 /// weights x²), scales quantized to 6 bits against the largest-magnitude one, then the
-/// quants recomputed against the stored scales.
+/// quants recomputed against the stored scales ([`pack_block`]).
 pub fn quantize(src: &[f32], out: &mut [BlockQ3K]) {
     debug_assert_eq!(src.len(), out.len() * QK_K);
     for (x, y) in src.chunks_exact(QK_K).zip(out.iter_mut()) {
@@ -98,46 +98,56 @@ pub fn quantize(src: &[f32], out: &mut [BlockQ3K]) {
                 max_scale = scales[j];
             }
         }
-        y.scales = [0; 12];
+        let mut ls = [0u8; QK_K / 16];
+        let mut d = 0.0;
         if max_scale != 0.0 {
             let iscale = -32.0 / max_scale;
-            for (j, &s) in scales.iter().enumerate() {
-                let lv = (nearest_int(iscale * s).clamp(-32, 31) + 32) as u8;
-                if j < 8 {
-                    y.scales[j] = lv & 0x0F;
-                } else {
-                    y.scales[j - 8] |= (lv & 0x0F) << 4;
-                }
-                y.scales[j % 4 + 8] |= (lv >> 4) << (2 * (j / 4));
+            for (dst, &s) in ls.iter_mut().zip(&scales) {
+                *dst = (nearest_int(iscale * s).clamp(-32, 31) + 32) as u8;
             }
-            y.d = f32_to_f16(1.0 / iscale);
+            d = 1.0 / iscale;
+        }
+        pack_block(y, x, d, &ls, &mut l);
+    }
+}
+
+/// The tail shared by ggml's `quantize_row_q3_K_ref` and `quantize_row_q3_K_impl`: stores
+/// the super-block scale `d` and the 16 six-bit scales `ls` (offset 32 included), then
+/// recomputes the quants against the stored values and packs them (`l` is scratch).
+pub(crate) fn pack_block(y: &mut BlockQ3K, x: &[f32], d: f32, ls: &[u8; QK_K / 16], l: &mut [i8; QK_K]) {
+    y.scales = [0; 12];
+    for (j, &lv) in ls.iter().enumerate() {
+        if j < 8 {
+            y.scales[j] = lv & 0x0F;
         } else {
-            y.d = f32_to_f16(0.0);
+            y.scales[j - 8] |= (lv & 0x0F) << 4;
         }
-        let d_all = y.d();
-        for (j, &sc) in y.sub_scales().iter().enumerate() {
-            let d = d_all * sc as f32;
-            if d == 0.0 {
-                continue;
-            }
-            for ii in 0..16 {
-                l[16 * j + ii] = (nearest_int(x[16 * j + ii] / d).clamp(-4, 3) + 4) as i8;
-            }
+        y.scales[j % 4 + 8] |= (lv >> 4) << (2 * (j / 4));
+    }
+    y.d = f32_to_f16(d);
+    let d_all = y.d();
+    for (j, &sc) in y.sub_scales().iter().enumerate() {
+        let d = d_all * sc as f32;
+        if d == 0.0 {
+            continue;
         }
-        // High bit of element j goes to bit j/32 of hmask[j % 32].
-        y.hmask = [0; QK_K / 8];
-        for (j, lj) in l.iter_mut().enumerate() {
-            if *lj > 3 {
-                y.hmask[j % 32] |= 1 << (j / 32);
-                *lj -= 4;
-            }
+        for ii in 0..16 {
+            l[16 * j + ii] = (nearest_int(x[16 * j + ii] / d).clamp(-4, 3) + 4) as i8;
         }
-        for n in 0..2 {
-            for i in 0..32 {
-                let e = 128 * n + i;
-                y.qs[32 * n + i] =
-                    (l[e] as u8) | ((l[e + 32] as u8) << 2) | ((l[e + 64] as u8) << 4) | ((l[e + 96] as u8) << 6);
-            }
+    }
+    // High bit of element j goes to bit j/32 of hmask[j % 32].
+    y.hmask = [0; QK_K / 8];
+    for (j, lj) in l.iter_mut().enumerate() {
+        if *lj > 3 {
+            y.hmask[j % 32] |= 1 << (j / 32);
+            *lj -= 4;
+        }
+    }
+    for n in 0..2 {
+        for i in 0..32 {
+            let e = 128 * n + i;
+            y.qs[32 * n + i] =
+                (l[e] as u8) | ((l[e + 32] as u8) << 2) | ((l[e + 64] as u8) << 4) | ((l[e + 96] as u8) << 6);
         }
     }
 }

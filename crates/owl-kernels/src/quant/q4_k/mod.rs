@@ -116,16 +116,14 @@ pub fn dequantize(blocks: &[BlockQ4K], out: &mut [f32]) {
     }
 }
 
+/// A quantized Q4_K / Q5_K super-block before its quants are packed: `(d, dmin, packed
+/// scales and mins, quants in 0..=nmax)`.
+pub(crate) type KSuperBlock = ([u8; 2], [u8; 2], [u8; K_SCALE_SIZE], [u8; QK_K]);
+
 /// Shared by Q4_K and Q5_K (`quantize_row_q{4,5}_K_ref`): per sub-block of 32 the
 /// `make_qkx2_quants` search (weights `rms(x) + |x|`), scales and mins quantized to 6
 /// bits against their maxima, then quants recomputed against the stored values.
-/// Returns `(d, dmin, packed scales, quants in 0..=nmax)`.
-pub(crate) fn quantize_k_super_block(
-    x: &[f32],
-    nmax: i32,
-    rmin: f32,
-    nstep: i32,
-) -> ([u8; 2], [u8; 2], [u8; K_SCALE_SIZE], [u8; QK_K]) {
+pub(crate) fn quantize_k_super_block(x: &[f32], nmax: i32, rmin: f32, nstep: i32) -> KSuperBlock {
     let mut l = [0u8; QK_K];
     let mut l_aux = [0u8; 32];
     let mut weights = [0f32; 32];
@@ -162,9 +160,23 @@ pub(crate) fn quantize_k_super_block(
         ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
         lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
     }
-    let packed = pack_scale_min_k4(&ls, &lm);
-    let d = f32_to_f16(max_scale / 63.0);
-    let dmin = f32_to_f16(max_min / 63.0);
+    requantize_k_super_block(x, nmax, max_scale / 63.0, max_min / 63.0, &ls, &lm, l)
+}
+
+/// The tail shared by ggml's `quantize_row_q{4,5}_K_ref` and `quantize_row_q{4,5}_K_impl`:
+/// packs the 6-bit scales `ls` and mins `lm`, rounds `d` and `dmin` to f16 and recomputes
+/// the quants `l` (0..=nmax) against the stored values.
+pub(crate) fn requantize_k_super_block(
+    x: &[f32],
+    nmax: i32,
+    d: f32,
+    dmin: f32,
+    ls: &[u8; 8],
+    lm: &[u8; 8],
+    mut l: [u8; QK_K],
+) -> KSuperBlock {
+    let packed = pack_scale_min_k4(ls, lm);
+    let (d, dmin) = (f32_to_f16(d), f32_to_f16(dmin));
     let (d_all, dmin_all) = (f16_to_f32(d), f16_to_f32(dmin));
     for j in 0..QK_K / 32 {
         let (sc, m) = get_scale_min_k4(j, &packed);
@@ -184,14 +196,18 @@ pub(crate) fn quantize_k_super_block(
 pub fn quantize(src: &[f32], out: &mut [BlockQ4K]) {
     debug_assert_eq!(src.len(), out.len() * QK_K);
     for (x, y) in src.chunks_exact(QK_K).zip(out.iter_mut()) {
-        let (d, dmin, scales, l) = quantize_k_super_block(x, 15, -1.0, 20);
-        y.d = d;
-        y.dmin = dmin;
-        y.scales = scales;
-        for (qs, lj) in y.qs.chunks_exact_mut(32).zip(l.chunks_exact(64)) {
-            for (i, q) in qs.iter_mut().enumerate() {
-                *q = lj[i] | (lj[i + 32] << 4);
-            }
+        pack_block(y, &quantize_k_super_block(x, 15, -1.0, 20));
+    }
+}
+
+/// Stores a quantized super-block (ggml `quantize_row_q4_K_ref` / `_impl`'s last loop).
+pub(crate) fn pack_block(y: &mut BlockQ4K, (d, dmin, scales, l): &KSuperBlock) {
+    y.d = *d;
+    y.dmin = *dmin;
+    y.scales = *scales;
+    for (qs, lj) in y.qs.chunks_exact_mut(32).zip(l.chunks_exact(64)) {
+        for (i, q) in qs.iter_mut().enumerate() {
+            *q = lj[i] | (lj[i + 32] << 4);
         }
     }
 }

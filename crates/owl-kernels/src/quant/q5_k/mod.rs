@@ -8,7 +8,7 @@
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
 
-use crate::quant::q4_k::{get_scale_min_k4, quantize_k_super_block, K_SCALE_SIZE};
+use crate::quant::q4_k::{get_scale_min_k4, quantize_k_super_block, KSuperBlock, K_SCALE_SIZE};
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::util::f16_to_f32;
 use crate::quant::QK_K;
@@ -85,25 +85,30 @@ pub fn dequantize(blocks: &[BlockQ5K], out: &mut [f32]) {
 pub fn quantize(src: &[f32], out: &mut [BlockQ5K]) {
     debug_assert_eq!(src.len(), out.len() * QK_K);
     for (x, y) in src.chunks_exact(QK_K).zip(out.iter_mut()) {
-        let (d, dmin, scales, l) = quantize_k_super_block(x, 31, -0.5, 15);
-        y.d = d;
-        y.dmin = dmin;
-        y.scales = scales;
-        y.qh = [0; QK_K / 8];
-        for (j, (qs, lj)) in y.qs.chunks_exact_mut(32).zip(l.chunks_exact(64)).enumerate() {
-            let (m1, m2) = (1u8 << (2 * j), 2u8 << (2 * j));
-            for (i, q) in qs.iter_mut().enumerate() {
-                let (mut l1, mut l2) = (lj[i], lj[i + 32]);
-                if l1 > 15 {
-                    l1 -= 16;
-                    y.qh[i] |= m1;
-                }
-                if l2 > 15 {
-                    l2 -= 16;
-                    y.qh[i] |= m2;
-                }
-                *q = l1 | (l2 << 4);
+        pack_block(y, &quantize_k_super_block(x, 31, -0.5, 15));
+    }
+}
+
+/// Stores a quantized super-block (ggml `quantize_row_q5_K_ref` / `_impl`'s last loop):
+/// low nibbles in `qs`, fifth bits in `qh`.
+pub(crate) fn pack_block(y: &mut BlockQ5K, (d, dmin, scales, l): &KSuperBlock) {
+    y.d = *d;
+    y.dmin = *dmin;
+    y.scales = *scales;
+    y.qh = [0; QK_K / 8];
+    for (j, (qs, lj)) in y.qs.chunks_exact_mut(32).zip(l.chunks_exact(64)).enumerate() {
+        let (m1, m2) = (1u8 << (2 * j), 2u8 << (2 * j));
+        for (i, q) in qs.iter_mut().enumerate() {
+            let (mut l1, mut l2) = (lj[i], lj[i + 32]);
+            if l1 > 15 {
+                l1 -= 16;
+                y.qh[i] |= m1;
             }
+            if l2 > 15 {
+                l2 -= 16;
+                y.qh[i] |= m2;
+            }
+            *q = l1 | (l2 << 4);
         }
     }
 }

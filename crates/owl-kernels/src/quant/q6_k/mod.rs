@@ -79,12 +79,21 @@ pub fn dequantize(blocks: &[BlockQ6K], out: &mut [f32]) {
 /// recomputed against the stored scales.
 pub fn quantize(src: &[f32], out: &mut [BlockQ6K]) {
     debug_assert_eq!(src.len(), out.len() * QK_K);
-    for (x, y) in src.chunks_exact(QK_K).zip(out.iter_mut()) {
+    quantize_with(src, out, None);
+}
+
+/// ggml's `quantize_row_q6_K_ref` (`qw` `None`) and `quantize_row_q6_K_impl` with
+/// importance `qw` (`quant_weights`, one per element): the importance itself (no σ² term)
+/// replaces `make_qx_quants`' x² weights; the rest is the same.
+pub(crate) fn quantize_with(src: &[f32], out: &mut [BlockQ6K], qw: Option<&[f32]>) {
+    for (ibl, (x, y)) in src.chunks_exact(QK_K).zip(out.iter_mut()).enumerate() {
+        let qw = qw.map(|qw| &qw[QK_K * ibl..QK_K * ibl + QK_K]);
         let mut l = [0i8; QK_K];
         let mut scales = [0f32; QK_K / 16];
         let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
         for (ib, s) in scales.iter_mut().enumerate() {
-            *s = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 1, None);
+            let r = 16 * ib..16 * ib + 16;
+            *s = make_qx_quants(32, &x[r.clone()], &mut l[r.clone()], 1, qw.map(|qw| &qw[r]));
             if s.abs() > max_abs_scale {
                 max_abs_scale = s.abs();
                 max_scale = *s;
