@@ -15,7 +15,7 @@ use crate::mix::MixTensor;
 use crate::plan::{self, PlannedTensor};
 use crate::progress::Progress;
 use crate::quantize::{mix_model, QUANTIZATION_VERSION};
-use crate::{hparams, mix, stream};
+use crate::{hparams, mix, provenance, stream};
 
 use crate::vocab;
 
@@ -68,6 +68,10 @@ pub fn convert(
 
     let mut meta = Metadata::default();
     meta.string("general.architecture", arch.gguf_name());
+    // ModelBase.prepare_metadata: general.type and the model card's general.* keys between
+    // general.architecture (written when the GGUFWriter is made) and the hyper-parameters.
+    let count = provenance::parameter_count(&planned);
+    meta.entries.extend(provenance::metadata(dir, &raw, &count).entries);
     hparams::write(&mut meta, arch, &cfg, &raw, options.file_type, &planned)?;
     // TextModel.prepare_metadata: the tokenizer after the hyper-parameters and
     // general.quantization_version (llama-quantize later moves that key and

@@ -17,6 +17,7 @@ mod metadata;
 pub mod mix;
 pub mod plan;
 mod progress;
+mod provenance;
 mod quantize;
 mod stream;
 pub mod tensor_names;

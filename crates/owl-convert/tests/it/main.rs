@@ -2,4 +2,5 @@
 
 mod fixtures;
 mod gguf_py;
+mod provenance;
 mod vocab;
