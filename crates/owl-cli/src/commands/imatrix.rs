@@ -5,7 +5,6 @@
 //! format for `owl quantize --imatrix` or llama-quantize. The perplexity of the windows'
 //! second halves is reported too, as llama-imatrix prints it.
 
-use std::io::{self, Write};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,6 +16,7 @@ use owl_engine::{perplexity, ImatrixCollector, PerplexityParams};
 
 use crate::args::ImatrixArgs;
 use crate::commands::load;
+use crate::commands::perplexity::print_running_ppl;
 use crate::printer;
 
 const N_BATCH: usize = 512;
@@ -55,14 +55,7 @@ pub fn run(args: &ImatrixArgs) -> anyhow::Result<()> {
     printer::progress(&format!("{}: {} tokens, {planned} chunks of {n_ctx} tokens", args.text.display(), tokens.len()));
     let started = Instant::now();
     let cancel = AtomicBool::new(false);
-    let result = perplexity(&mut runner, &tokens, &params, &cancel, |p| {
-        let mut err = io::stderr().lock();
-        let _ = write!(err, "[{}]{:.4},", p.chunk, p.ppl);
-        if p.chunk == p.chunks {
-            let _ = writeln!(err);
-        }
-        let _ = err.flush();
-    })?;
+    let result = perplexity(&mut runner, &tokens, &params, &cancel, print_running_ppl)?;
     let seconds = started.elapsed().as_secs_f64();
 
     let stats = collector.snapshot();

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use owl_engine::{kl_divergence, perplexity, LanguageModel, PerplexityParams};
+use owl_engine::{kl_divergence, perplexity, LanguageModel, PerplexityParams, PerplexityProgress};
 
 use crate::args::PerplexityArgs;
 use crate::commands::load;
@@ -75,14 +75,7 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     printer::progress(&format!("{}: {} tokens, {planned} chunks of {n_ctx} tokens", args.file.display(), tokens.len()));
     let started = Instant::now();
     let cancel = AtomicBool::new(false);
-    let result = perplexity(&mut runner, &tokens, &params, &cancel, |p| {
-        let mut err = io::stderr().lock();
-        let _ = write!(err, "[{}]{:.4},", p.chunk, p.ppl);
-        if p.chunk == p.chunks {
-            let _ = writeln!(err);
-        }
-        let _ = err.flush();
-    })?;
+    let result = perplexity(&mut runner, &tokens, &params, &cancel, print_running_ppl)?;
     let seconds = started.elapsed().as_secs_f64();
     printer::progress(&format!(
         "{} tokens scored in {seconds:.2} s ({:.1} tokens/s evaluated)",
@@ -98,6 +91,17 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
         )])?;
     }
     Ok(())
+}
+
+/// The running value on stderr after each window, as llama-perplexity prints it
+/// (`[1]12.3456,[2]...`).
+pub(super) fn print_running_ppl(p: PerplexityProgress) {
+    let mut err = io::stderr().lock();
+    let _ = write!(err, "[{}]{:.4},", p.chunk, p.ppl);
+    if p.chunk == p.chunks {
+        let _ = writeln!(err);
+    }
+    let _ = err.flush();
 }
 
 /// `--kl-divergence BASE`: both models over the same windows; llama-perplexity's report.
@@ -125,14 +129,7 @@ fn kl_report(
         params.n_ctx
     ));
     let cancel = AtomicBool::new(false);
-    let result = kl_divergence(model, base, tokens, params, &cancel, |p| {
-        let mut err = io::stderr().lock();
-        let _ = write!(err, "[{}]{:.4},", p.chunk, p.ppl);
-        if p.chunk == p.chunks {
-            let _ = writeln!(err);
-        }
-        let _ = err.flush();
-    })?;
+    let result = kl_divergence(model, base, tokens, params, &cancel, print_running_ppl)?;
     if args.json {
         printer::json(&kl_json(&result))?;
     } else {

@@ -257,29 +257,46 @@ fn quoted_end(text: &str) -> Option<usize> {
     None
 }
 
+/// A quoted scalar being scanned through: `"…"` honours backslash escapes, `'…'` does not.
+#[derive(Default)]
+struct Quotes {
+    open: Option<char>,
+    escaped: bool,
+}
+
+impl Quotes {
+    /// Feeds `c`: true while `c` belongs to an open quoted scalar (its closing quote included).
+    fn inside(&mut self, c: char) -> bool {
+        let Some(q) = self.open else { return false };
+        if self.escaped {
+            self.escaped = false;
+        } else if q == '"' && c == '\\' {
+            self.escaped = true;
+        } else if c == q {
+            self.open = None;
+        }
+        true
+    }
+
+    fn open(&mut self, quote: char) {
+        self.open = Some(quote);
+    }
+}
+
 /// The text before a ` #` comment outside quotes.
 fn strip_comment(text: &str) -> &str {
-    let b = text.as_bytes();
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < b.len() {
-        match quote {
-            Some(q) => {
-                if q == b'"' && b[i] == b'\\' {
-                    i += 1;
-                } else if b[i] == q {
-                    quote = None;
-                }
-            }
-            None => {
-                if (b[i] == b'"' || b[i] == b'\'') && (i == 0 || matches!(b[i - 1], b' ' | b'[' | b',' | b'{' | b':')) {
-                    quote = Some(b[i]);
-                } else if b[i] == b'#' && (i == 0 || b[i - 1] == b' ') {
-                    return text[..i].trim_end();
-                }
-            }
+    let mut quotes = Quotes::default();
+    let mut prev: Option<char> = None;
+    for (i, c) in text.char_indices() {
+        let after = prev.replace(c);
+        if quotes.inside(c) {
+            continue;
         }
-        i += 1;
+        if matches!(c, '"' | '\'') && after.is_none_or(|p| matches!(p, ' ' | '[' | ',' | '{' | ':')) {
+            quotes.open(c);
+        } else if c == '#' && after.is_none_or(|p| p == ' ') {
+            return text[..i].trim_end();
+        }
     }
     text.trim_end()
 }
@@ -287,27 +304,19 @@ fn strip_comment(text: &str) -> &str {
 /// Whether the flow collection's brackets close.
 fn balanced(text: &str) -> bool {
     let mut depth = 0i32;
-    let mut quote: Option<char> = None;
-    let (mut escaped, mut prev) = (false, ' ');
+    let mut quotes = Quotes::default();
+    let mut prev = ' ';
     for c in text.chars() {
         let at_start = matches!(prev, ' ' | '[' | '{' | ',' | ':');
         prev = c;
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if q == '"' && c == '\\' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None => match c {
-                '"' | '\'' if at_start => quote = Some(c),
-                '[' | '{' => depth += 1,
-                ']' | '}' => depth -= 1,
-                _ => {}
-            },
+        if quotes.inside(c) {
+            continue;
+        }
+        match c {
+            '"' | '\'' if at_start => quotes.open(c),
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth -= 1,
+            _ => {}
         }
     }
     depth <= 0
@@ -321,20 +330,11 @@ fn flow(text: &str) -> Yaml {
     let inner = inner.trim_end().strip_suffix(close).unwrap_or(inner);
     let mut items: Vec<String> = Vec::new();
     let mut cur = String::new();
-    let (mut depth, mut quote, mut escaped) = (0i32, None::<char>, false);
+    let (mut depth, mut quotes) = (0i32, Quotes::default());
     for c in inner.chars() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if q == '"' && c == '\\' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None => match c {
-                '"' | '\'' if cur.trim().is_empty() || cur.trim_end().ends_with(':') => quote = Some(c),
+        if !quotes.inside(c) {
+            match c {
+                '"' | '\'' if cur.trim().is_empty() || cur.trim_end().ends_with(':') => quotes.open(c),
                 '[' | '{' => depth += 1,
                 ']' | '}' => depth -= 1,
                 ',' if depth == 0 => {
@@ -342,7 +342,7 @@ fn flow(text: &str) -> Yaml {
                     continue;
                 }
                 _ => {}
-            },
+            }
         }
         cur.push(c);
     }

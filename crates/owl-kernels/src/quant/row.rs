@@ -186,8 +186,22 @@ macro_rules! with_blocks_mut {
 }
 
 /// The row's byte length for `n` elements, or the error naming why there is none.
-pub(super) fn checked_row_bytes(format: BlockFormat, n: usize) -> Result<usize, KernelError> {
+fn checked_row_bytes(format: BlockFormat, n: usize) -> Result<usize, KernelError> {
     format.row_bytes(n).ok_or(KernelError::RowNotBlockMultiple { format, len: n, block: format.block_elems() })
+}
+
+/// A quantizer's destination must hold exactly `n` elements of `format`.
+pub(super) fn check_quantize_destination(
+    format: BlockFormat,
+    n: usize,
+    dst_len: usize,
+    what: &'static str,
+) -> Result<(), KernelError> {
+    let bytes = checked_row_bytes(format, n)?;
+    if dst_len != bytes {
+        return Err(KernelError::Length { what, expected: bytes, got: dst_len, unit: "bytes" });
+    }
+    Ok(())
 }
 
 /// Dequantizes one row: `src` holds `dst.len()` elements of `format` as GGUF stores them.
@@ -222,15 +236,7 @@ pub fn dequantize_row(format: BlockFormat, src: &[u8], dst: &mut [f32]) -> Resul
 ///
 /// Errors: `src.len()` not a whole number of blocks, or `dst.len()` not its byte size.
 pub fn quantize_row(format: BlockFormat, src: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
-    let bytes = checked_row_bytes(format, src.len())?;
-    if dst.len() != bytes {
-        return Err(KernelError::Length {
-            what: "quantize_row destination",
-            expected: bytes,
-            got: dst.len(),
-            unit: "bytes",
-        });
-    }
+    check_quantize_destination(format, src.len(), dst.len(), "quantize_row destination")?;
     with_blocks_mut!(format, dst, |blocks, m| m::quantize(src, blocks), else match format {
         BlockFormat::Q8_K => match bytemuck::try_cast_slice_mut::<u8, BlockQ8K>(dst) {
             Ok(blocks) => q8_k::quantize(src, blocks),

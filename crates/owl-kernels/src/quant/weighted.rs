@@ -23,7 +23,7 @@ use super::q4_k::{requantize_k_super_block, BlockQ4K, KSuperBlock};
 use super::q5_0::{BlockQ5_0, QK5_0};
 use super::q5_1::{BlockQ5_1, QK5_1};
 use super::q5_k::BlockQ5K;
-use super::row::{checked_row_bytes, quantize_row};
+use super::row::{check_quantize_destination, quantize_row};
 use super::scale_search::{make_qkx3_quants, make_qp_quants, make_qx_quants};
 use super::util::f32_to_f16;
 use super::{iq4_nl, iq4_xs, q2_k, q3_k, q4_k, q5_k, q6_k, BlockFormat, QK_K};
@@ -48,15 +48,7 @@ pub fn quantize_row_weighted(
             unit: "values",
         });
     }
-    let bytes = checked_row_bytes(format, src.len())?;
-    if dst.len() != bytes {
-        return Err(KernelError::Length {
-            what: "quantize_row_weighted destination",
-            expected: bytes,
-            got: dst.len(),
-            unit: "bytes",
-        });
-    }
+    check_quantize_destination(format, src.len(), dst.len(), "quantize_row_weighted destination")?;
     let (x, qw) = (src, importance);
     match format {
         BlockFormat::Q4_0 => quantize_q4_0(x, bytemuck::cast_slice_mut(dst), qw),
