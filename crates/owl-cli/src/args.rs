@@ -13,7 +13,7 @@ mod store;
 pub mod values;
 
 pub use convert::{ConvertArgs, ImatrixArgs, QuantizeArgs};
-pub use generation::{BenchArgs, ConstraintArgs, GenerateArgs, GenerationArgs, PerplexityArgs, RunArgs};
+pub use generation::{BenchArgs, ConstraintArgs, GenerateArgs, GenerationArgs, LoraArgs, PerplexityArgs, RunArgs};
 pub use serve::ServeArgs;
 pub use store::{BomArgs, BomFormat, CatalogArgs, ImportArgs, ListArgs, PullArgs, RmArgs, ShowArgs};
 

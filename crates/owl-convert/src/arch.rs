@@ -44,6 +44,12 @@ impl Arch {
         })
     }
 
+    /// The architecture of a GGUF `general.architecture` (`None`: not one the converter
+    /// writes).
+    pub fn from_gguf_name(name: &str) -> Option<Arch> {
+        BY_MODEL_TYPE.iter().map(|(_, a)| *a).find(|a| a.gguf_name() == name)
+    }
+
     /// `general.architecture`.
     pub fn gguf_name(self) -> &'static str {
         match self {

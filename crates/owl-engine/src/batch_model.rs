@@ -101,6 +101,7 @@ impl<M: LanguageModel> BatchModel for OneSlot<M> {
         if batch.is_empty() {
             return Ok(());
         }
+        self.0.use_lora(batch.lora_of(0).cloned())?;
         if batch.seqs().iter().any(|&s| s != 0) {
             return Err("a one-slot model got a batch for another slot".into());
         }

@@ -5,6 +5,10 @@
 //! ([`TextDecoder`]). owl-models and owl-tokenizer implement them through adapters; tests
 //! implement them with tiny deterministic fakes.
 
+use std::sync::Arc;
+
+use owl_models::LoraSet;
+
 use crate::error::ModelError;
 
 /// A causal language model bound to one KV cache (one sequence).
@@ -40,6 +44,16 @@ pub trait LanguageModel {
     /// Asks for batch-invariant forward passes where the model offers them (see
     /// [`crate::BatchModel::set_batch_invariant`]).
     fn set_batch_invariant(&mut self, _on: bool) {}
+
+    /// The LoRA adapters the next forward calls run with (`None`: the base). The cache is
+    /// left alone: the caller knows under which adapters it was computed. A model that
+    /// cannot apply adapters refuses any.
+    fn use_lora(&mut self, lora: Option<Arc<LoraSet>>) -> Result<(), ModelError> {
+        match lora {
+            Some(set) if !set.is_empty() => Err("this model does not take LoRA adapters".into()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Streaming detokenization: token ids in, complete UTF-8 text out.
@@ -79,6 +93,9 @@ impl<M: LanguageModel + ?Sized> LanguageModel for &mut M {
     fn forward(&mut self, tokens: &[u32], first_output: usize, logits: &mut [f32]) -> Result<(), ModelError> {
         (**self).forward(tokens, first_output, logits)
     }
+    fn use_lora(&mut self, lora: Option<Arc<LoraSet>>) -> Result<(), ModelError> {
+        (**self).use_lora(lora)
+    }
     fn set_batch_invariant(&mut self, on: bool) {
         (**self).set_batch_invariant(on)
     }
@@ -102,6 +119,9 @@ impl<M: LanguageModel + ?Sized> LanguageModel for Box<M> {
     }
     fn set_batch_invariant(&mut self, on: bool) {
         (**self).set_batch_invariant(on)
+    }
+    fn use_lora(&mut self, lora: Option<Arc<LoraSet>>) -> Result<(), ModelError> {
+        (**self).use_lora(lora)
     }
 }
 

@@ -8,8 +8,9 @@
 //! clears the sequence instead; the session then runs the prompt again from the start.
 
 use std::borrow::BorrowMut;
+use std::sync::Arc;
 
-use owl_models::{Batch, KvCache, KvDtype, Model, ModelError as OwlModelError};
+use owl_models::{Batch, KvCache, KvDtype, LoraSet, Model, ModelError as OwlModelError};
 
 use crate::batch_model::BatchModel;
 use crate::error::ModelError;
@@ -20,6 +21,8 @@ pub struct ModelRunner<M: BorrowMut<Model> = Model> {
     model: M,
     kv: KvCache,
     batch: Batch,
+    /// Adapters of the single-sequence ([`LanguageModel`]) path.
+    lora: Option<Arc<LoraSet>>,
 }
 
 /// The sequence slot this runner uses in its cache.
@@ -38,7 +41,15 @@ impl<M: BorrowMut<Model>> ModelRunner<M> {
     pub fn with_slots(model: M, n_slots: usize, n_ctx: usize, dtype: KvDtype) -> Result<Self, OwlModelError> {
         let kv = model.borrow().new_kv_cache(n_slots, n_ctx, dtype)?;
         let batch = Batch::with_capacity(model.borrow().max_batch_tokens());
-        Ok(ModelRunner { model, kv, batch })
+        Ok(ModelRunner { model, kv, batch, lora: None })
+    }
+
+    /// Runs the single-sequence ([`LanguageModel`]) forward passes with `lora` (perplexity
+    /// of an adapted model); batches a scheduler builds name their own adapters. Clears the
+    /// cache, which was computed without them.
+    pub fn set_lora(&mut self, lora: Option<Arc<LoraSet>>) {
+        self.kv.clear();
+        self.lora = lora;
     }
 
     pub fn model(&self) -> &Model {
@@ -88,6 +99,11 @@ impl<M: BorrowMut<Model>> LanguageModel for ModelRunner<M> {
         0
     }
 
+    fn use_lora(&mut self, lora: Option<Arc<LoraSet>>) -> Result<(), ModelError> {
+        self.lora = lora;
+        Ok(())
+    }
+
     fn forward(&mut self, tokens: &[u32], first_output: usize, logits: &mut [f32]) -> Result<(), ModelError> {
         let model = self.model.borrow_mut();
         let vocab = model.vocab_size();
@@ -100,6 +116,9 @@ impl<M: BorrowMut<Model>> LanguageModel for ModelRunner<M> {
             self.batch.clear();
             for (i, &t) in chunk.iter().enumerate() {
                 self.batch.push(t, SEQ, start + i, offset + i >= first_output);
+            }
+            if let Some(lora) = &self.lora {
+                self.batch.set_lora(SEQ, Arc::clone(lora));
             }
             let rows = self.batch.n_logits();
             let out = logits.get_mut(row * vocab..(row + rows) * vocab).ok_or_else(|| {

@@ -26,9 +26,10 @@
 //! the same whether its request ran alone or beside others.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
-use owl_models::Batch;
+use owl_models::{Batch, LoraSet};
 
 use crate::batch_model::BatchModel;
 use crate::error::EngineError;
@@ -148,6 +149,8 @@ struct Active {
 struct Slot {
     /// The tokens whose KV entries the slot holds, in order.
     cached: Vec<u32>,
+    /// The adapters those entries were computed with.
+    lora: Option<Arc<LoraSet>>,
     active: Option<Active>,
     /// When the slot last took a request (the least recently used is reused first).
     used: u64,
@@ -199,7 +202,7 @@ impl<M: BatchModel> Scheduler<M> {
             }
         }
         model.set_batch_invariant(true);
-        let slots = (0..n_slots).map(|_| Slot { cached: Vec::new(), active: None, used: 0 }).collect();
+        let slots = (0..n_slots).map(|_| Slot { cached: Vec::new(), lora: None, active: None, used: 0 }).collect();
         Ok(Scheduler {
             model,
             config: SchedulerConfig { max_batch_tokens, ..config },
@@ -327,6 +330,7 @@ impl<M: BatchModel> Scheduler<M> {
         let Some(slot) = free else { return Ok(None) };
         let mut mean = vec![0f32; h];
         self.slots[slot].cached.clear();
+        self.slots[slot].lora = None;
         let result = self.model.embed(slot, tokens, &mut mean);
         if self.model.slot_len(slot) != 0 {
             self.model.truncate(slot, 0);
@@ -434,7 +438,14 @@ impl<M: BatchModel> Scheduler<M> {
             // At most len - 2 reused (len - 1 for a one-token prompt... which keeps none):
             // the rest runs as one piece of two or more tokens (batch invariance).
             let reusable = prompt.len().saturating_sub(2);
-            let shared = |s: &Slot| common_prefix_len(&s.cached, &prompt).min(reusable);
+            // A cache computed under other adapters holds other keys and values.
+            let lora = request.params.lora.clone().filter(|l| !l.is_empty());
+            let shared = |s: &Slot| {
+                if s.lora != lora {
+                    return 0;
+                }
+                common_prefix_len(&s.cached, &prompt).min(reusable)
+            };
             // The free slot with the longest shared prefix, else the least recently used.
             let &dst = free
                 .iter()
@@ -463,6 +474,7 @@ impl<M: BatchModel> Scheduler<M> {
                 slot.cached.clear();
             }
             let kept = slot.cached.len();
+            slot.lora = lora;
             self.clock += 1;
             slot.used = self.clock;
             let mut sampler = sampler;
@@ -505,6 +517,9 @@ impl<M: BatchModel> Scheduler<M> {
             if let Some(token) = slot.active.as_ref().and_then(|a| a.pending) {
                 self.batch.push(token, i, slot.cached.len(), true);
                 self.rows.push(i);
+            }
+            if let (Some(lora), Some(_)) = (&slot.lora, &slot.active) {
+                self.batch.set_lora(i, Arc::clone(lora));
             }
         }
         // One-token prompts first: they join the leading run of one-token sequences, as

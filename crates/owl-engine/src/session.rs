@@ -19,7 +19,9 @@
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
+use owl_models::LoraSet;
 use serde::{Deserialize, Serialize};
 
 use crate::batch_model::OneSlot;
@@ -76,6 +78,9 @@ pub struct GenerateParams {
     /// A grammar the output must follow ([`crate::GrammarCompiler::compile`]): each
     /// token is sampled among those that keep the output in it.
     pub grammar: Option<Constraint>,
+    /// LoRA adapters the sequence runs with (`None`: the base model). Cached prefixes are
+    /// only reused between requests with the same adapters.
+    pub lora: Option<Arc<LoraSet>>,
 }
 
 /// One generated token, as streamed (JSON: `{"id","text","logprob","top"}`).

@@ -1,6 +1,11 @@
 //! A batch for one forward call: tokens of one or more sequences, each with its position,
 //! and which of them need logits. Prompt chunks and decode steps mix freely; a sequence's
 //! tokens must continue its cached positions in order (validated by the forward call).
+//! A sequence may name the LoRA adapters its tokens run with ([`Batch::set_lora`]).
+
+use std::sync::Arc;
+
+use crate::lora::LoraSet;
 
 /// Tokens with (sequence slot, position) and a logits flag. Reuse one `Batch` (`clear`,
 /// `push`) so that steady-state decoding allocates nothing.
@@ -10,6 +15,8 @@ pub struct Batch {
     seqs: Vec<usize>,
     positions: Vec<usize>,
     logits: Vec<bool>,
+    /// (sequence, adapters) for the sequences that run with adapters.
+    loras: Vec<(usize, Arc<LoraSet>)>,
 }
 
 impl Batch {
@@ -23,6 +30,7 @@ impl Batch {
             seqs: Vec::with_capacity(n),
             positions: Vec::with_capacity(n),
             logits: Vec::with_capacity(n),
+            loras: Vec::new(),
         }
     }
 
@@ -31,6 +39,26 @@ impl Batch {
         self.seqs.clear();
         self.positions.clear();
         self.logits.clear();
+        self.loras.clear();
+    }
+
+    /// Runs the tokens of `seq` in this batch with the adapters of `set` (an empty set, or
+    /// none set, runs the base model).
+    pub fn set_lora(&mut self, seq: usize, set: Arc<LoraSet>) {
+        match self.loras.iter_mut().find(|(s, _)| *s == seq) {
+            Some(entry) => entry.1 = set,
+            None => self.loras.push((seq, set)),
+        }
+    }
+
+    /// The adapters `seq` runs with in this batch.
+    pub fn lora_of(&self, seq: usize) -> Option<&Arc<LoraSet>> {
+        self.loras.iter().find(|(s, _)| *s == seq).map(|(_, set)| set)
+    }
+
+    /// Whether any sequence of the batch runs with adapters.
+    pub fn has_lora(&self) -> bool {
+        self.loras.iter().any(|(_, set)| !set.is_empty())
     }
 
     /// Adds `token` at `position` of sequence `seq`; `logits`: return its next-token logits.

@@ -11,7 +11,7 @@ use owl_kernels::BlockFormat;
 
 use crate::config::GgufMeta;
 use crate::error::ModelError;
-use crate::model::{LoadOptions, Model};
+use crate::model::{LoadOptions, Model, ModelFile};
 use crate::registry::{self, Source};
 use crate::weights::{Binder, SourceKind, StoredTensor, TensorSet, WeightBytes};
 
@@ -76,7 +76,23 @@ impl Model {
         let mut binder = Binder::new(SourceKind::Gguf, &set);
         let parts = (family.build)(&Source::Gguf(&meta), &mut binder)?;
         binder.finish(family.name)?;
-        Model::assemble(parts, options)
+        let tied_head = parts.config.tied_embeddings || !set.tensors.contains_key("output.weight");
+        let mut model = Model::assemble(parts, options)?;
+        let general = |k: &str| file.get_str(&format!("general.{k}")).map(str::to_string);
+        let mut names: Vec<String> = [general("name"), general("basename")].into_iter().flatten().collect();
+        if let Some(base) = general("basename") {
+            let parts = [Some(base), general("size_label"), general("finetune")];
+            names.push(parts.into_iter().flatten().collect::<Vec<_>>().join("-"));
+        }
+        names.extend(path.file_stem().map(|s| s.to_string_lossy().into_owned()));
+        model.set_file(ModelFile {
+            kind: SourceKind::Gguf,
+            path: path.to_path_buf(),
+            names,
+            matrices: matrices(&set),
+            tied_head,
+        });
+        Ok(model)
     }
 
     /// Loads `dir/config.json` and the directory's safetensors.
@@ -106,6 +122,31 @@ impl Model {
         binder.ignore_where(|name| name.ends_with(".rotary_emb.inv_freq"));
         let parts = (family.build)(&Source::Hf(config), &mut binder)?;
         binder.finish(family.name)?;
-        Model::assemble(parts, options)
+        let tied_head = parts.config.tied_embeddings || !set.tensors.contains_key("lm_head.weight");
+        let mut model = Model::assemble(parts, options)?;
+        let mut names: Vec<String> = name_or_path(dir).into_iter().collect();
+        let dir_name = dir.canonicalize().ok().and_then(|d| d.file_name().map(|s| s.to_string_lossy().into_owned()));
+        names.extend(dir_name);
+        model.set_file(ModelFile {
+            kind: SourceKind::Hf,
+            path: dir.to_path_buf(),
+            names,
+            matrices: matrices(&set),
+            tied_head,
+        });
+        Ok(model)
     }
+}
+
+/// The 2-D tensors of a file and their shapes.
+fn matrices(set: &TensorSet) -> std::collections::BTreeMap<String, [usize; 2]> {
+    set.tensors.iter().filter(|(_, t)| t.shape.len() == 2).map(|(n, t)| (n.clone(), [t.shape[0], t.shape[1]])).collect()
+}
+
+/// `_name_or_path` of `dir/config.json`, where transformers recorded where the model came
+/// from (a Hub id, usually).
+fn name_or_path(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("_name_or_path")?.as_str().filter(|s| !s.is_empty()).map(str::to_string)
 }

@@ -10,6 +10,8 @@
 //! Attention streams over the cache (see `skeleton::attend`), so scratch does not grow with
 //! the context length.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use owl_kernels::ops::{matmul, matmul_batch_invariant, ActivationPrecision};
@@ -19,13 +21,30 @@ use crate::batch::Batch;
 use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::kv_cache::{KvCache, KvCacheOptions, KvDtype, KvLayerShape};
+use crate::lora::LoraBatch;
 use crate::memory;
 use crate::observe::ActivationObserver;
 use crate::skeleton::attend::QUERY_BLOCK;
 use crate::skeleton::block::{Block, BlockBuffers, ForwardCtx, TokenRun};
 use crate::skeleton::norm::RmsNorm;
 use crate::skeleton::rope::{Rope, RopeTable};
-use crate::weights::Weight;
+use crate::weights::{SourceKind, Weight};
+
+/// The file a model was loaded from, for tools that relate other files to it (a LoRA
+/// adapter is checked against the base's names and matrix shapes before it is applied).
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    pub kind: SourceKind,
+    /// The GGUF file or the Hugging Face directory.
+    pub path: PathBuf,
+    /// What the model calls itself: GGUF `general.name` / `general.basename` / the
+    /// basename-size-finetune triple, HF `_name_or_path`; the file or directory name last.
+    pub names: Vec<String>,
+    /// Every stored 2-D tensor, `[rows, cols]` (PyTorch order), by its stored name.
+    pub matrices: BTreeMap<String, [usize; 2]>,
+    /// The output head is the embedding matrix (no tensor of its own).
+    pub tied_head: bool,
+}
 
 /// What a family's loader produces; [`Model::assemble`] adds scratch and threads.
 pub struct ModelParts {
@@ -99,6 +118,7 @@ pub struct Model {
     batch_invariant: bool,
     scratch: Scratch,
     observer: Option<Arc<dyn ActivationObserver>>,
+    file: Option<ModelFile>,
 }
 
 /// Activation buffers, sized for `max_tokens`.
@@ -181,6 +201,26 @@ impl Model {
             batch_invariant: false,
             scratch,
             observer: None,
+            file: None,
+        })
+    }
+
+    /// The file this model came from (`None` for a model assembled from parts).
+    pub fn file(&self) -> Option<&ModelFile> {
+        self.file.as_ref()
+    }
+
+    pub(crate) fn set_file(&mut self, file: ModelFile) {
+        self.file = Some(file);
+    }
+
+    /// The stored name of the output head's own tensor (`None` when tied to the
+    /// embedding); LoRA pairs on it apply to the logits.
+    fn head_tensor(&self) -> Option<&'static str> {
+        let f = self.file.as_ref()?;
+        (!f.tied_head).then_some(match f.kind {
+            SourceKind::Hf => "lm_head.weight",
+            SourceKind::Gguf => "output.weight",
         })
     }
 
@@ -341,6 +381,7 @@ impl Model {
                 return Err(ModelError::batch(i, format!("token {t} outside the vocabulary of {vocab}")));
             }
         }
+        let head_tensor = self.head_tensor();
         let s = &mut self.scratch;
         kv.plan(batch.seqs(), batch.positions(), &mut s.seq_ends[..n])?;
 
@@ -359,6 +400,8 @@ impl Model {
         }
         TokenRun::split(batch.seqs(), batch.positions(), QUERY_BLOCK, &mut s.runs);
         let n_single = self.batch_invariant.then(|| leading_single_tokens(batch.seqs()));
+        let lora =
+            if batch.has_lora() { LoraBatch::group(n, |t| batch.lora_of(batch.seqs()[t]).cloned()) } else { None };
         let ctx = ForwardCtx {
             pool: &self.pool,
             n_tokens: n,
@@ -368,6 +411,7 @@ impl Model {
             runs: &s.runs,
             n_single,
             observer: self.observer.as_deref(),
+            lora: lora.as_ref(),
         };
         let mut buffers = BlockBuffers { normed: &mut s.normed, branch: &mut s.branch, arena: &mut s.arena };
         for (i, block) in self.blocks.iter().enumerate() {
@@ -391,6 +435,16 @@ impl Model {
                 matmul_batch_invariant(&self.pool, &self.head.matrix(), normed, m, m, logits)?;
             } else {
                 matmul(&self.pool, &self.head.matrix(), normed, m, logits)?;
+            }
+            if let (Some(lora), Some(tensor)) = (&lora, head_tensor) {
+                // Logits rows are the batch rows that want logits, in order.
+                let mut logit_row = vec![usize::MAX; n];
+                for (i, t) in batch.wants_logits().iter().enumerate().filter(|(_, &w)| w).map(|(t, _)| t).enumerate() {
+                    logit_row[t] = i;
+                }
+                if let Some(rows) = lora.restrict(|t| (logit_row[t] != usize::MAX).then_some(logit_row[t])) {
+                    rows.apply(&self.pool, tensor, normed, h, logits, vocab);
+                }
             }
             if let Some(cap) = self.config.final_softcap {
                 logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());

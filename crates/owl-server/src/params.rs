@@ -167,6 +167,7 @@ pub fn generate_params(f: &Fields<'_>, tokenizer: &Tokenizer) -> Result<Generate
         top_logprobs: 0,
         overflow: ContextOverflow::Error,
         grammar: None,
+        lora: None,
     })
 }
 

@@ -85,6 +85,25 @@ pub struct GenerationArgs {
     /// Print prompt and generation speed on stderr at the end.
     #[arg(long)]
     pub verbose: bool,
+
+    #[command(flatten)]
+    pub lora: LoraArgs,
+}
+
+/// LoRA adapters applied to the model (unmerged: the base stays as loaded).
+#[derive(Debug, Clone, Default, Args)]
+pub struct LoraArgs {
+    /// Apply a LoRA adapter: a PEFT directory (adapter_config.json +
+    /// adapter_model.safetensors) or a llama.cpp GGUF adapter, its delta scaled by SCALE
+    /// [default: 1]. Repeat to apply several at once.
+    #[arg(long = "lora", value_name = "DIR[:SCALE]")]
+    pub lora: Vec<owl_train::AdapterSpec>,
+
+    /// Apply the adapters even though their base_model_name_or_path names another model
+    /// (a converted or re-quantized copy of their base); architecture and tensor shapes
+    /// are still checked.
+    #[arg(long, requires = "lora")]
+    pub lora_any_base: bool,
 }
 
 /// `owl run MODEL [PROMPT]`.
@@ -219,6 +238,9 @@ pub struct PerplexityArgs {
     /// (transformers) to ~0.01 nats; slower, above all in generation.
     #[arg(long)]
     pub f32_activations: bool,
+
+    #[command(flatten)]
+    pub lora: LoraArgs,
 
     /// What a quantization costs: compare MODEL with BASE (its higher-precision source, same
     /// vocabulary) over the same windows, and report llama-perplexity's KL-divergence

@@ -59,7 +59,7 @@ fn read_prompt(arg: Option<&std::ffi::OsStr>) -> anyhow::Result<String> {
 pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let prompt = read_prompt(args.prompt.as_deref())?;
     let mut generator = sampling::open(&args.model, &args.generation)?;
-    let mut params = sampling::generate_params(&args.generation, &generator.tokenizer, args.json)?;
+    let mut params = sampling::generate_params(&args.generation, &generator, args.json)?;
     if let Some(spec) = constraint::spec(&args.constraint)? {
         let vocab = generator.session.model().vocab_size();
         params.grammar = Some(constraint::compile(&spec, &generator.tokenizer, vocab)?);

@@ -5,15 +5,18 @@
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
 use owl_engine::ModelRunner;
 use owl_formats::gguf::GgufFile;
 use owl_formats::safetensors::SafetensorsModel;
-use owl_models::{memory, ActivationPrecision, KvDtype, LoadOptions, MemoryReport, Model, ModelError};
+use owl_models::{memory, ActivationPrecision, KvDtype, LoadOptions, LoraSet, MemoryReport, Model, ModelError};
 use owl_tokenizer::Tokenizer;
+use owl_train::Lineage;
 
+use crate::args::LoraArgs;
 use crate::model_ref::{self, ModelSource};
 use crate::printer;
 
@@ -31,6 +34,22 @@ pub struct LoadedModel {
     pub file_size: u64,
     /// Parameters (elements of all stored tensors).
     pub parameters: u64,
+}
+
+/// The adapters of `--lora`, read and checked against `model` (`None` without any), with
+/// a note on stderr of what was applied.
+pub fn lora_set(model: &Model, args: &LoraArgs) -> anyhow::Result<Option<Arc<LoraSet>>> {
+    if args.lora.is_empty() {
+        return Ok(None);
+    }
+    let lineage = if args.lora_any_base { Lineage::ShapesOnly } else { Lineage::Strict };
+    let set = owl_train::load_lora_set(&args.lora, model, lineage)?;
+    for (adapter, scale) in set.entries() {
+        let ranks: BTreeSet<usize> = adapter.matrices().map(|(_, m)| m.rank()).collect();
+        let ranks = ranks.iter().map(usize::to_string).collect::<Vec<_>>().join("/");
+        printer::note(&format!("LoRA {}: {} matrices, rank {ranks}, scale {scale}", adapter.name(), adapter.len()));
+    }
+    Ok(Some(Arc::new(set)))
 }
 
 /// Loads MODEL with `threads` compute threads and forward calls of up to

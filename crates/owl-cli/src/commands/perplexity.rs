@@ -47,7 +47,9 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     // token text left as plain text.
     let tokens = loaded.tokenizer.encode(&text, true, false)?;
     let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
+    let lora = load::lora_set(&loaded.model, &args.lora)?;
     let mut runner = load::runner(loaded.model, 1, n_ctx.max(3))?;
+    runner.set_lora(lora);
     let params = PerplexityParams { n_ctx, bos, n_batch, max_chunks: args.chunks };
     if let Some(base) = &args.kl_divergence {
         let base_loaded = load::load(base, threads, load_batch, args.base_f32_activations)

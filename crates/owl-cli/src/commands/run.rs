@@ -43,7 +43,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         }
     };
     let mut generator = sampling::open(&args.model, &args.generation)?;
-    let params = sampling::generate_params(&args.generation, &generator.tokenizer, false)?;
+    let params = sampling::generate_params(&args.generation, &generator, false)?;
     let prompting = prompting(args, &generator)?;
     interrupt::install();
     let mut history = Vec::new();

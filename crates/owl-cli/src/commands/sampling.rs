@@ -9,6 +9,7 @@ use anyhow::bail;
 use owl_engine::{
     ContextOverflow, EngineError, EogSet, GenerateParams, ModelRunner, SamplingParams, Session, SessionConfig, Timings,
 };
+use owl_models::LoraSet;
 use owl_tokenizer::Tokenizer;
 
 use crate::args::values::TokenLimit;
@@ -28,6 +29,8 @@ pub struct Generator {
     pub session: Session<ModelRunner>,
     pub tokenizer: Arc<Tokenizer>,
     pub name: String,
+    /// The `--lora` adapters every reply runs with.
+    pub lora: Option<Arc<LoraSet>>,
 }
 
 /// Loads MODEL and opens a session with the context size the flags ask for.
@@ -42,9 +45,10 @@ pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
             ));
         }
     }
+    let lora = load::lora_set(&loaded.model, &args.lora)?;
     let runner = load::runner(loaded.model, 1, n_ctx)?;
     let session = Session::new(runner, SessionConfig { n_batch: N_BATCH })?;
-    Ok(Generator { session, tokenizer: Arc::new(loaded.tokenizer), name: loaded.name })
+    Ok(Generator { session, tokenizer: Arc::new(loaded.tokenizer), name: loaded.name, lora })
 }
 
 /// The context of each of `sequences` sequences that `-c` asks for: 0 is the model's trained
@@ -94,9 +98,10 @@ pub fn context_size(model: &owl_models::Model, requested: Option<usize>, sequenc
     Ok(n_ctx)
 }
 
-/// The engine's request from the flags. `logprobs`: compute each token's log-probability
-/// (`owl generate --json` always does).
-pub fn generate_params(args: &GenerationArgs, tokenizer: &Tokenizer, logprobs: bool) -> anyhow::Result<GenerateParams> {
+/// The engine's request from the flags, for `generator`'s model. `logprobs`: compute each
+/// token's log-probability (`owl generate --json` always does).
+pub fn generate_params(args: &GenerationArgs, generator: &Generator, logprobs: bool) -> anyhow::Result<GenerateParams> {
+    let tokenizer = &generator.tokenizer;
     let sampling = SamplingParams {
         temperature: args.temperature,
         top_k: args.top_k,
@@ -123,6 +128,7 @@ pub fn generate_params(args: &GenerationArgs, tokenizer: &Tokenizer, logprobs: b
         top_logprobs: args.top_logprobs,
         overflow,
         grammar: None,
+        lora: generator.lora.clone(),
     })
 }
 

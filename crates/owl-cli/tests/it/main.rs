@@ -7,6 +7,7 @@ mod errors;
 mod generate;
 mod inspect;
 mod interface;
+mod lora;
 mod perplexity;
 mod resources;
 mod run;

@@ -272,3 +272,61 @@ fn aggregate_decode_rate() {
         model = s.into_model().into_model();
     }
 }
+
+/// A random rank-4 adapter on every q and v projection of `model` (a llama GGUF), strong
+/// enough to change greedy replies.
+fn random_adapter(model: &Model) -> std::sync::Arc<owl_models::LoraSet> {
+    use owl_models::{LoraAdapter, LoraMatrix, LoraSet};
+    let file = model.file().expect("loaded from a file");
+    let mut state = 7u64;
+    let mut next = move || {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+    };
+    let mut matrices = HashMap::new();
+    for (name, &[rows, cols]) in &file.matrices {
+        if name.ends_with("attn_q.weight") || name.ends_with("attn_v.weight") {
+            let a = (0..4 * cols).map(|_| next()).collect();
+            let b = (0..rows * 4).map(|_| next()).collect();
+            matrices.insert(name.clone(), LoraMatrix::new(rows, cols, 4, a, b, 2.0).expect("pair"));
+        }
+    }
+    assert!(matrices.len() >= 2);
+    let adapter = std::sync::Arc::new(LoraAdapter::new("random", matrices));
+    std::sync::Arc::new(LoraSet::new(vec![(adapter, 1.0)]))
+}
+
+/// Sequences with and without an adapter run in the same steps, each as it would alone; a
+/// cached prefix is reused only under the adapters it was computed with.
+#[test]
+fn adapters_per_request_and_prefix_reuse_under_the_same_adapters() {
+    let (model, tokenizer) = smollm2(64);
+    let lora = random_adapter(&model);
+    let prompt = prompts(&tokenizer)[0].clone();
+    let with = |lora: Option<std::sync::Arc<owl_models::LoraSet>>| SeqRequest {
+        prompt: prompt.clone(),
+        params: GenerateParams { lora, ..params(8, None) },
+    };
+    let mut s = scheduler(model, 2, 64, 4);
+    // Alone, one after the other: base, adapted, adapted again (its prefix reused).
+    let mut alone = Vec::new();
+    for req in [with(None), with(Some(lora.clone())), with(Some(lora.clone()))] {
+        let before = s.stats().cached_prompt_tokens;
+        let id = s.submit(req).expect("submit");
+        let out = drain(&mut s).remove(&id).expect("finished");
+        alone.push((out.ids, s.stats().cached_prompt_tokens - before));
+    }
+    assert_ne!(alone[0].0, alone[1].0, "the adapter changes the reply");
+    assert_eq!(alone[1].0, alone[2].0);
+    // The first adapted request found only the base's cache: nothing reused; the second
+    // reused the first's prompt.
+    assert_eq!(alone[1].1, 0, "a base prefix was reused under an adapter");
+    assert_eq!(alone[2].1, prompt.len() as u64 - 2);
+    // Together in one batch.
+    s.clear_cache();
+    let a = s.submit(with(None)).expect("submit");
+    let b = s.submit(with(Some(lora))).expect("submit");
+    let mut done = drain(&mut s);
+    assert_eq!(done.remove(&a).expect("a").ids, alone[0].0);
+    assert_eq!(done.remove(&b).expect("b").ids, alone[1].0);
+}

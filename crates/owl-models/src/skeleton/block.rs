@@ -16,6 +16,7 @@ use super::norm::RmsNorm;
 use super::rope::RopeTable;
 use crate::error::ModelError;
 use crate::kv_cache::{KvLayerShape, LayerKv};
+use crate::lora::LoraBatch;
 use crate::observe::ActivationObserver;
 
 /// What a layer needs to know about the batch being processed.
@@ -39,6 +40,8 @@ pub struct ForwardCtx<'a> {
     pub n_single: Option<usize>,
     /// Sees every projection's input when attached (`owl imatrix`).
     pub observer: Option<&'a dyn ActivationObserver>,
+    /// The LoRA adapters of the batch's rows, when any sequence runs with some.
+    pub lora: Option<&'a LoraBatch>,
 }
 
 /// Batch rows `start..start + len`: one sequence, consecutive positions.

@@ -44,7 +44,17 @@ impl Linear {
     /// (`ForwardCtx::n_single`).
     pub fn project(&self, ctx: &ForwardCtx<'_>, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
         self.observe(ctx, x, ctx.n_tokens);
-        self.run(ctx.pool, x, ctx.n_tokens, ctx.n_single, y)
+        self.run(ctx.pool, x, ctx.n_tokens, ctx.n_single, y)?;
+        // Adapters modify whole stored matrices; an expert's share of a stacked tensor
+        // (`of > 1`) is never a target (refused when an adapter is bound).
+        if let (Some(lora), Some(origin)) = (ctx.lora, self.weight.origin()) {
+            if origin.of == 1 {
+                let (rows, cols) = (self.weight.rows, self.weight.cols);
+                let n = ctx.n_tokens;
+                lora.apply(ctx.pool, &origin.tensor, &x[..n * cols], cols, &mut y[..n * rows], rows);
+            }
+        }
+        Ok(())
     }
 
     /// [`Linear::forward`] of `n` rows on the pool of `ctx`, shown to its observer (a routed

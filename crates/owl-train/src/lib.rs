@@ -1,0 +1,13 @@
+//! owl-train: adapting open-weight models with LoRA.
+//!
+//! - [`adapter`]: LoRA adapter files — PEFT's `adapter_config.json` +
+//!   `adapter_model.safetensors` and llama.cpp's GGUF adapters — read, mapped onto a loaded
+//!   base model's tensors (Hugging Face or GGUF naming, llama.cpp's q/k row order), checked
+//!   against it (architecture, shapes, base model name) and handed to owl-models, which
+//!   applies them unmerged, per sequence. A GGUF adapter is written from any of them.
+
+pub mod adapter;
+mod error;
+
+pub use adapter::{load_lora_set, AdapterFile, AdapterSpec, Lineage};
+pub use error::AdapterError;
