@@ -2,7 +2,9 @@
 //! sequence slots and one forward call over a batch that mixes them — and [`OneSlot`], which
 //! makes any single-sequence [`LanguageModel`] one.
 
-use owl_models::Batch;
+use std::sync::Arc;
+
+use owl_models::{Batch, LoraSet};
 
 use crate::error::ModelError;
 use crate::model::LanguageModel;
@@ -49,9 +51,16 @@ pub trait BatchModel {
         0
     }
 
-    /// Runs `tokens` alone in `slot` (cleared before and after) and writes the mean of their
-    /// final hidden states to `mean` (`hidden_size()` floats).
-    fn embed(&mut self, _slot: usize, _tokens: &[u32], _mean: &mut [f32]) -> Result<(), ModelError> {
+    /// Runs `tokens` alone in `slot` (cleared before and after), with the adapters of
+    /// `lora` if any, and writes the mean of their final hidden states to `mean`
+    /// (`hidden_size()` floats).
+    fn embed(
+        &mut self,
+        _slot: usize,
+        _tokens: &[u32],
+        _lora: Option<&Arc<LoraSet>>,
+        _mean: &mut [f32],
+    ) -> Result<(), ModelError> {
         Err("this model does not give hidden states".into())
     }
 

@@ -52,6 +52,8 @@ pub use imatrix::{ImatrixCollector, ImatrixStats};
 pub use kl_divergence::{kl_divergence, KlDivergence};
 pub use logprobs::{LogSoftmax, TokenLogprob, TopLogprobs};
 pub use model::{ByteTableDecoder, LanguageModel, TextDecoder};
+/// The LoRA adapters a request runs with (owl-models applies them; see [`GenerateParams::lora`]).
+pub use owl_models::LoraSet;
 pub use perplexity::{perplexity, Perplexity, PerplexityParams, PerplexityProgress};
 pub use runner::ModelRunner;
 pub use sampler::{Sampler, SamplingParams};

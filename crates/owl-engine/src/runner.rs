@@ -188,7 +188,13 @@ impl<M: BorrowMut<Model>> BatchModel for ModelRunner<M> {
         self.model.borrow().config().hidden_size
     }
 
-    fn embed(&mut self, slot: usize, tokens: &[u32], mean: &mut [f32]) -> Result<(), ModelError> {
+    fn embed(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        lora: Option<&Arc<LoraSet>>,
+        mean: &mut [f32],
+    ) -> Result<(), ModelError> {
         let model = self.model.borrow_mut();
         let h = model.config().hidden_size;
         if mean.len() != h {
@@ -202,6 +208,9 @@ impl<M: BorrowMut<Model>> BatchModel for ModelRunner<M> {
         for (c, chunk) in tokens.chunks(max).enumerate() {
             self.batch.clear();
             self.batch.push_sequence(slot, c * max, chunk, true);
+            if let Some(lora) = lora {
+                self.batch.set_lora(slot, Arc::clone(lora));
+            }
             let out = &mut hidden[..chunk.len() * h];
             if let Err(e) = model.forward_hidden(&self.batch, &mut self.kv, out) {
                 result = Err(e);

@@ -305,11 +305,12 @@ impl<M: BatchModel> Scheduler<M> {
         Ok(id)
     }
 
-    /// An embedding of `tokens`: the mean of their final hidden states, L2-normalised, run
-    /// alone in a free slot (whose cached prefix is given up). `Ok(None)`: every slot is
+    /// An embedding of `tokens`: the mean of their final hidden states (under the adapters
+    /// of `lora`, if any), L2-normalised, run alone in a free slot (whose cached prefix is
+    /// given up). `Ok(None)`: every slot is
     /// busy; ask again after a step. Errors: an empty input, ids outside the vocabulary,
     /// more tokens than a slot's context, a model without hidden states.
-    pub fn embed(&mut self, tokens: &[u32]) -> Result<Option<Vec<f32>>, EngineError> {
+    pub fn embed(&mut self, tokens: &[u32], lora: Option<&Arc<LoraSet>>) -> Result<Option<Vec<f32>>, EngineError> {
         let vocab = self.model.vocab_size();
         let n_ctx = self.model.context_size();
         let h = self.model.hidden_size();
@@ -331,7 +332,7 @@ impl<M: BatchModel> Scheduler<M> {
         let mut mean = vec![0f32; h];
         self.slots[slot].cached.clear();
         self.slots[slot].lora = None;
-        let result = self.model.embed(slot, tokens, &mut mean);
+        let result = self.model.embed(slot, tokens, lora, &mut mean);
         if self.model.slot_len(slot) != 0 {
             self.model.truncate(slot, 0);
         }

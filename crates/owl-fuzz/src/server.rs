@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use owl_engine::{BatchModel, ModelError, Scheduler, SchedulerConfig};
+use owl_engine::{BatchModel, LoraSet, ModelError, Scheduler, SchedulerConfig};
 use owl_models::Batch;
 use owl_server::{ChatRenderer, EngineHandle, ModelDetails, Registry, ServedModel, ServerOptions};
 use owl_tokenizer::{ChatMessage, Tokenizer};
@@ -88,7 +88,13 @@ impl BatchModel for ToyModel {
         8
     }
 
-    fn embed(&mut self, slot: usize, tokens: &[u32], mean: &mut [f32]) -> Result<(), ModelError> {
+    fn embed(
+        &mut self,
+        slot: usize,
+        tokens: &[u32],
+        _lora: Option<&Arc<LoraSet>>,
+        mean: &mut [f32],
+    ) -> Result<(), ModelError> {
         self.slots[slot].clear();
         for (i, m) in mean.iter_mut().enumerate() {
             *m = tokens.iter().map(|&t| ((t as usize + i) % 5) as f32).sum::<f32>() / tokens.len().max(1) as f32;
@@ -159,6 +165,7 @@ fn harness() -> &'static Harness {
             details: ModelDetails::default(),
             created: 0,
             card: None,
+            lora: None,
         };
         let options = ServerOptions { max_body_bytes: MAX_BODY, ..ServerOptions::default() };
         let registry = Registry::new(vec![model], options).expect("one model");

@@ -185,7 +185,7 @@ pub async fn messages(State(registry): State<Shared>, body: RequestBody) -> Resu
         f.integer("max_tokens", 1, i64::from(u32::MAX))?.ok_or_else(|| ApiError::field("max_tokens", "is required"))?;
     // Anthropic's temperature range is [0, 1].
     f.number("temperature", 0.0, 1.0)?;
-    let mut params = generate_params(&f, &state.model.tokenizer)?;
+    let mut params = generate_params(&f, &state.model)?;
     params.max_tokens = Some(max_tokens as usize);
     params.stop = f.strings("stop_sequences", crate::params::MAX_STOPS)?;
     let mut messages = Vec::new();

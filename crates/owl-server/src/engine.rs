@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use owl_engine::LoraSet;
 use owl_engine::{
     BatchModel, EngineError, Event, Scheduler, SchedulerEvent, SchedulerStats, SeqId, SeqOutcome, SeqRequest,
     StopReason, TextStream, TokenEvent, TokenizerDecoder, Verdict,
@@ -69,12 +70,13 @@ pub struct Submit {
 enum Command {
     Submit(Box<Submit>, oneshot::Sender<Result<SeqId, EngineError>>),
     Cancel(SeqId),
-    Embed(Vec<u32>, oneshot::Sender<Result<Vec<f32>, EngineError>>),
+    Embed(Vec<u32>, Option<Arc<LoraSet>>, oneshot::Sender<Result<Vec<f32>, EngineError>>),
     Shutdown,
 }
 
 /// Embedding requests waiting for a free slot.
-type PendingEmbeds = std::collections::VecDeque<(Vec<u32>, oneshot::Sender<Result<Vec<f32>, EngineError>>)>;
+type PendingEmbeds =
+    std::collections::VecDeque<(Vec<u32>, Option<Arc<LoraSet>>, oneshot::Sender<Result<Vec<f32>, EngineError>>)>;
 
 /// Live numbers of the engine for `/metrics` and `/api/ps`.
 #[derive(Debug, Default)]
@@ -131,12 +133,12 @@ impl EngineHandle {
         &self.gauges
     }
 
-    /// The L2-normalised mean of the final hidden states of `tokens` (run between steps in a
-    /// free slot).
-    pub async fn embed(&self, tokens: Vec<u32>) -> Result<Vec<f32>, EngineError> {
+    /// The L2-normalised mean of the final hidden states of `tokens`, under the adapters of
+    /// `lora` if any (run between steps in a free slot).
+    pub async fn embed(&self, tokens: Vec<u32>, lora: Option<Arc<LoraSet>>) -> Result<Vec<f32>, EngineError> {
         let (reply, answer) = oneshot::channel();
         let gone = || EngineError::Model { position: 0, source: "the engine thread has stopped".into() };
-        self.commands.send(Command::Embed(tokens, reply)).map_err(|_| gone())?;
+        self.commands.send(Command::Embed(tokens, lora, reply)).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 
@@ -198,13 +200,13 @@ fn run<M: BatchModel>(
             handle(command, &mut scheduler, tokenizer, &mut streams, &mut embeds, &mut closing);
         }
         // Embeddings take free slots between steps, oldest first.
-        while let Some((tokens, reply)) = embeds.pop_front() {
-            match scheduler.embed(&tokens) {
+        while let Some((tokens, lora, reply)) = embeds.pop_front() {
+            match scheduler.embed(&tokens, lora.as_ref()) {
                 Ok(Some(v)) => {
                     let _ = reply.send(Ok(v));
                 }
                 Ok(None) => {
-                    embeds.push_front((tokens, reply));
+                    embeds.push_front((tokens, lora, reply));
                     break;
                 }
                 Err(e) => {
@@ -286,10 +288,10 @@ fn handle<'t, M: BatchModel>(
             streams.remove(&seq);
             scheduler.cancel(seq);
         }
-        Command::Embed(_, reply) if *closing => {
+        Command::Embed(_, _, reply) if *closing => {
             let _ = reply.send(Err(EngineError::ShuttingDown));
         }
-        Command::Embed(tokens, reply) => embeds.push_back((tokens, reply)),
+        Command::Embed(tokens, lora, reply) => embeds.push_back((tokens, lora, reply)),
         Command::Shutdown => {
             *closing = true;
             let refused = crate::error::ApiError::from(EngineError::ShuttingDown);
@@ -298,7 +300,7 @@ fn handle<'t, M: BatchModel>(
                     let _ = s.events.send(StreamEvent::Failed(refused.clone()));
                 }
             }
-            for (_, reply) in embeds.drain(..) {
+            for (_, _, reply) in embeds.drain(..) {
                 let _ = reply.send(Err(EngineError::ShuttingDown));
             }
         }

@@ -76,6 +76,9 @@ pub struct ServedModel {
     /// What `owl show --json` says about it (license, openness card), for `/v1/models/{id}`
     /// and the chat page's model panel.
     pub card: Option<serde_json::Value>,
+    /// LoRA adapters its requests run with: a `BASE+ADAPTER` model shares the base's
+    /// engine, so its sequences batch with the base's and with other adapters'.
+    pub lora: Option<Arc<owl_engine::LoraSet>>,
 }
 
 /// Facts about the served model's file.

@@ -85,7 +85,7 @@ fn params(state: &SharedState, f: &Fields<'_>) -> Result<GenerateParams> {
         None => Fields::new(&empty)?,
     };
     // Errors name the field as the client wrote it: `options.temperature`.
-    let mut p = generate_params(&o, &state.model.tokenizer).map_err(|e| match &e.param {
+    let mut p = generate_params(&o, &state.model).map_err(|e| match &e.param {
         Some(name) => ApiError {
             message: e.message.replacen(name.as_str(), &format!("options.{name}"), 1),
             param: Some(format!("options.{name}")),
@@ -384,7 +384,7 @@ pub async fn embed(State(registry): State<Shared>, body: RequestBody) -> Result<
             ids.truncate(n_ctx);
         }
         count += ids.len();
-        embeddings.push(state.model.engine.embed(ids).await?);
+        embeddings.push(state.model.engine.embed(ids, state.model.lora.clone()).await?);
     }
     Ok(Json(json!({
         "model": tag(&state),

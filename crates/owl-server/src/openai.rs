@@ -115,7 +115,7 @@ pub async fn chat_completions(State(registry): State<Shared>, body: RequestBody)
     let f = Fields::new(&body)?;
     let state = registry.select(f.str("model")?)?;
     let messages = chat_messages(&f)?;
-    let mut params = generate_params(&f, &state.model.tokenizer)?;
+    let mut params = generate_params(&f, &state.model)?;
     let (n, stream, include_usage) = common_fields(&f, &mut params, true)?;
     let grammar = openai_grammar(&f)?;
     let tools = openai_tools(&f)?;
@@ -169,7 +169,7 @@ pub async fn completions(State(registry): State<Shared>, body: RequestBody) -> R
     let state = registry.select(f.str("model")?)?;
     let tokenizer = state.model.tokenizer.clone();
     let prompt = completion_prompt(&f, &tokenizer)?;
-    let mut params = generate_params(&f, &tokenizer)?;
+    let mut params = generate_params(&f, &state.model)?;
     let (n, stream, include_usage) = common_fields(&f, &mut params, false)?;
     let grammar = openai_grammar(&f)?;
     let echo = f.bool("echo")?.unwrap_or(false);
@@ -683,7 +683,7 @@ pub async fn embeddings(State(registry): State<Shared>, body: RequestBody) -> Re
             });
         }
         total += tokens.len();
-        let v = state.model.engine.embed(tokens).await?;
+        let v = state.model.engine.embed(tokens, state.model.lora.clone()).await?;
         let embedding = if base64 { Value::String(base64_f32(&v)) } else { json!(v) };
         data.push(json!({"object": "embedding", "index": i, "embedding": embedding}));
     }

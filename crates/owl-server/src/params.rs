@@ -10,12 +10,11 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{header, StatusCode};
 use futures_util::StreamExt;
 use owl_engine::{ContextOverflow, EogSet, GenerateParams, GrammarSpec, SamplingParams};
-use owl_tokenizer::Tokenizer;
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::fields::Fields;
-use crate::Shared;
+use crate::{ServedModel, Shared};
 
 /// Most stop strings a request may give (OpenAI allows 4; llama.cpp more).
 pub const MAX_STOPS: usize = 16;
@@ -103,7 +102,8 @@ pub fn json_body(body: RequestBody) -> Result<Value, ApiError> {
 
 /// Sampling, penalties, seed, logit bias, stops and logprobs of a request. `max_tokens` is
 /// left to the route (its name differs); the prompt length is checked against it there.
-pub fn generate_params(f: &Fields<'_>, tokenizer: &Tokenizer) -> Result<GenerateParams, ApiError> {
+pub fn generate_params(f: &Fields<'_>, model: &ServedModel) -> Result<GenerateParams, ApiError> {
+    let tokenizer = &*model.tokenizer;
     let mut s = SamplingParams::default();
     if let Some(t) = f.number("temperature", 0.0, 2.0)? {
         s.temperature = t as f32;
@@ -167,7 +167,7 @@ pub fn generate_params(f: &Fields<'_>, tokenizer: &Tokenizer) -> Result<Generate
         top_logprobs: 0,
         overflow: ContextOverflow::Error,
         grammar: None,
-        lora: None,
+        lora: model.lora.clone(),
     })
 }
 

@@ -15,10 +15,20 @@ pub enum AdapterError {
     /// The adapter was made for another base model.
     #[error("{}: made for another base model: {reason}", path.display())]
     Lineage { path: PathBuf, reason: String },
-    /// Tensors that do not fit the base: each problem on its own line.
-    #[error("{}: does not fit this base model:\n  {}", path.display(), problems.join("\n  "))]
+    /// Tensors that do not fit the base (the first few named, then how many more).
+    #[error("{}: does not fit this base model: {}", path.display(), summary(problems))]
     Shapes { path: PathBuf, problems: Vec<String> },
     /// A `--lora` argument that does not parse.
     #[error("--lora {spec:?}: {reason}")]
     Spec { spec: String, reason: String },
+}
+
+/// The first problems, then a count of the rest: one line however many there are.
+fn summary(problems: &[String]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = problems.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
+    if problems.len() > SHOWN {
+        text.push_str(&format!("; and {} more", problems.len() - SHOWN));
+    }
+    text
 }

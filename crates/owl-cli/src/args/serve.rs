@@ -72,4 +72,15 @@ pub struct ServeArgs {
     /// Do not serve the chat page at `/`.
     #[arg(long)]
     pub no_webui: bool,
+
+    /// Serve a LoRA adapter as the model `BASE+NAME` (repeatable): DIR is a PEFT directory
+    /// or a llama.cpp GGUF adapter, its delta scaled by SCALE [default: 1]. Requests for
+    /// it run on the base's sequences, batched with the base's own and other adapters'.
+    #[arg(long = "lora", value_name = "NAME=DIR[:SCALE]")]
+    pub lora: Vec<owl_train::AdapterSpec>,
+
+    /// Serve the adapters even though their base_model_name_or_path names another model
+    /// (architecture and tensor shapes are still checked).
+    #[arg(long, requires = "lora")]
+    pub lora_any_base: bool,
 }

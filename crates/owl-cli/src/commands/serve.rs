@@ -14,6 +14,9 @@ use owl_engine::{Scheduler, SchedulerConfig};
 use owl_server::{ChatRenderer, EngineHandle, ModelDetails, Registry, ServedModel, ServerOptions};
 use owl_tokenizer::{ChatMessage, TemplateOrigin, Tokenizer};
 
+use owl_engine::LoraSet;
+use owl_train::{AdapterFile, Lineage};
+
 use crate::args::ServeArgs;
 use crate::commands::{load, sampling};
 use crate::printer;
@@ -47,11 +50,36 @@ impl ChatRenderer for TemplateRenderer {
 struct Loaded {
     model: ServedModel,
     n_ctx: usize,
+    /// `--lora` adapters that fit the model: their names and sets.
+    adapters: Vec<(String, Arc<LoraSet>)>,
 }
 
-fn load_served(arg: &std::ffi::OsStr, name: Option<&str>, args: &ServeArgs, threads: usize) -> anyhow::Result<Loaded> {
+/// A `--lora NAME=DIR[:SCALE]` adapter, read once for every base it may fit.
+struct ServedAdapter {
+    name: String,
+    file: AdapterFile,
+    scale: f32,
+    /// Why each base it did not fit refused it.
+    refusals: Vec<String>,
+}
+
+fn load_served(
+    arg: &std::ffi::OsStr,
+    name: Option<&str>,
+    args: &ServeArgs,
+    threads: usize,
+    adapters: &mut [ServedAdapter],
+) -> anyhow::Result<Loaded> {
     let loaded = load::load(arg, threads, MAX_BATCH_TOKENS, false)?;
     let n_ctx = sampling::context_size(&loaded.model, args.ctx_size, args.parallel)?;
+    let lineage = if args.lora_any_base { Lineage::ShapesOnly } else { Lineage::Strict };
+    let mut fitted = Vec::new();
+    for a in adapters.iter_mut() {
+        match a.file.bind(&loaded.model, lineage) {
+            Ok(bound) => fitted.push((a.name.clone(), Arc::new(LoraSet::new(vec![(Arc::new(bound), a.scale)])))),
+            Err(e) => a.refusals.push(format!("{}: {e}", loaded.name)),
+        }
+    }
     let hidden_size = loaded.model.config().hidden_size;
     let details = model_details(&loaded);
     let mut runner = load::runner(loaded.model, args.parallel, n_ctx)?;
@@ -102,8 +130,25 @@ fn load_served(arg: &std::ffi::OsStr, name: Option<&str>, args: &ServeArgs, thre
         details,
         created: owl_server::unix_now(),
         card,
+        lora: None,
     };
-    Ok(Loaded { model, n_ctx })
+    Ok(Loaded { model, n_ctx, adapters: fitted })
+}
+
+/// The model `BASE+NAME`: the base's engine and tokenizer, its requests run with `lora`.
+fn adapter_model(base: &ServedModel, name: &str, lora: Arc<LoraSet>) -> ServedModel {
+    ServedModel {
+        name: format!("{}+{name}", base.name),
+        aliases: base.aliases.iter().map(|a| format!("{a}+{name}")).collect(),
+        tokenizer: base.tokenizer.clone(),
+        renderer: base.renderer.clone(),
+        engine: base.engine.clone(),
+        hidden_size: base.hidden_size,
+        details: base.details.clone(),
+        created: base.created,
+        card: base.card.clone(),
+        lora: Some(lora),
+    }
 }
 
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
@@ -115,13 +160,41 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     if args.name.is_some() && arguments.len() > 1 {
         anyhow::bail!("--name names a single model; with several, each is named by its MODEL argument");
     }
+    let mut adapters = args
+        .lora
+        .iter()
+        .map(|spec| {
+            let name = spec.name.clone().ok_or_else(|| {
+                anyhow!("--lora {}: owl serve names each adapter: --lora NAME=DIR[:SCALE]", spec.path.display())
+            })?;
+            let file = AdapterFile::open(&spec.path, Some(&name))?;
+            Ok(ServedAdapter { name, file, scale: spec.scale, refusals: Vec::new() })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut served = Vec::new();
+    let mut with_adapters = Vec::new();
     let mut contexts = Vec::new();
     for arg in &arguments {
-        let loaded = load_served(arg, args.name.as_deref(), args, threads)?;
+        let loaded = load_served(arg, args.name.as_deref(), args, threads, &mut adapters)?;
         contexts.push(format!("{} ({} sequences of {} tokens)", loaded.model.name, args.parallel, loaded.n_ctx));
+        for (name, lora) in loaded.adapters {
+            with_adapters.push(adapter_model(&loaded.model, &name, lora));
+        }
         served.push(loaded.model);
     }
+    for a in &adapters {
+        if a.refusals.len() == arguments.len() {
+            anyhow::bail!("--lora {}: fits no model served here: {}", a.name, a.refusals.join("; "));
+        }
+    }
+    for m in &with_adapters {
+        printer::note(&format!(
+            "serving {} (LoRA {})",
+            m.name,
+            m.lora.as_ref().map_or(String::new(), |l| l.describe())
+        ));
+    }
+    served.extend(with_adapters);
     let engines: Vec<EngineHandle> = served.iter().map(|m| m.engine.clone()).collect();
     let grace_period = Duration::from_secs_f64(args.shutdown_grace);
     let options = ServerOptions {

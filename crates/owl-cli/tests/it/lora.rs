@@ -123,3 +123,71 @@ fn perplexity_with_an_adapter() {
     let adapted = ppl(&lora_arg(&dir, ""));
     assert!((adapted - base).abs() > 0.02 * base, "{adapted} vs {base}");
 }
+
+/// `owl serve --lora NAME=DIR`: the adapter is the model `smollm2+NAME` on every route,
+/// its requests on the base's sequences; the same greedy reply as `owl generate --lora`,
+/// alone or beside a base request.
+#[test]
+fn serve_selects_adapters_per_request() {
+    use crate::serve::{Server, KEY};
+    use crate::webui::{get, post};
+    use serde_json::json;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("adapter");
+    random_adapter(&dir, "HuggingFaceTB/SmolLM2-135M-Instruct");
+    let cli = generate(&lora_arg(&dir, ""))["text"].as_str().unwrap().to_string();
+    let base_cli = generate(&[])["text"].as_str().unwrap().to_string();
+
+    let spec = format!("rnd={}", dir.display());
+    let server = Server::start(&["--lora", &spec, "--parallel", "2"]);
+    let (status, models) = get(&format!("{}/v1/models", server.url), Some(KEY));
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(ids, ["smollm2", "smollm2+rnd"]);
+
+    let url = format!("{}/v1/completions", server.url);
+    let completion = |model: &str| {
+        let body = json!({"model": model, "prompt": PROMPT, "max_tokens": 8, "temperature": 0});
+        let (status, answer) = post(&url, &body);
+        assert_eq!(status, 200, "{model}: {answer}");
+        assert_eq!(answer["model"], model);
+        answer["choices"][0]["text"].as_str().unwrap().to_string()
+    };
+    assert_eq!(completion("smollm2+rnd"), cli, "the server's adapter reply is the CLI's");
+    assert_eq!(completion("smollm2"), base_cli);
+    // Both at once: one batch, each reply as it was alone.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| completion("smollm2"));
+        let b = s.spawn(|| completion("smollm2+rnd"));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!((a, b), (base_cli.clone(), cli.clone()));
+
+    // Ollama's route and the embeddings take the adapter too.
+    let body = json!({"model": "smollm2+rnd", "prompt": PROMPT, "raw": true, "stream": false,
+                      "options": {"temperature": 0, "num_predict": 8}});
+    let (status, answer) = post(&format!("{}/api/generate", server.url), &body);
+    assert_eq!((status, answer["response"].as_str()), (200, Some(cli.as_str())), "{answer}");
+    let embed = |model: &str| {
+        let (status, answer) =
+            post(&format!("{}/v1/embeddings", server.url), &json!({"model": model, "input": PROMPT}));
+        assert_eq!(status, 200, "{answer}");
+        answer["data"][0]["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>()
+    };
+    let (plain, adapted) = (embed("smollm2"), embed("smollm2+rnd"));
+    let cos: f64 = plain.iter().zip(&adapted).map(|(x, y)| x * y).sum();
+    assert!(cos < 0.999, "the adapter changes the embedding (cosine {cos})");
+    let (status, _) = post(&url, &json!({"model": "smollm2+other", "prompt": "Hi"}));
+    assert_eq!(status, 404);
+    server.stop();
+
+    // serve names each adapter, and one that fits no model is refused at start.
+    let err = assert_one_line_error(&owl(["serve", "smollm2", "--lora", dir.to_str().unwrap()]));
+    assert!(err.contains("NAME=DIR"), "{err}");
+    let qwen = tmp.path().join("qwen");
+    random_adapter(&qwen, "Qwen/Qwen2.5-Coder-0.5B-Instruct");
+    let err =
+        assert_one_line_error(&owl(["serve", "smollm2", "--port", "0", "--lora", &format!("q={}", qwen.display())]));
+    assert!(err.contains("fits no model served here") && err.contains("--lora-any-base"), "{err}");
+}

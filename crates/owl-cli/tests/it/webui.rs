@@ -52,7 +52,7 @@ fn chat_page_in_a_real_browser() {
     server.stop();
 }
 
-fn get(url: &str, key: Option<&str>) -> (u16, Value) {
+pub(crate) fn get(url: &str, key: Option<&str>) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let mut req = agent.get(url);
     if let Some(k) = key {
@@ -64,7 +64,7 @@ fn get(url: &str, key: Option<&str>) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-fn post(url: &str, body: &Value) -> (u16, Value) {
+pub(crate) fn post(url: &str, body: &Value) -> (u16, Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let mut resp = agent
         .post(url)

@@ -236,11 +236,11 @@ fn embeddings_are_normalised_mean_final_hidden_states() {
         .unwrap();
     let norm = want.iter().map(|v| v * v).sum::<f64>().sqrt();
     let mut s = scheduler(model, 2, 16, 4);
-    let got = s.embed(&tokens).unwrap().expect("a free slot");
+    let got = s.embed(&tokens, None).unwrap().expect("a free slot");
     assert_eq!(got.len(), h);
     let err = got.iter().zip(&want).map(|(&g, &w)| (f64::from(g) - w / norm).abs()).fold(0.0, f64::max);
     assert!(err < 2e-4, "max difference {err}");
-    assert!(matches!(s.embed(&[]), Err(EngineError::EmptyPrompt)));
+    assert!(matches!(s.embed(&[], None), Err(EngineError::EmptyPrompt)));
     // Generation still works after it.
     s.submit(SeqRequest { prompt: tokens[..5].to_vec(), params: params(2, None) }).unwrap();
     let done = drain(&mut s);
