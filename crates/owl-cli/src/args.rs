@@ -12,7 +12,7 @@ mod serve;
 mod store;
 pub mod values;
 
-pub use convert::{ConvertArgs, ImatrixArgs, QuantizeArgs};
+pub use convert::{ConvertArgs, ImatrixArgs, MergeArgs, QuantizeArgs};
 pub use generation::{BenchArgs, ConstraintArgs, GenerateArgs, GenerationArgs, LoraArgs, PerplexityArgs, RunArgs};
 pub use serve::ServeArgs;
 pub use store::{BomArgs, BomFormat, CatalogArgs, ImportArgs, ListArgs, PullArgs, RmArgs, ShowArgs};
@@ -111,6 +111,9 @@ pub enum Command {
     /// Compute an importance matrix over a calibration text, in llama.cpp's format, for
     /// `owl quantize --imatrix`.
     Imatrix(ImatrixArgs),
+    /// Bake LoRA adapters into a model's weights and write a GGUF file (the base's types,
+    /// or a llama-quantize mix).
+    Merge(MergeArgs),
 }
 
 /// `owl inspect MODEL [--json] [--tensors]`.

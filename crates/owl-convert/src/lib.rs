@@ -27,4 +27,4 @@ pub use convert::{convert, ConvertOptions, ConvertSummary};
 pub use error::ConvertError;
 pub use file_type::FileType;
 pub use progress::Progress;
-pub use quantize::{quantize, QuantizeOptions, QuantizeSummary, QUANTIZATION_VERSION};
+pub use quantize::{quantize, QuantizeOptions, QuantizeSummary, TensorEdit, QUANTIZATION_VERSION};

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use owl_formats::gguf::{GgmlType, GgufFile, GgufWriter, MetadataValue, TensorData, TensorInfo};
 use owl_kernels::quant::dequantize_row;
@@ -19,7 +20,9 @@ pub const QUANTIZATION_VERSION: u32 = 2;
 
 #[derive(Debug, Clone)]
 pub struct QuantizeOptions {
-    pub file_type: FileType,
+    /// The mix to write; `None`: every tensor keeps its type (a merge that only changes
+    /// values), and `general.file_type` stays the input's.
+    pub file_type: Option<FileType>,
     /// Quantize tensors that are already quantized (llama-quantize's `--allow-requantize`):
     /// the error of both roundings adds up, so it is refused unless asked for.
     pub allow_requantize: bool,
@@ -27,12 +30,24 @@ pub struct QuantizeOptions {
     pub pure: bool,
     /// An importance matrix and the path it was read from (written into the metadata).
     pub imatrix: Option<(String, Imatrix)>,
+    /// Changes to tensors' values on the way (a LoRA merge): every edited tensor is
+    /// dequantized, edited and quantized again, to its own type or the mix's.
+    pub edit: Option<Arc<dyn TensorEdit>>,
 }
 
 impl QuantizeOptions {
     pub fn new(file_type: FileType) -> Self {
-        QuantizeOptions { file_type, allow_requantize: false, pure: false, imatrix: None }
+        QuantizeOptions { file_type: Some(file_type), allow_requantize: false, pure: false, imatrix: None, edit: None }
     }
+}
+
+/// A change to some tensors' values, applied in float32 between dequantization and
+/// quantization, a slab of whole rows at a time.
+pub trait TensorEdit: Send + Sync + std::fmt::Debug {
+    /// Whether tensor `name` (GGUF naming) changes.
+    fn edits(&self, name: &str) -> bool;
+    /// Changes rows `first_row..` of `name`: `rows` holds whole rows of `cols` values.
+    fn edit_rows(&self, name: &str, first_row: usize, cols: usize, rows: &mut [f32]);
 }
 
 #[derive(Debug, Clone)]
@@ -84,22 +99,25 @@ pub fn quantize(
     let mut tensors: Vec<&TensorInfo> = file.tensors().iter().collect();
     tensors.sort_by(|a, b| mix::quantize_order(&a.name, &b.name));
     let mix_tensors: Vec<MixTensor<'_>> = tensors.iter().map(|t| MixTensor { name: &t.name, ne: &t.shape }).collect();
-    let chosen: Vec<Option<GgmlType>> = if options.pure {
-        mix_tensors.iter().map(|&t| mix::allows_quantization(t).then(|| options.file_type.default_type())).collect()
-    } else {
-        mix::quantize_types(options.file_type, &model, &mix_tensors)
+    let chosen: Vec<Option<GgmlType>> = match options.file_type {
+        None => vec![None; mix_tensors.len()],
+        Some(ft) if options.pure => {
+            mix_tensors.iter().map(|&t| mix::allows_quantization(t).then(|| ft.default_type())).collect()
+        }
+        Some(ft) => mix::quantize_types(ft, &model, &mix_tensors),
     };
     let types: Vec<GgmlType> = tensors.iter().zip(&chosen).map(|(t, c)| c.unwrap_or(t.ggml_type)).collect();
+    let edited = |t: &TensorInfo| options.edit.as_ref().is_some_and(|e| e.edits(&t.name));
 
     for (t, &ty) in tensors.iter().zip(&types) {
-        if ty == t.ggml_type {
+        if ty == t.ggml_type && !edited(t) {
             continue;
         }
         if block_format(t.ggml_type).is_none() {
             return Err(ConvertError::tensor(&t.name, format!("element type {} cannot be read", t.ggml_type)));
         }
         let requant = !matches!(t.ggml_type, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16);
-        if requant && !options.allow_requantize {
+        if requant && !options.allow_requantize && !edited(t) {
             return Err(ConvertError::tensor(
                 &t.name,
                 format!(
@@ -117,11 +135,13 @@ pub fn quantize(
         writer.set_metadata(k.clone(), v.clone());
     }
     // llama_model_quantize_impl: both keys removed, then appended, in this order.
-    for key in ["general.quantization_version", "general.file_type"] {
-        writer.remove_metadata(key);
+    if let Some(ft) = options.file_type {
+        for key in ["general.quantization_version", "general.file_type"] {
+            writer.remove_metadata(key);
+        }
+        writer.set_metadata("general.quantization_version", MetadataValue::U32(QUANTIZATION_VERSION));
+        writer.set_metadata("general.file_type", MetadataValue::U32(ft.llama_ftype()));
     }
-    writer.set_metadata("general.quantization_version", MetadataValue::U32(QUANTIZATION_VERSION));
-    writer.set_metadata("general.file_type", MetadataValue::U32(options.file_type.llama_ftype()));
     if let Some((path, m)) = &options.imatrix {
         imatrix_metadata(&mut writer, path, m);
     }
@@ -129,7 +149,7 @@ pub fn quantize(
     let mut importance: Vec<Option<Vec<f32>>> = Vec::with_capacity(tensors.len());
     for (t, &ty) in tensors.iter().zip(&types) {
         let found = match imatrix {
-            Some(m) if ty != t.ggml_type => m.importance(&t.name),
+            Some(m) if ty != t.ggml_type || edited(t) => m.importance(&t.name),
             _ => None,
         };
         let want = t.shape.first().copied().unwrap_or(1) * t.shape.get(2).copied().unwrap_or(1);
@@ -156,7 +176,8 @@ pub fn quantize(
         let bytes = ty.bytes_for(t.n_elements).unwrap_or(0);
         let data = file.tensor_data(t);
         let file = &file;
-        let produce: owl_formats::gguf::TensorWriteFn<'_> = if ty == t.ggml_type {
+        let edit = options.edit.as_deref().filter(|_| edited(t));
+        let produce: owl_formats::gguf::TensorWriteFn<'_> = if ty == t.ggml_type && edit.is_none() {
             copied += 1;
             Box::new(move |w: &mut dyn std::io::Write| {
                 progress(Progress::Tensor { index, name: &t.name, ggml_type: ty.name(), bytes });
@@ -167,7 +188,7 @@ pub fn quantize(
         } else {
             Box::new(move |w: &mut dyn std::io::Write| {
                 progress(Progress::Tensor { index, name: &t.name, ggml_type: ty.name(), bytes });
-                requantize(file, t, ty, importance.clone(), w)
+                requantize(file, t, ty, importance.clone(), edit, w)
             })
         };
         writer.add_tensor(t.name.clone(), t.shape.clone(), ty, TensorData::Stream(produce))?;
@@ -189,6 +210,7 @@ fn requantize(
     t: &TensorInfo,
     ty: GgmlType,
     importance: Option<Vec<f32>>,
+    edit: Option<&dyn TensorEdit>,
     w: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("tensor {}: {e}", t.name));
@@ -211,6 +233,9 @@ fn requantize(
         for (i, row) in slab.chunks_exact_mut(cols).enumerate() {
             let at = (r0 + i) * src_row;
             dequantize_row(src_format, &data[at..at + src_row], row).map_err(|e| invalid(e.to_string()))?;
+        }
+        if let Some(edit) = edit {
+            edit.edit_rows(&t.name, r0, cols, slab);
         }
         sink.rows(slab)?;
         file.release_pages(&data[r0 * src_row..r1 * src_row]);

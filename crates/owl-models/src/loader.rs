@@ -76,22 +76,11 @@ impl Model {
         let mut binder = Binder::new(SourceKind::Gguf, &set);
         let parts = (family.build)(&Source::Gguf(&meta), &mut binder)?;
         binder.finish(family.name)?;
-        let tied_head = parts.config.tied_embeddings || !set.tensors.contains_key("output.weight");
+        let tied = parts.config.tied_embeddings;
         let mut model = Model::assemble(parts, options)?;
-        let general = |k: &str| file.get_str(&format!("general.{k}")).map(str::to_string);
-        let mut names: Vec<String> = [general("name"), general("basename")].into_iter().flatten().collect();
-        if let Some(base) = general("basename") {
-            let parts = [Some(base), general("size_label"), general("finetune")];
-            names.push(parts.into_iter().flatten().collect::<Vec<_>>().join("-"));
-        }
-        names.extend(path.file_stem().map(|s| s.to_string_lossy().into_owned()));
-        model.set_file(ModelFile {
-            kind: SourceKind::Gguf,
-            path: path.to_path_buf(),
-            names,
-            matrices: matrices(&set),
-            tied_head,
-        });
+        let mut described = ModelFile::of_gguf(path, &file);
+        described.tied_head |= tied;
+        model.set_file(described);
         Ok(model)
     }
 
@@ -149,4 +138,25 @@ fn name_or_path(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.get("_name_or_path")?.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+impl ModelFile {
+    /// What a GGUF file says about the model in it, without loading the model.
+    pub fn of_gguf(path: &Path, file: &GgufFile) -> ModelFile {
+        let general = |k: &str| file.get_str(&format!("general.{k}")).map(str::to_string);
+        let mut names: Vec<String> = [general("name"), general("basename")].into_iter().flatten().collect();
+        if let Some(base) = general("basename") {
+            let parts = [Some(base), general("size_label"), general("finetune")];
+            names.push(parts.into_iter().flatten().collect::<Vec<_>>().join("-"));
+        }
+        names.extend(path.file_stem().map(|s| s.to_string_lossy().into_owned()));
+        let matrices = file
+            .tensors()
+            .iter()
+            .filter(|t| t.shape.len() == 2)
+            .map(|t| (t.name.clone(), [t.shape[1] as usize, t.shape[0] as usize]))
+            .collect();
+        let tied_head = !file.tensors().iter().any(|t| t.name == "output.weight");
+        ModelFile { kind: SourceKind::Gguf, path: path.to_path_buf(), names, matrices, tied_head }
+    }
 }

@@ -32,3 +32,16 @@ fn summary(problems: &[String]) -> String {
     }
     text
 }
+
+/// What can stop `owl merge`.
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error(transparent)]
+    Adapter(#[from] AdapterError),
+    #[error(transparent)]
+    Write(#[from] owl_convert::ConvertError),
+    #[error("the base model: {0}")]
+    Base(String),
+    #[error("no adapter to merge: give one or more --lora DIR[:SCALE]")]
+    NoAdapter,
+}

@@ -5,9 +5,13 @@
 //!   base model's tensors (Hugging Face or GGUF naming, llama.cpp's q/k row order), checked
 //!   against it (architecture, shapes, base model name) and handed to owl-models, which
 //!   applies them unmerged, per sequence. A GGUF adapter is written from any of them.
+//! - [`merge()`]: adapters baked into a model's weights, written as GGUF in the base's types
+//!   or a llama-quantize mix.
 
 pub mod adapter;
 mod error;
+mod merge;
 
-pub use adapter::{load_lora_set, AdapterFile, AdapterSpec, Lineage};
-pub use error::AdapterError;
+pub use adapter::{load_lora_set, AdapterFile, AdapterSpec, Base, Lineage};
+pub use error::{AdapterError, MergeError};
+pub use merge::{merge, MergeOptions};

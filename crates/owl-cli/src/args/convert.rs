@@ -72,6 +72,38 @@ pub struct QuantizeArgs {
     pub json: bool,
 }
 
+/// `owl merge MODEL --lora DIR[:SCALE]... --out OUT.gguf [--type TYPE] [--json]`.
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// The base model: a GGUF file, a Hugging Face directory, or a store name.
+    #[arg(value_name = "MODEL")]
+    pub model: std::ffi::OsString,
+
+    /// The adapter to bake in: a PEFT directory or a llama.cpp GGUF adapter, its delta
+    /// scaled by SCALE [default: 1]; repeatable (the deltas add up).
+    #[arg(long = "lora", value_name = "DIR[:SCALE]", required = true)]
+    pub lora: Vec<owl_train::AdapterSpec>,
+
+    /// The GGUF file to write (atomically).
+    #[arg(long = "out", short = 'o', value_name = "OUT.gguf")]
+    pub out: PathBuf,
+
+    /// Requantize to this llama-quantize mix (q8_0, q4_k_m, ..., or f32, f16, bf16)
+    /// [default: every tensor keeps the base's type; a Hugging Face directory its float
+    /// type].
+    #[arg(long = "type", value_name = "TYPE")]
+    pub file_type: Option<String>,
+
+    /// Merge even though the adapter's base_model_name_or_path names another model
+    /// (architecture and tensor shapes are still checked).
+    #[arg(long)]
+    pub lora_any_base: bool,
+
+    /// Print one JSON progress event a line on stdout instead of a progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `owl imatrix MODEL TEXT [-o imatrix.gguf] [-c 512] [--chunks N] [--json]`.
 #[derive(Debug, clap::Args)]
 pub struct ImatrixArgs {

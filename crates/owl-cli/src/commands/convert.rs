@@ -1,4 +1,4 @@
-//! `owl convert` and `owl quantize`: one progress bar over the bytes written (tensor name
+//! `owl convert`, `owl quantize` and `owl merge`: one progress bar over the bytes written (tensor name
 //! and type as its message), or JSON events with `--json`; a summary at the end.
 
 use std::io::{IsTerminal, Write};
@@ -11,7 +11,7 @@ use owl_convert::imatrix::Imatrix;
 use owl_convert::{ConvertOptions, FileType, Progress, QuantizeOptions};
 use serde_json::json;
 
-use crate::args::{ConvertArgs, QuantizeArgs};
+use crate::args::{ConvertArgs, MergeArgs, QuantizeArgs};
 use crate::model_ref::{self, ModelSource};
 use crate::printer;
 
@@ -117,7 +117,13 @@ pub fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
         Some(path) => Some((path.display().to_string(), Imatrix::read(path)?)),
         None => None,
     };
-    let options = QuantizeOptions { file_type, allow_requantize: args.allow_requantize, pure: args.pure, imatrix };
+    let options = QuantizeOptions {
+        file_type: Some(file_type),
+        allow_requantize: args.allow_requantize,
+        pure: args.pure,
+        imatrix,
+        edit: None,
+    };
     let input = match model_ref::resolve(args.input.as_os_str())? {
         ModelSource::Gguf(path) => path,
         ModelSource::Safetensors { dir, .. } => {
@@ -139,6 +145,39 @@ pub fn quantize(args: &QuantizeArgs) -> anyhow::Result<()> {
             summary.path.display(),
             printer::human_bytes(summary.bytes_in),
             printer::human_bytes(summary.bytes_out),
+            summary.tensors,
+            types_line(&summary.types)
+        ));
+    }
+    Ok(())
+}
+
+pub fn merge(args: &MergeArgs) -> anyhow::Result<()> {
+    let file_type = match &args.file_type {
+        Some(t) => Some(t.parse::<FileType>().map_err(anyhow::Error::msg).context("--type")?),
+        None => None,
+    };
+    let base = match model_ref::resolve(&args.model)? {
+        ModelSource::Gguf(path) => path,
+        ModelSource::Safetensors { dir, .. } => dir,
+    };
+    let lineage = if args.lora_any_base { owl_train::Lineage::ShapesOnly } else { owl_train::Lineage::Strict };
+    let options = owl_train::MergeOptions { file_type, lineage };
+    let reporter = Reporter::new(args.json);
+    let result = owl_train::merge(&base, &args.lora, &args.out, &options, &|e| reporter.handle(e));
+    reporter.finish();
+    let summary = result.with_context(|| format!("merging into {}", args.model.to_string_lossy()))?;
+    if args.json {
+        reporter.emit(json!({
+            "event": "done", "path": summary.path, "tensors": summary.tensors, "bytes": summary.bytes_out,
+            "types": summary.types, "copied": summary.copied, "rewritten": summary.tensors - summary.copied,
+        }));
+    } else {
+        printer::note(&format!(
+            "wrote {} ({}; {} of {} tensors rewritten; {})",
+            summary.path.display(),
+            printer::human_bytes(summary.bytes_out),
+            summary.tensors - summary.copied,
             summary.tensors,
             types_line(&summary.types)
         ));

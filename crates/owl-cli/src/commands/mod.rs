@@ -45,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bom(args) => bom::run(&args),
         Command::Convert(args) => convert::convert(&args),
         Command::Quantize(args) => convert::quantize(&args),
+        Command::Merge(args) => convert::merge(&args),
         Command::Imatrix(args) => imatrix::run(&args),
     }
 }

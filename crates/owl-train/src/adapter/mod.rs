@@ -66,6 +66,38 @@ pub struct AdapterFile {
     pub alpha: f32,
 }
 
+/// What an adapter is checked against and mapped onto: the base's file (names, matrix
+/// shapes), its architecture as the file names it, and its head counts (q/k row order).
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub file: ModelFile,
+    pub architecture: String,
+    pub heads: Heads,
+}
+
+impl Base {
+    /// A loaded model (`None`: not loaded from a file).
+    pub fn of_model(model: &Model) -> Option<Base> {
+        let cfg = model.config();
+        Some(Base {
+            file: model.file()?.clone(),
+            architecture: cfg.architecture.clone(),
+            heads: Heads { n_heads: cfg.n_heads, n_kv_heads: cfg.n_kv_heads },
+        })
+    }
+
+    /// A GGUF model file, from its metadata and tensor list alone.
+    pub fn of_gguf(path: &Path) -> Result<Base, AdapterError> {
+        let format = |reason: String| AdapterError::Format { path: path.to_path_buf(), reason };
+        let gguf = owl_formats::gguf::GgufFile::open(path).map_err(|e| format(e.to_string()))?;
+        let architecture = gguf.architecture().ok_or_else(|| format("no general.architecture".into()))?.to_string();
+        let n_heads = gguf.get_u64(&format!("{architecture}.attention.head_count")).unwrap_or(0) as usize;
+        let n_kv_heads =
+            gguf.get_u64(&format!("{architecture}.attention.head_count_kv")).map_or(n_heads, |n| n as usize);
+        Ok(Base { file: ModelFile::of_gguf(path, &gguf), architecture, heads: Heads { n_heads, n_kv_heads } })
+    }
+}
+
 /// How strictly an adapter's base is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Lineage {
@@ -104,17 +136,22 @@ impl AdapterFile {
     /// Checks the adapter against `model` (see the module docs) and maps it onto the base's
     /// tensors.
     pub fn bind(&self, model: &Model, lineage: Lineage) -> Result<LoraAdapter, AdapterError> {
-        let file = model.file().ok_or_else(|| AdapterError::Lineage {
+        let base = Base::of_model(model).ok_or_else(|| AdapterError::Lineage {
             path: self.path.clone(),
             reason: "the base model was not loaded from a file".into(),
         })?;
-        let cfg = model.config();
-        let base_arch = base_arch(file, &cfg.architecture);
+        self.bind_to(&base, lineage)
+    }
+
+    /// [`AdapterFile::bind`] against a base described without loading it.
+    pub fn bind_to(&self, base: &Base, lineage: Lineage) -> Result<LoraAdapter, AdapterError> {
+        let file = &base.file;
+        let base_arch = base_arch(file, &base.architecture);
         self.check_architecture(base_arch)?;
         if lineage == Lineage::Strict {
             self.check_base_name(file)?;
         }
-        let heads = Heads { n_heads: cfg.n_heads, n_kv_heads: cfg.n_kv_heads };
+        let heads = base.heads;
         let mut problems = Vec::new();
         let mut matrices = HashMap::with_capacity(self.pairs.len());
         for p in &self.pairs {

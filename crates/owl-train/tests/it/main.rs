@@ -5,6 +5,7 @@
 
 mod adapters;
 mod errors;
+mod merge;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
