@@ -6,6 +6,7 @@
 mod adapters;
 mod errors;
 mod merge;
+mod peft;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
