@@ -35,14 +35,20 @@ pub fn write(
         m.u32(k("feed_forward_length"), cfg.intermediate_size);
     }
     m.u32(k("attention.head_count"), cfg.num_attention_heads);
-    m.u32(k("attention.head_count_kv"), cfg.num_key_value_heads);
-    m.f32(k("rope.freq_base"), cfg.rope.theta);
+    // DeepseekV2Model: MLA is written as MQA over the latent (one key/value head).
+    m.u32(k("attention.head_count_kv"), if arch == Arch::Deepseek2 { 1 } else { cfg.num_key_value_heads });
+    // GemmaModel and Gemma2Model write no theta (llama.cpp assumes 1e4); one that differs
+    // is stated.
+    if !matches!(arch, Arch::Gemma | Arch::Gemma2) || cfg.rope.theta != 10_000.0 {
+        m.f32(k("rope.freq_base"), cfg.rope.theta);
+    }
     m.f32(k("attention.layer_norm_rms_epsilon"), cfg.rms_norm_eps);
     if let Some(moe) = &cfg.moe {
         m.u32(k("expert_count"), moe.num_experts);
         m.u32(k("expert_used_count"), moe.num_experts_per_tok);
     }
-    if raw(raw_cfg, "head_dim").is_some() && arch != Arch::Deepseek2 {
+    // Phi3MiniModel writes its own keys, without these.
+    if raw(raw_cfg, "head_dim").is_some() && !matches!(arch, Arch::Deepseek2 | Arch::Phi3) {
         m.u32(k("attention.key_length"), cfg.head_dim);
         m.u32(k("attention.value_length"), cfg.head_dim);
     }
@@ -66,18 +72,28 @@ pub fn write(
             if let Some(moe) = &cfg.moe {
                 m.u32(k("expert_feed_forward_length"), moe.expert_intermediate_size);
             }
-            yarn(m, &k, cfg);
+            yarn(m, &k, cfg, raw_cfg);
         }
         Arch::Phi3 => {
             m.u32(k("rope.dimension_count"), cfg.rotary_dim());
-            if let RopeScaling::LongRope { original_max_position_embeddings, attention_factor, .. } = &cfg.rope.scaling
-            {
-                m.u32(k("rope.scaling.original_context_length"), *original_max_position_embeddings);
+            let original = match &cfg.rope.scaling {
+                RopeScaling::LongRope { original_max_position_embeddings, .. } => {
+                    Some(*original_max_position_embeddings)
+                }
+                _ => rope_params(raw_cfg)
+                    .and_then(|r| r.get("original_max_position_embeddings"))
+                    .or_else(|| raw(raw_cfg, "original_max_position_embeddings"))
+                    .and_then(Value::as_u64)
+                    .map(|n| n as usize),
+            };
+            if let Some(n) = original {
+                m.u32(k("rope.scaling.original_context_length"), n);
+            }
+            if let RopeScaling::LongRope { attention_factor, .. } = &cfg.rope.scaling {
                 m.f32(k("rope.scaling.attn_factor"), *attention_factor);
             }
-            if let Some(w) = cfg.sliding_window {
-                m.u32(k("attention.sliding_window"), w);
-            }
+            // 0 when there is none: llama.cpp tells Phi-4 from Phi-3 by it.
+            m.u32(k("attention.sliding_window"), cfg.sliding_window.unwrap_or(0));
         }
         Arch::Gemma => {}
         Arch::Gemma2 => {
@@ -105,9 +121,7 @@ pub fn write(
             // config that says otherwise gets the keys that state it.
             sliding_pattern(m, &k, cfg, 6);
             if let Some(local) = &cfg.local_rope {
-                if local.theta != 10_000.0 {
-                    m.f32(k("rope.freq_base_swa"), local.theta);
-                }
+                m.f32(k("rope.freq_base_swa"), local.theta);
             }
             attention_scale(m, &k, cfg);
         }
@@ -116,12 +130,32 @@ pub fn write(
     Ok(())
 }
 
-/// Qwen's YaRN settings (Qwen2Model.set_gguf_parameters).
-fn yarn(m: &mut Metadata, k: &dyn Fn(&str) -> String, cfg: &HfConfig) {
+/// The RoPE parameters of the full-attention layers as the config states them
+/// (transformers 5's `rope_parameters`, or `rope_scaling`).
+fn rope_params(raw_cfg: &Value) -> Option<&Value> {
+    let r = raw(raw_cfg, "rope_parameters").or_else(|| raw(raw_cfg, "rope_scaling"))?;
+    Some(r.get("full_attention").unwrap_or(r))
+}
+
+/// YaRN settings (TextModel.set_gguf_parameters): type, factor, original context, and the
+/// extrapolation/attention factors and betas the config states.
+fn yarn(m: &mut Metadata, k: &dyn Fn(&str) -> String, cfg: &HfConfig, raw_cfg: &Value) {
     if let RopeScaling::Yarn { factor, original_max_position_embeddings, .. } = cfg.rope.scaling {
         m.string(k("rope.scaling.type"), "yarn");
         m.f32(k("rope.scaling.factor"), factor);
         m.u32(k("rope.scaling.original_context_length"), original_max_position_embeddings);
+        let params = rope_params(raw_cfg);
+        let number = |names: &[&str]| names.iter().find_map(|n| params?.get(*n)?.as_f64());
+        for (key, names) in [
+            ("rope.scaling.yarn_ext_factor", &["extrapolation_factor"][..]),
+            ("rope.scaling.yarn_attn_factor", &["attention_factor", "attn_factor"][..]),
+            ("rope.scaling.yarn_beta_fast", &["beta_fast"][..]),
+            ("rope.scaling.yarn_beta_slow", &["beta_slow"][..]),
+        ] {
+            if let Some(v) = number(names) {
+                m.f32(k(key), v);
+            }
+        }
     }
 }
 
@@ -176,22 +210,26 @@ fn deepseek(
         m.u32(k("expert_feed_forward_length"), moe.expert_intermediate_size);
         m.u32(k("expert_shared_count"), moe.n_shared_experts);
         m.f32(k("expert_weights_scale"), moe.routed_scaling_factor);
-        m.bool(k("expert_weights_norm"), moe.norm_topk_prob);
-        let gating = match moe.scoring {
-            owl_formats::hf_config::RouterScoring::Sigmoid => 2,
-            _ => 1,
-        };
-        m.u32(k("expert_gating_func"), gating);
-        if moe.n_group > 1 {
+        if moe.norm_topk_prob {
+            m.bool(k("expert_weights_norm"), true);
+        }
+        // Written from scoring_func as llama.cpp does; a V3 config that leaves it out means
+        // sigmoid (transformers' DeepseekV3), which llama.cpp's default (softmax) would
+        // misdescribe, so owl states it.
+        let sigmoid = moe.scoring == owl_formats::hf_config::RouterScoring::Sigmoid;
+        if raw(raw_cfg, "scoring_func").is_some() || sigmoid {
+            m.u32(k("expert_gating_func"), if sigmoid { 2 } else { 1 });
+        }
+        if raw(raw_cfg, "n_group").is_some() {
             m.u32(k("expert_group_count"), moe.n_group);
+        }
+        if raw(raw_cfg, "topk_group").is_some() {
             m.u32(k("expert_group_used_count"), moe.topk_group);
         }
     }
     m.u32(k("rope.dimension_count"), mla.qk_rope_head_dim);
-    if let RopeScaling::Yarn { factor, original_max_position_embeddings, .. } = cfg.rope.scaling {
-        m.string(k("rope.scaling.type"), "yarn");
-        m.f32(k("rope.scaling.factor"), factor);
-        m.u32(k("rope.scaling.original_context_length"), original_max_position_embeddings);
+    if let RopeScaling::Yarn { .. } = cfg.rope.scaling {
+        yarn(m, k, cfg, raw_cfg);
         let mscale_all = raw(raw_cfg, "rope_scaling")
             .or_else(|| raw(raw_cfg, "rope_parameters"))
             .and_then(|r| r.get("mscale_all_dim"))

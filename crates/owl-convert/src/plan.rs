@@ -170,24 +170,24 @@ fn extra_tensors(arch: Arch, cfg: &HfConfig) -> Result<Vec<PlannedTensor>, Conve
             Arch::Llama,
         ) => {
             // LlamaModel.generate_extra_tensors: per frequency, 1 (high band), `factor`
-            // (low band) or the smooth blend between.
-            let base = cfg.rope.theta;
-            let low_wavelen = *original_max_position_embeddings as f64 / low_freq_factor;
-            let high_wavelen = *original_max_position_embeddings as f64 / high_freq_factor;
+            // (low band) or the smooth blend between. Its frequencies are a float32 torch
+            // tensor, so every step after them runs in float32; so do these.
+            let base = cfg.rope.theta as f32;
+            let old_context = *original_max_position_embeddings as f32;
+            let (factor, low, high) = (*factor as f32, *low_freq_factor as f32, *high_freq_factor as f32);
+            let (low_wavelen, high_wavelen) = (old_context / low, old_context / high);
             let factors = (0..rot / 2)
                 .map(|i| {
-                    let freq = 1.0 / base.powf((2 * i) as f64 / rot as f64);
-                    let wavelen = 2.0 * std::f64::consts::PI / freq;
-                    let f = if wavelen < high_wavelen {
+                    let freq = 1.0f32 / base.powf((2 * i) as f32 / rot as f32);
+                    let wavelen = (2.0 * std::f64::consts::PI) as f32 / freq;
+                    if wavelen < high_wavelen {
                         1.0
                     } else if wavelen > low_wavelen {
-                        *factor
+                        factor
                     } else {
-                        let smooth = (*original_max_position_embeddings as f64 / wavelen - low_freq_factor)
-                            / (high_freq_factor - low_freq_factor);
+                        let smooth = (old_context / wavelen - low) / (high - low);
                         1.0 / ((1.0 - smooth) / factor + smooth)
-                    };
-                    f as f32
+                    }
                 })
                 .collect();
             Ok(vec![values("rope_freqs.weight", factors)])

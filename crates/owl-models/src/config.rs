@@ -238,7 +238,8 @@ impl ModelConfig {
         let rot_dims = meta.opt_usize("rope.dimension_count")?.unwrap_or(head_dim);
         let theta = meta.opt_f64("rope.freq_base")?.unwrap_or(10_000.0);
         let rope = RopeSpec { theta, rot_dims, style, scaling: meta.rope_scaling()? };
-        let window = meta.opt_usize("attention.sliding_window")?;
+        // 0 is "none" (llama.cpp's converter writes it so for Phi-3, to tell it from Phi-4).
+        let window = meta.opt_usize("attention.sliding_window")?.filter(|&w| w > 0);
         // llama.cpp's `{arch}.attention.scale` (LLM_KV_ATTENTION_SCALE) overrides d^-0.5.
         let attn_scale = match meta.opt_f64("attention.scale")? {
             Some(s) if s > 0.0 => s as f32,

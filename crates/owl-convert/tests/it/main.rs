@@ -1,5 +1,6 @@
 //! owl-convert's cross-crate tests: fixture models converted and run through owl-models.
 
+mod convert_reference;
 mod fixtures;
 mod gguf_py;
 mod provenance;
