@@ -228,6 +228,30 @@ impl Model {
         &self.config
     }
 
+    /// The decoder layers (for tools that work per op: owl-train's backward pass).
+    pub fn blocks(&self) -> &[Block] {
+        &self.blocks
+    }
+
+    /// `[vocab][hidden]` token embeddings as stored.
+    pub fn embedding(&self) -> &Weight {
+        &self.embedding
+    }
+
+    pub fn final_norm(&self) -> &RmsNorm {
+        &self.final_norm
+    }
+
+    /// `[vocab][hidden]` output projection (the embedding itself when tied).
+    pub fn head(&self) -> &Weight {
+        &self.head
+    }
+
+    /// The model's RoPE variants, indexed by `AttentionSpec::rope`.
+    pub fn ropes(&self) -> &[Rope] {
+        &self.ropes
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.config.vocab_size
     }

@@ -237,6 +237,44 @@ impl Weight {
         Ok(())
     }
 
+    /// Dequantizes rows `first..first + out.len() / cols` into `out` (row-major). An
+    /// interleaved weight makes each group row-major once (the backward pass reads whole
+    /// matrices this way).
+    pub fn dequantize_rows(&self, first: usize, out: &mut [f32]) -> Result<(), ModelError> {
+        let cols = self.cols.max(1);
+        let n = out.len() / cols;
+        let rb = self.bytes.len() / self.rows.max(1);
+        if first + n > self.rows {
+            return Err(ModelError::config("rows", format!("rows {first}..{} of {}", first + n, self.rows)));
+        }
+        let bytes = self.bytes.as_slice();
+        if self.layout == RowLayout::Interleaved8 {
+            let mut group = vec![0u8; INTERLEAVE_ROWS * rb];
+            let mut r = first;
+            while r < first + n {
+                let g = r / INTERLEAVE_ROWS * INTERLEAVE_ROWS;
+                interleave::deinterleave_rows(
+                    self.format,
+                    self.cols,
+                    &bytes[g * rb..(g + INTERLEAVE_ROWS) * rb],
+                    &mut group,
+                )?;
+                let end = (g + INTERLEAVE_ROWS).min(first + n);
+                for row in r..end {
+                    let src = &group[(row - g) * rb..(row - g + 1) * rb];
+                    dequantize_row(self.format, src, &mut out[(row - first) * cols..(row - first + 1) * cols])?;
+                }
+                r = end;
+            }
+            return Ok(());
+        }
+        for (i, dst) in out.chunks_exact_mut(cols).enumerate() {
+            let row = first + i;
+            dequantize_row(self.format, &bytes[row * rb..(row + 1) * rb], dst)?;
+        }
+        Ok(())
+    }
+
     /// The rows `range` as a weight of their own: splits fused matrices. A view, no copy —
     /// except for an interleaved weight cut inside a group, whose rows are made row-major.
     pub fn rows_view(&self, range: std::ops::Range<usize>) -> Weight {

@@ -45,3 +45,22 @@ pub enum MergeError {
     #[error("no adapter to merge: give one or more --lora DIR[:SCALE]")]
     NoAdapter,
 }
+
+/// What can stop a training step.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A model or layer kind the backward pass does not cover yet.
+    #[error("fine-tuning does not support {0} yet")]
+    Unsupported(String),
+    #[error("{0}")]
+    Data(String),
+    /// Boxed: the model's error is large and a training step returns often.
+    #[error(transparent)]
+    Model(Box<owl_models::ModelError>),
+}
+
+impl From<owl_models::ModelError> for TrainError {
+    fn from(e: owl_models::ModelError) -> Self {
+        TrainError::Model(Box::new(e))
+    }
+}

@@ -65,6 +65,19 @@ impl Attention {
         &self.spec
     }
 
+    pub fn qkv(&self) -> &QkvProj {
+        &self.qkv
+    }
+
+    pub fn o(&self) -> &Linear {
+        &self.o
+    }
+
+    /// The per-head query and key norms, when the family has them.
+    pub fn qk_norms(&self) -> Option<(&RmsNorm, &RmsNorm)> {
+        self.q_norm.as_ref().zip(self.k_norm.as_ref())
+    }
+
     fn widths(&self) -> (usize, usize) {
         let s = &self.spec;
         (s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim)
@@ -72,6 +85,10 @@ impl Attention {
 }
 
 impl Mixer for Attention {
+    fn as_attention(&self) -> Option<&Attention> {
+        Some(self)
+    }
+
     fn kv_shape(&self) -> KvLayerShape {
         let s = &self.spec;
         KvLayerShape { heads: s.n_kv_heads, k_dim: s.head_dim, v_dim: s.head_dim, window: s.window }

@@ -70,6 +70,11 @@ impl TokenRun {
 /// Token mixing: reads the normalised residual `x`, writes its contribution to `out`
 /// (both `[n_tokens][hidden]`), storing this batch's keys/values in `kv` first.
 pub trait Mixer: Send + Sync {
+    /// This layer as the standard attention, when it is one (tools that work per op, such
+    /// as owl-train's backward pass, handle the kinds they know).
+    fn as_attention(&self) -> Option<&super::attention::Attention> {
+        None
+    }
     /// What this layer keeps in the KV cache per position.
     fn kv_shape(&self) -> KvLayerShape;
     /// f32 scratch the forward needs for `max_tokens` tokens on `n_threads` threads.
@@ -88,6 +93,10 @@ pub trait Mixer: Send + Sync {
 
 /// Channel mixing: `out = ffn(x)`, both `[n_tokens][hidden]`.
 pub trait FeedForward: Send + Sync {
+    /// This layer as the gated MLP, when it is one.
+    fn as_gated_mlp(&self) -> Option<&super::mlp::GatedMlp> {
+        None
+    }
     fn scratch_floats(&self, max_tokens: usize, n_threads: usize) -> usize;
     fn weight_bytes(&self) -> usize;
     fn forward(&self, ctx: &ForwardCtx<'_>, x: &[f32], out: &mut [f32], scratch: &mut [f32]) -> Result<(), ModelError>;

@@ -32,9 +32,25 @@ impl GatedMlp {
         let ffn_dim = down.in_dim();
         GatedMlp { gate_up, down, act, ffn_dim }
     }
+
+    pub fn gate_up(&self) -> &GateUp {
+        &self.gate_up
+    }
+
+    pub fn down(&self) -> &Linear {
+        &self.down
+    }
+
+    pub fn activation(&self) -> Activation {
+        self.act
+    }
 }
 
 impl FeedForward for GatedMlp {
+    fn as_gated_mlp(&self) -> Option<&GatedMlp> {
+        Some(self)
+    }
+
     fn scratch_floats(&self, max_tokens: usize, _n_threads: usize) -> usize {
         2 * max_tokens * self.ffn_dim
     }

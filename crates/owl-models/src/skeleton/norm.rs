@@ -20,6 +20,14 @@ impl RmsNorm {
         self.weight.len()
     }
 
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    pub fn eps(&self) -> f32 {
+        self.eps
+    }
+
     pub fn bytes(&self) -> usize {
         self.weight.len() * 4
     }

@@ -1,0 +1,524 @@
+//! One training step's loss and LoRA gradients: the model's own layers (owl-models'
+//! projections, norms and RoPE, float32 activations) run forward a sequence at a time with
+//! each layer's input kept (activation checkpointing); the backward pass re-runs one layer
+//! forward with everything it needs, then walks it back (`ops`), layer by layer from the
+//! top. The base stays frozen in its stored format: only the low-rank pairs get gradients.
+//!
+//! Loss: mean cross-entropy of every position's next token over the batch (transformers'
+//! `labels = input_ids`), or over the positions a mask marks (assistant tokens only).
+
+use std::collections::HashMap;
+
+use owl_kernels::ops::{matmul, ActivationPrecision};
+use owl_models::skeleton::attention::{Attention, QkvProj};
+use owl_models::skeleton::block::Block;
+use owl_models::skeleton::linear::Linear;
+use owl_models::skeleton::mlp::{GateUp, GatedMlp};
+use owl_models::{LoraAdapter, Model};
+
+use super::ops::{self, AttnShape};
+use crate::error::TrainError;
+
+/// One trainable low-rank pair on the base tensor `target`: `ΔW = scale · B A`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainPair {
+    pub target: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub rank: usize,
+    pub scale: f32,
+    /// `[rank][cols]`.
+    pub a: Vec<f32>,
+    /// `[rows][rank]`.
+    pub b: Vec<f32>,
+}
+
+/// The trainable pairs, by base tensor name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoraParams {
+    pub pairs: Vec<TrainPair>,
+    index: HashMap<String, usize>,
+}
+
+impl LoraParams {
+    pub fn new(pairs: Vec<TrainPair>) -> Self {
+        let index = pairs.iter().enumerate().map(|(i, p)| (p.target.clone(), i)).collect();
+        LoraParams { pairs, index }
+    }
+
+    /// The pairs of a bound adapter (names in the base's naming).
+    pub fn from_adapter(adapter: &LoraAdapter) -> Self {
+        let mut pairs: Vec<TrainPair> = adapter
+            .matrices()
+            .map(|(name, m)| TrainPair {
+                target: name.to_string(),
+                rows: m.rows(),
+                cols: m.cols(),
+                rank: m.rank(),
+                scale: m.scale(),
+                a: m.a().to_vec(),
+                b: m.b().to_vec(),
+            })
+            .collect();
+        pairs.sort_by(|x, y| x.target.cmp(&y.target));
+        LoraParams::new(pairs)
+    }
+
+    pub fn get(&self, target: &str) -> Option<usize> {
+        self.index.get(target).copied()
+    }
+
+    /// Zeroed gradients of the same shapes.
+    pub fn zero_grads(&self) -> Grads {
+        Grads {
+            a: self.pairs.iter().map(|p| vec![0.0; p.a.len()]).collect(),
+            b: self.pairs.iter().map(|p| vec![0.0; p.b.len()]).collect(),
+        }
+    }
+}
+
+/// Gradients of the loss with respect to every pair's `A` and `B`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grads {
+    pub a: Vec<Vec<f32>>,
+    pub b: Vec<Vec<f32>>,
+}
+
+/// One training sequence: its tokens and which next-token predictions count. `weights[t]`
+/// weighs the prediction of `tokens[t + 1]` from position `t` (0: not trained on).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub tokens: Vec<u32>,
+    pub weights: Vec<f32>,
+}
+
+impl Example {
+    /// Every next token counts.
+    pub fn all(tokens: Vec<u32>) -> Self {
+        let weights = vec![1.0; tokens.len().saturating_sub(1)];
+        Example { tokens, weights }
+    }
+}
+
+/// A projection of the model and the trainable pair on it, if any.
+struct Proj<'a> {
+    lin: &'a Linear,
+    pair: Option<usize>,
+}
+
+impl<'a> Proj<'a> {
+    fn new(lin: &'a Linear, params: &LoraParams) -> Self {
+        let pair = lin.weight.origin().filter(|o| o.of == 1).and_then(|o| params.get(&o.tensor));
+        Proj { lin, pair }
+    }
+
+    fn out(&self) -> usize {
+        self.lin.out_dim()
+    }
+
+    /// `y = x Wᵀ (+ b) + s·B A x` for `n` rows.
+    fn forward(
+        &self,
+        model: &Model,
+        params: &LoraParams,
+        x: &[f32],
+        n: usize,
+        y: &mut [f32],
+    ) -> Result<(), TrainError> {
+        self.lin.forward(model.pool(), x, n, y)?;
+        if let Some(i) = self.pair {
+            let p = &params.pairs[i];
+            let mut u = vec![0f32; p.rank];
+            for (xr, yr) in x.chunks_exact(p.cols).zip(y.chunks_exact_mut(p.rows)).take(n) {
+                for (uj, ar) in u.iter_mut().zip(p.a.chunks_exact(p.cols)) {
+                    *uj = p.scale * dot(ar, xr);
+                }
+                for (yo, br) in yr.iter_mut().zip(p.b.chunks_exact(p.rank)) {
+                    *yo += dot(br, &u);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `dx += dy W + (s·B A)ᵀ dy`, and the pair's gradients.
+    fn backward(
+        &self,
+        params: &LoraParams,
+        grads: &mut Grads,
+        x: &[f32],
+        dy: &[f32],
+        dx: &mut [f32],
+    ) -> Result<(), TrainError> {
+        ops::matmul_transposed_acc(&self.lin.weight, dy, dx)?;
+        if let Some(i) = self.pair {
+            let p = &params.pairs[i];
+            let (ga, gb) = (&mut grads.a[i], &mut grads.b[i]);
+            let (mut u, mut du) = (vec![0f32; p.rank], vec![0f32; p.rank]);
+            for ((xr, dyr), dxr) in x.chunks_exact(p.cols).zip(dy.chunks_exact(p.rows)).zip(dx.chunks_exact_mut(p.cols))
+            {
+                for (uj, ar) in u.iter_mut().zip(p.a.chunks_exact(p.cols)) {
+                    *uj = dot(ar, xr);
+                }
+                du.iter_mut().for_each(|v| *v = 0.0);
+                for ((&g, br), gbr) in dyr.iter().zip(p.b.chunks_exact(p.rank)).zip(gb.chunks_exact_mut(p.rank)) {
+                    if g == 0.0 {
+                        continue;
+                    }
+                    for j in 0..p.rank {
+                        gbr[j] += p.scale * g * u[j];
+                        du[j] += p.scale * g * br[j];
+                    }
+                }
+                for ((&d, ar), gar) in du.iter().zip(p.a.chunks_exact(p.cols)).zip(ga.chunks_exact_mut(p.cols)) {
+                    for ((gv, &xv), (dxv, &av)) in gar.iter_mut().zip(xr).zip(dxr.iter_mut().zip(ar)) {
+                        *gv += d * xv;
+                        *dxv += d * av;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// What the backward pass of one layer needs from its forward.
+struct LayerTape {
+    /// The layer's input.
+    input: Vec<f32>,
+    normed: Vec<f32>,
+    inv_attn: Vec<f32>,
+    /// q, k before their per-head norms (Qwen3), with those norms' `r` per head row.
+    q_pre: Vec<f32>,
+    k_pre: Vec<f32>,
+    inv_q: Vec<f32>,
+    inv_k: Vec<f32>,
+    /// After norms and RoPE: what the scores saw.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    probs: Vec<f32>,
+    attn: Vec<f32>,
+    mid: Vec<f32>,
+    normed_ffn: Vec<f32>,
+    inv_ffn: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    hidden: Vec<f32>,
+}
+
+/// The parts of a pre-norm layer of standard attention and a gated MLP.
+struct Layer<'a> {
+    block: &'a Block,
+    attn: &'a Attention,
+    mlp: &'a GatedMlp,
+}
+
+fn layer(block: &Block, index: usize) -> Result<Layer<'_>, TrainError> {
+    let unsupported = |what: &str| TrainError::Unsupported(format!("layer {index}: {what}"));
+    let attn = block.mixer.as_attention().ok_or_else(|| unsupported("attention other than the standard kind (MLA)"))?;
+    let mlp = block.ffn.as_gated_mlp().ok_or_else(|| unsupported("a feed-forward other than a gated MLP (experts)"))?;
+    if block.post_attn_norm.is_some() || block.post_ffn_norm.is_some() {
+        return Err(unsupported("sandwich norms (Gemma 2/3)"));
+    }
+    let spec = attn.spec();
+    if spec.window.is_some() || spec.scores.softcap.is_some() {
+        return Err(unsupported("sliding-window or soft-capped attention"));
+    }
+    Ok(Layer { block, attn, mlp })
+}
+
+fn qkv_projs<'a>(attn: &'a Attention, params: &LoraParams) -> Vec<Proj<'a>> {
+    match attn.qkv() {
+        QkvProj::Separate { q, k, v } => vec![Proj::new(q, params), Proj::new(k, params), Proj::new(v, params)],
+        QkvProj::Fused(w) => vec![Proj::new(w, params)],
+    }
+}
+
+fn gate_up_projs<'a>(mlp: &'a GatedMlp, params: &LoraParams) -> Vec<Proj<'a>> {
+    match mlp.gate_up() {
+        GateUp::Separate { gate, up } => vec![Proj::new(gate, params), Proj::new(up, params)],
+        GateUp::Fused(w) => vec![Proj::new(w, params)],
+    }
+}
+
+/// Splits `[n][a | b | ...]` rows into separate buffers of the given widths.
+fn split_rows(src: &[f32], n: usize, widths: &[usize]) -> Vec<Vec<f32>> {
+    let total: usize = widths.iter().sum();
+    let mut out: Vec<Vec<f32>> = widths.iter().map(|w| Vec::with_capacity(n * w)).collect();
+    for row in src.chunks_exact(total).take(n) {
+        let mut at = 0;
+        for (o, &w) in out.iter_mut().zip(widths) {
+            o.extend_from_slice(&row[at..at + w]);
+            at += w;
+        }
+    }
+    out
+}
+
+/// Joins separate `[n][w_i]` buffers into `[n][w_1 | w_2 | ...]` rows.
+fn join_rows(parts: &[&[f32]], n: usize) -> Vec<f32> {
+    let mut out = Vec::new();
+    for t in 0..n {
+        for p in parts {
+            let w = p.len() / n;
+            out.extend_from_slice(&p[t * w..(t + 1) * w]);
+        }
+    }
+    out
+}
+
+/// Runs layer `l` forward over `x` (`[n][hidden]`), returning its output and its tape.
+fn layer_forward(
+    model: &Model,
+    params: &LoraParams,
+    l: &Layer<'_>,
+    x: &[f32],
+    n: usize,
+) -> Result<(Vec<f32>, LayerTape), TrainError> {
+    let h = model.config().hidden_size;
+    let s = l.attn.spec();
+    let (hd, qw, kw) = (s.head_dim, s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim);
+    let norm = &l.block.attn_norm;
+    let (mut normed, mut inv_attn) = (vec![0f32; n * h], vec![0f32; n]);
+    ops::rms_norm(x, norm.weight(), norm.eps(), &mut normed, &mut inv_attn);
+
+    let projs = qkv_projs(l.attn, params);
+    let (mut q, mut k, v) = if projs.len() == 3 {
+        let mut out: Vec<Vec<f32>> = Vec::new();
+        for p in &projs {
+            let mut y = vec![0f32; n * p.out()];
+            p.forward(model, params, &normed, n, &mut y)?;
+            out.push(y);
+        }
+        let v = out.pop().unwrap_or_default();
+        let k = out.pop().unwrap_or_default();
+        let q = out.pop().unwrap_or_default();
+        (q, k, v)
+    } else {
+        let mut fused = vec![0f32; n * (qw + 2 * kw)];
+        projs[0].forward(model, params, &normed, n, &mut fused)?;
+        let mut parts = split_rows(&fused, n, &[qw, kw, kw]);
+        let v = parts.pop().unwrap_or_default();
+        let k = parts.pop().unwrap_or_default();
+        (parts.pop().unwrap_or_default(), k, v)
+    };
+    let (q_pre, k_pre) = (q.clone(), k.clone());
+    let (mut inv_q, mut inv_k) = (Vec::new(), Vec::new());
+    if let Some((qn, kn)) = l.attn.qk_norms() {
+        inv_q = vec![0f32; n * s.n_heads];
+        inv_k = vec![0f32; n * s.n_kv_heads];
+        ops::rms_norm(&q_pre, qn.weight(), qn.eps(), &mut q, &mut inv_q);
+        ops::rms_norm(&k_pre, kn.weight(), kn.eps(), &mut k, &mut inv_k);
+    }
+    let positions: Vec<usize> = (0..n).collect();
+    if let Some(r) = s.rope {
+        let rope = &model.ropes()[r];
+        ops::rope(&mut q, rope, &positions, n, hd, false);
+        ops::rope(&mut k, rope, &positions, n, hd, false);
+    }
+    let shape = AttnShape { tokens: n, heads: s.n_heads, kv_heads: s.n_kv_heads, head_dim: hd, scale: s.scores.scale };
+    let (mut attn, mut probs) = (vec![0f32; n * qw], vec![0f32; s.n_heads * n * n]);
+    ops::attention(shape, &q, &k, &v, &mut attn, &mut probs);
+    let o = Proj::new(l.attn.o(), params);
+    let mut mid = vec![0f32; n * h];
+    o.forward(model, params, &attn, n, &mut mid)?;
+    mid.iter_mut().zip(x).for_each(|(m, &xv)| *m += xv);
+
+    let norm = &l.block.ffn_norm;
+    let (mut normed_ffn, mut inv_ffn) = (vec![0f32; n * h], vec![0f32; n]);
+    ops::rms_norm(&mid, norm.weight(), norm.eps(), &mut normed_ffn, &mut inv_ffn);
+    let f = l.mlp.down().in_dim();
+    let gu = gate_up_projs(l.mlp, params);
+    let (gate, up) = if gu.len() == 2 {
+        let (mut g, mut u) = (vec![0f32; n * f], vec![0f32; n * f]);
+        gu[0].forward(model, params, &normed_ffn, n, &mut g)?;
+        gu[1].forward(model, params, &normed_ffn, n, &mut u)?;
+        (g, u)
+    } else {
+        let mut both = vec![0f32; n * 2 * f];
+        gu[0].forward(model, params, &normed_ffn, n, &mut both)?;
+        let mut parts = split_rows(&both, n, &[f, f]);
+        let u = parts.pop().unwrap_or_default();
+        (parts.pop().unwrap_or_default(), u)
+    };
+    let mut hidden = vec![0f32; n * f];
+    ops::glu(l.mlp.activation(), &gate, &up, &mut hidden);
+    let down = Proj::new(l.mlp.down(), params);
+    let mut out = vec![0f32; n * h];
+    down.forward(model, params, &hidden, n, &mut out)?;
+    out.iter_mut().zip(&mid).for_each(|(o, &m)| *o += m);
+    let tape = LayerTape {
+        input: x.to_vec(),
+        normed,
+        inv_attn,
+        q_pre,
+        k_pre,
+        inv_q,
+        inv_k,
+        q,
+        k,
+        v,
+        probs,
+        attn,
+        mid,
+        normed_ffn,
+        inv_ffn,
+        gate,
+        up,
+        hidden,
+    };
+    Ok((out, tape))
+}
+
+/// Walks layer `l` back: `dx` holds the gradient of its output and receives that of its
+/// input.
+fn layer_backward(
+    model: &Model,
+    params: &LoraParams,
+    grads: &mut Grads,
+    l: &Layer<'_>,
+    tape: &LayerTape,
+    n: usize,
+    dx: &mut [f32],
+) -> Result<(), TrainError> {
+    let h = model.config().hidden_size;
+    let s = l.attn.spec();
+    let (hd, qw, kw) = (s.head_dim, s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim);
+    let f = l.mlp.down().in_dim();
+
+    // Feed-forward: out = mid + down(glu(gate, up)).
+    let mut d_hidden = vec![0f32; n * f];
+    Proj::new(l.mlp.down(), params).backward(params, grads, &tape.hidden, dx, &mut d_hidden)?;
+    let (mut d_gate, mut d_up) = (vec![0f32; n * f], vec![0f32; n * f]);
+    ops::glu_backward(l.mlp.activation(), &tape.gate, &tape.up, &d_hidden, &mut d_gate, &mut d_up);
+    let mut d_normed = vec![0f32; n * h];
+    let gu = gate_up_projs(l.mlp, params);
+    if gu.len() == 2 {
+        gu[0].backward(params, grads, &tape.normed_ffn, &d_gate, &mut d_normed)?;
+        gu[1].backward(params, grads, &tape.normed_ffn, &d_up, &mut d_normed)?;
+    } else {
+        let joined = join_rows(&[&d_gate, &d_up], n);
+        gu[0].backward(params, grads, &tape.normed_ffn, &joined, &mut d_normed)?;
+    }
+    // d(mid) = d(out) (residual) + the norm's.
+    let norm = &l.block.ffn_norm;
+    let mut d_mid = dx.to_vec();
+    ops::rms_norm_backward(&tape.mid, norm.weight(), &tape.inv_ffn, &d_normed, &mut d_mid);
+
+    // Attention: mid = x + o(attn(q, k, v)).
+    let mut d_attn = vec![0f32; n * qw];
+    Proj::new(l.attn.o(), params).backward(params, grads, &tape.attn, &d_mid, &mut d_attn)?;
+    let shape = AttnShape { tokens: n, heads: s.n_heads, kv_heads: s.n_kv_heads, head_dim: hd, scale: s.scores.scale };
+    let (mut dq, mut dk, mut dv) = (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
+    ops::attention_backward(shape, &tape.q, &tape.k, &tape.v, &tape.probs, &d_attn, &mut dq, &mut dk, &mut dv);
+    let positions: Vec<usize> = (0..n).collect();
+    if let Some(r) = s.rope {
+        let rope = &model.ropes()[r];
+        ops::rope(&mut dq, rope, &positions, n, hd, true);
+        ops::rope(&mut dk, rope, &positions, n, hd, true);
+    }
+    if let Some((qn, kn)) = l.attn.qk_norms() {
+        let mut dq_pre = vec![0f32; n * qw];
+        let mut dk_pre = vec![0f32; n * kw];
+        ops::rms_norm_backward(&tape.q_pre, qn.weight(), &tape.inv_q, &dq, &mut dq_pre);
+        ops::rms_norm_backward(&tape.k_pre, kn.weight(), &tape.inv_k, &dk, &mut dk_pre);
+        dq = dq_pre;
+        dk = dk_pre;
+    }
+    let mut d_normed = vec![0f32; n * h];
+    let projs = qkv_projs(l.attn, params);
+    if projs.len() == 3 {
+        projs[0].backward(params, grads, &tape.normed, &dq, &mut d_normed)?;
+        projs[1].backward(params, grads, &tape.normed, &dk, &mut d_normed)?;
+        projs[2].backward(params, grads, &tape.normed, &dv, &mut d_normed)?;
+    } else {
+        let joined = join_rows(&[&dq, &dk, &dv], n);
+        projs[0].backward(params, grads, &tape.normed, &joined, &mut d_normed)?;
+    }
+    let norm = &l.block.attn_norm;
+    dx.copy_from_slice(&d_mid);
+    ops::rms_norm_backward(&tape.input, norm.weight(), &tape.inv_attn, &d_normed, dx);
+    Ok(())
+}
+
+/// The loss of `batch` (weighted mean cross-entropy of its counted predictions) and its
+/// gradients with respect to every pair of `params`. The model runs with float32
+/// activations for the duration (a float32 reference's numerics).
+pub fn loss_and_grads(model: &mut Model, params: &LoraParams, batch: &[Example]) -> Result<(f32, Grads), TrainError> {
+    let previous = model.activation_precision();
+    model.set_activation_precision(ActivationPrecision::F32);
+    let result = run(model, params, batch);
+    model.set_activation_precision(previous);
+    result
+}
+
+fn run(model: &Model, params: &LoraParams, batch: &[Example]) -> Result<(f32, Grads), TrainError> {
+    let cfg = model.config();
+    if cfg.final_softcap.is_some() {
+        return Err(TrainError::Unsupported("soft-capped logits (Gemma 2)".into()));
+    }
+    let layers = model.blocks().iter().enumerate().map(|(i, b)| layer(b, i)).collect::<Result<Vec<_>, _>>()?;
+    let total: f32 = batch.iter().map(|e| e.weights.iter().sum::<f32>()).sum();
+    if total <= 0.0 {
+        return Err(TrainError::Data("the batch has no token to learn from".into()));
+    }
+    let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
+    let mut grads = params.zero_grads();
+    let mut loss = 0f64;
+    for ex in batch {
+        let n = ex.tokens.len();
+        if n < 2 {
+            continue;
+        }
+        // Forward, keeping each layer's input.
+        let mut x = vec![0f32; n * h];
+        for (row, &t) in x.chunks_exact_mut(h).zip(&ex.tokens) {
+            if t as usize >= vocab {
+                return Err(TrainError::Data(format!("token {t} is outside the vocabulary of {vocab}")));
+            }
+            model.embedding().dequantize_row(t as usize, row)?;
+        }
+        if let Some(scale) = cfg.embed_scale {
+            x.iter_mut().for_each(|v| *v *= scale);
+        }
+        let mut inputs = Vec::with_capacity(layers.len());
+        for l in &layers {
+            let (out, _) = layer_forward(model, params, l, &x, n)?;
+            inputs.push(std::mem::replace(&mut x, out));
+        }
+        let norm = model.final_norm();
+        let (mut normed, mut inv) = (vec![0f32; n * h], vec![0f32; n]);
+        ops::rms_norm(&x, norm.weight(), norm.eps(), &mut normed, &mut inv);
+        let mut logits = vec![0f32; n * vocab];
+        matmul(model.pool(), &model.head().matrix(), &normed, n, &mut logits).map_err(owl_models::ModelError::from)?;
+
+        // Loss and its gradient on the logits.
+        let mut d_logits = vec![0f32; n * vocab];
+        for t in 0..n - 1 {
+            let w = ex.weights.get(t).copied().unwrap_or(0.0);
+            if w == 0.0 {
+                continue;
+            }
+            let target = ex.tokens[t + 1] as usize;
+            let row = &logits[t * vocab..(t + 1) * vocab];
+            let grad = &mut d_logits[t * vocab..(t + 1) * vocab];
+            loss += f64::from(w) * f64::from(ops::cross_entropy(row, target, w / total, grad));
+        }
+
+        // Backward: head, final norm, then the layers from the top.
+        let mut d_normed = vec![0f32; n * h];
+        ops::matmul_transposed_acc(model.head(), &d_logits, &mut d_normed)?;
+        let mut dx = vec![0f32; n * h];
+        ops::rms_norm_backward(&x, norm.weight(), &inv, &d_normed, &mut dx);
+        for (l, input) in layers.iter().zip(&inputs).rev() {
+            let (_, tape) = layer_forward(model, params, l, input, n)?;
+            layer_backward(model, params, &mut grads, l, &tape, n, &mut dx)?;
+        }
+    }
+    Ok(((loss / f64::from(total)) as f32, grads))
+}

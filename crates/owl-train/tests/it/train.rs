@@ -1,0 +1,138 @@
+//! A LoRA training step against ../shared/fixtures/lora (transformers + peft, float32):
+//! the loss and every LoRA gradient of one step on its batch, and the adapter after 1 and
+//! after 5 AdamW steps (lr 1e-3, same batch each step).
+
+use std::collections::HashMap;
+
+use owl_test::FixtureTensor;
+use owl_train::train::{loss_and_grads, AdamW, AdamWConfig, Example, LoraParams};
+use owl_train::{AdapterFile, Lineage};
+
+use crate::{base_dir, load, lora_dir};
+
+fn fixture(name: &str) -> HashMap<String, FixtureTensor> {
+    owl_test::load_safetensors_f32(&lora_dir().join(name))
+}
+
+/// The two sequences of the fixture's batch.
+fn batch() -> Vec<Example> {
+    let t = &fixture("train_batch.safetensors")["train_input_ids"];
+    let ids: Vec<u32> = t.ints.as_ref().expect("ids").iter().map(|&i| i as u32).collect();
+    ids.chunks(16).map(|c| Example::all(c.to_vec())).collect()
+}
+
+/// `base_model.model.X.lora_A.weight` → (`X.weight`, A?).
+fn target_of(name: &str) -> (String, bool) {
+    let body = name.strip_prefix("base_model.model.").expect("PEFT name");
+    match body.strip_suffix(".lora_A.weight") {
+        Some(m) => (format!("{m}.weight"), true),
+        None => (format!("{}.weight", body.strip_suffix(".lora_B.weight").expect("lora_B")), false),
+    }
+}
+
+/// Largest error of `ours` against the fixture tensors, relative to `atol + rtol·|want|`.
+fn worst(
+    params: &LoraParams,
+    values: &dyn Fn(usize, bool) -> Vec<f32>,
+    want: &HashMap<String, FixtureTensor>,
+    atol: f32,
+    rtol: f32,
+) -> (f32, String) {
+    let mut worst = (0f32, String::new());
+    for (name, t) in want {
+        let (target, is_a) = target_of(name);
+        let i = params.get(&target).unwrap_or_else(|| panic!("no pair for {target}"));
+        let ours = values(i, is_a);
+        assert_eq!(ours.len(), t.data.len(), "{name}");
+        for (o, w) in ours.iter().zip(&t.data) {
+            let ratio = (o - w).abs() / (atol + rtol * w.abs());
+            if ratio > worst.0 {
+                worst = (ratio, format!("{name}: owl {o}, reference {w}"));
+            }
+        }
+    }
+    worst
+}
+
+fn params() -> (owl_models::Model, LoraParams) {
+    let model = load(&base_dir());
+    let adapter = AdapterFile::open(&lora_dir(), None).unwrap().bind(&model, Lineage::Strict).unwrap();
+    let params = LoraParams::from_adapter(&adapter);
+    (model, params)
+}
+
+#[test]
+fn loss_and_every_lora_gradient_of_one_step() {
+    let (mut model, params) = params();
+    assert_eq!(params.pairs.len(), 14);
+    let losses = &fixture("train_batch.safetensors")["losses"].data;
+    let (loss, grads) = loss_and_grads(&mut model, &params, &batch()).unwrap();
+    assert!((loss - losses[0]).abs() < 1e-5 * losses[0], "loss {loss} vs {}", losses[0]);
+    let want = fixture("train_grads_step1.safetensors");
+    assert_eq!(want.len(), 28);
+    let grad = |i: usize, a: bool| if a { grads.a[i].clone() } else { grads.b[i].clone() };
+    // Gradients span 4.6e-6 .. 0.27; float32 in another order of operations.
+    let (ratio, at) = worst(&params, &grad, &want, 1e-6, 1e-3);
+    assert!(ratio <= 1.0, "gradient off by {ratio}x the tolerance at {at}");
+}
+
+#[test]
+fn adamw_steps_give_the_reference_adapter() {
+    let (mut model, mut params) = params();
+    let losses = &fixture("train_batch.safetensors")["losses"].data;
+    let mut opt = AdamW::new(AdamWConfig::default(), &params);
+    let batch = batch();
+    for (step, &want_loss) in losses[..5].iter().enumerate() {
+        let (loss, grads) = loss_and_grads(&mut model, &params, &batch).unwrap();
+        assert!((loss - want_loss).abs() < 1e-4 * want_loss, "step {}: loss {loss} vs {want_loss}", step + 1);
+        opt.update(&mut params, &grads, 1e-3);
+        if step == 0 {
+            let want = fixture("train_params_after_1_step.safetensors");
+            let value = |i: usize, a: bool| if a { params.pairs[i].a.clone() } else { params.pairs[i].b.clone() };
+            // Each element moved by almost exactly ±lr: a wrong sign is off by 2e-3.
+            let (ratio, at) = worst(&params, &value, &want, 1e-6, 1e-5);
+            assert!(ratio <= 1.0, "after 1 step: off by {ratio}x the tolerance at {at}");
+        }
+    }
+    let want = fixture("train_params_after_5_steps.safetensors");
+    let value = |i: usize, a: bool| if a { params.pairs[i].a.clone() } else { params.pairs[i].b.clone() };
+    let (ratio, at) = worst(&params, &value, &want, 1e-5, 1e-4);
+    assert!(ratio <= 1.0, "after 5 steps: off by {ratio}x the tolerance at {at}");
+    let (loss, _) = loss_and_grads(&mut model, &params, &batch).unwrap();
+    assert!((loss - losses[5]).abs() < 1e-4 * losses[5], "after 5 steps: loss {loss} vs {}", losses[5]);
+}
+
+/// Finite differences of the loss through the whole model agree with the backward pass on
+/// the largest gradients of A and B (the loss is float32: a step of 1e-2 keeps its rounding
+/// far below the change).
+#[test]
+fn finite_differences_through_the_model() {
+    let (mut model, params) = params();
+    let batch = batch();
+    let (_, grads) = loss_and_grads(&mut model, &params, &batch).unwrap();
+    for is_a in [true, false] {
+        // The pair and element with the largest gradient of this kind.
+        let (mut best, mut at) = (0f32, (0, 0));
+        for (i, g) in (if is_a { &grads.a } else { &grads.b }).iter().enumerate() {
+            for (j, &v) in g.iter().enumerate() {
+                if v.abs() > best {
+                    (best, at) = (v.abs(), (i, j));
+                }
+            }
+        }
+        let h = 1e-2f32;
+        let mut loss_with = |delta: f32| {
+            let mut p = params.clone();
+            let values = if is_a { &mut p.pairs[at.0].a } else { &mut p.pairs[at.0].b };
+            values[at.1] += delta;
+            f64::from(loss_and_grads(&mut model, &p, &batch).unwrap().0)
+        };
+        let fd = (loss_with(h) - loss_with(-h)) / f64::from(2.0 * h);
+        let g = f64::from(if is_a { grads.a[at.0][at.1] } else { grads.b[at.0][at.1] });
+        assert!(
+            (fd - g).abs() < 0.02 * g.abs(),
+            "{} {at:?}: finite difference {fd}, backward {g}",
+            if is_a { "A" } else { "B" }
+        );
+    }
+}
