@@ -11,6 +11,7 @@
 //!   or a llama-quantize mix.
 
 pub mod adapter;
+pub mod data;
 mod error;
 mod merge;
 pub mod train;

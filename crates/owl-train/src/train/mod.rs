@@ -6,4 +6,4 @@ pub mod ops;
 pub mod step;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use step::{loss_and_grads, Example, Grads, LoraParams, TrainPair};
+pub use step::{loss_and_grads, loss_and_grads_with, Example, Grads, LoraParams, StepOptions, TrainPair};

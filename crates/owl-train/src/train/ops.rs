@@ -1,6 +1,7 @@
 //! The backward of every op of a decoder layer, in float32, beside the forward it inverts
 //! (each checked against finite differences below). Row-major `[tokens][width]` buffers.
 
+use owl_kernels::ThreadPool;
 use owl_models::skeleton::activation::Activation;
 use owl_models::skeleton::rope::{rotate, Rope};
 use owl_models::weights::Weight;
@@ -180,8 +181,36 @@ pub fn glu_backward(act: Activation, g: &[f32], u: &[f32], dh: &[f32], dg: &mut 
 }
 
 /// `dx += dy · W` for `W` `[rows][cols]` as stored (any format): the input gradient of a
-/// projection `y = x Wᵀ`. Rows are dequantized a slab at a time and used for every token.
-pub fn matmul_transposed_acc(w: &Weight, dy: &[f32], dx: &mut [f32]) -> Result<(), TrainError> {
+/// projection `y = x Wᵀ`. The tokens are split over the pool's threads; each thread
+/// dequantizes the rows a slab at a time and uses each slab for all its tokens.
+pub fn matmul_transposed_acc(pool: &ThreadPool, w: &Weight, dy: &[f32], dx: &mut [f32]) -> Result<(), TrainError> {
+    let (rows, cols) = (w.rows, w.cols);
+    let n = dy.len() / rows.max(1);
+    let threads = pool.n_threads().clamp(1, n.max(1));
+    let per = n.div_ceil(threads);
+    let failed = std::sync::Mutex::new(None);
+    let out = Rows { ptr: dx.as_mut_ptr(), len: dx.len() };
+    pool.parallel_for(threads, 1, &|_, items| {
+        for item in items {
+            let (t0, t1) = (item * per, ((item + 1) * per).min(n));
+            if t0 >= t1 {
+                continue;
+            }
+            // SAFETY: the token ranges of the items are disjoint.
+            let dx = unsafe { out.range(t0 * cols..t1 * cols) };
+            if let Err(e) = transposed_rows(w, &dy[t0 * rows..t1 * rows], dx) {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// [`matmul_transposed_acc`] for one range of tokens, on this thread.
+fn transposed_rows(w: &Weight, dy: &[f32], dx: &mut [f32]) -> Result<(), TrainError> {
     let (rows, cols) = (w.rows, w.cols);
     let n = dy.len() / rows.max(1);
     const SLAB: usize = 64;
@@ -205,6 +234,26 @@ pub fn matmul_transposed_acc(w: &Weight, dy: &[f32], dx: &mut [f32]) -> Result<(
         r0 = r1;
     }
     Ok(())
+}
+
+/// Output rows several threads fill, each its own range.
+struct Rows {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: threads write disjoint ranges only (the caller's promise in `range`).
+unsafe impl Sync for Rows {}
+
+impl Rows {
+    /// # Safety
+    /// No other live reference may overlap `range`.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, range: std::ops::Range<usize>) -> &mut [f32] {
+        assert!(range.start <= range.end && range.end <= self.len);
+        // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
+    }
 }
 
 /// Cross-entropy of one logits row against `target`: returns `-log softmax[target]` and
@@ -337,7 +386,7 @@ mod tests {
             dot(&c, &y)
         };
         let mut dx = vec![0f32; t * cols];
-        matmul_transposed_acc(&weight, &c, &mut dx).unwrap();
+        matmul_transposed_acc(&ThreadPool::new(2), &weight, &c, &mut dx).unwrap();
         check(&x, &dx, &f, 2e-3);
     }
 

@@ -100,16 +100,77 @@ impl Example {
     }
 }
 
+/// Options of a training step.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StepOptions {
+    /// LoRA dropout: each input element of a pair's branch is zeroed with this probability
+    /// (and the rest scaled by `1/(1 − p)`), as PEFT's `lora_dropout`.
+    pub dropout: f32,
+    /// Seeds the dropout masks (with the step number: each step draws new ones).
+    pub seed: u64,
+    pub step: u64,
+}
+
+/// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A dropout mask drawn by hashing (key, token, element): the forward pass and its re-run
+/// in the backward pass see the same mask without storing it.
+#[derive(Debug, Clone, Copy)]
+struct Dropout {
+    p: f32,
+    key: u64,
+}
+
+impl Dropout {
+    /// The factor of element `i` of token `t`: 0, or `1/(1 − p)`.
+    #[inline]
+    fn factor(self, t: usize, i: usize) -> f32 {
+        let h = mix(self.key ^ mix(((t as u64) << 32) | i as u64));
+        if ((h >> 40) as f32 / (1u64 << 24) as f32) < self.p {
+            0.0
+        } else {
+            1.0 / (1.0 - self.p)
+        }
+    }
+}
+
 /// A projection of the model and the trainable pair on it, if any.
 struct Proj<'a> {
     lin: &'a Linear,
     pair: Option<usize>,
+    dropout: Option<Dropout>,
 }
 
 impl<'a> Proj<'a> {
     fn new(lin: &'a Linear, params: &LoraParams) -> Self {
         let pair = lin.weight.origin().filter(|o| o.of == 1).and_then(|o| params.get(&o.tensor));
-        Proj { lin, pair }
+        Proj { lin, pair, dropout: None }
+    }
+
+    /// This projection with dropout on its pair's input, keyed by `key`.
+    fn with_dropout(mut self, p: f32, key: u64) -> Self {
+        if p > 0.0 {
+            self.dropout = Some(Dropout { p, key });
+        }
+        self
+    }
+
+    /// The pair's input for token `t`: `x`, or `x` under the dropout mask.
+    fn lora_input<'x>(&self, xr: &'x [f32], t: usize, buf: &'x mut Vec<f32>) -> &'x [f32] {
+        match self.dropout {
+            None => xr,
+            Some(d) => {
+                buf.clear();
+                buf.extend(xr.iter().enumerate().map(|(i, &v)| v * d.factor(t, i)));
+                buf
+            }
+        }
     }
 
     fn out(&self) -> usize {
@@ -129,7 +190,9 @@ impl<'a> Proj<'a> {
         if let Some(i) = self.pair {
             let p = &params.pairs[i];
             let mut u = vec![0f32; p.rank];
-            for (xr, yr) in x.chunks_exact(p.cols).zip(y.chunks_exact_mut(p.rows)).take(n) {
+            let mut buf = Vec::new();
+            for (t, (xr, yr)) in x.chunks_exact(p.cols).zip(y.chunks_exact_mut(p.rows)).take(n).enumerate() {
+                let xr = self.lora_input(xr, t, &mut buf);
                 for (uj, ar) in u.iter_mut().zip(p.a.chunks_exact(p.cols)) {
                     *uj = p.scale * dot(ar, xr);
                 }
@@ -144,19 +207,22 @@ impl<'a> Proj<'a> {
     /// `dx += dy W + (s·B A)ᵀ dy`, and the pair's gradients.
     fn backward(
         &self,
+        model: &Model,
         params: &LoraParams,
         grads: &mut Grads,
         x: &[f32],
         dy: &[f32],
         dx: &mut [f32],
     ) -> Result<(), TrainError> {
-        ops::matmul_transposed_acc(&self.lin.weight, dy, dx)?;
+        ops::matmul_transposed_acc(model.pool(), &self.lin.weight, dy, dx)?;
         if let Some(i) = self.pair {
             let p = &params.pairs[i];
             let (ga, gb) = (&mut grads.a[i], &mut grads.b[i]);
             let (mut u, mut du) = (vec![0f32; p.rank], vec![0f32; p.rank]);
-            for ((xr, dyr), dxr) in x.chunks_exact(p.cols).zip(dy.chunks_exact(p.rows)).zip(dx.chunks_exact_mut(p.cols))
-            {
+            let mut buf = Vec::new();
+            let rows = x.chunks_exact(p.cols).zip(dy.chunks_exact(p.rows)).zip(dx.chunks_exact_mut(p.cols));
+            for (t, ((xr, dyr), dxr)) in rows.enumerate() {
+                let xr = self.lora_input(xr, t, &mut buf);
                 for (uj, ar) in u.iter_mut().zip(p.a.chunks_exact(p.cols)) {
                     *uj = dot(ar, xr);
                 }
@@ -171,9 +237,16 @@ impl<'a> Proj<'a> {
                     }
                 }
                 for ((&d, ar), gar) in du.iter().zip(p.a.chunks_exact(p.cols)).zip(ga.chunks_exact_mut(p.cols)) {
-                    for ((gv, &xv), (dxv, &av)) in gar.iter_mut().zip(xr).zip(dxr.iter_mut().zip(ar)) {
+                    for (gv, &xv) in gar.iter_mut().zip(xr) {
                         *gv += d * xv;
-                        *dxv += d * av;
+                    }
+                    match self.dropout {
+                        None => dxr.iter_mut().zip(ar).for_each(|(dxv, &av)| *dxv += d * av),
+                        Some(drop) => {
+                            for (i, (dxv, &av)) in dxr.iter_mut().zip(ar).enumerate() {
+                                *dxv += d * av * drop.factor(t, i);
+                            }
+                        }
                     }
                 }
             }
@@ -211,11 +284,28 @@ struct LayerTape {
     hidden: Vec<f32>,
 }
 
-/// The parts of a pre-norm layer of standard attention and a gated MLP.
+/// The parts of a pre-norm layer of standard attention and a gated MLP, and the dropout
+/// of its pairs for the sequence being run.
+#[derive(Clone, Copy)]
 struct Layer<'a> {
     block: &'a Block,
     attn: &'a Attention,
     mlp: &'a GatedMlp,
+    dropout: f32,
+    key: u64,
+}
+
+impl<'a> Layer<'a> {
+    /// Projection `id` of this layer (its dropout mask is its own).
+    fn proj(&self, lin: &'a Linear, params: &LoraParams, id: u64) -> Proj<'a> {
+        Proj::new(lin, params).with_dropout(self.dropout, mix(self.key ^ mix(id)))
+    }
+
+    /// This layer for sequence `seq` of step `opts.step`.
+    fn for_sequence(self, opts: &StepOptions, layer: usize, seq: usize) -> Self {
+        let key = mix(opts.seed ^ mix(opts.step ^ mix(((seq as u64) << 20) | layer as u64)));
+        Layer { dropout: opts.dropout, key, ..self }
+    }
 }
 
 fn layer(block: &Block, index: usize) -> Result<Layer<'_>, TrainError> {
@@ -229,20 +319,20 @@ fn layer(block: &Block, index: usize) -> Result<Layer<'_>, TrainError> {
     if spec.window.is_some() || spec.scores.softcap.is_some() {
         return Err(unsupported("sliding-window or soft-capped attention"));
     }
-    Ok(Layer { block, attn, mlp })
+    Ok(Layer { block, attn, mlp, dropout: 0.0, key: 0 })
 }
 
-fn qkv_projs<'a>(attn: &'a Attention, params: &LoraParams) -> Vec<Proj<'a>> {
-    match attn.qkv() {
-        QkvProj::Separate { q, k, v } => vec![Proj::new(q, params), Proj::new(k, params), Proj::new(v, params)],
-        QkvProj::Fused(w) => vec![Proj::new(w, params)],
+fn qkv_projs<'a>(l: &Layer<'a>, params: &LoraParams) -> Vec<Proj<'a>> {
+    match l.attn.qkv() {
+        QkvProj::Separate { q, k, v } => vec![l.proj(q, params, 0), l.proj(k, params, 1), l.proj(v, params, 2)],
+        QkvProj::Fused(w) => vec![l.proj(w, params, 0)],
     }
 }
 
-fn gate_up_projs<'a>(mlp: &'a GatedMlp, params: &LoraParams) -> Vec<Proj<'a>> {
-    match mlp.gate_up() {
-        GateUp::Separate { gate, up } => vec![Proj::new(gate, params), Proj::new(up, params)],
-        GateUp::Fused(w) => vec![Proj::new(w, params)],
+fn gate_up_projs<'a>(l: &Layer<'a>, params: &LoraParams) -> Vec<Proj<'a>> {
+    match l.mlp.gate_up() {
+        GateUp::Separate { gate, up } => vec![l.proj(gate, params, 4), l.proj(up, params, 5)],
+        GateUp::Fused(w) => vec![l.proj(w, params, 4)],
     }
 }
 
@@ -287,7 +377,7 @@ fn layer_forward(
     let (mut normed, mut inv_attn) = (vec![0f32; n * h], vec![0f32; n]);
     ops::rms_norm(x, norm.weight(), norm.eps(), &mut normed, &mut inv_attn);
 
-    let projs = qkv_projs(l.attn, params);
+    let projs = qkv_projs(l, params);
     let (mut q, mut k, v) = if projs.len() == 3 {
         let mut out: Vec<Vec<f32>> = Vec::new();
         for p in &projs {
@@ -324,7 +414,7 @@ fn layer_forward(
     let shape = AttnShape { tokens: n, heads: s.n_heads, kv_heads: s.n_kv_heads, head_dim: hd, scale: s.scores.scale };
     let (mut attn, mut probs) = (vec![0f32; n * qw], vec![0f32; s.n_heads * n * n]);
     ops::attention(shape, &q, &k, &v, &mut attn, &mut probs);
-    let o = Proj::new(l.attn.o(), params);
+    let o = l.proj(l.attn.o(), params, 3);
     let mut mid = vec![0f32; n * h];
     o.forward(model, params, &attn, n, &mut mid)?;
     mid.iter_mut().zip(x).for_each(|(m, &xv)| *m += xv);
@@ -333,7 +423,7 @@ fn layer_forward(
     let (mut normed_ffn, mut inv_ffn) = (vec![0f32; n * h], vec![0f32; n]);
     ops::rms_norm(&mid, norm.weight(), norm.eps(), &mut normed_ffn, &mut inv_ffn);
     let f = l.mlp.down().in_dim();
-    let gu = gate_up_projs(l.mlp, params);
+    let gu = gate_up_projs(l, params);
     let (gate, up) = if gu.len() == 2 {
         let (mut g, mut u) = (vec![0f32; n * f], vec![0f32; n * f]);
         gu[0].forward(model, params, &normed_ffn, n, &mut g)?;
@@ -348,7 +438,7 @@ fn layer_forward(
     };
     let mut hidden = vec![0f32; n * f];
     ops::glu(l.mlp.activation(), &gate, &up, &mut hidden);
-    let down = Proj::new(l.mlp.down(), params);
+    let down = l.proj(l.mlp.down(), params, 6);
     let mut out = vec![0f32; n * h];
     down.forward(model, params, &hidden, n, &mut out)?;
     out.iter_mut().zip(&mid).for_each(|(o, &m)| *o += m);
@@ -393,17 +483,17 @@ fn layer_backward(
 
     // Feed-forward: out = mid + down(glu(gate, up)).
     let mut d_hidden = vec![0f32; n * f];
-    Proj::new(l.mlp.down(), params).backward(params, grads, &tape.hidden, dx, &mut d_hidden)?;
+    l.proj(l.mlp.down(), params, 6).backward(model, params, grads, &tape.hidden, dx, &mut d_hidden)?;
     let (mut d_gate, mut d_up) = (vec![0f32; n * f], vec![0f32; n * f]);
     ops::glu_backward(l.mlp.activation(), &tape.gate, &tape.up, &d_hidden, &mut d_gate, &mut d_up);
     let mut d_normed = vec![0f32; n * h];
-    let gu = gate_up_projs(l.mlp, params);
+    let gu = gate_up_projs(l, params);
     if gu.len() == 2 {
-        gu[0].backward(params, grads, &tape.normed_ffn, &d_gate, &mut d_normed)?;
-        gu[1].backward(params, grads, &tape.normed_ffn, &d_up, &mut d_normed)?;
+        gu[0].backward(model, params, grads, &tape.normed_ffn, &d_gate, &mut d_normed)?;
+        gu[1].backward(model, params, grads, &tape.normed_ffn, &d_up, &mut d_normed)?;
     } else {
         let joined = join_rows(&[&d_gate, &d_up], n);
-        gu[0].backward(params, grads, &tape.normed_ffn, &joined, &mut d_normed)?;
+        gu[0].backward(model, params, grads, &tape.normed_ffn, &joined, &mut d_normed)?;
     }
     // d(mid) = d(out) (residual) + the norm's.
     let norm = &l.block.ffn_norm;
@@ -412,7 +502,7 @@ fn layer_backward(
 
     // Attention: mid = x + o(attn(q, k, v)).
     let mut d_attn = vec![0f32; n * qw];
-    Proj::new(l.attn.o(), params).backward(params, grads, &tape.attn, &d_mid, &mut d_attn)?;
+    l.proj(l.attn.o(), params, 3).backward(model, params, grads, &tape.attn, &d_mid, &mut d_attn)?;
     let shape = AttnShape { tokens: n, heads: s.n_heads, kv_heads: s.n_kv_heads, head_dim: hd, scale: s.scores.scale };
     let (mut dq, mut dk, mut dv) = (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
     ops::attention_backward(shape, &tape.q, &tape.k, &tape.v, &tape.probs, &d_attn, &mut dq, &mut dk, &mut dv);
@@ -431,14 +521,14 @@ fn layer_backward(
         dk = dk_pre;
     }
     let mut d_normed = vec![0f32; n * h];
-    let projs = qkv_projs(l.attn, params);
+    let projs = qkv_projs(l, params);
     if projs.len() == 3 {
-        projs[0].backward(params, grads, &tape.normed, &dq, &mut d_normed)?;
-        projs[1].backward(params, grads, &tape.normed, &dk, &mut d_normed)?;
-        projs[2].backward(params, grads, &tape.normed, &dv, &mut d_normed)?;
+        projs[0].backward(model, params, grads, &tape.normed, &dq, &mut d_normed)?;
+        projs[1].backward(model, params, grads, &tape.normed, &dk, &mut d_normed)?;
+        projs[2].backward(model, params, grads, &tape.normed, &dv, &mut d_normed)?;
     } else {
         let joined = join_rows(&[&dq, &dk, &dv], n);
-        projs[0].backward(params, grads, &tape.normed, &joined, &mut d_normed)?;
+        projs[0].backward(model, params, grads, &tape.normed, &joined, &mut d_normed)?;
     }
     let norm = &l.block.attn_norm;
     dx.copy_from_slice(&d_mid);
@@ -450,14 +540,24 @@ fn layer_backward(
 /// gradients with respect to every pair of `params`. The model runs with float32
 /// activations for the duration (a float32 reference's numerics).
 pub fn loss_and_grads(model: &mut Model, params: &LoraParams, batch: &[Example]) -> Result<(f32, Grads), TrainError> {
+    loss_and_grads_with(model, params, batch, &StepOptions::default())
+}
+
+/// [`loss_and_grads`] with dropout (`opts`).
+pub fn loss_and_grads_with(
+    model: &mut Model,
+    params: &LoraParams,
+    batch: &[Example],
+    opts: &StepOptions,
+) -> Result<(f32, Grads), TrainError> {
     let previous = model.activation_precision();
     model.set_activation_precision(ActivationPrecision::F32);
-    let result = run(model, params, batch);
+    let result = run(model, params, batch, opts);
     model.set_activation_precision(previous);
     result
 }
 
-fn run(model: &Model, params: &LoraParams, batch: &[Example]) -> Result<(f32, Grads), TrainError> {
+fn run(model: &Model, params: &LoraParams, batch: &[Example], opts: &StepOptions) -> Result<(f32, Grads), TrainError> {
     let cfg = model.config();
     if cfg.final_softcap.is_some() {
         return Err(TrainError::Unsupported("soft-capped logits (Gemma 2)".into()));
@@ -470,7 +570,8 @@ fn run(model: &Model, params: &LoraParams, batch: &[Example]) -> Result<(f32, Gr
     let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
     let mut grads = params.zero_grads();
     let mut loss = 0f64;
-    for ex in batch {
+    for (seq, ex) in batch.iter().enumerate() {
+        let layers: Vec<Layer<'_>> = layers.iter().enumerate().map(|(i, l)| l.for_sequence(opts, i, seq)).collect();
         let n = ex.tokens.len();
         if n < 2 {
             continue;
@@ -512,7 +613,7 @@ fn run(model: &Model, params: &LoraParams, batch: &[Example]) -> Result<(f32, Gr
 
         // Backward: head, final norm, then the layers from the top.
         let mut d_normed = vec![0f32; n * h];
-        ops::matmul_transposed_acc(model.head(), &d_logits, &mut d_normed)?;
+        ops::matmul_transposed_acc(model.pool(), model.head(), &d_logits, &mut d_normed)?;
         let mut dx = vec![0f32; n * h];
         ops::rms_norm_backward(&x, norm.weight(), &inv, &d_normed, &mut dx);
         for (l, input) in layers.iter().zip(&inputs).rev() {

@@ -7,6 +7,7 @@ mod adapters;
 mod errors;
 mod merge;
 mod peft;
+mod speed;
 mod train;
 
 use std::path::{Path, PathBuf};

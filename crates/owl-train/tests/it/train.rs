@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use owl_test::FixtureTensor;
-use owl_train::train::{loss_and_grads, AdamW, AdamWConfig, Example, LoraParams};
+use owl_train::train::{loss_and_grads, loss_and_grads_with, AdamW, AdamWConfig, Example, LoraParams, StepOptions};
 use owl_train::{AdapterFile, Lineage};
 
 use crate::{base_dir, load, lora_dir};
@@ -103,36 +103,41 @@ fn adamw_steps_give_the_reference_adapter() {
 }
 
 /// Finite differences of the loss through the whole model agree with the backward pass on
-/// the largest gradients of A and B (the loss is float32: a step of 1e-2 keeps its rounding
-/// far below the change).
+/// the largest gradients of A and B, without and with LoRA dropout (its masks are drawn by
+/// hashing, so the forward, the backward and both nudged losses see the same one; the loss
+/// is float32: a step of 1e-2 keeps its rounding far below the change).
 #[test]
 fn finite_differences_through_the_model() {
     let (mut model, params) = params();
     let batch = batch();
-    let (_, grads) = loss_and_grads(&mut model, &params, &batch).unwrap();
-    for is_a in [true, false] {
-        // The pair and element with the largest gradient of this kind.
-        let (mut best, mut at) = (0f32, (0, 0));
-        for (i, g) in (if is_a { &grads.a } else { &grads.b }).iter().enumerate() {
-            for (j, &v) in g.iter().enumerate() {
-                if v.abs() > best {
-                    (best, at) = (v.abs(), (i, j));
+    for opts in [StepOptions::default(), StepOptions { dropout: 0.3, seed: 7, step: 3 }] {
+        let (_, grads) = loss_and_grads_with(&mut model, &params, &batch, &opts).unwrap();
+        for is_a in [true, false] {
+            // The pair and element with the largest gradient of this kind.
+            let (mut best, mut at) = (0f32, (0, 0));
+            for (i, g) in (if is_a { &grads.a } else { &grads.b }).iter().enumerate() {
+                for (j, &v) in g.iter().enumerate() {
+                    if v.abs() > best {
+                        (best, at) = (v.abs(), (i, j));
+                    }
                 }
             }
+            let h = 1e-2f32;
+            let mut loss_with = |delta: f32| {
+                let mut p = params.clone();
+                let values = if is_a { &mut p.pairs[at.0].a } else { &mut p.pairs[at.0].b };
+                values[at.1] += delta;
+                f64::from(loss_and_grads_with(&mut model, &p, &batch, &opts).unwrap().0)
+            };
+            let fd = (loss_with(h) - loss_with(-h)) / f64::from(2.0 * h);
+            let g = f64::from(if is_a { grads.a[at.0][at.1] } else { grads.b[at.0][at.1] });
+            let which = if is_a { "A" } else { "B" };
+            assert!((fd - g).abs() < 0.02 * g.abs(), "{which} {at:?} ({opts:?}): finite difference {fd}, backward {g}");
         }
-        let h = 1e-2f32;
-        let mut loss_with = |delta: f32| {
-            let mut p = params.clone();
-            let values = if is_a { &mut p.pairs[at.0].a } else { &mut p.pairs[at.0].b };
-            values[at.1] += delta;
-            f64::from(loss_and_grads(&mut model, &p, &batch).unwrap().0)
-        };
-        let fd = (loss_with(h) - loss_with(-h)) / f64::from(2.0 * h);
-        let g = f64::from(if is_a { grads.a[at.0][at.1] } else { grads.b[at.0][at.1] });
-        assert!(
-            (fd - g).abs() < 0.02 * g.abs(),
-            "{} {at:?}: finite difference {fd}, backward {g}",
-            if is_a { "A" } else { "B" }
-        );
     }
+    // Dropout changes the loss (a mask was applied) and is the same for the same step.
+    let opts = StepOptions { dropout: 0.3, seed: 7, step: 3 };
+    let with = loss_and_grads_with(&mut model, &params, &batch, &opts).unwrap().0;
+    assert_eq!(with, loss_and_grads_with(&mut model, &params, &batch, &opts).unwrap().0);
+    assert_ne!(with, loss_and_grads(&mut model, &params, &batch).unwrap().0);
 }
