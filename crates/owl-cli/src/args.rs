@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod convert;
+mod finetune;
 mod generation;
 mod serve;
 mod store;
 pub mod values;
 
 pub use convert::{ConvertArgs, ImatrixArgs, MergeArgs, QuantizeArgs};
+pub use finetune::FinetuneArgs;
 pub use generation::{BenchArgs, ConstraintArgs, GenerateArgs, GenerationArgs, LoraArgs, PerplexityArgs, RunArgs};
 pub use serve::ServeArgs;
 pub use store::{BomArgs, BomFormat, CatalogArgs, ImportArgs, ListArgs, PullArgs, RmArgs, ShowArgs};
@@ -114,6 +116,9 @@ pub enum Command {
     /// Bake LoRA adapters into a model's weights and write a GGUF file (the base's types,
     /// or a llama-quantize mix).
     Merge(MergeArgs),
+    /// Train a LoRA adapter on JSON Lines data (chats, prompt/completion pairs or text),
+    /// on the CPU, over the model's stored weights; writes it in PEFT's format.
+    Finetune(FinetuneArgs),
 }
 
 /// `owl inspect MODEL [--json] [--tensors]`.

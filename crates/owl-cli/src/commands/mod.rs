@@ -6,6 +6,7 @@ mod catalog;
 mod constraint;
 mod convert;
 mod detokenize;
+mod finetune;
 mod generate;
 mod imatrix;
 mod inspect;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(args) => convert::convert(&args),
         Command::Quantize(args) => convert::quantize(&args),
         Command::Merge(args) => convert::merge(&args),
+        Command::Finetune(args) => finetune::run(&args),
         Command::Imatrix(args) => imatrix::run(&args),
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod convert;
 mod corpus;
 mod errors;
+mod finetune;
 mod generate;
 mod inspect;
 mod interface;

@@ -25,6 +25,7 @@ use owl_models::{LoraAdapter, LoraMatrix, LoraSet, Model, ModelFile};
 
 use crate::error::AdapterError;
 use names::RowOrder;
+pub(crate) use peft::{to_f32, write_safetensors};
 
 /// How a file names the base tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,6 +285,57 @@ impl AdapterFile {
             pairs,
             base_architecture: Some(arch.gguf_name().to_string()),
             ..self.clone()
+        })
+    }
+
+    /// Trained pairs (named as `base` names its tensors) as an adapter in transformers'
+    /// naming, ready for [`AdapterFile::write_peft`]: on a GGUF base the names are mapped
+    /// back and B's q/k rows returned to transformers' order.
+    pub fn from_trained(
+        params: &crate::train::LoraParams,
+        base: &Base,
+        name: &str,
+        base_model: Option<String>,
+    ) -> Result<AdapterFile, AdapterError> {
+        let arch = base_arch(&base.file, &base.architecture);
+        let mut problems = Vec::new();
+        let mut pairs = Vec::with_capacity(params.pairs.len());
+        for p in &params.pairs {
+            let (target, order) = match base.file.kind {
+                SourceKind::Hf => (p.target.clone(), RowOrder::Keep),
+                SourceKind::Gguf => match arch.and_then(|a| names::gguf_to_hf_name(a, base.heads, &p.target)) {
+                    Some(found) => found,
+                    None => {
+                        problems.push(format!("{}: no transformers name for it", p.target));
+                        continue;
+                    }
+                },
+            };
+            match order.apply(&p.b, p.rows, p.rank) {
+                Ok(b) => pairs.push(RawPair {
+                    target,
+                    rows: p.rows,
+                    cols: p.cols,
+                    rank: p.rank,
+                    a: p.a.clone(),
+                    b,
+                    scale: p.scale,
+                }),
+                Err(e) => problems.push(format!("{}: {e}", p.target)),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AdapterError::Shapes { path: base.file.path.clone(), problems });
+        }
+        let alpha = pairs.first().map_or(0.0, |p| p.scale * p.rank as f32);
+        Ok(AdapterFile {
+            path: base.file.path.clone(),
+            name: name.to_string(),
+            naming: Naming::Hf,
+            pairs,
+            base_architecture: None,
+            base_model,
+            alpha,
         })
     }
 

@@ -85,6 +85,41 @@ pub fn gguf_to_hf<'a>(
     })
 }
 
+/// Phi-3's fused projections, in transformers' naming (llama.cpp's `attn_qkv` and an
+/// `ffn_up` of twice the width).
+const HF_FUSED: [&str; 2] = ["self_attn.qkv_proj", "mlp.gate_up_proj"];
+
+/// The projections of a decoder layer, in transformers' naming (what LoRA targets).
+const HF_PROJECTIONS: [&str; 13] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+    "self_attn.q_a_proj",
+    "self_attn.q_b_proj",
+    "self_attn.kv_a_proj_with_mqa",
+    "self_attn.kv_b_proj",
+    "mlp.shared_experts.up_proj",
+    "mlp.shared_experts.down_proj",
+];
+
+/// The transformers name of a GGUF projection or output head, without a Hugging Face base
+/// to look in (writing a PEFT adapter trained on a GGUF base).
+pub fn gguf_to_hf_name(arch: Arch, heads: Heads, gguf: &str) -> Option<(String, RowOrder)> {
+    if gguf == "output.weight" {
+        return Some(("lm_head.weight".into(), RowOrder::Keep));
+    }
+    let layer: usize = gguf.strip_prefix("blk.")?.split('.').next()?.parse().ok()?;
+    // `ffn_up` is `up_proj`, or Phi-3's fused `gate_up_proj`: the architecture decides.
+    let parts =
+        if arch == Arch::Phi3 { [&HF_FUSED[..], &HF_PROJECTIONS[..]].concat() } else { HF_PROJECTIONS.to_vec() };
+    let candidates: Vec<String> = parts.iter().map(|p| format!("model.layers.{layer}.{p}.weight")).collect();
+    gguf_to_hf(arch, heads, gguf, candidates.iter().map(String::as_str))
+}
+
 /// Whether a stored name is the token embedding, which projections' adapters cannot touch
 /// (PEFT applies embedding adapters as a lookup; owl does not).
 pub fn is_embedding(name: &str) -> bool {
@@ -121,5 +156,23 @@ mod tests {
         assert_eq!(&to[rank..2 * rank], &b[2 * rank..3 * rank]);
         assert_eq!(RowOrder::FromLlamaCpp { heads: 2 }.apply(&to, rows, rank).unwrap(), b);
         assert!(RowOrder::ToLlamaCpp { heads: 3 }.apply(&b, rows, rank).is_err());
+    }
+
+    #[test]
+    fn gguf_names_map_back_by_architecture() {
+        let name = |arch, gguf| gguf_to_hf_name(arch, HEADS, gguf).map(|(n, _)| n);
+        assert_eq!(name(Arch::Llama, "blk.2.ffn_up.weight").as_deref(), Some("model.layers.2.mlp.up_proj.weight"));
+        assert_eq!(name(Arch::Phi3, "blk.2.ffn_up.weight").as_deref(), Some("model.layers.2.mlp.gate_up_proj.weight"));
+        assert_eq!(
+            name(Arch::Phi3, "blk.0.attn_qkv.weight").as_deref(),
+            Some("model.layers.0.self_attn.qkv_proj.weight")
+        );
+        let (q, order) = gguf_to_hf_name(Arch::Llama, HEADS, "blk.1.attn_q.weight").unwrap();
+        assert_eq!(
+            (q.as_str(), order),
+            ("model.layers.1.self_attn.q_proj.weight", RowOrder::FromLlamaCpp { heads: 2 })
+        );
+        assert_eq!(name(Arch::Llama, "output.weight").as_deref(), Some("lm_head.weight"));
+        assert_eq!(name(Arch::Llama, "token_embd.weight"), None);
     }
 }

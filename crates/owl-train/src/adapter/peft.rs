@@ -152,9 +152,7 @@ pub fn write(adapter: &AdapterFile, dir: &Path) -> Result<(), AdapterError> {
     let mut rank_pattern = serde_json::Map::new();
     let mut alpha_pattern = serde_json::Map::new();
     let mut targets = std::collections::BTreeSet::new();
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
-    let mut data: Vec<u8> = Vec::new();
+    let mut tensors: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
     for p in &adapter.pairs {
         let module = p.target.strip_suffix(".weight").ok_or_else(|| fail(format!("{} is not a weight", p.target)))?;
         targets.insert(module.rsplit('.').next().unwrap_or(module).to_string());
@@ -165,21 +163,10 @@ pub fn write(adapter: &AdapterFile, dir: &Path) -> Result<(), AdapterError> {
         if pair_alpha.to_bits() != alpha_bits {
             alpha_pattern.insert(module.to_string(), f64::from(pair_alpha).into());
         }
-        for (half, values, shape) in [("A", &p.a, [p.rank, p.cols]), ("B", &p.b, [p.rows, p.rank])] {
-            let start = data.len();
-            data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-            header.insert(
-                format!("base_model.model.{module}.lora_{half}.weight"),
-                serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
-            );
+        for (half, values, shape) in [("A", &p.a, vec![p.rank, p.cols]), ("B", &p.b, vec![p.rows, p.rank])] {
+            tensors.push((format!("base_model.model.{module}.lora_{half}.weight"), shape, values.as_slice()));
         }
     }
-    let mut head = serde_json::to_vec(&Value::Object(header)).map_err(|e| fail(e.to_string()))?;
-    // The data section starts 8-aligned (safetensors pads the header with spaces).
-    head.resize(head.len().next_multiple_of(8), b' ');
-    let mut file = (head.len() as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(&head);
-    file.extend_from_slice(&data);
     let config = serde_json::json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -201,8 +188,32 @@ pub fn write(adapter: &AdapterFile, dir: &Path) -> Result<(), AdapterError> {
     });
     let config = serde_json::to_vec_pretty(&config).map_err(|e| fail(e.to_string()))?;
     std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create the directory: {e}")))?;
-    write_atomic(&dir.join(WEIGHTS), &file)?;
+    write_safetensors(&dir.join(WEIGHTS), &tensors)?;
     write_atomic(&dir.join(CONFIG), &config)
+}
+
+/// Float32 tensors (name, shape, values) as one safetensors file, PyTorch's metadata, written
+/// atomically.
+pub(crate) fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &[f32])]) -> Result<(), AdapterError> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut data: Vec<u8> = Vec::new();
+    for (name, shape, values) in tensors {
+        let start = data.len();
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut head = serde_json::to_vec(&Value::Object(header))
+        .map_err(|e| AdapterError::Io { path: path.to_path_buf(), reason: e.to_string() })?;
+    // The data section starts 8-aligned (safetensors pads the header with spaces).
+    head.resize(head.len().next_multiple_of(8), b' ');
+    let mut file = (head.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&head);
+    file.extend_from_slice(&data);
+    write_atomic(path, &file)
 }
 
 /// `bytes` into `path` through a temporary file beside it.

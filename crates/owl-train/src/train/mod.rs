@@ -2,8 +2,9 @@
 //! backward of every op ([`ops`]), and AdamW ([`adamw`]).
 
 pub mod adamw;
+pub mod finetune;
 pub mod ops;
 pub mod step;
 
 pub use adamw::{AdamW, AdamWConfig};
-pub use step::{loss_and_grads, loss_and_grads_with, Example, Grads, LoraParams, StepOptions, TrainPair};
+pub use step::{loss_and_grads, loss_and_grads_with, loss_only, Example, Grads, LoraParams, StepOptions, TrainPair};

@@ -101,7 +101,7 @@ impl Example {
 }
 
 /// Options of a training step.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepOptions {
     /// LoRA dropout: each input element of a pair's branch is zeroed with this probability
     /// (and the rest scaled by `1/(1 − p)`), as PEFT's `lora_dropout`.
@@ -109,6 +109,14 @@ pub struct StepOptions {
     /// Seeds the dropout masks (with the step number: each step draws new ones).
     pub seed: u64,
     pub step: u64,
+    /// Compute gradients (false: the loss only, as for a validation set).
+    pub backward: bool,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        StepOptions { dropout: 0.0, seed: 0, step: 0, backward: true }
+    }
 }
 
 /// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
@@ -543,6 +551,12 @@ pub fn loss_and_grads(model: &mut Model, params: &LoraParams, batch: &[Example])
     loss_and_grads_with(model, params, batch, &StepOptions::default())
 }
 
+/// The loss of `batch` alone (no dropout, no gradients): a validation loss.
+pub fn loss_only(model: &mut Model, params: &LoraParams, batch: &[Example]) -> Result<f32, TrainError> {
+    let opts = StepOptions { backward: false, ..StepOptions::default() };
+    Ok(loss_and_grads_with(model, params, batch, &opts)?.0)
+}
+
 /// [`loss_and_grads`] with dropout (`opts`).
 pub fn loss_and_grads_with(
     model: &mut Model,
@@ -611,6 +625,9 @@ fn run(model: &Model, params: &LoraParams, batch: &[Example], opts: &StepOptions
             loss += f64::from(w) * f64::from(ops::cross_entropy(row, target, w / total, grad));
         }
 
+        if !opts.backward {
+            continue;
+        }
         // Backward: head, final norm, then the layers from the top.
         let mut d_normed = vec![0f32; n * h];
         ops::matmul_transposed_acc(model.pool(), model.head(), &d_logits, &mut d_normed)?;

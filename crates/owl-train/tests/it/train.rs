@@ -110,7 +110,7 @@ fn adamw_steps_give_the_reference_adapter() {
 fn finite_differences_through_the_model() {
     let (mut model, params) = params();
     let batch = batch();
-    for opts in [StepOptions::default(), StepOptions { dropout: 0.3, seed: 7, step: 3 }] {
+    for opts in [StepOptions::default(), StepOptions { dropout: 0.3, seed: 7, step: 3, backward: true }] {
         let (_, grads) = loss_and_grads_with(&mut model, &params, &batch, &opts).unwrap();
         for is_a in [true, false] {
             // The pair and element with the largest gradient of this kind.
@@ -136,7 +136,7 @@ fn finite_differences_through_the_model() {
         }
     }
     // Dropout changes the loss (a mask was applied) and is the same for the same step.
-    let opts = StepOptions { dropout: 0.3, seed: 7, step: 3 };
+    let opts = StepOptions { dropout: 0.3, seed: 7, step: 3, backward: true };
     let with = loss_and_grads_with(&mut model, &params, &batch, &opts).unwrap().0;
     assert_eq!(with, loss_and_grads_with(&mut model, &params, &batch, &opts).unwrap().0);
     assert_ne!(with, loss_and_grads(&mut model, &params, &batch).unwrap().0);
