@@ -19,6 +19,8 @@ use std::sync::Arc;
 
 use owl_kernels::ThreadPool;
 
+use crate::skeleton::parallel::DisjointSlice;
+
 /// The update of one base matrix: `ΔW = scale · B A`.
 #[derive(Debug, Clone)]
 pub struct LoraMatrix {
@@ -273,28 +275,9 @@ impl LoraBatch {
     }
 }
 
-/// A raw pointer to the output rows, written by one thread per row.
-struct RowsPtr {
-    ptr: *mut f32,
-    len: usize,
-}
-// SAFETY: every row index appears once in a group, and each is handled by one thread.
-unsafe impl Sync for RowsPtr {}
-
-impl RowsPtr {
-    /// # Safety
-    /// No other live reference may overlap `range`.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn range(&self, range: std::ops::Range<usize>) -> &mut [f32] {
-        assert!(range.start <= range.end && range.end <= self.len);
-        // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
-    }
-}
-
 fn add_rows(pool: &ThreadPool, m: &LoraMatrix, user_scale: f32, rows: &[usize], x: &[f32], y: &mut [f32]) {
     let (cols, out) = (m.cols, m.rows);
-    let y = RowsPtr { ptr: y.as_mut_ptr(), len: y.len() };
+    let y = DisjointSlice::new(y);
     // About 256k multiply-adds a chunk, so a decode step of one token stays on one thread.
     let per_row = m.rank * (cols + out);
     let chunk = (262_144 / per_row.max(1)).max(1);

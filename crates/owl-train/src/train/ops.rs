@@ -3,6 +3,7 @@
 
 use owl_kernels::ThreadPool;
 use owl_models::skeleton::activation::Activation;
+use owl_models::skeleton::parallel::DisjointSlice;
 use owl_models::skeleton::rope::{rotate, Rope};
 use owl_models::weights::Weight;
 
@@ -189,7 +190,7 @@ pub fn matmul_transposed_acc(pool: &ThreadPool, w: &Weight, dy: &[f32], dx: &mut
     let threads = pool.n_threads().clamp(1, n.max(1));
     let per = n.div_ceil(threads);
     let failed = std::sync::Mutex::new(None);
-    let out = Rows { ptr: dx.as_mut_ptr(), len: dx.len() };
+    let out = DisjointSlice::new(dx);
     pool.parallel_for(threads, 1, &|_, items| {
         for item in items {
             let (t0, t1) = (item * per, ((item + 1) * per).min(n));
@@ -234,26 +235,6 @@ fn transposed_rows(w: &Weight, dy: &[f32], dx: &mut [f32]) -> Result<(), TrainEr
         r0 = r1;
     }
     Ok(())
-}
-
-/// Output rows several threads fill, each its own range.
-struct Rows {
-    ptr: *mut f32,
-    len: usize,
-}
-
-// SAFETY: threads write disjoint ranges only (the caller's promise in `range`).
-unsafe impl Sync for Rows {}
-
-impl Rows {
-    /// # Safety
-    /// No other live reference may overlap `range`.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn range(&self, range: std::ops::Range<usize>) -> &mut [f32] {
-        assert!(range.start <= range.end && range.end <= self.len);
-        // SAFETY: in bounds (asserted); exclusivity is the caller's promise.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len()) }
-    }
 }
 
 /// Cross-entropy of one logits row against `target`: returns `-log softmax[target]` and
