@@ -272,7 +272,8 @@ pub fn finetune(
                 .map(|(_, b)| b[within].iter().map(|&i| train[i].clone()).collect())
                 .unwrap_or_default();
             tokens_done += batch.iter().map(|e| e.tokens.len()).sum::<usize>();
-            let opts = StepOptions { dropout: cfg.dropout, seed: cfg.seed, step: index as u64, backward: true };
+            let opts =
+                StepOptions { dropout: cfg.dropout, seed: cfg.seed, step: index as u64, ..StepOptions::default() };
             let (loss, g) = loss_and_grads_with(model, &params, &batch, &opts)?;
             loss_sum += loss;
             add_scaled(&mut grads, &g, 1.0 / cfg.grad_accum.max(1) as f32);

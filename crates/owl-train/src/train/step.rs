@@ -111,11 +111,18 @@ pub struct StepOptions {
     pub step: u64,
     /// Compute gradients (false: the loss only, as for a validation set).
     pub backward: bool,
+    /// Bytes a sequence's layer tapes may take: within it every layer's tape is kept from
+    /// the forward pass; beyond it only each layer's input is, and the layer runs again
+    /// when its gradient is needed (activation checkpointing).
+    pub tape_budget: usize,
 }
+
+/// The default [`StepOptions::tape_budget`].
+pub const TAPE_BUDGET: usize = 256 << 20;
 
 impl Default for StepOptions {
     fn default() -> Self {
-        StepOptions { dropout: 0.0, seed: 0, step: 0, backward: true }
+        StepOptions { dropout: 0.0, seed: 0, step: 0, backward: true, tape_budget: TAPE_BUDGET }
     }
 }
 
@@ -290,6 +297,35 @@ struct LayerTape {
     gate: Vec<f32>,
     up: Vec<f32>,
     hidden: Vec<f32>,
+}
+
+impl LayerTape {
+    /// Floats held.
+    fn floats(&self) -> usize {
+        [
+            &self.input,
+            &self.normed,
+            &self.inv_attn,
+            &self.q_pre,
+            &self.k_pre,
+            &self.inv_q,
+            &self.inv_k,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.probs,
+            &self.attn,
+            &self.mid,
+            &self.normed_ffn,
+            &self.inv_ffn,
+            &self.gate,
+            &self.up,
+            &self.hidden,
+        ]
+        .iter()
+        .map(|v| v.len())
+        .sum()
+    }
 }
 
 /// The parts of a pre-norm layer of standard attention and a gated MLP, and the dropout
@@ -602,8 +638,15 @@ fn run(model: &Model, params: &LoraParams, batch: &[Example], opts: &StepOptions
             x.iter_mut().for_each(|v| *v *= scale);
         }
         let mut inputs = Vec::with_capacity(layers.len());
+        let mut tapes = Vec::new();
+        let mut keep = opts.backward;
         for l in &layers {
-            let (out, _) = layer_forward(model, params, l, &x, n)?;
+            let (out, tape) = layer_forward(model, params, l, &x, n)?;
+            // Every layer's tape is the same size: the first says whether all fit.
+            keep &= tape.floats() * 4 * layers.len() <= opts.tape_budget;
+            if keep {
+                tapes.push(tape);
+            }
             inputs.push(std::mem::replace(&mut x, out));
         }
         let norm = model.final_norm();
@@ -633,9 +676,14 @@ fn run(model: &Model, params: &LoraParams, batch: &[Example], opts: &StepOptions
         ops::matmul_transposed_acc(model.pool(), model.head(), &d_logits, &mut d_normed)?;
         let mut dx = vec![0f32; n * h];
         ops::rms_norm_backward(&x, norm.weight(), &inv, &d_normed, &mut dx);
-        for (l, input) in layers.iter().zip(&inputs).rev() {
-            let (_, tape) = layer_forward(model, params, l, input, n)?;
-            layer_backward(model, params, &mut grads, l, &tape, n, &mut dx)?;
+        for (i, (l, input)) in layers.iter().zip(&inputs).enumerate().rev() {
+            match tapes.get(i) {
+                Some(tape) => layer_backward(model, params, &mut grads, l, tape, n, &mut dx)?,
+                None => {
+                    let (_, tape) = layer_forward(model, params, l, input, n)?;
+                    layer_backward(model, params, &mut grads, l, &tape, n, &mut dx)?;
+                }
+            }
         }
     }
     Ok(((loss / f64::from(total)) as f32, grads))

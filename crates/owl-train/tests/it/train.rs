@@ -74,6 +74,10 @@ fn loss_and_every_lora_gradient_of_one_step() {
     // Gradients span 4.6e-6 .. 0.27; float32 in another order of operations.
     let (ratio, at) = worst(&params, &grad, &want, 1e-6, 1e-3);
     assert!(ratio <= 1.0, "gradient off by {ratio}x the tolerance at {at}");
+    // Checkpointed (no tape kept: every layer runs again for its gradient): the same bits.
+    let opts = StepOptions { tape_budget: 0, ..StepOptions::default() };
+    let (loss2, grads2) = loss_and_grads_with(&mut model, &params, &batch(), &opts).unwrap();
+    assert_eq!((loss2, &grads2), (loss, &grads), "checkpointing changed the gradients");
 }
 
 #[test]
@@ -110,7 +114,7 @@ fn adamw_steps_give_the_reference_adapter() {
 fn finite_differences_through_the_model() {
     let (mut model, params) = params();
     let batch = batch();
-    for opts in [StepOptions::default(), StepOptions { dropout: 0.3, seed: 7, step: 3, backward: true }] {
+    for opts in [StepOptions::default(), StepOptions { dropout: 0.3, seed: 7, step: 3, ..StepOptions::default() }] {
         let (_, grads) = loss_and_grads_with(&mut model, &params, &batch, &opts).unwrap();
         for is_a in [true, false] {
             // The pair and element with the largest gradient of this kind.
@@ -136,7 +140,7 @@ fn finite_differences_through_the_model() {
         }
     }
     // Dropout changes the loss (a mask was applied) and is the same for the same step.
-    let opts = StepOptions { dropout: 0.3, seed: 7, step: 3, backward: true };
+    let opts = StepOptions { dropout: 0.3, seed: 7, step: 3, ..StepOptions::default() };
     let with = loss_and_grads_with(&mut model, &params, &batch, &opts).unwrap().0;
     assert_eq!(with, loss_and_grads_with(&mut model, &params, &batch, &opts).unwrap().0);
     assert_ne!(with, loss_and_grads(&mut model, &params, &batch).unwrap().0);
