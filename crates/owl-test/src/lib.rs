@@ -7,12 +7,28 @@
 //! - [`read_f32_file`], [`load_safetensors_f32`]: fixture data as `Vec<f32>`.
 //! - [`http_mock::MockServer`]: an HTTP server on 127.0.0.1 imitating a hub and an index.
 //! - [`assert_close`]: max-abs-difference assertion with a stated tolerance.
+//! - [`setup_python`]: the python of a test venv made (once, cached) by one of the
+//!   project's `scripts/*/setup.sh`.
 
 pub mod http_mock;
 
 use std::collections::HashMap;
 
 use std::path::{Path, PathBuf};
+
+/// Runs `scripts/{script}` (a venv's idempotent setup script, which prints its python) and
+/// returns that python. A failed install panics naming `what` was being installed: a test
+/// that needs an outside check never skips it.
+pub fn setup_python(script: &str, what: &str) -> PathBuf {
+    let path = workspace_root().join("scripts").join(script);
+    let out = std::process::Command::new("bash")
+        .arg(&path)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+    assert!(out.status.success(), "installing {what} failed ({})", path.display());
+    PathBuf::from(String::from_utf8(out.stdout).expect("setup prints a UTF-8 path").trim())
+}
 
 /// The workspace root (the folder holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {

@@ -200,10 +200,7 @@ fn convert_peak_rss(input: &std::path::Path, out: &std::path::Path) -> u64 {
 fn a_demo_model_round_trips_through_safetensors_in_bounded_memory() {
     use owl_models::{ActivationPrecision, Batch, KvDtype, LoadOptions, Model};
     const MIB: u64 = 1 << 20;
-    let setup = owl_test::workspace_root().join("scripts/gguf_check/setup.sh");
-    let py = std::process::Command::new("bash").arg(&setup).output().expect("setup.sh");
-    assert!(py.status.success(), "installing gguf-py failed: {}", String::from_utf8_lossy(&py.stderr));
-    let python = String::from_utf8(py.stdout).expect("utf-8").trim().to_string();
+    let python = owl_test::setup_python("gguf_check/setup.sh", "gguf-py");
     let tmp = tempfile::tempdir().expect("tempdir");
     let source = owl_test::demo_model("smollm2");
     let hf = tmp.path().join("smollm2-hf");

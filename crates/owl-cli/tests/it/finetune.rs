@@ -75,19 +75,9 @@ fn reply(prompt: &str, lora: Option<&Path>) -> String {
     run.stdout
 }
 
-fn peft_python() -> PathBuf {
-    let script = owl_test::workspace_root().join("scripts/peft_check/setup.sh");
-    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("setup.sh");
-    assert!(out.status.success(), "installing torch, transformers and peft failed");
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 /// smollm2 dequantized into a float32 Hugging Face directory (gguf-py, scripts/gguf_check).
 fn float_base(dir: &Path) -> PathBuf {
-    let setup = owl_test::workspace_root().join("scripts/gguf_check/setup.sh");
-    let py = Command::new("bash").arg(&setup).output().expect("setup.sh");
-    assert!(py.status.success(), "installing gguf-py failed");
-    let python = String::from_utf8(py.stdout).unwrap().trim().to_string();
+    let python = owl_test::setup_python("gguf_check/setup.sh", "gguf-py");
     let hf = dir.join("smollm2-f32");
     let export = Command::new(&python)
         .arg(owl_test::workspace_root().join("scripts/gguf_check/export_hf.py"))
@@ -149,7 +139,7 @@ fn smollm2_learns_a_format_and_peft_loads_the_adapter() {
         logits
     };
     let check = owl_test::workspace_root().join("scripts/peft_check/check.py");
-    let run = Command::new(peft_python())
+    let run = Command::new(owl_test::setup_python("peft_check/setup.sh", "torch, transformers and peft"))
         .arg(check)
         .arg(&hf)
         .arg(&out)

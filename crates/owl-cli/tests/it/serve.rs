@@ -13,19 +13,9 @@ use std::time::Duration;
 
 pub(crate) const KEY: &str = "test-key-123";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// The venv's python, made on first use.
 fn client_python() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(repo_root().join("scripts/api_clients/setup.sh"))
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run scripts/api_clients/setup.sh");
-    assert!(out.status.success(), "installing the API clients failed");
-    PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+    owl_test::setup_python("api_clients/setup.sh", "the API clients")
 }
 
 /// A running `owl serve smollm2` on a free port.

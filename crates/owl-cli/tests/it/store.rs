@@ -229,10 +229,7 @@ fn cards_of_the_demo_models_and_catalog_entries() {
 /// The venv with the CycloneDX project's validator and the SPDX 3.0.1 model bindings
 /// (scripts/bom_validate/setup.sh, cached); a failed install fails the test.
 fn bom_python() -> std::path::PathBuf {
-    let script = owl_test::workspace_root().join("scripts/bom_validate/setup.sh");
-    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("run setup.sh");
-    assert!(out.status.success(), "installing the BOM validators failed");
-    std::path::PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+    owl_test::setup_python("bom_validate/setup.sh", "the BOM validators")
 }
 
 #[test]

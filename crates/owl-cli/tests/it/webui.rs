@@ -4,17 +4,14 @@
 //! server.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
 
 use crate::serve::{Server, KEY};
 
 fn webui_python() -> PathBuf {
-    let script = owl_test::workspace_root().join("scripts/webui_test/setup.sh");
-    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("run setup.sh");
-    assert!(out.status.success(), "setting up Chromium and Selenium failed");
-    PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+    owl_test::setup_python("webui_test/setup.sh", "Chromium and Selenium")
 }
 
 /// Where the screenshots go: target/tmp/webui (kept after the run, for a look).

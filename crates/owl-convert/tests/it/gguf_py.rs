@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use owl_convert::FileType;
 use owl_formats::gguf::GgufFile;
@@ -14,10 +14,7 @@ use owl_formats::gguf::GgufFile;
 use crate::fixtures::{converted, VARIANTS};
 
 fn gguf_python() -> PathBuf {
-    let script = owl_test::workspace_root().join("scripts/gguf_check/setup.sh");
-    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("run setup.sh");
-    assert!(out.status.success(), "installing gguf-py failed");
-    PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+    owl_test::setup_python("gguf_check/setup.sh", "gguf-py")
 }
 
 fn gguf_py_view(python: &Path, file: &Path, hf_dir: &Path) -> serde_json::Value {

@@ -4,7 +4,7 @@
 //! on the float32 fixture base.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use owl_train::adapter::RawPair;
 use owl_train::AdapterFile;
@@ -12,10 +12,7 @@ use owl_train::AdapterFile;
 use crate::{base_dir, load, logits, lora_dir, max_abs, prompt, set_of};
 
 fn peft_python() -> PathBuf {
-    let script = owl_test::workspace_root().join("scripts/peft_check/setup.sh");
-    let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output().expect("run setup.sh");
-    assert!(out.status.success(), "installing torch, transformers and peft failed");
-    PathBuf::from(String::from_utf8(out.stdout).expect("utf-8").trim())
+    owl_test::setup_python("peft_check/setup.sh", "torch, transformers and peft")
 }
 
 /// PEFT's logits for the prompt, `[positions × vocab]`.
