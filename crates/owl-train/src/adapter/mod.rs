@@ -25,7 +25,7 @@ use owl_models::{LoraAdapter, LoraMatrix, LoraSet, Model, ModelFile};
 
 use crate::error::AdapterError;
 use names::RowOrder;
-pub(crate) use peft::{to_f32, write_safetensors};
+pub(crate) use peft::{to_f32, write_atomic, write_safetensors};
 
 /// How a file names the base tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

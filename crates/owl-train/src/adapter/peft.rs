@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use owl_formats::safetensors::{Dtype, SafetensorsModel};
+use owl_kernels::quant::dequantize_row;
+use owl_kernels::BlockFormat;
 use serde_json::Value;
 
 use super::{AdapterFile, Naming, RawPair};
@@ -217,7 +219,7 @@ pub(crate) fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, &[f
 }
 
 /// `bytes` into `path` through a temporary file beside it.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AdapterError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), AdapterError> {
     let fail = |e: std::io::Error| AdapterError::Io { path: path.to_path_buf(), reason: format!("cannot write: {e}") };
     let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
@@ -256,14 +258,17 @@ fn pattern_value(patterns: &[(String, f64)], module: &str) -> Option<f64> {
     patterns.iter().find(|(k, _)| module == k || module.ends_with(&format!(".{k}"))).map(|(_, v)| *v)
 }
 
-/// Little-endian F32/F16/BF16 bytes as f32.
+/// Little-endian F32/F16/BF16 bytes as f32 (owl-kernels' converters).
 pub(crate) fn to_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
-    Some(match dtype {
-        Dtype::F32 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+    let format = match dtype {
+        Dtype::F32 => BlockFormat::F32,
+        Dtype::F16 => BlockFormat::F16,
+        Dtype::BF16 => BlockFormat::BF16,
         _ => return None,
-    })
+    };
+    let mut out = vec![0f32; data.len() * 8 / dtype.bits()];
+    dequantize_row(format, data, &mut out).ok()?;
+    Some(out)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use owl_models::Model;
 use serde_json::json;
 
 use super::adamw::{AdamW, AdamWConfig};
-use super::step::{loss_and_grads_with, loss_only, Example, Grads, LoraParams, StepOptions, TrainPair};
+use super::step::{loss_and_grads_with, loss_only, mix, Example, Grads, LoraParams, StepOptions, TrainPair};
 use crate::error::TrainError;
 
 /// The projections LoRA can target, by the short names PEFT users give them.
@@ -84,11 +84,9 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> f64 {
+        let z = mix(self.0);
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 
@@ -371,8 +369,7 @@ fn save_checkpoint(
     crate::adapter::write_safetensors(&dir.join(TENSORS), &tensors).map_err(|e| TrainError::Data(e.to_string()))?;
     let state = json!({"step": step, "adamw_step": opt.step, "fingerprint": format!("{fingerprint:016x}")});
     let text = serde_json::to_vec_pretty(&state).map_err(|e| TrainError::Data(e.to_string()))?;
-    let temp = dir.join(format!(".{STATE}.tmp"));
-    std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, dir.join(STATE))).map_err(io)
+    crate::adapter::write_atomic(&dir.join(STATE), &text).map_err(|e| TrainError::Data(e.to_string()))
 }
 
 /// The checkpoint in `dir`, if one exists for this run.

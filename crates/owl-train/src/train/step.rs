@@ -126,8 +126,8 @@ impl Default for StepOptions {
     }
 }
 
-/// SplitMix64's finaliser: a well-mixed 64-bit hash of `x`.
-fn mix(mut x: u64) -> u64 {
+/// SplitMix64's step and finaliser: a well-mixed 64-bit hash of `x`.
+pub(crate) fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
