@@ -128,6 +128,14 @@ impl Tokenizer {
         self.engine.encode(text, add_bos, parse_special)
     }
 
+    /// The ids of text that `template` rendered: special-token text parsed, and the model's
+    /// BOS added unless the template already wrote it (as llama.cpp's server does).
+    pub fn encode_rendered(&self, template: &ChatTemplate, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let bos = template.bos_token();
+        let template_wrote_bos = !bos.is_empty() && text.starts_with(bos);
+        self.encode(text, !template_wrote_bos, true)
+    }
+
     /// Ids to text. `skip_special` leaves out special tokens (BOS, `<|im_end|>`, ...).
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
         match &self.table {

@@ -24,7 +24,7 @@ struct ModelEncoder<'a> {
 
 impl Encoder for ModelEncoder<'_> {
     fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>, String> {
-        self.tokenizer.encode(text, add_special && self.tokenizer.adds_bos(), false).map_err(|e| e.to_string())
+        self.tokenizer.encode(text, add_special, false).map_err(|e| e.to_string())
     }
 
     fn render(&self, messages: &[Message], generation_prompt: bool) -> Result<String, String> {
@@ -35,9 +35,8 @@ impl Encoder for ModelEncoder<'_> {
     }
 
     fn encode_chat(&self, text: &str) -> Result<Vec<u32>, String> {
-        let bos = self.tokenizer.chat_template().map_or("", |t| t.bos_token());
-        let wrote_bos = !bos.is_empty() && text.starts_with(bos);
-        self.tokenizer.encode(text, self.tokenizer.adds_bos() && !wrote_bos, true).map_err(|e| e.to_string())
+        let template = self.tokenizer.chat_template().ok_or("the model has no chat template")?;
+        self.tokenizer.encode_rendered(template, text).map_err(|e| e.to_string())
     }
 
     fn eos(&self) -> Option<u32> {

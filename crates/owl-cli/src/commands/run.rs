@@ -125,9 +125,7 @@ fn prompt_ids(tokenizer: &Tokenizer, prompting: &Prompting, messages: &[ChatMess
         Prompting::Completion => return Ok(tokenizer.encode(&continuation_text(messages), true, true)?),
     };
     let text = crate::template_sandbox::render(template, messages, None, true)?;
-    let bos = template.bos_token();
-    let template_wrote_bos = !bos.is_empty() && text.starts_with(bos);
-    Ok(tokenizer.encode(&text, !template_wrote_bos, true)?)
+    Ok(tokenizer.encode_rendered(template, &text)?)
 }
 
 /// A conversation as one text for a base model: each message's text in order, the model's

@@ -36,9 +36,7 @@ impl ChatRenderer for TemplateRenderer {
     fn render(&self, messages: &[ChatMessage], tools: Option<&serde_json::Value>) -> Result<Vec<u32>, String> {
         let template = self.tokenizer.chat_template().ok_or("the model has no chat template")?;
         let text = crate::template_sandbox::render(template, messages, tools, true).map_err(|e| format!("{e:#}"))?;
-        let bos = template.bos_token();
-        let template_wrote_bos = !bos.is_empty() && text.starts_with(bos);
-        self.tokenizer.encode(&text, !template_wrote_bos, true).map_err(|e| e.to_string())
+        self.tokenizer.encode_rendered(template, &text).map_err(|e| e.to_string())
     }
 
     fn template_source(&self) -> &str {
