@@ -3,19 +3,19 @@
 
 use owl_kernels::ThreadPool;
 use owl_models::skeleton::activation::Activation;
+use owl_models::skeleton::norm::inv_rms;
 use owl_models::skeleton::parallel::DisjointSlice;
 use owl_models::skeleton::rope::{rotate, Rope};
 use owl_models::weights::Weight;
 
 use crate::error::TrainError;
 
-/// RMSNorm of each `w.len()`-wide row: `y = x · r · w` with `r = 1/sqrt(mean(x²) + eps)`;
-/// `inv` receives each row's `r`.
+/// RMSNorm of each `w.len()`-wide row: `y = x · r · w` with `r = 1/sqrt(mean(x²) + eps)`,
+/// computed as owl-models' forward computes it (`inv_rms`); `inv` receives each row's `r`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, y: &mut [f32], inv: &mut [f32]) {
     let d = w.len();
     for ((xr, yr), r) in x.chunks_exact(d).zip(y.chunks_exact_mut(d)).zip(inv.iter_mut()) {
-        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
-        *r = 1.0 / (ms + eps).sqrt();
+        *r = inv_rms(xr, eps);
         for ((yv, &xv), &wv) in yr.iter_mut().zip(xr).zip(w) {
             *yv = xv * *r * wv;
         }
