@@ -24,7 +24,7 @@ owl_side() {
   [ -n "$1" ] && model=(OWL_BENCH_MODEL="$1")
   (cd "$root" && env "${model[@]}" OWL_BENCH_BATCH="$batch" OWL_BENCH_SEQ="$seq" OWL_BENCH_RANK="$rank" \
     OWL_BENCH_STEPS="$steps" OWL_BENCH_THREADS="$threads" \
-    cargo test -q -p owl-train --test it training_step_speed -- --ignored --nocapture 2>/dev/null \
+    cargo test -q --release -p owl-train --test it training_step_speed -- --ignored --nocapture 2>/dev/null \
     | grep '"side"' | sed "s/\"owl\"/\"owl ($2)\"/")
 }
 owl_side "$hf" "f32 safetensors"

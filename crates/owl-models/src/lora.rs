@@ -113,7 +113,7 @@ impl LoraMatrix {
 
 /// A dot product in eight lanes (the compiler vectorises it), summed in a fixed order.
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let (ra, rb) = (ca.remainder(), cb.remainder());

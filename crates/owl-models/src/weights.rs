@@ -8,11 +8,11 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use owl_kernels::ops::Matrix;
-use owl_kernels::quant::dequantize_row;
 use owl_kernels::quant::interleave::{self, RowLayout, INTERLEAVE_ROWS};
+use owl_kernels::quant::{dequantize_row, quantize_row};
 use owl_kernels::BlockFormat;
 
 use crate::error::ModelError;
@@ -91,6 +91,9 @@ pub struct Weight {
     /// The stored tensor this matrix was bound from, when it came through a [`Binder`]
     /// (boxed: a weight is embedded in every projection, and this is rarely read).
     origin: Option<Arc<WeightOrigin>>,
+    /// `Wᵀ` in Q8_0, made on first use by a backward pass ([`Weight::transposed_q8_0`]);
+    /// shared by clones, which hold the same matrix.
+    transposed: Arc<OnceLock<Option<Weight>>>,
 }
 
 /// Which stored tensor a weight is, for tools that follow activations per tensor (an
@@ -111,7 +114,7 @@ impl Weight {
         if row.checked_mul(rows) != Some(bytes.len()) {
             return Err(format!("{} bytes for {rows}x{cols} {}", bytes.len(), format.name()));
         }
-        Ok(Weight { format, rows, cols, bytes, layout: RowLayout::RowMajor, origin: None })
+        Ok(Weight { format, rows, cols, bytes, layout: RowLayout::RowMajor, origin: None, transposed: Arc::default() })
     }
 
     /// A 0x0 stand-in for a tensor that failed to bind (never used: loading then fails).
@@ -123,6 +126,7 @@ impl Weight {
             bytes: WeightBytes::from_vec(Vec::new()),
             layout: RowLayout::RowMajor,
             origin: None,
+            transposed: Arc::default(),
         }
     }
 
@@ -291,6 +295,7 @@ impl Weight {
                     bytes,
                     layout: RowLayout::RowMajor,
                     origin: self.origin.clone(),
+                    transposed: Arc::default(),
                 };
             }
         }
@@ -303,7 +308,48 @@ impl Weight {
             bytes,
             layout: self.layout,
             origin: self.origin.clone(),
+            transposed: Arc::default(),
         }
+    }
+
+    /// `Wᵀ` (`cols` rows of `rows` elements) in Q8_0, made on first use and kept with this
+    /// weight and its clones. A projection's input gradient `dx = dy W` is then an ordinary
+    /// matmul of `dy` with it in the 8-bit kernels, as the forward's `x Wᵀ` is with `W`
+    /// (int8 forward and input-gradient products: Wortsman et al. 2023, "Stable and
+    /// low-precision training for large-scale vision-language models", SwitchBack).
+    /// Q8_0 rounds each dequantized value once more, by at most half a step of 1/127 of its
+    /// block's largest. None for float weights (their backward stays float32) and when
+    /// `rows` is not a whole number of 32-element blocks.
+    pub fn transposed_q8_0(&self) -> Option<&Weight> {
+        self.transposed.get_or_init(|| self.make_transposed_q8_0()).as_ref()
+    }
+
+    fn make_transposed_q8_0(&self) -> Option<Weight> {
+        const QK: usize = 32;
+        let (rows, cols) = (self.rows, self.cols);
+        if self.format.is_float() || rows == 0 || cols == 0 || !rows.is_multiple_of(QK) {
+            return None;
+        }
+        let block = BlockFormat::Q8_0.row_bytes(QK)?;
+        let row_bytes = BlockFormat::Q8_0.row_bytes(rows)?;
+        let mut out = vec![0u8; row_bytes.checked_mul(cols)?];
+        // Per slab of 32 source rows: dequantize, transpose into `cols` runs of 32, quantize
+        // them in one call, then place block `j` of the slab in transposed row `j`.
+        let (mut slab, mut runs) = (vec![0f32; QK * cols], vec![0f32; QK * cols]);
+        let mut blocks = vec![0u8; block * cols];
+        for b in 0..rows / QK {
+            self.dequantize_rows(b * QK, &mut slab).ok()?;
+            for (j, run) in runs.chunks_exact_mut(QK).enumerate() {
+                for (i, v) in run.iter_mut().enumerate() {
+                    *v = slab[i * cols + j];
+                }
+            }
+            quantize_row(BlockFormat::Q8_0, &runs, &mut blocks).ok()?;
+            for (j, src) in blocks.chunks_exact(block).enumerate() {
+                out[j * row_bytes + b * block..j * row_bytes + (b + 1) * block].copy_from_slice(src);
+            }
+        }
+        Weight::new(BlockFormat::Q8_0, cols, rows, WeightBytes::from_vec(out)).ok()
     }
 }
 
@@ -615,6 +661,33 @@ mod tests {
         // Shapes and formats without the layout are left as they are.
         let (odd, _) = q8_0_weight(12);
         assert_eq!(odd.interleaved_for_decode().layout(), RowLayout::RowMajor);
+    }
+
+    #[test]
+    fn transposed_q8_0_is_the_transpose_within_one_rounding() {
+        // 64 rows (two blocks of the transpose), interleaved or not: the same transpose.
+        let (w, want) = q8_0_weight(64);
+        for w in [w.clone(), w.interleaved_for_decode()] {
+            let t = w.transposed_q8_0().expect("a quantized weight with whole blocks of rows");
+            assert_eq!((t.format, t.rows, t.cols), (BlockFormat::Q8_0, 64, 64));
+            let mut row = vec![0f32; 64];
+            for c in 0..64 {
+                t.dequantize_row(c, &mut row).unwrap();
+                for (r, (&v, source)) in row.iter().zip(&want).enumerate() {
+                    // Half a step of the block's largest (|v| < 32 in rows 0..32, < 64 after),
+                    // and the f16 rounding of the block's scale (≤ 2⁻¹¹ of it, 127 times).
+                    let step = if r < 32 { 32.0 } else { 64.0 } / 127.0;
+                    let w = source[c];
+                    assert!((v - w).abs() <= step * (0.5 + 127.0 / 2048.0), "({c}, {r}): {v} vs {w}");
+                }
+            }
+            // Made once, shared by clones.
+            assert!(std::ptr::eq(t, w.clone().transposed_q8_0().unwrap()));
+        }
+        // Rows not a whole number of blocks, or a float weight: none.
+        assert!(q8_0_weight(48).0.transposed_q8_0().is_none());
+        let f = Weight::new(BlockFormat::F32, 32, 1, WeightBytes::from_vec(vec![0; 128])).unwrap();
+        assert!(f.transposed_q8_0().is_none());
     }
 
     fn f32_tensor(shape: &[usize]) -> StoredTensor {

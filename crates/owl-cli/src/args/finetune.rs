@@ -95,6 +95,13 @@ pub struct FinetuneArgs {
     #[arg(long, value_name = "N", default_value_t = 42)]
     pub seed: u64,
 
+    /// Multiply the frozen base in float32 against dequantized weights. By default a
+    /// quantized base multiplies as inference does: activations and, backward, the output
+    /// gradients quantized to 8 bits (the input gradient through an 8-bit transpose of each
+    /// weight, built once: ~1.06 bytes a parameter). Float bases are float32 either way.
+    #[arg(long)]
+    pub f32_activations: bool,
+
     /// Also write the adapter as a llama.cpp GGUF adapter.
     #[arg(long, value_name = "FILE.gguf")]
     pub gguf: Option<PathBuf>,

@@ -44,7 +44,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         args.threads.iter().map(|&n| load::clamp_threads(n)).collect()
     };
-    let isa = owl_kernels::dispatch::active_isa()?.name();
+    let isa = owl_kernels::dispatch::active_isa()?;
+    // The AVX-512 prefill tiles run inside the AVX2 set; say so where they are on.
+    let isa = match isa {
+        owl_kernels::dispatch::Isa::Avx2 if owl_kernels::ops::avx512_prefill_enabled() => "avx2+avx512vnni",
+        other => other.name(),
+    };
     let tests: Vec<BenchTest> = args
         .n_prompt
         .iter()

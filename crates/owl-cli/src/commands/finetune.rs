@@ -84,6 +84,7 @@ pub fn run(args: &FinetuneArgs) -> anyhow::Result<()> {
         max_grad_norm: args.max_grad_norm,
         seed: args.seed,
         checkpoint_every: args.checkpoint_every,
+        f32_activations: args.f32_activations,
     };
     let params = finetune::init_params(&loaded.model, &cfg)?;
     let mut progress = Progress::new(args.json);

@@ -6,7 +6,18 @@ pub mod matmul;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod prefill_int8;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod prefill_int8_avx512;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod prefill_kquant;
+
+/// Whether prefill of the 32-element block formats runs the AVX-512 VNNI tiles: the CPU has
+/// AVX-512 F/BW/VL/VNNI and `OWL_AVX512` is not `0` (read once).
+pub fn avx512_prefill_enabled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return prefill_int8_avx512::enabled();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 
 pub use f32_activations::ActivationPrecision;
 pub use matmul::{matmul, matmul_batch_invariant, matmul_batch_invariant_with, matmul_with, Matrix};

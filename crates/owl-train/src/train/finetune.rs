@@ -18,7 +18,7 @@ use owl_models::Model;
 use serde_json::json;
 
 use super::adamw::{AdamW, AdamWConfig};
-use super::step::{loss_and_grads_with, loss_only, mix, Example, Grads, LoraParams, StepOptions, TrainPair};
+use super::step::{loss_and_grads_with, mix, Example, Grads, LoraParams, StepOptions, TrainPair};
 use crate::error::TrainError;
 
 /// The projections LoRA can target, by the short names PEFT users give them.
@@ -46,6 +46,8 @@ pub struct FinetuneConfig {
     pub seed: u64,
     /// Write a checkpoint every this many steps (0: only at the end).
     pub checkpoint_every: usize,
+    /// The frozen base's products in float32 ([`StepOptions::f32_activations`]).
+    pub f32_activations: bool,
 }
 
 impl Default for FinetuneConfig {
@@ -65,6 +67,7 @@ impl Default for FinetuneConfig {
             max_grad_norm: 1.0,
             seed: 42,
             checkpoint_every: 50,
+            f32_activations: false,
         }
     }
 }
@@ -270,8 +273,13 @@ pub fn finetune(
                 .map(|(_, b)| b[within].iter().map(|&i| train[i].clone()).collect())
                 .unwrap_or_default();
             tokens_done += batch.iter().map(|e| e.tokens.len()).sum::<usize>();
-            let opts =
-                StepOptions { dropout: cfg.dropout, seed: cfg.seed, step: index as u64, ..StepOptions::default() };
+            let opts = StepOptions {
+                dropout: cfg.dropout,
+                seed: cfg.seed,
+                step: index as u64,
+                f32_activations: cfg.f32_activations,
+                ..StepOptions::default()
+            };
             let (loss, g) = loss_and_grads_with(model, &params, &batch, &opts)?;
             loss_sum += loss;
             add_scaled(&mut grads, &g, 1.0 / cfg.grad_accum.max(1) as f32);
@@ -295,13 +303,13 @@ pub fn finetune(
         let last = step + 1 == steps;
         if cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0 && !last {
             if !val.is_empty() {
-                on_event(Event::Eval { step: step + 1, val_loss: loss_only(model, &params, val)? });
+                on_event(Event::Eval { step: step + 1, val_loss: val_loss(model, &params, val, cfg)? });
             }
             save_checkpoint(&checkpoint_dir(out), step + 1, &params, &opt, fingerprint)?;
             on_event(Event::Checkpoint { step: step + 1 });
         }
     }
-    let val_loss = if val.is_empty() { None } else { Some(loss_only(model, &params, val)?) };
+    let val_loss = if val.is_empty() { None } else { Some(val_loss(model, &params, val, cfg)?) };
     if let Some(v) = val_loss {
         on_event(Event::Eval { step: steps, val_loss: v });
     }
@@ -323,6 +331,12 @@ fn clip(g: &mut Grads, max_norm: f32) -> f32 {
         g.a.iter_mut().chain(g.b.iter_mut()).flatten().for_each(|v| *v *= s);
     }
     norm
+}
+
+/// The loss of the validation examples (no dropout, no gradients) in the run's precision.
+fn val_loss(model: &mut Model, params: &LoraParams, val: &[Example], cfg: &FinetuneConfig) -> Result<f32, TrainError> {
+    let opts = StepOptions { backward: false, f32_activations: cfg.f32_activations, ..StepOptions::default() };
+    Ok(loss_and_grads_with(model, params, val, &opts)?.0)
 }
 
 /// A hash of what decides a run's trajectory: a checkpoint of another config or data is

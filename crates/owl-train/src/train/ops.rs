@@ -1,12 +1,14 @@
 //! The backward of every op of a decoder layer, in float32, beside the forward it inverts
 //! (each checked against finite differences below). Row-major `[tokens][width]` buffers.
 
+use owl_kernels::ops::{matmul, ActivationPrecision};
 use owl_kernels::ThreadPool;
 use owl_models::skeleton::activation::Activation;
 use owl_models::skeleton::norm::inv_rms;
 use owl_models::skeleton::parallel::DisjointSlice;
 use owl_models::skeleton::rope::{rotate, Rope};
 use owl_models::weights::Weight;
+use owl_models::ModelError;
 
 use crate::error::TrainError;
 
@@ -182,11 +184,24 @@ pub fn glu_backward(act: Activation, g: &[f32], u: &[f32], dh: &[f32], dg: &mut 
 }
 
 /// `dx += dy · W` for `W` `[rows][cols]` as stored (any format): the input gradient of a
-/// projection `y = x Wᵀ`. The tokens are split over the pool's threads; each thread
-/// dequantizes the rows a slab at a time and uses each slab for all its tokens.
+/// projection `y = x Wᵀ`.
+///
+/// Under the pool's default (quantized) activation precision a quantized `W` takes its
+/// Q8_0 transpose ([`Weight::transposed_q8_0`]) through the same 8-bit matmul as the
+/// forward, `dy` quantized like an activation. Otherwise (float weights, float32
+/// activations) the tokens are split over the pool's threads; each thread dequantizes the
+/// rows a slab at a time and uses each slab for all its tokens.
 pub fn matmul_transposed_acc(pool: &ThreadPool, w: &Weight, dy: &[f32], dx: &mut [f32]) -> Result<(), TrainError> {
     let (rows, cols) = (w.rows, w.cols);
     let n = dy.len() / rows.max(1);
+    if pool.activation_precision() == ActivationPrecision::Quantized {
+        if let Some(wt) = w.transposed_q8_0() {
+            let mut product = vec![0f32; n * cols];
+            matmul(pool, &wt.matrix(), &dy[..n * rows], n, &mut product).map_err(ModelError::from)?;
+            dx[..n * cols].iter_mut().zip(&product).for_each(|(d, p)| *d += p);
+            return Ok(());
+        }
+    }
     let threads = pool.n_threads().clamp(1, n.max(1));
     let per = n.div_ceil(threads);
     let failed = std::sync::Mutex::new(None);
@@ -369,6 +384,35 @@ mod tests {
         let mut dx = vec![0f32; t * cols];
         matmul_transposed_acc(&ThreadPool::new(2), &weight, &c, &mut dx).unwrap();
         check(&x, &dx, &f, 2e-3);
+    }
+
+    #[test]
+    fn quantized_projection_input_gradient() {
+        // A Q4_0 weight: under quantized activations dy·W runs through Wᵀ in Q8_0 and the
+        // 8-bit kernels; it stays within the roundings of dy and Wᵀ (8 bits of each block's
+        // largest) of the float32 product over the same dequantized weight.
+        use owl_kernels::ops::ActivationPrecision;
+        use owl_kernels::BlockFormat;
+        use owl_models::weights::WeightBytes;
+        let (rows, cols, t) = (96, 64, 5);
+        let w = values(rows * cols, 17);
+        let rb = BlockFormat::Q4_0.row_bytes(cols).unwrap();
+        let mut bytes = vec![0u8; rows * rb];
+        for (src, dst) in w.chunks_exact(cols).zip(bytes.chunks_exact_mut(rb)) {
+            owl_kernels::quant::quantize_row(BlockFormat::Q4_0, src, dst).unwrap();
+        }
+        let weight = Weight::new(BlockFormat::Q4_0, rows, cols, WeightBytes::from_vec(bytes)).unwrap();
+        let dy = values(t * rows, 18);
+        let mut pool = ThreadPool::new(2);
+        let mut exact = vec![0.5f32; t * cols];
+        pool.set_activation_precision(ActivationPrecision::F32);
+        matmul_transposed_acc(&pool, &weight, &dy, &mut exact).unwrap();
+        let mut quantized = vec![0.5f32; t * cols];
+        pool.set_activation_precision(ActivationPrecision::Quantized);
+        matmul_transposed_acc(&pool, &weight, &dy, &mut quantized).unwrap();
+        let scale = exact.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = exact.iter().zip(&quantized).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(worst > 0.0 && worst < 0.02 * scale, "worst {worst} of {scale}");
     }
 
     #[test]

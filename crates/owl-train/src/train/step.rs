@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use owl_kernels::ops::{matmul, ActivationPrecision};
+use owl_models::lora::dot;
 use owl_models::skeleton::attention::{Attention, QkvProj};
 use owl_models::skeleton::block::Block;
 use owl_models::skeleton::linear::Linear;
@@ -115,6 +116,12 @@ pub struct StepOptions {
     /// the forward pass; beyond it only each layer's input is, and the layer runs again
     /// when its gradient is needed (activation checkpointing).
     pub tape_budget: usize,
+    /// Keep the frozen base's products in float32 against dequantized weights. Otherwise
+    /// (the default) a quantized base multiplies as inference does: activations, and in
+    /// the backward the output gradients, quantized to 8 bits against the weight (its Q8_0
+    /// transpose for the input gradient). Float weights are float32 either way; the LoRA
+    /// pairs, norms, attention and the loss are float32 always.
+    pub f32_activations: bool,
 }
 
 /// The default [`StepOptions::tape_budget`].
@@ -122,7 +129,7 @@ pub const TAPE_BUDGET: usize = 256 << 20;
 
 impl Default for StepOptions {
     fn default() -> Self {
-        StepOptions { dropout: 0.0, seed: 0, step: 0, backward: true, tape_budget: TAPE_BUDGET }
+        StepOptions { dropout: 0.0, seed: 0, step: 0, backward: true, tape_budget: TAPE_BUDGET, f32_activations: false }
     }
 }
 
@@ -233,7 +240,18 @@ impl<'a> Proj<'a> {
         if let Some(i) = self.pair {
             let p = &params.pairs[i];
             let (ga, gb) = (&mut grads.a[i], &mut grads.b[i]);
-            let (mut u, mut du) = (vec![0f32; p.rank], vec![0f32; p.rank]);
+            // Per token: u = A x, du = s Bᵀ dy, gB += s dy uᵀ, gA += du xᵀ, dx += Aᵀ du. B and
+            // gB are walked transposed (rank rows of `rows`), so every product runs along a
+            // long contiguous row.
+            let (r, out) = (p.rank, p.rows);
+            let mut bt = vec![0f32; r * out];
+            for (o, br) in p.b.chunks_exact(r).enumerate() {
+                for (j, &v) in br.iter().enumerate() {
+                    bt[j * out + o] = v;
+                }
+            }
+            let mut gbt = vec![0f32; r * out];
+            let (mut u, mut du) = (vec![0f32; r], vec![0f32; r]);
             let mut buf = Vec::new();
             let rows = x.chunks_exact(p.cols).zip(dy.chunks_exact(p.rows)).zip(dx.chunks_exact_mut(p.cols));
             for (t, ((xr, dyr), dxr)) in rows.enumerate() {
@@ -241,15 +259,12 @@ impl<'a> Proj<'a> {
                 for (uj, ar) in u.iter_mut().zip(p.a.chunks_exact(p.cols)) {
                     *uj = dot(ar, xr);
                 }
-                du.iter_mut().for_each(|v| *v = 0.0);
-                for ((&g, br), gbr) in dyr.iter().zip(p.b.chunks_exact(p.rank)).zip(gb.chunks_exact_mut(p.rank)) {
-                    if g == 0.0 {
-                        continue;
-                    }
-                    for j in 0..p.rank {
-                        gbr[j] += p.scale * g * u[j];
-                        du[j] += p.scale * g * br[j];
-                    }
+                for (dj, btj) in du.iter_mut().zip(bt.chunks_exact(out)) {
+                    *dj = p.scale * dot(btj, dyr);
+                }
+                for (gbtj, &uj) in gbt.chunks_exact_mut(out).zip(&u) {
+                    let su = p.scale * uj;
+                    gbtj.iter_mut().zip(dyr).for_each(|(g, &d)| *g += su * d);
                 }
                 for ((&d, ar), gar) in du.iter().zip(p.a.chunks_exact(p.cols)).zip(ga.chunks_exact_mut(p.cols)) {
                     for (gv, &xv) in gar.iter_mut().zip(xr) {
@@ -265,13 +280,14 @@ impl<'a> Proj<'a> {
                     }
                 }
             }
+            for (o, gbr) in gb.chunks_exact_mut(r).enumerate() {
+                for (j, g) in gbr.iter_mut().enumerate() {
+                    *g += gbt[j * out + o];
+                }
+            }
         }
         Ok(())
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// What the backward pass of one layer needs from its forward.
@@ -601,7 +617,8 @@ pub fn loss_and_grads_with(
     opts: &StepOptions,
 ) -> Result<(f32, Grads), TrainError> {
     let previous = model.activation_precision();
-    model.set_activation_precision(ActivationPrecision::F32);
+    let precision = if opts.f32_activations { ActivationPrecision::F32 } else { ActivationPrecision::Quantized };
+    model.set_activation_precision(precision);
     let result = run(model, params, batch, opts);
     model.set_activation_precision(previous);
     result
