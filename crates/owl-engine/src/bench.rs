@@ -6,7 +6,11 @@
 //! - `tgN`: from an empty cache, N single-token forward calls (BOS first, then random ids);
 //! - one untimed warm-up run per test (llama-bench's default), then `repetitions` timed
 //!   runs; speed per run = tokens / seconds; reported: the mean of those speeds and their
-//!   sample standard deviation (n - 1), llama-bench's `avg_ts` and `stddev_ts`.
+//!   sample standard deviation (n - 1), llama-bench's `avg_ts` and `stddev_ts`;
+//! - at a depth `d` (llama-bench's `-d`, the test then named `pp512 @ d4096`): `d` random
+//!   tokens are processed first, untimed, in calls of `n_batch`, and each run starts from
+//!   them (the cache cut back to `d` tokens, as llama-bench restores its saved state)
+//!   instead of from an empty cache.
 //!
 //! Random ids come from a fixed-seed xoshiro256**, drawn before the clock starts.
 //! Threads are a property of the model; `threads` is only recorded in the result.
@@ -32,6 +36,8 @@ pub struct BenchParams {
     pub warmup: bool,
     /// Reported in the results (the model was built with this many threads).
     pub threads: usize,
+    /// Depths (tokens already in the cache) every test runs at; `[0]`: from empty.
+    pub n_depth: Vec<usize>,
 }
 
 impl Default for BenchParams {
@@ -44,6 +50,7 @@ impl Default for BenchParams {
             bos: None,
             warmup: true,
             threads: 1,
+            n_depth: vec![0],
         }
     }
 }
@@ -52,7 +59,7 @@ impl Default for BenchParams {
 /// plus details).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchResult {
-    /// `ppN` or `tgN`.
+    /// `ppN` or `tgN`, with ` @ dD` at a depth D > 0 (llama-bench's names).
     pub test: String,
     /// Mean over repetitions of tokens per second.
     pub tokens_per_s: f64,
@@ -61,6 +68,8 @@ pub struct BenchResult {
     pub threads: usize,
     pub n_prompt: usize,
     pub n_gen: usize,
+    /// Tokens in the cache before each run.
+    pub n_depth: usize,
     pub repetitions: usize,
     /// Wall time of each repetition, nanoseconds.
     pub samples_ns: Vec<u64>,
@@ -81,6 +90,15 @@ impl BenchTest {
         }
     }
 
+    /// [`BenchTest::name`] at `depth` tokens of context: `pp512 @ d4096`.
+    pub fn name_at(&self, depth: usize) -> String {
+        if depth == 0 {
+            self.name()
+        } else {
+            format!("{} @ d{depth}", self.name())
+        }
+    }
+
     fn tokens(&self) -> usize {
         match *self {
             BenchTest::Prompt(n) | BenchTest::Generation(n) => n,
@@ -88,8 +106,8 @@ impl BenchTest {
     }
 }
 
-/// Runs every test of `params` (pp tests first, then tg, as llama-bench orders them),
-/// calling `on_result` as each finishes. Zero-sized tests are skipped.
+/// Runs every test of `params` at each depth (pp tests first, then tg, as llama-bench orders
+/// them), calling `on_result` as each finishes. Zero-sized tests are skipped.
 pub fn run_bench<M: LanguageModel + ?Sized>(
     model: &mut M,
     params: &BenchParams,
@@ -101,20 +119,26 @@ pub fn run_bench<M: LanguageModel + ?Sized>(
         .iter()
         .map(|&n| BenchTest::Prompt(n))
         .chain(params.n_gen.iter().map(|&n| BenchTest::Generation(n)))
-        .filter(|t| t.tokens() > 0);
+        .filter(|t| t.tokens() > 0)
+        .collect::<Vec<_>>();
+    let depths = if params.n_depth.is_empty() { vec![0] } else { params.n_depth.clone() };
     let mut results = Vec::new();
-    for test in tests {
-        let r = bench_test(model, test, params, cancel)?;
-        on_result(&r);
-        results.push(r);
+    for &depth in &depths {
+        for &test in &tests {
+            let r = bench_test(model, test, depth, params, cancel)?;
+            on_result(&r);
+            results.push(r);
+        }
     }
     Ok(results)
 }
 
-/// Runs one test: warm-up (if asked) and `params.repetitions` timed runs.
+/// Runs one test at `depth` tokens of context: warm-up (if asked) and
+/// `params.repetitions` timed runs.
 pub fn bench_test<M: LanguageModel + ?Sized>(
     model: &mut M,
     test: BenchTest,
+    depth: usize,
     params: &BenchParams,
     cancel: &AtomicBool,
 ) -> Result<BenchResult, EngineError> {
@@ -129,10 +153,10 @@ pub fn bench_test<M: LanguageModel + ?Sized>(
     if n == 0 {
         return Err(EngineError::invalid("tokens", 0, "a test needs at least 1 token"));
     }
-    if n > model.context_size() {
+    if depth.saturating_add(n) > model.context_size() {
         return Err(EngineError::ContextTooSmall {
-            what: format!("bench test {}", test.name()),
-            needed: n,
+            what: format!("bench test {}", test.name_at(depth)),
+            needed: depth.saturating_add(n),
             n_ctx: model.context_size(),
         });
     }
@@ -147,13 +171,32 @@ pub fn bench_test<M: LanguageModel + ?Sized>(
     }
     let mut logits = vec![0.0f32; vocab];
 
+    // The context the runs start from: BOS (when the model adds one) and random ids, drawn
+    // from their own stream so a test's tokens are the same at every depth.
+    if depth > 0 {
+        let mut rng = Xoshiro256StarStar::seed_from_u64(0x6f77_6c5f_6465_7074); // "owl_dept"
+        let mut context: Vec<u32> = (0..depth).map(|_| rng.below(vocab as u64) as u32).collect();
+        if let Some(bos) = params.bos {
+            context[0] = bos;
+            tokens[0] = rng.below(vocab as u64) as u32;
+        }
+        model.kv_truncate(0);
+        for piece in context.chunks(params.n_batch) {
+            if cancel.load(Ordering::Relaxed) {
+                model.kv_truncate(0);
+                return Err(EngineError::Cancelled);
+            }
+            forward(model, piece, piece.len(), &mut [])?;
+        }
+    }
+
     let run_once = |model: &mut M, logits: &mut [f32]| -> Result<(), EngineError> {
         if cancel.load(Ordering::Relaxed) {
             model.kv_truncate(0);
             return Err(EngineError::Cancelled);
         }
-        if model.kv_truncate(0) != 0 {
-            return Err(EngineError::CacheMismatch { got: model.kv_len(), expected: 0 });
+        if model.kv_truncate(depth) != depth {
+            return Err(EngineError::CacheMismatch { got: model.kv_len(), expected: depth });
         }
         match test {
             BenchTest::Prompt(_) => {
@@ -178,7 +221,7 @@ pub fn bench_test<M: LanguageModel + ?Sized>(
         match test {
             BenchTest::Prompt(_) => run_once(model, &mut logits)?,
             BenchTest::Generation(_) => {
-                model.kv_truncate(0);
+                model.kv_truncate(depth);
                 forward(model, &tokens[..1], 0, &mut logits)?;
             }
         }
@@ -194,12 +237,13 @@ pub fn bench_test<M: LanguageModel + ?Sized>(
     let speeds: Vec<f64> = samples_ns.iter().map(|&ns| n as f64 * 1e9 / ns as f64).collect();
     let (mean, stddev) = mean_and_stddev(&speeds);
     Ok(BenchResult {
-        test: test.name(),
+        test: test.name_at(depth),
         tokens_per_s: mean,
         stddev,
         threads: params.threads,
         n_prompt: if let BenchTest::Prompt(n) = test { n } else { 0 },
         n_gen: if let BenchTest::Generation(n) = test { n } else { 0 },
+        n_depth: depth,
         repetitions: params.repetitions,
         samples_ns,
     })

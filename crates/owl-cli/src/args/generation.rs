@@ -199,6 +199,12 @@ pub struct BenchArgs {
     #[arg(short = 'b', long = "batch-size", value_name = "N", default_value_t = 512, value_parser = values::positive)]
     pub n_batch: usize,
 
+    /// Depths, comma-separated: tokens already in the context when each test starts
+    /// (processed first, untimed), like llama-bench's -d; a test at depth D is named
+    /// `ppN @ dD` / `tgN @ dD`.
+    #[arg(short = 'd', long = "n-depth", value_name = "N,...", value_delimiter = ',', default_value = "0")]
+    pub n_depth: Vec<usize>,
+
     /// Keep activations in float32 against dequantized weights instead of quantizing them
     /// to 8 bits as llama.cpp does: results match a float32 reference implementation
     /// (transformers) to ~0.01 nats; slower, above all in generation.

@@ -1,4 +1,4 @@
-//! `owl bench MODEL [-p 64,512] [-n 128] [-r 5] [-t N,...] [--json]`: prompt-processing
+//! `owl bench MODEL [-p 64,512] [-n 128] [-d 0,...] [-r 5] [-t N,...] [--json]`: prompt-processing
 //! (ppN) and generation (tgN) speed with owl_engine::bench_test (llama-bench's method), as a
 //! markdown table like llama-bench's (rows printed as each test finishes) or a JSON array
 //! `[{"test":"pp512","tokens_per_s":..,"stddev":..,"threads":..,"model":..,"size":..,
@@ -57,8 +57,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .chain(args.n_gen.iter().map(|&n| BenchTest::Generation(n)))
         .filter(|t| !matches!(t, BenchTest::Prompt(0) | BenchTest::Generation(0)))
         .collect();
+    let depths: Vec<usize> = if args.n_depth.is_empty() { vec![0] } else { args.n_depth.clone() };
+    let deepest = depths.iter().copied().max().unwrap_or(0);
     let progress = io::stderr().is_terminal();
-    let total = tests.len() * threads.len();
+    let total = tests.len() * depths.len() * threads.len();
 
     let cancel = AtomicBool::new(false);
     let mut rows = Vec::new();
@@ -68,7 +70,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
         let name = loaded.file_name.clone();
         let (size, parameters) = (loaded.file_size, loaded.parameters);
-        let mut runner = load::runner(loaded.model, 1, longest)?;
+        let mut runner = load::runner(loaded.model, 1, longest + deepest)?;
         let params = BenchParams {
             n_prompt: args.n_prompt.clone(),
             n_gen: args.n_gen.clone(),
@@ -77,20 +79,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             bos,
             warmup: true,
             threads: n_threads,
+            n_depth: depths.clone(),
         };
-        for &test in &tests {
+        for (&depth, &test) in depths.iter().flat_map(|d| tests.iter().map(move |t| (d, t))) {
             if progress {
                 let done = rows.len();
                 let _ = write!(
                     io::stderr(),
                     "\r\x1b[2K[{}/{total}] {} with {n_threads} thread{}: 1 warm-up + {} runs...",
                     done + 1,
-                    test.name(),
+                    test.name_at(depth),
                     if n_threads == 1 { "" } else { "s" },
                     args.repetitions
                 );
             }
-            let result = bench_test(&mut runner, test, &params, &cancel);
+            let result = bench_test(&mut runner, test, depth, &params, &cancel);
             if progress {
                 let _ = write!(io::stderr(), "\r\x1b[2K");
             }

@@ -26,3 +26,13 @@ fn bench_json_and_table() {
     assert!(lines[2].starts_with("| SmolLM2-135M-Instruct.Q4_1.gguf | 98.36 MB | 134.52 M | "), "{}", lines[2]);
     assert!(lines[2].contains(" | 1 | pp8 | "), "{}", lines[2]);
 }
+
+#[test]
+fn bench_at_a_depth() {
+    let out = owl_json(["bench", "smollm2", "-p", "8", "-n", "2", "-d", "0,40", "-r", "1", "-t", "1", "--json"]);
+    let rows = out.as_array().unwrap();
+    let tests: Vec<(&str, u64)> =
+        rows.iter().map(|r| (r["test"].as_str().unwrap(), r["n_depth"].as_u64().unwrap())).collect();
+    assert_eq!(tests, [("pp8", 0), ("tg2", 0), ("pp8 @ d40", 40), ("tg2 @ d40", 40)]);
+    assert!(rows.iter().all(|r| r["tokens_per_s"].as_f64().is_some_and(|t| t.is_finite() && t > 0.0)));
+}

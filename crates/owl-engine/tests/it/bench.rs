@@ -18,6 +18,7 @@ fn runs_pp_and_tg_tests_like_llama_bench() {
         bos: Some(1),
         warmup: true,
         threads: 2,
+        n_depth: vec![0],
     };
     let mut streamed = Vec::new();
     let results = run_bench(&mut model, &params, &AtomicBool::new(false), |r| streamed.push(r.test.clone())).unwrap();
@@ -59,11 +60,52 @@ fn runs_pp_and_tg_tests_like_llama_bench() {
 fn bench_errors() {
     let mut model = FakeModel::random(10, 32, 2, 0.1);
     let params = BenchParams { repetitions: 1, ..BenchParams::default() };
-    let e = bench_test(&mut model, BenchTest::Prompt(64), &params, &AtomicBool::new(false)).unwrap_err();
+    let e = bench_test(&mut model, BenchTest::Prompt(64), 0, &params, &AtomicBool::new(false)).unwrap_err();
     assert!(matches!(e, EngineError::ContextTooSmall { needed: 64, n_ctx: 32, .. }), "{e}");
     assert!(e.to_string().contains("pp64"), "{e}");
     let zero = BenchParams { repetitions: 0, ..BenchParams::default() };
-    assert!(bench_test(&mut model, BenchTest::Generation(4), &zero, &AtomicBool::new(false)).is_err());
-    let e = bench_test(&mut model, BenchTest::Generation(4), &params, &AtomicBool::new(true)).unwrap_err();
+    assert!(bench_test(&mut model, BenchTest::Generation(4), 0, &zero, &AtomicBool::new(false)).is_err());
+    let e = bench_test(&mut model, BenchTest::Generation(4), 0, &params, &AtomicBool::new(true)).unwrap_err();
     assert!(matches!(e, EngineError::Cancelled));
+}
+
+#[test]
+fn runs_at_a_depth_like_llama_bench_d() {
+    let mut model = FakeModel::random(30, 64, 2, 0.1);
+    let params = BenchParams {
+        n_prompt: vec![8],
+        n_gen: vec![2],
+        repetitions: 2,
+        n_batch: 8,
+        bos: Some(1),
+        warmup: true,
+        threads: 1,
+        n_depth: vec![20],
+    };
+    let results = run_bench(&mut model, &params, &AtomicBool::new(false), |_| {}).unwrap();
+    let names: Vec<&str> = results.iter().map(|r| r.test.as_str()).collect();
+    assert_eq!(names, ["pp8 @ d20", "tg2 @ d20"]);
+    assert!(results.iter().all(|r| r.n_depth == 20));
+    // Per test: the 20-token context untimed (calls of 8, no logits), then every run (the
+    // warm-up too) from kv_len 20, the cache cut back to it before each.
+    let calls: Vec<(usize, usize, usize)> =
+        model.calls.iter().map(|c| (c.kv_len, c.tokens.len(), c.first_output)).collect();
+    let context = [(0, 8, 8), (8, 8, 8), (16, 4, 4)];
+    let mut want: Vec<(usize, usize, usize)> = context.to_vec();
+    for _ in 0..3 {
+        want.push((20, 8, 7));
+    }
+    want.extend(context);
+    want.push((20, 1, 0));
+    for _ in 0..2 {
+        want.extend([(20, 1, 0), (21, 1, 0)]);
+    }
+    assert_eq!(calls, want);
+    // BOS opens the context only; the tests' own first tokens are ordinary ids.
+    assert!(model.calls.iter().all(|c| (c.kv_len == 0) == (c.tokens[0] == 1)));
+    // Depth and test must fit the context together.
+    let deep = BenchParams { n_depth: vec![60], ..params };
+    let e = bench_test(&mut model, BenchTest::Prompt(8), 60, &deep, &AtomicBool::new(false)).unwrap_err();
+    assert!(matches!(e, EngineError::ContextTooSmall { needed: 68, n_ctx: 64, .. }), "{e}");
+    assert!(e.to_string().contains("pp8 @ d60"), "{e}");
 }

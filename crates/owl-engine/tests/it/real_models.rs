@@ -274,11 +274,13 @@ fn bench_runs_on_a_real_model() {
         bos: Some(1),
         warmup: true,
         threads: 2,
+        n_depth: vec![0, 48],
     };
     let results = run_bench(&mut runner, &params, &AtomicBool::new(false), |r| {
         eprintln!("smollm2 {}: {:.1} +/- {:.1} tok/s", r.test, r.tokens_per_s, r.stddev)
     })
     .expect("bench");
-    assert_eq!(results.len(), 2);
+    let names: Vec<&str> = results.iter().map(|r| r.test.as_str()).collect();
+    assert_eq!(names, ["pp32", "tg8", "pp32 @ d48", "tg8 @ d48"]);
     assert!(results.iter().all(|r| r.tokens_per_s > 1.0 && r.tokens_per_s.is_finite()));
 }
