@@ -8,11 +8,17 @@
 //! them attends — so the first query of a chunk still finds the `window - 1` keys before it.
 //!
 //! Storage is F16 by default (half the memory and bandwidth, ~1e-3 relative error in the
-//! keys), F32 on request. Buffers are allocated zeroed up front (the OS maps the pages as they
-//! are first written), so a forward call never allocates.
+//! keys), F32 or Q8_0 on request (llama.cpp's `-ctk/-ctv q8_0`: 34 bytes per 32 values,
+//! each head row quantized in blocks of 32 as it is written, dequantized a key tile at a
+//! time by attention; ~0.4 % of each block's largest value as error). Buffers are allocated
+//! zeroed up front (the OS maps the pages as they are first written), so a forward call
+//! never allocates.
 
 use half::f16;
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
+
+use owl_kernels::quant::quantize_row;
+use owl_kernels::BlockFormat;
 
 use crate::error::ModelError;
 use crate::memory;
@@ -23,14 +29,37 @@ pub enum KvDtype {
     #[default]
     F16,
     F32,
+    /// Blocks of 32 values with one f16 scale (ggml's Q8_0); head dimensions must be whole
+    /// blocks.
+    Q8_0,
 }
 
+/// Values per Q8_0 block, and its bytes.
+const Q8_BLOCK: usize = 32;
+const Q8_BLOCK_BYTES: usize = 34;
+
 impl KvDtype {
-    pub fn bytes(self) -> usize {
+    /// Bytes of `elements` values (a whole number of blocks for Q8_0).
+    pub fn bytes_for(self, elements: usize) -> usize {
         match self {
-            KvDtype::F16 => 2,
-            KvDtype::F32 => 4,
+            KvDtype::F16 => elements * 2,
+            KvDtype::F32 => elements * 4,
+            KvDtype::Q8_0 => elements / Q8_BLOCK * Q8_BLOCK_BYTES,
         }
+    }
+
+    /// The name `--cache-type` takes (llama.cpp's).
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F16 => "f16",
+            KvDtype::F32 => "f32",
+            KvDtype::Q8_0 => "q8_0",
+        }
+    }
+
+    /// Whether a layer of this shape can be stored in this type.
+    fn fits(self, shape: &KvLayerShape) -> bool {
+        self != KvDtype::Q8_0 || (shape.k_dim.is_multiple_of(Q8_BLOCK) && shape.v_dim.is_multiple_of(Q8_BLOCK))
     }
 }
 
@@ -63,6 +92,8 @@ pub enum KvStore {
     /// f16 bit patterns (`u16` so that the zeroed allocation is lazy; viewed as `f16`).
     F16(Vec<u16>),
     F32(Vec<f32>),
+    /// Q8_0 blocks as bytes; element `i` lives in block `i / 32`.
+    Q8_0(Vec<u8>),
 }
 
 impl KvStore {
@@ -70,6 +101,7 @@ impl KvStore {
         Ok(match dtype {
             KvDtype::F16 => KvStore::F16(memory::zeroed_vec("the KV cache", n)?),
             KvDtype::F32 => KvStore::F32(memory::zeroed_vec("the KV cache", n)?),
+            KvDtype::Q8_0 => KvStore::Q8_0(memory::zeroed_vec("the KV cache", KvDtype::Q8_0.bytes_for(n))?),
         })
     }
 
@@ -87,13 +119,16 @@ impl KvStore {
         match self {
             KvStore::F16(v) => each_page(v),
             KvStore::F32(v) => each_page(v),
+            KvStore::Q8_0(v) => each_page(v),
         }
     }
 
-    fn len(&self) -> usize {
+    /// Bytes held.
+    fn bytes(&self) -> usize {
         match self {
-            KvStore::F16(v) => v.len(),
-            KvStore::F32(v) => v.len(),
+            KvStore::F16(v) => v.len() * 2,
+            KvStore::F32(v) => v.len() * 4,
+            KvStore::Q8_0(v) => v.len(),
         }
     }
 
@@ -106,6 +141,11 @@ impl KvStore {
                 dst.convert_from_f32_slice(src);
             }
             KvStore::F32(v) => v[at..at + src.len()].copy_from_slice(src),
+            KvStore::Q8_0(v) => {
+                let (from, len) = (KvDtype::Q8_0.bytes_for(at), KvDtype::Q8_0.bytes_for(src.len()));
+                // The row is whole blocks (checked when the cache was made): not reached.
+                let _ = quantize_row(BlockFormat::Q8_0, src, &mut v[from..from + len]);
+            }
         }
     }
 
@@ -113,6 +153,10 @@ impl KvStore {
         match self {
             KvStore::F16(v) => v.copy_within(src..src + n, dst),
             KvStore::F32(v) => v.copy_within(src..src + n, dst),
+            KvStore::Q8_0(v) => {
+                let q = KvDtype::Q8_0;
+                v.copy_within(q.bytes_for(src)..q.bytes_for(src + n), q.bytes_for(dst))
+            }
         }
     }
 }
@@ -122,6 +166,8 @@ impl KvStore {
 pub enum KvRows<'a> {
     F16(&'a [f16]),
     F32(&'a [f32]),
+    /// Q8_0 blocks (34 bytes per 32 values).
+    Q8_0(&'a [u8]),
 }
 
 /// One layer's cache for every sequence slot.
@@ -192,8 +238,8 @@ impl LayerKv {
         }
     }
 
-    fn bytes(&self, dtype: KvDtype) -> usize {
-        (self.k.len() + self.v.len()) * dtype.bytes()
+    fn bytes(&self) -> usize {
+        self.k.bytes() + self.v.bytes()
     }
 }
 
@@ -202,6 +248,10 @@ fn rows(store: &KvStore, at: usize, n: usize) -> KvRows<'_> {
     match store {
         KvStore::F16(v) => KvRows::F16(v[at..at + n].reinterpret_cast()),
         KvStore::F32(v) => KvRows::F32(&v[at..at + n]),
+        KvStore::Q8_0(v) => {
+            let q = KvDtype::Q8_0;
+            KvRows::Q8_0(&v[q.bytes_for(at)..q.bytes_for(at + n)])
+        }
     }
 }
 
@@ -231,6 +281,15 @@ impl KvCache {
         let total = KvCache::bytes_needed(shapes, max_chunk, options).ok_or_else(|| {
             ModelError::Kv(format!("a cache of {} positions overflows the address space", options.n_ctx))
         })?;
+        if let Some(shape) = shapes.iter().find(|s| !options.dtype.fits(s)) {
+            return Err(ModelError::Kv(format!(
+                "a {} cache stores whole blocks of {Q8_BLOCK} values, and this model's heads have {} key and {} \
+                 value elements: use f16 or f32",
+                options.dtype.name(),
+                shape.k_dim,
+                shape.v_dim
+            )));
+        }
         memory::check(&format!("a KV cache of {} tokens", options.n_ctx), total)?;
         let mut layers = Vec::with_capacity(shapes.len());
         for (i, &shape) in shapes.iter().enumerate() {
@@ -267,10 +326,9 @@ impl KvCache {
                 None => options.n_ctx,
             };
             let per_slot = shape.heads.checked_mul(shape.k_dim.checked_add(shape.v_dim)?)?;
-            let layer = (options.n_seqs as u64)
-                .checked_mul(slots as u64)?
-                .checked_mul(per_slot as u64)?
-                .checked_mul(options.dtype.bytes() as u64)?;
+            // Bytes of one slot (whole blocks for Q8_0: every head row is).
+            let slot_bytes = (per_slot as u64).checked_mul(options.dtype.bytes_for(Q8_BLOCK) as u64)? / Q8_BLOCK as u64;
+            let layer = (options.n_seqs as u64).checked_mul(slots as u64)?.checked_mul(slot_bytes)?;
             total = total.checked_add(layer)?;
         }
         Some(total)
@@ -327,7 +385,7 @@ impl KvCache {
 
     /// Bytes allocated (virtual: pages are committed as they are written).
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(|l| l.bytes(self.options.dtype)).sum()
+        self.layers.iter().map(LayerKv::bytes).sum()
     }
 
     fn check_seq(&self, seq: usize) -> Result<(), ModelError> {
@@ -496,6 +554,47 @@ mod tests {
         assert_eq!(row, vec![2.0, 2.5, 3.0, 3.5]);
         let KvRows::F16(vals) = kv.layer(0).values(1, 0) else { panic!("f16 cache") };
         assert_eq!(vals[5 * 4 + 3].to_f32(), -3.0);
+    }
+
+    #[test]
+    fn q8_0_rows_quantize_per_block_and_copy_whole() {
+        let shapes = [KvLayerShape { heads: 2, k_dim: 64, v_dim: 32, window: None }];
+        let options = KvCacheOptions { n_seqs: 2, n_ctx: 10, dtype: KvDtype::Q8_0 };
+        let mut kv = KvCache::new(&shapes, 1, options).unwrap();
+        // 2 seqs × 2 heads × 10 slots × (64 + 32) values, 34 bytes a block of 32.
+        assert_eq!(kv.bytes(), 2 * 2 * 10 * 3 * 34);
+        assert_eq!(KvCache::bytes_needed(&shapes, 1, options), Some(kv.bytes() as u64));
+        let k: Vec<f32> = (0..128).map(|i| (i as f32 - 60.0) * 0.25).collect();
+        let v: Vec<f32> = (0..64).map(|i| i as f32 / 7.0).collect();
+        kv.layer_mut(0).write(1, 7, &k, &v);
+        kv.set_len(1, 8);
+        let read = |kv: &KvCache, seq: usize, head: usize, keys: bool| -> Vec<f32> {
+            let (rows, dim) =
+                if keys { (kv.layer(0).keys(seq, head), 64) } else { (kv.layer(0).values(seq, head), 32) };
+            let KvRows::Q8_0(bytes) = rows else { panic!("q8_0 cache") };
+            let mut out = vec![0f32; 10 * dim];
+            owl_kernels::quant::dequantize_row(BlockFormat::Q8_0, bytes, &mut out).unwrap();
+            out[7 * dim..8 * dim].to_vec()
+        };
+        for (head, (want_k, want_v)) in k.chunks(64).zip(v.chunks(32)).enumerate() {
+            for (got, want) in [(read(&kv, 1, head, true), want_k), (read(&kv, 1, head, false), want_v)] {
+                // Within half a step of each block's largest value (and its f16 scale).
+                for (blk_got, blk_want) in got.chunks(32).zip(want.chunks(32)) {
+                    let max = blk_want.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    for (g, w) in blk_got.iter().zip(blk_want) {
+                        assert!((g - w).abs() <= max / 127.0 * 0.56, "head {head}: {g} vs {w}");
+                    }
+                }
+            }
+        }
+        // A shared prefix copies the blocks as they are.
+        kv.copy_prefix(1, 0, 8).unwrap();
+        assert_eq!(read(&kv, 0, 1, true), read(&kv, 1, 1, true));
+        assert_eq!(read(&kv, 0, 0, false), read(&kv, 1, 0, false));
+        // Heads that are not whole blocks are refused with what to use instead.
+        let odd = [KvLayerShape { heads: 1, k_dim: 48, v_dim: 48, window: None }];
+        let err = KvCache::new(&odd, 1, options).unwrap_err().to_string();
+        assert!(err.contains("q8_0") && err.contains("48") && err.contains("f16"), "{err}");
     }
 
     #[test]

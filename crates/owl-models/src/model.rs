@@ -321,7 +321,7 @@ impl Model {
             };
         let (mut per_token, mut window) = (0, 0);
         for s in self.kv_shapes() {
-            let row = s.heads * (s.k_dim + s.v_dim) * dtype.bytes();
+            let row = dtype.bytes_for(s.heads * (s.k_dim + s.v_dim));
             match s.window {
                 None => per_token += row,
                 Some(w) => window += row * (w + self.max_tokens - 1),

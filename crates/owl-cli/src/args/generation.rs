@@ -82,6 +82,11 @@ pub struct GenerationArgs {
     #[arg(long)]
     pub f32_activations: bool,
 
+    /// The KV cache's element type: f16 (default), f32, or q8_0 (34 bytes per 32 values,
+    /// 53 % of f16's memory; llama.cpp's -ctk/-ctv q8_0; head sizes must be multiples of 32).
+    #[arg(long = "cache-type", value_enum, value_name = "TYPE", default_value = "f16")]
+    pub cache_type: values::CacheType,
+
     /// Print prompt and generation speed on stderr at the end.
     #[arg(long)]
     pub verbose: bool,
@@ -211,6 +216,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub f32_activations: bool,
 
+    /// The KV cache's element type: f16 (default), f32, or q8_0 (34 bytes per 32 values,
+    /// 53 % of f16's memory; llama.cpp's -ctk/-ctv q8_0; head sizes must be multiples of 32).
+    #[arg(long = "cache-type", value_enum, value_name = "TYPE", default_value = "f16")]
+    pub cache_type: values::CacheType,
+
     /// Print a JSON array of results instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -244,6 +254,11 @@ pub struct PerplexityArgs {
     /// (transformers) to ~0.01 nats; slower, above all in generation.
     #[arg(long)]
     pub f32_activations: bool,
+
+    /// The KV cache's element type: f16 (default), f32, or q8_0 (34 bytes per 32 values,
+    /// 53 % of f16's memory; llama.cpp's -ctk/-ctv q8_0; head sizes must be multiples of 32).
+    #[arg(long = "cache-type", value_enum, value_name = "TYPE", default_value = "f16")]
+    pub cache_type: values::CacheType,
 
     #[command(flatten)]
     pub lora: LoraArgs,

@@ -47,6 +47,11 @@ pub struct ServeArgs {
     #[arg(short = 'c', long = "ctx-size", visible_alias = "ctx", value_name = "N")]
     pub ctx_size: Option<usize>,
 
+    /// The KV cache's element type: f16 (default), f32, or q8_0 (34 bytes per 32 values,
+    /// 53 % of f16's memory; llama.cpp's -ctk/-ctv q8_0; head sizes must be multiples of 32).
+    #[arg(long = "cache-type", value_enum, value_name = "TYPE", default_value = "f16")]
+    pub cache_type: values::CacheType,
+
     /// Compute threads [default: the number of physical cores].
     #[arg(short = 't', long, value_name = "N", value_parser = values::positive)]
     pub threads: Option<usize>,

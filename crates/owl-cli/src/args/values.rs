@@ -2,6 +2,26 @@
 //! so a bad value is reported before anything runs, as
 //! `invalid value 'X' for '--top-p <P>': must be in [0, 1]` — the flag the user typed.
 
+/// `--cache-type`: the KV cache's element type, by llama.cpp's `-ctk/-ctv` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CacheType {
+    F32,
+    #[default]
+    F16,
+    #[value(name = "q8_0")]
+    Q8_0,
+}
+
+impl CacheType {
+    pub fn dtype(self) -> owl_models::KvDtype {
+        match self {
+            CacheType::F32 => owl_models::KvDtype::F32,
+            CacheType::F16 => owl_models::KvDtype::F16,
+            CacheType::Q8_0 => owl_models::KvDtype::Q8_0,
+        }
+    }
+}
+
 /// `-n/--max-tokens`: a positive count, or `-1` for no limit (llama.cpp's spelling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenLimit(pub Option<usize>);

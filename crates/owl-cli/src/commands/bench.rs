@@ -70,7 +70,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
         let name = loaded.file_name.clone();
         let (size, parameters) = (loaded.file_size, loaded.parameters);
-        let mut runner = load::runner(loaded.model, 1, longest + deepest)?;
+        let mut runner = load::runner(loaded.model, 1, longest + deepest, args.cache_type.dtype())?;
         let params = BenchParams {
             n_prompt: args.n_prompt.clone(),
             n_gen: args.n_gen.clone(),

@@ -49,7 +49,7 @@ pub fn run(args: &ImatrixArgs) -> anyhow::Result<()> {
     let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
     let collector = Arc::new(ImatrixCollector::new());
     loaded.model.set_activation_observer(Some(collector.clone()));
-    let mut runner = load::runner(loaded.model, 1, n_ctx.max(3))?;
+    let mut runner = load::runner(loaded.model, 1, n_ctx.max(3), owl_models::KvDtype::F16)?;
     let params = PerplexityParams { n_ctx, bos, n_batch: N_BATCH.min(n_ctx), max_chunks: args.chunks };
     let planned = (tokens.len() / n_ctx).min(args.chunks.unwrap_or(usize::MAX));
     printer::progress(&format!("{}: {} tokens, {planned} chunks of {n_ctx} tokens", args.text.display(), tokens.len()));

@@ -101,13 +101,10 @@ fn load_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::R
     }
 }
 
-/// The KV cache's element type on every command.
-pub const KV_DTYPE: KvDtype = KvDtype::F16;
-
 /// The largest context whose KV cache fits in the memory available now, rounded down to a
 /// multiple of 256 where it is that large; `None` when nothing says how much is available.
-pub fn context_that_fits(model: &Model) -> Option<usize> {
-    Some(context_fitting(&model.memory_report(KV_DTYPE), memory::available_bytes()?))
+pub fn context_that_fits(model: &Model, dtype: KvDtype) -> Option<usize> {
+    Some(context_fitting(&model.memory_report(dtype), memory::available_bytes()?))
 }
 
 /// The largest context whose KV cache fits in `available` bytes (rounded as above).
@@ -122,12 +119,12 @@ fn context_fitting(report: &MemoryReport, available: u64) -> usize {
     }
 }
 
-/// `model` with a KV cache of `sequences` slots of `n_ctx` positions. The cache checks itself against the memory
+/// `model` with a KV cache of `sequences` slots of `n_ctx` positions in `dtype`. The cache checks itself against the memory
 /// available before it allocates (owl_models::memory); a cache too large is that error —
 /// the bytes needed and available — with the `-c` that fits, never an aborted allocation.
-pub fn runner(model: Model, sequences: usize, n_ctx: usize) -> anyhow::Result<ModelRunner> {
-    let report = model.memory_report(KV_DTYPE);
-    match ModelRunner::with_slots(model, sequences, n_ctx, KV_DTYPE) {
+pub fn runner(model: Model, sequences: usize, n_ctx: usize, dtype: KvDtype) -> anyhow::Result<ModelRunner> {
+    let report = model.memory_report(dtype);
+    match ModelRunner::with_slots(model, sequences, n_ctx, dtype) {
         Ok(runner) => Ok(runner),
         Err(e @ ModelError::OutOfMemory { available, .. }) => {
             bail!("{e}; -c {} fits", context_fitting(&report, available) / sequences.max(1))

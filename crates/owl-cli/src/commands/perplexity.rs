@@ -48,7 +48,7 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     let tokens = loaded.tokenizer.encode(&text, true, false)?;
     let bos = if loaded.tokenizer.adds_bos() { loaded.tokenizer.bos_id() } else { None };
     let lora = load::lora_set(&loaded.model, &args.lora)?;
-    let mut runner = load::runner(loaded.model, 1, n_ctx.max(3))?;
+    let mut runner = load::runner(loaded.model, 1, n_ctx.max(3), args.cache_type.dtype())?;
     runner.set_lora(lora);
     let params = PerplexityParams { n_ctx, bos, n_batch, max_chunks: args.chunks };
     if let Some(base) = &args.kl_divergence {
@@ -61,7 +61,7 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
                 args.file.display()
             );
         }
-        let mut base_runner = load::runner(base_loaded.model, 1, n_ctx.max(3))?;
+        let mut base_runner = load::runner(base_loaded.model, 1, n_ctx.max(3), args.cache_type.dtype())?;
         return kl_report(args, &mut runner, &mut base_runner, &tokens, &params);
     }
     if tokens.len() < 2 * n_ctx {

@@ -37,7 +37,7 @@ pub struct Generator {
 pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
     let threads = load::threads_or_default(args.threads);
     let loaded = load::load(model, threads, N_BATCH, args.f32_activations)?;
-    let n_ctx = context_size(&loaded.model, args.ctx_size, 1)?;
+    let n_ctx = context_size(&loaded.model, args.ctx_size, 1, args.cache_type.dtype())?;
     if let Some(TokenLimit(Some(n))) = args.max_tokens {
         if n > n_ctx {
             printer::note(&format!(
@@ -46,7 +46,7 @@ pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
         }
     }
     let lora = load::lora_set(&loaded.model, &args.lora)?;
-    let runner = load::runner(loaded.model, 1, n_ctx)?;
+    let runner = load::runner(loaded.model, 1, n_ctx, args.cache_type.dtype())?;
     let session = Session::new(runner, SessionConfig { n_batch: N_BATCH })?;
     Ok(Generator { session, tokenizer: Arc::new(loaded.tokenizer), name: loaded.name, lora })
 }
@@ -54,9 +54,14 @@ pub fn open(model: &OsStr, args: &GenerationArgs) -> anyhow::Result<Generator> {
 /// The context of each of `sequences` sequences that `-c` asks for: 0 is the model's trained
 /// context, none is that capped at [`DEFAULT_CTX_CAP`]; either capped by what fits in memory
 /// (with a note saying so).
-pub fn context_size(model: &owl_models::Model, requested: Option<usize>, sequences: usize) -> anyhow::Result<usize> {
+pub fn context_size(
+    model: &owl_models::Model,
+    requested: Option<usize>,
+    sequences: usize,
+    dtype: owl_models::KvDtype,
+) -> anyhow::Result<usize> {
     let trained = model.config().context_length;
-    let fits = load::context_that_fits(model).map(|n| n / sequences.max(1));
+    let fits = load::context_that_fits(model, dtype).map(|n| n / sequences.max(1));
     let n_ctx = match requested {
         Some(0) if trained == 0 => {
             bail!("--ctx-size 0 asks for the model's trained context, but the model does not state one; give a size")

@@ -69,7 +69,7 @@ fn load_served(
     adapters: &mut [ServedAdapter],
 ) -> anyhow::Result<Loaded> {
     let loaded = load::load(arg, threads, MAX_BATCH_TOKENS, false)?;
-    let n_ctx = sampling::context_size(&loaded.model, args.ctx_size, args.parallel)?;
+    let n_ctx = sampling::context_size(&loaded.model, args.ctx_size, args.parallel, args.cache_type.dtype())?;
     let lineage = if args.lora_any_base { Lineage::ShapesOnly } else { Lineage::Strict };
     let mut fitted = Vec::new();
     for a in adapters.iter_mut() {
@@ -80,7 +80,7 @@ fn load_served(
     }
     let hidden_size = loaded.model.config().hidden_size;
     let details = model_details(&loaded);
-    let mut runner = load::runner(loaded.model, args.parallel, n_ctx)?;
+    let mut runner = load::runner(loaded.model, args.parallel, n_ctx, args.cache_type.dtype())?;
     // A server's footprint is fixed from its first second: no creep as slots first reach
     // deep positions, and no out-of-memory in the middle of a request.
     runner.make_kv_cache_resident();

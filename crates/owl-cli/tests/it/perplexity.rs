@@ -73,3 +73,22 @@ fn kl_divergence_against_a_base() {
         assert!(run.stdout.contains(line), "{line} missing:\n{}", run.stdout);
     }
 }
+
+/// `--cache-type`: a Q8_0 or F32 KV cache scores the same text within 1 % of the default
+/// F16 cache on smollm2 (measured over 4 windows of 512: +0.03 % and −0.13 %), and does
+/// change the numbers (the flag reaches the cache).
+#[test]
+fn cache_types_score_alike() {
+    let ppl = |cache: &str| {
+        let out =
+            owl_json(["perplexity", "smollm2", TEXT, "--ctx", "256", "--chunks", "2", "--cache-type", cache, "--json"]);
+        out["ppl"].as_f64().unwrap()
+    };
+    let f16 = ppl("f16");
+    for cache in ["q8_0", "f32"] {
+        let other = ppl(cache);
+        assert!(other != f16 && (other / f16).ln().abs() < 0.01, "{cache}: {other} vs f16 {f16}");
+    }
+    let err = assert_one_line_error(&owl(["perplexity", "smollm2", TEXT, "--cache-type", "q4_0"]));
+    assert!(err.contains("q4_0") && err.contains("q8_0"), "{err}");
+}

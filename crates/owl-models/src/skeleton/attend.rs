@@ -102,6 +102,34 @@ impl Rows for &[f16] {
     }
 }
 
+/// Q8_0 cache rows (34-byte blocks of 32 values; rows are whole blocks).
+#[derive(Clone, Copy)]
+struct Q8Rows<'a>(&'a [u8]);
+
+impl Rows for Q8Rows<'_> {
+    #[inline(always)]
+    fn load(self, start: usize, dst: &mut [f32]) {
+        let (from, to) = (start / 32 * 34, (start + dst.len()) / 32 * 34);
+        // Whole blocks by construction (the cache refuses other head sizes): not reached.
+        if owl_kernels::quant::dequantize_row(owl_kernels::BlockFormat::Q8_0, &self.0[from..to], dst).is_err() {
+            dst.fill(0.0);
+        }
+    }
+}
+
+/// Any cache rows, dispatched per tile (keys and values of different types; a cache never
+/// makes them, but the pair is typed apart).
+impl Rows for KvRows<'_> {
+    #[inline(always)]
+    fn load(self, start: usize, dst: &mut [f32]) {
+        match self {
+            KvRows::F16(r) => r.load(start, dst),
+            KvRows::F32(r) => r.load(start, dst),
+            KvRows::Q8_0(r) => Q8Rows(r).load(start, dst),
+        }
+    }
+}
+
 /// The queries of one block and where their results go.
 pub struct Queries<'a> {
     /// Query `i`, head `h` is `q[i * stride + h * k_dim ..][..k_dim]`.
@@ -144,6 +172,8 @@ pub fn attend(
         (KvRows::F16(k), KvRows::F16(v)) => run!(k, v),
         (KvRows::F32(k), KvRows::F16(v)) => run!(k, v),
         (KvRows::F16(k), KvRows::F32(v)) => run!(k, v),
+        (KvRows::Q8_0(k), KvRows::Q8_0(v)) => run!(Q8Rows(k), Q8Rows(v)),
+        (k, v) => run!(k, v),
     }
 }
 
@@ -390,5 +420,40 @@ mod tests {
             "worst |attend - f64 reference|: dispatched {:.2e}, portable {:.2e}, avx2 {:.2e}",
             worst[0], worst[1], worst[2]
         );
+    }
+
+    /// Q8_0 rows (and a mixed pair, through the per-tile dispatch) give the bits of F32 rows
+    /// holding the same dequantized values: the cache type changes what is stored, never
+    /// how attention computes.
+    #[test]
+    fn q8_0_rows_attend_as_their_dequantized_values() {
+        use owl_kernels::quant::{dequantize_row, quantize_row};
+        use owl_kernels::BlockFormat;
+        let (slots, dk, dv, nh) = (50, 64, 32, 3);
+        let quantized = |x: &[f32]| {
+            let mut bytes = vec![0u8; x.len() / 32 * 34];
+            quantize_row(BlockFormat::Q8_0, x, &mut bytes).unwrap();
+            let mut back = vec![0f32; x.len()];
+            dequantize_row(BlockFormat::Q8_0, &bytes, &mut back).unwrap();
+            (bytes, back)
+        };
+        let (kq, kf) = quantized(&data(slots * dk, 1));
+        let (vq, vf) = quantized(&data(slots * dv, 2));
+        let q: Vec<f32> = data(QUERY_BLOCK * nh * dk, 3).iter().map(|x| x * 0.5).collect();
+        for (p0, nq, window) in [(0, 1, None), (49, 1, None), (20, 16, None), (60, 5, Some(30))] {
+            let positions: Vec<usize> = (p0..p0 + nq).collect();
+            let queries = Queries { q: &q, stride: nh * dk, positions: &positions, n_heads: nh };
+            let seen = KeyWindow { slots, window };
+            let params = ScoreParams { scale: 0.125, softcap: None };
+            let run = |k: KvRows<'_>, v: KvRows<'_>| {
+                let mut scratch = vec![f32::NAN; scratch_floats(nh, dk, dv)];
+                let mut out = vec![0.0; nq * nh * dv];
+                attend(&queries, k, v, dk, dv, seen, params, &mut scratch, &mut out);
+                out
+            };
+            let want = run(KvRows::F32(&kf), KvRows::F32(&vf));
+            assert_eq!(run(KvRows::Q8_0(&kq), KvRows::Q8_0(&vq)), want, "p0 {p0} nq {nq}");
+            assert_eq!(run(KvRows::Q8_0(&kq), KvRows::F32(&vf)), want, "mixed, p0 {p0} nq {nq}");
+        }
     }
 }
