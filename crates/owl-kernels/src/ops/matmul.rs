@@ -321,15 +321,31 @@ fn panel_prefill(
             let w_rows = unsafe { work.row_major.rows(thread, rows.clone()) };
             // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
             unsafe { pk::unpack_rows(format, w_rows, rows.len(), nb, &mut panel) };
+            macro_rules! sweep {
+                ($offset32:expr) => {
+                    if super::prefill_int8_avx512::enabled() {
+                        work.panel_tiles(
+                            &super::prefill_kquant_avx512::KTiles512::<{ $offset32 }>::new(
+                                &panel,
+                                rows.len(),
+                                nb,
+                                work.act,
+                                stride,
+                                work.n_tokens,
+                            ),
+                            rows,
+                        )
+                    } else {
+                        work.panel_tiles(
+                            &pk::KTiles::<{ $offset32 }>::new(&panel, rows.len(), nb, work.act, stride, work.n_tokens),
+                            rows,
+                        )
+                    }
+                };
+            }
             match kind {
-                KPanelKind::Min => work.panel_tiles(
-                    &pk::KTiles::<false>::new(&panel, rows.len(), nb, work.act, stride, work.n_tokens),
-                    rows,
-                ),
-                KPanelKind::Offset32 => work.panel_tiles(
-                    &pk::KTiles::<true>::new(&panel, rows.len(), nb, work.act, stride, work.n_tokens),
-                    rows,
-                ),
+                KPanelKind::Min => sweep!(false),
+                KPanelKind::Offset32 => sweep!(true),
             }
         });
         return;

@@ -9,9 +9,12 @@ pub(crate) mod prefill_int8;
 pub(crate) mod prefill_int8_avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod prefill_kquant;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod prefill_kquant_avx512;
 
-/// Whether prefill of the 32-element block formats runs the AVX-512 VNNI tiles: the CPU has
-/// AVX-512 F/BW/VL/VNNI and `OWL_AVX512` is not `0` (read once).
+/// Whether prefill of the 32-element block formats and the K-quants (Q4_K, Q5_K, Q6_K) runs
+/// the AVX-512 VNNI tiles: the CPU has AVX-512 F/BW/VL/VNNI and `OWL_AVX512` is not `0`
+/// (read once).
 pub fn avx512_prefill_enabled() -> bool {
     #[cfg(target_arch = "x86_64")]
     return prefill_int8_avx512::enabled();
