@@ -244,6 +244,11 @@ impl LoraBatch {
         &self.groups
     }
 
+    /// Whether some row's adapters modify the base tensor `tensor`.
+    pub fn touches(&self, tensor: &str) -> bool {
+        self.groups.iter().any(|g| g.set.entries().iter().any(|(a, _)| a.get(tensor).is_some()))
+    }
+
     /// The same grouping for a subset of the rows: `map(row)` is the row's index in the
     /// subset, or `None` when it is left out (the output head sees only the rows that want
     /// logits).

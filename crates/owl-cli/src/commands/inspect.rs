@@ -35,6 +35,10 @@ use crate::printer;
 ///   "block_count": integer|null,        layers
 ///   "head_count": integer|null,
 ///   "head_count_kv": integer|null,
+///   "kv_cache_bytes_per_token": integer|null,   an F16 KV cache's bytes for one position of
+///                                       context, every layer counted (sliding-window layers
+///                                       stop growing at their window); MLA (DeepSeek): the
+///                                       latent and rope key only, as owl caches them
 ///   "embedding_length": integer|null,   hidden size
 ///   "feed_forward_length": integer|null,
 ///   "vocab_size": integer|null,         {arch}.vocab_size or the token list's length; HF vocab_size
@@ -65,6 +69,7 @@ pub struct InspectReport {
     pub block_count: Option<u64>,
     pub head_count: Option<u64>,
     pub head_count_kv: Option<u64>,
+    pub kv_cache_bytes_per_token: Option<u64>,
     pub embedding_length: Option<u64>,
     pub feed_forward_length: Option<u64>,
     pub vocab_size: Option<u64>,
@@ -164,6 +169,7 @@ fn inspect_gguf(path: &Path, list_tensors: bool) -> anyhow::Result<InspectReport
         block_count: u("block_count"),
         head_count: u("attention.head_count"),
         head_count_kv: u("attention.head_count_kv"),
+        kv_cache_bytes_per_token: gguf_kv_bytes_per_token(&u),
         embedding_length: u("embedding_length"),
         feed_forward_length: u("feed_forward_length"),
         vocab_size,
@@ -186,6 +192,26 @@ fn inspect_gguf(path: &Path, list_tensors: bool) -> anyhow::Result<InspectReport
                 .collect()
         }),
     })
+}
+
+/// Bytes of one cached value (the default F16 cache).
+const F16_BYTES: usize = 2;
+
+/// [`InspectReport::kv_cache_bytes_per_token`] from GGUF metadata (`u` reads
+/// `{arch}.<key>`): MLA (`attention.kv_lora_rank`) caches the latent and the rope key per
+/// layer, other attention `head_count_kv` heads of `key_length + value_length` (default
+/// `embedding_length / head_count` each).
+fn gguf_kv_bytes_per_token(u: &dyn Fn(&str) -> Option<u64>) -> Option<u64> {
+    let layers = u("block_count")?;
+    let per_layer = match u("attention.kv_lora_rank") {
+        Some(rank) => rank + u("rope.dimension_count")?,
+        None => {
+            let head = u("embedding_length")? / u("attention.head_count")?.max(1);
+            let (k, v) = (u("attention.key_length").unwrap_or(head), u("attention.value_length").unwrap_or(head));
+            u("attention.head_count_kv")? * (k + v)
+        }
+    };
+    Some(layers * per_layer * F16_BYTES as u64)
 }
 
 fn read_json(path: &Path) -> anyhow::Result<Value> {
@@ -285,6 +311,11 @@ fn inspect_safetensors(dir: &Path, weights: &Path, list_tensors: bool) -> anyhow
                 report.block_count = Some(config.num_hidden_layers as u64);
                 report.head_count = Some(config.num_attention_heads as u64);
                 report.head_count_kv = Some(config.num_key_value_heads as u64);
+                let per_layer = match &config.mla {
+                    Some(mla) => mla.kv_lora_rank + mla.qk_rope_head_dim,
+                    None => 2 * config.num_key_value_heads * config.head_dim,
+                };
+                report.kv_cache_bytes_per_token = Some((config.num_hidden_layers * per_layer * F16_BYTES) as u64);
                 report.embedding_length = Some(config.hidden_size as u64);
                 report.feed_forward_length = Some(config.intermediate_size as u64);
                 report.vocab_size = Some(config.vocab_size as u64);
@@ -377,6 +408,13 @@ fn print_human(r: &InspectReport) -> std::io::Result<()> {
     row("layers", opt(r.block_count));
     row("heads", opt(r.head_count));
     row("kv heads", opt(r.head_count_kv));
+    row(
+        "kv cache / token",
+        r.kv_cache_bytes_per_token.map_or_else(
+            || "-".into(),
+            |b| format!("{} (f16; {} at 4096 tokens)", printer::human_bytes(b), printer::human_bytes(b * 4096)),
+        ),
+    );
     row("embedding length", opt(r.embedding_length));
     row("feed-forward length", opt(r.feed_forward_length));
     row("vocab size", opt(r.vocab_size));

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::support::{owl, owl_env, owl_json};
 
 /// The keys every report carries, in order (the documented `--json` shape).
-const KEYS: [&str; 25] = [
+const KEYS: [&str; 26] = [
     "format",
     "path",
     "files",
@@ -27,6 +27,7 @@ const KEYS: [&str; 25] = [
     "block_count",
     "head_count",
     "head_count_kv",
+    "kv_cache_bytes_per_token",
     "embedding_length",
     "feed_forward_length",
     "vocab_size",
@@ -205,6 +206,7 @@ fn human_output_of_a_gguf() {
         "types                Q4_1       210 tensors  66.36 MB",
         "                     Q8_0         1 tensor   30.08 MB",
         "layers               30",
+        "kv cache / token     23.04 kB (f16; 94.37 MB at 4096 tokens)",
         "rope base            100000",
         "license              apache-2.0",
         "tokenizer            gpt2 (pre: smollm; from gguf)",
@@ -349,4 +351,22 @@ fn hf_directory_with_tokenizer_and_card() {
     assert_eq!(r["architecture"], "mamba2_future");
     assert_eq!(r["block_count"], 2);
     assert_eq!(r["rope_freq_base"], 1_000_000.0);
+}
+
+/// The KV cache figure: layers × KV heads × (key + value) × 2 bytes, from the GGUF metadata
+/// of the demo models; for MLA (DeepSeek fixtures) the latent and the rope key per layer
+/// (3 × (32 + 8) × 2), as owl caches them, not the decompressed 3 × 4 × (24 + 16) × 2.
+#[test]
+fn kv_cache_bytes_per_token() {
+    for (model, want) in [("smollm2", 30 * 3 * 128 * 2), ("gemma3", 18 * 512 * 2), ("qwen2.5-coder", 24 * 2 * 128 * 2)]
+    {
+        let path = owl_test::demo_model(model);
+        let r = owl_json([OsStr::new("inspect"), path.as_os_str(), OsStr::new("--json")]);
+        assert_eq!(r["kv_cache_bytes_per_token"], want, "{model}");
+    }
+    for variant in ["deepseek_v3", "deepseek_v2"] {
+        let dir = owl_test::fixture(&format!("models/{variant}"));
+        let r = owl_json([OsStr::new("inspect"), dir.as_os_str(), OsStr::new("--json")]);
+        assert_eq!(r["kv_cache_bytes_per_token"], 3 * (32 + 8) * 2, "{variant}");
+    }
 }

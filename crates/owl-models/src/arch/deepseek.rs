@@ -22,13 +22,13 @@
 //! `attn_k_b` `[H][rank][nope]` (transposed) + `attn_v_b` `[H][v][rank]` (current converter,
 //! which also writes `key_length`/`value_length` of the latent and the per-head sizes as
 //! `key_length_mla`/`value_length_mla`), `ffn_gate_inp`, `exp_probs_b.bias`,
-//! `ffn_{gate,up,down}_exps`, `ffn_{gate,up,down}_shexp`. `attn_k_b` is transposed back at
-//! load into an f32 matrix (this module caches decompressed keys, see `skeleton::mla`).
+//! `ffn_{gate,up,down}_exps`, `ffn_{gate,up,down}_shexp`. `attn_k_b` is used as stored: it is
+//! already the absorbed form's per-head `K_hᵀ` (`skeleton::mla` caches the latent); a fused
+//! `kv_b` is split into that form at load, in f32.
 //! The YaRN softmax factor comes from `rope.scaling.yarn_log_multiplier` (= 0.1 ×
 //! mscale_all_dim), the cos/sin factor is then 1 (llama.cpp's deepseek2 convention).
 
 use owl_formats::hf_config::{self as hf, HfConfig};
-use owl_kernels::quant::dequantize_row;
 use owl_kernels::BlockFormat;
 
 use crate::config::{GgufMeta, LayerAttention, ModelConfig};
@@ -39,7 +39,7 @@ use crate::skeleton::activation::Activation;
 use crate::skeleton::bind;
 use crate::skeleton::block::{Block, FeedForward};
 use crate::skeleton::linear::Linear;
-use crate::skeleton::mla::{KvUp, LatentAttention, MlaSpec, QueryProj};
+use crate::skeleton::mla::{LatentAttention, MlaSpec, QueryProj};
 use crate::skeleton::mlp::{GateUp, GatedMlp};
 use crate::skeleton::moe::{self, HfExpertNames, Router, RouterSpec, Scoring, SparseMoe};
 use crate::skeleton::rope::{RopeScaling, RopeSpec, RopeStyle};
@@ -274,25 +274,19 @@ fn attention(w: &mut Binder<'_>, d: &DeepseekConfig, l: usize) -> LatentAttentio
     let kv_a =
         bind::linear(w, l, "self_attn.kv_a_proj_with_mqa", "attn_kv_a_mqa", d.kv_lora_rank + d.rope, h, d.attn_bias);
     let kv_norm = norm(w, "self_attn.kv_a_layernorm", "attn_kv_a_norm", d.kv_lora_rank);
-    let kv_up = if w.kind() == SourceKind::Gguf && !w.has(&format!("blk.{l}.attn_kv_b.weight")) {
-        KvUp::Split {
-            k: Linear::new(transposed_k_b(w, l, heads, d.kv_lora_rank, d.nope), None),
-            v: Linear::new(
-                moe::stacked_whole(w, &format!("blk.{l}.attn_v_b.weight"), heads, d.v, d.kv_lora_rank)
-                    .unwrap_or_else(moe::placeholder),
-                None,
-            ),
-        }
+    let (rank, nope) = (d.kv_lora_rank, d.nope);
+    let (k_absorb, v_up, fused) = if w.kind() == SourceKind::Gguf && !w.has(&format!("blk.{l}.attn_kv_b.weight")) {
+        // llama.cpp's split: attn_k_b is already each head's K_hᵀ.
+        let stacked = |w: &mut Binder<'_>, name: String, rows: usize, cols: usize| {
+            Linear::new(moe::stacked_whole(w, &name, heads, rows, cols).unwrap_or_else(moe::placeholder), None)
+        };
+        let k = stacked(w, format!("blk.{l}.attn_k_b.weight"), rank, nope);
+        let v = stacked(w, format!("blk.{l}.attn_v_b.weight"), d.v, rank);
+        (k, v, None)
     } else {
-        KvUp::Fused(bind::linear(
-            w,
-            l,
-            "self_attn.kv_b_proj",
-            "attn_kv_b",
-            heads * (d.nope + d.v),
-            d.kv_lora_rank,
-            false,
-        ))
+        let kv_b = bind::linear(w, l, "self_attn.kv_b_proj", "attn_kv_b", heads * (nope + d.v), rank, false);
+        let (k, v) = absorbed_from_fused(w, &kv_b.weight, heads, rank, nope, d.v);
+        (Linear::new(k, None), Linear::new(v, None), kv_b.weight.origin().cloned())
     };
     let o = bind::linear(w, l, "self_attn.o_proj", "attn_output", h, heads * d.v, d.attn_bias);
     let spec = MlaSpec {
@@ -304,33 +298,40 @@ fn attention(w: &mut Binder<'_>, d: &DeepseekConfig, l: usize) -> LatentAttentio
         rope: 0,
         scale: d.scale,
     };
-    LatentAttention::new(spec, q, kv_a, kv_norm, kv_up, o)
+    LatentAttention::new(spec, q, kv_a, kv_norm, k_absorb, v_up, fused, o)
 }
 
-/// llama.cpp's `attn_k_b` `[H][rank][nope]` (each head's `k_b^T`, for the absorbed form)
-/// back as the `[H*nope][rank]` up-projection of the keys, in f32.
-fn transposed_k_b(w: &mut Binder<'_>, l: usize, heads: usize, rank: usize, nope: usize) -> Weight {
-    let name = format!("blk.{l}.attn_k_b.weight");
-    let Some(k_b) = moe::stacked_whole(w, &name, heads, rank, nope) else { return moe::placeholder() };
-    let m = k_b.matrix();
-    let row_bytes = m.data.len() / (heads * rank).max(1);
-    let mut out = vec![0f32; heads * nope * rank];
-    let mut row = vec![0f32; nope];
+/// A fused `kv_b` (`[H*(nope+v)][rank]`, rows per head `[k_nope | v]`) as the absorbed
+/// form's stacked matrices, in f32: each head's `K_hᵀ` (`[H*rank][nope]`) and `V_h`
+/// (`[H*v][rank]`).
+fn absorbed_from_fused(
+    w: &mut Binder<'_>,
+    kv_b: &Weight,
+    heads: usize,
+    rank: usize,
+    nope: usize,
+    v: usize,
+) -> (Weight, Weight) {
+    let mut k_t = vec![0f32; heads * rank * nope];
+    let mut v_rows = vec![0f32; heads * v * rank];
+    let mut head = vec![0f32; (nope + v) * rank];
     for h in 0..heads {
-        for r in 0..rank {
-            let at = (h * rank + r) * row_bytes;
-            if let Err(e) = dequantize_row(m.format, &m.data[at..at + row_bytes], &mut row) {
-                w.problem(format!("{name}: {e}"));
-                return moe::placeholder();
-            }
-            for (i, &x) in row.iter().enumerate() {
-                out[(h * nope + i) * rank + r] = x;
+        if let Err(e) = kv_b.dequantize_rows(h * (nope + v), &mut head) {
+            w.problem(format!("kv_b: {e}"));
+            return (moe::placeholder(), moe::placeholder());
+        }
+        for i in 0..nope {
+            for r in 0..rank {
+                k_t[(h * rank + r) * nope + i] = head[i * rank + r];
             }
         }
+        v_rows[h * v * rank..(h + 1) * v * rank].copy_from_slice(&head[nope * rank..]);
     }
-    let bytes: Vec<u8> = out.iter().flat_map(|x| x.to_le_bytes()).collect();
-    Weight::new(BlockFormat::F32, heads * nope, rank, WeightBytes::from_vec(bytes))
-        .unwrap_or_else(|_| moe::placeholder())
+    let f32_weight = |values: Vec<f32>, rows: usize, cols: usize| {
+        let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        Weight::new(BlockFormat::F32, rows, cols, WeightBytes::from_vec(bytes)).unwrap_or_else(|_| moe::placeholder())
+    };
+    (f32_weight(k_t, heads * rank, nope), f32_weight(v_rows, heads * v, rank))
 }
 
 fn moe_block(w: &mut Binder<'_>, d: &DeepseekConfig, spec: RouterSpec, l: usize) -> SparseMoe {

@@ -10,19 +10,27 @@
 //! out          = [o_1 .. o_H] W_o
 //! ```
 //!
-//! **What is cached.** This module caches, per position and head, the decompressed key
-//! `[k_nope_h | k_pe]` and value `v_h` (declared through `kv_shape` as `n_heads` heads of
-//! `qk_nope + qk_rope` / `v_head_dim`), so attention is ordinary multi-head attention over
-//! the cache with the skeleton's streaming kernel, exactly transformers' computation.
-//! The trade-off: a position costs `n_heads * (qk_nope + qk_rope + v)` values per layer
-//! instead of the latent's `kv_lora_rank + qk_rope` — 40960 vs 576 for DeepSeek-V3
-//! (71x), 5120 vs 576 for V2-Lite (8.9x): V2-Lite's F16 cache at 4096 positions is 1.1 GB
-//! instead of 127 MB. Caching the latent needs the "absorbed" form (q_nope folded through
-//! each head's k_b, outputs through v_b), which llama.cpp uses; it is not implemented here.
-//! Decompressing instead keeps prefill cheap (no rank-wide dot products per key).
+//! **What is cached: the latent (absorbed form).** Per position, only `[c | k_pe]`
+//! (`kv_lora_rank + qk_rope` values, one "head" shared by all) — as llama.cpp and vLLM cache
+//! it: 576 values a layer for DeepSeek-V3 instead of 40960 for decompressed keys and values
+//! (71x less), 576 instead of 5120 for V2-Lite (8.9x). The up-projection is folded into the
+//! two sides of attention (DeepSeek-V2 paper §2.1.2):
 //!
-//! Weights: `kv_b` as one `[H*(nope+v)][rank]` matrix (HF, older GGUFs) or as llama.cpp's
-//! split `attn_k_b` / `attn_v_b` (the family file transposes `k_b` back, see `deepseek.rs`).
+//! ```text
+//! q_nope_h · k_nope_h = q_nope_h · (K_h c) = (K_hᵀ q_nope_h) · c        K_h = k_b of head h, [nope][rank]
+//! Σ_j p_j v_hj        = Σ_j p_j V_h c_j    = V_h (Σ_j p_j c_j)          V_h = v_b of head h, [v][rank]
+//! ```
+//!
+//! so each head's query becomes `[K_hᵀ q_nope_h | q_pe_h]` against the cached rows, and the
+//! attention output `Σ_j p_j [c_j | k_pe_j]` (the cached rows serve as values too; the
+//! k_pe part is dropped) goes through `V_h`. All heads read the one latent row per position
+//! (a group of query heads over one KV head), so decode reads `rank + rope` values per
+//! cached position and layer. The price: prefill scores over `rank + rope` dims instead of
+//! `nope + rope` (576 vs 192 for V3).
+//!
+//! Weights: `K_hᵀ` stacked as `[H*rank][nope]` — llama.cpp's `attn_k_b` as stored, or
+//! made at load from a fused `kv_b` (HF, older GGUFs) in f32 — and `V_h` stacked as
+//! `[H*v][rank]` (`attn_v_b`, or the value rows of `kv_b` in f32). See `deepseek.rs`.
 
 use super::attend::{self, KeyWindow, Queries, ScoreParams, QUERY_BLOCK};
 use super::block::{ForwardCtx, Mixer};
@@ -31,6 +39,7 @@ use super::norm::RmsNorm;
 use super::parallel::DisjointSlice;
 use crate::error::ModelError;
 use crate::kv_cache::{KvLayerShape, LayerKv};
+use crate::weights::WeightOrigin;
 
 /// Dimensions and score settings of one MLA layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,15 +73,8 @@ pub enum QueryProj {
     LowRank { a: Linear, norm: RmsNorm, b: Linear },
 }
 
-/// The latent → per-head key/value up-projection.
-#[derive(Debug, Clone)]
-pub enum KvUp {
-    /// One matrix, rows per head `[k_nope (nope) | v (v_dim)]`.
-    Fused(Linear),
-    /// Keys `[H*nope][rank]` and values `[H*v][rank]` apart.
-    Split { k: Linear, v: Linear },
-}
-
+/// One MLA layer. `k_heads[h]` is `K_hᵀ` (`[rank][nope]`), `v_heads[h]` is `V_h`
+/// (`[v][rank]`): row views of the stacked matrices.
 #[derive(Debug, Clone)]
 pub struct LatentAttention {
     spec: MlaSpec,
@@ -80,13 +82,53 @@ pub struct LatentAttention {
     /// `[kv_lora_rank + rope_dim][hidden]`.
     kv_a: Linear,
     kv_norm: RmsNorm,
-    kv_up: KvUp,
+    k_heads: Vec<Linear>,
+    v_heads: Vec<Linear>,
+    /// Bytes of the stacked `K_hᵀ` and `V_h`.
+    up_bytes: usize,
+    /// The stored up-projection(s) the stacked matrices come from: what an importance
+    /// matrix observes (with the latent as input, for a fused `kv_b`) and what an adapter
+    /// may not modify (its delta would need absorbing too).
+    up_tensors: Vec<WeightOrigin>,
     o: Linear,
 }
 
 impl LatentAttention {
-    pub fn new(spec: MlaSpec, q: QueryProj, kv_a: Linear, kv_norm: RmsNorm, kv_up: KvUp, o: Linear) -> Self {
-        LatentAttention { spec, q, kv_a, kv_norm, kv_up, o }
+    /// `k_absorb`: `[H*rank][nope]`, each head's `K_hᵀ`; `v_up`: `[H*v][rank]`. `fused`: the
+    /// origin of a fused `kv_b` they were made from (observed with the latent as input).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        spec: MlaSpec,
+        q: QueryProj,
+        kv_a: Linear,
+        kv_norm: RmsNorm,
+        k_absorb: Linear,
+        v_up: Linear,
+        fused: Option<WeightOrigin>,
+        o: Linear,
+    ) -> Self {
+        let (rank, vd) = (spec.kv_lora_rank, spec.v_dim);
+        let k_heads = (0..spec.n_heads)
+            .map(|h| Linear { weight: k_absorb.weight.rows_view(h * rank..(h + 1) * rank), bias: None })
+            .collect();
+        let v_heads = (0..spec.n_heads)
+            .map(|h| Linear { weight: v_up.weight.rows_view(h * vd..(h + 1) * vd), bias: None })
+            .collect();
+        let up_tensors = match fused {
+            Some(origin) => vec![origin],
+            None => [k_absorb.weight.origin(), v_up.weight.origin()].into_iter().flatten().cloned().collect(),
+        };
+        LatentAttention {
+            spec,
+            q,
+            kv_a,
+            kv_norm,
+            k_heads,
+            v_heads,
+            up_bytes: k_absorb.bytes() + v_up.bytes(),
+            up_tensors,
+            o,
+        }
     }
 
     pub fn spec(&self) -> &MlaSpec {
@@ -99,26 +141,32 @@ impl LatentAttention {
             QueryProj::LowRank { a, .. } => a.out_dim(),
         }
     }
+
+    /// Heads each attention work item takes: all of them over the pool's threads.
+    fn heads_per_item(&self, n_threads: usize) -> usize {
+        self.spec.n_heads.div_ceil(n_threads.max(1)).max(1)
+    }
 }
 
 impl Mixer for LatentAttention {
     fn kv_shape(&self) -> KvLayerShape {
         let s = &self.spec;
-        KvLayerShape { heads: s.n_heads, k_dim: s.qk_dim(), v_dim: s.v_dim, window: None }
+        KvLayerShape { heads: 1, k_dim: s.kv_lora_rank + s.rope_dim, v_dim: 0, window: None }
     }
 
     fn scratch_floats(&self, max_tokens: usize, n_threads: usize) -> usize {
         let s = &self.spec;
-        let (h, qk) = (s.n_heads, s.qk_dim());
+        let (h, qk, lat) = (s.n_heads, s.qk_dim(), s.kv_lora_rank + s.rope_dim);
+        let g = self.heads_per_item(n_threads);
         max_tokens
             * (h * qk
                 + self.q_rank()
-                + (s.kv_lora_rank + s.rope_dim)
-                + s.kv_lora_rank
-                + h * (s.nope_dim + s.v_dim)
+                + lat
+                + 2 * h * lat
+                + s.nope_dim.max(s.kv_lora_rank)
+                + s.kv_lora_rank.max(s.v_dim)
                 + h * s.v_dim)
-            + h * (qk + s.v_dim)
-            + n_threads * (attend::scratch_floats(1, qk, s.v_dim) + QUERY_BLOCK * s.v_dim)
+            + n_threads * (attend::scratch_floats(g, lat, lat) + QUERY_BLOCK * g * lat)
     }
 
     fn weight_bytes(&self) -> usize {
@@ -126,11 +174,7 @@ impl Mixer for LatentAttention {
             QueryProj::Direct(w) => w.bytes(),
             QueryProj::LowRank { a, norm, b } => a.bytes() + norm.bytes() + b.bytes(),
         };
-        let up = match &self.kv_up {
-            KvUp::Fused(w) => w.bytes(),
-            KvUp::Split { k, v } => k.bytes() + v.bytes(),
-        };
-        q + self.kv_a.bytes() + self.kv_norm.bytes() + up + self.o.bytes()
+        q + self.kv_a.bytes() + self.kv_norm.bytes() + self.up_bytes + self.o.bytes()
     }
 
     fn forward(
@@ -144,16 +188,28 @@ impl Mixer for LatentAttention {
         let s = &self.spec;
         let n = ctx.n_tokens;
         let (heads, nope, rd, vd, rank) = (s.n_heads, s.nope_dim, s.rope_dim, s.v_dim, s.kv_lora_rank);
-        let qk = s.qk_dim();
-        let (qw, kva_w, up_w) = (heads * qk, rank + rd, heads * (nope + vd));
+        let (qk, lat) = (s.qk_dim(), rank + rd);
+        let (qw, aw) = (heads * qk, heads * lat);
+        if let Some(lora) = ctx.lora {
+            if let Some(t) = self.up_tensors.iter().find(|t| lora.touches(&t.tensor)) {
+                return Err(ModelError::config(
+                    "lora",
+                    format!(
+                        "an adapter on {} (MLA's key/value up-projection) is not supported: the latent cache folds \
+                         that matrix into the queries and outputs",
+                        t.tensor
+                    ),
+                ));
+            }
+        }
         let (q, rest) = scratch.split_at_mut(n * qw);
         let (qa, rest) = rest.split_at_mut(n * self.q_rank());
-        let (kva, rest) = rest.split_at_mut(n * kva_w);
-        let (latent, rest) = rest.split_at_mut(n * rank);
-        let (up, rest) = rest.split_at_mut(n * up_w);
+        let (kva, rest) = rest.split_at_mut(n * lat);
+        let (q_abs, rest) = rest.split_at_mut(n * aw);
+        let (attn_lat, rest) = rest.split_at_mut(n * aw);
+        let (gather_in, rest) = rest.split_at_mut(n * nope.max(rank));
+        let (gather_out, rest) = rest.split_at_mut(n * rank.max(vd));
         let (attn, rest) = rest.split_at_mut(n * heads * vd);
-        let (k_row, rest) = rest.split_at_mut(qw);
-        let (v_row, rest) = rest.split_at_mut(heads * vd);
 
         // Queries.
         match &self.q {
@@ -165,26 +221,20 @@ impl Mixer for LatentAttention {
             }
         }
 
-        // The latent and the shared rope key; then per-head keys/values from the latent.
+        // The latent (normalised in place) and the shared rope key: the rows the cache keeps.
         self.kv_a.project(ctx, x, kva)?;
-        for t in 0..n {
-            self.kv_norm.apply(&kva[t * kva_w..t * kva_w + rank], &mut latent[t * rank..(t + 1) * rank]);
+        for row in kva.chunks_exact_mut(lat) {
+            self.kv_norm.apply_in_place(&mut row[..rank]);
         }
-        // Per token and head: k_nope at `k_at(t, h)`, v at `v_at(t, h)` in `up`.
-        let (k_stride, k_base, v_stride, v_base, head_k, head_v) = match &self.kv_up {
-            KvUp::Fused(w) => {
-                w.project(ctx, latent, up)?;
-                (up_w, 0, up_w, nope, nope + vd, nope + vd)
+        if let (Some(observer), [fused]) = (ctx.observer, &self.up_tensors[..]) {
+            if fused.of == 1 && self.k_heads.first().is_some_and(|k| k.weight.origin().is_none()) {
+                // A fused kv_b made into the stacked matrices: its input is the latent.
+                for (dst, row) in gather_in.chunks_exact_mut(rank).zip(kva.chunks_exact(lat)) {
+                    dst.copy_from_slice(&row[..rank]);
+                }
+                observer.observe(fused, &gather_in[..n * rank], n);
             }
-            KvUp::Split { k, v } => {
-                let (ku, vu) = up.split_at_mut(n * heads * nope);
-                k.project(ctx, latent, ku)?;
-                v.project(ctx, latent, vu)?;
-                (heads * nope, 0, heads * vd, n * heads * nope, nope, vd)
-            }
-        };
-        let k_at = |t: usize, h: usize| k_base + t * k_stride + h * head_k;
-        let v_at = |t: usize, h: usize| v_base + t * v_stride + h * head_v;
+        }
 
         // RoPE on the rope parts only: every head's q_pe and the one shared k_pe.
         let table = ctx
@@ -192,55 +242,86 @@ impl Mixer for LatentAttention {
             .get(s.rope)
             .ok_or_else(|| ModelError::config("rope", format!("layer uses RoPE {} of {}", s.rope, ctx.ropes.len())))?;
         for t in 0..n {
-            table.apply(t, &mut kva[t * kva_w + rank..(t + 1) * kva_w], rd);
+            table.apply(t, &mut kva[t * lat + rank..(t + 1) * lat], rd);
             for h in 0..heads {
                 let at = t * qw + h * qk + nope;
                 table.apply(t, &mut q[at..at + rd], rd);
             }
         }
 
-        // Cache every token's decompressed keys and values before any query reads them.
-        for t in 0..n {
-            let k_pe = &kva[t * kva_w + rank..(t + 1) * kva_w];
-            for h in 0..heads {
-                let row = &mut k_row[h * qk..(h + 1) * qk];
-                row[..nope].copy_from_slice(&up[k_at(t, h)..k_at(t, h) + nope]);
-                row[nope..].copy_from_slice(k_pe);
-                v_row[h * vd..(h + 1) * vd].copy_from_slice(&up[v_at(t, h)..v_at(t, h) + vd]);
-            }
-            kv.write(ctx.seqs[t], ctx.positions[t], k_row, v_row);
+        // Cache every token's row before any query reads it.
+        for (t, row) in kva.chunks_exact(lat).enumerate() {
+            kv.write(ctx.seqs[t], ctx.positions[t], row, &[]);
         }
 
-        // Attention, one (run of a sequence's queries, head) pair per work item.
-        let per_thread = attend::scratch_floats(1, qk, vd) + QUERY_BLOCK * vd;
+        // Absorbed queries: [K_hᵀ q_nope_h | q_pe_h] per token and head.
+        for (h, k) in self.k_heads.iter().enumerate() {
+            for (dst, qt) in gather_in.chunks_exact_mut(nope).zip(q.chunks_exact(qw)).take(n) {
+                dst.copy_from_slice(&qt[h * qk..h * qk + nope]);
+            }
+            k.project(ctx, &gather_in[..n * nope], &mut gather_out[..n * rank])?;
+            for (t, (qa_t, qt)) in q_abs.chunks_exact_mut(aw).zip(q.chunks_exact(qw)).enumerate() {
+                let row = &mut qa_t[h * lat..(h + 1) * lat];
+                row[..rank].copy_from_slice(&gather_out[t * rank..(t + 1) * rank]);
+                row[rank..].copy_from_slice(&qt[h * qk + nope..(h + 1) * qk]);
+            }
+        }
+
+        // Attention over the latent rows (keys and values alike), one (run of a sequence's
+        // queries, group of heads) per work item.
+        let g = self.heads_per_item(ctx.pool.n_threads());
+        let groups = heads.div_ceil(g);
+        let per_thread = attend::scratch_floats(g, lat, lat) + QUERY_BLOCK * g * lat;
         let thread_scratch = DisjointSlice::new(rest);
-        let attn_out = DisjointSlice::new(attn);
+        let attn_out = DisjointSlice::new(attn_lat);
         let kv: &LayerKv = kv;
-        let q: &[f32] = q;
+        let q_abs: &[f32] = q_abs;
         let seen = KeyWindow { slots: kv.slots(), window: None };
         let params = ScoreParams { scale: s.scale, softcap: None };
-        ctx.pool.parallel_for(ctx.runs.len() * heads, 1, &|thread, items| {
+        ctx.pool.parallel_for(ctx.runs.len() * groups, 1, &|thread, items| {
             // SAFETY: thread indices are unique within a job, so per-thread scratch ranges are
-            // disjoint; item (run, h) writes only head h of the run's tokens.
+            // disjoint; item (run, group) writes only its heads of the run's tokens.
             let scratch = unsafe { thread_scratch.range(thread * per_thread..(thread + 1) * per_thread) };
-            let (work, block_out) = scratch.split_at_mut(per_thread - QUERY_BLOCK * vd);
+            let (work, block_out) = scratch.split_at_mut(per_thread - QUERY_BLOCK * g * lat);
             for item in items {
-                let (run, h) = (ctx.runs[item / heads], item % heads);
+                let (run, group) = (ctx.runs[item / groups], item % groups);
+                let (h0, h1) = (group * g, ((group + 1) * g).min(heads));
                 let seq = ctx.seqs[run.start];
-                let queries = Queries {
-                    q: &q[run.start * qw + h * qk..],
-                    stride: qw,
-                    positions: &ctx.positions[run.start..run.start + run.len],
-                    n_heads: 1,
-                };
-                attend::attend(&queries, kv.keys(seq, h), kv.values(seq, h), qk, vd, seen, params, work, block_out);
-                for i in 0..run.len {
-                    let at = ((run.start + i) * heads + h) * vd;
-                    let dst = unsafe { attn_out.range(at..at + vd) };
-                    dst.copy_from_slice(&block_out[i * vd..(i + 1) * vd]);
+                let rows = kv.keys(seq, 0);
+                let mut i0 = 0;
+                while i0 < run.len {
+                    let len = (run.len - i0).min(QUERY_BLOCK);
+                    let first = run.start + i0;
+                    let queries = Queries {
+                        q: &q_abs[first * aw + h0 * lat..],
+                        stride: aw,
+                        positions: &ctx.positions[first..first + len],
+                        n_heads: h1 - h0,
+                    };
+                    let block = &mut block_out[..len * (h1 - h0) * lat];
+                    attend::attend(&queries, rows, rows, lat, lat, seen, params, work, block);
+                    for i in 0..len {
+                        let at = (first + i) * aw + h0 * lat;
+                        // SAFETY: (token, heads h0..h1) belong to this item only.
+                        let dst = unsafe { attn_out.range(at..at + (h1 - h0) * lat) };
+                        dst.copy_from_slice(&block[i * (h1 - h0) * lat..(i + 1) * (h1 - h0) * lat]);
+                    }
+                    i0 += len;
                 }
             }
         });
+
+        // Out of the latent: o_h = V_h (Σ_j p_j c_j).
+        let attn_lat: &[f32] = attn_lat;
+        for (h, v) in self.v_heads.iter().enumerate() {
+            for (dst, row) in gather_in.chunks_exact_mut(rank).zip(attn_lat.chunks_exact(aw)).take(n) {
+                dst.copy_from_slice(&row[h * lat..h * lat + rank]);
+            }
+            v.project(ctx, &gather_in[..n * rank], &mut gather_out[..n * vd])?;
+            for (t, a) in attn.chunks_exact_mut(heads * vd).enumerate() {
+                a[h * vd..(h + 1) * vd].copy_from_slice(&gather_out[t * vd..(t + 1) * vd]);
+            }
+        }
 
         self.o.project(ctx, attn, out)
     }

@@ -131,3 +131,42 @@ fn moe_single_token_decode_allocates_nothing() {
         assert_eq!(n, 0, "{variant}: {n} allocations in 8 decode steps");
     }
 }
+
+/// MLA caches the latent and the rope key only (absorbed form): per layer and position
+/// `kv_lora_rank + qk_rope_head_dim` values (32 + 8 here), not the decompressed per-head keys
+/// and values (`4 × (16 + 8 + 16)` = 160): 4x less in these fixtures, 71x in DeepSeek-V3.
+#[test]
+fn mla_caches_the_latent_only() {
+    for variant in ["deepseek_v3", "deepseek_v2"] {
+        let model = load_variant(variant, "config.json", 16);
+        let layers = model.config().n_layers;
+        let report = model.memory_report(KvDtype::F16);
+        assert_eq!(report.kv_bytes_per_token, layers * (32 + 8) * 2, "{variant}");
+        assert_eq!(report.kv_window_bytes_per_seq, 0);
+        let kv = new_cache(&model, 1, KvDtype::F32);
+        assert_eq!(kv.bytes(), kv.n_ctx() * layers * (32 + 8) * 4, "{variant}");
+    }
+}
+
+/// An adapter on MLA's up-projection cannot be applied unmerged to the latent cache (its
+/// delta would need folding into the queries and outputs too): a clear error, not logits
+/// that silently ignore it.
+#[test]
+fn an_adapter_on_the_mla_up_projection_is_refused() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use owl_models::{LoraAdapter, LoraMatrix, LoraSet};
+    let mut model = load_variant("deepseek_v3", "config.json", 16);
+    let (rows, cols, rank) = (4 * (16 + 16), 32, 2);
+    let pair = LoraMatrix::new(rows, cols, rank, vec![0.01; rank * cols], vec![0.01; rows * rank], 1.0).expect("pair");
+    let name = "model.layers.1.self_attn.kv_b_proj.weight".to_string();
+    let adapter = LoraAdapter::new("kv-b", HashMap::from([(name, pair)]));
+    let mut batch = Batch::new();
+    batch.push_sequence(0, 0, &[1, 2, 3], true);
+    batch.set_lora(0, Arc::new(LoraSet::new(vec![(Arc::new(adapter), 1.0)])));
+    let mut kv = new_cache(&model, 1, KvDtype::F32);
+    let mut logits = vec![0.0; 3 * model.vocab_size()];
+    let err = model.forward(&batch, &mut kv, &mut logits).expect_err("refused").to_string();
+    assert!(err.contains("kv_b_proj") && err.contains("latent"), "{err}");
+}
