@@ -422,6 +422,76 @@ mod tests {
         );
     }
 
+    /// At depth: a decode query and a 16-query prompt block attending over 1, 17, 512 and
+    /// 4097 cached keys (the last crossing a tile boundary by one key), F32 and F16 rows,
+    /// every body, against the f64 two-pass softmax. The streaming (online-softmax) tiles
+    /// must not drift with length: 1e-5 absolute on outputs of magnitude ~1 up to 100 keys,
+    /// growing as the square root of the keys beyond (f32 sums of `len` weighted values:
+    /// 6.4e-5 at 4097; measured worst printed). A wrong rescale is off by 1e-2 or more.
+    #[test]
+    fn long_contexts_equal_the_two_pass_softmax() {
+        let (dk, dv, nh) = (64, 64, 3);
+        for len in [1usize, 17, 512, 4097] {
+            let tol = 1e-5 * (len as f64 / 100.0).sqrt().max(1.0);
+            let mut worst = 0f64;
+            let slots = len + QUERY_BLOCK;
+            let keys = data(slots * dk, 11);
+            let values = data(slots * dv, 12);
+            let keys16: Vec<f16> = keys.iter().map(|&x| f16::from_f32(x)).collect();
+            let values16: Vec<f16> = values.iter().map(|&x| f16::from_f32(x)).collect();
+            let keys_r: Vec<f32> = keys16.iter().map(|x| x.to_f32()).collect();
+            let values_r: Vec<f32> = values16.iter().map(|x| x.to_f32()).collect();
+            let q: Vec<f32> = data(QUERY_BLOCK * nh * dk, 13).iter().map(|x| x * 2.0 / (dk as f32).sqrt()).collect();
+            let params = ScoreParams { scale: 0.5, softcap: None };
+            let seen = KeyWindow { slots, window: None };
+            // One decode query at position len - 1 (sees `len` keys); a block of 16 ending there.
+            for nq in [1, QUERY_BLOCK.min(len)] {
+                let positions: Vec<usize> = (len - nq..len).collect();
+                let queries = Queries { q: &q, stride: nh * dk, positions: &positions, n_heads: nh };
+                for path in paths() {
+                    for f16_rows in [false, true] {
+                        let mut scratch = vec![f32::NAN; scratch_floats(nh, dk, dv)];
+                        let mut out = vec![0.0; nq * nh * dv];
+                        let (kf, vf): (&[f32], &[f32]) = if f16_rows { (&keys_r, &values_r) } else { (&keys, &values) };
+                        match path {
+                            Path::Dispatched => {
+                                let (kr, vr) = if f16_rows {
+                                    (KvRows::F16(&keys16), KvRows::F16(&values16))
+                                } else {
+                                    (KvRows::F32(&keys), KvRows::F32(&values))
+                                };
+                                attend(&queries, kr, vr, dk, dv, seen, params, &mut scratch, &mut out)
+                            }
+                            Path::Portable => {
+                                attend_portable(&queries, kf, vf, dk, dv, seen, params, &mut scratch, &mut out)
+                            }
+                            // SAFETY: listed only when the CPU has AVX2 and FMA.
+                            #[cfg(target_arch = "x86_64")]
+                            Path::Avx2 => unsafe {
+                                avx2::attend(&queries, kf, vf, dk, dv, seen, params, &mut scratch, &mut out)
+                            },
+                        }
+                        for (i, &p) in positions.iter().enumerate() {
+                            let rows: Vec<usize> = (0..=p).collect();
+                            for h in 0..nh {
+                                let want = reference(&q[i * nh * dk + h * dk..], kf, vf, dk, dv, &rows, params);
+                                for (k, w) in want.iter().enumerate() {
+                                    let err = (out[(i * nh + h) * dv + k] as f64 - w).abs();
+                                    worst = worst.max(err);
+                                    assert!(
+                                        err < tol,
+                                        "len {len} nq {nq} {path:?} f16 {f16_rows}: ({i}, {h}, {k}) err {err:e}"
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            println!("{len} keys: worst |attend - f64 reference| {worst:.2e} (tolerance {tol:.1e})");
+        }
+    }
+
     /// Q8_0 rows (and a mixed pair, through the per-tile dispatch) give the bits of F32 rows
     /// holding the same dequantized values: the cache type changes what is stored, never
     /// how attention computes.
