@@ -10,11 +10,13 @@
 use std::collections::HashMap;
 
 use owl_kernels::ops::{matmul, ActivationPrecision};
+use owl_kernels::ThreadPool;
 use owl_models::lora::dot;
 use owl_models::skeleton::attention::{Attention, QkvProj};
 use owl_models::skeleton::block::Block;
 use owl_models::skeleton::linear::Linear;
 use owl_models::skeleton::mlp::{GateUp, GatedMlp};
+use owl_models::skeleton::parallel::DisjointSlice;
 use owl_models::{LoraAdapter, Model};
 
 use super::ops::{self, AttnShape};
@@ -183,23 +185,30 @@ impl<'a> Proj<'a> {
         self
     }
 
-    /// The pair's input for token `t`: `x`, or `x` under the dropout mask.
-    fn lora_input<'x>(&self, xr: &'x [f32], t: usize, buf: &'x mut Vec<f32>) -> &'x [f32] {
-        match self.dropout {
-            None => xr,
-            Some(d) => {
-                buf.clear();
-                buf.extend(xr.iter().enumerate().map(|(i, &v)| v * d.factor(t, i)));
-                buf
-            }
-        }
-    }
-
     fn out(&self) -> usize {
         self.lin.out_dim()
     }
 
-    /// `y = x Wᵀ (+ b) + s·B A x` for `n` rows.
+    /// The pair's inputs of all `n` tokens: `x` itself, or `x` under the dropout mask
+    /// (made once, so that every phase below reads the same values).
+    fn lora_inputs<'x>(&self, pool: &ThreadPool, x: &'x [f32], cols: usize, n: usize) -> std::borrow::Cow<'x, [f32]> {
+        let Some(d) = self.dropout else { return std::borrow::Cow::Borrowed(&x[..n * cols]) };
+        let mut out = vec![0f32; n * cols];
+        let dst = DisjointSlice::new(&mut out);
+        pool.parallel_for(n, 1, &|_, tokens| {
+            for t in tokens {
+                // SAFETY: token `t`'s row is written by the one thread that claimed `t`.
+                let row = unsafe { dst.range(t * cols..(t + 1) * cols) };
+                for (i, (o, &v)) in row.iter_mut().zip(&x[t * cols..(t + 1) * cols]).enumerate() {
+                    *o = v * d.factor(t, i);
+                }
+            }
+        });
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// `y = x Wᵀ (+ b) + s·B A x` for `n` rows (the pair's terms token by token, over the
+    /// pool).
     fn forward(
         &self,
         model: &Model,
@@ -211,22 +220,33 @@ impl<'a> Proj<'a> {
         self.lin.forward(model.pool(), x, n, y)?;
         if let Some(i) = self.pair {
             let p = &params.pairs[i];
-            let mut u = vec![0f32; p.rank];
-            let mut buf = Vec::new();
-            for (t, (xr, yr)) in x.chunks_exact(p.cols).zip(y.chunks_exact_mut(p.rows)).take(n).enumerate() {
-                let xr = self.lora_input(xr, t, &mut buf);
-                for (uj, ar) in u.iter_mut().zip(p.a.chunks_exact(p.cols)) {
-                    *uj = p.scale * dot(ar, xr);
+            let pool = model.pool();
+            let xs = self.lora_inputs(pool, x, p.cols, n);
+            let out = DisjointSlice::new(&mut y[..n * p.rows]);
+            pool.parallel_for(n, 1, &|_, tokens| {
+                let mut u = vec![0f32; p.rank];
+                for t in tokens {
+                    let xr = &xs[t * p.cols..(t + 1) * p.cols];
+                    for (uj, ar) in u.iter_mut().zip(p.a.chunks_exact(p.cols)) {
+                        *uj = p.scale * dot(ar, xr);
+                    }
+                    // SAFETY: token `t`'s row is written by the one thread that claimed `t`.
+                    let yr = unsafe { out.range(t * p.rows..(t + 1) * p.rows) };
+                    for (yo, br) in yr.iter_mut().zip(p.b.chunks_exact(p.rank)) {
+                        *yo += dot(br, &u);
+                    }
                 }
-                for (yo, br) in yr.iter_mut().zip(p.b.chunks_exact(p.rank)) {
-                    *yo += dot(br, &u);
-                }
-            }
+            });
         }
         Ok(())
     }
 
     /// `dx += dy W + (s·B A)ᵀ dy`, and the pair's gradients.
+    ///
+    /// The pair's terms in three phases over the pool, each summing in the order of a
+    /// token-by-token loop (so the bits do not depend on the threads): per token
+    /// `u = A x`, `du = s Bᵀ dy`; per rank row `j`, `gA_j += Σ_t du_tj x_t` and
+    /// `gBᵀ_j += Σ_t s u_tj dy_t`; per token `dx += Σ_j du_j A_j` (under the mask).
     fn backward(
         &self,
         model: &Model,
@@ -237,40 +257,66 @@ impl<'a> Proj<'a> {
         dx: &mut [f32],
     ) -> Result<(), TrainError> {
         ops::matmul_transposed_acc(model.pool(), &self.lin.weight, dy, dx)?;
-        if let Some(i) = self.pair {
-            let p = &params.pairs[i];
-            let (ga, gb) = (&mut grads.a[i], &mut grads.b[i]);
-            // Per token: u = A x, du = s Bᵀ dy, gB += s dy uᵀ, gA += du xᵀ, dx += Aᵀ du. B and
-            // gB are walked transposed (rank rows of `rows`), so every product runs along a
-            // long contiguous row.
-            let (r, out) = (p.rank, p.rows);
-            let mut bt = vec![0f32; r * out];
-            for (o, br) in p.b.chunks_exact(r).enumerate() {
-                for (j, &v) in br.iter().enumerate() {
-                    bt[j * out + o] = v;
-                }
+        let Some(i) = self.pair else { return Ok(()) };
+        let p = &params.pairs[i];
+        let pool = model.pool();
+        let (r, out, cols) = (p.rank, p.rows, p.cols);
+        let n = dy.len() / out.max(1);
+        let xs = self.lora_inputs(pool, x, cols, n);
+        // Bᵀ: rank rows of `out`, so every product runs along a long contiguous row.
+        let mut bt = vec![0f32; r * out];
+        for (o, br) in p.b.chunks_exact(r).enumerate() {
+            for (j, &v) in br.iter().enumerate() {
+                bt[j * out + o] = v;
             }
-            let mut gbt = vec![0f32; r * out];
-            let (mut u, mut du) = (vec![0f32; r], vec![0f32; r]);
-            let mut buf = Vec::new();
-            let rows = x.chunks_exact(p.cols).zip(dy.chunks_exact(p.rows)).zip(dx.chunks_exact_mut(p.cols));
-            for (t, ((xr, dyr), dxr)) in rows.enumerate() {
-                let xr = self.lora_input(xr, t, &mut buf);
-                for (uj, ar) in u.iter_mut().zip(p.a.chunks_exact(p.cols)) {
-                    *uj = dot(ar, xr);
-                }
-                for (dj, btj) in du.iter_mut().zip(bt.chunks_exact(out)) {
-                    *dj = p.scale * dot(btj, dyr);
-                }
-                for (gbtj, &uj) in gbt.chunks_exact_mut(out).zip(&u) {
-                    let su = p.scale * uj;
-                    gbtj.iter_mut().zip(dyr).for_each(|(g, &d)| *g += su * d);
-                }
-                for ((&d, ar), gar) in du.iter().zip(p.a.chunks_exact(p.cols)).zip(ga.chunks_exact_mut(p.cols)) {
-                    for (gv, &xv) in gar.iter_mut().zip(xr) {
-                        *gv += d * xv;
+        }
+        let (mut u, mut du) = (vec![0f32; n * r], vec![0f32; n * r]);
+        {
+            let (u_out, du_out) = (DisjointSlice::new(&mut u), DisjointSlice::new(&mut du));
+            pool.parallel_for(n, 1, &|_, tokens| {
+                for t in tokens {
+                    // SAFETY: token `t`'s rows are written by the one thread that claimed `t`.
+                    let (ut, dut) = unsafe { (u_out.range(t * r..(t + 1) * r), du_out.range(t * r..(t + 1) * r)) };
+                    let xr = &xs[t * cols..(t + 1) * cols];
+                    for (uj, ar) in ut.iter_mut().zip(p.a.chunks_exact(cols)) {
+                        *uj = dot(ar, xr);
                     }
-                    match self.dropout {
+                    for (dj, btj) in dut.iter_mut().zip(bt.chunks_exact(out)) {
+                        *dj = p.scale * dot(btj, &dy[t * out..(t + 1) * out]);
+                    }
+                }
+            });
+        }
+        let mut gbt = vec![0f32; r * out];
+        {
+            let (ga, gbt_out) = (DisjointSlice::new(&mut grads.a[i]), DisjointSlice::new(&mut gbt));
+            pool.parallel_for(r, 1, &|_, rank_rows| {
+                for j in rank_rows {
+                    // SAFETY: rank row `j` of gA and gBᵀ is written by the one thread that claimed `j`.
+                    let (gaj, gbtj) =
+                        unsafe { (ga.range(j * cols..(j + 1) * cols), gbt_out.range(j * out..(j + 1) * out)) };
+                    for t in 0..n {
+                        let d = du[t * r + j];
+                        gaj.iter_mut().zip(&xs[t * cols..(t + 1) * cols]).for_each(|(g, &xv)| *g += d * xv);
+                        let su = p.scale * u[t * r + j];
+                        gbtj.iter_mut().zip(&dy[t * out..(t + 1) * out]).for_each(|(g, &dv)| *g += su * dv);
+                    }
+                }
+            });
+        }
+        for (o, gbr) in grads.b[i].chunks_exact_mut(r).enumerate() {
+            for (j, g) in gbr.iter_mut().enumerate() {
+                *g += gbt[j * out + o];
+            }
+        }
+        let dx_out = DisjointSlice::new(&mut dx[..n * cols]);
+        let dropout = self.dropout;
+        pool.parallel_for(n, 1, &|_, tokens| {
+            for t in tokens {
+                // SAFETY: token `t`'s row is written by the one thread that claimed `t`.
+                let dxr = unsafe { dx_out.range(t * cols..(t + 1) * cols) };
+                for (&d, ar) in du[t * r..(t + 1) * r].iter().zip(p.a.chunks_exact(cols)) {
+                    match dropout {
                         None => dxr.iter_mut().zip(ar).for_each(|(dxv, &av)| *dxv += d * av),
                         Some(drop) => {
                             for (i, (dxv, &av)) in dxr.iter_mut().zip(ar).enumerate() {
@@ -280,12 +326,7 @@ impl<'a> Proj<'a> {
                     }
                 }
             }
-            for (o, gbr) in gb.chunks_exact_mut(r).enumerate() {
-                for (j, g) in gbr.iter_mut().enumerate() {
-                    *g += gbt[j * out + o];
-                }
-            }
-        }
+        });
         Ok(())
     }
 }
