@@ -354,8 +354,7 @@ fn panel_prefill(
     let wide = super::prefill_int8_avx512::enabled();
     let n = work.n_tokens * nb;
     let (da, c) = bytemuck::cast_slice_mut::<u8, f32>(&mut scales_buf[..2 * n * 4]).split_at_mut(n);
-    let act_kind = if wide { super::prefill_int8_avx512::act_kind(kind) } else { kind };
-    p8::prepare_act(act_kind, work.act, stride, work.n_tokens, nb, ActScales { da, c });
+    p8::prepare_act(kind, work.act, stride, work.n_tokens, nb, ActScales { da, c });
     let (da, c): (&[f32], &[f32]) = (da, c);
     let act_block = work.shape.kernels.act_format().block_bytes();
     each_chunk(&|thread, rows| {
@@ -751,7 +750,6 @@ impl Work<'_, '_> {
     #[cfg(target_arch = "x86_64")]
     fn panel_tiles<S: super::prefill_int8::TileSource>(&self, tiles: &S, rows: std::ops::Range<usize>) {
         match (S::TILE_ROWS, S::TILE_TOKENS) {
-            (4, 4) => self.panel_tiles_as::<S, 4, 4>(tiles, rows),
             (3, 4) => self.panel_tiles_as::<S, 3, 4>(tiles, rows),
             (2, 4) => self.panel_tiles_as::<S, 2, 4>(tiles, rows),
             (2, 3) => self.panel_tiles_as::<S, 2, 3>(tiles, rows),
