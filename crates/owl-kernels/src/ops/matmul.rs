@@ -312,6 +312,8 @@ fn panel_prefill(
             lease.parallel_for(work.w.rows, PANEL_ROWS, run);
         }
     };
+    // The AVX-512 VNNI tiles where the CPU has them (the AVX2 tiles' bits either way).
+    let wide = super::prefill_int8_avx512::enabled();
     if let Some(kind) = pk::kpanel_kind(format) {
         each_chunk(&|thread, rows| {
             // SAFETY: each thread index owns its panel region; one chunk at a time per thread.
@@ -322,36 +324,30 @@ fn panel_prefill(
             // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
             unsafe { pk::unpack_rows(format, w_rows, rows.len(), nb, &mut panel) };
             macro_rules! sweep {
-                ($offset32:expr) => {
-                    if super::prefill_int8_avx512::enabled() {
-                        work.panel_tiles(
-                            &super::prefill_kquant_avx512::KTiles512::<{ $offset32 }>::new(
-                                &panel,
-                                rows.len(),
-                                nb,
-                                work.act,
-                                stride,
-                                work.n_tokens,
-                            ),
-                            rows,
-                        )
-                    } else {
-                        work.panel_tiles(
-                            &pk::KTiles::<{ $offset32 }>::new(&panel, rows.len(), nb, work.act, stride, work.n_tokens),
-                            rows,
-                        )
-                    }
+                ($offset32:expr, $wide:expr) => {
+                    work.panel_tiles(
+                        &pk::KTiles::<{ $offset32 }, { $wide }>::new(
+                            &panel,
+                            rows.len(),
+                            nb,
+                            work.act,
+                            stride,
+                            work.n_tokens,
+                        ),
+                        rows,
+                    )
                 };
             }
-            match kind {
-                KPanelKind::Min => sweep!(false),
-                KPanelKind::Offset32 => sweep!(true),
+            match (kind, wide) {
+                (KPanelKind::Min, false) => sweep!(false, false),
+                (KPanelKind::Min, true) => sweep!(false, true),
+                (KPanelKind::Offset32, false) => sweep!(true, false),
+                (KPanelKind::Offset32, true) => sweep!(true, true),
             }
         });
         return;
     }
     let Some(kind) = p8::panel_kind(format) else { return };
-    let wide = super::prefill_int8_avx512::enabled();
     let n = work.n_tokens * nb;
     let (da, c) = bytemuck::cast_slice_mut::<u8, f32>(&mut scales_buf[..2 * n * 4]).split_at_mut(n);
     p8::prepare_act(kind, work.act, stride, work.n_tokens, nb, ActScales { da, c });
@@ -366,44 +362,30 @@ fn panel_prefill(
         // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
         unsafe { p8::unpack_rows(format, w_rows, rows.len(), nb, &mut panel) };
         macro_rules! sweep {
-            ($kind:expr) => {
-                if wide {
-                    work.panel_tiles(
-                        &super::prefill_int8_avx512::Int8Tiles512::<{ $kind }>::new(
-                            &panel,
-                            rows.len(),
-                            nb,
-                            work.act,
-                            stride,
-                            act_block,
-                            work.n_tokens,
-                            da,
-                            c,
-                        ),
-                        rows,
-                    )
-                } else {
-                    work.panel_tiles(
-                        &p8::Int8Tiles::<{ $kind }>::new(
-                            &panel,
-                            rows.len(),
-                            nb,
-                            work.act,
-                            stride,
-                            act_block,
-                            work.n_tokens,
-                            da,
-                            c,
-                        ),
-                        rows,
-                    )
-                }
+            ($kind:expr, $wide:expr) => {
+                work.panel_tiles(
+                    &p8::Int8Tiles::<{ $kind }, { $wide }>::new(
+                        &panel,
+                        rows.len(),
+                        nb,
+                        work.act,
+                        stride,
+                        act_block,
+                        work.n_tokens,
+                        da,
+                        c,
+                    ),
+                    rows,
+                )
             };
         }
-        match p8::tile_kind(kind) {
-            p8::FOLD => sweep!(p8::FOLD),
-            p8::MIN => sweep!(p8::MIN),
-            _ => sweep!(p8::SIGNED),
+        match (p8::tile_kind(kind), wide) {
+            (p8::FOLD, false) => sweep!(p8::FOLD, false),
+            (p8::FOLD, true) => sweep!(p8::FOLD, true),
+            (p8::MIN, false) => sweep!(p8::MIN, false),
+            (p8::MIN, true) => sweep!(p8::MIN, true),
+            (_, false) => sweep!(p8::SIGNED, false),
+            (_, true) => sweep!(p8::SIGNED, true),
         }
     });
 }

@@ -277,8 +277,10 @@ pub(crate) trait TileSource {
 }
 
 /// An int8 panel with the quantized activations (Q8_0 or Q8_1 rows `stride` bytes apart)
-/// and their block terms ([`prepare_act`]).
-pub(crate) struct Int8Tiles<'a, const KIND: u8> {
+/// and their block terms ([`prepare_act`]), swept by the AVX2 tiles or, `WIDE`, by the
+/// AVX-512 VNNI ones (`prefill_int8_avx512`: the same bits; build that only where
+/// `prefill_int8_avx512::enabled`).
+pub(crate) struct Int8Tiles<'a, const KIND: u8, const WIDE: bool> {
     panel: &'a Panel<'a>,
     rows: usize,
     nb: usize,
@@ -291,7 +293,7 @@ pub(crate) struct Int8Tiles<'a, const KIND: u8> {
     c: &'a [f32],
 }
 
-impl<'a, const KIND: u8> Int8Tiles<'a, KIND> {
+impl<'a, const KIND: u8, const WIDE: bool> Int8Tiles<'a, KIND, WIDE> {
     /// Checks once that the panel holds `rows·nb` blocks and the activations `n_tokens` rows
     /// of `nb` blocks with their terms (panics otherwise: a caller bug, not input).
     #[allow(clippy::too_many_arguments)]
@@ -314,7 +316,7 @@ impl<'a, const KIND: u8> Int8Tiles<'a, KIND> {
     }
 }
 
-impl<const KIND: u8> TileSource for Int8Tiles<'_, KIND> {
+impl<const KIND: u8, const WIDE: bool> TileSource for Int8Tiles<'_, KIND, WIDE> {
     fn rows(&self) -> usize {
         self.rows
     }
@@ -323,8 +325,9 @@ impl<const KIND: u8> TileSource for Int8Tiles<'_, KIND> {
         self.n_tokens
     }
 
-    const TILE_ROWS: usize = 2;
-    const TILE_TOKENS: usize = 3;
+    // AVX-512: 3 × 4, 2 × 4 with a min (`prefill_int8_avx512`).
+    const TILE_ROWS: usize = if !WIDE || KIND == MIN { 2 } else { 3 };
+    const TILE_TOKENS: usize = if WIDE { 4 } else { 3 };
 
     #[inline(always)]
     unsafe fn tile<const RM: usize, const RN: usize>(&self, r: usize, t: usize) -> [[f32; RN]; RM] {
@@ -334,7 +337,11 @@ impl<const KIND: u8> TileSource for Int8Tiles<'_, KIND> {
             let act = std::array::from_fn(|k| self.act.add((t + k) * self.stride));
             let da = std::array::from_fn(|k| self.da.as_ptr().add((t + k) * nb));
             let c = std::array::from_fn(|k| self.c.as_ptr().add((t + k) * nb));
-            tile::<RM, RN, KIND>(self.panel, r, nb, act, self.act_block, da, c)
+            if WIDE {
+                super::prefill_int8_avx512::tile::<RM, RN, KIND>(self.panel, r, nb, act, self.act_block, da, c)
+            } else {
+                tile::<RM, RN, KIND>(self.panel, r, nb, act, self.act_block, da, c)
+            }
         }
     }
 }

@@ -34,7 +34,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::prefill_int8::{Panel, TileSource, FOLD, MIN, SIGNED};
+use super::prefill_int8::{Panel, FOLD, MIN, SIGNED};
 
 /// Elements per block.
 const QK: usize = 32;
@@ -253,72 +253,11 @@ pub(crate) unsafe fn tile<const RM: usize, const RN: usize, const KIND: u8>(
     }
 }
 
-/// An int8 panel and its activations (the terms of `prepare_act`), swept by the AVX-512
-/// tiles.
-pub(crate) struct Int8Tiles512<'a, const KIND: u8> {
-    panel: &'a Panel<'a>,
-    rows: usize,
-    nb: usize,
-    act: *const u8,
-    stride: usize,
-    act_block: usize,
-    n_tokens: usize,
-    da: &'a [f32],
-    c: &'a [f32],
-}
-
-impl<'a, const KIND: u8> Int8Tiles512<'a, KIND> {
-    /// As `Int8Tiles::new` (the same checks; panics on a caller bug).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        panel: &'a Panel<'a>,
-        rows: usize,
-        nb: usize,
-        act: &'a [u8],
-        stride: usize,
-        act_block: usize,
-        n_tokens: usize,
-        da: &'a [f32],
-        c: &'a [f32],
-    ) -> Self {
-        assert!(panel.q.len() >= rows * nb * QK && panel.d.len() >= rows * nb && panel.m.len() >= rows * nb);
-        assert!(n_tokens > 0 && act.len() >= (n_tokens - 1) * stride + nb * act_block);
-        assert!(da.len() >= n_tokens * nb && c.len() >= n_tokens * nb);
-        Int8Tiles512 { panel, rows, nb, act: act[act_block - QK..].as_ptr(), stride, act_block, n_tokens, da, c }
-    }
-}
-
-impl<const KIND: u8> TileSource for Int8Tiles512<'_, KIND> {
-    fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn tokens(&self) -> usize {
-        self.n_tokens
-    }
-
-    const TILE_ROWS: usize = if KIND == MIN { 2 } else { 3 };
-    const TILE_TOKENS: usize = 4;
-
-    #[inline(always)]
-    unsafe fn tile<const RM: usize, const RN: usize>(&self, r: usize, t: usize) -> [[f32; RN]; RM] {
-        let nb = self.nb;
-        // SAFETY: in bounds by the caller's promise and the checks in `new`; the sweep only
-        // builds this source where `enabled()` said the CPU has the features.
-        unsafe {
-            let act = std::array::from_fn(|k| self.act.add((t + k) * self.stride));
-            let da = std::array::from_fn(|k| self.da.as_ptr().add((t + k) * nb));
-            let c = std::array::from_fn(|k| self.c.as_ptr().add((t + k) * nb));
-            tile::<RM, RN, KIND>(self.panel, r, nb, act, self.act_block, da, c)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::prefill_int8::{
-        panel_bytes, panel_kind, prepare_act, tile_kind, unpack_rows, ActScales, Int8Tiles,
+        panel_bytes, panel_kind, prepare_act, tile_kind, unpack_rows, ActScales, Int8Tiles, TileSource,
     };
     use crate::quant::{self, BlockFormat};
 
@@ -356,10 +295,12 @@ mod tests {
                 let act_block = act_format.block_bytes();
                 macro_rules! all {
                     ($k:expr) => {{
-                        let wide =
-                            Int8Tiles512::<{ $k }>::new(&panel, rows, nb, &act, stride, act_block, n_tokens, &da, &c);
-                        let narrow =
-                            Int8Tiles::<{ $k }>::new(&panel, rows, nb, &act, stride, act_block, n_tokens, &da, &c);
+                        let wide = Int8Tiles::<{ $k }, true>::new(
+                            &panel, rows, nb, &act, stride, act_block, n_tokens, &da, &c,
+                        );
+                        let narrow = Int8Tiles::<{ $k }, false>::new(
+                            &panel, rows, nb, &act, stride, act_block, n_tokens, &da, &c,
+                        );
                         // SAFETY: the features are checked above; every tile is in bounds.
                         let one = |tiles: &dyn Fn(usize, usize) -> f32| -> Vec<Vec<f32>> {
                             (0..rows).map(|r| (0..n_tokens).map(|t| tiles(r, t)).collect()).collect()

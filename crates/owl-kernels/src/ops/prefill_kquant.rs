@@ -301,8 +301,10 @@ pub(crate) unsafe fn tile<const RM: usize, const RN: usize, const OFFSET32: bool
     }
 }
 
-/// A K panel with the Q8_K activation rows (`stride` bytes apart) its tiles read.
-pub(crate) struct KTiles<'a, const OFFSET32: bool> {
+/// A K panel with the Q8_K activation rows (`stride` bytes apart) its tiles read: the AVX2
+/// tiles or, `WIDE`, the AVX-512 VNNI ones (`prefill_kquant_avx512`: the same bits; build
+/// that only where `prefill_int8_avx512::enabled`).
+pub(crate) struct KTiles<'a, const OFFSET32: bool, const WIDE: bool> {
     panel: &'a KPanel<'a>,
     rows: usize,
     nsb: usize,
@@ -311,7 +313,7 @@ pub(crate) struct KTiles<'a, const OFFSET32: bool> {
     n_tokens: usize,
 }
 
-impl<'a, const OFFSET32: bool> KTiles<'a, OFFSET32> {
+impl<'a, const OFFSET32: bool, const WIDE: bool> KTiles<'a, OFFSET32, WIDE> {
     /// Checks once that the panel holds `rows·nsb` super-blocks and the activations
     /// `n_tokens` rows of `nsb` Q8_K blocks (panics otherwise: a caller bug, not input).
     pub(crate) fn new(
@@ -330,7 +332,7 @@ impl<'a, const OFFSET32: bool> KTiles<'a, OFFSET32> {
     }
 }
 
-impl<const OFFSET32: bool> TileSource for KTiles<'_, OFFSET32> {
+impl<const OFFSET32: bool, const WIDE: bool> TileSource for KTiles<'_, OFFSET32, WIDE> {
     fn rows(&self) -> usize {
         self.rows
     }
@@ -339,7 +341,8 @@ impl<const OFFSET32: bool> TileSource for KTiles<'_, OFFSET32> {
         self.n_tokens
     }
 
-    const TILE_ROWS: usize = 1;
+    // AVX-512: 2 × 4 (twice the registers).
+    const TILE_ROWS: usize = if WIDE { 2 } else { 1 };
     const TILE_TOKENS: usize = 4;
 
     #[inline(always)]
@@ -347,7 +350,11 @@ impl<const OFFSET32: bool> TileSource for KTiles<'_, OFFSET32> {
         // SAFETY: in bounds by the caller's promise and the checks in `new`.
         unsafe {
             let act = std::array::from_fn(|k| self.act.add((t + k) * self.stride));
-            tile::<RM, RN, OFFSET32>(self.panel, r, self.nsb, act)
+            if WIDE {
+                super::prefill_kquant_avx512::tile::<RM, RN, OFFSET32>(self.panel, r, self.nsb, act)
+            } else {
+                tile::<RM, RN, OFFSET32>(self.panel, r, self.nsb, act)
+            }
         }
     }
 }

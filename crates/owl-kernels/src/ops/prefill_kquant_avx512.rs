@@ -22,7 +22,6 @@
 
 use std::arch::x86_64::*;
 
-use super::prefill_int8::TileSource;
 use super::prefill_kquant::KPanel;
 use crate::quant::q8_k::BlockQ8K;
 use crate::quant::QK_K;
@@ -98,62 +97,10 @@ pub(crate) unsafe fn tile<const RM: usize, const RN: usize, const OFFSET32: bool
     }
 }
 
-/// A K panel with the Q8_K activation rows its AVX-512 tiles read (the checks of
-/// `KTiles::new`).
-pub(crate) struct KTiles512<'a, const OFFSET32: bool> {
-    panel: &'a KPanel<'a>,
-    rows: usize,
-    nsb: usize,
-    act: *const u8,
-    stride: usize,
-    n_tokens: usize,
-}
-
-impl<'a, const OFFSET32: bool> KTiles512<'a, OFFSET32> {
-    /// Checks once that the panel holds `rows·nsb` super-blocks and the activations
-    /// `n_tokens` rows of `nsb` Q8_K blocks (panics otherwise: a caller bug, not input).
-    pub(crate) fn new(
-        panel: &'a KPanel<'a>,
-        rows: usize,
-        nsb: usize,
-        act: &'a [u8],
-        stride: usize,
-        n_tokens: usize,
-    ) -> Self {
-        let n = rows * nsb;
-        assert!(panel.q.len() >= n * QK_K && panel.sc.len() >= n * SUBS * 16 && panel.mins.len() >= n * 16);
-        assert!(panel.d.len() >= n && panel.dmin.len() >= n);
-        assert!(n_tokens > 0 && act.len() >= (n_tokens - 1) * stride + nsb * ACT_BLOCK);
-        KTiles512 { panel, rows, nsb, act: act.as_ptr(), stride, n_tokens }
-    }
-}
-
-impl<const OFFSET32: bool> TileSource for KTiles512<'_, OFFSET32> {
-    fn rows(&self) -> usize {
-        self.rows
-    }
-
-    fn tokens(&self) -> usize {
-        self.n_tokens
-    }
-
-    const TILE_ROWS: usize = 2;
-    const TILE_TOKENS: usize = 4;
-
-    #[inline(always)]
-    unsafe fn tile<const RM: usize, const RN: usize>(&self, r: usize, t: usize) -> [[f32; RN]; RM] {
-        // SAFETY: in bounds by the caller's promise and the checks in `new`; built only where
-        // the AVX-512 tiles are enabled (the CPU has the features).
-        unsafe {
-            let act = std::array::from_fn(|k| self.act.add((t + k) * self.stride));
-            tile::<RM, RN, OFFSET32>(self.panel, r, self.nsb, act)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::prefill_int8::TileSource;
     use crate::ops::prefill_kquant::{kpanel_bytes, kpanel_kind, unpack_rows, KPanelKind, KTiles};
     use crate::quant::{self, BlockFormat};
 
@@ -187,8 +134,8 @@ mod tests {
                 unsafe { unpack_rows(format, &w, rows, nsb, &mut panel) };
                 macro_rules! compare {
                     ($off:expr) => {{
-                        let narrow = KTiles::<{ $off }>::new(&panel, rows, nsb, act, stride, n_tokens);
-                        let wide = KTiles512::<{ $off }>::new(&panel, rows, nsb, act, stride, n_tokens);
+                        let narrow = KTiles::<{ $off }, false>::new(&panel, rows, nsb, act, stride, n_tokens);
+                        let wide = KTiles::<{ $off }, true>::new(&panel, rows, nsb, act, stride, n_tokens);
                         for r in 0..rows {
                             for t in 0..n_tokens {
                                 // SAFETY: features checked above; (r, t) in bounds.

@@ -110,8 +110,14 @@ impl Rows for Q8Rows<'_> {
     #[inline(always)]
     fn load(self, start: usize, dst: &mut [f32]) {
         let (from, to) = (start / 32 * 34, (start + dst.len()) / 32 * 34);
+        // The AVX2 dequantizer where the CPU has it (the same bits as the scalar one).
+        #[cfg(target_arch = "x86_64")]
+        let done =
+            owl_kernels::quant::dequantize_avx2::dequantize_row(owl_kernels::BlockFormat::Q8_0, &self.0[from..to], dst);
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = owl_kernels::quant::dequantize_row(owl_kernels::BlockFormat::Q8_0, &self.0[from..to], dst);
         // Whole blocks by construction (the cache refuses other head sizes): not reached.
-        if owl_kernels::quant::dequantize_row(owl_kernels::BlockFormat::Q8_0, &self.0[from..to], dst).is_err() {
+        if done.is_err() {
             dst.fill(0.0);
         }
     }
@@ -323,6 +329,35 @@ mod tests {
         Avx2,
     }
 
+    /// The cached rows of a case: typed (what [`attend`] takes) and as f32 (what the bodies
+    /// take), with their widths.
+    struct Rows2<'a> {
+        typed: (KvRows<'a>, KvRows<'a>),
+        floats: (&'a [f32], &'a [f32]),
+        dk: usize,
+        dv: usize,
+    }
+
+    /// Runs one body over the rows.
+    fn attend_on(
+        path: Path,
+        queries: &Queries<'_>,
+        rows: Rows2<'_>,
+        seen: KeyWindow,
+        params: ScoreParams,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let ((kr, vr), (kf, vf), dk, dv) = (rows.typed, rows.floats, rows.dk, rows.dv);
+        match path {
+            Path::Dispatched => attend(queries, kr, vr, dk, dv, seen, params, scratch, out),
+            Path::Portable => attend_portable(queries, kf, vf, dk, dv, seen, params, scratch, out),
+            // SAFETY: listed only when the CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Path::Avx2 => unsafe { avx2::attend(queries, kf, vf, dk, dv, seen, params, scratch, out) },
+        }
+    }
+
     fn paths() -> Vec<Path> {
         let mut p = vec![Path::Dispatched, Path::Portable];
         #[cfg(target_arch = "x86_64")]
@@ -383,19 +418,8 @@ mod tests {
                             };
                             let (kf, vf): (&[f32], &[f32]) =
                                 if f16_rows { (&keys_r, &values_r) } else { (&keys, &values) };
-                            match path {
-                                Path::Dispatched => {
-                                    attend(&queries, kr, vr, dk, dv, seen, params, &mut scratch, &mut out)
-                                }
-                                Path::Portable => {
-                                    attend_portable(&queries, kf, vf, dk, dv, seen, params, &mut scratch, &mut out)
-                                }
-                                // SAFETY: listed only when the CPU has AVX2 and FMA.
-                                #[cfg(target_arch = "x86_64")]
-                                Path::Avx2 => unsafe {
-                                    avx2::attend(&queries, kf, vf, dk, dv, seen, params, &mut scratch, &mut out)
-                                },
-                            }
+                            let rows = Rows2 { typed: (kr, vr), floats: (kf, vf), dk, dv };
+                            attend_on(path, &queries, rows, seen, params, &mut scratch, &mut out);
                             for (i, &p) in positions.iter().enumerate() {
                                 let rows: Vec<usize> = (seen.first(p)..=p).map(|j| j % slots).collect();
                                 for h in 0..nh {
@@ -453,24 +477,13 @@ mod tests {
                         let mut scratch = vec![f32::NAN; scratch_floats(nh, dk, dv)];
                         let mut out = vec![0.0; nq * nh * dv];
                         let (kf, vf): (&[f32], &[f32]) = if f16_rows { (&keys_r, &values_r) } else { (&keys, &values) };
-                        match path {
-                            Path::Dispatched => {
-                                let (kr, vr) = if f16_rows {
-                                    (KvRows::F16(&keys16), KvRows::F16(&values16))
-                                } else {
-                                    (KvRows::F32(&keys), KvRows::F32(&values))
-                                };
-                                attend(&queries, kr, vr, dk, dv, seen, params, &mut scratch, &mut out)
-                            }
-                            Path::Portable => {
-                                attend_portable(&queries, kf, vf, dk, dv, seen, params, &mut scratch, &mut out)
-                            }
-                            // SAFETY: listed only when the CPU has AVX2 and FMA.
-                            #[cfg(target_arch = "x86_64")]
-                            Path::Avx2 => unsafe {
-                                avx2::attend(&queries, kf, vf, dk, dv, seen, params, &mut scratch, &mut out)
-                            },
-                        }
+                        let (kr, vr) = if f16_rows {
+                            (KvRows::F16(&keys16), KvRows::F16(&values16))
+                        } else {
+                            (KvRows::F32(&keys), KvRows::F32(&values))
+                        };
+                        let rows = Rows2 { typed: (kr, vr), floats: (kf, vf), dk, dv };
+                        attend_on(path, &queries, rows, seen, params, &mut scratch, &mut out);
                         for (i, &p) in positions.iter().enumerate() {
                             let rows: Vec<usize> = (0..=p).collect();
                             for h in 0..nh {
