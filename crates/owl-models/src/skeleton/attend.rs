@@ -109,7 +109,8 @@ struct Q8Rows<'a>(&'a [u8]);
 impl Rows for Q8Rows<'_> {
     #[inline(always)]
     fn load(self, start: usize, dst: &mut [f32]) {
-        let (from, to) = (start / 32 * 34, (start + dst.len()) / 32 * 34);
+        let q8 = crate::kv_cache::KvDtype::Q8_0;
+        let (from, to) = (q8.bytes_for(start), q8.bytes_for(start + dst.len()));
         // The AVX2 dequantizer where the CPU has it (the same bits as the scalar one).
         #[cfg(target_arch = "x86_64")]
         let done =

@@ -86,10 +86,10 @@ pub struct LatentAttention {
     v_heads: Vec<Linear>,
     /// Bytes of the stacked `K_hᵀ` and `V_h`.
     up_bytes: usize,
-    /// The stored up-projection(s) the stacked matrices come from: what an importance
-    /// matrix observes (with the latent as input, for a fused `kv_b`) and what an adapter
-    /// may not modify (its delta would need absorbing too).
-    up_tensors: Vec<WeightOrigin>,
+    /// The fused `kv_b` the stacked matrices were made from, if they were (its input is
+    /// the latent: an importance matrix observes it there). A split `attn_k_b`/`attn_v_b`
+    /// is the stacked matrices themselves (their views carry its origin).
+    fused: Option<WeightOrigin>,
     o: Linear,
 }
 
@@ -114,10 +114,6 @@ impl LatentAttention {
         let v_heads = (0..spec.n_heads)
             .map(|h| Linear { weight: v_up.weight.rows_view(h * vd..(h + 1) * vd), bias: None })
             .collect();
-        let up_tensors = match fused {
-            Some(origin) => vec![origin],
-            None => [k_absorb.weight.origin(), v_up.weight.origin()].into_iter().flatten().cloned().collect(),
-        };
         LatentAttention {
             spec,
             q,
@@ -126,13 +122,21 @@ impl LatentAttention {
             k_heads,
             v_heads,
             up_bytes: k_absorb.bytes() + v_up.bytes(),
-            up_tensors,
+            fused,
             o,
         }
     }
 
     pub fn spec(&self) -> &MlaSpec {
         &self.spec
+    }
+
+    /// The stored tensors of the up-projection, which an adapter may not modify (its delta
+    /// would need absorbing too): the fused `kv_b`, or the split pair.
+    fn up_tensors(&self) -> impl Iterator<Item = &WeightOrigin> {
+        let split =
+            [self.k_heads.first(), self.v_heads.first()].into_iter().flatten().filter_map(|l| l.weight.origin());
+        self.fused.iter().chain(split)
     }
 
     fn q_rank(&self) -> usize {
@@ -191,7 +195,7 @@ impl Mixer for LatentAttention {
         let (qk, lat) = (s.qk_dim(), rank + rd);
         let (qw, aw) = (heads * qk, heads * lat);
         if let Some(lora) = ctx.lora {
-            if let Some(t) = self.up_tensors.iter().find(|t| lora.touches(&t.tensor)) {
+            if let Some(t) = self.up_tensors().find(|t| lora.touches(&t.tensor)) {
                 return Err(ModelError::config(
                     "lora",
                     format!(
@@ -226,14 +230,11 @@ impl Mixer for LatentAttention {
         for row in kva.chunks_exact_mut(lat) {
             self.kv_norm.apply_in_place(&mut row[..rank]);
         }
-        if let (Some(observer), [fused]) = (ctx.observer, &self.up_tensors[..]) {
-            if fused.of == 1 && self.k_heads.first().is_some_and(|k| k.weight.origin().is_none()) {
-                // A fused kv_b made into the stacked matrices: its input is the latent.
-                for (dst, row) in gather_in.chunks_exact_mut(rank).zip(kva.chunks_exact(lat)) {
-                    dst.copy_from_slice(&row[..rank]);
-                }
-                observer.observe(fused, &gather_in[..n * rank], n);
+        if let (Some(observer), Some(fused)) = (ctx.observer, &self.fused) {
+            for (dst, row) in gather_in.chunks_exact_mut(rank).zip(kva.chunks_exact(lat)) {
+                dst.copy_from_slice(&row[..rank]);
             }
+            observer.observe(fused, &gather_in[..n * rank], n);
         }
 
         // RoPE on the rope parts only: every head's q_pe and the one shared k_pe.
