@@ -16,6 +16,8 @@
 //! register tiles so that a prompt chunk's queries (and a GQA group's heads) share every
 //! key and value load.
 
+use std::ops::Range;
+
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
@@ -24,6 +26,9 @@ use crate::kv_cache::KvRows;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod blocks;
+
+pub use blocks::{attend_blocks, scratch_floats_for, Block, BlockShape};
 
 /// Keys converted and scored at a time.
 pub const KEY_TILE: usize = 32;
@@ -55,10 +60,29 @@ impl KeyWindow {
     }
 }
 
+/// Keys are attended in spans of this many positions (aligned to its multiples), each span's
+/// softmax state folded into the running one in position order. A block of queries over a
+/// long context is then several independent pieces of work that threads can share (the
+/// split-K of flash-decoding, Dao et al. 2023), and the result does not depend on how many
+/// threads took part: the spans and the order of their merge are the same either way. A
+/// context of at most one span computes exactly as a single online-softmax pass.
+pub const KEY_SPAN: usize = 256;
+
 /// f32 working memory one thread needs for [`attend`] with up to `QUERY_BLOCK` queries:
-/// the converted key and value tiles, one group's scores, each row's running max and sum.
+/// the body's tiles ([`work_floats`]), the running maxima and sums, and one span's state.
 pub fn scratch_floats(n_heads: usize, k_dim: usize, v_dim: usize) -> usize {
-    KEY_TILE * (k_dim + v_dim) + SCORE_FLOATS + 2 * QUERY_BLOCK * n_heads
+    work_floats(k_dim, v_dim) + 2 * QUERY_BLOCK * n_heads + state_floats(QUERY_BLOCK * n_heads, v_dim)
+}
+
+/// f32 working memory of one body call: the converted key and value tiles and one tile's
+/// scores (a row's, portable; a row group's, AVX2).
+fn work_floats(k_dim: usize, v_dim: usize) -> usize {
+    KEY_TILE * (k_dim + v_dim) + SCORE_FLOATS
+}
+
+/// Floats of the softmax state of `rows` rows: outputs, maxima, sums.
+fn state_floats(rows: usize, v_dim: usize) -> usize {
+    rows * (v_dim + 2)
 }
 
 /// Scores (weights) kept at a time: a row's tile (portable) or a row group's (AVX2).
@@ -147,10 +171,73 @@ pub struct Queries<'a> {
     pub n_heads: usize,
 }
 
+/// The online-softmax state of a block's rows (`r = query * n_heads + head`): unnormalised
+/// outputs `[rows][v_dim]`, running maxima and running sums.
+pub(crate) struct RowState<'a> {
+    pub out: &'a mut [f32],
+    pub max: &'a mut [f32],
+    pub sum: &'a mut [f32],
+}
+
+impl<'a> RowState<'a> {
+    /// The state of `rows` rows laid out in `floats` (at least [`state_floats`]).
+    fn in_floats(floats: &'a mut [f32], rows: usize, v_dim: usize) -> Self {
+        let (out, rest) = floats.split_at_mut(rows * v_dim);
+        let (max, rest) = rest.split_at_mut(rows);
+        RowState { out, max, sum: &mut rest[..rows] }
+    }
+}
+
+/// The key spans a block of queries sees: `[first, last]` of its rows' visible keys cut at
+/// multiples of [`KEY_SPAN`], in position order. Empty for a block without queries.
+pub(crate) fn spans(positions: &[usize], keys_seen: KeyWindow) -> impl Iterator<Item = Range<usize>> {
+    let end = positions.iter().max().map_or(0, |&p| p + 1);
+    let first = positions.iter().map(|&p| keys_seen.first(p)).min().unwrap_or(0);
+    (first / KEY_SPAN..end.div_ceil(KEY_SPAN)).map(move |k| (k * KEY_SPAN).max(first)..((k + 1) * KEY_SPAN).min(end))
+}
+
+/// Folds `part`, the state after a later span, into `acc`: `m = max(m_a, m_p)`, then
+/// `o = o_a e^(m_a - m) + o_p e^(m_p - m)` and the sums alike. A row that saw no key of
+/// the span (`m_p = -inf`: causal or window edge) keeps its state.
+pub(crate) fn merge(acc: &mut RowState<'_>, part: &RowState<'_>, v_dim: usize) {
+    for r in 0..acc.max.len() {
+        let (ma, mp) = (acc.max[r], part.max[r]);
+        if mp == f32::NEG_INFINITY {
+            continue;
+        }
+        let o = &mut acc.out[r * v_dim..(r + 1) * v_dim];
+        let p = &part.out[r * v_dim..(r + 1) * v_dim];
+        if ma == f32::NEG_INFINITY {
+            o.copy_from_slice(p);
+            acc.max[r] = mp;
+            acc.sum[r] = part.sum[r];
+        } else if mp <= ma {
+            let c = exp_poly(mp - ma);
+            o.iter_mut().zip(p).for_each(|(o, &p)| *o = madd(p, c, *o));
+            acc.sum[r] = madd(part.sum[r], c, acc.sum[r]);
+        } else {
+            let c = exp_poly(ma - mp);
+            o.iter_mut().zip(p).for_each(|(o, &p)| *o = madd(*o, c, p));
+            acc.sum[r] = madd(acc.sum[r], c, part.sum[r]);
+            acc.max[r] = mp;
+        }
+    }
+}
+
+/// `o / l` per row: the softmax-weighted values.
+pub(crate) fn finish(state: &mut RowState<'_>, v_dim: usize) {
+    for (o, &l) in state.out.chunks_exact_mut(v_dim).zip(state.sum.iter()) {
+        // l >= 1 (the maximum contributes exp(0)) for every query: it sees at least itself.
+        let inv = 1.0 / l;
+        o.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
 /// `out[i][h] = softmax_j(score(q_i,h, k_j)) · v_j` over the keys query `i` may see, for
 /// every query `i` of the block and head `h` of the group; `out` is
 /// `[positions.len()][n_heads][v_dim]`. `keys`/`values` are all slots of the KV head
-/// (`slots * k_dim`, `slots * v_dim`).
+/// (`slots * k_dim`, `slots * v_dim`). The keys are taken a [`KEY_SPAN`] at a time, each
+/// span's state merged into the running one.
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     queries: &Queries<'_>,
@@ -163,15 +250,102 @@ pub fn attend(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
+    attend_with(Body::Fastest, queries, keys, values, k_dim, v_dim, keys_seen, params, scratch, out)
+}
+
+/// Which body computes a span: the fastest the CPU runs, or a named one (tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Body {
+    Fastest,
+    #[cfg(test)]
+    Portable,
+    #[cfg(all(test, target_arch = "x86_64"))]
+    Avx2,
+}
+
+/// [`attend`] with the body chosen.
+#[allow(clippy::too_many_arguments)]
+fn attend_with(
+    body: Body,
+    queries: &Queries<'_>,
+    keys: KvRows<'_>,
+    values: KvRows<'_>,
+    k_dim: usize,
+    v_dim: usize,
+    keys_seen: KeyWindow,
+    params: ScoreParams,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let rows = queries.positions.len() * queries.n_heads;
+    let (work, rest) = scratch.split_at_mut(work_floats(k_dim, v_dim));
+    let (max, rest) = rest.split_at_mut(rows);
+    let (sum, rest) = rest.split_at_mut(rows);
+    let mut acc = RowState { out: &mut out[..rows * v_dim], max, sum };
+    let mut part = RowState::in_floats(rest, rows, v_dim);
+    for (i, span) in spans(queries.positions, keys_seen).enumerate() {
+        let state = if i == 0 { &mut acc } else { &mut part };
+        attend_span_with(body, queries, keys, values, k_dim, v_dim, keys_seen, params, span, work, state);
+        if i > 0 {
+            merge(&mut acc, &part, v_dim);
+        }
+    }
+    finish(&mut acc, v_dim);
+}
+
+/// The softmax state of the block's rows over the keys at positions `span` (the rows' own
+/// limits apply within it), written to `state` (initialised here). `work` holds
+/// [`work_floats`] values.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attend_span(
+    queries: &Queries<'_>,
+    keys: KvRows<'_>,
+    values: KvRows<'_>,
+    k_dim: usize,
+    v_dim: usize,
+    keys_seen: KeyWindow,
+    params: ScoreParams,
+    span: Range<usize>,
+    work: &mut [f32],
+    state: &mut RowState<'_>,
+) {
+    attend_span_with(Body::Fastest, queries, keys, values, k_dim, v_dim, keys_seen, params, span, work, state)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend_span_with(
+    body: Body,
+    queries: &Queries<'_>,
+    keys: KvRows<'_>,
+    values: KvRows<'_>,
+    k_dim: usize,
+    v_dim: usize,
+    keys_seen: KeyWindow,
+    params: ScoreParams,
+    span: Range<usize>,
+    work: &mut [f32],
+    state: &mut RowState<'_>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = match body {
+        Body::Fastest => super::activation::simd_available(),
+        #[cfg(test)]
+        Body::Portable => false,
+        #[cfg(test)]
+        Body::Avx2 => true,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = body;
     macro_rules! run {
         ($k:expr, $v:expr) => {{
             #[cfg(target_arch = "x86_64")]
-            if super::activation::simd_available() {
-                // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
-                unsafe { avx2::attend(queries, $k, $v, k_dim, v_dim, keys_seen, params, scratch, out) };
+            if avx2 {
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked by `simd_available`, or by
+                // the test that names this body).
+                unsafe { avx2::attend(queries, $k, $v, k_dim, v_dim, keys_seen, params, span, work, state) };
                 return;
             }
-            attend_portable(queries, $k, $v, k_dim, v_dim, keys_seen, params, scratch, out)
+            attend_portable(queries, $k, $v, k_dim, v_dim, keys_seen, params, span, work, state)
         }};
     }
     match (keys, values) {
@@ -202,7 +376,8 @@ pub fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// The portable body: one (query, head) row at a time over each key tile.
+/// The portable body: one (query, head) row at a time over each key tile (see
+/// [`attend_span`]).
 #[allow(clippy::too_many_arguments)]
 fn attend_portable<K: Rows, V: Rows>(
     queries: &Queries<'_>,
@@ -212,21 +387,26 @@ fn attend_portable<K: Rows, V: Rows>(
     v_dim: usize,
     keys_seen: KeyWindow,
     params: ScoreParams,
-    scratch: &mut [f32],
-    out: &mut [f32],
+    span: Range<usize>,
+    work: &mut [f32],
+    state: &mut RowState<'_>,
 ) {
     let (nb, nh) = (queries.positions.len(), queries.n_heads);
-    let (k_tile, rest) = scratch.split_at_mut(KEY_TILE * k_dim);
+    let (k_tile, rest) = work.split_at_mut(KEY_TILE * k_dim);
     let (v_tile, rest) = rest.split_at_mut(KEY_TILE * v_dim);
-    let (scores, rest) = rest.split_at_mut(KEY_TILE);
-    let (run_max, rest) = rest.split_at_mut(nb * nh);
-    let run_sum = &mut rest[..nb * nh];
+    let scores = &mut rest[..KEY_TILE];
+    let run_max = &mut state.max[..nb * nh];
+    let run_sum = &mut state.sum[..nb * nh];
     run_max.fill(f32::NEG_INFINITY);
     run_sum.fill(0.0);
-    let out = &mut out[..nb * nh * v_dim];
+    let out = &mut state.out[..nb * nh * v_dim];
     out.fill(0.0);
     let Some(&last) = queries.positions.iter().max() else { return };
-    let first = queries.positions.iter().map(|&p| keys_seen.first(p)).min().unwrap_or(0);
+    if span.is_empty() {
+        return;
+    }
+    let last = last.min(span.end - 1);
+    let first = queries.positions.iter().map(|&p| keys_seen.first(p)).min().unwrap_or(0).max(span.start);
 
     let mut pos = first;
     while pos <= last {
@@ -278,11 +458,6 @@ fn attend_portable<K: Rows, V: Rows>(
             }
         }
         pos += n;
-    }
-    for (o, &l) in out.chunks_exact_mut(v_dim).zip(run_sum.iter()) {
-        // l >= 1 (the maximum contributes exp(0)) for every query: it sees at least itself.
-        let inv = 1.0 / l;
-        o.iter_mut().for_each(|x| *x *= inv);
     }
 }
 
@@ -350,12 +525,13 @@ mod tests {
         out: &mut [f32],
     ) {
         let ((kr, vr), (kf, vf), dk, dv) = (rows.typed, rows.floats, rows.dk, rows.dv);
+        let (kf, vf) = (KvRows::F32(kf), KvRows::F32(vf));
         match path {
             Path::Dispatched => attend(queries, kr, vr, dk, dv, seen, params, scratch, out),
-            Path::Portable => attend_portable(queries, kf, vf, dk, dv, seen, params, scratch, out),
-            // SAFETY: listed only when the CPU has AVX2 and FMA.
+            Path::Portable => attend_with(Body::Portable, queries, kf, vf, dk, dv, seen, params, scratch, out),
+            // Listed only when the CPU has AVX2, FMA and F16C.
             #[cfg(target_arch = "x86_64")]
-            Path::Avx2 => unsafe { avx2::attend(queries, kf, vf, dk, dv, seen, params, scratch, out) },
+            Path::Avx2 => attend_with(Body::Avx2, queries, kf, vf, dk, dv, seen, params, scratch, out),
         }
     }
 

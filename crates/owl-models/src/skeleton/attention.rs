@@ -11,7 +11,7 @@
 //! out     = [o_1 .. o_H] Wo
 //! ```
 
-use super::attend::{self, KeyWindow, Queries, ScoreParams, QUERY_BLOCK};
+use super::attend::{self, Block, BlockShape, KeyWindow, Queries, ScoreParams};
 use super::block::{ForwardCtx, Mixer};
 use super::linear::Linear;
 use super::norm::RmsNorm;
@@ -78,6 +78,13 @@ impl Attention {
         self.q_norm.as_ref().zip(self.k_norm.as_ref())
     }
 
+    /// The attention blocks' shape: one KV head's group of query heads.
+    fn block_shape(&self, keys_seen: KeyWindow) -> BlockShape {
+        let s = &self.spec;
+        let rep = s.n_heads / s.n_kv_heads;
+        BlockShape { n_heads: rep, k_dim: s.head_dim, v_dim: s.head_dim, keys_seen, params: s.scores }
+    }
+
     fn widths(&self) -> (usize, usize) {
         let s = &self.spec;
         (s.n_heads * s.head_dim, s.n_kv_heads * s.head_dim)
@@ -100,10 +107,9 @@ impl Mixer for Attention {
             QkvProj::Fused(_) => max_tokens * (qw + 2 * kw),
             QkvProj::Separate { .. } => 0,
         };
-        let rep = self.spec.n_heads / self.spec.n_kv_heads;
-        let hd = self.spec.head_dim;
-        let per_thread = attend::scratch_floats(rep, hd, hd) + QUERY_BLOCK * rep * hd;
-        max_tokens * (2 * qw + 2 * kw) + fused + n_threads * per_thread
+        // The window does not change the scratch.
+        let shape = self.block_shape(KeyWindow { slots: 1, window: None });
+        max_tokens * (2 * qw + 2 * kw) + fused + attend::scratch_floats_for(&shape, n_threads)
     }
 
     fn weight_bytes(&self) -> usize {
@@ -175,36 +181,34 @@ impl Mixer for Attention {
             kv.write(ctx.seqs[t], ctx.positions[t], &k[t * kw..(t + 1) * kw], &v[t * kw..(t + 1) * kw]);
         }
 
-        // Attention, one (run of a sequence's queries, KV head) pair per work item.
+        // Attention, one (run of a sequence's queries, KV head) pair per block.
         let rep = s.n_heads / s.n_kv_heads;
-        let per_thread = attend::scratch_floats(rep, hd, hd) + QUERY_BLOCK * rep * hd;
-        let thread_scratch = DisjointSlice::new(rest);
         let attn_out = DisjointSlice::new(attn);
         let kv: &LayerKv = kv;
         let q: &[f32] = q;
-        let seen = KeyWindow { slots: kv.slots(), window: s.window };
-        ctx.pool.parallel_for(ctx.runs.len() * s.n_kv_heads, 1, &|thread, items| {
-            // SAFETY: thread indices are unique within a job, so per-thread scratch ranges are
-            // disjoint; item (run, g) writes only heads g*rep..(g+1)*rep of the run's tokens.
-            let scratch = unsafe { thread_scratch.range(thread * per_thread..(thread + 1) * per_thread) };
-            let (work, block_out) = scratch.split_at_mut(per_thread - QUERY_BLOCK * rep * hd);
-            for item in items {
-                let (run, g) = (ctx.runs[item / s.n_kv_heads], item % s.n_kv_heads);
-                let seq = ctx.seqs[run.start];
-                let queries = Queries {
-                    q: &q[run.start * qw + g * rep * hd..],
-                    stride: qw,
-                    positions: &ctx.positions[run.start..run.start + run.len],
-                    n_heads: rep,
-                };
-                attend::attend(&queries, kv.keys(seq, g), kv.values(seq, g), hd, hd, seen, s.scores, work, block_out);
-                for i in 0..run.len {
-                    let t = run.start + i;
-                    let dst = unsafe { attn_out.range(t * qw + g * rep * hd..t * qw + (g + 1) * rep * hd) };
-                    dst.copy_from_slice(&block_out[i * rep * hd..(i + 1) * rep * hd]);
-                }
+        let shape = self.block_shape(KeyWindow { slots: kv.slots(), window: s.window });
+        let block = |item: usize| {
+            let (run, g) = (ctx.runs[item / s.n_kv_heads], item % s.n_kv_heads);
+            let seq = ctx.seqs[run.start];
+            let queries = Queries {
+                q: &q[run.start * qw + g * rep * hd..],
+                stride: qw,
+                positions: &ctx.positions[run.start..run.start + run.len],
+                n_heads: rep,
+            };
+            Block { queries, keys: kv.keys(seq, g), values: kv.values(seq, g) }
+        };
+        let emit = |item: usize, block_out: &[f32]| {
+            let (run, g) = (ctx.runs[item / s.n_kv_heads], item % s.n_kv_heads);
+            for i in 0..run.len {
+                let t = run.start + i;
+                // SAFETY: block (run, g) writes only heads g*rep..(g+1)*rep of the run's
+                // tokens, and each block is emitted once.
+                let dst = unsafe { attn_out.range(t * qw + g * rep * hd..t * qw + (g + 1) * rep * hd) };
+                dst.copy_from_slice(&block_out[i * rep * hd..(i + 1) * rep * hd]);
             }
-        });
+        };
+        attend::attend_blocks(ctx.pool, ctx.runs.len() * s.n_kv_heads, &shape, rest, &block, &emit);
 
         self.o.project(ctx, attn, out)
     }

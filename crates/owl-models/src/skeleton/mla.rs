@@ -32,7 +32,7 @@
 //! made at load from a fused `kv_b` (HF, older GGUFs) in f32 — and `V_h` stacked as
 //! `[H*v][rank]` (`attn_v_b`, or the value rows of `kv_b` in f32). See `deepseek.rs`.
 
-use super::attend::{self, KeyWindow, Queries, ScoreParams, QUERY_BLOCK};
+use super::attend::{self, Block, BlockShape, KeyWindow, Queries, ScoreParams};
 use super::block::{ForwardCtx, Mixer};
 use super::linear::Linear;
 use super::norm::RmsNorm;
@@ -147,6 +147,19 @@ impl LatentAttention {
     }
 
     /// Heads each attention work item takes: all of them over the pool's threads.
+    /// The attention blocks' shape: `g` heads over the latent rows (keys and values alike).
+    fn block_shape(&self, g: usize, keys_seen: KeyWindow) -> BlockShape {
+        let s = &self.spec;
+        let lat = s.kv_lora_rank + s.rope_dim;
+        BlockShape {
+            n_heads: g,
+            k_dim: lat,
+            v_dim: lat,
+            keys_seen,
+            params: ScoreParams { scale: s.scale, softcap: None },
+        }
+    }
+
     fn heads_per_item(&self, n_threads: usize) -> usize {
         self.spec.n_heads.div_ceil(n_threads.max(1)).max(1)
     }
@@ -170,7 +183,7 @@ impl Mixer for LatentAttention {
                 + s.nope_dim.max(s.kv_lora_rank)
                 + s.kv_lora_rank.max(s.v_dim)
                 + h * s.v_dim)
-            + n_threads * (attend::scratch_floats(g, lat, lat) + QUERY_BLOCK * g * lat)
+            + attend::scratch_floats_for(&self.block_shape(g, KeyWindow { slots: 1, window: None }), n_threads)
     }
 
     fn weight_bytes(&self) -> usize {
@@ -269,48 +282,36 @@ impl Mixer for LatentAttention {
         }
 
         // Attention over the latent rows (keys and values alike), one (run of a sequence's
-        // queries, group of heads) per work item.
+        // queries, group of heads) per block.
         let g = self.heads_per_item(ctx.pool.n_threads());
         let groups = heads.div_ceil(g);
-        let per_thread = attend::scratch_floats(g, lat, lat) + QUERY_BLOCK * g * lat;
-        let thread_scratch = DisjointSlice::new(rest);
         let attn_out = DisjointSlice::new(attn_lat);
         let kv: &LayerKv = kv;
         let q_abs: &[f32] = q_abs;
-        let seen = KeyWindow { slots: kv.slots(), window: None };
-        let params = ScoreParams { scale: s.scale, softcap: None };
-        ctx.pool.parallel_for(ctx.runs.len() * groups, 1, &|thread, items| {
-            // SAFETY: thread indices are unique within a job, so per-thread scratch ranges are
-            // disjoint; item (run, group) writes only its heads of the run's tokens.
-            let scratch = unsafe { thread_scratch.range(thread * per_thread..(thread + 1) * per_thread) };
-            let (work, block_out) = scratch.split_at_mut(per_thread - QUERY_BLOCK * g * lat);
-            for item in items {
-                let (run, group) = (ctx.runs[item / groups], item % groups);
-                let (h0, h1) = (group * g, ((group + 1) * g).min(heads));
-                let seq = ctx.seqs[run.start];
-                let rows = kv.keys(seq, 0);
-                let mut i0 = 0;
-                while i0 < run.len {
-                    let len = (run.len - i0).min(QUERY_BLOCK);
-                    let first = run.start + i0;
-                    let queries = Queries {
-                        q: &q_abs[first * aw + h0 * lat..],
-                        stride: aw,
-                        positions: &ctx.positions[first..first + len],
-                        n_heads: h1 - h0,
-                    };
-                    let block = &mut block_out[..len * (h1 - h0) * lat];
-                    attend::attend(&queries, rows, rows, lat, lat, seen, params, work, block);
-                    for i in 0..len {
-                        let at = (first + i) * aw + h0 * lat;
-                        // SAFETY: (token, heads h0..h1) belong to this item only.
-                        let dst = unsafe { attn_out.range(at..at + (h1 - h0) * lat) };
-                        dst.copy_from_slice(&block[i * (h1 - h0) * lat..(i + 1) * (h1 - h0) * lat]);
-                    }
-                    i0 += len;
-                }
+        let shape = self.block_shape(g, KeyWindow { slots: kv.slots(), window: None });
+        let block = |item: usize| {
+            let (run, group) = (ctx.runs[item / groups], item % groups);
+            let (h0, h1) = (group * g, ((group + 1) * g).min(heads));
+            let rows = kv.keys(ctx.seqs[run.start], 0);
+            let queries = Queries {
+                q: &q_abs[run.start * aw + h0 * lat..],
+                stride: aw,
+                positions: &ctx.positions[run.start..run.start + run.len],
+                n_heads: h1 - h0,
+            };
+            Block { queries, keys: rows, values: rows }
+        };
+        let emit = |item: usize, block: &[f32]| {
+            let (run, group) = (ctx.runs[item / groups], item % groups);
+            let (h0, h1) = (group * g, ((group + 1) * g).min(heads));
+            for i in 0..run.len {
+                let at = (run.start + i) * aw + h0 * lat;
+                // SAFETY: (token, heads h0..h1) belong to this block only, emitted once.
+                let dst = unsafe { attn_out.range(at..at + (h1 - h0) * lat) };
+                dst.copy_from_slice(&block[i * (h1 - h0) * lat..(i + 1) * (h1 - h0) * lat]);
             }
-        });
+        };
+        attend::attend_blocks(ctx.pool, ctx.runs.len() * groups, &shape, rest, &block, &emit);
 
         // Out of the latent: o_h = V_h (Σ_j p_j c_j).
         let attn_lat: &[f32] = attn_lat;

@@ -145,3 +145,58 @@ fn finite_differences_through_the_model() {
     assert_eq!(with, loss_and_grads_with(&mut model, &params, &batch, &opts).unwrap().0);
     assert_ne!(with, loss_and_grads(&mut model, &params, &batch).unwrap().0);
 }
+
+/// `StepOptions::f32_activations` on a quantized (Q8_0) base: the step computes as the
+/// float32 model of the dequantized weights does (that model written out as an F32 GGUF
+/// by a merge at scale 0), while the default multiplies in 8 bits — close to it, but not
+/// equal — and leaves the model's own precision as it was.
+#[test]
+fn f32_activations_on_a_quantized_base_compute_as_its_float32_weights() {
+    use owl_convert::{convert, ConvertOptions, FileType};
+    use owl_kernels::ops::ActivationPrecision;
+    use owl_train::{merge, AdapterSpec, MergeOptions};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let q8 = tmp.path().join("llama.q8_0.gguf");
+    let options = ConvertOptions { file_type: FileType::Q8_0, no_tokenizer: true, tokenizer_pre: None };
+    convert(&base_dir(), &q8, &options, &|_| {}).unwrap();
+    let dequantized = tmp.path().join("llama.q8_0-as-f32.gguf");
+    let spec = AdapterSpec { path: lora_dir(), name: None, scale: 0.0 };
+    let options = MergeOptions { file_type: Some(FileType::F32), ..MergeOptions::default() };
+    merge(&q8, &[spec], &dequantized, &options, &|_| {}).unwrap();
+
+    let grads_on = |path: &std::path::Path, f32_activations: bool| {
+        let mut model = load(path);
+        let adapter = AdapterFile::open(&lora_dir(), None).unwrap().bind(&model, Lineage::Strict).unwrap();
+        let params = LoraParams::from_adapter(&adapter);
+        // The step's own precision holds for the step only: start from the other one.
+        let before = if f32_activations { ActivationPrecision::Quantized } else { ActivationPrecision::F32 };
+        model.set_activation_precision(before);
+        let opts = StepOptions { f32_activations, ..StepOptions::default() };
+        let (loss, grads) = loss_and_grads_with(&mut model, &params, &batch(), &opts).unwrap();
+        assert_eq!(model.activation_precision(), before, "the step left the model's precision changed");
+        let mut all = vec![loss];
+        for (a, b) in grads.a.iter().zip(&grads.b) {
+            all.extend_from_slice(a);
+            all.extend_from_slice(b);
+        }
+        all
+    };
+    // Largest difference relative to the largest magnitude (gradients reach ~0.3).
+    let rel = |x: &[f32], y: &[f32]| {
+        let scale = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+        crate::max_abs(x, y) / scale
+    };
+    let float = grads_on(&dequantized, false);
+    assert_eq!(grads_on(&dequantized, true), float, "a float32 base multiplies in f32 either way");
+    let f32_products = grads_on(&q8, true);
+    let int8_products = grads_on(&q8, false);
+    let (err_f32, err_int8) = (rel(&f32_products, &float), rel(&int8_products, &float));
+    println!("Q8_0 base vs its float32 weights: f32 products {err_f32:.2e}, 8-bit products {err_int8:.2e}");
+    // Dequantized rows against f32 activations run the float weights' sums (measured: the
+    // same bits); 1e-6 leaves room for a kernel that orders them differently.
+    assert!(err_f32 <= 1e-6, "f32 products differ from the float32 weights' by {err_f32:e}");
+    // 8-bit activations and output gradients: measured 1.9e-3 — a real difference (the flag
+    // reached the products), within the percent of 8-bit numerics.
+    assert!(err_int8 > 1e-4 && err_int8 < 2e-2, "8-bit products differ by {err_int8:e}");
+}

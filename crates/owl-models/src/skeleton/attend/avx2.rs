@@ -19,10 +19,11 @@
 //! work. Head sizes that are not a multiple of 8 take a scalar tail.
 
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 use half::f16;
 
-use super::{KeyWindow, Queries, Rows, ScoreParams, KEY_TILE};
+use super::{KeyWindow, Queries, RowState, Rows, ScoreParams, KEY_TILE};
 use crate::skeleton::activation::avx2::exp;
 use crate::skeleton::activation::exp_poly;
 
@@ -32,7 +33,7 @@ pub(super) const ROW_GROUP: usize = 4;
 /// f32 working memory of [`attend`] beyond the portable path's: the group's scores/weights.
 pub(super) const GROUP_SCRATCH: usize = ROW_GROUP * KEY_TILE;
 
-/// See [`super::attend`]; `scratch` holds [`super::scratch_floats`] values.
+/// See [`super::attend_span`]; `work` holds [`super::work_floats`] values.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -46,22 +47,27 @@ pub(super) unsafe fn attend<K: Rows, V: Rows>(
     v_dim: usize,
     keys_seen: KeyWindow,
     params: ScoreParams,
-    scratch: &mut [f32],
-    out: &mut [f32],
+    span: Range<usize>,
+    work: &mut [f32],
+    state: &mut RowState<'_>,
 ) {
     let (nb, nh) = (queries.positions.len(), queries.n_heads);
     let n_rows = nb * nh;
-    let (k_tile, rest) = scratch.split_at_mut(KEY_TILE * k_dim);
+    let (k_tile, rest) = work.split_at_mut(KEY_TILE * k_dim);
     let (v_tile, rest) = rest.split_at_mut(KEY_TILE * v_dim);
-    let (weights, rest) = rest.split_at_mut(GROUP_SCRATCH);
-    let (run_max, rest) = rest.split_at_mut(n_rows);
-    let run_sum = &mut rest[..n_rows];
+    let weights = &mut rest[..GROUP_SCRATCH];
+    let run_max = &mut state.max[..n_rows];
+    let run_sum = &mut state.sum[..n_rows];
     run_max.fill(f32::NEG_INFINITY);
     run_sum.fill(0.0);
-    let out = &mut out[..n_rows * v_dim];
+    let out = &mut state.out[..n_rows * v_dim];
     out.fill(0.0);
     let Some(&last) = queries.positions.iter().max() else { return };
-    let first = queries.positions.iter().map(|&p| keys_seen.first(p)).min().unwrap_or(0);
+    if span.is_empty() {
+        return;
+    }
+    let last = last.min(span.end - 1);
+    let first = queries.positions.iter().map(|&p| keys_seen.first(p)).min().unwrap_or(0).max(span.start);
     // Every row's query vector must be in bounds before the raw-pointer kernels read it.
     let q_end = (nb - 1) * queries.stride + nh * k_dim;
     let q = &queries.q[..q_end];
@@ -156,11 +162,6 @@ pub(super) unsafe fn attend<K: Rows, V: Rows>(
             r0 += g;
         }
         pos += n;
-    }
-    for (o, &l) in out.chunks_exact_mut(v_dim).zip(run_sum.iter()) {
-        // l >= 1 (the maximum contributes exp(0)) for every query: it sees at least itself.
-        let inv = 1.0 / l;
-        o.iter_mut().for_each(|x| *x *= inv);
     }
 }
 
