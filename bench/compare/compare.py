@@ -109,12 +109,14 @@ class Owl:
             return False, str(e)
         return r.returncode == 0, r.stdout + r.stderr
 
-    def bench(self, model, threads, n_prompt, n_gen, timeout, extra):
+    def bench(self, model, threads, n_prompt, n_gen, depths, timeout, extra):
         cmd = [self.binary, "bench", model, "-p", ",".join(map(str, n_prompt)),
                "-n", ",".join(map(str, n_gen)), "-r", "1", "-t", str(threads), "--json"]
+        if depths != [0]:
+            cmd += ["-d", ",".join(map(str, depths))]
         for flag in ("--ctx-size", "--ctx"):
             if has_flag(self.bench_help, flag):
-                cmd += [flag, str(max(n_prompt + n_gen))]
+                cmd += [flag, str(max(n_prompt + n_gen) + max(depths))]
                 break
         rc, out, err, wall, _, rss = run_measured(cmd + extra, timeout)
         if rc != 0:
@@ -153,10 +155,11 @@ class LlamaCpp:
                      "system_info": doc.get("system_info")}
         return doc, t_spawn
 
-    def bench(self, model, threads, n_prompt, n_gen, timeout):
+    def bench(self, model, threads, n_prompt, n_gen, depths, timeout):
         doc, _ = self._worker(["bench", "--model", model, "--threads", str(threads),
                                "-p", ",".join(map(str, n_prompt)),
-                               "-n", ",".join(map(str, n_gen)), "--reps", "1"], timeout)
+                               "-n", ",".join(map(str, n_gen)),
+                               "-d", ",".join(map(str, depths)), "--reps", "1"], timeout)
         speeds = {r["test"]: float(r["tokens_per_s"]) for r in doc["results"]}
         rss = doc["rss"]
         return speeds, rss["peak_kib"] - rss["baseline_kib"], rss["baseline_kib"]
@@ -167,6 +170,67 @@ class LlamaCpp:
                                      "--ctx", str(ctx)], timeout)
         return {"load_to_first_token_ms": (doc["t_first_token"] - doc["t_load_start"]) * 1e3,
                 "startup_ms": (doc["t_load_start"] - t_spawn) * 1e3}
+
+
+# ---------------------------------------------------------------- decode roofline
+
+# Bytes per block and values per block of the GGML types (ggml.c's type_traits).
+GGML_BLOCKS = {
+    "F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q4_0": (32, 18), "Q4_1": (32, 20),
+    "Q5_0": (32, 22), "Q5_1": (32, 24), "Q8_0": (32, 34), "Q8_1": (32, 36),
+    "Q2_K": (256, 84), "Q3_K": (256, 110), "Q4_K": (256, 144), "Q5_K": (256, 176),
+    "Q6_K": (256, 210), "Q8_K": (256, 292), "IQ4_NL": (32, 18), "IQ4_XS": (256, 136),
+}
+
+
+def model_bytes(owl_binary, path):
+    """What one decode step must read: every weight once (the token embedding only when it
+    is also the output head: otherwise one row, not counted), and per cached position the
+    KV cache bytes (f16, as `owl inspect` reports them). None when unknown."""
+    try:
+        r = subprocess.run([owl_binary, "inspect", path, "--json", "--tensors"],
+                           capture_output=True, text=True, timeout=120)
+        doc = parse_json_out(r.stdout)
+        tensors = doc["tensors"]
+        names = {t["name"] for t in tensors}
+        total = 0
+        for t in tensors:
+            if t["name"] == "token_embd.weight" and "output.weight" in names:
+                continue
+            per_block, block_bytes = GGML_BLOCKS[t["type"]]
+            n = 1
+            for dim in t["shape"]:
+                n *= dim
+            total += n // per_block * block_bytes
+        return {"weights": total, "kv_per_position": doc["kv_cache_bytes_per_token"]}
+    except (OSError, subprocess.TimeoutExpired, ValueError, KeyError, TypeError) as e:
+        print(f"  ! roofline: no byte count for {path}: {e}", file=sys.stderr)
+        return None
+
+
+def read_bandwidth(repo, threads):
+    """{threads: GB/s}: kernel_bench's read bandwidth (an AVX2 sum over a 1 GiB buffer in
+    64 MiB slices; see docs/PERFORMANCE.md), {} when it cannot run."""
+    cmd = ["cargo", "run", "--release", "--quiet", "-p", "owl-kernels", "--example",
+           "kernel_bench", "--", "--no-matvec", "--no-prefill",
+           "--threads", ",".join(map(str, threads))]
+    print("measuring read bandwidth: " + " ".join(cmd), file=sys.stderr, flush=True)
+    try:
+        r = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"  ! read bandwidth: {e}", file=sys.stderr)
+        return {}
+    out, table = {}, False
+    for line in r.stdout.splitlines():
+        if line.startswith("## "):
+            table = line.startswith("## Read bandwidth")
+        m = re.match(r"\|\s*(\d+)\s*\|\s*([\d.]+)", line) if table else None
+        if m:
+            out[int(m.group(1))] = float(m.group(2))
+    if not out:
+        print(f"  ! read bandwidth: nothing parsed ({last_line(r.stderr or r.stdout)})",
+              file=sys.stderr)
+    return out
 
 
 # ---------------------------------------------------------------- statistics and table
@@ -240,10 +304,16 @@ def ensure_owl(repo, binary, force_build):
     return default
 
 
-def measure(a, owl, llama, name, path, threads):
+def test_name(kind, n, depth):
+    """llama-bench's (and owl bench's) name of a test: pp512, tg128 @ d4096."""
+    return f"{kind}{n}" + (f" @ d{depth}" if depth > 0 else "")
+
+
+def measure(a, owl, llama, name, path, threads, roofline=None, model_bytes=None):
     owl_on = owl is not None and owl.has_bench
     ft_on = owl is not None and owl.has_generate
-    tests = [f"pp{n}" for n in a.n_prompt] + [f"tg{n}" for n in a.n_gen]
+    tests = [test_name("pp", n, d) for d in a.n_depth for n in a.n_prompt] + \
+        [test_name("tg", n, d) for d in a.n_depth for n in a.n_gen]
     speeds = {"owl": {t: [] for t in tests}, "llama": {t: [] for t in tests}}
     rss = {"owl": [], "llama": []}
     ftt = {"owl": [], "llama": []}
@@ -263,7 +333,7 @@ def measure(a, owl, llama, name, path, threads):
         print(f"  {name} t={threads} rep {rep + 1}/{a.reps}", file=sys.stderr, flush=True)
         if owl_on:
             r = attempt("owl bench", lambda: owl.bench(path, threads, a.n_prompt, a.n_gen,
-                                                       a.timeout, a.owl_args))
+                                                       a.n_depth, a.timeout, a.owl_args))
             if r:
                 for t in tests:
                     if t in r[0]:
@@ -271,7 +341,7 @@ def measure(a, owl, llama, name, path, threads):
                 rss["owl"].append(r[1] / 1024)
         if not a.no_llama:
             r = attempt("llama.cpp bench", lambda: llama.bench(path, threads, a.n_prompt,
-                                                               a.n_gen, a.timeout))
+                                                               a.n_gen, a.n_depth, a.timeout))
             if r:
                 for t in tests:
                     if t in r[0]:
@@ -300,6 +370,16 @@ def measure(a, owl, llama, name, path, threads):
 
     for t in tests:
         add(t, f"{t} tok/s (higher is better)", 1, speeds["owl"][t], speeds["llama"][t])
+    roof = roofline.get(threads) if roofline else None
+    if roof and model_bytes:
+        for d in a.n_depth:
+            for n in a.n_gen:
+                t = test_name("tg", n, d)
+                # Mean cache length over the N steps: positions d .. d+N-1 read p+1 rows.
+                per_token = model_bytes["weights"] + model_bytes["kv_per_position"] * (d + (n + 1) / 2)
+                limit = roof * 1e9 / per_token
+                pct = [[100 * v / limit for v in speeds[k][t]] for k in ("owl", "llama")]
+                add(t + "_roofline_pct", f"{t} % of roofline ({limit:.0f} tok/s)", 0, pct[0], pct[1])
     add("peak_rss_mib", "peak RSS MiB (lower is better)", 1, rss["owl"], rss["llama"])
     add("load_to_first_token_ms", "load → first token ms (lower is better)", 1,
         ftt["owl"], ftt["llama"])
@@ -331,6 +411,16 @@ def int_list(s):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}")
     if not v or min(v) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {s!r}")
+    return v
+
+
+def depth_list(s):
+    try:
+        v = [int(x) for x in s.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}")
+    if not v or min(v) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {s!r}")
     return v
 
 
@@ -367,6 +457,11 @@ def main():
     p.add_argument("--reps", type=int, default=5, help="interleaved repetitions (default 5)")
     p.add_argument("-p", "--n-prompt", type=int_list, default=[64, 512], help="default 64,512")
     p.add_argument("-n", "--n-gen", type=int_list, default=[128], help="default 128")
+    p.add_argument("-d", "--n-depth", type=depth_list, default=[0],
+                   help="llama-bench's -d: tests start from a cache of this many tokens "
+                        "(default 0; e.g. 0,4096)")
+    p.add_argument("--no-roofline", action="store_true",
+                   help="skip the read-bandwidth measurement and the tg %% of roofline rows")
     p.add_argument("--ctx", type=int, default=4096,
                    help="context size for the first-token run (both tools; owl via --ctx-size)")
     p.add_argument("--flash-attn", choices=["auto", "on", "off"], default="auto",
@@ -402,14 +497,22 @@ def main():
     if load is not None and load > 0.5:
         print("warning: the machine is not idle; other processes skew absolute numbers "
               "(interleaving keeps the ratios fairer)")
+    roofline = {}
+    if not a.no_roofline and owl is not None:
+        roofline = read_bandwidth(a.repo, a.threads)
+        if roofline:
+            print("read bandwidth (kernel_bench): " +
+                  ", ".join(f"{t} thread{'s' if t != 1 else ''} {g:.1f} GB/s"
+                            for t, g in sorted(roofline.items())))
     blocks = []
     for spec in a.models.split(","):
         spec = spec.strip()
         if not spec:
             continue
         name, path = resolve_model(a.repo, spec)
+        bytes_per = model_bytes(owl.binary, path) if roofline else None
         for threads in a.threads:
-            block = measure(a, owl, llama, name, path, threads)
+            block = measure(a, owl, llama, name, path, threads, roofline, bytes_per)
             print_table(block, owl_note)
             blocks.append(block)
 
@@ -420,7 +523,8 @@ def main():
                     "has_bench": bool(owl and owl.has_bench)},
             "llama_cpp": dict(llama.info, commit=LLAMA_CPP_COMMIT, flash_attn=a.flash_attn),
             "cpu": cpu_name(), "cpus": os.cpu_count(), "load_average_at_start": load,
-            "n_prompt": a.n_prompt, "n_gen": a.n_gen, "ctx_first_token": a.ctx,
+            "n_prompt": a.n_prompt, "n_gen": a.n_gen, "n_depth": a.n_depth,
+            "read_bandwidth_gb_s": roofline, "ctx_first_token": a.ctx,
             "first_token_prompt": FIRST_TOKEN_PROMPT,
             "results": blocks,
         }

@@ -16,6 +16,9 @@ Modes:
                  then random ids) decoded in batches of n_batch, output of the last only;
                - tgN: from an empty KV cache, N single-token decodes (BOS first, then
                  random ids), synchronising after each;
+               - `-d D` (llama-bench's depth): every run starts from a cache holding D
+                 tokens (BOS and random ids, processed untimed before each run), tests
+                 named "pp512 @ d4096"; n_ctx grows by D;
                - one untimed warm-up run per test (the whole ppN; tg: 1 token), then
                  `--reps` timed runs, KV cache cleared before each.
                Prints {"results":[{"test","tokens_per_s","samples_ns",...}], "rss":{...}}.
@@ -139,22 +142,32 @@ def cmd_bench(a):
     bos = L.llama_vocab_bos(vocab) if L.llama_vocab_get_add_bos(vocab) else None
     rng = random.Random(a.seed)
 
-    tests = [("pp", n) for n in a.n_prompt if n > 0] + [("tg", n) for n in a.n_gen if n > 0]
+    tests = [("pp", n, d) for d in a.n_depth for n in a.n_prompt if n > 0] + \
+        [("tg", n, d) for d in a.n_depth for n in a.n_gen if n > 0]
     results = []
-    for kind, n in tests:
-        # llama-bench: n_ctx = n_prompt + n_gen (+ depth, 0 here) for each test.
-        ctx, n_batch = new_context(model, n, a.threads, a.flash_attn)
+    for kind, n, depth in tests:
+        # llama-bench: n_ctx = n_prompt + n_gen + n_depth for each test.
+        ctx, n_batch = new_context(model, n + depth, a.threads, a.flash_attn)
         mem = L.llama_get_memory(ctx)
-        if not a.no_warmup:
+
+        def start():
+            """An empty cache, then (untimed) `depth` tokens: BOS and random ids, as
+            llama-bench's -d; the test's tokens follow at positions depth.."""
             L.llama_memory_clear(mem, False)
+            if depth > 0:
+                run_prompt(ctx, token_ids(rng, depth, n_vocab, bos), n_batch)
+            return None if depth > 0 else bos
+
+        if not a.no_warmup:
+            first = start()
             if kind == "pp":
-                run_prompt(ctx, token_ids(rng, n, n_vocab, bos), n_batch)
+                run_prompt(ctx, token_ids(rng, n, n_vocab, first), n_batch)
             else:
-                run_gen(ctx, token_ids(rng, 1, n_vocab, bos))
+                run_gen(ctx, token_ids(rng, 1, n_vocab, first))
         samples = []
         for _ in range(a.reps):
-            L.llama_memory_clear(mem, False)
-            ids = token_ids(rng, n, n_vocab, bos)
+            first = start()
+            ids = token_ids(rng, n, n_vocab, first)
             t0 = time.perf_counter_ns()
             if kind == "pp":
                 run_prompt(ctx, ids, n_batch)
@@ -164,7 +177,7 @@ def cmd_bench(a):
         L.llama_free(ctx)
         speeds = [n * 1e9 / s for s in samples]
         results.append({
-            "test": f"{kind}{n}",
+            "test": f"{kind}{n}" + (f" @ d{depth}" if depth > 0 else ""),
             "tokens_per_s": sum(speeds) / len(speeds),
             "samples_ns": samples,
             "threads": a.threads,
@@ -223,6 +236,7 @@ def main():
     b = sub.choices["bench"]
     b.add_argument("-p", "--n-prompt", type=int_list, default=[64, 512])
     b.add_argument("-n", "--n-gen", type=int_list, default=[128])
+    b.add_argument("-d", "--n-depth", type=int_list, default=[0])
     b.add_argument("--reps", type=int, default=1)
     b.add_argument("--seed", type=int, default=1234)
     b.add_argument("--no-warmup", action="store_true")
