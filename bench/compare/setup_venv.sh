@@ -19,6 +19,19 @@ BUILD_TOOLS=("cmake==3.31.10" "ninja==1.13.0" "scikit-build-core==0.11.6")
 # CPU-only, native ISA; no multimodal (mtmd) library and no HTTPS support: neither is used
 # by the benchmark and both cost compile time.
 CMAKE_ARGS_PINNED="-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DGGML_BLAS=OFF"
+# On a CPU with AMX, llama.cpp@0c1e57098's AMX matmul (ggml_backend_amx_mul_mat) dies with
+# SIGSEGV on the first prompt batch (seen on a 2-vCPU Sapphire Rapids VM): there the build
+# names every other extension the CPU has instead of -march=native, and AMX off. owl does not
+# use AMX either.
+if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
+  has() { grep -qw "$1" /proc/cpuinfo; }
+  features=""
+  for pair in sse4_2:SSE42 f16c:F16C fma:FMA bmi2:BMI2 avx:AVX avx2:AVX2 avx_vnni:AVX_VNNI \
+              avx512bw:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+    has "${pair%%:*}" && features="$features -DGGML_${pair##*:}=ON"
+  done
+  CMAKE_ARGS_PINNED="-DGGML_NATIVE=OFF$features -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DGGML_BLAS=OFF"
+fi
 
 venv="${OWL_BENCH_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/owl/bench-venv}"
 marker="$venv/.owl-bench-ready"
