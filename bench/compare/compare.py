@@ -492,7 +492,7 @@ def main():
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     print(f"owl {git_rev(a.repo) or '?'} vs llama.cpp@{LLAMA_CPP_COMMIT} (llama-cpp-python, "
-          f"GGML_NATIVE=ON, flash-attn {a.flash_attn}) on {cpu_name()}, {os.cpu_count()} CPUs"
+          f"built by setup_venv.sh, flash-attn {a.flash_attn}) on {cpu_name()}, {os.cpu_count()} CPUs"
           + (f", load average {load:.2f} at start" if load is not None else ""))
     if load is not None and load > 0.5:
         print("warning: the machine is not idle; other processes skew absolute numbers "
@@ -515,6 +515,9 @@ def main():
             block = measure(a, owl, llama, name, path, threads, roofline, bytes_per)
             print_table(block, owl_note)
             blocks.append(block)
+
+    if llama.info.get("system_info"):
+        print(f"\nllama.cpp {llama.info['system_info']}")
 
     if a.json:
         doc = {
