@@ -645,6 +645,7 @@ mod avx2 {
     matvec!(matvec_q4_1, q4_1, BlockQ4_1, BlockQ8_1);
     matvec!(matvec_q5_0, q5_0, BlockQ5_0, BlockQ8_0);
     matvec!(matvec_q4_k, q4_k, BlockQ4K, BlockQ8K);
+    matvec!(matvec_q8_0, q8_0, BlockQ8_0, BlockQ8_0);
 
     /// `$name`: a [`GroupMatvecFn`] over `quant::$m::avx2_x8::dot_x8`.
     macro_rules! avx2_group_matvec {
@@ -783,6 +784,7 @@ mod avx2 {
         set_matvec!(Q4_1, matvec_q4_1);
         set_matvec!(Q5_0, matvec_q5_0);
         set_matvec!(Q4_K, matvec_q4_k);
+        set_matvec!(Q8_0, matvec_q8_0);
         macro_rules! set_group_matvec {
             ($f:ident, $k:expr, $k4:expr) => {
                 if let Some(k) = &mut e[BlockFormat::$f as usize] {

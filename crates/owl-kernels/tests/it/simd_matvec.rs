@@ -208,6 +208,11 @@ fn q5_0_rows_match_single_row_kernel() {
 }
 
 #[test]
+fn q8_0_rows_match_single_row_kernel() {
+    check_format(&kernels!(q8_0, Q8_0, q8_0, |b, r| b.d = random_scale(r), no_min), 0x4d08);
+}
+
+#[test]
 fn q4_k_rows_match_single_row_kernel() {
     check_format(
         &kernels!(
@@ -235,7 +240,7 @@ fn matvec_driver_equals_row_kernel() {
     let table = dispatch::table(Isa::Avx2).expect("avx2 table");
     let pool = ThreadPool::new(1);
     let mut rng = Rng::new(0x4d56);
-    for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q5_0, BlockFormat::Q4_K] {
+    for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q5_0, BlockFormat::Q8_0, BlockFormat::Q4_K] {
         let k = table.get(format).expect("kernels");
         assert!(k.has_multi_row_matvec(), "{format:?} has a multi-row matvec kernel");
         let be = format.block_elems();
@@ -335,6 +340,7 @@ fn matvec_rows_ab() {
         b.m = quant::f32_to_f16(0.01);
     });
     run(&kernels!(q5_0, Q5_0, q8_0, |_, _| {}, no_min), |b| b.d = quant::f32_to_f16(0.01));
+    run(&kernels!(q8_0, Q8_0, q8_0, |_, _| {}, no_min), |b| b.d = quant::f32_to_f16(0.01));
     run(&kernels!(q4_k, Q4_K, q8_k, |_, _| {}, no_min), |b| {
         b.d = quant::f32_to_f16(0.01);
         b.dmin = quant::f32_to_f16(0.01);

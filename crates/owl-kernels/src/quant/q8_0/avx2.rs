@@ -7,6 +7,9 @@
 //!   against N activation rows (prefill tiles), each weight block loaded once. Column `t`
 //!   is bit-identical to `vec_dot(w, a[t])`, so a token's result does not depend on the tile
 //!   it was computed in. N = 4 is the sweet spot (register pressure beyond 6).
+//! - `vec_dot_rows::<R>(w: [&[BlockQ8_0]; R], a: &[BlockQ8_0]) -> [f32; R]` — R ≤ 4 weight
+//!   rows against one activation row (decode over a row-major matrix, such as a tied output
+//!   head); row `r` is bit-identical to `vec_dot(w[r], a)`.
 //! - `quantize(src: &[f32], out: &mut [BlockQ8_0])` — bit-identical to the scalar
 //!   [`super::quantize`] for every input (ties, NaN, ±inf, subnormals included).
 //!
@@ -27,8 +30,9 @@ use std::arch::x86_64::*;
 
 use super::{BlockQ8_0, QK8_0};
 use crate::quant::simd_x86::{
-    dot_i8x32, f16_to_f32, f32_to_f16, hsum_f32x8, load_f32x8_at, load_i8x32, max_abs, pack_i32_to_i8, pair_scales,
-    prefetch_ahead, round_half_away, store_i8x32,
+    dot_i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32, f32_to_f16, group_prefetch_ahead, halves4, hsum_f32x8,
+    load_f32x8_at, load_i8x32, max_abs, pack_i32_to_i8, pair_scales, prefetch_ahead, prefetch_rows_ahead,
+    round_half_away, store_i8x32, MATVEC_ROWS,
 };
 use crate::quant::util::inverse_or_zero;
 
@@ -84,6 +88,74 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ8_0], a: [&[BlockQ8_0]; N]) -
         let mut out = [0.0f32; N];
         for t in 0..N {
             out[t] = hsum_f32x8(_mm256_add_ps(acc0[t], acc1[t]));
+        }
+        out
+    }
+}
+
+/// `R ≤ 4` consecutive weight rows (`w`: `R·a.len()` blocks) against one activation row
+/// (decode over a row-major Q8_0 matrix: the tied output heads, which stay as stored). Each
+/// activation block is loaded once for all rows and the f16 scales of all rows' block pair
+/// are converted with one `vcvtph2ps`. Row `r` is bit-identical to `vec_dot(w[r], a)`: the
+/// same integer block sums, the same scale products (`dx·dy` in f32), the same FMA
+/// accumulators and horizontal sum.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn vec_dot_rows<const R: usize>(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> [f32; R] {
+    const { assert!(R >= 1 && R <= MATVEC_ROWS) };
+    debug_assert_eq!(w.len(), R * a.len());
+    let row_len = w.len() / R;
+    let nb = row_len.min(a.len());
+    let a = &a[..nb];
+    let w: [&[BlockQ8_0]; R] = std::array::from_fn(|r| &w[r * row_len..r * row_len + nb]);
+    let base = w[0].as_ptr().cast::<u8>();
+    let ahead = group_prefetch_ahead(row_len * size_of::<BlockQ8_0>(), R);
+    // SAFETY: features guaranteed by the caller. Every index is below `nb`, the length of `a`
+    // and of every `w[r]` after the slicing above.
+    unsafe {
+        let mut acc0 = [_mm256_setzero_ps(); R];
+        let mut acc1 = [_mm256_setzero_ps(); R];
+        let mut d = [0.0f32; 8];
+        let mut i = 0;
+        while i + 1 < nb {
+            const STEP: usize = 2 * size_of::<BlockQ8_0>();
+            prefetch_rows_ahead(base, ahead, i / 2 * STEP * R, STEP * R);
+            let (y0, y1) = (a.get_unchecked(i), a.get_unchecked(i + 1));
+            // d[r] = dx_r(i)·dy(i), d[4 + r] = dx_r(i+1)·dy(i+1): `pair_scales`' products.
+            let dx =
+                f16x8_to_f32(halves4::<R>(|r| w[r].get_unchecked(i).d), halves4::<R>(|r| w[r].get_unchecked(i + 1).d));
+            let dy = _mm256_permutevar8x32_ps(
+                _mm256_castps128_ps256(f16x4_to_f32([y0.d, y1.d, [0, 0], [0, 0]])),
+                _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+            );
+            _mm256_storeu_ps(d.as_mut_ptr(), _mm256_mul_ps(dx, dy));
+            let (ay0, ay1) = (load_i8x32(&y0.qs), load_i8x32(&y1.qs));
+            for r in 0..R {
+                let p0 = _mm256_cvtepi32_ps(dot_i8x32(load_i8x32(&w[r].get_unchecked(i).qs), ay0));
+                acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[r]), p0, acc0[r]);
+            }
+            for r in 0..R {
+                let p1 = _mm256_cvtepi32_ps(dot_i8x32(load_i8x32(&w[r].get_unchecked(i + 1).qs), ay1));
+                acc1[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[4 + r]), p1, acc1[r]);
+            }
+            i += 2;
+        }
+        if i < nb {
+            let y0 = a.get_unchecked(i);
+            let ay0 = load_i8x32(&y0.qs);
+            let dy0 = f16_to_f32(y0.d);
+            for r in 0..R {
+                let x0 = w[r].get_unchecked(i);
+                let d0 = _mm256_set1_ps(f16_to_f32(x0.d) * dy0);
+                acc0[r] = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(dot_i8x32(load_i8x32(&x0.qs), ay0)), acc0[r]);
+            }
+        }
+        let mut out = [0.0f32; R];
+        for r in 0..R {
+            out[r] = hsum_f32x8(_mm256_add_ps(acc0[r], acc1[r]));
         }
         out
     }
