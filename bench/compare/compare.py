@@ -404,24 +404,18 @@ def write_json_atomic(path, doc):
     os.replace(tmp, path)
 
 
-def int_list(s):
+def int_list(s, least=1):
     try:
         v = [int(x) for x in s.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}")
-    if not v or min(v) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {s!r}")
+    if not v or min(v) < least:
+        raise argparse.ArgumentTypeError(f"expected integers >= {least}, got {s!r}")
     return v
 
 
 def depth_list(s):
-    try:
-        v = [int(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}")
-    if not v or min(v) < 0:
-        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {s!r}")
-    return v
+    return int_list(s, least=0)
 
 
 def git_rev(repo):

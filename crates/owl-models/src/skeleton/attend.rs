@@ -294,24 +294,8 @@ fn attend_with(
 }
 
 /// The softmax state of the block's rows over the keys at positions `span` (the rows' own
-/// limits apply within it), written to `state` (initialised here). `work` holds
+/// limits apply within it), written to `state` (initialised here), by `body`. `work` holds
 /// [`work_floats`] values.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn attend_span(
-    queries: &Queries<'_>,
-    keys: KvRows<'_>,
-    values: KvRows<'_>,
-    k_dim: usize,
-    v_dim: usize,
-    keys_seen: KeyWindow,
-    params: ScoreParams,
-    span: Range<usize>,
-    work: &mut [f32],
-    state: &mut RowState<'_>,
-) {
-    attend_span_with(Body::Fastest, queries, keys, values, k_dim, v_dim, keys_seen, params, span, work, state)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn attend_span_with(
     body: Body,

@@ -9,7 +9,8 @@ use std::ops::Range;
 
 use owl_kernels::ThreadPool;
 
-use super::{attend, attend_span, finish, merge, scratch_floats, spans, state_floats, work_floats};
+use super::Body;
+use super::{attend, attend_span_with, finish, merge, scratch_floats, spans, state_floats, work_floats};
 use super::{KeyWindow, Queries, RowState, ScoreParams, QUERY_BLOCK};
 use crate::kv_cache::KvRows;
 use crate::skeleton::parallel::DisjointSlice;
@@ -168,7 +169,19 @@ fn attend_split<'a>(
             let floats = unsafe { states.range(at..at + len) };
             let mut state = RowState::in_floats(floats, plan.rows[b], vd);
             let (k, seen, params) = (shape.k_dim, shape.keys_seen, shape.params);
-            attend_span(&blk.queries, blk.keys, blk.values, k, vd, seen, params, span, work, &mut state);
+            attend_span_with(
+                Body::Fastest,
+                &blk.queries,
+                blk.keys,
+                blk.values,
+                k,
+                vd,
+                seen,
+                params,
+                span,
+                work,
+                &mut state,
+            );
         }
     });
     pool.parallel_for(plan.n_blocks, 1, &|_, items| {
