@@ -39,6 +39,7 @@
 pub mod arch;
 pub mod batch;
 pub mod config;
+mod decode_arena;
 pub mod error;
 pub mod kv_cache;
 mod loader;

@@ -61,6 +61,9 @@ impl Model {
 
     /// Loads a GGUF file; quantized weights stay quantized, mapped from the file.
     pub fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Model, ModelError> {
+        // No piece of this model's decode copies shares a chunk with another load's (one
+        // that failed half way included): each model frees its own memory.
+        crate::decode_arena::seal();
         let file =
             Arc::new(GgufFile::open(path).map_err(|source| ModelError::Gguf { path: path.to_path_buf(), source })?);
         let mut set = TensorSet::default();
@@ -77,7 +80,9 @@ impl Model {
         let parts = (family.build)(&Source::Gguf(&meta), &mut binder)?;
         binder.finish(family.name)?;
         let tied = parts.config.tied_embeddings;
-        let mut model = Model::assemble(parts, options)?;
+        let model = Model::assemble(parts, options);
+        crate::decode_arena::seal();
+        let mut model = model?;
         let mut described = ModelFile::of_gguf(path, &file);
         described.tied_head |= tied;
         model.set_file(described);
@@ -93,6 +98,7 @@ impl Model {
     /// Loads the safetensors of `dir` with an already parsed config. F16/BF16 weights stay
     /// in their format (the kernels compute with them directly); 1-D tensors become f32.
     pub fn load_hf(dir: &Path, config: &HfConfig, options: &LoadOptions) -> Result<Model, ModelError> {
+        crate::decode_arena::seal();
         let family = registry::for_hf_model_type(&config.model_type)?;
         let st = Arc::new(SafetensorsModel::open(dir)?);
         let mut set = TensorSet::default();
@@ -112,7 +118,9 @@ impl Model {
         let parts = (family.build)(&Source::Hf(config), &mut binder)?;
         binder.finish(family.name)?;
         let tied_head = parts.config.tied_embeddings || !set.tensors.contains_key("lm_head.weight");
-        let mut model = Model::assemble(parts, options)?;
+        let model = Model::assemble(parts, options);
+        crate::decode_arena::seal();
+        let mut model = model?;
         let mut names: Vec<String> = name_or_path(dir).into_iter().collect();
         let dir_name = dir.canonicalize().ok().and_then(|d| d.file_name().map(|s| s.to_string_lossy().into_owned()));
         names.extend(dir_name);

@@ -353,41 +353,33 @@ impl Weight {
     }
 }
 
-/// The memory of an interleaved weight: an anonymous map asked for transparent huge pages
-/// (Linux `madvise` mode), so that filling hundreds of MB at load takes fewer page faults
-/// and decode walks them with fewer TLB misses (measured: qwen2.5-coder 0.5B load → first
-/// token 1.01 → 0.92 s against a `Vec`; 0.71 s row-major). A `Vec` if the map cannot be
-/// made.
+/// The memory of an interleaved weight: a piece of a shared anonymous map asked for
+/// transparent huge pages ([`crate::decode_arena`]), so that filling hundreds of MB at load
+/// takes fewer page faults and decode walks them with fewer TLB misses; a `Vec` if no map
+/// can be made.
 enum DecodeBuffer {
-    Map(memmap2::MmapMut),
+    Arena(crate::decode_arena::Piece),
     Vec(Vec<u8>),
 }
 
 impl DecodeBuffer {
     fn new(len: usize) -> Self {
-        match memmap2::MmapMut::map_anon(len) {
-            Ok(map) => {
-                #[cfg(target_os = "linux")]
-                let _ = map.advise(memmap2::Advice::HugePage);
-                DecodeBuffer::Map(map)
-            }
-            Err(_) => DecodeBuffer::Vec(vec![0u8; len]),
+        match crate::decode_arena::piece(len) {
+            Some(piece) => DecodeBuffer::Arena(piece),
+            None => DecodeBuffer::Vec(vec![0u8; len]),
         }
     }
 
     fn as_mut_slice(&mut self) -> &mut [u8] {
         match self {
-            DecodeBuffer::Map(m) => m,
+            DecodeBuffer::Arena(p) => p.as_mut_slice(),
             DecodeBuffer::Vec(v) => v,
         }
     }
 
     fn into_bytes(self) -> WeightBytes {
         match self {
-            DecodeBuffer::Map(m) => {
-                let owner = Arc::new(m);
-                WeightBytes::view(&owner, |m| &m[..])
-            }
+            DecodeBuffer::Arena(p) => p.into_bytes(),
             DecodeBuffer::Vec(v) => WeightBytes::from_vec(v),
         }
     }
