@@ -43,9 +43,13 @@ impl Chunk {
         Some(Arc::new(Chunk { map, base }))
     }
 
-    /// Bytes `start..start + len` as read-only memory.
+    /// Bytes `start..start + len` (a frozen piece) as read-only memory. Built from the base
+    /// pointer, not by slicing the map: a slice of the whole map would alias the pieces
+    /// other threads may still be writing.
     fn bytes(&self, start: usize, len: usize) -> &[u8] {
-        &self.map[start..start + len]
+        assert!(start.checked_add(len).is_some_and(|end| end <= self.map.len()));
+        // SAFETY: in bounds (asserted); the piece is no longer written (see `Send`/`Sync`).
+        unsafe { std::slice::from_raw_parts(self.base.add(start), len) }
     }
 }
 
