@@ -57,6 +57,11 @@ pub enum EngineError {
     #[error("the base model has a vocabulary of {base} tokens, the model {model}: they cannot be compared")]
     VocabularyMismatch { model: usize, base: usize },
 
+    /// A saved base log-probabilities file (llama-perplexity's `--kl-divergence-base`
+    /// format) is unreadable, malformed, or does not fit the run.
+    #[error("base log-probabilities file: {0}")]
+    BaseFile(String),
+
     /// A perplexity window or a bench test does not fit into the model's context.
     #[error("{what} needs {needed} positions but the model's context holds {n_ctx}")]
     ContextTooSmall { what: String, needed: usize, n_ctx: usize },

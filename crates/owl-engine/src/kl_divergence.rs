@@ -7,10 +7,12 @@
 //! Windows are [`crate::perplexity`]'s: each runs from an empty cache (BOS first where the
 //! model adds one) and only the second half is scored; both models see the same windows.
 
+use std::io::Read;
 use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
 
+use crate::base_logprobs::{row_len, BaseLogProbs, SavedRow};
 use crate::error::EngineError;
 use crate::logprobs::LogSoftmax;
 use crate::model::LanguageModel;
@@ -76,6 +78,26 @@ struct Sums {
     same_top: f64,
 }
 
+impl Sums {
+    fn add(&mut self, p: &Position, klds: &mut Vec<f64>, dps: &mut Vec<f64>) {
+        let (nq, nb) = (-p.logp_q, -p.logp_b);
+        let dp = p.logp_q.exp() - p.logp_b.exp();
+        self.n += 1.0;
+        self.nll_q += nq;
+        self.nll_q2 += nq * nq;
+        self.nll_b += nb;
+        self.nll_b2 += nb * nb;
+        self.nll_qb += nq * nb;
+        self.kld += p.kld;
+        self.kld2 += p.kld * p.kld;
+        self.dp += dp;
+        self.dp2 += dp * dp;
+        self.same_top += f64::from(u8::from(p.same_top));
+        klds.push(p.kld);
+        dps.push(dp);
+    }
+}
+
 fn mean_err(sum: f64, sum2: f64, n: f64) -> Estimate {
     let mean = sum / n;
     let var = (sum2 / n - mean * mean).max(0.0);
@@ -133,6 +155,107 @@ fn compare(q: &[f32], base: &[f32], target: usize) -> Position {
     }
 }
 
+/// [`compare`] against a saved row (llama-perplexity's `log_softmax(.., base_log_prob, ..)`):
+/// the base's log-probabilities below −16 nats count as zero probability, as llama's do.
+fn compare_saved(q: &[f32], base: &SavedRow, target: usize) -> Position {
+    let lq = LogSoftmax::of(q);
+    let mut kld = 0.0f64;
+    let (mut top_q, mut top_b, mut max_b) = (0usize, 0usize, f32::NEG_INFINITY);
+    for (i, &xq) in q.iter().enumerate() {
+        let log_b = base.log_prob(i);
+        if log_b > -16.0 {
+            let log_b = f64::from(log_b);
+            kld += log_b.exp() * (log_b - lq.logprob(xq));
+        }
+        if xq > q[top_q] {
+            top_q = i;
+        }
+        if i == 0 || log_b > max_b {
+            (top_b, max_b) = (i, log_b);
+        }
+    }
+    Position {
+        kld: kld.max(0.0),
+        logp_q: lq.logprob(q[target]),
+        logp_b: f64::from(base.log_prob(target)),
+        same_top: top_q == top_b,
+    }
+}
+
+/// Runs `model` over the windows saved in `base` (a base model's log-probabilities, saved
+/// by `owl perplexity --save-logprobs` or llama-perplexity `--kl-divergence-base`) and
+/// compares them position by position. The windows are the file's: its tokens and its
+/// `n_ctx`, which `params.n_ctx` must equal; `params.max_chunks` may stop early.
+pub fn kl_divergence_saved<M: LanguageModel + ?Sized, R: Read>(
+    model: &mut M,
+    base: &mut BaseLogProbs<R>,
+    params: &PerplexityParams,
+    cancel: &AtomicBool,
+    mut on_chunk: impl FnMut(PerplexityProgress),
+) -> Result<KlDivergence, EngineError> {
+    let vocab = model.vocab_size();
+    if base.n_vocab != vocab {
+        return Err(EngineError::VocabularyMismatch { model: vocab, base: base.n_vocab });
+    }
+    let n_ctx = base.n_ctx;
+    if params.n_ctx != n_ctx {
+        return Err(EngineError::BaseFile(format!(
+            "it was saved with windows of {n_ctx} tokens and this run asks for {}: give --ctx-size {n_ctx}",
+            params.n_ctx
+        )));
+    }
+    if n_ctx > model.context_size() {
+        return Err(EngineError::ContextTooSmall {
+            what: format!("a perplexity window of {n_ctx} tokens"),
+            needed: n_ctx,
+            n_ctx: model.context_size(),
+        });
+    }
+    if params.n_batch == 0 {
+        return Err(EngineError::invalid("n_batch", 0, "must be at least 1"));
+    }
+    if let Some(bos) = params.bos.filter(|&b| b as usize >= vocab) {
+        return Err(EngineError::TokenOutOfRange { id: bos, vocab_size: vocab, what: "bos" });
+    }
+    let n_chunks = base.n_chunk.min(params.max_chunks.unwrap_or(usize::MAX));
+    let first = n_ctx / 2;
+    let stride = row_len(vocab);
+    let rows_per_batch = (LOGITS_BUDGET / vocab.max(1)).clamp(1, params.n_batch);
+    let mut logits = vec![0.0f32; rows_per_batch * vocab];
+    let mut codes = vec![0u16; rows_per_batch * stride];
+    let mut window = vec![0u32; n_ctx];
+    let mut s = Sums::default();
+    let (mut klds, mut dps) = (Vec::new(), Vec::new());
+    for chunk in 0..n_chunks {
+        window.copy_from_slice(&base.tokens[chunk * n_ctx..(chunk + 1) * n_ctx]);
+        if let Some(bos) = params.bos {
+            window[0] = bos;
+        }
+        model.kv_truncate(0);
+        for piece in window[..first].chunks(params.n_batch) {
+            run(model, piece, piece.len(), &mut [], cancel)?;
+        }
+        let mut pos = first;
+        while pos < n_ctx {
+            let n = rows_per_batch.min(n_ctx - pos);
+            let out = &mut logits[..n * vocab];
+            run(model, &window[pos..pos + n], 0, out, cancel)?;
+            // The window's last position predicts beyond it and has no saved row.
+            let scored = n.min(n_ctx - 1 - pos);
+            let saved = &mut codes[..scored * stride];
+            base.read_rows(saved)?;
+            for (r, (q, b)) in out.chunks_exact(vocab).zip(saved.chunks_exact(stride)).enumerate() {
+                let p = compare_saved(q, &SavedRow::new(b, vocab), window[pos + r + 1] as usize);
+                s.add(&p, &mut klds, &mut dps);
+            }
+            pos += n;
+        }
+        on_chunk(PerplexityProgress { chunk: chunk + 1, chunks: n_chunks, ppl: (s.nll_q / s.n).exp() });
+    }
+    model.kv_truncate(0);
+    Ok(report(&s, klds, dps, n_chunks, n_ctx))
+}
+
 /// Runs `model` and `base` over the same windows of `tokens` and compares them position by
 /// position. Both must share a vocabulary.
 pub fn kl_divergence<M: LanguageModel + ?Sized, B: LanguageModel + ?Sized>(
@@ -181,22 +304,7 @@ pub fn kl_divergence<M: LanguageModel + ?Sized, B: LanguageModel + ?Sized>(
                 if j + 1 >= n_ctx {
                     break;
                 }
-                let p = compare(q, b, window[j + 1] as usize);
-                let (nq, nb) = (-p.logp_q, -p.logp_b);
-                let dp = p.logp_q.exp() - p.logp_b.exp();
-                s.n += 1.0;
-                s.nll_q += nq;
-                s.nll_q2 += nq * nq;
-                s.nll_b += nb;
-                s.nll_b2 += nb * nb;
-                s.nll_qb += nq * nb;
-                s.kld += p.kld;
-                s.kld2 += p.kld * p.kld;
-                s.dp += dp;
-                s.dp2 += dp * dp;
-                s.same_top += f64::from(u8::from(p.same_top));
-                klds.push(p.kld);
-                dps.push(dp);
+                s.add(&compare(q, b, window[j + 1] as usize), &mut klds, &mut dps);
             }
             pos += n;
         }
@@ -326,6 +434,28 @@ mod tests {
         let want = (z_q / z_b).ln() - p0 * std::f64::consts::LN_2;
         let got = compare(&q, &base, 2).kld;
         assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+
+    #[test]
+    fn a_saved_row_compares_like_its_logits() {
+        use crate::base_logprobs::encode_row;
+        let base: Vec<f32> = (0..300).map(|i| ((i * 37) % 101) as f32 * 0.1 - 5.0).collect();
+        let q: Vec<f32> = base.iter().enumerate().map(|(i, &x)| x + ((i % 7) as f32 - 3.0) * 0.05).collect();
+        let mut row = vec![0u16; row_len(base.len())];
+        encode_row(&base, &mut row);
+        let saved = SavedRow::new(&row, base.len());
+        let (live, stored) = (compare(&q, &base, 17), compare_saved(&q, &saved, 17));
+        assert!(live.kld > 1e-3 && (live.kld - stored.kld).abs() < 3e-4, "{} vs {}", live.kld, stored.kld);
+        assert!((live.logp_b - stored.logp_b).abs() < 2.5e-4, "{} vs {}", live.logp_b, stored.logp_b);
+        assert_eq!((live.logp_q, live.same_top), (stored.logp_q, stored.same_top));
+        // Probabilities more than 16 nats under the top are left out, as llama leaves them.
+        let mut wide = base.clone();
+        wide[0] = -40.0;
+        encode_row(&wide, &mut row);
+        let saved = SavedRow::new(&row, wide.len());
+        assert!(saved.log_prob(0) <= -16.0 + 1e-3);
+        let (live, stored) = (compare(&q, &wide, 17), compare_saved(&q, &saved, 17));
+        assert!((live.kld - stored.kld).abs() < 3e-4, "{} vs {}", live.kld, stored.kld);
     }
 
     #[test]

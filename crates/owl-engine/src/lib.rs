@@ -23,6 +23,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod base_logprobs;
 pub mod batch_model;
 pub mod bench;
 mod detokenizer;
@@ -43,18 +44,19 @@ pub mod session;
 pub mod stop;
 pub mod text_stream;
 
+pub use base_logprobs::{BaseLogProbs, BaseLogProbsWriter};
 pub use batch_model::{BatchModel, OneSlot};
 pub use bench::{bench_test, run_bench, BenchParams, BenchResult, BenchTest};
 pub use detokenizer::TokenizerDecoder;
 pub use error::{EngineError, ModelError};
 pub use grammar::{Constraint, GrammarCompiler, GrammarError, GrammarSpec};
 pub use imatrix::{ImatrixCollector, ImatrixStats};
-pub use kl_divergence::{kl_divergence, KlDivergence};
+pub use kl_divergence::{kl_divergence, kl_divergence_saved, KlDivergence};
 pub use logprobs::{LogSoftmax, TokenLogprob, TopLogprobs};
 pub use model::{ByteTableDecoder, LanguageModel, TextDecoder};
 /// The LoRA adapters a request runs with (owl-models applies them; see [`GenerateParams::lora`]).
 pub use owl_models::LoraSet;
-pub use perplexity::{perplexity, Perplexity, PerplexityParams, PerplexityProgress};
+pub use perplexity::{perplexity, perplexity_with_rows, Perplexity, PerplexityParams, PerplexityProgress};
 pub use runner::ModelRunner;
 pub use sampler::{Sampler, SamplingParams};
 pub use scheduler::{

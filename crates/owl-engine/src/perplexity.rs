@@ -81,7 +81,20 @@ pub fn perplexity<M: LanguageModel + ?Sized>(
     tokens: &[u32],
     params: &PerplexityParams,
     cancel: &AtomicBool,
+    on_chunk: impl FnMut(PerplexityProgress),
+) -> Result<Perplexity, EngineError> {
+    perplexity_with_rows(model, tokens, params, cancel, on_chunk, |_| Ok(()))
+}
+
+/// [`perplexity()`], handing `on_row` the logits of every scored position in order (what
+/// a [`crate::BaseLogProbsWriter`] saves).
+pub fn perplexity_with_rows<M: LanguageModel + ?Sized>(
+    model: &mut M,
+    tokens: &[u32],
+    params: &PerplexityParams,
+    cancel: &AtomicBool,
     mut on_chunk: impl FnMut(PerplexityProgress),
+    mut on_row: impl FnMut(&[f32]) -> Result<(), EngineError>,
 ) -> Result<Perplexity, EngineError> {
     check_window(model, tokens, params)?;
     let n_ctx = params.n_ctx;
@@ -120,6 +133,7 @@ pub fn perplexity<M: LanguageModel + ?Sized>(
                     break; // the last position predicts beyond the window
                 }
                 let target = window[j + 1];
+                on_row(row)?;
                 let v = -LogSoftmax::of(row).logprob(row[target as usize]);
                 nll += v;
                 nll2 += v * v;

@@ -266,13 +266,21 @@ pub struct PerplexityArgs {
     /// What a quantization costs: compare MODEL with BASE (its higher-precision source, same
     /// vocabulary) over the same windows, and report llama-perplexity's KL-divergence
     /// statistics: both perplexities, KL(base ‖ MODEL) per token, Δp of the actual next
-    /// token, and how often both pick the same top token.
+    /// token, and how often both pick the same top token. BASE is a model, or a file of its
+    /// log-probabilities saved by --save-logprobs (or llama-perplexity --kl-divergence-base):
+    /// then the windows are the file's and FILE must tokenize to the tokens it holds.
     #[arg(long = "kl-divergence", value_name = "BASE")]
     pub kl_divergence: Option<OsString>,
 
     /// Run BASE with float32 activations (a float32 reference's numerics).
     #[arg(long, requires = "kl_divergence")]
     pub base_f32_activations: bool,
+
+    /// Save MODEL's log-probabilities at every scored position to PATH, in
+    /// llama-perplexity's --kl-divergence-base format (about 2 bytes per vocabulary entry
+    /// per scored token), for later runs of --kl-divergence PATH with other models or tools.
+    #[arg(long = "save-logprobs", value_name = "PATH", conflicts_with = "kl_divergence")]
+    pub save_logprobs: Option<PathBuf>,
 
     /// Print `{"ppl":..,"chunks":..,"tokens":..}` (and details) instead of a summary line.
     #[arg(long)]

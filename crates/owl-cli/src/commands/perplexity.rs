@@ -3,17 +3,26 @@
 //! from an empty cache with BOS first where the model adds one, the second half scored.
 //! The running value goes to stderr as llama-perplexity prints it (`[1]12.3456,[2]...`);
 //! stdout gets the final estimate, or `{"ppl":..,"chunks":..,"tokens":..,...}` with `--json`.
+//! `--save-logprobs PATH` also writes the scored positions' log-probabilities in
+//! llama-perplexity's `--kl-divergence-base` format; `--kl-divergence BASE` compares with
+//! a base model or such a file.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use owl_engine::{kl_divergence, perplexity, LanguageModel, PerplexityParams, PerplexityProgress};
+use owl_engine::{
+    kl_divergence, kl_divergence_saved, perplexity, perplexity_with_rows, BaseLogProbs, BaseLogProbsWriter,
+    LanguageModel, PerplexityParams, PerplexityProgress,
+};
 
 use crate::args::PerplexityArgs;
 use crate::commands::load;
+use crate::commands::tensor::write_atomically;
 use crate::printer;
 
 /// Tokens per forward call (llama-perplexity's default `n_batch`, capped by the window).
@@ -52,6 +61,15 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     runner.set_lora(lora);
     let params = PerplexityParams { n_ctx, bos, n_batch, max_chunks: args.chunks };
     if let Some(base) = &args.kl_divergence {
+        if is_saved_logprobs(Path::new(base)) {
+            if args.base_f32_activations {
+                bail!(
+                    "--base-f32-activations applies to a base model; {} holds saved log-probabilities",
+                    Path::new(base).display()
+                );
+            }
+            return kl_saved_report(args, &mut runner, Path::new(base), &tokens, &params);
+        }
         let base_loaded = load::load(base, threads, load_batch, args.base_f32_activations)
             .context("loading the --kl-divergence base")?;
         let base_tokens = base_loaded.tokenizer.encode(&text, true, false)?;
@@ -77,7 +95,22 @@ pub fn run(args: &PerplexityArgs) -> anyhow::Result<()> {
     printer::progress(&format!("{}: {} tokens, {planned} chunks of {n_ctx} tokens", args.file.display(), tokens.len()));
     let started = Instant::now();
     let cancel = AtomicBool::new(false);
-    let result = perplexity(&mut runner, &tokens, &params, &cancel, print_running_ppl)?;
+    let result = match &args.save_logprobs {
+        None => perplexity(&mut runner, &tokens, &params, &cancel, print_running_ppl)?,
+        Some(path) => {
+            let mut result = None;
+            write_atomically(path, |file| {
+                let out = BufWriter::with_capacity(1 << 20, file);
+                let mut writer = BaseLogProbsWriter::new(out, n_ctx, runner.vocab_size(), &tokens[..planned * n_ctx])?;
+                let on_row = |row: &[f32]| writer.push(row);
+                result = Some(perplexity_with_rows(&mut runner, &tokens, &params, &cancel, print_running_ppl, on_row)?);
+                writer.finish()?.into_inner().map_err(|e| e.into_error())?;
+                Ok(())
+            })?;
+            printer::note(&format!("saved the log-probabilities of {planned} windows to {}", path.display()));
+            result.context("the run ended without a result")?
+        }
+    };
     let seconds = started.elapsed().as_secs_f64();
     printer::progress(&format!(
         "{} tokens scored in {seconds:.2} s ({:.1} tokens/s evaluated)",
@@ -132,6 +165,60 @@ fn kl_report(
     ));
     let cancel = AtomicBool::new(false);
     let result = kl_divergence(model, base, tokens, params, &cancel, print_running_ppl)?;
+    if args.json {
+        printer::json(&kl_json(&result))?;
+    } else {
+        printer::lines(result.report_lines())?;
+    }
+    Ok(())
+}
+
+/// Whether `path` is a file that starts as llama-perplexity's saved log-probabilities do
+/// (otherwise `--kl-divergence` takes it for a model).
+fn is_saved_logprobs(path: &Path) -> bool {
+    let mut magic = [0u8; 8];
+    path.is_file() && File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"_logits_"
+}
+
+/// `--kl-divergence SAVED`: the model over the file's windows against the rows it holds.
+fn kl_saved_report(
+    args: &PerplexityArgs,
+    model: &mut dyn LanguageModel,
+    saved: &Path,
+    tokens: &[u32],
+    params: &PerplexityParams,
+) -> anyhow::Result<()> {
+    let file = File::open(saved).with_context(|| format!("cannot open {}", saved.display()))?;
+    let len = file.metadata().with_context(|| format!("cannot read {}", saved.display()))?.len();
+    let mut base = BaseLogProbs::new(BufReader::with_capacity(1 << 20, file), Some(len))
+        .with_context(|| format!("reading {}", saved.display()))?;
+    if tokens.get(..base.tokens.len()) != Some(&base.tokens[..]) {
+        bail!(
+            "{} does not tokenize to the {} tokens saved in {}: compare over the text the log-probabilities were saved from",
+            args.file.display(),
+            base.tokens.len(),
+            saved.display()
+        );
+    }
+    if base.n_ctx != params.n_ctx {
+        bail!(
+            "{} was saved with windows of {} tokens, and this run asks for {}: give --ctx-size {}",
+            saved.display(),
+            base.n_ctx,
+            params.n_ctx,
+            base.n_ctx
+        );
+    }
+    let planned = base.n_chunk.min(args.chunks.unwrap_or(usize::MAX));
+    printer::progress(&format!(
+        "{}: {planned} chunks of {} tokens against the log-probabilities saved in {}",
+        args.file.display(),
+        base.n_ctx,
+        saved.display()
+    ));
+    let cancel = AtomicBool::new(false);
+    let result = kl_divergence_saved(model, &mut base, params, &cancel, print_running_ppl)
+        .with_context(|| format!("comparing with {}", saved.display()))?;
     if args.json {
         printer::json(&kl_json(&result))?;
     } else {

@@ -133,7 +133,7 @@ fn emit(tensor: &Tensor, format: TensorFormat, path: Option<&Path>) -> anyhow::R
 
 /// Runs `write` on a new temporary file beside `path`, syncs it and renames it over `path`.
 /// On any error the temporary file is removed and `path` is left as it was.
-fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> anyhow::Result<()>) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

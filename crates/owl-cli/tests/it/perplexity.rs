@@ -92,3 +92,82 @@ fn cache_types_score_alike() {
     let err = assert_one_line_error(&owl(["perplexity", "smollm2", TEXT, "--cache-type", "q4_0"]));
     assert!(err.contains("q4_0") && err.contains("q8_0"), "{err}");
 }
+
+/// `--save-logprobs` then `--kl-divergence FILE`: the saved float32-activation base gives
+/// the KL of the two-model run to its 2.4e-4-nat storage step (llama-perplexity's format),
+/// the file has the format's exact size, and a file that does not fit the run is refused.
+#[test]
+fn kl_divergence_against_saved_log_probabilities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let saved = tmp.path().join("base.logprobs");
+    let window = ["--ctx", "128", "--chunks", "2"];
+    let save = owl_json(
+        ["perplexity", "smollm2", TEXT, "--f32-activations", "--json", "--save-logprobs"]
+            .iter()
+            .map(OsStr::new)
+            .chain([saved.as_os_str()])
+            .chain(window.iter().map(OsStr::new)),
+    );
+    // Header 20 bytes, 2 · 128 tokens, 2 · 63 rows of (2 · ⌈49152 / 2⌉ + 4) u16.
+    let len = std::fs::metadata(&saved).unwrap().len();
+    assert_eq!(len, 20 + 4 * 256 + 2 * 63 * 2 * (49152 + 4), "file size");
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "only the file, no temporary");
+
+    let kl = |base: &OsStr, extra: &[&str]| {
+        let args = ["perplexity", "smollm2", TEXT].iter().map(OsStr::new).chain(window.iter().map(OsStr::new));
+        owl(args.chain([OsStr::new("--kl-divergence"), base]).chain(extra.iter().map(OsStr::new)))
+    };
+    let from_file = kl(saved.as_os_str(), &["--json"]);
+    assert_eq!(from_file.code, Some(0), "{}", from_file.stderr);
+    let from_file: serde_json::Value = serde_json::from_str(&from_file.stdout).unwrap();
+    let live = owl_json(
+        ["perplexity", "smollm2", TEXT, "--kl-divergence", "smollm2", "--base-f32-activations", "--json"]
+            .into_iter()
+            .chain(window),
+    );
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    assert_eq!(from_file["ppl"], live["ppl"], "the model's side is the same run");
+    assert!((f(&from_file, "ppl_base") / f(&save, "ppl") - 1.0).abs() < 1e-3, "{from_file} vs {save}");
+    let (a, b) = (f(&from_file, "kld_mean"), f(&live, "kld_mean"));
+    assert!(b > 1e-3 && (a - b).abs() < 0.01 * b, "saved {a} vs live {b}");
+    assert!((f(&from_file, "kld_p99") - f(&live, "kld_p99")).abs() < 0.02 * f(&live, "kld_p99"));
+    assert_eq!(from_file["top1_agreement"], live["top1_agreement"]);
+    assert_eq!(from_file["tokens"], 2 * 63);
+    let text = kl(saved.as_os_str(), &[]);
+    assert!(text.stdout.contains("Mean    KLD:"), "{}", text.stdout);
+
+    // Runs the file does not fit.
+    let err = assert_one_line_error(&owl(["perplexity", "smollm2", TEXT, "--ctx", "256", "--kl-divergence"]
+        .iter()
+        .map(OsStr::new)
+        .chain([saved.as_os_str()])));
+    assert!(err.contains("--ctx-size 128"), "{err}");
+    let other = tmp.path().join("other.txt");
+    std::fs::write(&other, std::fs::read_to_string(TEXT).unwrap().replacen("GNU", "GNOO", 1)).unwrap();
+    let err = assert_one_line_error(&owl(["perplexity", "smollm2"]
+        .iter()
+        .map(OsStr::new)
+        .chain([other.as_os_str()])
+        .chain(["--ctx", "128", "--kl-divergence"].iter().map(OsStr::new).chain([saved.as_os_str()]))));
+    assert!(err.contains("tokenize"), "{err}");
+    let err = assert_one_line_error(&kl(saved.as_os_str(), &["--base-f32-activations"]));
+    assert!(err.contains("--base-f32-activations"), "{err}");
+    let bytes = std::fs::read(&saved).unwrap();
+    let cut = tmp.path().join("cut.logprobs");
+    std::fs::write(&cut, &bytes[..bytes.len() - 2]).unwrap();
+    let err = assert_one_line_error(&kl(cut.as_os_str(), &[]));
+    assert!(err.contains("bytes where its header"), "{err}");
+
+    // A failed save leaves nothing behind.
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "Just a few words.").unwrap();
+    let never = tmp.path().join("never.logprobs");
+    let run = owl(["perplexity", "smollm2"].iter().map(OsStr::new).chain([
+        short.as_os_str(),
+        OsStr::new("--save-logprobs"),
+        never.as_os_str(),
+    ]));
+    assert_ne!(run.code, Some(0));
+    assert!(!never.exists());
+}
