@@ -74,6 +74,7 @@ pub struct GrammarCompiler {
     factory: ParserFactory,
     vocab_size: usize,
     eog: Arc<[u32]>,
+    digits: Arc<DigitTokens>,
 }
 
 impl fmt::Debug for GrammarCompiler {
@@ -124,13 +125,14 @@ impl GrammarCompiler {
         let vocab = u32::try_from(vocab_size).map_err(|_| GrammarError::Setup("the vocabulary is too large".into()))?;
         let trie = TokTrie::from(&TokRxInfo::new(vocab, eog[0]), &words).with_eos_tokens(&eog);
         let env: TokEnv = Arc::new(OwlTokenizerEnv { trie, tokenizer });
+        let digits = Arc::new(DigitTokens::new(&words, env.clone()));
         let mut factory =
             ParserFactory::new(&env, InferenceCapabilities::default(), &SlicedBiasComputer::general_slices())
                 .map_err(|e| GrammarError::Setup(e.to_string()))?;
         factory.quiet();
         // One-line errors: the default appends a dump of the parser state.
         factory.limits_mut().verbose_errors = false;
-        Ok(GrammarCompiler { factory, vocab_size, eog: eog.into() })
+        Ok(GrammarCompiler { factory, vocab_size, eog: eog.into(), digits })
     }
 
     /// The number of logits a [`Constraint`]'s mask covers.
@@ -160,7 +162,18 @@ impl GrammarCompiler {
             .factory
             .create_parser(grammar)
             .map_err(|e| GrammarError::Invalid { kind: spec.kind(), message: one_line(&e.to_string()) })?;
-        Ok(Constraint { matcher: Matcher::new(Ok(parser)), spec: spec.clone(), mask: None, eog: self.eog.clone() })
+        let json = match spec {
+            GrammarSpec::JsonObject | GrammarSpec::JsonSchema { .. } => Some(JsonNumberCap::default()),
+            GrammarSpec::Regex(_) | GrammarSpec::Lark(_) => None,
+        };
+        Ok(Constraint {
+            matcher: Matcher::new(Ok(parser)),
+            spec: spec.clone(),
+            mask: None,
+            eog: self.eog.clone(),
+            digits: self.digits.clone(),
+            json,
+        })
     }
 }
 
@@ -172,6 +185,9 @@ pub struct Constraint {
     /// The mask for the next token, once computed (cleared by each accepted token).
     mask: Option<Result<SimpleVob, GrammarError>>,
     eog: Arc<[u32]>,
+    digits: Arc<DigitTokens>,
+    /// For JSON grammars: the digit run being generated (see [`JsonNumberCap`]).
+    json: Option<JsonNumberCap>,
 }
 
 impl Constraint {
@@ -185,7 +201,10 @@ impl Constraint {
     /// (the mask depends only on the tokens accepted so far).
     pub fn prepare(&mut self) {
         if self.mask.is_none() {
-            let mask = self.matcher.compute_mask_or_eos().map_err(|e| self.failed(&e.to_string()));
+            let mut mask = self.matcher.compute_mask_or_eos().map_err(|e| self.failed(&e.to_string()));
+            if let (Ok(mask), Some(json)) = (&mut mask, &self.json) {
+                json.restrict(mask, &self.digits.leading);
+            }
             self.mask = Some(mask);
         }
     }
@@ -205,7 +224,11 @@ impl Constraint {
     /// Advances past a sampled token (not an end-of-generation id: those end the sequence).
     pub fn accept(&mut self, id: u32) -> Result<(), GrammarError> {
         self.mask = None;
-        self.matcher.consume_token(id).map_err(|e| self.failed(&e.to_string()))
+        self.matcher.consume_token(id).map_err(|e| self.failed(&e.to_string()))?;
+        if let Some(json) = &mut self.json {
+            json.advance(self.digits.bytes(id));
+        }
+        Ok(())
     }
 
     /// Whether `id` is one of the vocabulary's end-of-generation ids, which the mask allows
@@ -226,7 +249,14 @@ impl Constraint {
 
 impl Clone for Constraint {
     fn clone(&self) -> Self {
-        Constraint { matcher: self.matcher.deep_clone(), spec: self.spec.clone(), mask: None, eog: self.eog.clone() }
+        Constraint {
+            matcher: self.matcher.deep_clone(),
+            spec: self.spec.clone(),
+            mask: None,
+            eog: self.eog.clone(),
+            digits: self.digits.clone(),
+            json: self.json,
+        }
     }
 }
 
@@ -266,6 +296,138 @@ pub fn json_schema_options(mut schema: Value, strict: bool) -> Value {
     schema
 }
 
+/// Digits in a row a JSON number may have outside strings: llama.cpp's schema grammars allow
+/// an integral part of up to 16 digits and a fraction of 1 to 16 (`json-schema-to-grammar`'s
+/// `integral-part` and `decimal-part`). llguidance's number lexeme is unbounded, and a small
+/// model at temperature 0 can repeat a digit until `max_tokens` ("3.1111111111…"), so owl
+/// bounds each run the same way, unless the grammar itself needs more digits (then nothing
+/// else is allowed and the bound steps aside).
+const JSON_DIGIT_RUN: usize = 16;
+
+/// The tokens that begin with ASCII digits, with how many, and the trie for every token's
+/// bytes.
+struct DigitTokens {
+    env: TokEnv,
+    leading: Vec<(u32, usize)>,
+}
+
+impl DigitTokens {
+    fn new(words: &[Vec<u8>], env: TokEnv) -> Self {
+        let leading = (0u32..)
+            .zip(words)
+            .filter_map(|(id, w)| {
+                let n = w.iter().take_while(|b| b.is_ascii_digit()).count();
+                (n > 0).then_some((id, n))
+            })
+            .collect();
+        DigitTokens { env, leading }
+    }
+
+    fn bytes(&self, id: u32) -> &[u8] {
+        self.env.tok_trie().token(id)
+    }
+}
+
+/// Where a JSON text is, for [`JSON_DIGIT_RUN`]: inside a string (and after a backslash), or
+/// outside with the length of the digit run that ends the text.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct JsonNumberCap {
+    in_string: bool,
+    escaped: bool,
+    run: usize,
+}
+
+impl JsonNumberCap {
+    fn advance(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+            } else if b.is_ascii_digit() {
+                self.run += 1;
+            } else {
+                self.in_string = b == b'"';
+                self.run = 0;
+            }
+        }
+    }
+
+    /// Disallows the tokens that would make the current digit run longer than
+    /// [`JSON_DIGIT_RUN`], unless they are all the grammar allows.
+    fn restrict(&self, mask: &mut SimpleVob, leading: &[(u32, usize)]) {
+        if self.in_string || self.run == 0 {
+            return;
+        }
+        let over: Vec<u32> = leading
+            .iter()
+            .filter(|&&(id, n)| self.run + n > JSON_DIGIT_RUN && mask.is_allowed(id))
+            .map(|&(id, _)| id)
+            .collect();
+        if over.is_empty() {
+            return;
+        }
+        let mut capped = mask.clone();
+        for &id in &over {
+            capped.disallow_token(id);
+        }
+        if !capped.is_zero() {
+            *mask = capped;
+        }
+    }
+}
+
 fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_digit_runs_are_counted_outside_strings_only() {
+        let mut cap = JsonNumberCap::default();
+        cap.advance(br#"{"a": 12"#);
+        assert_eq!(cap, JsonNumberCap { in_string: false, escaped: false, run: 2 });
+        cap.advance(b"345.6");
+        assert_eq!(cap.run, 1);
+        cap.advance(br#", "b": "99\"9"#);
+        assert!(cap.in_string && cap.run == 0);
+        cap.advance(br#"9\\" ,"#);
+        assert_eq!(cap, JsonNumberCap::default());
+        cap.advance(b"1e12");
+        assert_eq!(cap.run, 2);
+    }
+
+    #[test]
+    fn a_digit_run_stops_at_the_cap_unless_only_digits_may_follow() {
+        // Tokens: 0 = "1", 1 = "22", 2 = ",", 3 = "}".
+        let leading = [(0u32, 1usize), (1, 2)];
+        let mut all = SimpleVob::alloc(4);
+        all.set_all(true);
+        let at = |run| JsonNumberCap { run, ..JsonNumberCap::default() };
+        let allowed = |mask: &SimpleVob| (0..4).filter(|&t| mask.is_allowed(t)).collect::<Vec<_>>();
+        let mut m = all.clone();
+        at(14).restrict(&mut m, &leading);
+        assert_eq!(allowed(&m), [0, 1, 2, 3]);
+        let mut m = all.clone();
+        at(15).restrict(&mut m, &leading);
+        assert_eq!(allowed(&m), [0, 2, 3]);
+        let mut m = all.clone();
+        at(16).restrict(&mut m, &leading);
+        assert_eq!(allowed(&m), [2, 3]);
+        // Inside a string the cap does not apply.
+        let mut m = all.clone();
+        JsonNumberCap { in_string: true, ..at(40) }.restrict(&mut m, &leading);
+        assert_eq!(allowed(&m), [0, 1, 2, 3]);
+        // A grammar that needs more digits keeps them.
+        let mut m = SimpleVob::alloc(4);
+        m.allow_token(0);
+        at(30).restrict(&mut m, &leading);
+        assert_eq!(allowed(&m), [0]);
+    }
 }

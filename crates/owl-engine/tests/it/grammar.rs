@@ -275,3 +275,52 @@ fn invalid_grammars_are_clear_errors() {
     let e = err(GrammarSpec::Lark("start: foo\n".into()));
     assert!(e.contains("invalid Lark grammar") && e.contains("foo"), "{e}");
 }
+
+/// JSON numbers end after 16 digits in a row, as llama.cpp's schema grammars bound them (a
+/// small model at temperature 0 otherwise repeats a digit until `max_tokens`); digits in
+/// strings and in regular expressions are not bounded.
+#[test]
+fn json_number_digit_runs_are_bounded() {
+    let mut d = demo("smollm2");
+    let one = d.tokenizer.encode("1", false, false).expect("encode");
+    assert_eq!(one.len(), 1, "SmolLM2 has single-digit tokens");
+    let one = one[0];
+    let tokens = |text: &str| d.tokenizer.encode(text, false, false).expect("encode");
+    let allows_after = |spec: GrammarSpec, prefix: &str, ones: usize| {
+        let mut c = d.compiler.compile(&spec).expect("compile");
+        for t in tokens(prefix).into_iter().chain(std::iter::repeat_n(one, ones)) {
+            c.accept(t).unwrap_or_else(|e| panic!("{prefix} + {ones} ones: {e}"));
+        }
+        let mask = c.allowed().expect("mask");
+        mask[one as usize / 32] & (1 << (one % 32)) != 0
+    };
+    let number = GrammarSpec::JsonSchema {
+        schema: json!({"type": "object", "properties": {"x": {"type": "number"}, "s": {"type": "string"}}}),
+        strict: true,
+    };
+    for (prefix, before) in [(r#"{"x": 3."#, 0), (r#"{"x": "#, 0), (r#"{"x": 2e"#, 0), (r#"{"x": -12"#, 2)] {
+        assert!(allows_after(number.clone(), prefix, 15 - before), "{prefix}: the 16th digit is allowed");
+        assert!(!allows_after(number.clone(), prefix, 16 - before), "{prefix}: a 17th digit is not");
+    }
+    assert!(allows_after(number.clone(), r#"{"s": ""#, 40), "digits in a string are not bounded");
+    assert!(allows_after(GrammarSpec::Regex("[0-9]{40}".into()), "", 30), "a regex's digits are not bounded");
+
+    // The case that needed the bound: SmolLM2, greedy, "Tell me about Paris." as a city.
+    let city = json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 30},
+            "country": {"type": "string", "maxLength": 30},
+            "population_millions": {"type": "number"}
+        },
+        "required": ["name", "country", "population_millions"],
+        "additionalProperties": false
+    });
+    let prompt = "<|im_start|>user\nTell me about Paris.<|im_end|>\n<|im_start|>assistant\n";
+    let spec = GrammarSpec::JsonSchema { schema: city.clone(), strict: true };
+    let (text, stop) = generate(&mut d, prompt, &spec, SamplingParams::greedy());
+    assert!(matches!(stop, StopReason::Grammar { error: None } | StopReason::Eog { .. }), "{stop:?}: {text}");
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    validate(&v, &city, "$").unwrap_or_else(|e| panic!("{e}"));
+    assert!(text.split(|c: char| !c.is_ascii_digit()).all(|run| run.len() <= 16), "{text}");
+}
