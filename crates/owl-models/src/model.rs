@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use owl_kernels::ops::{matmul, matmul_batch_invariant, ActivationPrecision};
+use owl_kernels::ops::{matmul, matmul_batch_invariant, matmul_q8_0_wide, ActivationPrecision};
+use owl_kernels::quant::BlockFormat;
 use owl_kernels::ThreadPool;
 
 use crate::batch::Batch;
@@ -455,10 +456,15 @@ impl Model {
         if hidden_only {
             logits.copy_from_slice(normed);
         } else if m > 0 {
-            if self.batch_invariant {
-                matmul_batch_invariant(&self.pool, &self.head.matrix(), normed, m, m, logits)?;
+            let head = self.head.matrix();
+            if head.format == BlockFormat::Q8_0 && self.pool.activation_precision() == ActivationPrecision::Quantized {
+                // 16-bit activations: the head's 8-bit rounding reaches the logits undamped
+                // (docs/NUMERICS.md); batch invariant by construction.
+                matmul_q8_0_wide(&self.pool, &head, normed, m, logits)?;
+            } else if self.batch_invariant {
+                matmul_batch_invariant(&self.pool, &head, normed, m, m, logits)?;
             } else {
-                matmul(&self.pool, &self.head.matrix(), normed, m, logits)?;
+                matmul(&self.pool, &head, normed, m, logits)?;
             }
             if let (Some(lora), Some(tensor)) = (&lora, head_tensor) {
                 // Logits rows are the batch rows that want logits, in order.

@@ -8,6 +8,7 @@ pub mod avx2;
 pub mod avx2_x8;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
+pub mod wide;
 pub mod x8;
 
 use crate::quant::util::{f16_to_f32, f32_to_f16, inverse_or_zero};
