@@ -202,16 +202,7 @@ pub fn matmul_q8_0_wide(
 mod tests {
     use super::*;
     use crate::quant::interleave::interleave_matrix;
-
-    fn random(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 2.0
-            })
-            .collect()
-    }
+    use crate::quant::q8_0::wide::tests::random;
 
     #[test]
     fn every_token_count_layout_and_thread_count_gives_the_same_bits() {

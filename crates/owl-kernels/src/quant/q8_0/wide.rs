@@ -246,10 +246,11 @@ pub mod avx512 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn random(n: usize, seed: u64) -> Vec<f32> {
+    /// `n` values in [-2, 2), a fixed sequence per seed.
+    pub(crate) fn random(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {
