@@ -248,6 +248,14 @@ impl Model {
         &self.head
     }
 
+    /// `logits = head · normed` for `n` rows of final-norm output, as the forward pass
+    /// computes them (no LoRA term, no soft-capping): on the default path a Q8_0 head takes
+    /// 16-bit activations, because its 8-bit rounding reaches the logits undamped
+    /// (docs/NUMERICS.md); that kernel is batch invariant by construction.
+    pub fn head_logits(&self, normed: &[f32], n: usize, logits: &mut [f32]) -> Result<(), ModelError> {
+        head_logits(&self.pool, &self.head, self.batch_invariant, normed, n, logits)
+    }
+
     /// The model's RoPE variants, indexed by `AttentionSpec::rope`.
     pub fn ropes(&self) -> &[Rope] {
         &self.ropes
@@ -456,16 +464,7 @@ impl Model {
         if hidden_only {
             logits.copy_from_slice(normed);
         } else if m > 0 {
-            let head = self.head.matrix();
-            if head.format == BlockFormat::Q8_0 && self.pool.activation_precision() == ActivationPrecision::Quantized {
-                // 16-bit activations: the head's 8-bit rounding reaches the logits undamped
-                // (docs/NUMERICS.md); batch invariant by construction.
-                matmul_q8_0_wide(&self.pool, &head, normed, m, logits)?;
-            } else if self.batch_invariant {
-                matmul_batch_invariant(&self.pool, &head, normed, m, m, logits)?;
-            } else {
-                matmul(&self.pool, &head, normed, m, logits)?;
-            }
+            head_logits(&self.pool, &self.head, self.batch_invariant, normed, m, logits)?;
             if let (Some(lora), Some(tensor)) = (&lora, head_tensor) {
                 // Logits rows are the batch rows that want logits, in order.
                 let mut logit_row = vec![usize::MAX; n];
@@ -489,4 +488,24 @@ impl Model {
 fn leading_single_tokens(seqs: &[usize]) -> usize {
     let alone = |t: usize| (t == 0 || seqs[t - 1] != seqs[t]) && seqs.get(t + 1).is_none_or(|&s| s != seqs[t]);
     (0..seqs.len()).take_while(|&t| alone(t)).count()
+}
+
+/// [`Model::head_logits`], on the fields (the forward pass holds its scratch mutably).
+fn head_logits(
+    pool: &ThreadPool,
+    head: &Weight,
+    batch_invariant: bool,
+    normed: &[f32],
+    n: usize,
+    logits: &mut [f32],
+) -> Result<(), ModelError> {
+    let head = head.matrix();
+    if head.format == BlockFormat::Q8_0 && pool.activation_precision() == ActivationPrecision::Quantized {
+        matmul_q8_0_wide(pool, &head, normed, n, logits)?;
+    } else if batch_invariant {
+        matmul_batch_invariant(pool, &head, normed, n, n, logits)?;
+    } else {
+        matmul(pool, &head, normed, n, logits)?;
+    }
+    Ok(())
 }

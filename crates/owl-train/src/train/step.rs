@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use owl_kernels::ops::{matmul, ActivationPrecision};
+use owl_kernels::ops::ActivationPrecision;
 use owl_kernels::ThreadPool;
 use owl_models::lora::dot;
 use owl_models::skeleton::attention::{Attention, QkvProj};
@@ -711,7 +711,7 @@ fn run(model: &Model, params: &LoraParams, batch: &[Example], opts: &StepOptions
         let (mut normed, mut inv) = (vec![0f32; n * h], vec![0f32; n]);
         ops::rms_norm(&x, norm.weight(), norm.eps(), &mut normed, &mut inv);
         let mut logits = vec![0f32; n * vocab];
-        matmul(model.pool(), &model.head().matrix(), &normed, n, &mut logits).map_err(owl_models::ModelError::from)?;
+        model.head_logits(&normed, n, &mut logits)?;
 
         // Loss and its gradient on the logits.
         let mut d_logits = vec![0f32; n * vocab];
