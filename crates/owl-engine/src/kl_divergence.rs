@@ -16,7 +16,9 @@ use crate::base_logprobs::{row_len, BaseLogProbs, SavedRow};
 use crate::error::EngineError;
 use crate::logprobs::LogSoftmax;
 use crate::model::LanguageModel;
-use crate::perplexity::{check_window, run, PerplexityParams, PerplexityProgress, LOGITS_BUDGET};
+use crate::perplexity::{
+    check_batch_and_context, check_window, run, run_window, PerplexityParams, PerplexityProgress, LOGITS_BUDGET,
+};
 
 /// A value and its standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -204,21 +206,11 @@ pub fn kl_divergence_saved<M: LanguageModel + ?Sized, R: Read>(
             params.n_ctx
         )));
     }
-    if n_ctx > model.context_size() {
-        return Err(EngineError::ContextTooSmall {
-            what: format!("a perplexity window of {n_ctx} tokens"),
-            needed: n_ctx,
-            n_ctx: model.context_size(),
-        });
-    }
-    if params.n_batch == 0 {
-        return Err(EngineError::invalid("n_batch", 0, "must be at least 1"));
-    }
+    check_batch_and_context(model, n_ctx, params)?;
     if let Some(bos) = params.bos.filter(|&b| b as usize >= vocab) {
         return Err(EngineError::TokenOutOfRange { id: bos, vocab_size: vocab, what: "bos" });
     }
     let n_chunks = base.n_chunk.min(params.max_chunks.unwrap_or(usize::MAX));
-    let first = n_ctx / 2;
     let stride = row_len(vocab);
     let rows_per_batch = (LOGITS_BUDGET / vocab.max(1)).clamp(1, params.n_batch);
     let mut logits = vec![0.0f32; rows_per_batch * vocab];
@@ -232,24 +224,15 @@ pub fn kl_divergence_saved<M: LanguageModel + ?Sized, R: Read>(
             window[0] = bos;
         }
         model.kv_truncate(0);
-        for piece in window[..first].chunks(params.n_batch) {
-            run(model, piece, piece.len(), &mut [], cancel)?;
-        }
-        let mut pos = first;
-        while pos < n_ctx {
-            let n = rows_per_batch.min(n_ctx - pos);
-            let out = &mut logits[..n * vocab];
-            run(model, &window[pos..pos + n], 0, out, cancel)?;
-            // The window's last position predicts beyond it and has no saved row.
-            let scored = n.min(n_ctx - 1 - pos);
-            let saved = &mut codes[..scored * stride];
+        run_window(model, &window, params.n_batch, &mut logits, cancel, |pos, rows| {
+            let saved = &mut codes[..rows.len() / vocab * stride];
             base.read_rows(saved)?;
-            for (r, (q, b)) in out.chunks_exact(vocab).zip(saved.chunks_exact(stride)).enumerate() {
+            for (r, (q, b)) in rows.chunks_exact(vocab).zip(saved.chunks_exact(stride)).enumerate() {
                 let p = compare_saved(q, &SavedRow::new(b, vocab), window[pos + r + 1] as usize);
                 s.add(&p, &mut klds, &mut dps);
             }
-            pos += n;
-        }
+            Ok(())
+        })?;
         on_chunk(PerplexityProgress { chunk: chunk + 1, chunks: n_chunks, ppl: (s.nll_q / s.n).exp() });
     }
     model.kv_truncate(0);

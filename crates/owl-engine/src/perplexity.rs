@@ -100,7 +100,6 @@ pub fn perplexity_with_rows<M: LanguageModel + ?Sized>(
     let n_ctx = params.n_ctx;
     let vocab = model.vocab_size();
     let n_chunks = (tokens.len() / n_ctx).min(params.max_chunks.unwrap_or(usize::MAX));
-    let first = n_ctx / 2;
     let rows_per_batch = (LOGITS_BUDGET / vocab.max(1)).clamp(1, params.n_batch);
     let mut logits = vec![0.0f32; rows_per_batch * vocab];
     let mut window = vec![0u32; n_ctx];
@@ -117,30 +116,16 @@ pub fn perplexity_with_rows<M: LanguageModel + ?Sized>(
         if model.kv_truncate(0) != 0 || model.kv_len() != 0 {
             return Err(EngineError::CacheMismatch { got: model.kv_len(), expected: 0 });
         }
-        // The unscored first half: no logits.
-        for piece in window[..first].chunks(params.n_batch) {
-            run(model, piece, piece.len(), &mut [], cancel)?;
-        }
-        // The scored half, position by position.
-        let mut pos = first;
-        while pos < n_ctx {
-            let n = rows_per_batch.min(n_ctx - pos);
-            let out = &mut logits[..n * vocab];
-            run(model, &window[pos..pos + n], 0, out, cancel)?;
-            for (r, row) in out.chunks_exact(vocab).enumerate() {
-                let j = pos + r;
-                if j + 1 >= n_ctx {
-                    break; // the last position predicts beyond the window
-                }
-                let target = window[j + 1];
+        run_window(model, &window, params.n_batch, &mut logits, cancel, |pos, rows| {
+            for (row, &target) in rows.chunks_exact(vocab).zip(&window[pos + 1..]) {
                 on_row(row)?;
                 let v = -LogSoftmax::of(row).logprob(row[target as usize]);
                 nll += v;
                 nll2 += v * v;
                 count += 1;
             }
-            pos += n;
-        }
+            Ok(())
+        })?;
         on_chunk(PerplexityProgress { chunk: chunk + 1, chunks: n_chunks, ppl: (nll / count as f64).exp() });
     }
     model.kv_truncate(0);
@@ -163,6 +148,25 @@ pub(crate) fn check_window<M: LanguageModel + ?Sized>(
     if n_ctx < 3 {
         return Err(EngineError::invalid("ctx", n_ctx, "must be at least 3 (half a window is scored)"));
     }
+    check_batch_and_context(model, n_ctx, params)?;
+    if tokens.len() < 2 * n_ctx {
+        return Err(EngineError::NotEnoughTokens { have: tokens.len(), needed: 2 * n_ctx, n_ctx });
+    }
+    for (what, id) in tokens.iter().map(|&t| ("input", t)).chain(params.bos.map(|b| ("bos", b))) {
+        if id as usize >= vocab {
+            return Err(EngineError::TokenOutOfRange { id, vocab_size: vocab, what });
+        }
+    }
+
+    Ok(())
+}
+
+/// `n_batch` is at least 1 and a window of `n_ctx` tokens fits the model's context.
+pub(crate) fn check_batch_and_context<M: LanguageModel + ?Sized>(
+    model: &M,
+    n_ctx: usize,
+    params: &PerplexityParams,
+) -> Result<(), EngineError> {
     if params.n_batch == 0 {
         return Err(EngineError::invalid("n_batch", 0, "must be at least 1"));
     }
@@ -173,15 +177,34 @@ pub(crate) fn check_window<M: LanguageModel + ?Sized>(
             n_ctx: model.context_size(),
         });
     }
-    if tokens.len() < 2 * n_ctx {
-        return Err(EngineError::NotEnoughTokens { have: tokens.len(), needed: 2 * n_ctx, n_ctx });
-    }
-    for (what, id) in tokens.iter().map(|&t| ("input", t)).chain(params.bos.map(|b| ("bos", b))) {
-        if id as usize >= vocab {
-            return Err(EngineError::TokenOutOfRange { id, vocab_size: vocab, what });
-        }
-    }
+    Ok(())
+}
 
+/// One window through `model` from an empty cache: the first half unscored (no logits),
+/// then the scored half in batches of at most `logits.len() / vocab` positions. Each batch
+/// hands `on_batch` its first position and the logits of its positions that predict a
+/// token inside the window (the window's last position predicts beyond it).
+pub(crate) fn run_window<M: LanguageModel + ?Sized>(
+    model: &mut M,
+    window: &[u32],
+    n_batch: usize,
+    logits: &mut [f32],
+    cancel: &AtomicBool,
+    mut on_batch: impl FnMut(usize, &[f32]) -> Result<(), EngineError>,
+) -> Result<(), EngineError> {
+    let (n_ctx, vocab) = (window.len(), model.vocab_size());
+    let rows_per_batch = logits.len() / vocab.max(1);
+    for piece in window[..n_ctx / 2].chunks(n_batch) {
+        run(model, piece, piece.len(), &mut [], cancel)?;
+    }
+    let mut pos = n_ctx / 2;
+    while pos < n_ctx {
+        let n = rows_per_batch.min(n_ctx - pos);
+        let out = &mut logits[..n * vocab];
+        run(model, &window[pos..pos + n], 0, out, cancel)?;
+        on_batch(pos, &out[..n.min(n_ctx - 1 - pos) * vocab])?;
+        pos += n;
+    }
     Ok(())
 }
 
