@@ -3,11 +3,13 @@
 //! Q8_0, for every token count.
 //!
 //! Why only the head: the logits are the model's output, so the head's activation rounding
-//! reaches the distribution undamped — on the demo models it was 10–28 % of the default
+//! reaches the distribution undamped — on the demo models it was 5–28 % of the default
 //! path's KL divergence from float32, while every other projection shares its error with
-//! the layers after it. The head streams its weights once per token either way, so decode
-//! costs the same; a many-token call (perplexity, all-logits scoring) keeps each chunk of
-//! rows in L1 while every token passes, and costs about twice the int8 tiles.
+//! the layers after it. The head streams the same weight bytes either way; widening each
+//! weight to 16 bits costs 0–4 % of decode speed where the head sits in cache
+//! (docs/PERFORMANCE.md). A many-token call (perplexity, all-logits scoring) runs the same
+//! per-token kernels, not a tiled GEMM, with each group of rows in L1 while every token
+//! passes.
 //!
 //! Each (row, token) value comes from the same kernel and lane arithmetic whatever the
 //! token count, thread count or chunking, so the result is batch invariant by construction.

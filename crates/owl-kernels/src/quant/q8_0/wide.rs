@@ -6,11 +6,14 @@
 //! (Gemma 3) of the default path's KL divergence from float32 (docs/NUMERICS.md); with
 //! 16 bits it is gone, at the same memory traffic (the weights are what a head streams).
 //!
-//! Per block the integer sum of `w·a` is exact in every lane: a lane adds at most four
-//! products of `127 · 32767` (under 2^24, so its conversion to f32 is exact too), then
+//! Row-major kernels: per block the integer sum of `w·a` is exact in every lane: a lane
+//! adds at most four products of `127 · 32767` (under 2^24, so its conversion to f32 is
+//! exact too), then
 //! `acc += f32(sum) · (d_w · d_a)` in the lanes of the instruction set (8 for AVX2, 16 for
 //! AVX-512) and a final horizontal sum. The lanes of one row never see another row's, so a
-//! row's value does not depend on which rows it is computed with.
+//! row's value does not depend on which rows it is computed with. Interleaved kernels
+//! ([`dot_x8`]) form each row's whole block sum in integers and then follow the scalar
+//! reference's float steps, so they give its bits.
 
 use super::{BlockQ8_0, QK8_0};
 use crate::quant::util::{f16_to_f32, inverse_or_zero};
