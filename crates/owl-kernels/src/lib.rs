@@ -5,8 +5,9 @@
 //!   activation format (`quant::<format>` modules; SIMD versions beside each scalar reference).
 //! - [`fn@ops::matmul`]: y = W·x for a quantized weight matrix and a batch of f32 activations,
 //!   split over the [`pool::ThreadPool`].
-//! - [`ops`]: the matmul driver, its prefill tiles and float dot products (norms, RoPE and
-//!   attention live in owl-models' skeleton for now).
+//! - [`ops`]: the matmul driver, its prefill tiles and float dot products, and the float ops
+//!   of a layer: RMSNorm, rotary embeddings, gated activations, residual adds and attention
+//!   over the KV cache (owl-models' skeleton says which op runs on which tensors).
 //! - [`pool::ThreadPool`]: persistent spin-then-park workers for per-token work.
 //! - [`dispatch`]: the CPU's instruction set detected once (`OWL_KERNELS=scalar|avx2|neon` forces
 //!   one) and the per-format table of activation quantizers and dot products.
@@ -14,6 +15,7 @@
 pub mod dispatch;
 pub mod error;
 pub mod ops;
+pub mod parallel;
 pub mod pool;
 pub mod quant;
 

@@ -8,9 +8,9 @@ use owl_formats::gguf::{GgufFile, MetadataValue};
 use owl_formats::hf_config::{self as hf, HfConfig};
 
 use crate::error::ModelError;
-use crate::skeleton::activation::Activation;
 use crate::skeleton::rope::{RopeScaling, RopeSpec, RopeStyle};
 use crate::weights::TensorSet;
+use owl_kernels::ops::activation::Activation;
 
 /// Attention settings of one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use owl_kernels::BlockFormat;
 
 use crate::error::ModelError;
 use crate::memory;
+pub use owl_kernels::ops::attention::KvRows;
 
 /// Element type of the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -159,15 +160,6 @@ impl KvStore {
             }
         }
     }
-}
-
-/// A borrowed run of cache rows, typed.
-#[derive(Debug, Clone, Copy)]
-pub enum KvRows<'a> {
-    F16(&'a [f16]),
-    F32(&'a [f32]),
-    /// Q8_0 blocks (34 bytes per 32 values).
-    Q8_0(&'a [u8]),
 }
 
 /// One layer's cache for every sequence slot.

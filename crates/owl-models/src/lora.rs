@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use owl_kernels::ThreadPool;
 
-use crate::skeleton::parallel::DisjointSlice;
+use owl_kernels::parallel::DisjointSlice;
 
 /// The update of one base matrix: `ΔW = scale · B A`.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Scratch is sized once for `max_batch_tokens` tokens: a forward call allocates nothing.
-//! Attention streams over the cache (see `skeleton::attend`), so scratch does not grow with
+//! Attention streams over the cache (see `owl_kernels::ops::attention`), so scratch does not grow with
 //! the context length.
 
 use std::collections::BTreeMap;
@@ -25,11 +25,11 @@ use crate::kv_cache::{KvCache, KvCacheOptions, KvDtype, KvLayerShape};
 use crate::lora::LoraBatch;
 use crate::memory;
 use crate::observe::ActivationObserver;
-use crate::skeleton::attend::QUERY_BLOCK;
 use crate::skeleton::block::{Block, BlockBuffers, ForwardCtx, TokenRun};
 use crate::skeleton::norm::RmsNorm;
 use crate::skeleton::rope::{Rope, RopeTable};
 use crate::weights::{SourceKind, Weight};
+use owl_kernels::ops::attention::QUERY_BLOCK;
 
 /// The file a model was loaded from, for tools that relate other files to it (a LoRA
 /// adapter is checked against the base's names and matrix shapes before it is applied).
@@ -456,7 +456,7 @@ impl Model {
         let mut m = 0;
         for (t, _) in batch.wants_logits().iter().enumerate().filter(|(_, &w)| w) {
             let (src, dst) = (&x[t * h..(t + 1) * h], &mut s.normed[m * h..(m + 1) * h]);
-            self.final_norm.apply(src, dst);
+            self.final_norm.apply(&self.pool, src, dst);
             m += 1;
         }
         let normed = &s.normed[..m * h];

@@ -1,8 +1,14 @@
-//! Compute primitives over f32 activations and block-format weights.
+//! Compute primitives over f32 activations and block-format weights: the matmul driver and
+//! its tiles, and the float ops of a transformer layer (norms, rotary embeddings, gated
+//! activations, residual adds, attention).
 
+pub mod activation;
+pub mod attention;
+pub(crate) mod exp;
 pub mod f32_activations;
 pub mod float_dot;
 pub mod matmul;
+pub mod norm;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod prefill_int8;
 #[cfg(target_arch = "x86_64")]
@@ -11,6 +17,8 @@ pub(crate) mod prefill_int8_avx512;
 pub(crate) mod prefill_kquant;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod prefill_kquant_avx512;
+pub mod rope;
+pub mod softmax;
 pub mod wide_head;
 
 /// Whether prefill of the 32-element block formats and the K-quants (Q4_K, Q5_K, Q6_K) runs
@@ -26,3 +34,26 @@ pub fn avx512_prefill_enabled() -> bool {
 pub use f32_activations::ActivationPrecision;
 pub use matmul::{matmul, matmul_batch_invariant, matmul_batch_invariant_with, matmul_with, Matrix};
 pub use wide_head::matmul_q8_0_wide;
+
+/// Whether the float ops (activations, norms, rotary embeddings, attention) run their
+/// AVX2+FMA+F16C bodies: the CPU has them and `OWL_KERNELS` does not ask for the portable
+/// kernels (both cached; this is a few loads). Those bodies exist on x86-64 only.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn float_simd_available() -> bool {
+    matches!(crate::dispatch::active_isa(), Ok(crate::dispatch::Isa::Avx2))
+}
+
+/// Whether the float ops' element-wise parts also run 16 lanes wide: [`float_simd_available`],
+/// the CPU has AVX-512 F, and `OWL_AVX512` is not `0` (read once). Only where every width
+/// gives the same bits (element-wise products and sums, never a reduction's order).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(crate) fn avx512_float_available() -> bool {
+    use std::sync::OnceLock;
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    float_simd_available()
+        && *ENABLED.get_or_init(|| {
+            is_x86_feature_detected!("avx512f") && std::env::var("OWL_AVX512").map_or(true, |v| v != "0")
+        })
+}

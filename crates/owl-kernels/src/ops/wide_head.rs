@@ -14,7 +14,9 @@
 //! Each (row, token) value comes from the same kernel and lane arithmetic whatever the
 //! token count, thread count or chunking, so the result is batch invariant by construction.
 
-use crate::dispatch::{self, Isa};
+use crate::dispatch;
+#[cfg(target_arch = "x86_64")]
+use crate::dispatch::Isa;
 use crate::pool::ThreadPool;
 use crate::quant::interleave::{RowLayout, INTERLEAVE_ROWS};
 use crate::quant::q8_0::wide::{self, BlockQ16};

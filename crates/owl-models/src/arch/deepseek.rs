@@ -35,7 +35,6 @@ use crate::config::{GgufMeta, LayerAttention, ModelConfig};
 use crate::error::ModelError;
 use crate::model::ModelParts;
 use crate::registry::{Family, Source};
-use crate::skeleton::activation::Activation;
 use crate::skeleton::bind;
 use crate::skeleton::block::{Block, FeedForward};
 use crate::skeleton::linear::Linear;
@@ -44,6 +43,7 @@ use crate::skeleton::mlp::{GateUp, GatedMlp};
 use crate::skeleton::moe::{self, HfExpertNames, Router, RouterSpec, Scoring, SparseMoe};
 use crate::skeleton::rope::{RopeScaling, RopeSpec, RopeStyle};
 use crate::weights::{Binder, SourceKind, Weight, WeightBytes};
+use owl_kernels::ops::activation::Activation;
 
 const NAME: &str = "deepseek";
 

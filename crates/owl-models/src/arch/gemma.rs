@@ -13,9 +13,9 @@ use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::model::ModelParts;
 use crate::registry::{Family, Source};
-use crate::skeleton::activation::Activation;
 use crate::skeleton::rope::RopeStyle;
 use crate::weights::Binder;
+use owl_kernels::ops::activation::Activation;
 
 use super::llama::pre_norm_decoder;
 

@@ -12,11 +12,11 @@ use crate::config::{LayerAttention, ModelConfig};
 use crate::error::ModelError;
 use crate::model::ModelParts;
 use crate::registry::{Family, Source};
-use crate::skeleton::activation::Activation;
 use crate::skeleton::bind;
 use crate::skeleton::block::Block;
 use crate::skeleton::rope::RopeStyle;
 use crate::weights::Binder;
+use owl_kernels::ops::activation::Activation;
 
 use super::gemma::embed_scale;
 

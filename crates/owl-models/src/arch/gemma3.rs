@@ -18,9 +18,9 @@ use crate::config::{LayerAttention, ModelConfig};
 use crate::error::ModelError;
 use crate::model::ModelParts;
 use crate::registry::{Family, Source};
-use crate::skeleton::activation::Activation;
 use crate::skeleton::rope::{RopeScaling, RopeSpec, RopeStyle};
 use crate::weights::Binder;
+use owl_kernels::ops::activation::Activation;
 
 use super::gemma::embed_scale;
 use super::gemma2::sandwich_decoder;

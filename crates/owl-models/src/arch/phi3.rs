@@ -17,13 +17,13 @@ use crate::config::ModelConfig;
 use crate::error::ModelError;
 use crate::model::ModelParts;
 use crate::registry::{Family, Source};
-use crate::skeleton::activation::Activation;
 use crate::skeleton::attention::{Attention, QkvProj};
 use crate::skeleton::bind;
 use crate::skeleton::block::Block;
 use crate::skeleton::mlp::{GateUp, GatedMlp};
 use crate::skeleton::rope::{RopeScaling, RopeStyle};
 use crate::weights::Binder;
+use owl_kernels::ops::activation::Activation;
 
 const NAME: &str = "phi3";
 

@@ -11,13 +11,13 @@
 //! out     = [o_1 .. o_H] Wo
 //! ```
 
-use super::attend::{self, Block, BlockShape, KeyWindow, Queries, ScoreParams};
 use super::block::{ForwardCtx, Mixer};
 use super::linear::Linear;
 use super::norm::RmsNorm;
-use super::parallel::DisjointSlice;
 use crate::error::ModelError;
 use crate::kv_cache::{KvLayerShape, LayerKv};
+use owl_kernels::ops::attention::{self as attend, Block, BlockShape, KeyWindow, Queries, ScoreParams};
+use owl_kernels::parallel::DisjointSlice;
 
 /// Shape and score settings of one attention layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,17 +162,15 @@ impl Mixer for Attention {
 
         // Per-head norms, then rotary positions.
         if let Some(norm) = &self.q_norm {
-            norm.apply_in_place(q);
+            norm.apply_in_place(ctx.pool, q);
         }
         if let Some(norm) = &self.k_norm {
-            norm.apply_in_place(k);
+            norm.apply_in_place(ctx.pool, k);
         }
         if let Some(r) = s.rope {
             let table = &ctx.ropes[r];
-            for t in 0..n {
-                table.apply(t, &mut q[t * qw..(t + 1) * qw], hd);
-                table.apply(t, &mut k[t * kw..(t + 1) * kw], hd);
-            }
+            table.apply_tokens(ctx.pool, q, qw, 0, s.n_heads, hd);
+            table.apply_tokens(ctx.pool, k, kw, 0, s.n_kv_heads, hd);
         }
 
         // Every key of the batch goes into the cache before any query reads it: a prompt

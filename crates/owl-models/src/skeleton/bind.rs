@@ -2,13 +2,13 @@
 //! Hugging Face (`model.layers.N.self_attn.q_proj.weight`) and llama.cpp's GGUF
 //! (`blk.N.attn_q.weight`). A family file calls these and spells out only what differs.
 
-use super::attend::ScoreParams;
 use super::attention::{Attention, AttentionSpec, QkvProj};
 use super::linear::Linear;
 use super::mlp::{GateUp, GatedMlp};
 use super::norm::RmsNorm;
 use crate::config::ModelConfig;
 use crate::weights::{Binder, Weight};
+use owl_kernels::ops::attention::ScoreParams;
 
 /// The attention shape of layer `layer`.
 pub fn attention_spec(cfg: &ModelConfig, layer: usize) -> AttentionSpec {

@@ -10,6 +10,7 @@
 //! attention, a mixture of experts — without touching the skeleton. They are called once per
 //! layer per forward (dynamic dispatch at layer granularity, never per element).
 
+use owl_kernels::ops::norm::add_assign;
 use owl_kernels::ThreadPool;
 
 use super::norm::RmsNorm;
@@ -168,26 +169,19 @@ impl Block {
         let n = x.len();
         let (normed, branch) = (&mut buf.normed[..n], &mut buf.branch[..n]);
 
-        self.attn_norm.apply(x, normed);
+        self.attn_norm.apply(ctx.pool, x, normed);
         self.mixer.forward(ctx, kv, normed, branch, buf.arena)?;
         if let Some(norm) = &self.post_attn_norm {
-            norm.apply_in_place(branch);
+            norm.apply_in_place(ctx.pool, branch);
         }
-        add_assign(x, branch);
+        add_assign(ctx.pool, x, branch);
 
-        self.ffn_norm.apply(x, normed);
+        self.ffn_norm.apply(ctx.pool, x, normed);
         self.ffn.forward(ctx, normed, branch, buf.arena)?;
         if let Some(norm) = &self.post_ffn_norm {
-            norm.apply_in_place(branch);
+            norm.apply_in_place(ctx.pool, branch);
         }
-        add_assign(x, branch);
+        add_assign(ctx.pool, x, branch);
         Ok(())
-    }
-}
-
-#[inline]
-fn add_assign(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
     }
 }

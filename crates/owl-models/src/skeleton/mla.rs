@@ -32,14 +32,14 @@
 //! made at load from a fused `kv_b` (HF, older GGUFs) in f32 — and `V_h` stacked as
 //! `[H*v][rank]` (`attn_v_b`, or the value rows of `kv_b` in f32). See `deepseek.rs`.
 
-use super::attend::{self, Block, BlockShape, KeyWindow, Queries, ScoreParams};
 use super::block::{ForwardCtx, Mixer};
 use super::linear::Linear;
 use super::norm::RmsNorm;
-use super::parallel::DisjointSlice;
 use crate::error::ModelError;
 use crate::kv_cache::{KvLayerShape, LayerKv};
 use crate::weights::WeightOrigin;
+use owl_kernels::ops::attention::{self as attend, Block, BlockShape, KeyWindow, Queries, ScoreParams};
+use owl_kernels::parallel::DisjointSlice;
 
 /// Dimensions and score settings of one MLA layer.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -233,7 +233,7 @@ impl Mixer for LatentAttention {
             QueryProj::Direct(w) => w.project(ctx, x, q)?,
             QueryProj::LowRank { a, norm, b } => {
                 a.project(ctx, x, qa)?;
-                norm.apply_in_place(qa);
+                norm.apply_in_place(ctx.pool, qa);
                 b.project(ctx, qa, q)?;
             }
         }
@@ -241,7 +241,7 @@ impl Mixer for LatentAttention {
         // The latent (normalised in place) and the shared rope key: the rows the cache keeps.
         self.kv_a.project(ctx, x, kva)?;
         for row in kva.chunks_exact_mut(lat) {
-            self.kv_norm.apply_in_place(&mut row[..rank]);
+            self.kv_norm.apply_in_place(ctx.pool, &mut row[..rank]);
         }
         if let (Some(observer), Some(fused)) = (ctx.observer, &self.fused) {
             for (dst, row) in gather_in.chunks_exact_mut(rank).zip(kva.chunks_exact(lat)) {

@@ -1,9 +1,9 @@
 //! The gated feed-forward network: `down( act(gate(x)) * up(x) )` (SwiGLU, GeGLU).
 
-use super::activation::Activation;
+use owl_kernels::ops::activation::Activation;
+
 use super::block::{FeedForward, ForwardCtx};
 use super::linear::Linear;
-use super::parallel::DisjointSlice;
 use crate::error::ModelError;
 
 /// Gate and up projections: two matrices, or one with rows `[gate | up]` (Phi-3's
@@ -13,10 +13,6 @@ pub enum GateUp {
     Separate { gate: Linear, up: Linear },
     Fused(Linear),
 }
-
-/// Activations (gate floats) at which the GLU product is split over the thread pool: it
-/// costs ~1 ns a float on one core (AVX2), so below this the pool's wake-up would not pay.
-const PARALLEL_GLU_FLOATS: usize = 1 << 16;
 
 #[derive(Debug, Clone)]
 pub struct GatedMlp {
@@ -71,20 +67,8 @@ impl FeedForward for GatedMlp {
             GateUp::Separate { gate, up } => {
                 gate.project(ctx, x, a)?;
                 up.project(ctx, x, b)?;
-                // a = act(gate) * up, in place; split over the pool for a prompt's many rows.
-                let act = self.act;
-                let rows_per_chunk = (PARALLEL_GLU_FLOATS / f).max(1);
-                if n * f >= PARALLEL_GLU_FLOATS && ctx.pool.n_threads() > 1 {
-                    let a_rows = DisjointSlice::new(a);
-                    let b: &[f32] = b;
-                    ctx.pool.parallel_for(n, rows_per_chunk, &|_, rows| {
-                        let r = rows.start * f..rows.end * f;
-                        // SAFETY: each range of rows is claimed by one thread.
-                        act.glu_in_place(unsafe { a_rows.range(r.clone()) }, &b[r]);
-                    });
-                } else {
-                    act.glu_in_place(a, b);
-                }
+                // a = act(gate) * up, in place (a prompt's rows split over the pool).
+                self.act.glu_in_place_split(ctx.pool, a, b, f);
             }
             GateUp::Fused(w) => {
                 // [n][gate | up] spans both halves of the scratch; the products are compacted

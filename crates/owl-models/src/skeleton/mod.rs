@@ -1,13 +1,12 @@
 //! The transformer skeleton every family is built from: the decoder [`block::Block`] with
 //! its two seams ([`block::Mixer`], [`block::FeedForward`]), the standard attention and MLP,
-//! and the element-wise numerics they need.
+//! MLA and the sparse MoE.
 //!
-//! The numerics here (`norm`, `rope`, `activation`, `attend`) are generic kernels that
-//! belong in owl-kernels' `ops/` once that directory settles; they are allocation-free and
-//! have unit tests against their definitions.
+//! Only the structure lives here: which op runs on which tensors, in what order, with which
+//! weights (and RoPE's frequency schedules, which are model configuration). The arithmetic —
+//! RMSNorm, the rotation, gated activations, residual adds, softmax and attention — is
+//! owl-kernels' `ops`, behind the same run-time dispatch as the matmuls.
 
-pub mod activation;
-pub mod attend;
 pub mod attention;
 pub mod bind;
 pub mod block;
@@ -16,5 +15,4 @@ pub mod mla;
 pub mod mlp;
 pub mod moe;
 pub mod norm;
-pub mod parallel;
 pub mod rope;

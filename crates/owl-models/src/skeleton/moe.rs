@@ -25,13 +25,14 @@
 
 use owl_formats::hf_config::{MoeConfig, RouterScoring, TopkMethod};
 
-use super::activation::Activation;
 use super::block::{FeedForward, ForwardCtx};
 use super::linear::Linear;
 use super::mlp::{GateUp, GatedMlp};
 use crate::config::GgufMeta;
 use crate::error::ModelError;
 use crate::weights::{Binder, SourceKind, Weight, WeightBytes};
+use owl_kernels::ops::activation::Activation;
+use owl_kernels::ops::softmax::softmax_in_place;
 
 /// Router logits → expert scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,18 +253,6 @@ impl RouterSpec {
             weights[..k].iter_mut().for_each(|w| *w *= self.scale);
         }
     }
-}
-
-/// Numerically stable softmax in f32 (max subtracted), as torch computes it.
-fn softmax_in_place(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 /// The indices of the `ids.len()` largest `values`, largest first; ties go to the lower

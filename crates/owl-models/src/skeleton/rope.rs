@@ -19,16 +19,11 @@
 //! across `original_max_position` in several chunks differs from one call (as it does in
 //! transformers); llama.cpp instead decides once from the context size it was given.
 
+use owl_kernels::ThreadPool;
+
 use crate::error::ModelError;
 
-/// Which dimensions form a rotation pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RopeStyle {
-    /// `(i, i + rot_dims/2)`: HF `rotate_half`, llama.cpp NEOX.
-    RotateHalf,
-    /// `(2i, 2i + 1)`: GPT-J, llama.cpp NORM.
-    AdjacentPairs,
-}
+pub use owl_kernels::ops::rope::{rotate, RopeStyle};
 
 /// How the base frequencies `theta^(-2i/d)` are modified.
 #[derive(Debug, Clone, PartialEq)]
@@ -298,28 +293,22 @@ impl RopeTable {
             rotate(head, cos, sin, self.style);
         }
     }
-}
 
-/// Rotates one head's first `2 * cos.len()` dims in place.
-#[inline]
-pub fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], style: RopeStyle) {
-    let h = cos.len();
-    match style {
-        RopeStyle::RotateHalf => {
-            let (a, b) = x[..2 * h].split_at_mut(h);
-            for i in 0..h {
-                let (x0, x1) = (a[i], b[i]);
-                a[i] = x0 * cos[i] - x1 * sin[i];
-                b[i] = x1 * cos[i] + x0 * sin[i];
-            }
-        }
-        RopeStyle::AdjacentPairs => {
-            for (i, pair) in x[..2 * h].chunks_exact_mut(2).enumerate() {
-                let (x0, x1) = (pair[0], pair[1]);
-                pair[0] = x0 * cos[i] - x1 * sin[i];
-                pair[1] = x1 * cos[i] + x0 * sin[i];
-            }
-        }
+    /// Rotates the first `x.len() / stride` tokens of the batch: token `t`'s heads are
+    /// `x[t * stride + offset ..][..heads * head_dim]` (split over `pool` for a prompt).
+    pub fn apply_tokens(
+        &self,
+        pool: &ThreadPool,
+        x: &mut [f32],
+        stride: usize,
+        offset: usize,
+        heads: usize,
+        head_dim: usize,
+    ) {
+        let n = x.len() / stride.max(1);
+        let h = self.half;
+        let (cos, sin) = (&self.cos[..n * h], &self.sin[..n * h]);
+        owl_kernels::ops::rope::rotate_tokens(pool, x, stride, offset, heads, head_dim, cos, sin, self.style);
     }
 }
 

@@ -1,11 +1,11 @@
 //! The backward of every op of a decoder layer, in float32, beside the forward it inverts
 //! (each checked against finite differences below). Row-major `[tokens][width]` buffers.
 
+use owl_kernels::ops::activation::Activation;
 use owl_kernels::ops::{matmul, ActivationPrecision};
+use owl_kernels::parallel::DisjointSlice;
 use owl_kernels::ThreadPool;
-use owl_models::skeleton::activation::Activation;
 use owl_models::skeleton::norm::inv_rms;
-use owl_models::skeleton::parallel::DisjointSlice;
 use owl_models::skeleton::rope::{rotate, Rope};
 use owl_models::weights::Weight;
 use owl_models::ModelError;

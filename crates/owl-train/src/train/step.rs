@@ -10,13 +10,13 @@
 use std::collections::HashMap;
 
 use owl_kernels::ops::ActivationPrecision;
+use owl_kernels::parallel::DisjointSlice;
 use owl_kernels::ThreadPool;
 use owl_models::lora::dot;
 use owl_models::skeleton::attention::{Attention, QkvProj};
 use owl_models::skeleton::block::Block;
 use owl_models::skeleton::linear::Linear;
 use owl_models::skeleton::mlp::{GateUp, GatedMlp};
-use owl_models::skeleton::parallel::DisjointSlice;
 use owl_models::{LoraAdapter, Model};
 
 use super::ops::{self, AttnShape};

@@ -1,7 +1,7 @@
 //! Times the attention kernel alone: a block of queries (or one decode query) of a GQA group
 //! over an F16 key/value cache of a given length.
 //!
-//!   cargo run -p owl-models --example bench_attention -- [context] [queries] [heads] [head_dim]
+//!   cargo run --release -p owl-kernels --example bench_attention -- [context] [queries] [heads] [head_dim]
 
 use std::time::Instant;
 
@@ -15,8 +15,7 @@ fn thread_cpu_ns() -> f64 {
 }
 
 use half::f16;
-use owl_models::kv_cache::KvRows;
-use owl_models::skeleton::attend::{attend, scratch_floats, KeyWindow, Queries, ScoreParams};
+use owl_kernels::ops::attention::{attend, scratch_floats, KeyWindow, KvRows, Queries, ScoreParams};
 
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();

@@ -24,8 +24,8 @@ use std::ops::Range;
 use half::f16;
 
 use super::{KeyWindow, Queries, RowState, Rows, ScoreParams, KEY_TILE};
-use crate::skeleton::activation::avx2::exp;
-use crate::skeleton::activation::exp_poly;
+use crate::ops::exp::avx2::exp;
+use crate::ops::exp::exp_poly;
 
 /// Rows (query, head pairs) attended together against each key tile.
 pub(super) const ROW_GROUP: usize = 4;

@@ -21,8 +21,8 @@ use std::ops::Range;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use super::activation::{exp_poly, madd};
-use crate::kv_cache::KvRows;
+use super::exp::{exp_poly, madd};
+use crate::quant::BlockFormat;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -126,6 +126,15 @@ impl Rows for &[f16] {
     }
 }
 
+/// A borrowed run of KV-cache rows, typed.
+#[derive(Debug, Clone, Copy)]
+pub enum KvRows<'a> {
+    F16(&'a [f16]),
+    F32(&'a [f32]),
+    /// Q8_0 blocks (34 bytes per 32 values).
+    Q8_0(&'a [u8]),
+}
+
 /// Q8_0 cache rows (34-byte blocks of 32 values; rows are whole blocks).
 #[derive(Clone, Copy)]
 struct Q8Rows<'a>(&'a [u8]);
@@ -133,14 +142,13 @@ struct Q8Rows<'a>(&'a [u8]);
 impl Rows for Q8Rows<'_> {
     #[inline(always)]
     fn load(self, start: usize, dst: &mut [f32]) {
-        let q8 = crate::kv_cache::KvDtype::Q8_0;
-        let (from, to) = (q8.bytes_for(start), q8.bytes_for(start + dst.len()));
+        let (block, bytes) = (BlockFormat::Q8_0.block_elems(), BlockFormat::Q8_0.block_bytes());
+        let (from, to) = (start / block * bytes, (start + dst.len()) / block * bytes);
         // The AVX2 dequantizer where the CPU has it (the same bits as the scalar one).
         #[cfg(target_arch = "x86_64")]
-        let done =
-            owl_kernels::quant::dequantize_avx2::dequantize_row(owl_kernels::BlockFormat::Q8_0, &self.0[from..to], dst);
+        let done = crate::quant::dequantize_avx2::dequantize_row(BlockFormat::Q8_0, &self.0[from..to], dst);
         #[cfg(not(target_arch = "x86_64"))]
-        let done = owl_kernels::quant::dequantize_row(owl_kernels::BlockFormat::Q8_0, &self.0[from..to], dst);
+        let done = crate::quant::dequantize_row(BlockFormat::Q8_0, &self.0[from..to], dst);
         // Whole blocks by construction (the cache refuses other head sizes): not reached.
         if done.is_err() {
             dst.fill(0.0);
@@ -312,7 +320,7 @@ fn attend_span_with(
 ) {
     #[cfg(target_arch = "x86_64")]
     let avx2 = match body {
-        Body::Fastest => super::activation::simd_available(),
+        Body::Fastest => super::float_simd_available(),
         #[cfg(test)]
         Body::Portable => false,
         #[cfg(test)]
@@ -324,7 +332,7 @@ fn attend_span_with(
         ($k:expr, $v:expr) => {{
             #[cfg(target_arch = "x86_64")]
             if avx2 {
-                // SAFETY: the CPU has AVX2, FMA and F16C (checked by `simd_available`, or by
+                // SAFETY: the CPU has AVX2, FMA and F16C (checked by `float_simd_available`, or by
                 // the test that names this body).
                 unsafe { avx2::attend(queries, $k, $v, k_dim, v_dim, keys_seen, params, span, work, state) };
                 return;
@@ -520,9 +528,10 @@ mod tests {
     }
 
     fn paths() -> Vec<Path> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut p = vec![Path::Dispatched, Path::Portable];
         #[cfg(target_arch = "x86_64")]
-        if super::super::activation::simd_available() {
+        if super::super::float_simd_available() {
             p.push(Path::Avx2);
         }
         p
@@ -671,8 +680,8 @@ mod tests {
     /// how attention computes.
     #[test]
     fn q8_0_rows_attend_as_their_dequantized_values() {
-        use owl_kernels::quant::{dequantize_row, quantize_row};
-        use owl_kernels::BlockFormat;
+        use crate::quant::{dequantize_row, quantize_row};
+        use crate::BlockFormat;
         let (slots, dk, dv, nh) = (50, 64, 32, 3);
         let quantized = |x: &[f32]| {
             let mut bytes = vec![0u8; x.len() / 32 * 34];

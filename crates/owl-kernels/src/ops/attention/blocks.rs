@@ -7,13 +7,13 @@
 
 use std::ops::Range;
 
-use owl_kernels::ThreadPool;
+use crate::ThreadPool;
 
 use super::Body;
+use super::KvRows;
 use super::{attend, attend_span_with, finish, merge, scratch_floats, spans, state_floats, work_floats};
 use super::{KeyWindow, Queries, RowState, ScoreParams, QUERY_BLOCK};
-use crate::kv_cache::KvRows;
-use crate::skeleton::parallel::DisjointSlice;
+use crate::parallel::DisjointSlice;
 
 /// One item of a layer's attention: queries of one sequence (at most `QUERY_BLOCK`, at
 /// most the layer's `n_heads` heads each) and the rows of the KV head they read.
