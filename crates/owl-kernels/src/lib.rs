@@ -7,7 +7,9 @@
 //!   split over the [`pool::ThreadPool`].
 //! - [`ops`]: the matmul driver, its prefill tiles and float dot products, and the float ops
 //!   of a layer: RMSNorm, rotary embeddings, gated activations, residual adds and attention
-//!   over the KV cache (owl-models' skeleton says which op runs on which tensors).
+//!   over the KV cache, the router softmax (owl-models' skeleton says which op runs on which
+//!   tensors).
+//! - [`parallel::DisjointSlice`]: one output buffer written by pool threads in disjoint ranges.
 //! - [`pool::ThreadPool`]: persistent spin-then-park workers for per-token work.
 //! - [`dispatch`]: the CPU's instruction set detected once (`OWL_KERNELS=scalar|avx2|neon` forces
 //!   one) and the per-format table of activation quantizers and dot products.

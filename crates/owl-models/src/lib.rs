@@ -11,7 +11,8 @@
 //!   (`owl_formats::hf_config::HfConfig`) or GGUF metadata.
 //! - [`registry`]: architecture name → [`registry::Family`]; [`arch`]: one file per family.
 //! - [`skeleton`]: the decoder [`skeleton::block::Block`], standard attention and gated MLP,
-//!   RoPE variants, norms, the streaming attention kernel.
+//!   MLA, sparse MoE, norm layers and RoPE schedules — the structure; the arithmetic is
+//!   `owl_kernels::ops`'.
 //! - [`weights`]: tensors by name ([`weights::Binder`]) with one error listing every
 //!   missing, unexpected or misshapen tensor.
 //!

@@ -98,12 +98,15 @@ impl Activation {
             return;
         }
         let rows = n / width;
-        let gate = DisjointSlice::new(&mut gate[..rows * width]);
+        let (whole, tail) = gate[..n].split_at_mut(rows * width);
+        let whole = DisjointSlice::new(whole);
         pool.parallel_for(rows, (PARALLEL_FLOATS / width).max(1), &|_, r| {
             let r = r.start * width..r.end * width;
             // SAFETY: each range of rows is claimed by one thread.
-            self.glu_in_place(unsafe { gate.range(r.clone()) }, &up[r]);
+            self.glu_in_place(unsafe { whole.range(r.clone()) }, &up[r]);
         });
+        // A partial row (callers pass whole rows; this keeps the serial path's coverage).
+        self.glu_in_place(tail, &up[rows * width..n]);
     }
 
     /// Fused gate/up rows (Phi-3's `gate_up_proj`, llama.cpp's fused `ffn_up`): `rows` holds
@@ -191,6 +194,22 @@ mod avx2 {
     /// writable for `n` floats; `out` must not overlap `up`, nor `gate` other than exactly.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn glu(act: Activation, gate: *const f32, up: *const f32, out: *mut f32, n: usize) {
+        let done = if crate::ops::avx512_float_available() {
+            // SAFETY: AVX-512 F is present (checked); the buffers are the caller's.
+            unsafe { super::avx512::glu(act, gate, up, out, n) }
+        } else {
+            0
+        };
+        // SAFETY: the rest of the same buffers.
+        unsafe { glu_avx2(act, gate.add(done), up.add(done), out.add(done), n - done) }
+    }
+
+    /// [`glu`] without the AVX-512 part (the reference that part is tested against).
+    ///
+    /// # Safety
+    /// As [`glu`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn glu_avx2(act: Activation, gate: *const f32, up: *const f32, out: *mut f32, n: usize) {
         // One loop per activation, so the choice is made once per call.
         // SAFETY: the caller's contract is glu_with's.
         unsafe {
@@ -235,6 +254,70 @@ mod avx2 {
                 }
             }
         }
+    }
+}
+
+/// The 16-lane part of the AVX2 body, with AVX-512 F: each lane computes what the AVX2
+/// body's lane computes (same operations, element by element), so the bits are the same.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Activation, GELU_Z1, GELU_Z3};
+    use crate::ops::exp::avx512::exp;
+    use crate::ops::exp::EXP_MAX;
+
+    /// `x * sigmoid(z)` of 16 lanes, as the AVX2 body's.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn x_sigmoid(x: __m512, z: __m512) -> __m512 {
+        let minus_z = _mm512_sub_ps(_mm512_setzero_ps(), z);
+        let d = _mm512_add_ps(_mm512_set1_ps(1.0), exp(minus_z));
+        let past = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(minus_z, _mm512_set1_ps(EXP_MAX));
+        _mm512_div_ps(x, _mm512_mask_blend_ps(past, d, _mm512_set1_ps(f32::INFINITY)))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn act16(act: Activation, x: __m512) -> __m512 {
+        match act {
+            Activation::Silu => x_sigmoid(x, x),
+            Activation::GeluTanh => {
+                let z = _mm512_fmadd_ps(_mm512_set1_ps(GELU_Z3), _mm512_mul_ps(x, x), _mm512_set1_ps(GELU_Z1));
+                x_sigmoid(x, _mm512_mul_ps(x, z))
+            }
+        }
+    }
+
+    /// `out[i] = act(gate[i]) * up[i]` for the whole 16-lane chunks of `n`; returns how many
+    /// elements it did (the caller finishes the rest). In place allowed, as the AVX2 body.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F; otherwise the AVX2 body's contract.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn glu(act: Activation, gate: *const f32, up: *const f32, out: *mut f32, n: usize) -> usize {
+        // SAFETY: the caller's contract is glu_with's.
+        unsafe {
+            match act {
+                Activation::Silu => glu_with(Activation::Silu, gate, up, out, n),
+                Activation::GeluTanh => glu_with(Activation::GeluTanh, gate, up, out, n),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn glu_with(act: Activation, gate: *const f32, up: *const f32, out: *mut f32, n: usize) -> usize {
+        let mut i = 0;
+        // SAFETY: i + 16 <= n for every access.
+        unsafe {
+            while i + 16 <= n {
+                let a = act16(act, _mm512_loadu_ps(gate.add(i)));
+                _mm512_storeu_ps(out.add(i), _mm512_mul_ps(a, _mm512_loadu_ps(up.add(i))));
+                i += 16;
+            }
+        }
+        i
     }
 }
 
@@ -347,6 +430,51 @@ mod tests {
             }
             println!("{act:?}: dispatched vs portable, relative / max(1, |z|) <= {worst:.2e}");
             assert!(worst < 5e-7, "{act:?}: SIMD vs portable {worst:.3e}");
+        }
+    }
+
+    /// The AVX-512 part gives the AVX2 body's bits: the sweep, and every length 0–70 in
+    /// place and not (runs where the CPU has AVX-512 F; elsewhere says it was skipped).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_part_gives_the_avx2_bits() {
+        if !crate::ops::avx512_float_available() {
+            println!("skipped: this CPU lacks avx512f (or OWL_AVX512=0 / OWL_KERNELS=scalar)");
+            return;
+        }
+        let xs = sweep();
+        let up: Vec<f32> = (0..xs.len()).map(|i| 1.0 + (i % 7) as f32 * 0.25).collect();
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            for n in (0..=70).chain([xs.len()]) {
+                let mut want = vec![0.0; n];
+                // SAFETY: AVX2 and FMA are present (AVX-512 F implies this test's host has
+                // them: `avx512_float_available` requires them); the buffers hold n floats.
+                unsafe { avx2::glu_avx2(act, xs.as_ptr(), up.as_ptr(), want.as_mut_ptr(), n) };
+                let mut got = vec![0.0; n];
+                act.glu(&xs[..n], &up[..n], &mut got);
+                let mut in_place = xs[..n].to_vec();
+                act.glu_in_place(&mut in_place, &up[..n]);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{act:?} n {n}");
+                assert_eq!(bits(&in_place), bits(&want), "{act:?} n {n} in place");
+            }
+        }
+    }
+
+    /// A batch split over the pool gives the serial bits, a partial last row included.
+    #[test]
+    fn glu_split_over_the_pool_gives_the_serial_bits() {
+        let pool = ThreadPool::new(3);
+        let width = 1000;
+        let n = 2 * PARALLEL_FLOATS + 3 * width + 17;
+        let gate: Vec<f32> = (0..n).map(|i| ((i * 7919 % 2001) as f32 / 1000.0 - 1.0) * 6.0).collect();
+        let up: Vec<f32> = (0..n).map(|i| 1.0 + (i % 5) as f32 * 0.5).collect();
+        for act in [Activation::Silu, Activation::GeluTanh] {
+            let mut serial = gate.clone();
+            act.glu_in_place(&mut serial, &up);
+            let mut split = gate.clone();
+            act.glu_in_place_split(&pool, &mut split, &up, width);
+            assert_eq!(split, serial, "{act:?}");
         }
     }
 

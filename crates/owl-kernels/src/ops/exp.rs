@@ -75,6 +75,35 @@ pub(crate) mod avx2 {
     }
 }
 
+/// The same arithmetic 16 lanes wide with AVX-512 F: each lane gives the bits of
+/// [`avx2::exp`]'s lane (the same IEEE operations, element by element).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{EXP_MAX, EXP_MIN, EXP_POLY, LN2_HI, LN2_LO, LOG2_E, ROUND};
+
+    /// e^x of 16 lanes, as [`super::avx2::exp`].
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn exp(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_MIN)), _mm512_set1_ps(EXP_MAX));
+        let round = _mm512_set1_ps(ROUND);
+        let t = _mm512_fmadd_ps(x, _mm512_set1_ps(LOG2_E), round);
+        let n = _mm512_sub_ps(t, round);
+        let n_bits = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_castps_si512(round));
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
+        let mut p = _mm512_set1_ps(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let e = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), _mm512_set1_ps(1.0));
+        let scale = _mm512_slli_epi32::<23>(_mm512_add_epi32(n_bits, _mm512_set1_epi32(127)));
+        _mm512_mul_ps(e, _mm512_castsi512_ps(scale))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

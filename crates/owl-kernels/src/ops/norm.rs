@@ -100,14 +100,14 @@ pub fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
     scale_mul_in_place(x, inv, w);
 }
 
-/// Every `w.len()`-long row of `x` normalised into `out`, split over `pool` for a large
-/// batch.
+/// Every `w.len()`-long row of `x` normalised into `out` (the rows both hold), split over
+/// `pool` for a large batch.
 pub fn rms_norm_rows(pool: &ThreadPool, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let d = w.len();
-    let rows = x.len() / d.max(1);
     if d == 0 {
         return;
     }
+    let rows = x.len().min(out.len()) / d;
     if x.len() < PARALLEL_FLOATS || pool.n_threads() < 2 {
         for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
             rms_norm(xr, w, eps, or);
@@ -250,6 +250,21 @@ mod avx2 {
         i
     }
 
+    /// The 16-lane part of [`add_assign`]; returns how many elements it did.
+    ///
+    /// # Safety
+    /// As [`add_assign`], and the CPU must support AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn add_assign_avx512(x: *mut f32, y: *const f32, n: usize) -> usize {
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= n.
+            unsafe { _mm512_storeu_ps(x.add(i), _mm512_add_ps(_mm512_loadu_ps(x.add(i)), _mm512_loadu_ps(y.add(i)))) };
+            i += 16;
+        }
+        i
+    }
+
     /// `x[i] += y[i]` for `i < n`.
     ///
     /// # Safety
@@ -258,6 +273,10 @@ mod avx2 {
     #[target_feature(enable = "avx2")]
     pub unsafe fn add_assign(x: *mut f32, y: *const f32, n: usize) {
         let mut i = 0;
+        if crate::ops::avx512_float_available() {
+            // SAFETY: AVX-512 F is present (checked above); same contract.
+            i = unsafe { add_assign_avx512(x, y, n) };
+        }
         // SAFETY (whole block): every access is at an index below n.
         unsafe {
             while i + 16 <= n {
@@ -304,6 +323,10 @@ mod tests {
     /// length from 0 to 70 and at model widths, at odd offsets.
     #[test]
     fn simd_bodies_give_the_portable_bits() {
+        #[cfg(target_arch = "x86_64")]
+        if !crate::ops::avx512_float_available() {
+            println!("AVX-512 parts skipped: this CPU lacks avx512f (or OWL_AVX512=0 / OWL_KERNELS=scalar)");
+        }
         for n in (0..=70).chain([576, 640, 896, 1024, 2048, 4095]) {
             let x = values(n + 1, 3);
             let (x, w) = (&x[1..], &values(n + 3, 7)[3..]);

@@ -305,10 +305,13 @@ impl RopeTable {
         heads: usize,
         head_dim: usize,
     ) {
-        let n = x.len() / stride.max(1);
+        if stride == 0 {
+            return;
+        }
         let h = self.half;
-        let (cos, sin) = (&self.cos[..n * h], &self.sin[..n * h]);
-        owl_kernels::ops::rope::rotate_tokens(pool, x, stride, offset, heads, head_dim, cos, sin, self.style);
+        owl_kernels::ops::rope::rotate_tokens(
+            pool, x, stride, offset, heads, head_dim, h, &self.cos, &self.sin, self.style,
+        );
     }
 }
 
