@@ -1,7 +1,13 @@
-//! Sharing one output buffer between the threads of a pool job that write disjoint parts.
+//! Splitting element-wise work over the pool: the size from which it pays ([`PARALLEL_FLOATS`]),
+//! and one output buffer shared by the threads of a job that write disjoint parts.
 
 use std::marker::PhantomData;
 use std::ops::Range;
+
+/// Below this many floats an element-wise op over a batch (norms, residual adds, rotation,
+/// GLU) runs on the calling thread (a decode step's rows): at ~1 ns a float on one core (the
+/// GLU product, AVX2), waking the pool would cost more than the work.
+pub const PARALLEL_FLOATS: usize = 1 << 16;
 
 /// A mutable f32 slice that pool threads may write through, each to ranges no other thread
 /// touches during the job.

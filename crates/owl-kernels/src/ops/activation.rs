@@ -13,8 +13,7 @@
 use std::f32::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI};
 
 use crate::ops::exp::{exp_poly, madd, EXP_MAX};
-use crate::ops::norm::PARALLEL_FLOATS;
-use crate::parallel::DisjointSlice;
+use crate::parallel::{DisjointSlice, PARALLEL_FLOATS};
 use crate::ThreadPool;
 
 /// The activation applied to the gate projection.

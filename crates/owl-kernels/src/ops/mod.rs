@@ -52,8 +52,14 @@ pub(crate) fn float_simd_available() -> bool {
 pub(crate) fn avx512_float_available() -> bool {
     use std::sync::OnceLock;
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    float_simd_available()
-        && *ENABLED.get_or_init(|| {
-            is_x86_feature_detected!("avx512f") && std::env::var("OWL_AVX512").map_or(true, |v| v != "0")
-        })
+    float_simd_available() && *ENABLED.get_or_init(|| is_x86_feature_detected!("avx512f") && avx512_allowed())
+}
+
+/// Whether `OWL_AVX512` (read once; an A/B switch) leaves the AVX-512 kernels on: unset or
+/// anything but `0`. Every AVX-512 choice (prefill tiles, output head, float ops) asks here.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn avx512_allowed() -> bool {
+    use std::sync::OnceLock;
+    static ALLOWED: OnceLock<bool> = OnceLock::new();
+    *ALLOWED.get_or_init(|| std::env::var("OWL_AVX512").map_or(true, |v| v != "0"))
 }

@@ -11,13 +11,8 @@
 //! up; a row is always computed by one thread with the same arithmetic, so the result does
 //! not depend on the split either.
 
-use crate::parallel::DisjointSlice;
+use crate::parallel::{DisjointSlice, PARALLEL_FLOATS};
 use crate::ThreadPool;
-
-/// Below this many floats an element-wise op over a batch runs on the calling thread (a
-/// decode step's rows): at ~1 ns a float on one core (the GLU product, AVX2), waking the
-/// pool would cost more than the work.
-pub const PARALLEL_FLOATS: usize = 1 << 16;
 
 /// `1 / sqrt(mean(x²) + eps)`.
 #[inline]

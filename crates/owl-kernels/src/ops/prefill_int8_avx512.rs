@@ -42,7 +42,7 @@ const QK: usize = 32;
 /// Whether this CPU runs the AVX-512 VNNI tiles (and `OWL_AVX512` does not turn them off).
 pub(crate) fn enabled() -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    *ENABLED.get_or_init(|| available() && std::env::var("OWL_AVX512").map_or(true, |v| v != "0"))
+    *ENABLED.get_or_init(|| available() && super::avx512_allowed())
 }
 
 /// Whether the CPU has what the tiles need (AVX2, FMA and F16C as well: the panels are

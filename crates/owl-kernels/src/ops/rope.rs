@@ -7,10 +7,8 @@
 //! even lanes and adds in the odd ones, which is the adjacent-pair formula exactly). The
 //! rotate-half pairing also runs 16 lanes wide with AVX-512 F (the same operations a lane).
 
-use crate::parallel::DisjointSlice;
+use crate::parallel::{DisjointSlice, PARALLEL_FLOATS};
 use crate::ThreadPool;
-
-use super::norm::PARALLEL_FLOATS;
 
 /// Which dimensions form a rotation pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

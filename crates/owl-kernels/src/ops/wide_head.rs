@@ -51,7 +51,7 @@ enum Kernel {
 #[cfg(target_arch = "x86_64")]
 fn avx512_enabled() -> bool {
     static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ENABLED.get_or_init(|| wide::avx512::available() && std::env::var("OWL_AVX512").map_or(true, |v| v != "0"))
+    *ENABLED.get_or_init(|| wide::avx512::available() && super::avx512_allowed())
 }
 
 /// [`avx512_enabled`] and AVX-512 VNNI (read once).
