@@ -17,14 +17,18 @@ use tokenizers::{
     TokenizerImpl,
 };
 
+use crate::bpe_model::BpeModel;
 use crate::error::TokenizerError;
+use crate::piece_table::PieceTable;
 use crate::spm_model::SpmModel;
 
-/// The model behind an `Arc`, so pipelines can share it: a `tokenizers` model, or owl's
-/// merge-free SentencePiece BPE ([`SpmModel`]).
+/// The model behind an `Arc`, so pipelines can share it: a `tokenizers` model (HF
+/// directories), owl's merge-list BPE ([`BpeModel`]) or its merge-free SentencePiece BPE
+/// ([`SpmModel`]) (GGUF vocabularies).
 #[derive(Clone)]
 pub(crate) enum SharedModel {
     Hf(Arc<ModelWrapper>),
+    Bpe(Arc<BpeModel>),
     Spm(Arc<SpmModel>),
 }
 
@@ -32,6 +36,7 @@ macro_rules! dispatch {
     ($self:ident, $m:ident => $e:expr) => {
         match $self {
             SharedModel::Hf($m) => $e,
+            SharedModel::Bpe($m) => $e,
             SharedModel::Spm($m) => $e,
         }
     };
@@ -127,10 +132,10 @@ impl Engine {
 
     /// The pipeline as a `tokenizer.json` document; owl's own BOS/EOS become a
     /// `TemplateProcessing` post-processor so other tools add the same specials.
-    pub(crate) fn to_json(&self, pieces: &[String], pretty: bool) -> Result<String, TokenizerError> {
+    pub(crate) fn to_json(&self, pieces: &PieceTable, pretty: bool) -> Result<String, TokenizerError> {
         let mut pipeline = self.with_special.clone();
         if !self.prefix.is_empty() || !self.suffix.is_empty() {
-            let name = |id: u32| pieces.get(id as usize).cloned().unwrap_or_default();
+            let name = |id: u32| pieces.get_piece(id).unwrap_or_default().to_string();
             let mut single: Vec<String> = self.prefix.iter().map(|&i| name(i)).collect();
             single.push("$A".into());
             single.extend(self.suffix.iter().map(|&i| name(i)));

@@ -22,22 +22,21 @@ use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::decoders::strip::Strip;
-use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{
-    AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
-    TokenizerBuilder,
+    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior, TokenizerBuilder,
 };
 
+use crate::bpe_model::{BpeModel, BpeOptions};
 use crate::decode::{byte_to_unicode_table, byte_token_value, DecodeTable, PieceRule};
 use crate::engine::{Engine, Pipeline, SharedModel};
 use crate::error::TokenizerError;
 use crate::gguf_vocab::{GgufVocab, TokenType};
-use crate::piece_map::{piece_map, PieceMap};
+use crate::piece_table::PieceTable;
 use crate::pretokenize::{pre_tokenizer_spec, PreSplit};
 use crate::special::eog_ids_from_pieces;
 use crate::spm_model::SpmModel;
@@ -46,7 +45,7 @@ use crate::spm_model::SpmModel;
 pub(crate) struct Built {
     pub engine: Engine,
     pub table: DecodeTable,
-    pub pieces: Vec<String>,
+    pub pieces: Arc<PieceTable>,
     pub eog_ids: Vec<u32>,
     pub add_bos: bool,
     pub add_eos: bool,
@@ -121,12 +120,12 @@ fn special_flags(vocab: &GgufVocab) -> Vec<bool> {
 }
 
 /// The added tokens: special ones and user-defined ones whose text is a vocabulary key.
-fn added_tokens(vocab: &GgufVocab, special: &[bool], keys: &PieceMap<'_>) -> (Vec<AddedToken>, Vec<AddedToken>) {
+fn added_tokens(vocab: &GgufVocab, special: &[bool], keys: &PieceTable) -> (Vec<AddedToken>, Vec<AddedToken>) {
     let mut specials = Vec::new();
     let mut users = Vec::new();
     for (i, text) in vocab.tokens.iter().enumerate() {
         let user_defined = vocab.token_type(i) == TokenType::UserDefined;
-        if !(special[i] || user_defined) || text.is_empty() || keys.get(text.as_str()) != Some(&(i as u32)) {
+        if !(special[i] || user_defined) || text.is_empty() || keys.get(text) != Some(i as u32) {
             continue;
         }
         if special[i] {
@@ -136,31 +135,6 @@ fn added_tokens(vocab: &GgufVocab, special: &[bool], keys: &PieceMap<'_>) -> (Ve
         }
     }
     (specials, users)
-}
-
-/// `"left right"` -> (left, right), splitting at the first space after the first byte
-/// (llama.cpp's rule, so a merge may start with a space in vocabularies that keep them).
-fn parse_merges(merges: &[String]) -> Result<Vec<(String, String)>, TokenizerError> {
-    merges
-        .iter()
-        .enumerate()
-        .map(|(index, m)| {
-            let skip = m.chars().next().map_or(0, char::len_utf8);
-            (index, m, skip, m[skip..].find(' '))
-        })
-        .map(|(index, m, skip, space)| match space {
-            Some(p) => Ok((m[..skip + p].to_string(), m[skip + p + 1..].to_string())),
-            None => Err(TokenizerError::BadMerge {
-                index,
-                merge: m.clone(),
-                problem: "no space between the two parts".into(),
-            }),
-        })
-        .collect()
-}
-
-fn bpe_error(e: impl std::fmt::Display) -> TokenizerError {
-    TokenizerError::Engine(format!("building BPE: {e}"))
 }
 
 fn finish_pipeline(
@@ -216,13 +190,10 @@ fn build_byte_level(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
             }
         })
         .collect();
-    let key_ids = piece_map(keys.iter().map(|k| k.as_ref()));
-    let bpe_vocab: tokenizers::models::bpe::Vocab = key_ids.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-    let model = BPE::builder()
-        .vocab_and_merges(bpe_vocab, parse_merges(merges)?)
-        .ignore_merges(spec.ignore_merges)
-        .build()
-        .map_err(bpe_error)?;
+    let key_ids = Arc::new(PieceTable::new(&keys)?);
+    drop(keys);
+    let options = BpeOptions { ignore_merges: spec.ignore_merges, ..BpeOptions::default() };
+    let model = BpeModel::new(key_ids.clone(), merges, options)?;
 
     let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
     let mut gpt2_regex = false;
@@ -241,18 +212,19 @@ fn build_byte_level(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
     let pre = if steps.len() == 1 { steps.pop() } else { Some(PreSequence::new(steps).into()) };
 
     let (specials, users) = added_tokens(vocab, &special, &key_ids);
-    let model = SharedModel::Hf(Arc::new(ModelWrapper::BPE(model)));
+    let model = SharedModel::Bpe(Arc::new(model));
     let pipeline = finish_pipeline(model, None, pre, ByteLevel::new(false, true, true).into(), specials, users)?;
     let add_bos = vocab.add_bos.unwrap_or(spec.add_bos_default);
     let add_eos = vocab.add_eos.unwrap_or(false);
     let (prefix, suffix) = prefix_suffix(vocab, add_bos, add_eos);
     let pieces: Vec<Option<&str>> = vocab.tokens.iter().map(|t| Some(t.as_str())).collect();
     let table = DecodeTable::build_with_raw(&pieces, special, &PieceRule::ByteLevel, false, &vocab.raw_tokens)?;
+    drop(pieces);
     Ok(Built {
         eog_ids: eog_ids_from_pieces(&vocab.tokens, vocab),
         engine: Engine::new(pipeline, prefix, suffix),
         table,
-        pieces: vocab.tokens.clone(),
+        pieces: Arc::new(PieceTable::new(&vocab.tokens)?),
         add_bos,
         add_eos,
         description: format!(
@@ -267,33 +239,20 @@ fn build_sentencepiece(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
     let gemma = is_gemma(vocab);
     // Gemma stores its whitespace tokens ("  ", " \n") with real spaces; its tokenizer looks
     // them up as "▁▁" (one ▁ per character), so they are renamed before anything else.
-    let pieces: Vec<String> =
-        if gemma {
-            vocab
-                .tokens
-                .iter()
-                .map(|t| {
-                    if t.contains(' ') && t.trim().is_empty() {
-                        SPACE_PIECE.repeat(t.chars().count())
-                    } else {
-                        t.clone()
-                    }
-                })
-                .collect()
+    let pieces = Arc::new(PieceTable::new(vocab.tokens.iter().map(|t| -> std::borrow::Cow<'_, str> {
+        if gemma && t.contains(' ') && t.trim().is_empty() {
+            SPACE_PIECE.repeat(t.chars().count()).into()
         } else {
-            vocab.tokens.clone()
-        };
-    let key_ids = piece_map(pieces.iter().map(String::as_str));
+            t.as_str().into()
+        }
+    }))?);
 
     let model = match &vocab.merges {
         Some(m) => {
-            let bpe_vocab: tokenizers::models::bpe::Vocab = key_ids.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-            let mut builder =
-                BPE::builder().vocab_and_merges(bpe_vocab, parse_merges(m)?).byte_fallback(true).fuse_unk(true);
-            if let Some(unk) = vocab.unk_id {
-                builder = builder.unk_token(pieces[unk as usize].clone());
-            }
-            SharedModel::Hf(Arc::new(ModelWrapper::BPE(builder.build().map_err(bpe_error)?)))
+            // The unknown piece by its text, whose id is its last occurrence's.
+            let unk = vocab.unk_id.and_then(|u| pieces.get(pieces.piece(u)));
+            let options = BpeOptions { byte_fallback: true, unk, ..BpeOptions::default() };
+            SharedModel::Bpe(Arc::new(BpeModel::new(pieces.clone(), m, options)?))
         }
         None => {
             // Merges implied by the vocabulary, ranked by score (Gemma: by file position).
@@ -336,15 +295,16 @@ fn build_sentencepiece(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
     let special = special_flags(vocab);
     // transformers checks the file's spelling against the (respelled) vocabulary, so
     // Gemma's whitespace tokens are reached through merges, not matched as added tokens.
-    let (specials, users) = added_tokens(vocab, &special, &key_ids);
+    let (specials, users) = added_tokens(vocab, &special, &pieces);
     let pipeline =
         finish_pipeline(model, Some(normalizer), pre, DecoderSequence::new(decoders).into(), specials, users)?;
     let add_bos = vocab.add_bos.unwrap_or(true);
     let add_eos = vocab.add_eos.unwrap_or(false);
     let (prefix, suffix) = prefix_suffix(vocab, add_bos, add_eos);
-    let piece_refs: Vec<Option<&str>> = pieces.iter().map(|t| Some(t.as_str())).collect();
+    let piece_refs: Vec<Option<&str>> = pieces.iter().map(Some).collect();
     let rule = PieceRule::SentencePiece { replace: Some((SPACE_PIECE.into(), " ".into())), byte_fallback: true };
     let table = DecodeTable::build_with_raw(&piece_refs, special, &rule, add_space_prefix, &vocab.raw_tokens)?;
+    drop(piece_refs);
     Ok(Built {
         eog_ids: eog_ids_from_pieces(&vocab.tokens, vocab),
         engine: Engine::new(pipeline, prefix, suffix),
@@ -364,16 +324,4 @@ fn build_sentencepiece(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
             }
         ),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_lines() {
-        let m = parse_merges(&["Ġ t".to_string(), "a b".to_string(), "  x".to_string()]).unwrap();
-        assert_eq!(m, vec![("Ġ".into(), "t".into()), ("a".into(), "b".into()), (" ".into(), "x".into())]);
-        assert!(matches!(parse_merges(&["ab".to_string()]), Err(TokenizerError::BadMerge { index: 0, .. })));
-    }
 }

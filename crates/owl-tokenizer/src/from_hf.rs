@@ -11,7 +11,10 @@ use tokenizers::Model;
 use crate::chat::{ChatTemplate, TemplateOrigin, CHATML_TEMPLATE};
 use crate::decode::{DecodeTable, PieceRule};
 use crate::engine::{Engine, Pipeline};
+use std::sync::Arc;
+
 use crate::error::TokenizerError;
+use crate::piece_table::PieceTable;
 use crate::special::{finish, EOG_TEXTS};
 use crate::tokenizer::TokenizerParts;
 
@@ -134,7 +137,7 @@ pub(crate) fn load_hf_dir(dir: &Path) -> Result<TokenizerParts, TokenizerError> 
     Ok(TokenizerParts {
         engine,
         table,
-        pieces,
+        pieces: Arc::new(PieceTable::new(&pieces)?),
         special,
         bos_id,
         eos_id,

@@ -16,6 +16,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod bpe_model;
+mod bpe_word;
 pub mod chat;
 mod decode;
 mod engine;
@@ -25,6 +27,7 @@ mod from_hf;
 mod gguf_vocab;
 mod merges;
 mod piece_map;
+mod piece_table;
 pub mod pretokenize;
 mod special;
 mod spm_model;

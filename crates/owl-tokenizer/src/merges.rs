@@ -78,7 +78,7 @@ mod tests {
         // [('a','b'), ('ab','c'), ('a','bc'), ('b','c')] (checked by hand from the rule).
         let tokens = ["a", "b", "c", "ab", "bc", "abc"];
         let scores = [0.0, 0.0, 0.0, -1.0, -3.0, -2.0];
-        let vocab = crate::piece_map::piece_map(tokens.iter().copied());
+        let vocab: crate::piece_map::PieceMap<'_> = tokens.iter().enumerate().map(|(i, &t)| (t, i as u32)).collect();
         let merges = derive_merges(&tokens, &vocab, &scores);
         let named: Vec<(&str, &str)> =
             merges.iter().map(|m| (tokens[m.left as usize], tokens[m.right as usize])).collect();

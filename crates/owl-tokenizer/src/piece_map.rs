@@ -53,11 +53,3 @@ impl Hasher for FxHasher {
 /// Piece text → id; when a piece repeats, the last id wins (as a Python dict built from the
 /// token list, which is what the reference tokenizers do).
 pub(crate) type PieceMap<'a> = HashMap<&'a str, u32, BuildHasherDefault<FxHasher>>;
-
-pub(crate) fn piece_map<'a>(pieces: impl ExactSizeIterator<Item = &'a str>) -> PieceMap<'a> {
-    let mut map = PieceMap::with_capacity_and_hasher(pieces.len(), Default::default());
-    for (i, p) in pieces.enumerate() {
-        map.insert(p, i as u32);
-    }
-    map
-}

@@ -11,6 +11,7 @@ use crate::engine::Engine;
 use crate::error::{TemplateError, TokenizerError};
 use crate::from_gguf::{build_from_gguf_vocab, Built};
 use crate::gguf_vocab::GgufVocab;
+use crate::piece_table::PieceTable;
 use crate::stream::StreamDecoder;
 
 /// A model's tokenizer: encoding, decoding (whole or streamed), special tokens, chat template.
@@ -20,7 +21,7 @@ pub struct Tokenizer {
     /// then run by the engine itself.
     table: Option<Arc<DecodeTable>>,
     /// The vocabulary piece of each id (empty where an id has none).
-    pieces: Vec<String>,
+    pieces: Arc<PieceTable>,
     special: Vec<bool>,
     bos_id: Option<u32>,
     eos_id: Option<u32>,
@@ -48,7 +49,7 @@ impl std::fmt::Debug for Tokenizer {
 pub(crate) struct TokenizerParts {
     pub engine: Engine,
     pub table: Option<DecodeTable>,
-    pub pieces: Vec<String>,
+    pub pieces: Arc<PieceTable>,
     pub special: Vec<bool>,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
@@ -159,7 +160,7 @@ impl Tokenizer {
 
     /// The raw vocabulary piece of `id` (`Ġcapital`, `▁France`, `<|im_end|>`).
     pub fn piece(&self, id: u32) -> Option<&str> {
-        self.pieces.get(id as usize).map(String::as_str).filter(|p| !p.is_empty())
+        self.pieces.get_piece(id).filter(|p| !p.is_empty())
     }
 
     /// The bytes `id` decodes to on its own (special tokens as their text): what OpenAI's

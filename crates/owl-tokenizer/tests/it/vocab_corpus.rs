@@ -127,7 +127,7 @@ pub fn vocab_cases() -> Vec<(&'static str, Vec<u8>, &'static str, &'static str)>
             ],
         ),
         "BPE merges that name tokens the vocabulary does not have",
-        "Token `zz` out of vocabulary",
+        "merge #0 `a zz`: \"zz\" is not in the vocabulary",
     ));
     cases
 }
