@@ -18,7 +18,7 @@ use serde::{Serialize, Serializer};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::{Model, Token};
 
-use crate::bpe_word::{self, Fallback, WordCache};
+use crate::bpe_word::{self, BpeFlags, Fallback, WordCache};
 use crate::error::TokenizerError;
 use crate::piece_map::FxHasher;
 use crate::piece_table::PieceTable;
@@ -33,8 +33,12 @@ pub(crate) struct BpeOptions {
     pub byte_fallback: bool,
     /// A word that is a piece is that piece, merges not consulted (Llama 3, Tekken).
     pub ignore_merges: bool,
-    /// The unknown piece; runs of unknown characters fuse into one.
+    /// The unknown piece; runs of unknown characters fuse into one (the only way this
+    /// model applies it, so the SentencePiece files that have one are built with
+    /// `fuse_unk`; byte-level ones have none).
     pub unk: Option<u32>,
+    /// Written as `fuse_unk` in tokenizer.json.
+    pub fuse_unk: bool,
 }
 
 pub(crate) struct BpeModel {
@@ -72,7 +76,8 @@ impl BpeModel {
             merged.push_str(left);
             merged.push_str(right);
             let new = id(&merged)?;
-            map.insert(pair_key(l, r), (index as u32, new));
+            let rank = u32::try_from(index).map_err(|_| bad("more merges than ranks".into()))?;
+            map.insert(pair_key(l, r), (rank, new));
         }
         let mut byte_ids = [None; 256];
         if options.byte_fallback {
@@ -104,7 +109,7 @@ impl Model for BpeModel {
             }
         }
         self.cache.tokens(sequence, &self.pieces, || {
-            let fallback = Fallback { byte_ids: &self.byte_ids, unk: self.options.unk, strict: false };
+            let fallback = Fallback { byte_ids: &self.byte_ids, unk: self.options.unk, error_without_unk: false };
             let mut symbols = bpe_word::symbols(sequence, &self.pieces, &fallback)?;
             bpe_word::merge_all(&mut symbols, |left, right| self.merges.get(&pair_key(left, right)).copied());
             Ok(symbols)
@@ -121,8 +126,9 @@ impl Model for BpeModel {
 /// Written as the `tokenizers` BPE model it stands for.
 impl Serialize for BpeModel {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let BpeOptions { byte_fallback, ignore_merges, unk } = self.options;
-        bpe_word::serialize_as_bpe(serializer, &self.pieces, unk, byte_fallback, ignore_merges, &self.ranked_merges())
+        let BpeOptions { byte_fallback, ignore_merges, unk, fuse_unk } = self.options;
+        let flags = BpeFlags { fuse_unk, byte_fallback, ignore_merges };
+        bpe_word::serialize_as_bpe(serializer, &self.pieces, unk, flags, &self.ranked_merges())
     }
 }
 

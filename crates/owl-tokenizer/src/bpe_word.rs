@@ -34,7 +34,7 @@ pub(crate) struct Fallback<'a> {
     pub unk: Option<u32>,
     /// Without an unknown piece: an error (`true`), or the character is dropped, as
     /// `tokenizers`' BPE does (`false`).
-    pub strict: bool,
+    pub error_without_unk: bool,
 }
 
 /// The characters of `word` as symbols: each its piece, else its bytes' pieces, else fused
@@ -58,15 +58,16 @@ pub(crate) fn symbols(word: &str, pieces: &PieceTable, fallback: &Fallback<'_>) 
             push(&mut symbols, id, s.len());
             continue;
         }
-        if s.bytes().all(|b| fallback.byte_ids[b as usize].is_some()) {
-            for b in s.bytes() {
-                push(&mut symbols, fallback.byte_ids[b as usize].unwrap_or_default(), 1);
+        let mut bytes = [0u32; 4];
+        if s.bytes().zip(&mut bytes).all(|(b, id)| fallback.byte_ids[b as usize].map(|i| *id = i).is_some()) {
+            for &id in &bytes[..s.len()] {
+                push(&mut symbols, id, 1);
             }
             continue;
         }
         match fallback.unk {
             Some(_) => unk_len = Some(unk_len.unwrap_or(0) + s.len()),
-            None if fallback.strict => {
+            None if fallback.error_without_unk => {
                 return Err(format!("no token, byte token or unknown token for {s:?}").into());
             }
             None => {}
@@ -78,12 +79,21 @@ pub(crate) fn symbols(word: &str, pieces: &PieceTable, fallback: &Fallback<'_>) 
     Ok(symbols)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A queued merge; ordered (and equal) by rank and position only, as `tokenizers`' `Merge`.
+#[derive(Debug, Clone, Copy)]
 struct Candidate<R> {
     rank: R,
     pos: usize,
     merged: u32,
 }
+
+impl<R: Ord> PartialEq for Candidate<R> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl<R: Ord> Eq for Candidate<R> {}
 
 impl<R: Ord> Ord for Candidate<R> {
     // BinaryHeap pops the greatest: the best (smallest) rank, then the leftmost position.
@@ -194,14 +204,20 @@ impl WordCache {
     }
 }
 
+/// The switches of a `tokenizers` BPE model's tokenizer.json entry.
+pub(crate) struct BpeFlags {
+    pub fuse_unk: bool,
+    pub byte_fallback: bool,
+    pub ignore_merges: bool,
+}
+
 /// A model written as the `tokenizers` BPE it stands for: its vocabulary in id order and
 /// its merges in rank order.
 pub(crate) fn serialize_as_bpe<S: Serializer, M: Serialize>(
     serializer: S,
     pieces: &PieceTable,
     unk: Option<u32>,
-    byte_fallback: bool,
-    ignore_merges: bool,
+    flags: BpeFlags,
     merges: &M,
 ) -> Result<S::Ok, S::Error> {
     let vocab: BTreeMap<u32, &str> = pieces.entries().map(|(k, v)| (v, k)).collect();
@@ -217,9 +233,9 @@ pub(crate) fn serialize_as_bpe<S: Serializer, M: Serialize>(
     m.serialize_field("unk_token", &unk.map(|u| pieces.piece(u)))?;
     m.serialize_field("continuing_subword_prefix", &None::<String>)?;
     m.serialize_field("end_of_word_suffix", &None::<String>)?;
-    m.serialize_field("fuse_unk", &true)?;
-    m.serialize_field("byte_fallback", &byte_fallback)?;
-    m.serialize_field("ignore_merges", &ignore_merges)?;
+    m.serialize_field("fuse_unk", &flags.fuse_unk)?;
+    m.serialize_field("byte_fallback", &flags.byte_fallback)?;
+    m.serialize_field("ignore_merges", &flags.ignore_merges)?;
     m.serialize_field("vocab", &OrderedVocab(vocab))?;
     m.serialize_field("merges", merges)?;
     m.end()

@@ -191,6 +191,9 @@ fn build_byte_level(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
         })
         .collect();
     let key_ids = Arc::new(PieceTable::new(&keys)?);
+    // The tokenizer's own piece list is the file's text; it is the keys' table unless a
+    // token was respelled (none is, on the byte-level vocabularies seen so far).
+    let respelled = keys.iter().any(|k| matches!(k, std::borrow::Cow::Owned(_)));
     drop(keys);
     let options = BpeOptions { ignore_merges: spec.ignore_merges, ..BpeOptions::default() };
     let model = BpeModel::new(key_ids.clone(), merges, options)?;
@@ -224,7 +227,7 @@ fn build_byte_level(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
         eog_ids: eog_ids_from_pieces(&vocab.tokens, vocab),
         engine: Engine::new(pipeline, prefix, suffix),
         table,
-        pieces: Arc::new(PieceTable::new(&vocab.tokens)?),
+        pieces: if respelled { Arc::new(PieceTable::new(&vocab.tokens)?) } else { key_ids },
         add_bos,
         add_eos,
         description: format!(
@@ -249,9 +252,10 @@ fn build_sentencepiece(vocab: &GgufVocab) -> Result<Built, TokenizerError> {
 
     let model = match &vocab.merges {
         Some(m) => {
-            // The unknown piece by its text, whose id is its last occurrence's.
+            // `tokenizers` names the unknown token by its text and looks that up, so a
+            // repeated piece stands for its last id; the same here.
             let unk = vocab.unk_id.and_then(|u| pieces.get(pieces.piece(u)));
-            let options = BpeOptions { byte_fallback: true, unk, ..BpeOptions::default() };
+            let options = BpeOptions { byte_fallback: true, unk, fuse_unk: true, ..BpeOptions::default() };
             SharedModel::Bpe(Arc::new(BpeModel::new(pieces.clone(), m, options)?))
         }
         None => {

@@ -4,6 +4,7 @@
 //! transformers ≥ 4.43); `generation_config.json` adds end-of-generation ids.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 use tokenizers::Model;
@@ -11,8 +12,6 @@ use tokenizers::Model;
 use crate::chat::{ChatTemplate, TemplateOrigin, CHATML_TEMPLATE};
 use crate::decode::{DecodeTable, PieceRule};
 use crate::engine::{Engine, Pipeline};
-use std::sync::Arc;
-
 use crate::error::TokenizerError;
 use crate::piece_table::PieceTable;
 use crate::special::{finish, EOG_TEXTS};

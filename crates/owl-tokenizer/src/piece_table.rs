@@ -25,15 +25,18 @@ pub(crate) struct PieceTable {
 
 impl PieceTable {
     pub(crate) fn new<S: AsRef<str>>(pieces: impl IntoIterator<Item = S>) -> Result<PieceTable, TokenizerError> {
-        let too_large = || TokenizerError::Engine("vocabulary text exceeds 4 GiB".into());
         let mut text = String::new();
         let mut ends = Vec::new();
         for p in pieces {
             text.push_str(p.as_ref());
-            ends.push(u32::try_from(text.len()).map_err(|_| too_large())?);
+            let end = u32::try_from(text.len())
+                .map_err(|_| TokenizerError::Engine("vocabulary text exceeds 4 GiB".into()))?;
+            ends.push(end);
         }
         let n = ends.len();
-        u32::try_from(n).ok().filter(|&n| n < u32::MAX).ok_or_else(too_large)?;
+        if n >= u32::MAX as usize / 2 {
+            return Err(TokenizerError::Engine(format!("{n} tokens: more than a vocabulary can have")));
+        }
         let capacity = (2 * n).max(16).next_power_of_two();
         let mut table =
             PieceTable { text, ends, slots: vec![0; capacity], shift: 64 - capacity.trailing_zeros(), distinct: 0 };
@@ -53,7 +56,7 @@ impl PieceTable {
         let mut h = FxHasher::default();
         h.write(piece.as_bytes());
         let mask = self.slots.len() - 1;
-        let mut slot = (h.finish() >> self.shift) as usize;
+        let mut slot = (h.finish_top() >> self.shift) as usize;
         loop {
             match self.slots[slot] {
                 0 => return slot,

@@ -23,7 +23,7 @@ use serde::{Serialize, Serializer};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::{Model, Token};
 
-use crate::bpe_word::{self, Fallback, WordCache};
+use crate::bpe_word::{self, BpeFlags, Fallback, WordCache};
 use crate::merges::derive_merges;
 use crate::piece_map::PieceMap;
 use crate::piece_table::PieceTable;
@@ -131,7 +131,7 @@ impl Model for SpmModel {
             return Ok(Vec::new());
         }
         self.cache.tokens(sequence, &self.pieces, || {
-            let fallback = Fallback { byte_ids: &self.byte_ids, unk: self.unk, strict: true };
+            let fallback = Fallback { byte_ids: &self.byte_ids, unk: self.unk, error_without_unk: true };
             let mut symbols = bpe_word::symbols(sequence, &self.pieces, &fallback)?;
             let mut buf = String::new();
             bpe_word::merge_all(&mut symbols, |left, right| self.pair(left, right, &mut buf));
@@ -149,6 +149,7 @@ impl Model for SpmModel {
 /// Written as the equivalent `tokenizers` BPE model, derived merges included.
 impl Serialize for SpmModel {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        bpe_word::serialize_as_bpe(serializer, &self.pieces, self.unk, true, false, &self.derived_merges())
+        let flags = BpeFlags { fuse_unk: true, byte_fallback: true, ignore_merges: false };
+        bpe_word::serialize_as_bpe(serializer, &self.pieces, self.unk, flags, &self.derived_merges())
     }
 }

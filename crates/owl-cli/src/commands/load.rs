@@ -97,11 +97,12 @@ fn read_model(arg: &OsStr, threads: usize, max_batch_tokens: usize) -> anyhow::R
             let gguf = GgufFile::open(&path).with_context(|| format!("{}", path.display()))?;
             let file_size = gguf.file_size();
             let parameters = gguf.tensors().iter().map(|t| t.n_elements).sum();
+            // The file's parsed metadata (every token and merge as a string) goes as soon as
+            // the tokenizer is built, not after the weights.
             let (tokenizer, model) = beside_each_other(
-                || Tokenizer::from_gguf(&gguf),
+                move || Tokenizer::from_gguf(&gguf),
                 || Model::load_gguf(&path, &options).with_context(|| format!("{}: loading the model", path.display())),
             );
-            drop(gguf);
             let tokenizer = tokenizer.with_context(|| format!("{}: tokenizer", path.display()))?;
             let model = model?;
             Ok(LoadedModel { model, tokenizer, name, file_name, path, file_size, parameters })
@@ -136,7 +137,12 @@ fn beside_each_other<M>(
     model: impl FnOnce() -> M,
 ) -> (anyhow::Result<Tokenizer>, M) {
     std::thread::scope(|s| {
-        let thread = std::thread::Builder::new().name("owl-tokenizer-load".into()).spawn_scoped(s, tokenizer);
+        // The main thread's stack size: building the tokenizer compiles the file's chat
+        // template, whose parser recurses.
+        let thread = std::thread::Builder::new()
+            .name("owl-tokenizer-load".into())
+            .stack_size(8 << 20)
+            .spawn_scoped(s, tokenizer);
         let model = model();
         let tokenizer = match thread {
             Ok(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)).map_err(anyhow::Error::from),
