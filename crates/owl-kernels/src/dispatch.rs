@@ -194,7 +194,7 @@ pub struct FormatKernels {
     group_matvec_simd: bool,
     /// `group_matvec` for up to four tokens at once, each weight block unpacked once.
     group_dot4: Option<GroupDot4Fn>,
-    /// Prefill goes through the AVX2 panel kernels (`ops::prefill_int8`, `ops::prefill_kquant`).
+    /// Prefill goes through the lane panels (`ops::lane_panel`: AVX2, or AVX-512 VNNI tiles).
     prefill_panel: bool,
     /// Prefill register tile of 3 rows × 4 tokens (float weights).
     tile3x4: Option<Tile3x4Fn>,
@@ -813,8 +813,7 @@ mod avx2 {
         let mut i = 0;
         while i < e.len() {
             if let Some(k) = &mut e[i] {
-                k.prefill_panel = crate::ops::prefill_int8::panel_kind(k.weight).is_some()
-                    || crate::ops::prefill_kquant::kpanel_kind(k.weight).is_some();
+                k.prefill_panel = crate::ops::lane_panel::kind(k.weight).is_some();
                 k.tile3x4 = match k.weight {
                     BlockFormat::F32 => Some(tile_f32),
                     BlockFormat::F16 => Some(tile_f16),

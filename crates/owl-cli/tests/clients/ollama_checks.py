@@ -73,6 +73,9 @@ assert j.done_reason == "stop" and isinstance(json.loads(j.response), dict), j
 
 
 class Pet(pydantic.BaseModel):
+    # No other keys (`additionalProperties: false`): without it JSON Schema allows any, and a
+    # sampled 135M model may add keys until `num_predict` cuts the object off.
+    model_config = pydantic.ConfigDict(extra="forbid")
     name: str = pydantic.Field(max_length=20)
     kind: Literal["cat", "dog", "bird"]
     age: int = pydantic.Field(ge=0, le=30)

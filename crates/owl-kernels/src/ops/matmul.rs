@@ -15,11 +15,11 @@
 //!   once for the four, prefetch hints walking the rows after them linearly), other formats
 //!   one dot product per row; a row's result is then the one-row kernel's, bit for bit.
 //! - Many tokens (prefill, compute-bound), fastest applicable path first:
-//!   1. panel formats on AVX2: each chunk of 16 rows is unpacked once into a panel that all
-//!      tokens reuse, swept by register tiles — the 32-element formats (Q4_0, Q4_1, Q5_0,
-//!      Q5_1, Q8_0, IQ4_NL) as int8 panels with 2-row × 3-token tiles (`ops::prefill_int8`),
-//!      Q4_K, Q5_K and Q6_K as K panels with 1-row × 4-token tiles against the Q8_K
-//!      activations (`ops::prefill_kquant`);
+//!   1. panel formats on AVX2: each chunk of 16 rows is unpacked once into a lane panel
+//!      (`ops::lane_panel`: the 16 rows in the SIMD lanes, 4 codes a lane) that all tokens
+//!      reuse, swept by register tiles of the 16 rows × 4 to 8 tokens — the 32-element
+//!      formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL) against Q8_0/Q8_1 activations, Q4_K,
+//!      Q5_K and Q6_K against Q8_K; AVX-512 VNNI tiles where the CPU has them, the same bits;
 //!   2. float weights on AVX2: 3-row × 4-token register tiles;
 //!   3. otherwise (Q2_K, Q3_K, IQ4_XS, scalar): one weight row against 4 tokens per kernel
 //!      call, whose columns equal the one-token kernel bit for bit.
@@ -268,10 +268,8 @@ impl ScratchLayout {
         let act = if shape.act_in_scratch { n_tokens * shape.act_stride } else { 0 };
         let (scales, panel) = if panels > 0 {
             #[cfg(target_arch = "x86_64")]
-            let panel = match super::prefill_kquant::kpanel_kind(shape.kernels.weight_format()) {
-                Some(_) => super::prefill_kquant::kpanel_bytes(PANEL_ROWS, nb),
-                None => super::prefill_int8::panel_bytes(PANEL_ROWS, nb),
-            };
+            let panel = super::lane_panel::kind(shape.kernels.weight_format())
+                .map_or(0, |kind| super::lane_panel::Geometry { kind, nb }.bytes());
             #[cfg(not(target_arch = "x86_64"))]
             let panel = 0;
             ((2 * n_tokens * nb * 4).next_multiple_of(64), panel)
@@ -283,13 +281,13 @@ impl ScratchLayout {
     }
 }
 
-/// Rows a thread unpacks into its panel at a time: 16 rows of 4096 columns are a 72 KiB
-/// int8 panel (Q4_0 … Q8_0) or a 138 KiB K panel.
-const PANEL_ROWS: usize = 16;
+/// Rows a thread unpacks into its panel at a time: the 16 lanes of a lane panel
+/// (`ops::lane_panel`; 16 rows of 4096 columns are a 66 KiB int8 or an 80 KiB K panel).
+const PANEL_ROWS: usize = super::lane_panel::LANES;
 
-/// Prefill through panels: activations' block terms once (32-element formats), then chunks
-/// of [`PANEL_ROWS`] rows, each unpacked by the thread that claims it into its own panel
-/// and swept by register tiles.
+/// Prefill through lane panels: the activations' block terms once (32-element formats), then
+/// chunks of [`PANEL_ROWS`] rows, each unpacked by the thread that claims it into its own
+/// panel and swept by register tiles of all its rows × a few tokens.
 #[cfg(target_arch = "x86_64")]
 fn panel_prefill(
     lease: &crate::pool::Lease<'_>,
@@ -300,94 +298,38 @@ fn panel_prefill(
     panels_buf: &mut [u8],
     panel_bytes: usize,
 ) {
-    use super::prefill_int8::{self as p8, ActScales};
-    use super::prefill_kquant::{self as pk, KPanelKind};
+    use super::lane_panel::{self as lp, Geometry, LanePanel};
     let panels = SharedOut { ptr: panels_buf.as_mut_ptr(), len: panels_buf.len() };
-    let stride = work.shape.act_stride;
     let format = work.w.format;
-    let each_chunk = |run: &(dyn Fn(usize, std::ops::Range<usize>) + Sync)| {
-        if n_threads == 1 {
-            for_each_chunk(work.w.rows, PANEL_ROWS, |rows| run(0, rows));
-        } else {
-            lease.parallel_for(work.w.rows, PANEL_ROWS, run);
-        }
+    // `has_prefill_panel` admits only the lane panel formats.
+    let Some(kind) = lp::kind(format) else { unreachable!("no lane panel for {format:?}") };
+    // The AVX-512 VNNI tiles where the CPU has them (the same bits either way).
+    let wide = super::lane_panel_avx512::enabled();
+    let geo = Geometry { kind, nb };
+    let (da, c): (&[f32], &[u32]) = if lp::is_k(kind) {
+        (&[], &[])
+    } else {
+        let n = work.n_tokens * nb;
+        let (da, c) = scales_buf[..2 * n * 4].split_at_mut(n * 4);
+        let (da, c) = (bytemuck::cast_slice_mut::<u8, f32>(da), bytemuck::cast_slice_mut::<u8, u32>(c));
+        lp::prepare_act(format, wide, work.act, work.shape.act_stride, work.n_tokens, nb, da, c);
+        (da, c)
     };
-    // The AVX-512 VNNI tiles where the CPU has them (the AVX2 tiles' bits either way).
-    let wide = super::prefill_int8_avx512::enabled();
-    if let Some(kind) = pk::kpanel_kind(format) {
-        each_chunk(&|thread, rows| {
-            // SAFETY: each thread index owns its panel region; one chunk at a time per thread.
-            let buf = unsafe { panels.slice(thread * panel_bytes, panel_bytes) };
-            let mut panel = pk::KPanel::from_bytes(buf, rows.len(), nb);
-            // SAFETY: each thread index owns its row region; one chunk at a time per thread.
-            let w_rows = unsafe { work.row_major.rows(thread, rows.clone()) };
-            // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
-            unsafe { pk::unpack_rows(format, w_rows, rows.len(), nb, &mut panel) };
-            macro_rules! sweep {
-                ($offset32:expr, $wide:expr) => {
-                    work.panel_tiles(
-                        &pk::KTiles::<{ $offset32 }, { $wide }>::new(
-                            &panel,
-                            rows.len(),
-                            nb,
-                            work.act,
-                            stride,
-                            work.n_tokens,
-                        ),
-                        rows,
-                    )
-                };
-            }
-            match (kind, wide) {
-                (KPanelKind::Min, false) => sweep!(false, false),
-                (KPanelKind::Min, true) => sweep!(false, true),
-                (KPanelKind::Offset32, false) => sweep!(true, false),
-                (KPanelKind::Offset32, true) => sweep!(true, true),
-            }
-        });
-        return;
-    }
-    let Some(kind) = p8::panel_kind(format) else { return };
-    let n = work.n_tokens * nb;
-    let (da, c) = bytemuck::cast_slice_mut::<u8, f32>(&mut scales_buf[..2 * n * 4]).split_at_mut(n);
-    p8::prepare_act(kind, work.act, stride, work.n_tokens, nb, ActScales { da, c });
-    let (da, c): (&[f32], &[f32]) = (da, c);
-    let act_block = work.shape.kernels.act_format().block_bytes();
-    each_chunk(&|thread, rows| {
+    let run = |thread: usize, rows: std::ops::Range<usize>| {
         // SAFETY: each thread index owns its panel region; one chunk at a time per thread.
         let buf = unsafe { panels.slice(thread * panel_bytes, panel_bytes) };
-        let mut panel = p8::Panel::from_bytes(buf, rows.len(), nb);
+        let mut panel = LanePanel::from_bytes(buf, geo, wide);
         // SAFETY: each thread index owns its row region; one chunk at a time per thread.
         let w_rows = unsafe { work.row_major.rows(thread, rows.clone()) };
         // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
-        unsafe { p8::unpack_rows(format, w_rows, rows.len(), nb, &mut panel) };
-        macro_rules! sweep {
-            ($kind:expr, $wide:expr) => {
-                work.panel_tiles(
-                    &p8::Int8Tiles::<{ $kind }, { $wide }>::new(
-                        &panel,
-                        rows.len(),
-                        nb,
-                        work.act,
-                        stride,
-                        act_block,
-                        work.n_tokens,
-                        da,
-                        c,
-                    ),
-                    rows,
-                )
-            };
-        }
-        match (p8::tile_kind(kind), wide) {
-            (p8::FOLD, false) => sweep!(p8::FOLD, false),
-            (p8::FOLD, true) => sweep!(p8::FOLD, true),
-            (p8::MIN, false) => sweep!(p8::MIN, false),
-            (p8::MIN, true) => sweep!(p8::MIN, true),
-            (_, false) => sweep!(p8::SIGNED, false),
-            (_, true) => sweep!(p8::SIGNED, true),
-        }
-    });
+        unsafe { lp::unpack_rows(format, w_rows, rows.len(), &mut panel) };
+        work.lane_tiles(&panel, rows, da, c);
+    };
+    if n_threads == 1 {
+        for_each_chunk(work.w.rows, PANEL_ROWS, |rows| run(0, rows));
+    } else {
+        lease.parallel_for(work.w.rows, PANEL_ROWS, &run);
+    }
 }
 
 /// Below this many multiply-adds a matmul runs on the calling thread alone: waking the
@@ -726,78 +668,115 @@ impl Work<'_, '_> {
         }
     }
 
-    /// The tiles of one unpacked panel (`rows` of the matrix): token tiles that fit L2, then
-    /// the source's register tiles (`TILE_ROWS` × `TILE_TOKENS`), the edges one row or one
-    /// token at a time.
+    /// The tiles of one unpacked lane panel (`rows` of the matrix, at most its 16 lanes):
+    /// every token, a tile's worth at a time, then the rest one by one.
     #[cfg(target_arch = "x86_64")]
-    fn panel_tiles<S: super::prefill_int8::TileSource>(&self, tiles: &S, rows: std::ops::Range<usize>) {
-        match (S::TILE_ROWS, S::TILE_TOKENS) {
-            (3, 4) => self.panel_tiles_as::<S, 3, 4>(tiles, rows),
-            (2, 4) => self.panel_tiles_as::<S, 2, 4>(tiles, rows),
-            (2, 3) => self.panel_tiles_as::<S, 2, 3>(tiles, rows),
-            _ => self.panel_tiles_as::<S, 1, 4>(tiles, rows),
+    fn lane_tiles(
+        &self,
+        panel: &super::lane_panel::LanePanel<'_>,
+        rows: std::ops::Range<usize>,
+        da: &[f32],
+        c: &[u32],
+    ) {
+        use super::lane_panel::{FOLD, K32, KMIN, MIN, SIGNED};
+        match (panel.geo.kind, panel.wide) {
+            (FOLD, false) => self.lane_tiles_as::<FOLD, false>(panel, rows, da, c),
+            (FOLD, true) => self.lane_tiles_as::<FOLD, true>(panel, rows, da, c),
+            (MIN, false) => self.lane_tiles_as::<MIN, false>(panel, rows, da, c),
+            (MIN, true) => self.lane_tiles_as::<MIN, true>(panel, rows, da, c),
+            (SIGNED, false) => self.lane_tiles_as::<SIGNED, false>(panel, rows, da, c),
+            (SIGNED, true) => self.lane_tiles_as::<SIGNED, true>(panel, rows, da, c),
+            (KMIN, false) => self.lane_tiles_as::<KMIN, false>(panel, rows, da, c),
+            (KMIN, true) => self.lane_tiles_as::<KMIN, true>(panel, rows, da, c),
+            (K32, false) => self.lane_tiles_as::<K32, false>(panel, rows, da, c),
+            _ => self.lane_tiles_as::<K32, true>(panel, rows, da, c),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn panel_tiles_as<S: super::prefill_int8::TileSource, const TM: usize, const TN: usize>(
+    fn lane_tiles_as<const KIND: u8, const WIDE: bool>(
         &self,
-        tiles: &S,
+        panel: &super::lane_panel::LanePanel<'_>,
         rows: std::ops::Range<usize>,
+        da: &[f32],
+        c: &[u32],
     ) {
-        let n_rows = self.w.rows;
-        // At least one tile: rows wider than the budget (> 256 KiB) would otherwise give 0.
-        let tile_tokens =
-            (PREFILL_TILE_BYTES / self.shape.act_stride.max(1)).next_multiple_of(TN).max(TN).min(self.n_tokens);
+        use super::lane_panel::{is_k, LANES};
+        use super::{lane_panel_avx2 as avx2, lane_panel_avx512 as avx512};
+        let (n_rows, n_tokens, nb) = (self.w.rows, self.n_tokens, panel.geo.nb);
+        let stride = self.shape.act_stride;
+        let act_block = self.shape.kernels.act_format().block_bytes();
+        // Every pointer below stays inside these bounds.
+        assert!(rows.len() <= LANES && rows.end <= n_rows && n_tokens * n_rows <= self.out.len);
+        assert!(n_tokens > 0 && self.act.len() >= (n_tokens - 1) * stride + nb * act_block);
+        assert!(is_k(KIND) || (da.len() >= n_tokens * nb && c.len() >= n_tokens * nb));
+        // Q8_0 blocks hold their quants after a 2-byte scale, Q8_1 after 4; Q8_K tiles read
+        // whole blocks.
+        let quants = if is_k(KIND) { self.act.as_ptr() } else { self.act[act_block - 32..].as_ptr() };
         let out = self.out.ptr;
-        // Every (row, token) written below is in bounds of `out`, and the panel's rows and
-        // tokens are what the loops assume.
-        assert!(self.n_tokens * n_rows <= self.out.len && rows.end <= n_rows);
-        assert!(tiles.rows() == rows.len() && tiles.tokens() == self.n_tokens);
-        macro_rules! run_tile {
-            ($rm:expr, $rn:expr, $r:expr, $t:expr) => {{
-                let (r, t) = ($r, $t);
-                // SAFETY: the panel path only runs from the AVX2 table; `r + $rm` ≤ the
-                // panel's rows and `t + $rn` ≤ its tokens (loop bounds below). The output
-                // rows of this chunk belong to this thread only; in bounds as asserted.
-                unsafe {
-                    let v = tiles.tile::<$rm, $rn>(r, t);
-                    for (i, vr) in v.iter().enumerate() {
-                        let o = out.add(t * n_rows + rows.start + r + i);
-                        for (k, &val) in vr.iter().enumerate() {
-                            *o.add(k * n_rows) = val;
-                        }
+        let valid = rows.len();
+        let write = |t: usize, first_lane: usize, lanes: &[f32]| {
+            let n = lanes.len().min(valid.saturating_sub(first_lane));
+            // SAFETY: this chunk's output rows belong to this thread; in bounds as asserted.
+            unsafe {
+                std::ptr::copy_nonoverlapping(lanes.as_ptr(), out.add(t * n_rows + rows.start + first_lane), n);
+            }
+        };
+        macro_rules! sweep {
+            ($T:expr) => {{
+                const TT: usize = $T;
+                let mut t = 0;
+                while t < n_tokens {
+                    let one = t + TT > n_tokens;
+                    macro_rules! tile {
+                        ($n:expr) => {{
+                            const N: usize = $n;
+                            // SAFETY: AVX2 (the panel path's table) and, `WIDE`, AVX-512 VNNI
+                            // (`lane_panel_avx512::enabled`); tokens `t..t + N` and the
+                            // panel's blocks are in bounds (asserted above).
+                            unsafe {
+                                let act: [*const u8; N] = std::array::from_fn(|k| quants.add((t + k) * stride));
+                                let da: [*const f32; N] =
+                                    std::array::from_fn(|k| da.as_ptr().add(if is_k(KIND) { 0 } else { (t + k) * nb }));
+                                let c: [*const u32; N] =
+                                    std::array::from_fn(|k| c.as_ptr().add(if is_k(KIND) { 0 } else { (t + k) * nb }));
+                                if WIDE {
+                                    let v = if is_k(KIND) {
+                                        avx512::tile_k::<KIND, N>(panel, act)
+                                    } else {
+                                        avx512::tile_int8::<KIND, N>(panel, act, act_block, da, c)
+                                    };
+                                    for (k, lanes) in v.iter().enumerate() {
+                                        write(t + k, 0, lanes);
+                                    }
+                                } else {
+                                    for half in 0..valid.div_ceil(8) {
+                                        let v = if is_k(KIND) {
+                                            avx2::tile_k::<KIND, N>(panel, half, act)
+                                        } else {
+                                            avx2::tile_int8::<KIND, N>(panel, half, act, act_block, da, c)
+                                        };
+                                        for (k, lanes) in v.iter().enumerate() {
+                                            write(t + k, 8 * half, lanes);
+                                        }
+                                    }
+                                }
+                            }
+                            t += N;
+                        }};
+                    }
+                    if one {
+                        tile!(1);
+                    } else {
+                        tile!(TT);
                     }
                 }
             }};
         }
-        let n = rows.len();
-        let mut t0 = 0;
-        while t0 < self.n_tokens {
-            let t1 = (t0 + tile_tokens).min(self.n_tokens);
-            let mut r = 0;
-            while r < n {
-                let full = r + TM <= n;
-                let mut t = t0;
-                while t + TN <= t1 {
-                    if full {
-                        run_tile!(TM, TN, r, t);
-                    } else {
-                        run_tile!(1, TN, r, t);
-                    }
-                    t += TN;
-                }
-                while t < t1 {
-                    if full {
-                        run_tile!(TM, 1, r, t);
-                    } else {
-                        run_tile!(1, 1, r, t);
-                    }
-                    t += 1;
-                }
-                r += if full { TM } else { 1 };
-            }
-            t0 = t1;
+        match (WIDE, is_k(KIND)) {
+            (true, true) => sweep!(avx512::TOKENS_K),
+            (true, false) => sweep!(avx512::TOKENS_INT8),
+            (false, _) => sweep!(avx2::TOKENS),
         }
     }
 

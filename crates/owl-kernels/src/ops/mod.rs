@@ -7,16 +7,14 @@ pub mod attention;
 pub(crate) mod exp;
 pub mod f32_activations;
 pub mod float_dot;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod lane_panel;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod lane_panel_avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod lane_panel_avx512;
 pub mod matmul;
 pub mod norm;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod prefill_int8;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod prefill_int8_avx512;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod prefill_kquant;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod prefill_kquant_avx512;
 pub mod rope;
 pub mod softmax;
 pub mod wide_head;
@@ -26,7 +24,7 @@ pub mod wide_head;
 /// (read once).
 pub fn avx512_prefill_enabled() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return prefill_int8_avx512::enabled();
+    return lane_panel_avx512::enabled();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
