@@ -283,7 +283,9 @@ impl ScratchLayout {
 
 /// Rows a thread unpacks into its panel at a time: the 16 lanes of a lane panel
 /// (`ops::lane_panel`; 16 rows of 4096 columns are a 66 KiB int8 or an 80 KiB K panel).
-const PANEL_ROWS: usize = super::lane_panel::LANES;
+const PANEL_ROWS: usize = 16;
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(PANEL_ROWS == super::lane_panel::LANES);
 
 /// Prefill through lane panels: the activations' block terms once (32-element formats), then
 /// chunks of [`PANEL_ROWS`] rows, each unpacked by the thread that claims it into its own
