@@ -169,7 +169,9 @@ impl<'a> LanePanel<'a> {
 }
 
 /// Unpacks `rows ≤ 16` weight rows of `format` (`nb` blocks each, row-major from `w`) into
-/// `panel`; lanes past `rows` are zero.
+/// `panel`; lanes past `rows` are zero. Block by block, 8 rows at a time: each row's codes
+/// are decoded into registers (32 codes each) and 8 rows' registers are transposed as 8×8
+/// matrices of 4-code lanes into the panel's lines.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -186,76 +188,79 @@ pub(crate) unsafe fn unpack_rows(format: BlockFormat, w: &[u8], rows: usize, pan
     }
     let steps = steps(panel.geo.kind);
     let wide = panel.wide;
-    let q_out = &mut *panel.q;
-    // Codes of block `b`, row `r` into their lanes.
-    let mut scatter = |r: usize, b: usize, codes: &[u8]| {
-        for (s, four) in codes.chunks_exact(4).enumerate() {
-            let at = ((b * steps + s) * LANES + r) * 4;
-            q_out[at..at + 4].copy_from_slice(four);
-        }
-    };
+    let halves = rows.div_ceil(8);
     let block_bytes = format.block_bytes();
-    macro_rules! each_block {
-        ($B:ty, |$r:ident, $b:ident, $blk:ident| $body:block) => {{
+    let q = &mut *panel.q;
+    let (d, m) = (&mut *panel.d, &mut *panel.m);
+    // The 32-element formats: `$codes` the 32 codes of block `$blk` (in register), `$side`
+    // its scales (row `$r`, block `$b`).
+    macro_rules! int8 {
+        ($B:ty, |$blk:ident, $r:ident, $b:ident| $codes:expr, $side:block) => {{
             let blocks: &[$B] = bytemuck::cast_slice(&w[..rows * nb * block_bytes]);
-            for $r in 0..rows {
-                for $b in 0..nb {
-                    let $blk = &blocks[$r * nb + $b];
-                    $body
+            for $b in 0..nb {
+                for half in 0..halves {
+                    let mut v = [_mm256_setzero_si256(); 8];
+                    for (i, vi) in v.iter_mut().enumerate() {
+                        let $r = 8 * half + i;
+                        if $r < rows {
+                            let $blk = &blocks[$r * nb + $b];
+                            *vi = $codes;
+                            $side
+                        }
+                    }
+                    store_lines(q, (($b * steps) * LANES + 8 * half) * 4, v);
                 }
             }
         }};
     }
-    let (d, m) = (&mut *panel.d, &mut *panel.m);
     // SAFETY (every arm): AVX2 guaranteed by the caller; loads and stores through fixed-size
-    // arrays.
+    // arrays or bounds-checked slices.
     unsafe {
         let bit5 = _mm256_set1_epi8(0x10);
-        let mut codes = [0u8; 32];
         match format {
-            BlockFormat::Q4_0 => each_block!(BlockQ4_0, |r, b, blk| {
-                store(&mut codes, nibbles_32(&blk.qs));
-                scatter(r, b, &codes);
+            BlockFormat::Q4_0 => int8!(BlockQ4_0, |blk, r, b| nibbles_32(&blk.qs), {
                 d[b * LANES + r] = f16_to_f32(blk.d);
             }),
-            BlockFormat::Q5_0 => each_block!(BlockQ5_0, |r, b, blk| {
-                let hi = _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(blk.qh)), bit5);
-                store(&mut codes, _mm256_or_si256(nibbles_32(&blk.qs), hi));
-                scatter(r, b, &codes);
-                d[b * LANES + r] = f16_to_f32(blk.d);
-            }),
-            BlockFormat::Q4_1 => each_block!(BlockQ4_1, |r, b, blk| {
-                store(&mut codes, nibbles_32(&blk.qs));
-                scatter(r, b, &codes);
-                d[b * LANES + r] = f16_to_f32(blk.d);
-                m[b * LANES + r] = f16_to_f32(blk.m);
-            }),
-            BlockFormat::Q5_1 => each_block!(BlockQ5_1, |r, b, blk| {
-                let hi = _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(blk.qh)), bit5);
-                store(&mut codes, _mm256_or_si256(nibbles_32(&blk.qs), hi));
-                scatter(r, b, &codes);
+            BlockFormat::Q5_0 => int8!(
+                BlockQ5_0,
+                |blk, r, b| _mm256_or_si256(
+                    nibbles_32(&blk.qs),
+                    _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(blk.qh)), bit5)
+                ),
+                {
+                    d[b * LANES + r] = f16_to_f32(blk.d);
+                }
+            ),
+            BlockFormat::Q4_1 => int8!(BlockQ4_1, |blk, r, b| nibbles_32(&blk.qs), {
                 d[b * LANES + r] = f16_to_f32(blk.d);
                 m[b * LANES + r] = f16_to_f32(blk.m);
             }),
-            BlockFormat::Q8_0 => each_block!(BlockQ8_0, |r, b, blk| {
-                store(&mut codes, signed_form(_mm256_loadu_si256(blk.qs.as_ptr().cast()), wide));
-                scatter(r, b, &codes);
-                d[b * LANES + r] = f16_to_f32(blk.d);
-            }),
+            BlockFormat::Q5_1 => int8!(
+                BlockQ5_1,
+                |blk, r, b| _mm256_or_si256(
+                    nibbles_32(&blk.qs),
+                    _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(blk.qh)), bit5)
+                ),
+                {
+                    d[b * LANES + r] = f16_to_f32(blk.d);
+                    m[b * LANES + r] = f16_to_f32(blk.m);
+                }
+            ),
+            BlockFormat::Q8_0 => {
+                int8!(BlockQ8_0, |blk, r, b| signed_form(_mm256_loadu_si256(blk.qs.as_ptr().cast()), wide), {
+                    d[b * LANES + r] = f16_to_f32(blk.d);
+                })
+            }
             BlockFormat::IQ4_NL => {
                 let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()));
-                each_block!(BlockIQ4NL, |r, b, blk| {
-                    store(&mut codes, signed_form(_mm256_shuffle_epi8(table, nibbles_32(&blk.qs)), wide));
-                    scatter(r, b, &codes);
+                int8!(BlockIQ4NL, |blk, r, b| signed_form(_mm256_shuffle_epi8(table, nibbles_32(&blk.qs)), wide), {
                     d[b * LANES + r] = f16_to_f32(blk.d);
                 })
             }
             BlockFormat::Q4_K | BlockFormat::Q5_K | BlockFormat::Q6_K => {
-                let mut codes = [0u8; QK_K];
                 let (sc, coef) = (&mut *panel.sc, &mut *panel.coef);
                 let nsg = scale_groups(panel.geo.kind);
-                // Per row and super-block: scales per group and offset coefficients per
-                // `bsums` entry, then into their lanes.
+                // Scales per group and offset coefficients per `bsums` entry into their lanes.
                 let mut put = |r: usize, b: usize, scales: &[i16], coefs: &[i16; 16], dd: f32, mm: f32| {
                     for (g, &s) in scales.iter().enumerate() {
                         sc[(b * nsg + g) * LANES + r] = if wide { s as i32 } else { pair(s, s) };
@@ -266,31 +271,81 @@ pub(crate) unsafe fn unpack_rows(format: BlockFormat, w: &[u8], rows: usize, pan
                     d[b * LANES + r] = dd;
                     m[b * LANES + r] = mm;
                 };
-                match format {
-                    BlockFormat::Q6_K => each_block!(BlockQ6K, |r, b, blk| {
-                        q6k_codes(blk, &mut codes);
-                        scatter(r, b, &codes);
-                        let scales: [i16; 16] = std::array::from_fn(|k| blk.scales[k] as i16);
-                        let coefs = scales.map(|s| 32 * s);
-                        put(r, b, &scales, &coefs, blk.d(), 0.0);
-                    }),
-                    BlockFormat::Q5_K => each_block!(BlockQ5K, |r, b, blk| {
-                        q45k_codes(&blk.qs, Some(&blk.qh), &mut codes);
-                        scatter(r, b, &codes);
-                        let (scales, coefs) = q45k_scales(&blk.scales);
-                        put(r, b, &scales, &coefs, blk.d(), -blk.dmin());
-                    }),
-                    _ => each_block!(BlockQ4K, |r, b, blk| {
-                        q45k_codes(&blk.qs, None, &mut codes);
-                        scatter(r, b, &codes);
-                        let (scales, coefs) = q45k_scales(&blk.scales);
-                        put(r, b, &scales, &coefs, blk.d(), -blk.dmin());
-                    }),
+                for b in 0..nb {
+                    for half in 0..halves {
+                        // v[i][j]: codes 32j..32j + 32 of row 8·half + i.
+                        let mut v = [[_mm256_setzero_si256(); 8]; 8];
+                        for (i, vi) in v.iter_mut().enumerate() {
+                            let r = 8 * half + i;
+                            if r >= rows {
+                                continue;
+                            }
+                            let at = (r * nb + b) * block_bytes;
+                            let raw = &w[at..at + block_bytes];
+                            match format {
+                                BlockFormat::Q6_K => {
+                                    let blk: &BlockQ6K = bytemuck::from_bytes(raw);
+                                    *vi = q6k_codes(blk);
+                                    let scales: [i16; 16] = std::array::from_fn(|k| blk.scales[k] as i16);
+                                    put(r, b, &scales, &scales.map(|s| 32 * s), blk.d(), 0.0);
+                                }
+                                BlockFormat::Q5_K => {
+                                    let blk: &BlockQ5K = bytemuck::from_bytes(raw);
+                                    *vi = q45k_codes(&blk.qs, Some(&blk.qh));
+                                    let (scales, coefs) = q45k_scales(&blk.scales);
+                                    put(r, b, &scales, &coefs, blk.d(), -blk.dmin());
+                                }
+                                _ => {
+                                    let blk: &BlockQ4K = bytemuck::from_bytes(raw);
+                                    *vi = q45k_codes(&blk.qs, None);
+                                    let (scales, coefs) = q45k_scales(&blk.scales);
+                                    put(r, b, &scales, &coefs, blk.d(), -blk.dmin());
+                                }
+                            }
+                        }
+                        for j in 0..8 {
+                            store_lines(q, ((b * steps + 8 * j) * LANES + 8 * half) * 4, v.map(|vi| vi[j]));
+                        }
+                    }
                 }
             }
             // `kind` admits no other format (asserted above).
             _ => unreachable!("no lane panel for {format:?}"),
         }
+    }
+}
+
+/// Stores 8 rows' registers of 8 four-code lanes (`v[i]`: row `i`, steps 0..8) as 8 panel
+/// half-lines: step `s`'s 8 lanes at `q[at + s·64..]` (an 8×8 transpose of 32-bit lanes).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store_lines(q: &mut [u8], at: usize, v: [__m256i; 8]) {
+    // Pairs of rows, then quads, then the two 128-bit halves.
+    let t: [__m256i; 8] = std::array::from_fn(|k| {
+        let (a, b) = (v[k / 2 * 2], v[k / 2 * 2 + 1]);
+        if k % 2 == 0 {
+            _mm256_unpacklo_epi32(a, b)
+        } else {
+            _mm256_unpackhi_epi32(a, b)
+        }
+    });
+    // u[k]: rows 0..4 (k < 4) or 4..8, steps k % 4 and k % 4 + 4.
+    let u: [__m256i; 8] = std::array::from_fn(|k| {
+        let base = if k < 4 { 0 } else { 4 };
+        let (a, b) = (t[base + (k % 4) / 2], t[base + 2 + (k % 4) / 2]);
+        if k % 2 == 0 {
+            _mm256_unpacklo_epi64(a, b)
+        } else {
+            _mm256_unpackhi_epi64(a, b)
+        }
+    });
+    for s in 0..8 {
+        let (a, b) = (u[s % 4], u[4 + s % 4]);
+        let line =
+            if s < 4 { _mm256_permute2x128_si256::<0x20>(a, b) } else { _mm256_permute2x128_si256::<0x31>(a, b) };
+        let dst = &mut q[at + s * LANES * 4..at + s * LANES * 4 + 32];
+        // SAFETY: `dst` is 32 bytes.
+        unsafe { _mm256_storeu_si256(dst.as_mut_ptr().cast(), line) };
     }
 }
 
@@ -310,13 +365,6 @@ fn signed_form(v: __m256i, wide: bool) -> __m256i {
     }
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn store(q: &mut [u8; 32], v: __m256i) {
-    // SAFETY: writes exactly the 32 bytes of `q`.
-    unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), v) }
-}
-
 /// Q4_K / Q5_K scales of the 8 sub-blocks, and the min of each `bsums` entry (two per
 /// sub-block).
 fn q45k_scales(scales: &[u8; 12]) -> ([i16; 8], [i16; 16]) {
@@ -331,13 +379,13 @@ fn q45k_scales(scales: &[u8; 12]) -> ([i16; 8], [i16; 16]) {
     (sc, coefs)
 }
 
-/// One Q4_K (`qh = None`) or Q5_K super-block's codes in element order.
+/// One Q4_K (`qh = None`) or Q5_K super-block's codes in element order, 32 a register.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q45k_codes(qs: &[u8; QK_K / 2], qh: Option<&[u8; 32]>, q: &mut [u8; QK_K]) {
+fn q45k_codes(qs: &[u8; QK_K / 2], qh: Option<&[u8; 32]>) -> [__m256i; 8] {
     let qs: &[[u8; 32]; 4] = bytemuck::cast_ref(qs);
-    let q: &mut [[u8; 32]; 8] = bytemuck::cast_mut(q);
-    // SAFETY: AVX2 guaranteed by the caller; loads and stores through 32-byte arrays.
+    let mut q = [_mm256_setzero_si256(); 8];
+    // SAFETY: AVX2 guaranteed by the caller; loads through 32-byte arrays.
     unsafe {
         let low4 = _mm256_set1_epi8(0x0F);
         let qh = qh.map(|h| _mm256_loadu_si256(h.as_ptr().cast()));
@@ -351,20 +399,21 @@ fn q45k_codes(qs: &[u8; QK_K / 2], qh: Option<&[u8; 32]>, q: &mut [u8; QK_K]) {
                 lo = _mm256_or_si256(lo, fifth_bit(qh, 2 * j));
                 hi = _mm256_or_si256(hi, fifth_bit(qh, 2 * j + 1));
             }
-            _mm256_storeu_si256(q[2 * j].as_mut_ptr().cast(), lo);
-            _mm256_storeu_si256(q[2 * j + 1].as_mut_ptr().cast(), hi);
+            q[2 * j] = lo;
+            q[2 * j + 1] = hi;
         }
     }
+    q
 }
 
-/// One Q6_K super-block's codes (0..64) in element order.
+/// One Q6_K super-block's codes (0..64) in element order, 32 a register.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q6k_codes(b: &BlockQ6K, q: &mut [u8; QK_K]) {
+fn q6k_codes(b: &BlockQ6K) -> [__m256i; 8] {
     let ql: &[[u8; 32]; 4] = bytemuck::cast_ref(&b.ql);
     let qh: &[[u8; 32]; 2] = bytemuck::cast_ref(&b.qh);
-    let q: &mut [[u8; 32]; 8] = bytemuck::cast_mut(q);
-    // SAFETY: AVX2 guaranteed by the caller; loads and stores through 32-byte arrays.
+    let mut q = [_mm256_setzero_si256(); 8];
+    // SAFETY: AVX2 guaranteed by the caller; loads through 32-byte arrays.
     unsafe {
         let (low4, low2) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
         for n in 0..2 {
@@ -376,11 +425,11 @@ fn q6k_codes(b: &BlockQ6K, q: &mut [u8; QK_K]) {
                 let l = _mm256_loadu_si256(ql[2 * n + k % 2].as_ptr().cast());
                 let lo = _mm256_and_si256(if k < 2 { l } else { _mm256_srli_epi16::<4>(l) }, low4);
                 let hi = _mm256_and_si256(shift_right_2k(h, k), low2);
-                let v = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi));
-                _mm256_storeu_si256(q[4 * n + k].as_mut_ptr().cast(), v);
+                q[4 * n + k] = _mm256_or_si256(lo, _mm256_slli_epi16::<4>(hi));
             }
         }
     }
+    q
 }
 
 /// 16 in each byte whose bit `bit` of `qh` is set, else 0.
@@ -686,6 +735,42 @@ mod tests {
                     run!(8, 1);
                 }
             }
+        }
+    }
+
+    /// Cost of unpacking a chunk (a measurement: `cargo test --release -p owl-kernels --lib
+    /// lane_panel_unpack_cost -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn lane_panel_unpack_cost() {
+        if !Isa::Avx2.is_available() {
+            return;
+        }
+        let cols = 4096;
+        for format in [
+            BlockFormat::Q4_0,
+            BlockFormat::Q4_1,
+            BlockFormat::Q5_0,
+            BlockFormat::Q8_0,
+            BlockFormat::Q4_K,
+            BlockFormat::Q6_K,
+        ] {
+            let kind = kind(format).expect("a lane panel format");
+            let nb = cols / if is_k(kind) { QK_K } else { 32 };
+            let src = quant::test_values(LANES * cols, 0x1234_5678_9abc_def1, 0.5, 0.2);
+            let (w, _) = quant::test_rows(format, &src, LANES, cols);
+            let geo = Geometry { kind, nb };
+            let mut buf = vec![0u8; geo.bytes() + 64];
+            let start = buf.as_ptr().align_offset(64);
+            let mut panel = LanePanel::from_bytes(&mut buf[start..], geo, true);
+            let reps = 3000;
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                // SAFETY: AVX2 checked above.
+                unsafe { unpack_rows(format, std::hint::black_box(&w), LANES, &mut panel) };
+            }
+            let ns = t.elapsed().as_secs_f64() * 1e9 / (reps * LANES * cols / 32) as f64;
+            println!("{format:?}: unpack {ns:.2} ns per row and 32 columns");
         }
     }
 }
