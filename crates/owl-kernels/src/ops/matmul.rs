@@ -135,7 +135,7 @@ pub fn matmul_batch_invariant_with(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Path {
     /// The fastest for the token count: one-token kernels for one token, else the panels
-    /// (from `PANEL_MIN_TOKENS`) or the multi-token kernels.
+    /// (from `panel_min_tokens`) or the multi-token kernels.
     Auto,
     /// As `Auto`, never the panels (A/B measurements).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -173,7 +173,7 @@ fn matmul_impl(
     let panel = !per_token
         && shape.kernels.has_prefill_panel()
         && match path {
-            Path::Auto => n_tokens >= PANEL_MIN_TOKENS,
+            Path::Auto => n_tokens >= panel_min_tokens(w.format),
             Path::Many => true,
             Path::NoPanel | Path::PerToken => false,
         };
@@ -245,8 +245,17 @@ fn matmul_impl(
     Ok(())
 }
 
-/// Fewest tokens for which the panels beat the one-row × four-token kernels.
-const PANEL_MIN_TOKENS: usize = 4;
+/// Fewest tokens for which the panels beat the one-row × four-token kernels: unpacking a
+/// K super-block (its scales and mins, lane by lane) costs 3–4× a 32-element block's, so
+/// below ~12 tokens the K-quants' one-row kernels win (`prefill_paths_ab`, Zen 5: 4 tokens
+/// 136 vs 70 GFLOP/s for Q4_K, 8 tokens 135 vs 121, 12 tokens 139 vs 169; the 32-element
+/// formats' panels win from 4 tokens, 97–132 vs 78–99).
+fn panel_min_tokens(format: BlockFormat) -> usize {
+    match format {
+        BlockFormat::Q4_K | BlockFormat::Q5_K | BlockFormat::Q6_K => 12,
+        _ => 4,
+    }
+}
 
 /// Byte sizes of the scratch regions of one call, each a multiple of 64.
 struct ScratchLayout {
@@ -671,7 +680,7 @@ impl Work<'_, '_> {
     }
 
     /// The tiles of one unpacked lane panel (`rows` of the matrix, at most its 16 lanes):
-    /// every token, a tile's worth at a time, then the rest one by one.
+    /// every token, a tile's worth at a time, then the rest in tiles of 4, 2 and 1.
     #[cfg(target_arch = "x86_64")]
     fn lane_tiles(
         &self,
@@ -729,7 +738,7 @@ impl Work<'_, '_> {
                 const TT: usize = $T;
                 let mut t = 0;
                 while t < n_tokens {
-                    let one = t + TT > n_tokens;
+                    let left = n_tokens - t;
                     macro_rules! tile {
                         ($n:expr) => {{
                             const N: usize = $n;
@@ -767,10 +776,16 @@ impl Work<'_, '_> {
                             t += N;
                         }};
                     }
-                    if one {
-                        tile!(1);
-                    } else {
+                    // Whole tiles, then the rest in tiles of 4, 2 and 1 token (a token swept
+                    // alone reads the whole panel for itself).
+                    if left >= TT {
                         tile!(TT);
+                    } else if left >= 4 && TT > 4 {
+                        tile!(4);
+                    } else if left >= 2 {
+                        tile!(2);
+                    } else {
+                        tile!(1);
                     }
                 }
             }};

@@ -348,13 +348,14 @@ fn matmul_panel_formats_use_the_panel() {
 
 #[test]
 fn matmul_panel_tile_edges() {
-    // Row counts around the register tiles (2×3 int8, 1×4 K) and the 16-row panel chunks,
-    // token counts 1..=7 (below the panel threshold, one tile, tile + remainders) and 13.
+    // Row counts around the lane panels' 8-row halves and 16-row chunks; token counts below
+    // the panel thresholds (4, and 12 for the K-quants), around the tiles (4 tokens on AVX2,
+    // 8 and 6 on AVX-512) and their 4/2/1-token remainders.
     let pools = pools();
     for format in PANEL_FORMATS {
         let cols = format.block_elems().max(256) * 2;
-        for rows in [1, 2, 3, 5, 16, 17, 35] {
-            check_format(format, rows, cols, &[1, 2, 3, 4, 5, 6, 7, 13], &pools);
+        for rows in [1, 2, 3, 5, 8, 9, 16, 17, 35] {
+            check_format(format, rows, cols, &[1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13, 15, 19], &pools);
         }
     }
 }
