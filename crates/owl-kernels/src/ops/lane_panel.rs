@@ -34,7 +34,9 @@
 //! Signed codes: AVX2 multiplies `|w|` by `sign(a, w)` (`maddubs` takes one unsigned
 //! operand); AVX-512 has no `vpsignb`, so its panel stores `w ⊕ 0x80 = w + 128` and the
 //! token's `−128·Σa` starts the integer sum ([`prepare_act`], `wide`). The unpacked panels
-//! differ; the integers do not.
+//! differ; the integers do not, as long as no activation is −128 (`sign` cannot negate it;
+//! the Q8_0 quantizer gives −127..=127, checked in debug builds). A weight code of −128 is
+//! exact on both paths.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -456,20 +458,21 @@ fn shift_right_2k(v: __m256i, k: usize) -> __m256i {
 /// A 32-element kind's per-token block terms: `da[t·nb + b]` the activation block's scale,
 /// `c[t·nb + b]` the integer sum's start (Q4_0/Q5_0: `−(8|16)·Σa`; Q8_0/IQ4_NL: `−128·Σa`
 /// when `wide`, else 0; as i32 bits) or, for Q4_1/Q5_1, the Q8_1 block's `s` (f32 bits).
-/// Activations are Q8_0 or Q8_1 rows `stride` bytes apart.
+/// Activations are Q8_0 or Q8_1 rows `stride` bytes apart, in blocks of `block` bytes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare_act(
     format: BlockFormat,
     wide: bool,
     act: &[u8],
     stride: usize,
+    block: usize,
     n_tokens: usize,
     nb: usize,
     da: &mut [f32],
     c: &mut [u32],
 ) {
     let kind = kind(format).expect("a 32-element lane panel format");
-    let block = if kind == MIN { 36 } else { 34 };
+    assert_eq!(block, if kind == MIN { 36 } else { 34 }, "Q8_1 blocks for Q4_1/Q5_1, Q8_0 blocks otherwise");
     let offset = match format {
         BlockFormat::Q4_0 => 8,
         BlockFormat::Q5_0 => 16,
@@ -483,6 +486,8 @@ pub(crate) fn prepare_act(
             c[t * nb + b] = if kind == MIN {
                 f16_to_f32([blk[2], blk[3]]).to_bits()
             } else {
+                // The AVX2 `sign` trick needs activations in −127..=127 (the Q8_0 quantizer's).
+                debug_assert!(kind != SIGNED || blk[2..].iter().all(|&q| q != 0x80), "activation −128");
                 let sum: i32 = blk[2..].iter().map(|&q| q as i8 as i32).sum();
                 (-offset * sum) as u32
             };
@@ -593,7 +598,7 @@ mod tests {
                 let (quants, act_block) = if is_k(kind) {
                     (&act[..], ACT_K_BLOCK)
                 } else {
-                    prepare_act(format, wide, act, stride, 1, nb, &mut da, &mut c);
+                    prepare_act(format, wide, act, stride, act_format.block_bytes(), 1, nb, &mut da, &mut c);
                     let ab = act_format.block_bytes();
                     (&act[ab - 32..], ab)
                 };
@@ -669,7 +674,7 @@ mod tests {
                     let quants = if is_k(kind) {
                         act
                     } else {
-                        prepare_act(format, wide, act, stride, N_TOKENS, nb, &mut da, &mut c);
+                        prepare_act(format, wide, act, stride, act_block, N_TOKENS, nb, &mut da, &mut c);
                         &act[act_block - 32..]
                     };
                     let want: Vec<[f32; LANES]> = (0..N_TOKENS)

@@ -31,6 +31,7 @@ pub(crate) unsafe fn tile_int8<const KIND: u8, const T: usize>(
     da: [*const f32; T],
     c: [*const u32; T],
 ) -> [[f32; 8]; T] {
+    debug_assert!(!panel.wide, "a panel unpacked for the other tile set");
     // SAFETY: offsets stay within the panel's blocks and the tokens' rows, as promised.
     unsafe {
         let q = panel.q.as_ptr().add(half * 32);
@@ -76,6 +77,7 @@ pub(crate) unsafe fn tile_k<const KIND: u8, const T: usize>(
     half: usize,
     act: [*const u8; T],
 ) -> [[f32; 8]; T] {
+    debug_assert!(!panel.wide, "a panel unpacked for the other tile set");
     // SAFETY: offsets stay within the panel's super-blocks and the tokens' rows.
     unsafe {
         let nsg = scale_groups(KIND);

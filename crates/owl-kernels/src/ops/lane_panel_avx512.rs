@@ -54,6 +54,7 @@ pub(crate) unsafe fn tile_int8<const KIND: u8, const T: usize>(
     da: [*const f32; T],
     c: [*const u32; T],
 ) -> [[f32; LANES]; T] {
+    debug_assert!(panel.wide, "a panel unpacked for the other tile set");
     // SAFETY: offsets stay within the panel's blocks and the tokens' rows, as promised.
     unsafe {
         let q = panel.q.as_ptr();
@@ -96,6 +97,7 @@ pub(crate) unsafe fn tile_k<const KIND: u8, const T: usize>(
     panel: &LanePanel<'_>,
     act: [*const u8; T],
 ) -> [[f32; LANES]; T] {
+    debug_assert!(panel.wide, "a panel unpacked for the other tile set");
     // SAFETY: offsets stay within the panel's super-blocks and the tokens' rows.
     unsafe {
         let nsg = scale_groups(KIND);

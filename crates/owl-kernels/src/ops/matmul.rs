@@ -291,7 +291,7 @@ impl ScratchLayout {
 }
 
 /// Rows a thread unpacks into its panel at a time: the 16 lanes of a lane panel
-/// (`ops::lane_panel`; 16 rows of 4096 columns are a 66 KiB int8 or an 80 KiB K panel).
+/// (`ops::lane_panel`; 16 rows of 4096 columns are an 80 KiB int8 or an 82–90 KiB K panel).
 const PANEL_ROWS: usize = 16;
 #[cfg(target_arch = "x86_64")]
 const _: () = assert!(PANEL_ROWS == super::lane_panel::LANES);
@@ -323,7 +323,8 @@ fn panel_prefill(
         let n = work.n_tokens * nb;
         let (da, c) = scales_buf[..2 * n * 4].split_at_mut(n * 4);
         let (da, c) = (bytemuck::cast_slice_mut::<u8, f32>(da), bytemuck::cast_slice_mut::<u8, u32>(c));
-        lp::prepare_act(format, wide, work.act, work.shape.act_stride, work.n_tokens, nb, da, c);
+        let block = work.shape.kernels.act_format().block_bytes();
+        lp::prepare_act(format, wide, work.act, work.shape.act_stride, block, work.n_tokens, nb, da, c);
         (da, c)
     };
     let run = |thread: usize, rows: std::ops::Range<usize>| {
@@ -900,9 +901,17 @@ mod tests {
         };
         let pool = ThreadPool::new(1);
         // 1024×4096, then the demo models' FFN shapes (few blocks per row).
-        for (rows, cols, tokens) in
-            [(1024, 4096, 64), (640, 2048, 128), (2048, 640, 128), (896, 4864, 128), (4864, 896, 128)]
-        {
+        for (rows, cols, tokens) in [
+            (1024, 4096, 64),
+            (640, 2048, 128),
+            (2048, 640, 128),
+            (896, 4864, 128),
+            (4864, 896, 128),
+            (640, 2048, 4),
+            (640, 2048, 8),
+            (640, 2048, 12),
+            (640, 2048, 16),
+        ] {
             for format in [
                 BlockFormat::Q4_0,
                 BlockFormat::Q4_1,
@@ -927,7 +936,8 @@ mod tests {
                 let mut best = [f64::MAX; 2];
                 for round in 0..40 {
                     let panel = round % 2 == 0;
-                    let path = if panel { Path::Auto } else { Path::NoPanel };
+                    // `Many`: the panels even below `panel_min_tokens` (which these figures set).
+                    let path = if panel { Path::Many } else { Path::NoPanel };
                     let c0 = cpu_ns();
                     for _ in 0..3 {
                         matmul_impl(table, &pool, &w, &x, tokens, &mut y, path).expect("matmul");

@@ -355,7 +355,7 @@ fn matmul_panel_tile_edges() {
     for format in PANEL_FORMATS {
         let cols = format.block_elems().max(256) * 2;
         for rows in [1, 2, 3, 5, 8, 9, 16, 17, 35] {
-            check_format(format, rows, cols, &[1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13, 15, 19], &pools);
+            check_format(format, rows, cols, &[1, 2, 3, 4, 5, 6, 7, 9, 11, 12, 13, 15, 16, 17, 19], &pools);
         }
     }
 }
