@@ -66,42 +66,52 @@ pub struct AttnShape {
 
 /// Causal softmax attention with grouped KV heads. `q` is `[T][H·d]`, `k`, `v` `[T][G·d]`;
 /// writes `out` `[T][H·d]` and the probabilities `probs` `[H][T][T]` (kept for backward).
-pub fn attention(s: AttnShape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], probs: &mut [f32]) {
+/// Heads run on the pool's threads; each head's arithmetic is the same on any thread.
+pub fn attention(pool: &ThreadPool, s: AttnShape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], probs: &mut [f32]) {
     let (t_n, d) = (s.tokens, s.head_dim);
     let (qw, kw, rep) = (s.heads * d, s.kv_heads * d, s.heads / s.kv_heads);
     out.iter_mut().for_each(|o| *o = 0.0);
-    for h in 0..s.heads {
-        let g = h / rep;
-        for i in 0..t_n {
-            let qi = &q[i * qw + h * d..i * qw + (h + 1) * d];
-            let p = &mut probs[(h * t_n + i) * t_n..(h * t_n + i + 1) * t_n];
-            let mut max = f32::NEG_INFINITY;
-            for j in 0..=i {
-                let kj = &k[j * kw + g * d..j * kw + (g + 1) * d];
-                p[j] = s.scale * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>();
-                max = max.max(p[j]);
-            }
-            let mut sum = 0.0;
-            for pj in &mut p[..=i] {
-                *pj = (*pj - max).exp();
-                sum += *pj;
-            }
-            p[..=i].iter_mut().for_each(|pj| *pj /= sum);
-            p[i + 1..].iter_mut().for_each(|pj| *pj = 0.0);
-            let oi = &mut out[i * qw + h * d..i * qw + (h + 1) * d];
-            for j in 0..=i {
-                let vj = &v[j * kw + g * d..j * kw + (g + 1) * d];
-                for (o, &vv) in oi.iter_mut().zip(vj) {
-                    *o += p[j] * vv;
+    let (out, probs) = (DisjointSlice::new(out), DisjointSlice::new(probs));
+    pool.parallel_for(s.heads, 1, &|_, heads| {
+        for h in heads {
+            let g = h / rep;
+            for i in 0..t_n {
+                let qi = &q[i * qw + h * d..i * qw + (h + 1) * d];
+                // SAFETY: head `h`'s probabilities and output columns are written by the one
+                // thread that claimed `h`.
+                let p = unsafe { probs.range((h * t_n + i) * t_n..(h * t_n + i + 1) * t_n) };
+                let mut max = f32::NEG_INFINITY;
+                for j in 0..=i {
+                    let kj = &k[j * kw + g * d..j * kw + (g + 1) * d];
+                    p[j] = s.scale * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>();
+                    max = max.max(p[j]);
+                }
+                let mut sum = 0.0;
+                for pj in &mut p[..=i] {
+                    *pj = (*pj - max).exp();
+                    sum += *pj;
+                }
+                p[..=i].iter_mut().for_each(|pj| *pj /= sum);
+                p[i + 1..].iter_mut().for_each(|pj| *pj = 0.0);
+                // SAFETY: as above.
+                let oi = unsafe { out.range(i * qw + h * d..i * qw + (h + 1) * d) };
+                for j in 0..=i {
+                    let vj = &v[j * kw + g * d..j * kw + (g + 1) * d];
+                    for (o, &vv) in oi.iter_mut().zip(vj) {
+                        *o += p[j] * vv;
+                    }
                 }
             }
         }
-    }
+    });
 }
 
-/// The backward of [`attention`]: `dq`, `dk`, `dv` (overwritten) from `dout`.
+/// The backward of [`attention`]: `dq`, `dk`, `dv` (overwritten) from `dout`. KV groups run
+/// on the pool's threads (a group's `dk`, `dv` gather its heads in head order, as one
+/// thread would).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
+    pool: &ThreadPool,
     s: AttnShape,
     q: &[f32],
     k: &[f32],
@@ -115,41 +125,49 @@ pub fn attention_backward(
     let (t_n, d) = (s.tokens, s.head_dim);
     let (qw, kw, rep) = (s.heads * d, s.kv_heads * d, s.heads / s.kv_heads);
     dq.iter_mut().chain(dk.iter_mut()).chain(dv.iter_mut()).for_each(|x| *x = 0.0);
-    let mut dp = vec![0f32; t_n];
-    for h in 0..s.heads {
-        let g = h / rep;
-        for i in 0..t_n {
-            let p = &probs[(h * t_n + i) * t_n..(h * t_n + i + 1) * t_n];
-            let doi = &dout[i * qw + h * d..i * qw + (h + 1) * d];
-            // dV_j += p_ij · dO_i ; dP_ij = dO_i · V_j
-            for j in 0..=i {
-                let vj = &v[j * kw + g * d..j * kw + (g + 1) * d];
-                dp[j] = doi.iter().zip(vj).map(|(a, b)| a * b).sum();
-                let dvj = &mut dv[j * kw + g * d..j * kw + (g + 1) * d];
-                for (x, &o) in dvj.iter_mut().zip(doi) {
-                    *x += p[j] * o;
-                }
-            }
-            // dS_ij = p_ij (dP_ij − Σ_k p_ik dP_ik), then through the scale.
-            let mean: f32 = (0..=i).map(|j| p[j] * dp[j]).sum();
-            let qi = &q[i * qw + h * d..i * qw + (h + 1) * d];
-            for j in 0..=i {
-                let ds = p[j] * (dp[j] - mean) * s.scale;
-                if ds == 0.0 {
-                    continue;
-                }
-                let kj = &k[j * kw + g * d..j * kw + (g + 1) * d];
-                let dqi = &mut dq[i * qw + h * d..i * qw + (h + 1) * d];
-                for (x, &kv) in dqi.iter_mut().zip(kj) {
-                    *x += ds * kv;
-                }
-                let dkj = &mut dk[j * kw + g * d..j * kw + (g + 1) * d];
-                for (x, &qv) in dkj.iter_mut().zip(qi) {
-                    *x += ds * qv;
+    let (dq, dk, dv) = (DisjointSlice::new(dq), DisjointSlice::new(dk), DisjointSlice::new(dv));
+    pool.parallel_for(s.kv_heads, 1, &|_, groups| {
+        let mut dp = vec![0f32; t_n];
+        for g in groups {
+            for h in g * rep..(g + 1) * rep {
+                for i in 0..t_n {
+                    let p = &probs[(h * t_n + i) * t_n..(h * t_n + i + 1) * t_n];
+                    let doi = &dout[i * qw + h * d..i * qw + (h + 1) * d];
+                    // dV_j += p_ij · dO_i ; dP_ij = dO_i · V_j
+                    for j in 0..=i {
+                        let vj = &v[j * kw + g * d..j * kw + (g + 1) * d];
+                        dp[j] = doi.iter().zip(vj).map(|(a, b)| a * b).sum();
+                        // SAFETY: group `g`'s columns of dk and dv, and its heads' columns of
+                        // dq, are written by the one thread that claimed `g`.
+                        let dvj = unsafe { dv.range(j * kw + g * d..j * kw + (g + 1) * d) };
+                        for (x, &o) in dvj.iter_mut().zip(doi) {
+                            *x += p[j] * o;
+                        }
+                    }
+                    // dS_ij = p_ij (dP_ij − Σ_k p_ik dP_ik), then through the scale.
+                    let mean: f32 = (0..=i).map(|j| p[j] * dp[j]).sum();
+                    let qi = &q[i * qw + h * d..i * qw + (h + 1) * d];
+                    for j in 0..=i {
+                        let ds = p[j] * (dp[j] - mean) * s.scale;
+                        if ds == 0.0 {
+                            continue;
+                        }
+                        let kj = &k[j * kw + g * d..j * kw + (g + 1) * d];
+                        // SAFETY: as above.
+                        let dqi = unsafe { dq.range(i * qw + h * d..i * qw + (h + 1) * d) };
+                        for (x, &kv) in dqi.iter_mut().zip(kj) {
+                            *x += ds * kv;
+                        }
+                        // SAFETY: as above.
+                        let dkj = unsafe { dk.range(j * kw + g * d..j * kw + (g + 1) * d) };
+                        for (x, &qv) in dkj.iter_mut().zip(qi) {
+                            *x += ds * qv;
+                        }
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 /// The derivative of the gate activation.
@@ -319,17 +337,28 @@ mod tests {
         let s = AttnShape { tokens: 5, heads: 4, kv_heads: 2, head_dim: 3, scale: 0.6 };
         let (qw, kw) = (12, 6);
         let (q, k, v, c) = (values(5 * qw, 4), values(5 * kw, 5), values(5 * kw, 6), values(5 * qw, 7));
+        // Two threads: heads (forward) and KV groups (backward) split over the pool.
+        let pool = ThreadPool::new(2);
         let run = |q: &[f32], k: &[f32], v: &[f32]| {
             let (mut out, mut p) = (vec![0f32; 5 * qw], vec![0f32; 4 * 25]);
-            attention(s, q, k, v, &mut out, &mut p);
+            attention(&pool, s, q, k, v, &mut out, &mut p);
             (out, p)
         };
-        let (_, probs) = run(&q, &k, &v);
+        let (out, probs) = run(&q, &k, &v);
         let (mut dq, mut dk, mut dv) = (vec![0f32; 5 * qw], vec![0f32; 5 * kw], vec![0f32; 5 * kw]);
-        attention_backward(s, &q, &k, &v, &probs, &c, &mut dq, &mut dk, &mut dv);
+        attention_backward(&pool, s, &q, &k, &v, &probs, &c, &mut dq, &mut dk, &mut dv);
         check(&q, &dq, &|q| dot(&c, &run(q, &k, &v).0), 2e-3);
         check(&k, &dk, &|k| dot(&c, &run(&q, k, &v).0), 2e-3);
         check(&v, &dv, &|v| dot(&c, &run(&q, &k, v).0), 2e-3);
+        // One thread gives the same bits.
+        let one = ThreadPool::new(1);
+        let (mut out1, mut p1) = (vec![0f32; 5 * qw], vec![0f32; 4 * 25]);
+        attention(&one, s, &q, &k, &v, &mut out1, &mut p1);
+        let (mut dq1, mut dk1, mut dv1) = (vec![0f32; 5 * qw], vec![0f32; 5 * kw], vec![0f32; 5 * kw]);
+        attention_backward(&one, s, &q, &k, &v, &probs, &c, &mut dq1, &mut dk1, &mut dv1);
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!((bits(&out), bits(&probs)), (bits(&out1), bits(&p1)));
+        assert_eq!((bits(&dq), bits(&dk), bits(&dv)), (bits(&dq1), bits(&dk1), bits(&dv1)));
     }
 
     #[test]

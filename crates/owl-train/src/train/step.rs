@@ -514,7 +514,7 @@ fn layer_forward(
     }
     let shape = AttnShape { tokens: n, heads: s.n_heads, kv_heads: s.n_kv_heads, head_dim: hd, scale: s.scores.scale };
     let (mut attn, mut probs) = (vec![0f32; n * qw], vec![0f32; s.n_heads * n * n]);
-    ops::attention(shape, &q, &k, &v, &mut attn, &mut probs);
+    ops::attention(model.pool(), shape, &q, &k, &v, &mut attn, &mut probs);
     let o = l.proj(l.attn.o(), params, 3);
     let mut mid = vec![0f32; n * h];
     o.forward(model, params, &attn, n, &mut mid)?;
@@ -606,7 +606,18 @@ fn layer_backward(
     l.proj(l.attn.o(), params, 3).backward(model, params, grads, &tape.attn, &d_mid, &mut d_attn)?;
     let shape = AttnShape { tokens: n, heads: s.n_heads, kv_heads: s.n_kv_heads, head_dim: hd, scale: s.scores.scale };
     let (mut dq, mut dk, mut dv) = (vec![0f32; n * qw], vec![0f32; n * kw], vec![0f32; n * kw]);
-    ops::attention_backward(shape, &tape.q, &tape.k, &tape.v, &tape.probs, &d_attn, &mut dq, &mut dk, &mut dv);
+    ops::attention_backward(
+        model.pool(),
+        shape,
+        &tape.q,
+        &tape.k,
+        &tape.v,
+        &tape.probs,
+        &d_attn,
+        &mut dq,
+        &mut dk,
+        &mut dv,
+    );
     let positions: Vec<usize> = (0..n).collect();
     if let Some(r) = s.rope {
         let rope = &model.ropes()[r];
