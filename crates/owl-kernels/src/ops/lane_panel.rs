@@ -52,7 +52,7 @@ use crate::quant::q5_k::BlockQ5K;
 use crate::quant::q6_k::BlockQ6K;
 use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::q8_k::BlockQ8K;
-use crate::quant::simd_x86::{bits_to_byte_mask, nibbles_32};
+use crate::quant::simd_x86::{five_bit_codes_32, nibbles_32};
 use crate::quant::{f16_to_f32, BlockFormat, QK_K};
 
 /// Rows of a panel: the lanes of a 512-bit register of i32 (two 256-bit halves on AVX2).
@@ -218,36 +218,21 @@ pub(crate) unsafe fn unpack_rows(format: BlockFormat, w: &[u8], rows: usize, pan
     // SAFETY (every arm): AVX2 guaranteed by the caller; loads and stores through fixed-size
     // arrays or bounds-checked slices.
     unsafe {
-        let bit5 = _mm256_set1_epi8(0x10);
         match format {
             BlockFormat::Q4_0 => int8!(BlockQ4_0, |blk, r, b| nibbles_32(&blk.qs), {
                 d[b * LANES + r] = f16_to_f32(blk.d);
             }),
-            BlockFormat::Q5_0 => int8!(
-                BlockQ5_0,
-                |blk, r, b| _mm256_or_si256(
-                    nibbles_32(&blk.qs),
-                    _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(blk.qh)), bit5)
-                ),
-                {
-                    d[b * LANES + r] = f16_to_f32(blk.d);
-                }
-            ),
+            BlockFormat::Q5_0 => int8!(BlockQ5_0, |blk, r, b| five_bit_codes_32(&blk.qs, blk.qh), {
+                d[b * LANES + r] = f16_to_f32(blk.d);
+            }),
             BlockFormat::Q4_1 => int8!(BlockQ4_1, |blk, r, b| nibbles_32(&blk.qs), {
                 d[b * LANES + r] = f16_to_f32(blk.d);
                 m[b * LANES + r] = f16_to_f32(blk.m);
             }),
-            BlockFormat::Q5_1 => int8!(
-                BlockQ5_1,
-                |blk, r, b| _mm256_or_si256(
-                    nibbles_32(&blk.qs),
-                    _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(blk.qh)), bit5)
-                ),
-                {
-                    d[b * LANES + r] = f16_to_f32(blk.d);
-                    m[b * LANES + r] = f16_to_f32(blk.m);
-                }
-            ),
+            BlockFormat::Q5_1 => int8!(BlockQ5_1, |blk, r, b| five_bit_codes_32(&blk.qs, blk.qh), {
+                d[b * LANES + r] = f16_to_f32(blk.d);
+                m[b * LANES + r] = f16_to_f32(blk.m);
+            }),
             BlockFormat::Q8_0 => {
                 int8!(BlockQ8_0, |blk, r, b| signed_form(_mm256_loadu_si256(blk.qs.as_ptr().cast()), wide), {
                     d[b * LANES + r] = f16_to_f32(blk.d);

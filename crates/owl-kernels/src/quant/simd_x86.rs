@@ -238,6 +238,18 @@ pub(crate) unsafe fn nibbles_32(b: &[u8; 16]) -> __m256i {
     }
 }
 
+/// The 32 unsigned 5-bit codes of a Q5_0/Q5_1 block (0..=31): [`nibbles_32`] of `qs` with
+/// bit `i` of `qh` (little-endian) OR-ed into code `i` as 0x10.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn five_bit_codes_32(qs: &[u8; 16], qh: [u8; 4]) -> __m256i {
+    // SAFETY: a load of a 16-byte array, then register-only intrinsics.
+    unsafe {
+        let fifth = _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(qh)), _mm256_set1_epi8(0x10));
+        _mm256_or_si256(nibbles_32(qs), fifth)
+    }
+}
+
 /// [`nibbles_32`] of the 16 bytes at `s[off..off + 16]` (bounds-checked).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]

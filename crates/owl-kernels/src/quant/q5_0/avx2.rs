@@ -31,8 +31,8 @@ use std::arch::x86_64::*;
 use super::BlockQ5_0;
 use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::simd_x86::{
-    bits_to_byte_mask, dot_offset_u8i8x32, dot_u8i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32, group_prefetch_ahead,
-    halves4, hsum_f32x8, load_i8x32, nibbles_32, pair_scales, prefetch_ahead, prefetch_rows_ahead, MATVEC_ROWS,
+    dot_offset_u8i8x32, dot_u8i8x32, f16_to_f32, f16x4_to_f32, f16x8_to_f32, five_bit_codes_32, group_prefetch_ahead,
+    halves4, hsum_f32x8, load_i8x32, pair_scales, prefetch_ahead, prefetch_rows_ahead, MATVEC_ROWS,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -58,22 +58,13 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5_0], a: [&[BlockQ8_0]; N]) -
     // SAFETY: features guaranteed by the caller. Every index is below `nb`, the length of `w`
     // after the re-slicing above and at most the length of every `a[t]`.
     unsafe {
-        let (bit4, sixteen) = (_mm256_set1_epi8(0x10), _mm256_set1_epi8(16));
+        let sixteen = _mm256_set1_epi8(16);
         let mut acc0 = [_mm256_setzero_ps(); N];
         let mut i = 0;
         while i + 1 < nb {
             let (x0, x1) = (w.get_unchecked(i), w.get_unchecked(i + 1));
             prefetch_ahead(x0, 2);
-            let (q0, q1) = (
-                _mm256_or_si256(
-                    nibbles_32(&x0.qs),
-                    _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(x0.qh)), bit4),
-                ),
-                _mm256_or_si256(
-                    nibbles_32(&x1.qs),
-                    _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(x1.qh)), bit4),
-                ),
-            );
+            let (q0, q1) = (five_bit_codes_32(&x0.qs, x0.qh), five_bit_codes_32(&x1.qs, x1.qh));
             for t in 0..N {
                 let (y0, y1) = (a[t].get_unchecked(i), a[t].get_unchecked(i + 1));
                 let (d0, d1) = pair_scales(x0.d, x1.d, y0.d, y1.d);
@@ -86,10 +77,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5_0], a: [&[BlockQ8_0]; N]) -
         }
         if i < nb {
             let x0 = w.get_unchecked(i);
-            let q0 = _mm256_or_si256(
-                nibbles_32(&x0.qs),
-                _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(x0.qh)), bit4),
-            );
+            let q0 = five_bit_codes_32(&x0.qs, x0.qh);
             for t in 0..N {
                 let y0 = a[t].get_unchecked(i);
                 let d0 = _mm256_set1_ps(f16_to_f32(x0.d) * f16_to_f32(y0.d));
@@ -106,14 +94,6 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5_0], a: [&[BlockQ8_0]; N]) -
         }
         out
     }
-}
-
-/// The 32 unsigned 5-bit quants of a block: nibbles with the fifth bits OR-ed in as 0x10.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quants(x: &BlockQ5_0, bit4: __m256i) -> __m256i {
-    // SAFETY: register-only intrinsics and a load of the block's array.
-    unsafe { _mm256_or_si256(nibbles_32(&x.qs), _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(x.qh)), bit4)) }
 }
 
 /// `R ≤ 4` consecutive weight rows (`w`: `R·a.len()` blocks) against one activation row;
@@ -136,7 +116,7 @@ pub unsafe fn vec_dot_rows<const R: usize>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> 
     // SAFETY: features guaranteed by the caller. Every index is below `nb`, the length of `a`
     // and of every `w[r]` after the slicing above.
     unsafe {
-        let (bit4, sixteen) = (_mm256_set1_epi8(0x10), _mm256_set1_epi8(16));
+        let sixteen = _mm256_set1_epi8(16);
         let mut acc0 = [_mm256_setzero_ps(); R];
         let mut d = [0.0f32; 8];
         let mut i = 0;
@@ -155,11 +135,12 @@ pub unsafe fn vec_dot_rows<const R: usize>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> 
             let (off0, off1) = (dot_u8i8x32(sixteen, ay0), dot_u8i8x32(sixteen, ay1));
             for r in 0..R {
                 let x0 = w[r].get_unchecked(i);
-                let p0 = _mm256_sub_epi32(dot_u8i8x32(quants(x0, bit4), ay0), off0);
+                let p0 = _mm256_sub_epi32(dot_u8i8x32(five_bit_codes_32(&x0.qs, x0.qh), ay0), off0);
                 acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[r]), _mm256_cvtepi32_ps(p0), acc0[r]);
             }
             for r in 0..R {
-                let p1 = _mm256_sub_epi32(dot_u8i8x32(quants(w[r].get_unchecked(i + 1), bit4), ay1), off1);
+                let x1 = w[r].get_unchecked(i + 1);
+                let p1 = _mm256_sub_epi32(dot_u8i8x32(five_bit_codes_32(&x1.qs, x1.qh), ay1), off1);
                 acc0[r] = _mm256_fmadd_ps(_mm256_set1_ps(d[4 + r]), _mm256_cvtepi32_ps(p1), acc0[r]);
             }
             i += 2;
@@ -172,7 +153,7 @@ pub unsafe fn vec_dot_rows<const R: usize>(w: &[BlockQ5_0], a: &[BlockQ8_0]) -> 
             for r in 0..R {
                 let x0 = w[r].get_unchecked(i);
                 let d0 = _mm256_set1_ps(f16_to_f32(x0.d) * dy0);
-                let p0 = _mm256_sub_epi32(dot_u8i8x32(quants(x0, bit4), ay0), off0);
+                let p0 = _mm256_sub_epi32(dot_u8i8x32(five_bit_codes_32(&x0.qs, x0.qh), ay0), off0);
                 acc0[r] = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(p0), acc0[r]);
             }
         }

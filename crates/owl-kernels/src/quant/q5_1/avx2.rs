@@ -27,7 +27,7 @@ use std::arch::x86_64::*;
 use super::BlockQ5_1;
 use crate::quant::q8_1::BlockQ8_1;
 use crate::quant::simd_x86::{
-    bits_to_byte_mask, dot_u8i8x32, f16_to_f32, f16x8_to_f32, hsum_f32x8, load_i8x32, nibbles_32, prefetch_ahead,
+    dot_u8i8x32, f16_to_f32, f16x8_to_f32, five_bit_codes_32, hsum_f32x8, load_i8x32, prefetch_ahead,
 };
 
 /// Σ w·a over a row; see the module header.
@@ -53,7 +53,6 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5_1], a: [&[BlockQ8_1]; N]) -
     // SAFETY: features guaranteed by the caller. Every index is below `nb`, the length of `w`
     // after the re-slicing above and at most the length of every `a[t]`.
     unsafe {
-        let bit4 = _mm256_set1_epi8(0x10);
         let mut acc0 = [_mm256_setzero_ps(); N];
         let mut acc1 = [_mm256_setzero_ps(); N];
         // The min terms `m·s` (weights' minimum × activation block's `d·Σq`), kept apart as in
@@ -64,16 +63,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5_1], a: [&[BlockQ8_1]; N]) -
         while i + 1 < nb {
             let (x0, x1) = (w.get_unchecked(i), w.get_unchecked(i + 1));
             prefetch_ahead(x0, 2);
-            let (q0, q1) = (
-                _mm256_or_si256(
-                    nibbles_32(&x0.qs),
-                    _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(x0.qh)), bit4),
-                ),
-                _mm256_or_si256(
-                    nibbles_32(&x1.qs),
-                    _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(x1.qh)), bit4),
-                ),
-            );
+            let (q0, q1) = (five_bit_codes_32(&x0.qs, x0.qh), five_bit_codes_32(&x1.qs, x1.qh));
             for t in 0..N {
                 let (y0, y1) = (a[t].get_unchecked(i), a[t].get_unchecked(i + 1));
                 // [dx0, dx1, m0, m1] · [dy0, dy1, s0, s1]: both block scales and both min terms.
@@ -90,10 +80,7 @@ pub unsafe fn vec_dot_n<const N: usize>(w: &[BlockQ5_1], a: [&[BlockQ8_1]; N]) -
         }
         if i < nb {
             let x0 = w.get_unchecked(i);
-            let q0 = _mm256_or_si256(
-                nibbles_32(&x0.qs),
-                _mm256_and_si256(bits_to_byte_mask(u32::from_le_bytes(x0.qh)), bit4),
-            );
+            let q0 = five_bit_codes_32(&x0.qs, x0.qh);
             for t in 0..N {
                 let y0 = a[t].get_unchecked(i);
                 let d0 = _mm256_set1_ps(f16_to_f32(x0.d) * f16_to_f32(y0.d));
