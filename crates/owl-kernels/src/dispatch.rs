@@ -647,20 +647,6 @@ mod avx2 {
     matvec!(matvec_q4_k, q4_k, BlockQ4K, BlockQ8K);
     matvec!(matvec_q8_0, q8_0, BlockQ8_0, BlockQ8_0);
 
-    /// `$name`: a [`GroupMatvecFn`] over `quant::$m::avx2_x8::dot_x8`.
-    macro_rules! avx2_group_matvec {
-        ($name:ident, $m:ident, $A:ty) => {
-            pub(super) fn $name(w: &[u8], a: &[u8], out: &mut [f32]) {
-                let a = cast_slice::<u8, $A>(a);
-                let group = quant::$m::x8::GROUP_BLOCK_BYTES * a.len();
-                for (g, o) in w.chunks_exact(group).zip(out.chunks_exact_mut(quant::interleave::INTERLEAVE_ROWS)) {
-                    // SAFETY: AVX2 table only (module docs).
-                    o.copy_from_slice(&unsafe { quant::$m::avx2_x8::dot_x8(g, a) });
-                }
-            }
-        };
-    }
-
     /// `$name`: a [`GroupDot4Fn`] over `quant::$m::avx2_x8::dot_x8_tokens`.
     macro_rules! avx2_group_dot4 {
         ($name:ident, $m:ident, $A:ty) => {
@@ -689,12 +675,35 @@ mod avx2 {
     avx2_group_dot4!(group_dot4_q4_k, q4_k, BlockQ8K);
     avx2_group_dot4!(group_dot4_q6_k, q6_k, BlockQ8K);
 
-    avx2_group_matvec!(group_matvec_q4_0, q4_0, BlockQ8_0);
-    avx2_group_matvec!(group_matvec_q4_1, q4_1, BlockQ8_1);
-    avx2_group_matvec!(group_matvec_q5_0, q5_0, BlockQ8_0);
-    avx2_group_matvec!(group_matvec_q8_0, q8_0, BlockQ8_0);
-    avx2_group_matvec!(group_matvec_q4_k, q4_k, BlockQ8K);
-    avx2_group_matvec!(group_matvec_q6_k, q6_k, BlockQ8K);
+    /// `$name`: a [`GroupMatvecFn`] over `quant::$m::avx512_x8::dot_x8` where
+    /// [`quant::x8_avx512::enabled`], else `avx2_x8::dot_x8` (the same bits either way).
+    macro_rules! x8_group_matvec {
+        ($name:ident, $m:ident, $A:ty) => {
+            pub(super) fn $name(w: &[u8], a: &[u8], out: &mut [f32]) {
+                let a = cast_slice::<u8, $A>(a);
+                let group = quant::$m::x8::GROUP_BLOCK_BYTES * a.len();
+                let groups = w.chunks_exact(group).zip(out.chunks_exact_mut(quant::interleave::INTERLEAVE_ROWS));
+                if quant::x8_avx512::enabled() {
+                    for (g, o) in groups {
+                        // SAFETY: AVX-512 F/BW/VNNI, AVX2, FMA, F16C checked by `enabled`.
+                        o.copy_from_slice(&unsafe { quant::$m::avx512_x8::dot_x8(g, a) });
+                    }
+                } else {
+                    for (g, o) in groups {
+                        // SAFETY: AVX2 table only (module docs).
+                        o.copy_from_slice(&unsafe { quant::$m::avx2_x8::dot_x8(g, a) });
+                    }
+                }
+            }
+        };
+    }
+
+    x8_group_matvec!(group_matvec_q4_0, q4_0, BlockQ8_0);
+    x8_group_matvec!(group_matvec_q4_1, q4_1, BlockQ8_1);
+    x8_group_matvec!(group_matvec_q5_0, q5_0, BlockQ8_0);
+    x8_group_matvec!(group_matvec_q8_0, q8_0, BlockQ8_0);
+    x8_group_matvec!(group_matvec_q4_k, q4_k, BlockQ8K);
+    x8_group_matvec!(group_matvec_q6_k, q6_k, BlockQ8K);
 
     /// A quantizer over `quant::$m::avx2::quantize`.
     macro_rules! quantizer {

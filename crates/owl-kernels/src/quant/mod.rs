@@ -43,6 +43,8 @@ pub(crate) mod simd_neon;
 pub(crate) mod simd_x86;
 mod util;
 mod weighted;
+#[cfg(target_arch = "x86_64")]
+pub mod x8_avx512;
 
 pub use row::{dequantize_row, quantize_row, vec_dot_scalar};
 #[cfg(test)]

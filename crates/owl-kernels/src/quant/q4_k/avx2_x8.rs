@@ -56,6 +56,88 @@ const PAIR_MASKS: [[u8; 32]; 4] = {
     m
 };
 
+/// [`PAIR_MASKS`] as registers.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn pair_masks() -> [__m256i; 4] {
+    // SAFETY: loads of 32-byte constant arrays.
+    unsafe { PAIR_MASKS.map(|m| _mm256_loadu_si256(m.as_ptr().cast())) }
+}
+
+/// The 128 six-bit values of the group-block at `gb` (layout table in `x8`): the scales of
+/// sub-blocks 0..4 and 4..8, then the mins likewise, each 128-bit lane one half of the rows.
+/// Low nibbles of values v and v + 64 share byte v, top bits of v, v + 32, v + 64, v + 96
+/// share byte v.
+///
+/// # Safety
+/// AVX2; `gb` valid for a group-block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn scales_and_mins(gb: *const u8) -> [__m256i; 4] {
+    // SAFETY: loads of bytes 32..128 of the group-block, the caller's contract.
+    unsafe {
+        let (m4, m6hi) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+        let lo0 = _mm256_loadu_si256(gb.add(32).cast());
+        let lo1 = _mm256_loadu_si256(gb.add(64).cast());
+        let hi = _mm256_loadu_si256(gb.add(96).cast());
+        [
+            _mm256_or_si256(_mm256_and_si256(lo0, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(hi), m6hi)),
+            _mm256_or_si256(_mm256_and_si256(lo1, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(hi), m6hi)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(lo0), m4), _mm256_and_si256(hi, m6hi)),
+            _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(lo1), m4),
+                _mm256_and_si256(_mm256_srli_epi16::<2>(hi), m6hi),
+            ),
+        ]
+    }
+}
+
+/// The 8 sub-blocks' mins spread into the i16 pairs of [`PAIR_MASKS`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn spread_mins(mn_a: __m256i, mn_b: __m256i, masks: &[__m256i; 4]) -> [__m256i; 8] {
+    // SAFETY: register-only intrinsics.
+    unsafe {
+        [
+            _mm256_shuffle_epi8(mn_a, masks[0]),
+            _mm256_shuffle_epi8(mn_a, masks[1]),
+            _mm256_shuffle_epi8(mn_a, masks[2]),
+            _mm256_shuffle_epi8(mn_a, masks[3]),
+            _mm256_shuffle_epi8(mn_b, masks[0]),
+            _mm256_shuffle_epi8(mn_b, masks[1]),
+            _mm256_shuffle_epi8(mn_b, masks[2]),
+            _mm256_shuffle_epi8(mn_b, masks[3]),
+        ]
+    }
+}
+
+/// Σ_s m·(bsums[2s] + bsums[2s+1]) per row, each product in i32 (exact for any bsums). The
+/// pair (bsums[2s], bsums[2s+1]) is i32 element s of the bsums, spread from one 128-bit half
+/// by a dword shuffle.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn mins_sum(mins: &[__m256i; 8], y: &BlockQ8K) -> __m256i {
+    // SAFETY: a load of the 32-byte `bsums` array, then register-only intrinsics.
+    unsafe {
+        let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
+        let bs_a = _mm256_permute2x128_si256::<0x00>(bs, bs);
+        let bs_b = _mm256_permute2x128_si256::<0x11>(bs, bs);
+        let half = |m: &[__m256i], bs: __m256i| {
+            _mm256_add_epi32(
+                _mm256_add_epi32(
+                    _mm256_madd_epi16(m[0], _mm256_shuffle_epi32::<0x00>(bs)),
+                    _mm256_madd_epi16(m[1], _mm256_shuffle_epi32::<0x55>(bs)),
+                ),
+                _mm256_add_epi32(
+                    _mm256_madd_epi16(m[2], _mm256_shuffle_epi32::<0xAA>(bs)),
+                    _mm256_madd_epi16(m[3], _mm256_shuffle_epi32::<0xFF>(bs)),
+                ),
+            )
+        };
+        _mm256_add_epi32(half(&mins[..4], bs_a), half(&mins[4..], bs_b))
+    }
+}
+
 /// The 8 rows of one group against one activation row; the contract of
 /// [`super::x8::dot_x8`], which it equals bit for bit.
 ///
@@ -87,13 +169,7 @@ pub unsafe fn dot_x8_ahead<const AHEAD: usize>(group: &[u8], a: &[BlockQ8K]) -> 
     // the 32-byte `bsums` array of block `i < nb ≤ a.len()`. Prefetches never fault.
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
-        let m6hi = _mm256_set1_epi8(0x30);
-        let masks = [
-            _mm256_loadu_si256(PAIR_MASKS[0].as_ptr().cast()),
-            _mm256_loadu_si256(PAIR_MASKS[1].as_ptr().cast()),
-            _mm256_loadu_si256(PAIR_MASKS[2].as_ptr().cast()),
-            _mm256_loadu_si256(PAIR_MASKS[3].as_ptr().cast()),
-        ];
+        let masks = pair_masks();
         let base = group.as_ptr();
         let mut acc = _mm256_setzero_ps();
         for i in 0..nb {
@@ -116,40 +192,9 @@ pub unsafe fn dot_x8_ahead<const AHEAD: usize>(group: &[u8], a: &[BlockQ8K]) -> 
                 };
             }
 
-            // The 128 six-bit values: low nibbles of values v and v + 64 share byte v, top
-            // bits of v, v + 32, v + 64, v + 96 share byte v (layout table in `x8`).
-            let lo0 = _mm256_loadu_si256(gb.add(32).cast());
-            let lo1 = _mm256_loadu_si256(gb.add(64).cast());
-            let hi = _mm256_loadu_si256(gb.add(96).cast());
-            let sc_a = _mm256_or_si256(_mm256_and_si256(lo0, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(hi), m6hi));
-            let sc_b = _mm256_or_si256(_mm256_and_si256(lo1, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(hi), m6hi));
-            let mn_a = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(lo0), m4), _mm256_and_si256(hi, m6hi));
-            let mn_b = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(lo1), m4),
-                _mm256_and_si256(_mm256_srli_epi16::<2>(hi), m6hi),
-            );
-
-            // Σ_s m·(bsums[2s] + bsums[2s+1]) per row, each product in i32 (exact for any
-            // bsums). The pair (bsums[2s], bsums[2s+1]) is i32 element s of the bsums, spread
-            // from one 128-bit half by a dword shuffle.
-            let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
-            let bs_a = _mm256_permute2x128_si256::<0x00>(bs, bs);
-            let bs_b = _mm256_permute2x128_si256::<0x11>(bs, bs);
-            macro_rules! mins_term {
-                ($mn:ident, $bs:ident, $s:literal, $imm:literal) => {
-                    _mm256_madd_epi16(_mm256_shuffle_epi8($mn, masks[$s]), _mm256_shuffle_epi32::<$imm>($bs))
-                };
-            }
-            let summs = _mm256_add_epi32(
-                _mm256_add_epi32(
-                    _mm256_add_epi32(mins_term!(mn_a, bs_a, 0, 0x00), mins_term!(mn_a, bs_a, 1, 0x55)),
-                    _mm256_add_epi32(mins_term!(mn_a, bs_a, 2, 0xAA), mins_term!(mn_a, bs_a, 3, 0xFF)),
-                ),
-                _mm256_add_epi32(
-                    _mm256_add_epi32(mins_term!(mn_b, bs_b, 0, 0x00), mins_term!(mn_b, bs_b, 1, 0x55)),
-                    _mm256_add_epi32(mins_term!(mn_b, bs_b, 2, 0xAA), mins_term!(mn_b, bs_b, 3, 0xFF)),
-                ),
-            );
+            let [sc_a, sc_b, mn_a, mn_b] = scales_and_mins(gb);
+            let mins = spread_mins(mn_a, mn_b, &masks);
+            let summs = mins_sum(&mins, y);
 
             // Σ_s sc·(q·q8) per row, for sub-blocks 2j (low nibbles) and 2j + 1 (high nibbles)
             // whose scales are values 2j % 4, 2j % 4 + 1 of `$sc` (a macro: fully unrolled).
@@ -204,13 +249,7 @@ pub unsafe fn dot_x8_tokens<const T: usize>(group: &[u8], a: [&[BlockQ8K]; T]) -
     // `group`, activation block `i < nb <= a[t].len()`.
     unsafe {
         let m4 = _mm256_set1_epi8(0x0F);
-        let m6hi = _mm256_set1_epi8(0x30);
-        let masks = [
-            _mm256_loadu_si256(PAIR_MASKS[0].as_ptr().cast()),
-            _mm256_loadu_si256(PAIR_MASKS[1].as_ptr().cast()),
-            _mm256_loadu_si256(PAIR_MASKS[2].as_ptr().cast()),
-            _mm256_loadu_si256(PAIR_MASKS[3].as_ptr().cast()),
-        ];
+        let masks = pair_masks();
         let base = group.as_ptr();
         let mut acc = [_mm256_setzero_ps(); T];
         for i in 0..nb {
@@ -221,27 +260,9 @@ pub unsafe fn dot_x8_tokens<const T: usize>(group: &[u8], a: [&[BlockQ8K]; T]) -
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line).cast());
                 line += 64;
             }
-            let lo0 = _mm256_loadu_si256(gb.add(32).cast());
-            let lo1 = _mm256_loadu_si256(gb.add(64).cast());
-            let hi = _mm256_loadu_si256(gb.add(96).cast());
-            let sc_a = _mm256_or_si256(_mm256_and_si256(lo0, m4), _mm256_and_si256(_mm256_slli_epi16::<4>(hi), m6hi));
-            let sc_b = _mm256_or_si256(_mm256_and_si256(lo1, m4), _mm256_and_si256(_mm256_slli_epi16::<2>(hi), m6hi));
-            let mn_a = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(lo0), m4), _mm256_and_si256(hi, m6hi));
-            let mn_b = _mm256_or_si256(
-                _mm256_and_si256(_mm256_srli_epi16::<4>(lo1), m4),
-                _mm256_and_si256(_mm256_srli_epi16::<2>(hi), m6hi),
-            );
+            let [sc_a, sc_b, mn_a, mn_b] = scales_and_mins(gb);
             // The mins per sub-block, spread once (the same for every token).
-            let mins = [
-                _mm256_shuffle_epi8(mn_a, masks[0]),
-                _mm256_shuffle_epi8(mn_a, masks[1]),
-                _mm256_shuffle_epi8(mn_a, masks[2]),
-                _mm256_shuffle_epi8(mn_a, masks[3]),
-                _mm256_shuffle_epi8(mn_b, masks[0]),
-                _mm256_shuffle_epi8(mn_b, masks[1]),
-                _mm256_shuffle_epi8(mn_b, masks[2]),
-                _mm256_shuffle_epi8(mn_b, masks[3]),
-            ];
+            let mins = spread_mins(mn_a, mn_b, &masks);
             let mut isum = [_mm256_setzero_si256(); T];
             for j in 0..4 {
                 let sc = if j < 2 { sc_a } else { sc_b };
@@ -271,32 +292,7 @@ pub unsafe fn dot_x8_tokens<const T: usize>(group: &[u8], a: [&[BlockQ8K]; T]) -
             let dmin = _mm256_cvtph_ps(_mm_loadu_si128(gb.add(16).cast()));
             for t in 0..T {
                 let y = a[t].get_unchecked(i);
-                let bs = _mm256_loadu_si256(y.bsums.as_ptr().cast());
-                let bs_a = _mm256_permute2x128_si256::<0x00>(bs, bs);
-                let bs_b = _mm256_permute2x128_si256::<0x11>(bs, bs);
-                // Σ_s m·(bsums[2s] + bsums[2s+1]) per row (exact in i32, any order).
-                let summs = _mm256_add_epi32(
-                    _mm256_add_epi32(
-                        _mm256_add_epi32(
-                            _mm256_madd_epi16(mins[0], _mm256_shuffle_epi32::<0x00>(bs_a)),
-                            _mm256_madd_epi16(mins[1], _mm256_shuffle_epi32::<0x55>(bs_a)),
-                        ),
-                        _mm256_add_epi32(
-                            _mm256_madd_epi16(mins[2], _mm256_shuffle_epi32::<0xAA>(bs_a)),
-                            _mm256_madd_epi16(mins[3], _mm256_shuffle_epi32::<0xFF>(bs_a)),
-                        ),
-                    ),
-                    _mm256_add_epi32(
-                        _mm256_add_epi32(
-                            _mm256_madd_epi16(mins[4], _mm256_shuffle_epi32::<0x00>(bs_b)),
-                            _mm256_madd_epi16(mins[5], _mm256_shuffle_epi32::<0x55>(bs_b)),
-                        ),
-                        _mm256_add_epi32(
-                            _mm256_madd_epi16(mins[6], _mm256_shuffle_epi32::<0xAA>(bs_b)),
-                            _mm256_madd_epi16(mins[7], _mm256_shuffle_epi32::<0xFF>(bs_b)),
-                        ),
-                    ),
-                );
+                let summs = mins_sum(&mins, y);
                 let yd = _mm256_set1_ps(y.d);
                 let scaled = _mm256_mul_ps(_mm256_mul_ps(d, yd), _mm256_cvtepi32_ps(isum[t]));
                 let mins = _mm256_mul_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(summs));
