@@ -5,6 +5,7 @@ use owl_kernels::ops::activation::Activation;
 use owl_kernels::ops::{matmul, ActivationPrecision};
 use owl_kernels::parallel::DisjointSlice;
 use owl_kernels::ThreadPool;
+use owl_models::lora::dot;
 use owl_models::skeleton::norm::inv_rms;
 use owl_models::skeleton::rope::{rotate, Rope};
 use owl_models::weights::Weight;
@@ -83,7 +84,7 @@ pub fn attention(pool: &ThreadPool, s: AttnShape, q: &[f32], k: &[f32], v: &[f32
                 let mut max = f32::NEG_INFINITY;
                 for j in 0..=i {
                     let kj = &k[j * kw + g * d..j * kw + (g + 1) * d];
-                    p[j] = s.scale * qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>();
+                    p[j] = s.scale * dot(qi, kj);
                     max = max.max(p[j]);
                 }
                 let mut sum = 0.0;
@@ -136,7 +137,7 @@ pub fn attention_backward(
                     // dV_j += p_ij · dO_i ; dP_ij = dO_i · V_j
                     for j in 0..=i {
                         let vj = &v[j * kw + g * d..j * kw + (g + 1) * d];
-                        dp[j] = doi.iter().zip(vj).map(|(a, b)| a * b).sum();
+                        dp[j] = dot(doi, vj);
                         // SAFETY: group `g`'s columns of dk and dv, and its heads' columns of
                         // dq, are written by the one thread that claimed `g`.
                         let dvj = unsafe { dv.range(j * kw + g * d..j * kw + (g + 1) * d) };
@@ -145,7 +146,7 @@ pub fn attention_backward(
                         }
                     }
                     // dS_ij = p_ij (dP_ij − Σ_k p_ik dP_ik), then through the scale.
-                    let mean: f32 = (0..=i).map(|j| p[j] * dp[j]).sum();
+                    let mean = dot(&p[..=i], &dp[..=i]);
                     let qi = &q[i * qw + h * d..i * qw + (h + 1) * d];
                     for j in 0..=i {
                         let ds = p[j] * (dp[j] - mean) * s.scale;
