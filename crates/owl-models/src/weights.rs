@@ -10,10 +10,11 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, OnceLock};
 
-use owl_kernels::ops::Matrix;
+use owl_kernels::ops::{matmul, matmul_prepacked, Matrix, PanelMatrix};
 use owl_kernels::quant::interleave::{self, RowLayout, INTERLEAVE_ROWS};
 use owl_kernels::quant::{dequantize_row, quantize_row};
 use owl_kernels::BlockFormat;
+use owl_kernels::ThreadPool;
 
 use crate::error::ModelError;
 
@@ -91,9 +92,19 @@ pub struct Weight {
     /// The stored tensor this matrix was bound from, when it came through a [`Binder`]
     /// (boxed: a weight is embedded in every projection, and this is rarely read).
     origin: Option<Arc<WeightOrigin>>,
-    /// `Wᵀ` in Q8_0, made on first use by a backward pass ([`Weight::transposed_q8_0`]);
-    /// shared by clones, which hold the same matrix.
-    transposed: Arc<OnceLock<Option<Weight>>>,
+    /// Forms of this matrix made on first use by training, shared by clones (which hold the
+    /// same matrix).
+    derived: Arc<Derived>,
+}
+
+/// A weight's training-time forms, each made on first use.
+#[derive(Debug, Default)]
+struct Derived {
+    /// `Wᵀ` in Q8_0, for a backward pass ([`Weight::transposed_q8_0`]).
+    transposed: OnceLock<Option<Weight>>,
+    /// The matrix kept unpacked in lane panels, for a caller that multiplies the frozen
+    /// weights many times ([`Weight::prepacked_panels`]).
+    panels: OnceLock<Option<PanelMatrix>>,
 }
 
 /// Which stored tensor a weight is, for tools that follow activations per tensor (an
@@ -114,7 +125,7 @@ impl Weight {
         if row.checked_mul(rows) != Some(bytes.len()) {
             return Err(format!("{} bytes for {rows}x{cols} {}", bytes.len(), format.name()));
         }
-        Ok(Weight { format, rows, cols, bytes, layout: RowLayout::RowMajor, origin: None, transposed: Arc::default() })
+        Ok(Weight { format, rows, cols, bytes, layout: RowLayout::RowMajor, origin: None, derived: Arc::default() })
     }
 
     /// A 0x0 stand-in for a tensor that failed to bind (never used: loading then fails).
@@ -126,7 +137,7 @@ impl Weight {
             bytes: WeightBytes::from_vec(Vec::new()),
             layout: RowLayout::RowMajor,
             origin: None,
-            transposed: Arc::default(),
+            derived: Arc::default(),
         }
     }
 
@@ -295,7 +306,7 @@ impl Weight {
                     bytes,
                     layout: RowLayout::RowMajor,
                     origin: self.origin.clone(),
-                    transposed: Arc::default(),
+                    derived: Arc::default(),
                 };
             }
         }
@@ -308,8 +319,29 @@ impl Weight {
             bytes,
             layout: self.layout,
             origin: self.origin.clone(),
-            transposed: Arc::default(),
+            derived: Arc::default(),
         }
+    }
+
+    /// This matrix kept unpacked in lane panels (owl-kernels' [`PanelMatrix`], about 1.1–1.4×
+    /// its bytes), made on first use and shared by clones: for callers that multiply the
+    /// same frozen weights by many batches of tokens (LoRA training runs every projection,
+    /// and `Wᵀ`, for every sequence of every step), never by inference. None where the
+    /// active kernels have no lane panels for the format.
+    pub fn prepacked_panels(&self) -> Option<&PanelMatrix> {
+        self.derived.panels.get_or_init(|| PanelMatrix::new(&self.matrix())).as_ref()
+    }
+
+    /// `y = x Wᵀ` for `n` tokens (`x` `[n][cols]`, `y` `[n][rows]`, cut to size), reading
+    /// [`Weight::prepacked_panels`] instead of unpacking the weights where the call takes
+    /// the panel path: the bits of `matmul`.
+    pub fn matmul_frozen(&self, pool: &ThreadPool, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+        let (x, y) = (&x[..n * self.cols], &mut y[..n * self.rows]);
+        match self.prepacked_panels() {
+            Some(p) => matmul_prepacked(pool, &self.matrix(), p, x, n, y)?,
+            None => matmul(pool, &self.matrix(), x, n, y)?,
+        }
+        Ok(())
     }
 
     /// `Wᵀ` (`cols` rows of `rows` elements) in Q8_0, made on first use and kept with this
@@ -321,7 +353,7 @@ impl Weight {
     /// block's largest. None for float weights (their backward stays float32) and when
     /// `rows` is not a whole number of 32-element blocks.
     pub fn transposed_q8_0(&self) -> Option<&Weight> {
-        self.transposed.get_or_init(|| self.make_transposed_q8_0()).as_ref()
+        self.derived.transposed.get_or_init(|| self.make_transposed_q8_0()).as_ref()
     }
 
     fn make_transposed_q8_0(&self) -> Option<Weight> {

@@ -168,6 +168,43 @@ impl<'a> LanePanel<'a> {
             m: bytemuck::cast_slice_mut(m),
         }
     }
+
+    /// The panel as the tiles read it.
+    pub(crate) fn view(&self) -> PanelView<'_> {
+        PanelView { geo: self.geo, wide: self.wide, q: self.q, sc: self.sc, coef: self.coef, d: self.d, m: self.m }
+    }
+}
+
+/// A lane panel read-only: what the tiles and [`reference`] take, from a panel just
+/// unpacked ([`LanePanel::view`]) or one kept unpacked (`matmul::PanelMatrix`).
+pub(crate) struct PanelView<'a> {
+    pub geo: Geometry,
+    pub wide: bool,
+    pub q: &'a [u8],
+    pub sc: &'a [i32],
+    pub coef: &'a [i32],
+    pub d: &'a [f32],
+    pub m: &'a [f32],
+}
+
+impl<'a> PanelView<'a> {
+    /// Splits a panel-sized byte buffer (64-byte aligned) as [`LanePanel::from_bytes`] does.
+    pub(crate) fn from_bytes(buf: &'a [u8], geo: Geometry, wide: bool) -> Self {
+        let (q, rest) = buf.split_at(geo.q());
+        let (sc, rest) = rest.split_at(geo.sc());
+        let (coef, rest) = rest.split_at(geo.coef());
+        let (d, rest) = rest.split_at(geo.nb * 64);
+        let m = &rest[..geo.nb * 64];
+        PanelView {
+            geo,
+            wide,
+            q,
+            sc: bytemuck::cast_slice(sc),
+            coef: bytemuck::cast_slice(coef),
+            d: bytemuck::cast_slice(d),
+            m: bytemuck::cast_slice(m),
+        }
+    }
 }
 
 /// Unpacks `rows ≤ 16` weight rows of `format` (`nb` blocks each, row-major from `w`) into
@@ -485,7 +522,7 @@ pub(crate) fn prepare_act(
 /// 32 quants of each block `act_block` bytes apart from `act[0]`, with `da`, `c` its
 /// [`prepare_act`] terms.
 #[cfg(test)]
-pub(crate) fn reference(panel: &LanePanel<'_>, act: &[u8], act_block: usize, da: &[f32], c: &[u32]) -> [f32; LANES] {
+pub(crate) fn reference(panel: &PanelView<'_>, act: &[u8], act_block: usize, da: &[f32], c: &[u32]) -> [f32; LANES] {
     let kind = panel.geo.kind;
     let steps = steps(kind);
     let signed_codes = kind == SIGNED && !panel.wide;
@@ -578,6 +615,7 @@ mod tests {
                 let mut panel = LanePanel::from_bytes(&mut buf[start..], geo, wide);
                 // SAFETY: AVX2 checked above.
                 unsafe { unpack_rows(format, &w, rows, &mut panel) };
+                let panel = panel.view();
                 let mut da = vec![0f32; nb];
                 let mut c = vec![0u32; nb];
                 let (quants, act_block) = if is_k(kind) {
@@ -653,6 +691,7 @@ mod tests {
                     let mut panel = LanePanel::from_bytes(&mut buf[start..], geo, wide);
                     // SAFETY: AVX2 checked above.
                     unsafe { unpack_rows(format, &w, rows, &mut panel) };
+                    let panel = panel.view();
                     let mut da = vec![0f32; N_TOKENS * nb];
                     let mut c = vec![0u32; N_TOKENS * nb];
                     let act_block = act_format.block_bytes();

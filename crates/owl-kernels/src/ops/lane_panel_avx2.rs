@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::lane_panel::{
-    scale_groups, LanePanel, ACT_K_BLOCK, ACT_K_BSUMS, ACT_K_QS, COEF_PAIRS, FOLD, K32, LANES, MIN, SIGNED,
+    scale_groups, PanelView, ACT_K_BLOCK, ACT_K_BSUMS, ACT_K_QS, COEF_PAIRS, FOLD, K32, LANES, MIN, SIGNED,
 };
 
 /// Tokens per tile: 4 tokens' integer and float sums (and the K formats' offset sums) with
@@ -24,7 +24,7 @@ pub(crate) const TOKENS: usize = 4;
 /// AVX2, FMA and F16C; every pointer valid for the panel's `nb` blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn tile_int8<const KIND: u8, const T: usize>(
-    panel: &LanePanel<'_>,
+    panel: &PanelView<'_>,
     half: usize,
     act: [*const u8; T],
     act_block: usize,
@@ -73,7 +73,7 @@ pub(crate) unsafe fn tile_int8<const KIND: u8, const T: usize>(
 /// AVX2, FMA and F16C; every pointer valid for the panel's `nb` super-blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn tile_k<const KIND: u8, const T: usize>(
-    panel: &LanePanel<'_>,
+    panel: &PanelView<'_>,
     half: usize,
     act: [*const u8; T],
 ) -> [[f32; 8]; T] {

@@ -14,7 +14,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::lane_panel::{scale_groups, LanePanel, ACT_K_BLOCK, ACT_K_BSUMS, ACT_K_QS, COEF_PAIRS, K32, LANES, MIN};
+use super::lane_panel::{scale_groups, PanelView, ACT_K_BLOCK, ACT_K_BSUMS, ACT_K_QS, COEF_PAIRS, K32, LANES, MIN};
 
 /// Tokens per tile of the 32-element kinds (an integer and a float sum each) and of the K
 /// kinds (a scale group's sum as well).
@@ -48,7 +48,7 @@ pub fn available() -> bool {
 /// AVX-512 F/BW/VL/VNNI, AVX2, FMA, F16C; every pointer valid for the panel's `nb` blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn tile_int8<const KIND: u8, const T: usize>(
-    panel: &LanePanel<'_>,
+    panel: &PanelView<'_>,
     act: [*const u8; T],
     act_block: usize,
     da: [*const f32; T],
@@ -94,7 +94,7 @@ pub(crate) unsafe fn tile_int8<const KIND: u8, const T: usize>(
 /// super-blocks.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn tile_k<const KIND: u8, const T: usize>(
-    panel: &LanePanel<'_>,
+    panel: &PanelView<'_>,
     act: [*const u8; T],
 ) -> [[f32; LANES]; T] {
     debug_assert!(panel.wide, "a panel unpacked for the other tile set");

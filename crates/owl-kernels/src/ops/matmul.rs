@@ -83,7 +83,7 @@ pub fn matmul_with(
     n_tokens: usize,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    matmul_impl(table, pool, w, x, n_tokens, y, Path::Auto)
+    matmul_impl(table, pool, w, x, n_tokens, y, Path::Auto, None)
 }
 
 /// [`matmul`] whose result for a token does not depend on the batch it came in: tokens
@@ -123,17 +123,17 @@ pub fn matmul_batch_invariant_with(
     let (xs, xm) = x.split_at(x.len().min(n_single.saturating_mul(w.cols)));
     let (ys, ym) = y.split_at_mut(y.len().min(n_single.saturating_mul(w.rows)));
     if n_single > 0 {
-        matmul_impl(table, pool, w, xs, n_single, ys, Path::PerToken)?;
+        matmul_impl(table, pool, w, xs, n_single, ys, Path::PerToken, None)?;
     }
     if n_tokens > n_single {
-        matmul_impl(table, pool, w, xm, n_tokens - n_single, ym, Path::Many)?;
+        matmul_impl(table, pool, w, xm, n_tokens - n_single, ym, Path::Many, None)?;
     }
     Ok(())
 }
 
 /// Which kernels a matmul call takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Path {
+pub(super) enum Path {
     /// The fastest for the token count: one-token kernels for one token, else the panels
     /// (from `panel_min_tokens`) or the multi-token kernels.
     Auto,
@@ -146,7 +146,11 @@ enum Path {
     Many,
 }
 
-fn matmul_impl(
+/// The matmul of every entry point. `prepacked`: `w`'s lane panels kept unpacked
+/// ([`super::panel_matrix`]), read in place where the call takes the panel path (the same
+/// bits: the panels are what that path would unpack).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_impl(
     table: &KernelTable,
     pool: &ThreadPool,
     w: &Matrix<'_>,
@@ -154,6 +158,7 @@ fn matmul_impl(
     n_tokens: usize,
     y: &mut [f32],
     path: Path,
+    prepacked: Option<&super::panel_matrix::PanelMatrix>,
 ) -> Result<(), KernelError> {
     let shape = Shape::validate(table, w, x, n_tokens, y)?;
     if w.rows == 0 || n_tokens == 0 {
@@ -203,7 +208,7 @@ fn matmul_impl(
         None => bytemuck::cast_slice(x),
     };
     let out = SharedOut { ptr: y.as_mut_ptr(), len: y.len() };
-    let work = Work { w, shape: &shape, act, n_tokens, out: &out, row_major: &row_major };
+    let work = Work { w, shape: &shape, act, n_tokens, out: &out, row_major: &row_major, prepacked };
     if per_token {
         let mut chunk = matvec_chunk_rows(w.rows, shape.row_bytes, n_threads);
         if n_tokens > 1 {
@@ -328,6 +333,12 @@ fn panel_prefill(
         (da, c)
     };
     let run = |thread: usize, rows: std::ops::Range<usize>| {
+        if let Some(p) = work.prepacked {
+            // Chunks start on multiples of PANEL_ROWS, the panels' rows.
+            let view = lp::PanelView::from_bytes(p.panel(rows.start / PANEL_ROWS), geo, wide);
+            work.lane_tiles(&view, rows, da, c);
+            return;
+        }
         // SAFETY: each thread index owns its panel region; one chunk at a time per thread.
         let buf = unsafe { panels.slice(thread * panel_bytes, panel_bytes) };
         let mut panel = LanePanel::from_bytes(buf, geo, wide);
@@ -335,7 +346,7 @@ fn panel_prefill(
         let w_rows = unsafe { work.row_major.rows(thread, rows.clone()) };
         // SAFETY: this path is only taken from the AVX2 table (`has_prefill_panel`).
         unsafe { lp::unpack_rows(format, w_rows, rows.len(), &mut panel) };
-        work.lane_tiles(&panel, rows, da, c);
+        work.lane_tiles(&panel.view(), rows, da, c);
     };
     if n_threads == 1 {
         for_each_chunk(work.w.rows, PANEL_ROWS, |rows| run(0, rows));
@@ -599,6 +610,7 @@ struct Work<'a, 'w> {
     n_tokens: usize,
     out: &'a SharedOut<f32>,
     row_major: &'a RowMajorChunks<'w>,
+    prepacked: Option<&'a super::panel_matrix::PanelMatrix>,
 }
 
 impl Work<'_, '_> {
@@ -685,7 +697,7 @@ impl Work<'_, '_> {
     #[cfg(target_arch = "x86_64")]
     fn lane_tiles(
         &self,
-        panel: &super::lane_panel::LanePanel<'_>,
+        panel: &super::lane_panel::PanelView<'_>,
         rows: std::ops::Range<usize>,
         da: &[f32],
         c: &[u32],
@@ -708,7 +720,7 @@ impl Work<'_, '_> {
     #[cfg(target_arch = "x86_64")]
     fn lane_tiles_as<const KIND: u8, const WIDE: bool>(
         &self,
-        panel: &super::lane_panel::LanePanel<'_>,
+        panel: &super::lane_panel::PanelView<'_>,
         rows: std::ops::Range<usize>,
         da: &[f32],
         c: &[u32],
@@ -940,7 +952,7 @@ mod tests {
                     let path = if panel { Path::Many } else { Path::NoPanel };
                     let c0 = cpu_ns();
                     for _ in 0..3 {
-                        matmul_impl(table, &pool, &w, &x, tokens, &mut y, path).expect("matmul");
+                        matmul_impl(table, &pool, &w, &x, tokens, &mut y, path, None).expect("matmul");
                     }
                     let secs = (cpu_ns() - c0) as f64 * 1e-9 / 3.0;
                     best[panel as usize] = best[panel as usize].min(secs);

@@ -15,6 +15,7 @@ pub(crate) mod lane_panel_avx2;
 pub(crate) mod lane_panel_avx512;
 pub mod matmul;
 pub mod norm;
+pub mod panel_matrix;
 pub mod rope;
 pub mod softmax;
 pub mod wide_head;
@@ -31,6 +32,7 @@ pub fn avx512_prefill_enabled() -> bool {
 
 pub use f32_activations::ActivationPrecision;
 pub use matmul::{matmul, matmul_batch_invariant, matmul_batch_invariant_with, matmul_with, Matrix};
+pub use panel_matrix::{matmul_prepacked, PanelMatrix};
 pub use wide_head::matmul_q8_0_wide;
 
 /// Whether the float ops (activations, norms, rotary embeddings, attention) run their

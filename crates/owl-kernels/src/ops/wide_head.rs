@@ -29,6 +29,9 @@ use super::matmul::{compute_threads, for_each_chunk, Matrix, SharedOut};
 /// Row-major rows per kernel call.
 const GROUP: usize = 4;
 
+/// Tokens per call of the many-token kernel.
+const TOKENS: usize = 4;
+
 /// One-token chunks per thread (the pool balances chunks).
 const CHUNKS_PER_THREAD: usize = 8;
 
@@ -83,6 +86,22 @@ impl Kernel {
             Kernel::Avx2 => unsafe { wide::avx2::dot_rows::<R>(w, a) },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512 => unsafe { wide::avx512::dot_rows::<R>(w, a) },
+        }
+    }
+
+    /// `R` rows against `T` tokens, each value the bits of [`Kernel::rows`]; None where
+    /// the kernel set has no many-token kernel.
+    #[inline(always)]
+    fn rows_tokens<const R: usize, const T: usize>(
+        self,
+        w: [&[BlockQ8_0]; R],
+        a: [&[BlockQ16]; T],
+    ) -> Option<[[f32; R]; T]> {
+        match self {
+            // SAFETY: AVX-512 only where `available` said so.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => Some(unsafe { wide::avx512::dot_rows_tokens::<R, T>(w, a) }),
+            _ => None,
         }
     }
 
@@ -177,7 +196,24 @@ pub fn matmul_q8_0_wide(
         let mut r = rows.start;
         while r < rows.end {
             let n = GROUP.min(rows.end - r);
-            for (t, a) in acts.chunks_exact(nb).enumerate() {
+            // Four tokens at a time through the many-token kernel where there is one (the
+            // same bits per value), the rest one by one.
+            let mut first = 0;
+            if n == GROUP {
+                let ws: [&[BlockQ8_0]; GROUP] = std::array::from_fn(|i| row(r + i));
+                while first + TOKENS <= n_tokens {
+                    let a: [&[BlockQ16]; TOKENS] =
+                        std::array::from_fn(|k| &acts[(first + k) * nb..(first + k + 1) * nb]);
+                    let Some(v) = kernel.rows_tokens::<GROUP, TOKENS>(ws, a) else { break };
+                    for (k, v) in v.into_iter().enumerate() {
+                        for (i, v) in v.into_iter().enumerate() {
+                            unsafe { out.write((first + k) * rows_total + r + i, v) };
+                        }
+                    }
+                    first += TOKENS;
+                }
+            }
+            for (t, a) in acts.chunks_exact(nb).enumerate().skip(first) {
                 let base = t * rows_total + r;
                 if n == GROUP {
                     let v = kernel.rows::<GROUP>(std::array::from_fn(|i| row(r + i)), a);

@@ -40,6 +40,16 @@ impl Linear {
         self.run(pool, x, n, None, y)
     }
 
+    /// [`Linear::forward`] through the weight's lane panels kept unpacked
+    /// ([`Weight::matmul_frozen`]): the same bits, without unpacking the weights again on
+    /// every call. For callers that run the same frozen projection many times (LoRA
+    /// training); it keeps the unpacked panels with the weight.
+    pub fn forward_frozen(&self, pool: &ThreadPool, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
+        self.weight.matmul_frozen(pool, x, n, y)?;
+        self.add_bias(&mut y[..n * self.weight.rows]);
+        Ok(())
+    }
+
     /// [`Linear::forward`] over the batch of `ctx`, batch-invariant when it asks for that
     /// (`ForwardCtx::n_single`).
     pub fn project(&self, ctx: &ForwardCtx<'_>, x: &[f32], y: &mut [f32]) -> Result<(), ModelError> {
@@ -85,13 +95,18 @@ impl Linear {
             None => matmul(pool, &self.weight.matrix(), &x[..n * cols], n, y)?,
             Some(k) => matmul_batch_invariant(pool, &self.weight.matrix(), &x[..n * cols], n, k, y)?,
         }
+        self.add_bias(y);
+        Ok(())
+    }
+
+    /// `y[t] += b` for every token row of `y`.
+    fn add_bias(&self, y: &mut [f32]) {
         if let Some(b) = &self.bias {
-            for row in y.chunks_exact_mut(rows) {
+            for row in y.chunks_exact_mut(self.weight.rows) {
                 for (v, b) in row.iter_mut().zip(b) {
                     *v += b;
                 }
             }
         }
-        Ok(())
     }
 }

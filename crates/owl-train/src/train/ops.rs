@@ -2,14 +2,13 @@
 //! (each checked against finite differences below). Row-major `[tokens][width]` buffers.
 
 use owl_kernels::ops::activation::Activation;
-use owl_kernels::ops::{matmul, ActivationPrecision};
+use owl_kernels::ops::ActivationPrecision;
 use owl_kernels::parallel::DisjointSlice;
 use owl_kernels::ThreadPool;
 use owl_models::lora::dot;
 use owl_models::skeleton::norm::inv_rms;
 use owl_models::skeleton::rope::{rotate, Rope};
 use owl_models::weights::Weight;
-use owl_models::ModelError;
 
 use crate::error::TrainError;
 
@@ -216,7 +215,7 @@ pub fn matmul_transposed_acc(pool: &ThreadPool, w: &Weight, dy: &[f32], dx: &mut
     if pool.activation_precision() == ActivationPrecision::Quantized {
         if let Some(wt) = w.transposed_q8_0() {
             let mut product = vec![0f32; n * cols];
-            matmul(pool, &wt.matrix(), &dy[..n * rows], n, &mut product).map_err(ModelError::from)?;
+            wt.matmul_frozen(pool, &dy[..n * rows], n, &mut product)?;
             dx[..n * cols].iter_mut().zip(&product).for_each(|(d, p)| *d += p);
             return Ok(());
         }

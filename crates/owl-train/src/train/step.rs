@@ -217,7 +217,7 @@ impl<'a> Proj<'a> {
         n: usize,
         y: &mut [f32],
     ) -> Result<(), TrainError> {
-        self.lin.forward(model.pool(), x, n, y)?;
+        self.lin.forward_frozen(model.pool(), x, n, y)?;
         if let Some(i) = self.pair {
             let p = &params.pairs[i];
             let pool = model.pool();

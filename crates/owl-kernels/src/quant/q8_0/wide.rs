@@ -246,6 +246,41 @@ pub mod avx512 {
             std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]))
         }
     }
+
+    /// [`dot_rows`] of `R` rows against `T` tokens at once: each weight block is widened,
+    /// and its scale converted, once for all `T` tokens; every (row, token) value goes
+    /// through exactly [`dot_rows`]' lane operations, so it is the bits a [`dot_rows`] call
+    /// gives (many-token heads: all-logits scoring, perplexity, LoRA training).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512 F and BW, AVX2, FMA and F16C ([`available`]).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    pub unsafe fn dot_rows_tokens<const R: usize, const T: usize>(
+        w: [&[BlockQ8_0]; R],
+        a: [&[BlockQ16]; T],
+    ) -> [[f32; R]; T] {
+        let nb = a.iter().map(|a| a.len()).min().unwrap_or(0);
+        assert!(w.iter().all(|r| r.len() >= nb), "weight rows shorter than the activations");
+        // SAFETY: block `i < nb` of every row and every token, as asserted.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); R]; T];
+            for i in 0..nb {
+                let ys: [&BlockQ16; T] = std::array::from_fn(|t| a[t].get_unchecked(i));
+                let act: [__m512i; T] = std::array::from_fn(|t| _mm512_loadu_si512(ys[t].qs.as_ptr().cast()));
+                for r in 0..R {
+                    let x = w[r].get_unchecked(i);
+                    let wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256(x.qs.as_ptr().cast()));
+                    let dw = f16_to_f32(x.d);
+                    for t in 0..T {
+                        let d = _mm512_set1_ps(dw * ys[t].d);
+                        acc[t][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(wv, act[t])), d, acc[t][r]);
+                    }
+                }
+            }
+            std::array::from_fn(|t| std::array::from_fn(|r| _mm512_reduce_add_ps(acc[t][r])))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -335,6 +370,21 @@ pub(crate) mod tests {
                 close(&four, "avx512 x4");
                 let one: Vec<f32> = (0..4).map(|r| unsafe { avx512::dot_rows::<1>([rows[r]], &a)[0] }).collect();
                 assert_eq!(one, four, "a row's value does not depend on its group");
+                // Four tokens at once: each token's values are its one-token bits.
+                let acts: Vec<Vec<BlockQ16>> = (0..4)
+                    .map(|t| {
+                        let mut b = vec![BlockQ16 { d: 0.0, qs: [0; 32] }; nb];
+                        quantize(&random(cols, seed + 200 + t), &mut b);
+                        b
+                    })
+                    .collect();
+                // SAFETY: `available`.
+                let many = unsafe { avx512::dot_rows_tokens::<4, 4>(rows, std::array::from_fn(|t| &acts[t][..])) };
+                for (t, got) in many.iter().enumerate() {
+                    // SAFETY: `available`.
+                    let want = unsafe { avx512::dot_rows::<4>(rows, &acts[t]) };
+                    assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits), "token {t} of 4, {cols} columns");
+                }
             } else {
                 println!("avx512 kernel skipped: the CPU lacks AVX-512 F/BW");
             }
