@@ -97,6 +97,13 @@ pub(crate) mod testing {
         ok
     }
 
+    /// 8 row-major rows of `nb` blocks of `format` (`w`) as one interleaved group.
+    pub(crate) fn group_of(format: BlockFormat, w: &[u8], nb: usize) -> Vec<u8> {
+        let mut group = vec![0u8; w.len()];
+        interleave_matrix(format, 8, nb * format.block_elems(), w, &mut group).expect("interleave");
+        group
+    }
+
     /// One group of 8 quantized rows of `nb` blocks of `format` (interleaved) and a quantized
     /// activation row in its companion format, from the test value generator. `rows`: the
     /// row-major weight bytes to use instead (8 rows: fixture blocks).
@@ -106,8 +113,7 @@ pub(crate) mod testing {
             Some(r) => r.to_vec(),
             None => test_rows(format, &test_values(8 * cols, seed, 0.1, 1.5), 8, cols).0,
         };
-        let mut group = vec![0u8; w.len()];
-        interleave_matrix(format, 8, cols, &w, &mut group).expect("interleave");
+        let group = group_of(format, &w, nb);
         let act_format = format.vec_dot_format();
         let x = test_values(cols, seed + 1000, -0.05, 2.0);
         let mut act = vec![0u8; act_format.row_bytes(cols).expect("whole blocks")];

@@ -69,17 +69,10 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_1]) -> [f32; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::q4_1::x8::interleave;
     use crate::quant::q4_1::{avx2_x8, BlockQ4_1};
     use crate::quant::q8_1::QK8_1;
-    use crate::quant::x8_avx512::testing::{assert_same_bits, can_run, check_format};
+    use crate::quant::x8_avx512::testing::{assert_same_bits, can_run, check_format, group_of};
     use crate::quant::BlockFormat;
-
-    fn group_of(w: &[u8], nb: usize) -> Vec<u8> {
-        let mut g = vec![0u8; w.len()];
-        interleave(w, nb, &mut g);
-        g
-    }
 
     #[test]
     fn avx512_x8_gives_the_avx2_bits() {
@@ -97,7 +90,7 @@ mod tests {
         let nb = 3;
         let blk = BlockQ4_1 { d: crate::quant::f32_to_f16(1.0), m: crate::quant::f32_to_f16(0.5), qs: [0xFF; 16] };
         let rows: Vec<BlockQ4_1> = vec![blk; 8 * nb];
-        let group = group_of(bytemuck::cast_slice(&rows), nb);
+        let group = group_of(BlockFormat::Q4_1, bytemuck::cast_slice(&rows), nb);
         for q in [-128i8, 127] {
             let d = crate::quant::f32_to_f16(1.0);
             let a = vec![BlockQ8_1 { d, s: crate::quant::f32_to_f16(2.0), qs: [q; QK8_1] }; nb];

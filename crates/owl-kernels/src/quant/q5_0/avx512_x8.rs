@@ -121,17 +121,10 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::q5_0::x8::interleave;
     use crate::quant::q5_0::{avx2_x8, BlockQ5_0};
     use crate::quant::q8_0::QK8_0;
-    use crate::quant::x8_avx512::testing::{assert_same_bits, can_run, check_format};
+    use crate::quant::x8_avx512::testing::{assert_same_bits, can_run, check_format, group_of};
     use crate::quant::BlockFormat;
-
-    fn group_of(w: &[u8], nb: usize) -> Vec<u8> {
-        let mut g = vec![0u8; w.len()];
-        interleave(w, nb, &mut g);
-        g
-    }
 
     #[test]
     fn avx512_x8_gives_the_avx2_bits() {
@@ -150,7 +143,7 @@ mod tests {
         for (qs, qh, code) in [(0xFFu8, 0xFFu8, 31.0f32), (0, 0, 0.0)] {
             let blk = BlockQ5_0 { d: crate::quant::f32_to_f16(1.0), qh: [qh; 4], qs: [qs; 16] };
             let rows: Vec<BlockQ5_0> = vec![blk; 8 * nb];
-            let group = group_of(bytemuck::cast_slice(&rows), nb);
+            let group = group_of(BlockFormat::Q5_0, bytemuck::cast_slice(&rows), nb);
             for q in [-128i8, 127] {
                 let a = vec![BlockQ8_0 { d: crate::quant::f32_to_f16(1.0), qs: [q; QK8_0] }; nb];
                 let want = nb as f32 * ((code - 16.0) * 32.0 * q as f32);
