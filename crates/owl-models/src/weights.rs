@@ -323,18 +323,28 @@ impl Weight {
         }
     }
 
-    /// This matrix kept unpacked in lane panels (owl-kernels' [`PanelMatrix`], about 1.1–1.4×
-    /// its bytes), made on first use and shared by clones: for callers that multiply the
-    /// same frozen weights by many batches of tokens (LoRA training runs every projection,
-    /// and `Wᵀ`, for every sequence of every step), never by inference. None where the
-    /// active kernels have no lane panels for the format.
-    pub fn prepacked_panels(&self) -> Option<&PanelMatrix> {
+    /// Makes this matrix's lane panels (owl-kernels' [`PanelMatrix`]: the weights unpacked,
+    /// 1.2–2× their bytes), once, kept with the weight and its clones: for callers that
+    /// multiply the same frozen weights by many batches of tokens (LoRA training runs every
+    /// projection, and `Wᵀ`, for every sequence of every step), never by inference. None
+    /// where the active kernels have no lane panels for the format.
+    pub fn prepack_panels(&self) -> Option<&PanelMatrix> {
         self.derived.panels.get_or_init(|| PanelMatrix::new(&self.matrix())).as_ref()
     }
 
+    /// The panels [`Weight::prepack_panels`] made, if it was called and could.
+    pub fn prepacked_panels(&self) -> Option<&PanelMatrix> {
+        self.derived.panels.get().and_then(Option::as_ref)
+    }
+
+    /// The bytes [`Weight::prepack_panels`] would hold (None where it would make none).
+    pub fn panel_bytes(&self) -> Option<usize> {
+        PanelMatrix::bytes_for(&self.matrix())
+    }
+
     /// `y = x Wᵀ` for `n` tokens (`x` `[n][cols]`, `y` `[n][rows]`, cut to size), reading
-    /// [`Weight::prepacked_panels`] instead of unpacking the weights where the call takes
-    /// the panel path: the bits of `matmul`.
+    /// [`Weight::prepacked_panels`], where they were made, instead of unpacking the weights
+    /// where the call takes the panel path: the bits of `matmul` either way.
     pub fn matmul_frozen(&self, pool: &ThreadPool, x: &[f32], n: usize, y: &mut [f32]) -> Result<(), ModelError> {
         let (x, y) = (&x[..n * self.cols], &mut y[..n * self.rows]);
         match self.prepacked_panels() {

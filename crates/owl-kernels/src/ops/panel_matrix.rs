@@ -86,6 +86,28 @@ impl PanelMatrix {
         }
     }
 
+    /// The bytes [`PanelMatrix::new`] would hold for `w`, without unpacking anything; None
+    /// where it would give None.
+    pub fn bytes_for(w: &Matrix<'_>) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use super::lane_panel::{self as lp, Geometry, LANES};
+            let kernels = dispatch::active().ok()?.get(w.format)?;
+            let kind = lp::kind(w.format)?;
+            let row_bytes = w.format.row_bytes(w.cols)?;
+            if !kernels.has_prefill_panel() || w.rows == 0 || w.data.len() != w.rows.checked_mul(row_bytes)? {
+                return None;
+            }
+            let geo = Geometry { kind, nb: w.cols / w.format.block_elems() };
+            w.rows.div_ceil(LANES).checked_mul(geo.bytes())
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = w;
+            None
+        }
+    }
+
     /// Memory held, in bytes.
     pub fn bytes(&self) -> usize {
         self.lines.len() * 64
@@ -154,6 +176,7 @@ mod tests {
                         eprintln!("{format:?}: no lane panels with the active kernels; skipped");
                         continue;
                     };
+                    assert_eq!(PanelMatrix::bytes_for(m), Some(panels.bytes()), "{format:?}");
                     for n in [1usize, 3, 12, 17] {
                         let x = test_values(n * cols, 7 + n as u64, -0.1, 2.0);
                         let (mut want, mut got) = (vec![0f32; n * rows], vec![0f32; n * rows]);

@@ -17,6 +17,7 @@ use owl_models::skeleton::attention::{Attention, QkvProj};
 use owl_models::skeleton::block::Block;
 use owl_models::skeleton::linear::Linear;
 use owl_models::skeleton::mlp::{GateUp, GatedMlp};
+use owl_models::weights::Weight;
 use owl_models::{LoraAdapter, Model};
 
 use super::ops::{self, AttnShape};
@@ -124,14 +125,32 @@ pub struct StepOptions {
     /// transpose for the input gradient). Float weights are float32 either way; the LoRA
     /// pairs, norms, attention and the loss are float32 always.
     pub f32_activations: bool,
+    /// Bytes the frozen weights may take kept unpacked in lane panels
+    /// ([`owl_models::weights::Weight::prepack_panels`]), layer by layer from the first,
+    /// the projections and then (with `backward`) their Q8_0 transposes: those within it
+    /// multiply from their panels, the rest unpack on every call as inference does. The
+    /// same bits either way; only time and memory differ.
+    pub panel_budget: usize,
 }
 
 /// The default [`StepOptions::tape_budget`].
 pub const TAPE_BUDGET: usize = 256 << 20;
 
+/// The default [`StepOptions::panel_budget`]: room for every projection of a model of about
+/// half a billion parameters, forward and transposed (SmolLM2-135M takes about 300 MiB).
+pub const PANEL_BUDGET: usize = 2 << 30;
+
 impl Default for StepOptions {
     fn default() -> Self {
-        StepOptions { dropout: 0.0, seed: 0, step: 0, backward: true, tape_budget: TAPE_BUDGET, f32_activations: false }
+        StepOptions {
+            dropout: 0.0,
+            seed: 0,
+            step: 0,
+            backward: true,
+            tape_budget: TAPE_BUDGET,
+            f32_activations: false,
+            panel_budget: PANEL_BUDGET,
+        }
     }
 }
 
@@ -423,6 +442,41 @@ fn layer(block: &Block, index: usize) -> Result<Layer<'_>, TrainError> {
     Ok(Layer { block, attn, mlp, dropout: 0.0, key: 0 })
 }
 
+/// Keeps the frozen weights unpacked in lane panels while they fit
+/// [`StepOptions::panel_budget`] (see there); made on the first step, counted again on
+/// every step in the same order, so the same weights are chosen each time.
+fn prepack_within(layers: &[Layer<'_>], head: &Weight, opts: &StepOptions) {
+    let mut weights: Vec<&Weight> = Vec::new();
+    for l in layers {
+        match l.attn.qkv() {
+            QkvProj::Separate { q, k, v } => weights.extend([&q.weight, &k.weight, &v.weight]),
+            QkvProj::Fused(w) => weights.push(&w.weight),
+        }
+        weights.push(&l.attn.o().weight);
+        match l.mlp.gate_up() {
+            GateUp::Separate { gate, up } => weights.extend([&gate.weight, &up.weight]),
+            GateUp::Fused(w) => weights.push(&w.weight),
+        }
+        weights.push(&l.mlp.down().weight);
+    }
+    if opts.backward {
+        let transposed: Vec<&Weight> =
+            weights.iter().chain(std::iter::once(&head)).filter_map(|w| w.transposed_q8_0()).collect();
+        weights.extend(transposed);
+    }
+    let mut used = 0usize;
+    for w in weights {
+        let bytes = match w.prepacked_panels() {
+            Some(p) => p.bytes(),
+            None => match w.panel_bytes() {
+                Some(b) if used.saturating_add(b) <= opts.panel_budget => w.prepack_panels().map_or(0, |p| p.bytes()),
+                _ => 0,
+            },
+        };
+        used += bytes;
+    }
+}
+
 fn qkv_projs<'a>(l: &Layer<'a>, params: &LoraParams) -> Vec<Proj<'a>> {
     match l.attn.qkv() {
         QkvProj::Separate { q, k, v } => vec![l.proj(q, params, 0), l.proj(k, params, 1), l.proj(v, params, 2)],
@@ -682,6 +736,9 @@ fn run(model: &Model, params: &LoraParams, batch: &[Example], opts: &StepOptions
         return Err(TrainError::Unsupported("soft-capped logits (Gemma 2)".into()));
     }
     let layers = model.blocks().iter().enumerate().map(|(i, b)| layer(b, i)).collect::<Result<Vec<_>, _>>()?;
+    if !opts.f32_activations {
+        prepack_within(&layers, model.head(), opts);
+    }
     let total: f32 = batch.iter().map(|e| e.weights.iter().sum::<f32>()).sum();
     if total <= 0.0 {
         return Err(TrainError::Data("the batch has no token to learn from".into()));

@@ -200,3 +200,31 @@ fn f32_activations_on_a_quantized_base_compute_as_its_float32_weights() {
     // reached the products), within the percent of 8-bit numerics.
     assert!(err_int8 > 1e-4 && err_int8 < 2e-2, "8-bit products differ by {err_int8:e}");
 }
+
+/// Frozen weights kept unpacked in lane panels (`StepOptions::panel_budget`) give the bits
+/// of unpacking them on every call, on a quantized (Q8_0) base, and the default budget does
+/// keep them (where the kernels have panels).
+#[test]
+fn panels_kept_or_not_give_the_same_step() {
+    use owl_convert::{convert, ConvertOptions, FileType};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let q8 = tmp.path().join("llama.q8_0.gguf");
+    let options = ConvertOptions { file_type: FileType::Q8_0, no_tokenizer: true, tokenizer_pre: None };
+    convert(&base_dir(), &q8, &options, &|_| {}).unwrap();
+    let mut model = load(&q8);
+    let adapter = AdapterFile::open(&lora_dir(), None).unwrap().bind(&model, Lineage::Strict).unwrap();
+    let params = LoraParams::from_adapter(&adapter);
+    let none = StepOptions { panel_budget: 0, ..StepOptions::default() };
+    let unpacked = loss_and_grads_with(&mut model, &params, &batch(), &none).unwrap();
+    let head_t = model.head().transposed_q8_0().expect("a Q8_0 head has a transpose");
+    assert!(head_t.prepacked_panels().is_none(), "a zero budget kept panels");
+    let kept = loss_and_grads_with(&mut model, &params, &batch(), &StepOptions::default()).unwrap();
+    let head_t = model.head().transposed_q8_0().expect("a Q8_0 head has a transpose");
+    if head_t.panel_bytes().is_some() {
+        assert!(head_t.prepacked_panels().is_some(), "the default budget kept no panels");
+    } else {
+        println!("the active kernels have no lane panels: both steps unpacked nothing");
+    }
+    assert_eq!(kept, unpacked, "kept panels changed the step");
+}
