@@ -7,9 +7,10 @@
 //! path's KL divergence from float32, while every other projection shares its error with
 //! the layers after it. The head streams the same weight bytes either way; widening each
 //! weight to 16 bits costs 0–4 % of decode speed where the head sits in cache
-//! (docs/PERFORMANCE.md). A many-token call (perplexity, all-logits scoring) runs the same
-//! per-token kernels, not a tiled GEMM, with each group of rows in L1 while every token
-//! passes.
+//! (docs/PERFORMANCE.md). A many-token call (perplexity, all-logits scoring, training) runs
+//! the same per-token arithmetic, not a tiled GEMM, with each group of rows in L1 while
+//! every token passes; on AVX-512 four tokens share each widened weight block
+//! (`wide::avx512::dot_rows_tokens`, the bits of the one-token kernel).
 //!
 //! Each (row, token) value comes from the same kernel and lane arithmetic whatever the
 //! token count, thread count or chunking, so the result is batch invariant by construction.
