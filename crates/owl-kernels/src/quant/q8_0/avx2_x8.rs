@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 
 use super::x8::GROUP_BLOCK_BYTES;
 use super::BlockQ8_0;
-use crate::quant::simd_x86::{f16_to_f32, prefetch_ahead};
+use crate::quant::simd_x86::prefetch_ahead;
 
 /// See the module header.
 ///
@@ -43,7 +43,7 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
                 s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(p, ones));
             }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(g.cast()));
-            let dy = _mm256_set1_ps(f16_to_f32(y.d));
+            let dy = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(y.d)));
             acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(s32), acc);
         }
         let mut out = [0.0f32; 8];
@@ -84,7 +84,7 @@ pub unsafe fn dot_x8_tokens<const T: usize>(group: &[u8], a: [&[BlockQ8_0]; T]) 
             }
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(g.cast()));
             for t in 0..T {
-                let dy = _mm256_set1_ps(f16_to_f32(a[t].get_unchecked(b).d));
+                let dy = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(a[t].get_unchecked(b).d)));
                 acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(s32[t]), acc[t]);
             }
         }
