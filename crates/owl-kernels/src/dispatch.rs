@@ -16,6 +16,11 @@
 //! given set so that tests can compare every path against the scalar reference in one
 //! process.
 //!
+//! Within the AVX2 set, some kernels take AVX-512 where the CPU has it, with the AVX2
+//! kernels' bits: the prefill lane-panel tiles, the output head, the element-wise float ops,
+//! and the one-token kernels over the 8-row interleaved groups (`quant::x8_avx512`).
+//! `OWL_AVX512=0` keeps all of them at AVX2.
+//!
 //! Soundness: the AVX2 entries are safe `fn`s that call `#[target_feature]` kernels; they
 //! are reachable only through a table that [`table`] gives out after checking the CPU. The
 //! NEON kernels (AArch64 only) are safe functions: NEON is part of every AArch64 CPU.

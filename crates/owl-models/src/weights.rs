@@ -324,7 +324,7 @@ impl Weight {
     }
 
     /// Makes this matrix's lane panels (owl-kernels' [`PanelMatrix`]: the weights unpacked,
-    /// 1.2–2× their bytes), once, kept with the weight and its clones: for callers that
+    /// 1.2–2.3× their bytes), once, kept with the weight and its clones: for callers that
     /// multiply the same frozen weights by many batches of tokens (LoRA training runs every
     /// projection, and `Wᵀ`, for every sequence of every step), never by inference. None
     /// where the active kernels have no lane panels for the format.

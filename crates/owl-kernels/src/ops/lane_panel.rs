@@ -176,7 +176,7 @@ impl<'a> LanePanel<'a> {
 }
 
 /// A lane panel read-only: what the tiles and [`reference`] take, from a panel just
-/// unpacked ([`LanePanel::view`]) or one kept unpacked (`matmul::PanelMatrix`).
+/// unpacked ([`LanePanel::view`]) or one kept unpacked (`panel_matrix::PanelMatrix`).
 pub(crate) struct PanelView<'a> {
     pub geo: Geometry,
     pub wide: bool,

@@ -610,6 +610,7 @@ struct Work<'a, 'w> {
     n_tokens: usize,
     out: &'a SharedOut<f32>,
     row_major: &'a RowMajorChunks<'w>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     prepacked: Option<&'a super::panel_matrix::PanelMatrix>,
 }
 

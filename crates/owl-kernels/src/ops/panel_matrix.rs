@@ -4,9 +4,9 @@
 //! LoRA training runs every projection of the model forward, and through `Wᵀ` backward,
 //! for every sequence of every step, with weights that never change; each of those calls
 //! would unpack every 16-row chunk into a panel again (a tenth of a training step on the
-//! demo model). A [`PanelMatrix`] holds the whole matrix unpacked once, about 1.1–1.4× the
-//! weight's bytes (int8 codes and per-lane scales), and [`matmul_prepacked`] reads it in
-//! place. Where the call takes the panel path the result is the bits [`super::matmul`]
+//! demo model). A [`PanelMatrix`] holds the whole matrix unpacked once — a byte per weight
+//! plus per-lane scales: 1.2× the bytes of Q8_0, 1.7–1.9× of Q5_x/Q6_K, 2.0–2.3× of
+//! Q4_x/Q4_K — and [`matmul_prepacked`] reads it in place. Where the call takes the panel path the result is the bits [`super::matmul`]
 //! gives (the panels are what it would unpack); elsewhere (few tokens, float32
 //! activations, a kernel set without panels) it is `matmul` itself.
 
@@ -18,15 +18,19 @@ use crate::KernelError;
 use super::matmul::{matmul_impl, Matrix, Path};
 
 /// 64-byte-aligned storage: panels start on cache lines, as the tiles expect.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Line([u8; 64]);
 
 /// A matrix's lane panels, all of its rows, unpacked once (see the module docs).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct PanelMatrix {
     format: BlockFormat,
     rows: usize,
     cols: usize,
+    /// The AVX-512 form of the panels (`lane_panel_avx512::enabled` when they were made).
+    wide: bool,
     /// Bytes of one 16-row panel (a multiple of 64).
     panel_bytes: usize,
     lines: Vec<Line>,
@@ -50,7 +54,11 @@ impl PanelMatrix {
             let kernels = dispatch::active().ok()?.get(w.format)?;
             let kind = lp::kind(w.format)?;
             let row_bytes = w.format.row_bytes(w.cols)?;
-            if !kernels.has_prefill_panel() || w.rows == 0 || w.data.len() != w.rows.checked_mul(row_bytes)? {
+            if !kernels.has_prefill_panel()
+                || w.rows == 0
+                || w.cols == 0
+                || w.data.len() != w.rows.checked_mul(row_bytes)?
+            {
                 return None;
             }
             let geo = Geometry { kind, nb: w.cols / w.format.block_elems() };
@@ -77,7 +85,7 @@ impl PanelMatrix {
                 // SAFETY: the AVX2 table is active (`has_prefill_panel` is true only there).
                 unsafe { lp::unpack_rows(w.format, src, rows.len(), &mut panel) };
             }
-            Some(PanelMatrix { format: w.format, rows: w.rows, cols: w.cols, panel_bytes, lines })
+            Some(PanelMatrix { format: w.format, rows: w.rows, cols: w.cols, wide, panel_bytes, lines })
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -95,7 +103,11 @@ impl PanelMatrix {
             let kernels = dispatch::active().ok()?.get(w.format)?;
             let kind = lp::kind(w.format)?;
             let row_bytes = w.format.row_bytes(w.cols)?;
-            if !kernels.has_prefill_panel() || w.rows == 0 || w.data.len() != w.rows.checked_mul(row_bytes)? {
+            if !kernels.has_prefill_panel()
+                || w.rows == 0
+                || w.cols == 0
+                || w.data.len() != w.rows.checked_mul(row_bytes)?
+            {
                 return None;
             }
             let geo = Geometry { kind, nb: w.cols / w.format.block_elems() };
@@ -114,6 +126,7 @@ impl PanelMatrix {
     }
 
     /// Panel `k` (rows `16k..16k + 16`).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) fn panel(&self, k: usize) -> &[u8] {
         // SAFETY: `lines` is `len · 64` initialised bytes; u8 has no alignment requirement.
         let all = unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<u8>(), self.lines.len() * 64) };
@@ -136,7 +149,13 @@ pub fn matmul_prepacked(
     if (panels.format, panels.rows, panels.cols) != (w.format, w.rows, w.cols) {
         return Err(KernelError::Unsupported { format: w.format, op: "lane panels of another matrix" });
     }
-    matmul_impl(dispatch::active()?, pool, w, x, n_tokens, y, Path::Auto, Some(panels))
+    // Panels made for the other tile set (not possible within one process today: the
+    // choice is read once) would be misread: unpack instead.
+    #[cfg(target_arch = "x86_64")]
+    let panels = (panels.wide == super::lane_panel_avx512::enabled()).then_some(panels);
+    #[cfg(not(target_arch = "x86_64"))]
+    let panels = Some(panels);
+    matmul_impl(dispatch::active()?, pool, w, x, n_tokens, y, Path::Auto, panels)
 }
 
 #[cfg(test)]

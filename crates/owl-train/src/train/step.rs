@@ -444,7 +444,9 @@ fn layer(block: &Block, index: usize) -> Result<Layer<'_>, TrainError> {
 
 /// Keeps the frozen weights unpacked in lane panels while they fit
 /// [`StepOptions::panel_budget`] (see there); made on the first step, counted again on
-/// every step in the same order, so the same weights are chosen each time.
+/// every step in the same order, so the same weights are chosen each time. Panels once
+/// made stay with their weights (and in use) for the model's life: a smaller budget on a
+/// later step makes no new ones but releases none.
 fn prepack_within(layers: &[Layer<'_>], head: &Weight, opts: &StepOptions) {
     let mut weights: Vec<&Weight> = Vec::new();
     for l in layers {

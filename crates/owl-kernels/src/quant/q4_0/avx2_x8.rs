@@ -5,8 +5,9 @@
 //! of the same elements by `maddubs` (unsigned nibbles × signed activations, exact in i16:
 //! 2·15·127 per lane, eight of them summed stay below 2¹⁵), `madd` with ones widens to one
 //! i32 per row, and the Q4_0 offset comes off in integers (`Σ(q − 8)·a = Σq·a − 8·Σa`,
-//! exact; `8·Σa` is one horizontal sum per block, shared by the 8 rows). One `vcvtph2ps` converts the 8 rows' scales, one FMA accumulates the block. No
-//! horizontal sum anywhere: ~6 instructions per row-block against ~10 in the row-major
+//! exact; `8·Σa` is summed across the lanes of one register per block, shared by the 8
+//! rows). One `vcvtph2ps` converts the 8 rows' scales, one FMA accumulates the block. No
+//! horizontal sum over a row: ~6 instructions per row-block against ~10 in the row-major
 //! kernels, which made decode memory-bound instead of compute-bound (docs/PERFORMANCE.md).
 //!
 //! Results equal [`super::x8::dot_x8`] (the scalar `vec_dot`) up to the fused multiply-add:

@@ -250,7 +250,8 @@ pub mod avx512 {
     /// [`dot_rows`] of `R` rows against `T` tokens at once: each weight block is widened,
     /// and its scale converted, once for all `T` tokens; every (row, token) value goes
     /// through exactly [`dot_rows`]' lane operations, so it is the bits a [`dot_rows`] call
-    /// gives (many-token heads: all-logits scoring, perplexity, LoRA training).
+    /// gives (many-token heads: all-logits scoring, perplexity, LoRA training). The tokens'
+    /// activation rows have one length (the shortest is used).
     ///
     /// # Safety
     /// The CPU must support AVX-512 F and BW, AVX2, FMA and F16C ([`available`]).
