@@ -748,6 +748,7 @@ fn run(model: &Model, params: &LoraParams, batch: &[Example], opts: &StepOptions
     let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
     let mut grads = params.zero_grads();
     let mut loss = 0f64;
+    let (mut logits, mut d_logits) = (Vec::<f32>::new(), Vec::<f32>::new());
     for (seq, ex) in batch.iter().enumerate() {
         let layers: Vec<Layer<'_>> = layers.iter().enumerate().map(|(i, l)| l.for_sequence(opts, i, seq)).collect();
         let n = ex.tokens.len();
@@ -780,11 +781,15 @@ fn run(model: &Model, params: &LoraParams, batch: &[Example], opts: &StepOptions
         let norm = model.final_norm();
         let (mut normed, mut inv) = (vec![0f32; n * h], vec![0f32; n]);
         ops::rms_norm(&x, norm.weight(), norm.eps(), &mut normed, &mut inv);
-        let mut logits = vec![0f32; n * vocab];
+        // The logits and their gradient (each `n × vocab`, megabytes) reuse the step's
+        // buffers: fresh ones per sequence were mapped and faulted in every time.
+        logits.clear();
+        logits.resize(n * vocab, 0.0);
         model.head_logits(&normed, n, &mut logits)?;
 
         // Loss and its gradient on the logits.
-        let mut d_logits = vec![0f32; n * vocab];
+        d_logits.clear();
+        d_logits.resize(n * vocab, 0.0);
         for t in 0..n - 1 {
             let w = ex.weights.get(t).copied().unwrap_or(0.0);
             if w == 0.0 {
