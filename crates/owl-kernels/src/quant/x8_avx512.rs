@@ -67,6 +67,52 @@ pub(crate) unsafe fn word_pairs(y: __m256i) -> [__m512i; 4] {
     }
 }
 
+/// `Σq·a` of one 32-element block, per row in the lanes of both halves: `q` the unsigned
+/// quants of chunks 0–1 and 2–3, low and high (`[lo01, hi01, lo23, hi23]`); the low ones
+/// meet activation words 0..4, the high ones words 4..8 (`words` from [`word_pairs`]).
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn quant_dot(q: [__m512i; 4], words: &[__m512i; 4]) -> __m512i {
+    // SAFETY: register-only intrinsics.
+    unsafe {
+        let s = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q[0], words[0]);
+        let s = _mm512_dpbusd_epi32(s, q[1], words[2]);
+        let s = _mm512_dpbusd_epi32(s, q[2], words[1]);
+        _mm512_dpbusd_epi32(s, q[3], words[3])
+    }
+}
+
+/// [`quant_dot`] of 4-bit quants as stored: `v01`, `v23` the bytes of chunks 0–1 and 2–3,
+/// split into their low and high nibbles.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn nibble_dot(v01: __m512i, v23: __m512i, words: &[__m512i; 4]) -> __m512i {
+    // SAFETY: register-only intrinsics.
+    unsafe {
+        let low4 = _mm512_set1_epi8(0x0F);
+        let hi = |v: __m512i| _mm512_and_si512(_mm512_srli_epi16::<4>(v), low4);
+        quant_dot([_mm512_and_si512(v01, low4), hi(v01), _mm512_and_si512(v23, low4), hi(v23)], words)
+    }
+}
+
+/// `c·Σa` of one block (`c` taken as an unsigned byte: −128 is 128), spread over the lanes
+/// as [`quant_dot`] spreads its sum: the offset of a format whose quants are stored `+c`.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn constant_dot(c: i8, words: &[__m512i; 4]) -> __m512i {
+    // SAFETY: register-only intrinsics.
+    unsafe { quant_dot([_mm512_set1_epi8(c); 4], words) }
+}
+
 /// The two 256-bit halves of `v` added: one group's 8 lanes (each half holds partial sums of
 /// the same 8 rows). Exact in i32.
 ///

@@ -14,7 +14,7 @@ use std::arch::x86_64::*;
 use super::x8::GROUP_BLOCK_BYTES;
 use crate::quant::q8_0::BlockQ8_0;
 use crate::quant::simd_x86::PREFETCH_BYTES;
-use crate::quant::x8_avx512::{fold_halves, word_pairs};
+use crate::quant::x8_avx512::{constant_dot, fold_halves, nibble_dot, word_pairs};
 
 /// Offset of the nibble chunks in a group-block (after the 8 rows' f16 scales).
 const QS_OFFSET: usize = 16;
@@ -32,8 +32,6 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
     // SAFETY: features guaranteed by the caller. Block `b < nb` reads group bytes
     // `b·144 .. (b + 1)·144` and activation block `b`, both in bounds by the choice of `nb`.
     unsafe {
-        let low4 = _mm512_set1_epi8(0x0F);
-        let eight = _mm512_set1_epi8(8);
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
             let g = group.as_ptr().add(b * GROUP_BLOCK_BYTES);
@@ -43,18 +41,10 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
             let y = a.get_unchecked(b);
             // Words 0..4 meet the low nibbles of chunks 0..4, words 4..8 the high ones.
-            let [w01, w23, w45, w67] = word_pairs(_mm256_loadu_si256(y.qs.as_ptr().cast()));
+            let words = word_pairs(_mm256_loadu_si256(y.qs.as_ptr().cast()));
             let v01 = _mm512_loadu_si512(g.add(QS_OFFSET).cast());
             let v23 = _mm512_loadu_si512(g.add(QS_OFFSET + 64).cast());
-            let mut isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v01, low4), w01);
-            isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(_mm512_srli_epi16::<4>(v01), low4), w45);
-            isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(v23, low4), w23);
-            isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(_mm512_srli_epi16::<4>(v23), low4), w67);
-            let mut offset = _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, w01);
-            offset = _mm512_dpbusd_epi32(offset, eight, w23);
-            offset = _mm512_dpbusd_epi32(offset, eight, w45);
-            offset = _mm512_dpbusd_epi32(offset, eight, w67);
-            let isum = fold_halves(_mm512_sub_epi32(isum, offset));
+            let isum = fold_halves(_mm512_sub_epi32(nibble_dot(v01, v23, &words), constant_dot(8, &words)));
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(g.cast()));
             let dy = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(y.d)));
             acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(isum), acc);

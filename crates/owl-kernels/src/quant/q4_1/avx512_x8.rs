@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 use super::avx2_x8::PREFETCH_AHEAD;
 use super::x8::{GROUP_BLOCK_BYTES, M_OFFSET, QS_OFFSET};
 use crate::quant::q8_1::BlockQ8_1;
-use crate::quant::x8_avx512::{fold_halves, word_pairs};
+use crate::quant::x8_avx512::{fold_halves, nibble_dot, word_pairs};
 
 /// The 8 rows of one x8 group against one activation row: the bits
 /// [`super::avx2_x8::dot_x8`] gives (same contract).
@@ -33,7 +33,6 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_1]) -> [f32; 8] {
     // within it (scales 0..32, chunks 32..160); activation block `b < nb <= a.len()`.
     // Prefetches never fault.
     unsafe {
-        let low4 = _mm512_set1_epi8(0x0F);
         let mut acc = _mm256_setzero_ps();
         let mut macc = _mm256_setzero_ps();
         for b in 0..nb {
@@ -44,14 +43,10 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_1]) -> [f32; 8] {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
             let y = a.get_unchecked(b);
             // Words 0..4 meet the low nibbles of chunks 0..4, words 4..8 the high ones.
-            let [w01, w23, w45, w67] = word_pairs(_mm256_loadu_si256(y.qs.as_ptr().cast()));
+            let words = word_pairs(_mm256_loadu_si256(y.qs.as_ptr().cast()));
             let v01 = _mm512_loadu_si512(gb.add(QS_OFFSET).cast());
             let v23 = _mm512_loadu_si512(gb.add(QS_OFFSET + 64).cast());
-            let mut isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(v01, low4), w01);
-            isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(_mm512_srli_epi16::<4>(v01), low4), w45);
-            isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(v23, low4), w23);
-            isum = _mm512_dpbusd_epi32(isum, _mm512_and_si512(_mm512_srli_epi16::<4>(v23), low4), w67);
-            let isum = fold_halves(isum);
+            let isum = fold_halves(nibble_dot(v01, v23, &words));
             // [d8, s8] repeated: one conversion, then each spread to all lanes.
             let ds = _mm256_cvtph_ps(_mm_set1_epi32((y as *const BlockQ8_1).cast::<i32>().read_unaligned()));
             let (dy, sy) = (_mm256_moveldup_ps(ds), _mm256_movehdup_ps(ds));

@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use super::avx2_x8::PREFETCH_AHEAD;
 use super::x8::{GROUP_BLOCK_BYTES, QH_OFFSET, QS_OFFSET};
 use crate::quant::q8_0::BlockQ8_0;
-use crate::quant::x8_avx512::{fold_halves, word_pairs};
+use crate::quant::x8_avx512::{constant_dot, fold_halves, quant_dot, word_pairs};
 
 /// Shift counts per 64-bit lane (4 lanes a half) that bring plane `lo_plane` (low half) and
 /// `hi_plane` (high half) to bit 4: left by `4 − j` for `j < 4`, right by `j − 4` above.
@@ -81,7 +81,6 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
     // `b < nb <= a.len()`. Prefetches never fault.
     unsafe {
         let low4 = _mm512_set1_epi8(0x0F);
-        let sixteen = _mm512_set1_epi8(16);
         let mut acc = _mm256_setzero_ps();
         for b in 0..nb {
             let gb = base.add(b * GROUP_BLOCK_BYTES);
@@ -91,7 +90,7 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
             let y = a.get_unchecked(b);
             // Words 0..4 meet the low nibbles of chunks 0..4, words 4..8 the high ones.
-            let [w01, w23, w45, w67] = word_pairs(_mm256_loadu_si256(y.qs.as_ptr().cast()));
+            let words = word_pairs(_mm256_loadu_si256(y.qs.as_ptr().cast()));
             let planes = _mm512_broadcast_i64x4(_mm256_loadu_si256(gb.add(QH_OFFSET).cast()));
             let v01 = _mm512_loadu_si512(gb.add(QS_OFFSET).cast());
             let v23 = _mm512_loadu_si512(gb.add(QS_OFFSET + 64).cast());
@@ -99,15 +98,8 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
             let hi01 = merge(_mm512_and_si512(_mm512_srli_epi16::<4>(v01), low4), plane_bits(planes, 1, 3));
             let lo23 = merge(_mm512_and_si512(v23, low4), plane_bits(planes, 4, 6));
             let hi23 = merge(_mm512_and_si512(_mm512_srli_epi16::<4>(v23), low4), plane_bits(planes, 5, 7));
-            let mut isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo01, w01);
-            isum = _mm512_dpbusd_epi32(isum, hi01, w45);
-            isum = _mm512_dpbusd_epi32(isum, lo23, w23);
-            isum = _mm512_dpbusd_epi32(isum, hi23, w67);
-            let mut offset = _mm512_dpbusd_epi32(_mm512_setzero_si512(), sixteen, w01);
-            offset = _mm512_dpbusd_epi32(offset, sixteen, w23);
-            offset = _mm512_dpbusd_epi32(offset, sixteen, w45);
-            offset = _mm512_dpbusd_epi32(offset, sixteen, w67);
-            let isum = fold_halves(_mm512_sub_epi32(isum, offset));
+            let isum = quant_dot([lo01, hi01, lo23, hi23], &words);
+            let isum = fold_halves(_mm512_sub_epi32(isum, constant_dot(16, &words)));
             let dy = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(y.d)));
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(gb.cast()));
             acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(isum), acc);

@@ -16,7 +16,7 @@ use std::arch::x86_64::*;
 use super::x8::GROUP_BLOCK_BYTES;
 use super::BlockQ8_0;
 use crate::quant::simd_x86::PREFETCH_BYTES;
-use crate::quant::x8_avx512::{fold_halves, word_pairs};
+use crate::quant::x8_avx512::{constant_dot, fold_halves, word_pairs};
 
 /// The 8 rows of one x8 group against one activation row: the bits
 /// [`super::avx2_x8::dot_x8`] gives (same contract).
@@ -42,13 +42,11 @@ pub unsafe fn dot_x8(group: &[u8], a: &[BlockQ8_0]) -> [f32; 8] {
             let y = a.get_unchecked(b);
             let words = word_pairs(_mm256_loadu_si256(y.qs.as_ptr().cast()));
             let mut isum = _mm512_setzero_si512();
-            let mut offset = _mm512_setzero_si512();
-            for (p, w) in words.into_iter().enumerate() {
+            for (p, &w) in words.iter().enumerate() {
                 let v = _mm512_xor_si512(_mm512_loadu_si512(g.add(16 + 64 * p).cast()), sign);
                 isum = _mm512_dpbusd_epi32(isum, v, w);
-                offset = _mm512_dpbusd_epi32(offset, sign, w);
             }
-            let isum = fold_halves(_mm512_sub_epi32(isum, offset));
+            let isum = fold_halves(_mm512_sub_epi32(isum, constant_dot(-128, &words)));
             let dw = _mm256_cvtph_ps(_mm_loadu_si128(g.cast()));
             let dy = _mm256_cvtph_ps(_mm_set1_epi16(i16::from_le_bytes(y.d)));
             acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy), _mm256_cvtepi32_ps(isum), acc);
