@@ -49,19 +49,9 @@ impl PanelMatrix {
     pub fn new(w: &Matrix<'_>) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         {
-            use super::lane_panel::{self as lp, Geometry, LanePanel, LANES};
+            use super::lane_panel::{self as lp, LanePanel, LANES};
             use crate::quant::interleave::{self, RowLayout};
-            let kernels = dispatch::active().ok()?.get(w.format)?;
-            let kind = lp::kind(w.format)?;
-            let row_bytes = w.format.row_bytes(w.cols)?;
-            if !kernels.has_prefill_panel()
-                || w.rows == 0
-                || w.cols == 0
-                || w.data.len() != w.rows.checked_mul(row_bytes)?
-            {
-                return None;
-            }
-            let geo = Geometry { kind, nb: w.cols / w.format.block_elems() };
+            let (geo, row_bytes) = geometry(w)?;
             let panel_bytes = geo.bytes();
             let wide = super::lane_panel_avx512::enabled();
             let chunks = w.rows.div_ceil(LANES);
@@ -99,19 +89,8 @@ impl PanelMatrix {
     pub fn bytes_for(w: &Matrix<'_>) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
         {
-            use super::lane_panel::{self as lp, Geometry, LANES};
-            let kernels = dispatch::active().ok()?.get(w.format)?;
-            let kind = lp::kind(w.format)?;
-            let row_bytes = w.format.row_bytes(w.cols)?;
-            if !kernels.has_prefill_panel()
-                || w.rows == 0
-                || w.cols == 0
-                || w.data.len() != w.rows.checked_mul(row_bytes)?
-            {
-                return None;
-            }
-            let geo = Geometry { kind, nb: w.cols / w.format.block_elems() };
-            w.rows.div_ceil(LANES).checked_mul(geo.bytes())
+            let (geo, _) = geometry(w)?;
+            w.rows.div_ceil(super::lane_panel::LANES).checked_mul(geo.bytes())
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -132,6 +111,20 @@ impl PanelMatrix {
         let all = unsafe { std::slice::from_raw_parts(self.lines.as_ptr().cast::<u8>(), self.lines.len() * 64) };
         &all[k * self.panel_bytes..(k + 1) * self.panel_bytes]
     }
+}
+
+/// The panel geometry of `w` and its row bytes, where the active kernels take lane panels
+/// for its format and its bytes match its shape (non-empty).
+#[cfg(target_arch = "x86_64")]
+fn geometry(w: &Matrix<'_>) -> Option<(super::lane_panel::Geometry, usize)> {
+    use super::lane_panel::{self as lp, Geometry};
+    let kernels = dispatch::active().ok()?.get(w.format)?;
+    let kind = lp::kind(w.format)?;
+    let row_bytes = w.format.row_bytes(w.cols)?;
+    if !kernels.has_prefill_panel() || w.rows == 0 || w.cols == 0 || w.data.len() != w.rows.checked_mul(row_bytes)? {
+        return None;
+    }
+    Some((Geometry { kind, nb: w.cols / w.format.block_elems() }, row_bytes))
 }
 
 /// [`super::matmul`] of `w`, reading `panels` (made from `w` by [`PanelMatrix::new`])
